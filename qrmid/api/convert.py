@@ -1,0 +1,91 @@
+"""Protobuf messages <-> domain objects."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
+from qrmid.core.errors import InvalidArgument
+from qrmid.core.leases import Lease
+from qrmid.core.resource import ResourceStatus, ResourceView
+from qrmid.core.tasks import TaskState, TaskView
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+_RESOURCE_STATUS = {
+    ResourceStatus.ONLINE: pb.RESOURCE_STATUS_ONLINE,
+    ResourceStatus.OFFLINE: pb.RESOURCE_STATUS_OFFLINE,
+    ResourceStatus.PAUSED: pb.RESOURCE_STATUS_PAUSED,
+    ResourceStatus.DRAINING: pb.RESOURCE_STATUS_DRAINING,
+}
+_TASK_STATE = {
+    TaskState.QUEUED: pb.TASK_STATE_QUEUED,
+    TaskState.RUNNING: pb.TASK_STATE_RUNNING,
+    TaskState.COMPLETED: pb.TASK_STATE_COMPLETED,
+    TaskState.FAILED: pb.TASK_STATE_FAILED,
+    TaskState.CANCELLED: pb.TASK_STATE_CANCELLED,
+}
+_PAYLOAD_KIND = {
+    PayloadKind.QISKIT_PRIMITIVE: pb.PAYLOAD_KIND_QISKIT_PRIMITIVE,
+    PayloadKind.PULSER_SEQUENCE: pb.PAYLOAD_KIND_PULSER_SEQUENCE,
+}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def resource(view: ResourceView) -> pb.Resource:
+    return pb.Resource(
+        name=view.name,
+        type=view.type,
+        status=_RESOURCE_STATUS[view.status],
+        status_reason=view.status_reason,
+        capacity=pb.Capacity(slots_total=view.slots_total, slots_free=view.slots_free),
+        queue_length=view.queue_length,
+        running_tasks=view.running_tasks,
+        payload_kinds=sorted(_PAYLOAD_KIND[kind] for kind in view.payload_kinds),
+    )
+
+
+def task(view: TaskView, queue_position: int = 0) -> pb.Task:
+    return pb.Task(
+        id=view.id,
+        resource=view.resource,
+        state=_TASK_STATE[view.state],
+        owner=view.owner,
+        lease_id=view.lease_id,
+        slurm_job_id=view.slurm_job_id,
+        payload_kind=_PAYLOAD_KIND[view.payload_kind],
+        create_time=timestamp(view.created_at),
+        start_time=timestamp(view.started_at),
+        end_time=timestamp(view.ended_at),
+        reason=view.reason,
+        queue_position=queue_position,
+        client_request_id=view.client_request_id,
+    )
+
+
+def lease(value: Lease, with_token: bool) -> pb.Lease:
+    return pb.Lease(
+        id=value.id,
+        token=value.token if with_token else "",
+        resource=value.resource,
+        owner=value.owner,
+        slurm_job_id=value.slurm_job_id,
+        create_time=timestamp(value.created_at),
+        expire_time=timestamp(value.expires_at),
+    )
+
+
+def payload(message: pb.Payload) -> Payload:
+    """The domain payload of a request; InvalidArgument when no variant is set."""
+    kind = message.WhichOneof("kind")
+    if kind == "qiskit_primitive":
+        return QiskitPrimitive(program_id=message.qiskit_primitive.program_id, input=message.qiskit_primitive.input)
+    if kind == "pulser_sequence":
+        return PulserSequence(sequence=message.pulser_sequence.sequence, job_runs=message.pulser_sequence.job_runs)
+    raise InvalidArgument("payload is empty: set qiskit_primitive or pulser_sequence")

@@ -1,0 +1,108 @@
+"""``qrmid.v1.QuantumResources``: each RPC validates its request, calls the broker, and maps the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from qrmid.api import convert
+from qrmid.api.identity import caller
+from qrmid.api.status import streaming, unary
+from qrmid.core.broker import Broker
+from qrmid.core.errors import FailedPrecondition, InvalidArgument
+from qrmid.core.tasks import Task, TaskState, TaskView
+from qrmid.v1 import quantum_resources_pb2 as pb
+from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
+
+RESULT_CHUNK_BYTES = 1 << 20
+
+Context = grpc.aio.ServicerContext
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    return value
+
+
+class QuantumResources(pb_grpc.QuantumResourcesServicer):
+    """The QRMI operations over one broker."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    @unary
+    async def ListResources(self, request: pb.ListResourcesRequest, context: Context) -> pb.ListResourcesResponse:
+        return pb.ListResourcesResponse(
+            resources=[convert.resource(resource.view()) for resource in self.broker.resources.values()])
+
+    @unary
+    async def GetResource(self, request: pb.GetResourceRequest, context: Context) -> pb.Resource:
+        return convert.resource(self.broker.resource(_required(request.name, "name")).view())
+
+    @unary
+    async def GetTarget(self, request: pb.GetTargetRequest, context: Context) -> pb.Target:
+        resource = self.broker.resource(_required(request.resource, "resource"))
+        return pb.Target(resource=resource.name, content_type="application/json",
+                         value=await resource.adapter.target())
+
+    @unary
+    async def GetMetadata(self, request: pb.GetMetadataRequest, context: Context) -> pb.Metadata:
+        resource = self.broker.resource(_required(request.resource, "resource"))
+        return pb.Metadata(resource=resource.name, values=resource.adapter.metadata())
+
+    @unary
+    async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.Lease:
+        lease = self.broker.acquire(_required(request.resource, "resource"), caller(context),
+                                    request.slurm_job_id, request.ttl_seconds)
+        return convert.lease(lease, with_token=True)
+
+    @unary
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        lease, cancelled = self.broker.release(_required(request.token, "token"), caller(context))
+        return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
+
+    @unary
+    async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:
+        task = await self.broker.start_task(
+            _required(request.resource, "resource"), convert.payload(request.payload), caller(context),
+            lease_token=request.lease_token, request_id=request.client_request_id)
+        return self._task(task, task.view)
+
+    @unary
+    async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
+        task = self.broker.stop_task(_required(request.task_id, "task_id"))
+        return self._task(task, task.view)
+
+    @unary
+    async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
+        task = self.broker.task(_required(request.task_id, "task_id"))
+        return self._task(task, task.view)
+
+    @streaming
+    async def WatchTask(self, request: pb.WatchTaskRequest, context: Context) -> AsyncIterator[pb.Task]:
+        task = self.broker.task(_required(request.task_id, "task_id"))
+        async for view in task.watch():
+            yield self._task(task, view)
+
+    @streaming
+    async def GetTaskResult(self, request: pb.GetTaskResultRequest, context: Context) -> AsyncIterator[pb.ResultChunk]:
+        task = self.broker.task(_required(request.task_id, "task_id"))
+        if task.state is not TaskState.COMPLETED or task.result is None:
+            detail = f": {task.view.reason}" if task.view.reason else ""
+            raise FailedPrecondition(f"task {task.id} is {task.state.value}{detail}; only completed tasks have results")
+        data = task.result.data
+        yield pb.ResultChunk(content_type=task.result.content_type, total_size=len(data),
+                             data=data[:RESULT_CHUNK_BYTES])
+        for start in range(RESULT_CHUNK_BYTES, len(data), RESULT_CHUNK_BYTES):
+            yield pb.ResultChunk(data=data[start:start + RESULT_CHUNK_BYTES])
+
+    @unary
+    async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Context) -> pb.TaskLogs:
+        task = self.broker.task(_required(request.task_id, "task_id"))
+        return pb.TaskLogs(task_id=task.id, text=task.logs)
+
+    def _task(self, task: Task, view: TaskView) -> pb.Task:
+        position = self.broker.queue_position(task) if view.state is TaskState.QUEUED else 0
+        return convert.task(view, position)

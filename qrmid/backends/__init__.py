@@ -1,0 +1,1 @@
+"""Backend adapters: one module per resource type behind the interface in ``base``."""

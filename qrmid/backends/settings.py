@@ -1,0 +1,18 @@
+"""Config keys every resource has, whatever its type; each adapter's ``Settings`` extends them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ResourceSettings(BaseModel):
+    """Name and scheduling keys of one resource."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN, description="unique resource name (letters, digits, _ . -)")
+    queue_limit: int = Field(10_000, ge=1, description="most tasks waiting in the resource's queue")
+    max_leases: int = Field(0, ge=0, description="most live leases on the resource; 0: no limit")
+    status_interval: float = Field(10.0, gt=0, description="seconds between backend status checks")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between polls of a running job")

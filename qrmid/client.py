@@ -1,0 +1,237 @@
+"""Python clients of qrmid: ``AsyncClient`` for asyncio code, ``Client`` for everything else.
+
+    with Client() as qrmid:                       # $QRMID_ADDRESS or the default socket
+        task, result = qrmid.run("local-qiskit", sampler_payload(bell_input))
+
+Calls return the API's protobuf messages (``qrmid.v1.quantum_resources_pb2``) and raise ``grpc.RpcError``
+with the daemon's status code and message when it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Self
+
+import grpc
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from qrmid.ops.paths import default_address
+from qrmid.v1 import quantum_resources_pb2 as pb
+from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
+
+TERMINAL = frozenset({pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED})
+
+
+class TaskFailed(Exception):
+    """A task ended FAILED or CANCELLED; ``task`` is its last state."""
+
+    def __init__(self, task: pb.Task) -> None:
+        super().__init__(f"task {task.id} {pb.TaskState.Name(task.state).removeprefix('TASK_STATE_').lower()}: "
+                         f"{task.reason or 'no reason given'}")
+        self.task = task
+
+
+def resolve_address(address: str | None = None) -> str:
+    """The gRPC target: ``address``, else ``$QRMID_ADDRESS``, else the default socket.
+
+    A bare absolute path means a Unix socket; ``unix:PATH`` and ``HOST:PORT`` are taken as they are.
+    """
+    target = address or os.environ.get("QRMID_ADDRESS") or default_address()
+    return f"unix:{target}" if target.startswith("/") else target
+
+
+def sampler_payload(input: dict[str, Any] | str) -> pb.Payload:
+    """A Qiskit Sampler V2 payload from its IBM-form input (a dict or JSON text)."""
+    return _qiskit("sampler", input)
+
+
+def estimator_payload(input: dict[str, Any] | str) -> pb.Payload:
+    """A Qiskit Estimator V2 payload from its IBM-form input (a dict or JSON text)."""
+    return _qiskit("estimator", input)
+
+
+def pulser_payload(sequence: dict[str, Any] | str, runs: int) -> pb.Payload:
+    """A Pulser payload from a sequence's abstract representation (a dict or JSON text)."""
+    text = sequence if isinstance(sequence, str) else json.dumps(sequence)
+    return pb.Payload(pulser_sequence=pb.PulserSequence(sequence=text, job_runs=runs))
+
+
+def payload_from_task_input(doc: dict[str, Any]) -> pb.Payload:
+    """A payload from QRMI's task_runner input schema: ``{"program_id", "parameters"}`` or
+    ``{"sequence", "job_runs"}``; ValueError naming what is missing otherwise."""
+    if "program_id" in doc:
+        if "parameters" not in doc:
+            raise ValueError('a Qiskit task input needs "parameters" next to "program_id"')
+        return _qiskit(str(doc["program_id"]), doc["parameters"])
+    if "sequence" in doc:
+        if not isinstance(doc.get("job_runs"), int):
+            raise ValueError('a Pulser task input needs an integer "job_runs" next to "sequence"')
+        return pulser_payload(doc["sequence"], doc["job_runs"])
+    raise ValueError('task input must have "program_id" and "parameters", or "sequence" and "job_runs"')
+
+
+def _qiskit(program_id: str, input: dict[str, Any] | str) -> pb.Payload:
+    text = input if isinstance(input, str) else json.dumps(input)
+    return pb.Payload(qiskit_primitive=pb.QiskitPrimitive(program_id=program_id, input=text))
+
+
+class AsyncClient:
+    """An asyncio client of one qrmid daemon."""
+
+    def __init__(self, address: str | None = None, *, timeout: float = 60.0) -> None:
+        self.address = resolve_address(address)
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(self.address, options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        self._stub = pb_grpc.QuantumResourcesStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def list_resources(self) -> list[pb.Resource]:
+        response = await self._stub.ListResources(pb.ListResourcesRequest(), timeout=self.timeout)
+        return list(response.resources)
+
+    async def resource(self, name: str) -> pb.Resource:
+        return await self._stub.GetResource(pb.GetResourceRequest(name=name), timeout=self.timeout)
+
+    async def target(self, resource: str) -> str:
+        """The resource's device description, as JSON text."""
+        response = await self._stub.GetTarget(pb.GetTargetRequest(resource=resource), timeout=self.timeout)
+        return response.value
+
+    async def metadata(self, resource: str) -> dict[str, str]:
+        response = await self._stub.GetMetadata(pb.GetMetadataRequest(resource=resource), timeout=self.timeout)
+        return dict(response.values)
+
+    async def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0) -> pb.Lease:
+        request = pb.AcquireRequest(resource=resource, slurm_job_id=slurm_job_id, ttl_seconds=ttl_seconds)
+        return await self._stub.Acquire(request, timeout=self.timeout)
+
+    async def release(self, token: str) -> pb.ReleaseResponse:
+        return await self._stub.Release(pb.ReleaseRequest(token=token), timeout=self.timeout)
+
+    async def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
+                         request_id: str = "") -> pb.Task:
+        request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
+                                      client_request_id=request_id)
+        return await self._stub.StartTask(request, timeout=self.timeout)
+
+    async def stop_task(self, task_id: str) -> pb.Task:
+        return await self._stub.StopTask(pb.StopTaskRequest(task_id=task_id), timeout=self.timeout)
+
+    async def task(self, task_id: str) -> pb.Task:
+        return await self._stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=self.timeout)
+
+    async def watch(self, task_id: str) -> AsyncIterator[pb.Task]:
+        """The task now, then each state change until a terminal one."""
+        async for task in self._stub.WatchTask(pb.WatchTaskRequest(task_id=task_id)):
+            yield task
+
+    async def result(self, task_id: str) -> bytes:
+        """A completed task's whole result."""
+        chunks = [chunk.data async for chunk in self._stub.GetTaskResult(
+            pb.GetTaskResultRequest(task_id=task_id), timeout=self.timeout)]
+        return b"".join(chunks)
+
+    async def logs(self, task_id: str) -> str:
+        response = await self._stub.GetTaskLogs(pb.GetTaskLogsRequest(task_id=task_id), timeout=self.timeout)
+        return response.text
+
+    async def wait(self, task_id: str) -> pb.Task:
+        """The task's terminal state, once it has one."""
+        last = None
+        async for last in self.watch(task_id):
+            pass
+        assert last is not None and last.state in TERMINAL, "WatchTask ends on a terminal state"
+        return last
+
+    async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "") -> tuple[pb.Task, bytes]:
+        """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed."""
+        started = await self.start_task(resource, payload, lease_token=lease_token)
+        task = await self.wait(started.id)
+        if task.state != pb.TASK_STATE_COMPLETED:
+            raise TaskFailed(task)
+        return task, await self.result(task.id)
+
+
+class Client:
+    """A blocking client: the same calls as ``AsyncClient``, run on a private event-loop thread."""
+
+    def __init__(self, address: str | None = None, *, timeout: float = 60.0) -> None:
+        self._portal_cm = start_blocking_portal()
+        self._portal: BlockingPortal = self._portal_cm.__enter__()
+        self._async = self._portal.call(_make_async, address, timeout)
+        self.address = self._async.address
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._portal.call(self._async.close)
+        self._portal_cm.__exit__(None, None, None)
+
+    def list_resources(self) -> list[pb.Resource]:
+        return self._portal.call(self._async.list_resources)
+
+    def resource(self, name: str) -> pb.Resource:
+        return self._portal.call(self._async.resource, name)
+
+    def target(self, resource: str) -> str:
+        return self._portal.call(self._async.target, resource)
+
+    def metadata(self, resource: str) -> dict[str, str]:
+        return self._portal.call(self._async.metadata, resource)
+
+    def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0) -> pb.Lease:
+        return self._portal.call(self._async.acquire, resource, slurm_job_id, ttl_seconds)
+
+    def release(self, token: str) -> pb.ReleaseResponse:
+        return self._portal.call(self._async.release, token)
+
+    def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
+                   request_id: str = "") -> pb.Task:
+        return self._portal.call(lambda: self._async.start_task(resource, payload, lease_token=lease_token,
+                                                                request_id=request_id))
+
+    def stop_task(self, task_id: str) -> pb.Task:
+        return self._portal.call(self._async.stop_task, task_id)
+
+    def task(self, task_id: str) -> pb.Task:
+        return self._portal.call(self._async.task, task_id)
+
+    def watch(self, task_id: str) -> Iterator[pb.Task]:
+        stream = self._async.watch(task_id)
+        while True:
+            try:
+                yield self._portal.call(stream.__anext__)
+            except StopAsyncIteration:
+                return
+
+    def result(self, task_id: str) -> bytes:
+        return self._portal.call(self._async.result, task_id)
+
+    def logs(self, task_id: str) -> str:
+        return self._portal.call(self._async.logs, task_id)
+
+    def wait(self, task_id: str) -> pb.Task:
+        return self._portal.call(self._async.wait, task_id)
+
+    def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "") -> tuple[pb.Task, bytes]:
+        return self._portal.call(lambda: self._async.run(resource, payload, lease_token=lease_token))
+
+
+async def _make_async(address: str | None, timeout: float) -> AsyncClient:
+    """Create the async client on the portal's loop, which its channel belongs to."""
+    return AsyncClient(address, timeout=timeout)

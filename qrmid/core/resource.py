@@ -1,0 +1,80 @@
+"""A resource: a named backend adapter with its scheduler, its admin state and its cached backend status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from qrmid.backends.base import Adapter, BackendState, BackendStatus
+from qrmid.backends.payloads import PayloadKind
+from qrmid.core.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class ResourceStatus(Enum):
+    """What callers see of a resource's state."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    PAUSED = "paused"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceView:
+    """A snapshot of a resource for callers."""
+
+    name: str
+    type: str
+    status: ResourceStatus
+    status_reason: str
+    slots_total: int
+    slots_free: int
+    queue_length: int
+    running_tasks: int
+    payload_kinds: frozenset[PayloadKind]
+
+
+class Resource:
+    """One quantum resource served by the daemon."""
+
+    def __init__(self, name: str, type: str, adapter: Adapter, scheduler: Scheduler, *,
+                 status_interval: float, max_leases: int = 0) -> None:
+        self.name = name
+        self.type = type
+        self.adapter = adapter
+        self.scheduler = scheduler
+        self.status_interval = status_interval
+        self.max_leases = max_leases
+        self.draining = False
+        self.backend = BackendStatus(BackendState.OFFLINE, "not checked yet")
+
+    def view(self) -> ResourceView:
+        if self.draining:
+            status, reason = ResourceStatus.DRAINING, "drained by an admin: running tasks finish, no new ones start"
+        else:
+            status, reason = ResourceStatus(self.backend.state.value), self.backend.reason
+        slots = self.scheduler.slots
+        running = self.scheduler.running
+        return ResourceView(self.name, self.type, status, reason, slots, max(slots - running, 0),
+                            self.scheduler.queued, running, self.adapter.payload_kinds)
+
+    async def refresh(self) -> None:
+        """Ask the backend for its status and let the scheduler dispatch only while it is online."""
+        try:
+            self.backend = await self.adapter.status()
+        except Exception as exc:  # an unreachable backend is offline, not a crash
+            self.backend = BackendStatus(BackendState.OFFLINE, f"status check failed: {exc}")
+        self.scheduler.dispatching = self.backend.state is BackendState.ONLINE and not self.draining
+        self.scheduler.wake()
+
+    async def run(self) -> None:
+        """Dispatch tasks and refresh the backend status every ``status_interval`` seconds, forever."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.scheduler.run())
+            while True:
+                await asyncio.sleep(self.status_interval)
+                await self.refresh()

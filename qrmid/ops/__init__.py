@@ -1,0 +1,1 @@
+"""Operations: configuration, paths, logging and service-manager integration."""
