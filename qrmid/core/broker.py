@@ -57,7 +57,7 @@ class Broker:
     async def stop(self, grace: float) -> None:
         """Refuse new tasks, let running ones finish for up to ``grace`` seconds, cancel the rest, close."""
         self.accepting = False
-        reason = "cancelled: the daemon is shutting down"
+        reason = "the daemon shut down"
         await asyncio.gather(*(r.scheduler.drain(grace, reason) for r in self.resources.values()))
         for loop in self._loops:
             loop.cancel()
@@ -80,7 +80,7 @@ class Broker:
     def release(self, token: str, owner: str) -> tuple[Lease, int]:
         """End a lease; returns it and how many of its unfinished tasks were cancelled."""
         lease = self.leases.pop(token, owner)
-        cancelled = self._end_lease(lease, "cancelled: its lease was released")
+        cancelled = self._end_lease(lease, "its lease was released")
         log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled)
         return lease, cancelled
 
@@ -126,7 +126,7 @@ class Broker:
         except KeyError:
             raise NotFound(f"no task with id {task_id!r} (unknown, or its record has expired)") from None
 
-    def stop_task(self, task_id: str, reason: str = "cancelled by its owner") -> Task:
+    def stop_task(self, task_id: str, reason: str = "stopped by its owner") -> Task:
         task = self.task(task_id)
         self.resources[task.resource].scheduler.stop(task, reason)
         return task
@@ -158,5 +158,5 @@ class Broker:
         while True:
             await asyncio.sleep(self.policy.lease_check_interval)
             for lease in self.leases.pop_expired():
-                cancelled = self._end_lease(lease, "cancelled: its lease expired")
+                cancelled = self._end_lease(lease, "its lease expired")
                 log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled)

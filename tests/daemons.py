@@ -1,0 +1,94 @@
+"""Starting qrmid for tests: in-process on the test's event loop, or as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from qrmid.daemon import Daemon
+from qrmid.ops.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def short_dir() -> Path:
+    """A fresh private directory with a short path (Unix socket paths are limited to 107 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="q"))
+
+
+def config(resources: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> Config:
+    """A config on a fresh socket; the embedded resources unless ``resources`` is given."""
+    doc: dict[str, Any] = {"daemon": {"socket": str(short_dir() / "qrmid.sock"), "shutdown_grace_seconds": 5}}
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    if resources is not None:
+        doc["resources"] = resources
+    return Config.model_validate(doc)
+
+
+@asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[Daemon]:
+    """A daemon serving ``cfg`` on the current event loop."""
+    daemon = Daemon(cfg)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def wait_serving(address: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the daemon at ``address`` answers its health check with SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"qrmid exited with {process.returncode} before serving")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"qrmid at {address} not serving after {timeout} s")
+            time.sleep(0.1)
+
+
+@contextmanager
+def subprocess_daemon(config_text: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``qrmid serve`` in its own process on a fresh socket; yields (address, process); SIGTERM at exit."""
+    scratch = short_dir()
+    socket = scratch / "qrmid.sock"
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{socket}"\n{config_text}')
+    process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)],
+                               env={**os.environ, **(env or {})}, cwd=ROOT)
+    address = f"unix:{socket}"
+    try:
+        wait_serving(address, process=process)
+        yield address, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

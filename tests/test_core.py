@@ -1,0 +1,277 @@
+"""The core on its own: task state machine, scheduler slots and order, leases, the broker's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from qrmid.backends import noop
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, JobState, JobStatus, Output
+from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
+from qrmid.core import errors
+from qrmid.core.broker import Broker, Policy
+from qrmid.core.leases import LeaseTable
+from qrmid.core.resource import Resource, ResourceStatus
+from qrmid.core.scheduler import Scheduler
+from qrmid.core.tasks import Task, TaskState
+
+PAYLOAD = PulserSequence(sequence="{}", job_runs=10)
+
+
+class Recording(noop.Noop):
+    """The noop backend, recording how many jobs it held at once and in which order they came."""
+
+    def __init__(self, slots: int, delay: float) -> None:
+        super().__init__(noop.Settings(type="noop", name="rec", slots=slots, delay_seconds=delay))
+        self.order: list[str] = []
+        self.held = 0
+        self.most_held = 0
+
+    async def submit(self, task_id: str, payload: Payload) -> str:
+        self.order.append(task_id)
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+        return await super().submit(task_id, payload)
+
+    async def cleanup(self, ref: str) -> None:
+        self.held -= 1
+        await super().cleanup(ref)
+
+
+class Failing(noop.Noop):
+    """A backend whose jobs fail, or whose submissions raise."""
+
+    def __init__(self, raise_on_submit: bool) -> None:
+        super().__init__(noop.Settings(type="noop", name="bad"))
+        self.raise_on_submit = raise_on_submit
+
+    async def submit(self, task_id: str, payload: Payload) -> str:
+        if self.raise_on_submit:
+            raise ConnectionError("backend unreachable")
+        return await super().submit(task_id, payload)
+
+    async def poll(self, ref: str) -> JobStatus:
+        return JobStatus(JobState.FAILED, "reason code 5203: unknown instruction")
+
+
+def broker_with(adapter: Adapter, queue_limit: int = 1000, **policy: object) -> Broker:
+    scheduler = Scheduler("r", adapter, queue_limit=queue_limit, poll_interval=0.05)
+    resource = Resource("r", "noop", adapter, scheduler, status_interval=60)
+    return Broker([resource], LeaseTable(default_ttl=60, max_ttl=600), Policy(**policy))  # type: ignore[arg-type]
+
+
+async def started(broker: Broker) -> Broker:
+    await broker.start()
+    return broker
+
+
+async def test_task_state_machine_records_every_state_with_times() -> None:
+    task = Task(resource="r", owner="u", payload=PAYLOAD)
+    task.transition(TaskState.RUNNING)
+    task.transition(TaskState.COMPLETED)
+    states = [view.state for view in task.history]
+    assert states == [TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED]
+    final = task.view
+    assert final.created_at <= final.started_at <= final.ended_at  # type: ignore[operator]
+    with pytest.raises(errors.FailedPrecondition, match="cannot become running"):
+        task.transition(TaskState.RUNNING)
+    assert task.payload.sequence == "", "a finished task lets go of its payload text"
+
+
+async def test_watch_yields_every_state_even_to_a_late_watcher() -> None:
+    task = Task(resource="r", owner="u", payload=PAYLOAD)
+    task.transition(TaskState.RUNNING)
+    task.transition(TaskState.FAILED, "boom")
+    seen = [view async for view in task.watch()]
+    assert [v.state for v in seen] == [TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED]
+    assert seen[-1].reason == "boom"
+
+
+async def test_slots_are_never_exceeded_and_order_is_fifo() -> None:
+    adapter = Recording(slots=3, delay=0.05)
+    broker = await started(broker_with(adapter))
+    tasks = [await broker.start_task("r", PAYLOAD, "u") for _ in range(30)]
+    await asyncio.gather(*(task.wait() for task in tasks))
+    await broker.stop(1)
+    assert all(task.state is TaskState.COMPLETED for task in tasks)
+    assert adapter.most_held == 3
+    assert adapter.order == [task.id for task in tasks]
+
+
+async def test_queue_positions_and_queue_limit() -> None:
+    adapter = Recording(slots=1, delay=10)
+    broker = await started(broker_with(adapter, queue_limit=3))
+    first = await broker.start_task("r", PAYLOAD, "u")
+    while first.state is not TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+    queued = [await broker.start_task("r", PAYLOAD, "u") for _ in range(3)]
+    assert [broker.queue_position(task) for task in queued] == [1, 2, 3]
+    with pytest.raises(errors.ResourceExhausted, match="queue of resource 'r' is full \\(3 tasks waiting\\)"):
+        await broker.start_task("r", PAYLOAD, "u")
+    broker.stop_task(queued[0].id)
+    assert [broker.queue_position(task) for task in queued[1:]] == [1, 2]
+    await broker.stop(0)
+    assert {task.state for task in [first, *queued]} == {TaskState.CANCELLED}
+
+
+async def test_stopping_a_running_task_frees_its_slot() -> None:
+    adapter = Recording(slots=1, delay=30)
+    broker = await started(broker_with(adapter))
+    long = await broker.start_task("r", PAYLOAD, "u")
+    short = await broker.start_task("r", PAYLOAD, "u")
+    while long.state is not TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+    broker.stop_task(long.id)
+    assert long.state is TaskState.CANCELLED and long.view.reason == "stopped by its owner"
+    adapter.delay = 0
+    assert (await asyncio.wait_for(short.wait(), 5)).state is TaskState.COMPLETED
+    assert adapter.held == 0
+    await broker.stop(1)
+
+
+@pytest.mark.parametrize(("raise_on_submit", "reason"), [
+    (False, "reason code 5203: unknown instruction"),
+    (True, "backend error: backend unreachable"),
+])
+async def test_backend_failures_fail_the_task_not_the_scheduler(raise_on_submit: bool, reason: str) -> None:
+    broker = await started(broker_with(Failing(raise_on_submit)))
+    views = await asyncio.gather(*[(await broker.start_task("r", PAYLOAD, "u")).wait() for _ in range(3)])
+    assert [(v.state, v.reason) for v in views] == [(TaskState.FAILED, reason)] * 3
+    await broker.stop(1)
+
+
+async def test_a_paused_backend_keeps_tasks_queued_until_online() -> None:
+    class Pausable(noop.Noop):
+        state = BackendState.PAUSED
+
+        async def status(self) -> BackendStatus:
+            return BackendStatus(self.state, "reserved")
+
+    adapter = Pausable(noop.Settings(type="noop", name="p"))
+    broker = await started(broker_with(adapter))
+    task = await broker.start_task("r", PAYLOAD, "u")
+    await asyncio.sleep(0.2)
+    resource = broker.resource("r")
+    assert task.state is TaskState.QUEUED
+    assert (resource.view().status, resource.view().status_reason) == (ResourceStatus.PAUSED, "reserved")
+    adapter.state = BackendState.ONLINE
+    await resource.refresh()
+    assert (await asyncio.wait_for(task.wait(), 5)).state is TaskState.COMPLETED
+    await broker.stop(1)
+
+
+async def test_broker_rejects_bad_requests_before_queueing() -> None:
+    broker = await started(broker_with(Recording(slots=1, delay=0), max_payload_bytes=2048))
+    with pytest.raises(errors.NotFound, match="no resource named 'nope' \\(known: r\\)"):
+        await broker.start_task("nope", PAYLOAD, "u")
+    with pytest.raises(errors.InvalidArgument, match="payload is 4096 bytes; the limit is 2048"):
+        await broker.start_task("r", PulserSequence("x" * 4096, 1), "u")
+    with pytest.raises(errors.InvalidArgument, match="longer than 128"):
+        await broker.start_task("r", PAYLOAD, "u", request_id="x" * 129)
+    with pytest.raises(errors.NotFound, match="no task with id 'missing'"):
+        broker.task("missing")
+    assert broker.resource("r").scheduler.queued == 0
+    await broker.stop(1)
+
+
+async def test_payload_kind_must_match_the_resource() -> None:
+    class QiskitOnly(noop.Noop):
+        payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
+
+    broker = await started(broker_with(QiskitOnly(noop.Settings(type="noop", name="q"))))
+    with pytest.raises(errors.InvalidArgument, match="takes qiskit_primitive payloads, not pulser_sequence"):
+        await broker.start_task("r", PAYLOAD, "u")
+    assert (await (await broker.start_task("r", QiskitPrimitive("sampler", "{}"), "u")).wait()).state \
+        is TaskState.COMPLETED
+    await broker.stop(1)
+
+
+async def test_request_id_makes_start_task_idempotent() -> None:
+    broker = await started(broker_with(Recording(slots=1, delay=0)))
+    first = await broker.start_task("r", PAYLOAD, "u", request_id="job-42-step-1")
+    again = await broker.start_task("r", PAYLOAD, "u", request_id="job-42-step-1")
+    other_user = await broker.start_task("r", PAYLOAD, "v", request_id="job-42-step-1")
+    assert again is first and other_user is not first
+    await broker.stop(1)
+
+
+async def test_leases_gate_tasks_and_release_cancels_them() -> None:
+    broker = await started(broker_with(Recording(slots=1, delay=30), require_lease=True))
+    with pytest.raises(errors.InvalidArgument, match="needs a lease"):
+        await broker.start_task("r", PAYLOAD, "alice")
+    lease = broker.acquire("r", "alice", slurm_job_id="1234")
+    with pytest.raises(errors.PermissionDenied, match="belongs to another user"):
+        await broker.start_task("r", PAYLOAD, "bob", lease_token=lease.token)
+    with pytest.raises(errors.NotFound, match="unknown lease token"):
+        await broker.start_task("r", PAYLOAD, "alice", lease_token="forged")
+    tasks = [await broker.start_task("r", PAYLOAD, "alice", lease_token=lease.token) for _ in range(2)]
+    assert {(t.view.lease_id, t.view.slurm_job_id) for t in tasks} == {(lease.id, "1234")}
+    released, cancelled = broker.release(lease.token, "alice")
+    assert released.id == lease.id and cancelled == 2
+    assert {t.view.reason for t in tasks} == {"its lease was released"}
+    with pytest.raises(errors.NotFound):
+        broker.release(lease.token, "alice")
+    await broker.stop(1)
+
+
+async def test_expired_leases_end_and_cancel_their_tasks() -> None:
+    broker = broker_with(Recording(slots=1, delay=30), lease_check_interval=0.05)
+    await broker.start()
+    lease = broker.acquire("r", "alice", ttl=0.2)
+    task = await broker.start_task("r", PAYLOAD, "alice", lease_token=lease.token)
+    view = await asyncio.wait_for(task.wait(), 5)
+    assert (view.state, view.reason) == (TaskState.CANCELLED, "its lease expired")
+    assert broker.leases.live() == []
+    await broker.stop(1)
+
+
+async def test_lease_limit_and_ttl_cap() -> None:
+    broker = broker_with(Recording(slots=1, delay=0))
+    broker.resource("r").max_leases = 1
+    lease = broker.acquire("r", "alice", ttl=10**9)
+    assert lease.expires_at - time.time() <= 600
+    with pytest.raises(errors.ResourceExhausted, match="maximum of 1 leases"):
+        broker.acquire("r", "bob")
+
+
+async def test_finished_tasks_are_retained_up_to_the_limit() -> None:
+    broker = await started(broker_with(Recording(slots=4, delay=0), retain_tasks=5))
+    tasks = [await broker.start_task("r", PAYLOAD, "u") for _ in range(12)]
+    await asyncio.gather(*(t.wait() for t in tasks))
+    await broker.stop(1)  # every slot released, every task recorded as finished
+    assert [_known(broker, t.id) for t in tasks] == [False] * 7 + [True] * 5
+
+
+def _known(broker: Broker, task_id: str) -> bool:
+    try:
+        broker.task(task_id)
+    except errors.NotFound:
+        return False
+    return True
+
+
+async def test_shutdown_lets_running_tasks_finish_and_cancels_queued_ones() -> None:
+    adapter = Recording(slots=1, delay=0.3)
+    broker = await started(broker_with(adapter))
+    running = await broker.start_task("r", PAYLOAD, "u")
+    queued = await broker.start_task("r", PAYLOAD, "u")
+    while running.state is not TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+    await broker.stop(grace=5)
+    assert running.state is TaskState.COMPLETED
+    assert (queued.state, queued.view.reason) == (TaskState.CANCELLED, "the daemon shut down")
+    with pytest.raises(errors.Unavailable, match="shutting down"):
+        await broker.start_task("r", PAYLOAD, "u")
+
+
+async def test_shutdown_cancels_running_tasks_past_the_grace_period() -> None:
+    adapter = Recording(slots=1, delay=60)
+    broker = await started(broker_with(adapter))
+    task = await broker.start_task("r", PAYLOAD, "u")
+    while task.state is not TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+    await broker.stop(grace=0.1)
+    assert task.state is TaskState.CANCELLED
+    assert adapter.held == 0
