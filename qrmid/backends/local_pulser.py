@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from qrmid.backends import pulser_jobs
 from qrmid.backends.base import InvalidPayload
 from qrmid.backends.settings import ResourceSettings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
@@ -40,8 +39,11 @@ class LocalPulser(PoolAdapter):
     payload_kinds = frozenset({PayloadKind.PULSER_SEQUENCE})
 
     def __init__(self, settings: Settings) -> None:
-        import pulser.devices
+        import pulser.devices  # Pulser loads only when a resource of this type exists
 
+        from qrmid.backends import pulser_jobs
+
+        self.jobs = pulser_jobs
         super().__init__(settings.slots, settings.max_run_seconds, pulser_jobs.warm_up)
         self.name = settings.name
         self.device = getattr(pulser.devices, settings.device)
@@ -57,9 +59,9 @@ class LocalPulser(PoolAdapter):
     def validate(self, payload: Payload) -> int:
         if not isinstance(payload, PulserSequence):
             raise InvalidPayload("local-pulser runs Pulser sequence payloads only")
-        pulser_jobs.parse(payload.sequence, payload.job_runs, self.limits)
+        self.jobs.parse(payload.sequence, payload.job_runs, self.limits)
         return payload.job_runs
 
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, PulserSequence)
-        return pulser_jobs.run, (payload.sequence, payload.job_runs, self.limits)
+        return self.jobs.run, (payload.sequence, payload.job_runs, self.limits)

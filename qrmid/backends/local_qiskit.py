@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from qrmid.backends import qiskit_jobs
 from qrmid.backends.base import InvalidPayload
 from qrmid.backends.settings import ResourceSettings
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
@@ -32,6 +31,9 @@ class LocalQiskit(PoolAdapter):
     payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
 
     def __init__(self, settings: Settings) -> None:
+        from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
+
+        self.jobs = qiskit_jobs
         super().__init__(settings.slots, settings.max_run_seconds, qiskit_jobs.warm_up)
         self.name = settings.name
         self.seed = settings.seed
@@ -59,9 +61,9 @@ class LocalQiskit(PoolAdapter):
     def validate(self, payload: Payload) -> int:
         if not isinstance(payload, QiskitPrimitive):
             raise InvalidPayload("local-qiskit runs Qiskit primitive payloads only")
-        _, shots = qiskit_jobs.parse(payload.program_id, payload.input, self.limits)
+        _, shots = self.jobs.parse(payload.program_id, payload.input, self.limits)
         return shots
 
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, QiskitPrimitive)
-        return qiskit_jobs.run, (payload.program_id, payload.input, self.limits, self.seed)
+        return self.jobs.run, (payload.program_id, payload.input, self.limits, self.seed)

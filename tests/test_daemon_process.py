@@ -1,0 +1,89 @@
+"""qrmid as a real process: start-up checks, systemd notification, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+
+from daemons import ROOT, short_dir, subprocess_daemon
+from qrmid.client import Client, pulser_payload
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+SLOW_NOOP = '[[resources]]\ntype = "noop"\nname = "slow"\nslots = 1\ndelay_seconds = 1.5\n'
+
+
+class NotifyListener:
+    """A stand-in for systemd's notification socket: collects every datagram sent to it."""
+
+    def __init__(self) -> None:
+        self.path = short_dir() / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.messages: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        while True:
+            self.messages.append(self.sock.recv(4096).decode())
+
+
+def test_sigterm_lets_a_running_task_finish_and_exits_zero() -> None:
+    notify = NotifyListener()
+    with subprocess_daemon(SLOW_NOOP, env={"NOTIFY_SOCKET": str(notify.path)}) as (address, process):
+        with Client(address) as qrmid:
+            running = qrmid.start_task("slow", pulser_payload({}, 1))
+            queued = qrmid.start_task("slow", pulser_payload({}, 1))
+            watcher = qrmid.watch(running.id)
+            assert next(watcher).state == pb.TASK_STATE_QUEUED
+            assert next(watcher).state == pb.TASK_STATE_RUNNING
+            queued_watcher = qrmid.watch(queued.id)
+            assert next(queued_watcher).state == pb.TASK_STATE_QUEUED
+            process.send_signal(signal.SIGTERM)
+            cancelled = next(queued_watcher)
+            assert (cancelled.state, cancelled.reason) == (pb.TASK_STATE_CANCELLED, "the daemon shut down")
+            with pytest.raises(grpc.RpcError) as refused:
+                qrmid.start_task("slow", pulser_payload({}, 1))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert next(watcher).state == pb.TASK_STATE_COMPLETED, "the running task had its grace period"
+        assert process.wait(timeout=30) == 0
+    assert notify.messages[0].startswith("READY=1")
+    assert any(message.startswith("STOPPING=1") for message in notify.messages)
+
+
+def test_stale_socket_is_replaced_but_a_live_daemon_is_not() -> None:
+    with subprocess_daemon(SLOW_NOOP) as (address, _):
+        path = address.removeprefix("unix:")
+        config = short_dir() / "second.toml"
+        config.write_text(f'[daemon]\nsocket = "{path}"\n{SLOW_NOOP}')
+        second = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--config", str(config)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert f"another daemon is already serving on {path}" in second.stderr
+    stale = short_dir() / "qrmid.sock"
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(stale))
+    leftover.close()  # a socket file nobody listens on, as a killed daemon leaves behind
+    with subprocess_daemon(SLOW_NOOP.replace("slow", "fresh")) as (address, _), Client(address) as qrmid:
+        assert [r.name for r in qrmid.list_resources()] == ["fresh"]
+
+
+def test_a_too_long_socket_path_is_refused_clearly() -> None:
+    path = short_dir() / ("x" * 120) / "qrmid.sock"
+    run = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--socket", str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "longer than the 107 bytes Unix sockets allow" in run.stderr
+
+
+def test_tcp_listener() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with subprocess_daemon(f'tcp = "127.0.0.1:{port}"\n{SLOW_NOOP}'), Client(f"127.0.0.1:{port}") as qrmid:
+        assert [r.name for r in qrmid.list_resources()] == ["slow"]
