@@ -25,8 +25,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--config", type=Path, help="TOML or JSON file; defaults serve one fake_perth backend")
-    parser.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate chain (PEM)")
-    parser.add_argument("--ssl-keyfile", type=Path, help="private key of --ssl-certfile (PEM)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -38,21 +36,13 @@ async def serve(app: ASGIApp, args: argparse.Namespace) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level=args.log_level,
-        lifespan="on",
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
     if server.started:
-        scheme = "https" if args.ssl_certfile else "http"
         host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-        print(f"listening on {scheme}://{host}:{port}", flush=True)
+        print(f"listening on http://{host}:{port}", flush=True)
     await task
 
 

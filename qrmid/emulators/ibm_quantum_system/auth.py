@@ -85,7 +85,10 @@ def check_request(request: Request) -> None:
     if crn != tokens.config.service_crn:
         if tokens.config.strict_service_crn:
             raise ApiError(
-                401, "You are not authorized to perform this action.", NOT_AUTHORIZED, value=crn or "",
+                401,
+                "You are not authorized to perform this action.",
+                NOT_AUTHORIZED,
+                value=crn or "",
                 target=("Service-CRN", "header"),
             )
         log.warning("Service-CRN %r does not match the configured %r", crn, tokens.config.service_crn)

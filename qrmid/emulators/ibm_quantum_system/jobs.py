@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from .config import BackendConfig, Lanes
@@ -110,6 +111,7 @@ class BackendState:
     """A configured backend with its run-time settings (changed through the control routes)."""
 
     config: BackendConfig
+    files: tuple[Path, Path]
     configuration: dict[str, Any]
     properties: dict[str, Any]
     status: str
@@ -129,6 +131,7 @@ class BackendState:
         configuration["backend_name"] = properties["backend_name"] = config.name
         return cls(
             config=config,
+            files=(conf_path, props_path),
             configuration=configuration,
             properties=properties,
             status=config.status,
@@ -199,7 +202,10 @@ class JobStore:
         if job.id in self.jobs:
             state.record.rejected_duplicate += 1
             raise ApiError(
-                409, f"Job with duplicate id already exists. Job ID: {job.id}", DUPLICATE_JOB, value=job.id,
+                409,
+                f"Job with duplicate id already exists. Job ID: {job.id}",
+                DUPLICATE_JOB,
+                value=job.id,
                 target=("id", "field"),
             )
         if state.locked:
@@ -237,7 +243,9 @@ class JobStore:
         job = self.job(job_id)
         if job.status == RUNNING:
             raise ApiError(
-                409, f"Deleting a job in a non-terminal state is not possible. Job ID: {job_id}.", NOT_DELETABLE,
+                409,
+                f"Deleting a job in a non-terminal state is not possible. Job ID: {job_id}.",
+                NOT_DELETABLE,
                 value=job_id,
             )
         del self.jobs[job_id]

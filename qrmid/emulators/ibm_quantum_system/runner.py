@@ -88,7 +88,7 @@ class Runner:
     def warm(self) -> None:
         """Start loading the simulation stack in the background."""
         loop = asyncio.get_running_loop()
-        devices = {(*map(str, s.config.device_files()), s.config.noise) for s in self.store.backends.values()}
+        devices = {(str(s.files[0]), str(s.files[1]), s.config.noise) for s in self.store.backends.values()}
         for conf, props, noise in devices:
             self._track(asyncio.ensure_future(loop.run_in_executor(self.pool, _warm, conf, props, noise)))
 
@@ -105,7 +105,7 @@ class Runner:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.http.aclose()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
 
     async def _run(self, job: Job) -> None:
         joblog = JobLog(job.log_level)
@@ -120,6 +120,9 @@ class Runner:
             )
         except StorageError as exc:
             outcome = SimulationOutcome(reason_code=STORAGE_ERROR, reason_message=str(exc))
+        except Exception as exc:  # a job must end, never stay Running after an emulator fault
+            log.exception("job %s", job.id)
+            outcome = SimulationOutcome(reason_code=PRIMITIVE_FAILED, reason_message=f"Internal error: {exc!r}")
         if outcome.reason_code is None:
             try:
                 await self._put(job, "results", outcome.results or "", "application/json")
@@ -152,13 +155,18 @@ class Runner:
         return outcome
 
     async def _simulate(self, job: Job, input_text: str) -> SimulationOutcome:
-        config = self.store.backends[job.backend].config
-        conf, props = config.device_files()
-        request = SimulationRequest(job.program_id, input_text, str(conf), str(props), config.noise, config.seed)
+        state = self.store.backends[job.backend]
+        conf, props = state.files
+        request = SimulationRequest(
+            job.program_id, input_text, str(conf), str(props), state.config.noise, state.config.seed
+        )
+        pool = self.pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, _simulate, request)
+            return await asyncio.get_running_loop().run_in_executor(pool, _simulate, request)
         except BrokenProcessPool as exc:
-            self.pool = self._new_pool()
+            if self.pool is pool:
+                self.pool = self._new_pool()
+                pool.shutdown(wait=False)
             return SimulationOutcome(reason_code=PRIMITIVE_FAILED, reason_message=f"Simulation worker died: {exc}")
 
     async def _get_input(self, job: Job) -> str:

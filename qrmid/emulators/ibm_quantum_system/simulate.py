@@ -47,8 +47,12 @@ def device(configuration_file: str, properties_file: str, noise: bool) -> tuple[
     fake_class = type(
         "EmulatedDevice",
         (FakeBackendV2,),
-        {"dirname": "", "conf_filename": configuration_file, "props_filename": properties_file,
-         "backend_name": "emulated_device"},
+        {
+            "dirname": "",
+            "conf_filename": configuration_file,
+            "props_filename": properties_file,
+            "backend_name": "emulated_device",
+        },
     )
     fake = fake_class()
     simulator = AerSimulator.from_backend(fake) if noise else AerSimulator()
@@ -213,7 +217,9 @@ def _estimate(
             pubs.append(EstimatorPub.coerce((circuit, observables, *parts[2:]), precision=float(default_precision)))
         except (TypeError, ValueError) as exc:
             raise JobError(INVALID_INPUT, f"Pub {index}: {exc}") from None
-        log("DEBUG", f"pub {index}: {circuit.num_qubits} qubits, shape {pubs[-1].shape}, precision {pubs[-1].precision}")
+        log(
+            "DEBUG", f"pub {index}: {circuit.num_qubits} qubits, shape {pubs[-1].shape}, precision {pubs[-1].precision}"
+        )
     run_options = {} if seed is None else {"seed_simulator": seed}
     estimator = EstimatorV2.from_backend(simulator, options={"run_options": run_options})
     result = estimator.run(pubs).result()

@@ -1,0 +1,610 @@
+/*
+ * qrmid C client runtime: channel setup, call metadata, and the generic
+ * unary and server-streaming calls on the gRPC core C API. Messages are
+ * serialised with protobuf-c. See qrmid_c.h for the calling convention.
+ *
+ * Each call owns a private completion queue and runs one batch at a time,
+ * waiting for it before the next: that keeps every call synchronous, makes
+ * a client usable from several threads, and needs no background thread.
+ */
+#include "qrmid_c.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+struct qrmid_client {
+  grpc_channel *channel;
+  grpc_metadata *metadata; /* sent with every call */
+  size_t metadata_count;
+};
+
+/* --- errors ------------------------------------------------------------- */
+
+#if defined(__GNUC__)
+#define QRMID_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define QRMID_PRINTF(f, a)
+#endif
+
+void qrmid_error_clear(qrmid_error *error)
+{
+  if (error == NULL)
+    return;
+  free(error->message);
+  error->message = NULL;
+  error->code = GRPC_STATUS_OK;
+}
+
+static const char *const status_names[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+const char *qrmid_status_name(grpc_status_code code)
+{
+  if ((int)code >= 0 && (size_t)code < sizeof status_names / sizeof status_names[0])
+    return status_names[code];
+  return "UNKNOWN_STATUS";
+}
+
+/* Records success: frees any previous message. */
+static grpc_status_code set_ok(qrmid_error *error)
+{
+  qrmid_error_clear(error);
+  return GRPC_STATUS_OK;
+}
+
+/* Records `code` with a formatted message; returns `code`. */
+static grpc_status_code QRMID_PRINTF(3, 4)
+    set_error(qrmid_error *error, grpc_status_code code, const char *fmt, ...)
+{
+  if (error == NULL)
+    return code;
+  qrmid_error_clear(error);
+  error->code = code;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return code;
+  error->message = malloc((size_t)n + 1);
+  if (error->message != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(error->message, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+/* Records a status received from gRPC. */
+static grpc_status_code set_status(qrmid_error *error, grpc_status_code code,
+                                   grpc_slice details, const char *debug)
+{
+  if (code == GRPC_STATUS_OK)
+    return set_ok(error);
+  size_t len = GRPC_SLICE_LENGTH(details);
+  if (len > 0)
+    return set_error(error, code, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(details));
+  if (debug != NULL && debug[0] != '\0')
+    return set_error(error, code, "%s", debug);
+  return set_error(error, code, "%s", qrmid_status_name(code));
+}
+
+/* --- client ------------------------------------------------------------- */
+
+grpc_status_code qrmid_client_new(const char *target,
+                                  const qrmid_client_options *options,
+                                  qrmid_client **client, qrmid_error *error)
+{
+  static const qrmid_client_options defaults = QRMID_CLIENT_OPTIONS_INIT;
+  if (client == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client is NULL");
+  *client = NULL;
+  if (target == NULL || target[0] == '\0')
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "target is empty");
+  if (options == NULL)
+    options = &defaults;
+  if ((options->tls_client_key_pem == NULL) != (options->tls_client_cert_pem == NULL))
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
+                     "TLS client key and certificate must be given together");
+  if (options->max_receive_bytes < 0)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "max_receive_bytes is negative");
+
+  qrmid_client *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  grpc_init();
+
+  grpc_channel_credentials *creds;
+  if (options->use_tls) {
+    grpc_ssl_pem_key_cert_pair pair = {options->tls_client_key_pem, options->tls_client_cert_pem};
+    creds = grpc_ssl_credentials_create(options->tls_root_certs_pem,
+                                        options->tls_client_key_pem != NULL ? &pair : NULL,
+                                        NULL, NULL);
+  } else {
+    creds = grpc_insecure_credentials_create();
+  }
+  if (creds == NULL) {
+    free(c);
+    grpc_shutdown();
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create channel credentials");
+  }
+
+  grpc_arg args[2];
+  size_t nargs = 0;
+  args[nargs].type = GRPC_ARG_INTEGER;
+  args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  args[nargs].value.integer =
+      options->max_receive_bytes > 0 ? options->max_receive_bytes : QRMID_C_DEFAULT_MAX_RECEIVE_BYTES;
+  nargs++;
+  if (options->use_tls && options->tls_server_name != NULL) {
+    args[nargs].type = GRPC_ARG_STRING;
+    args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    args[nargs].value.string = (char *)options->tls_server_name;
+    nargs++;
+  }
+  grpc_channel_args channel_args = {nargs, args};
+  c->channel = grpc_channel_create(target, creds, &channel_args);
+  grpc_channel_credentials_release(creds);
+  if (c->channel == NULL) {
+    free(c);
+    grpc_shutdown();
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create a channel to '%s'", target);
+  }
+  *client = c;
+  return set_ok(error);
+}
+
+void qrmid_client_clear_metadata(qrmid_client *client)
+{
+  if (client == NULL)
+    return;
+  for (size_t i = 0; i < client->metadata_count; i++) {
+    grpc_slice_unref(client->metadata[i].key);
+    grpc_slice_unref(client->metadata[i].value);
+  }
+  free(client->metadata);
+  client->metadata = NULL;
+  client->metadata_count = 0;
+}
+
+void qrmid_client_free(qrmid_client *client)
+{
+  if (client == NULL)
+    return;
+  qrmid_client_clear_metadata(client);
+  grpc_channel_destroy(client->channel);
+  free(client);
+  grpc_shutdown();
+}
+
+grpc_status_code qrmid_client_add_metadata(qrmid_client *client,
+                                           const char *key, const char *value,
+                                           qrmid_error *error)
+{
+  if (client == NULL || key == NULL || value == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client, key and value must not be NULL");
+  grpc_slice k = grpc_slice_from_copied_string(key);
+  grpc_slice v = grpc_slice_from_copied_string(value);
+  const char *bad = NULL;
+  if (!grpc_header_key_is_legal(k))
+    bad = "metadata key must be non-empty lower-case letters, digits, '-', '_' or '.'";
+  else if (!grpc_is_binary_header(k) && !grpc_header_nonbin_value_is_legal(v))
+    bad = "metadata value must be printable ASCII (use a key ending in -bin for binary)";
+  if (bad == NULL) {
+    grpc_metadata *grown = realloc(client->metadata, (client->metadata_count + 1) * sizeof *grown);
+    if (grown == NULL) {
+      bad = "out of memory";
+    } else {
+      client->metadata = grown;
+      memset(&grown[client->metadata_count], 0, sizeof *grown);
+      grown[client->metadata_count].key = k;
+      grown[client->metadata_count].value = v;
+      client->metadata_count++;
+      return set_ok(error);
+    }
+  }
+  grpc_slice_unref(k);
+  grpc_slice_unref(v);
+  return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: '%s'", bad, key);
+}
+
+/* --- call plumbing ------------------------------------------------------ */
+
+/* State of one call, shared by the unary and the streaming paths. */
+typedef struct call_state {
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  grpc_metadata_array initial_metadata;
+  grpc_metadata_array trailing_metadata;
+  grpc_status_code status;
+  grpc_slice details;
+  const char *debug; /* gRPC's debug string, gpr_malloc'd */
+} call_state;
+
+/* Checks the common arguments and encodes the request. */
+static grpc_status_code prepare(qrmid_client *client, const char *method,
+                                const ProtobufCMessageDescriptor *request_type,
+                                const ProtobufCMessage *request,
+                                const ProtobufCMessageDescriptor *response_type,
+                                int64_t timeout_ms, grpc_byte_buffer **payload,
+                                qrmid_error *error)
+{
+  *payload = NULL;
+  if (client == NULL || method == NULL || request_type == NULL || response_type == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client, method and types must not be NULL");
+  if (request == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: request is NULL", method);
+  if (request->descriptor != request_type)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
+                     "%s: request is not an initialised %s (use its __INIT macro or __init())",
+                     method, request_type->name);
+  if (!protobuf_c_message_check(request))
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
+                     "%s: request %s is malformed (a repeated field with a NULL array?)",
+                     method, request_type->name);
+  if (timeout_ms < 0)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: timeout_ms is negative", method);
+
+  size_t size = protobuf_c_message_get_packed_size(request);
+  grpc_slice slice = grpc_slice_malloc(size);
+  protobuf_c_message_pack(request, GRPC_SLICE_START_PTR(slice));
+  *payload = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  return GRPC_STATUS_OK;
+}
+
+/* Creates the call with its deadline and client metadata arrays ready. */
+static void call_begin(call_state *st, qrmid_client *client, const char *method, int64_t timeout_ms)
+{
+  memset(st, 0, sizeof *st);
+  st->cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec deadline =
+      timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                     : gpr_inf_future(GPR_CLOCK_REALTIME);
+  grpc_slice method_slice = grpc_slice_from_copied_string(method);
+  st->call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq,
+                                      method_slice, NULL, deadline, NULL);
+  grpc_slice_unref(method_slice);
+  grpc_metadata_array_init(&st->initial_metadata);
+  grpc_metadata_array_init(&st->trailing_metadata);
+  st->status = GRPC_STATUS_UNKNOWN;
+  st->details = grpc_empty_slice();
+}
+
+/* Runs one batch and waits for it. Returns 1 when it succeeded, 0 when it
+ * failed (the status tells why) and -1 when it could not be started. */
+static int run_batch(call_state *st, const grpc_op *ops, size_t nops, grpc_call_error *start_error)
+{
+  void *tag = (void *)ops;
+  *start_error = grpc_call_start_batch(st->call, ops, nops, tag, NULL);
+  if (*start_error != GRPC_CALL_OK)
+    return -1;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(st->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
+      return ev.success ? 1 : 0;
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      return -1;
+  }
+}
+
+/* The op that receives the final status into st. */
+static grpc_op recv_status_op(call_state *st)
+{
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  op.data.recv_status_on_client.trailing_metadata = &st->trailing_metadata;
+  op.data.recv_status_on_client.status = &st->status;
+  op.data.recv_status_on_client.status_details = &st->details;
+  op.data.recv_status_on_client.error_string = &st->debug;
+  return op;
+}
+
+/* Frees everything the call holds. */
+static void call_end(call_state *st)
+{
+  if (st->call != NULL)
+    grpc_call_unref(st->call);
+  grpc_metadata_array_destroy(&st->initial_metadata);
+  grpc_metadata_array_destroy(&st->trailing_metadata);
+  grpc_slice_unref(st->details);
+  gpr_free((void *)st->debug);
+  if (st->cq != NULL) {
+    grpc_completion_queue_shutdown(st->cq);
+    while (grpc_completion_queue_next(st->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(st->cq);
+  }
+  memset(st, 0, sizeof *st);
+}
+
+/* Decodes a received message; NULL when it is not a valid `type`. */
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byte_buffer *buffer)
+{
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, buffer))
+    return NULL;
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  ProtobufCMessage *msg =
+      protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  grpc_slice_unref(all);
+  return msg;
+}
+
+/* --- unary -------------------------------------------------------------- */
+
+grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
+                                  const ProtobufCMessageDescriptor *request_type,
+                                  const ProtobufCMessage *request,
+                                  const ProtobufCMessageDescriptor *response_type,
+                                  ProtobufCMessage **response,
+                                  int64_t timeout_ms, qrmid_error *error)
+{
+  if (response != NULL)
+    *response = NULL;
+  grpc_byte_buffer *payload;
+  grpc_status_code code =
+      prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
+  if (code != GRPC_STATUS_OK)
+    return code;
+
+  call_state st;
+  call_begin(&st, client, method, timeout_ms);
+  grpc_byte_buffer *received = NULL;
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = client->metadata_count;
+  ops[0].data.send_initial_metadata.metadata = client->metadata;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = payload;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &st.initial_metadata;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &received;
+  ops[5] = recv_status_op(&st);
+
+  grpc_call_error start_error;
+  if (run_batch(&st, ops, 6, &start_error) < 0) {
+    code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot start the call: %s", method,
+                     grpc_call_error_to_string(start_error));
+  } else if (st.status != GRPC_STATUS_OK) {
+    code = set_status(error, st.status, st.details, st.debug);
+  } else if (received == NULL) {
+    code = set_error(error, GRPC_STATUS_INTERNAL, "%s: the server sent no response message", method);
+  } else {
+    ProtobufCMessage *msg = unpack(response_type, received);
+    if (msg == NULL) {
+      code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot decode the response as %s", method,
+                       response_type->name);
+    } else {
+      if (response != NULL)
+        *response = msg;
+      else
+        protobuf_c_message_free_unpacked(msg, NULL);
+      code = set_ok(error);
+    }
+  }
+  if (received != NULL)
+    grpc_byte_buffer_destroy(received);
+  grpc_byte_buffer_destroy(payload);
+  call_end(&st);
+  return code;
+}
+
+/* --- server streaming --------------------------------------------------- */
+
+struct qrmid_stream {
+  call_state st;
+  char *method; /* copied, for messages */
+  const ProtobufCMessageDescriptor *response_type;
+  int send_failed;          /* the request could not be sent */
+  int got_initial_metadata; /* RECV_INITIAL_METADATA has been done */
+  int finished;             /* the final status has been received */
+  grpc_status_code final_code;
+  char *final_message; /* kept to repeat the outcome on later next() calls */
+};
+
+grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
+                                   const ProtobufCMessageDescriptor *request_type,
+                                   const ProtobufCMessage *request,
+                                   const ProtobufCMessageDescriptor *response_type,
+                                   int64_t timeout_ms, qrmid_stream **stream,
+                                   qrmid_error *error)
+{
+  if (stream == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "stream is NULL");
+  *stream = NULL;
+  grpc_byte_buffer *payload;
+  grpc_status_code code =
+      prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
+  if (code != GRPC_STATUS_OK)
+    return code;
+  qrmid_stream *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    grpc_byte_buffer_destroy(payload);
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  size_t method_len = strlen(method) + 1;
+  s->method = malloc(method_len);
+  if (s->method == NULL) {
+    free(s);
+    grpc_byte_buffer_destroy(payload);
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  memcpy(s->method, method, method_len);
+  s->response_type = response_type;
+  call_begin(&s->st, client, method, timeout_ms);
+
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = client->metadata_count;
+  ops[0].data.send_initial_metadata.metadata = client->metadata;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = payload;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  grpc_call_error start_error;
+  int rc = run_batch(&s->st, ops, 3, &start_error);
+  grpc_byte_buffer_destroy(payload);
+  if (rc < 0) {
+    code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot start the call: %s", method,
+                     grpc_call_error_to_string(start_error));
+    qrmid_stream_close(s);
+    return code;
+  }
+  s->send_failed = rc == 0; /* the real status comes with the first next() */
+  *stream = s;
+  return set_ok(error);
+}
+
+/* Receives the final status and remembers the outcome. */
+static grpc_status_code stream_finish(qrmid_stream *s, qrmid_error *error)
+{
+  grpc_op op = recv_status_op(&s->st);
+  grpc_call_error start_error;
+  grpc_status_code code;
+  if (run_batch(&s->st, &op, 1, &start_error) < 0)
+    code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot receive the status: %s", s->method,
+                     grpc_call_error_to_string(start_error));
+  else
+    code = set_status(error, s->st.status, s->st.details, s->st.debug);
+  return code;
+}
+
+/* Ends the stream with `code` and a copy of the message in `error`. */
+static grpc_status_code stream_end(qrmid_stream *s, grpc_status_code code, const qrmid_error *error)
+{
+  s->finished = 1;
+  s->final_code = code;
+  if (code != GRPC_STATUS_OK && error != NULL && error->message != NULL) {
+    size_t n = strlen(error->message) + 1;
+    s->final_message = malloc(n);
+    if (s->final_message != NULL)
+      memcpy(s->final_message, error->message, n);
+  }
+  return code;
+}
+
+grpc_status_code qrmid_stream_next(qrmid_stream *stream,
+                                   const ProtobufCMessageDescriptor *response_type,
+                                   ProtobufCMessage **message,
+                                   qrmid_error *error)
+{
+  if (message != NULL)
+    *message = NULL;
+  if (stream == NULL || message == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "stream and message must not be NULL");
+  if (response_type != stream->response_type)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: next() for a %s stream called with type %s",
+                     stream->method, stream->response_type->name,
+                     response_type != NULL ? response_type->name : "NULL");
+  if (stream->finished) {
+    if (stream->final_code == GRPC_STATUS_OK)
+      return set_ok(error);
+    return set_error(error, stream->final_code, "%s",
+                     stream->final_message != NULL ? stream->final_message
+                                                   : qrmid_status_name(stream->final_code));
+  }
+
+  /* A local error object so the final message can be kept even if the
+   * caller passed NULL. */
+  qrmid_error local = QRMID_ERROR_INIT;
+  qrmid_error *err = error != NULL ? error : &local;
+  grpc_status_code code;
+  if (stream->send_failed) {
+    code = stream_end(stream, stream_finish(stream, err), err);
+    qrmid_error_clear(&local);
+    return code;
+  }
+
+  grpc_byte_buffer *received = NULL;
+  grpc_op ops[2];
+  size_t nops = 0;
+  memset(ops, 0, sizeof ops);
+  if (!stream->got_initial_metadata) {
+    ops[nops].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[nops].data.recv_initial_metadata.recv_initial_metadata = &stream->st.initial_metadata;
+    nops++;
+    stream->got_initial_metadata = 1;
+  }
+  ops[nops].op = GRPC_OP_RECV_MESSAGE;
+  ops[nops].data.recv_message.recv_message = &received;
+  nops++;
+  grpc_call_error start_error;
+  int rc = run_batch(&stream->st, ops, nops, &start_error);
+  if (rc < 0) {
+    code = set_error(err, GRPC_STATUS_INTERNAL, "%s: cannot receive: %s", stream->method,
+                     grpc_call_error_to_string(start_error));
+    code = stream_end(stream, code, err);
+  } else if (rc == 0 || received == NULL) {
+    /* End of stream or failure: the status says which. */
+    code = stream_end(stream, stream_finish(stream, err), err);
+  } else {
+    ProtobufCMessage *msg = unpack(stream->response_type, received);
+    if (msg == NULL) {
+      code = set_error(err, GRPC_STATUS_INTERNAL, "%s: cannot decode a message as %s", stream->method,
+                       stream->response_type->name);
+      qrmid_error scratch = QRMID_ERROR_INIT;
+      grpc_call_cancel(stream->st.call, NULL);
+      stream_finish(stream, &scratch);
+      qrmid_error_clear(&scratch);
+      code = stream_end(stream, code, err);
+    } else {
+      *message = msg;
+      code = set_ok(err);
+    }
+  }
+  if (received != NULL)
+    grpc_byte_buffer_destroy(received);
+  qrmid_error_clear(&local);
+  return code;
+}
+
+void qrmid_stream_close(qrmid_stream *stream)
+{
+  if (stream == NULL)
+    return;
+  if (!stream->finished && stream->st.call != NULL) {
+    /* Cancel, then collect the status so the call ends cleanly. */
+    grpc_call_cancel(stream->st.call, NULL);
+    grpc_op op = recv_status_op(&stream->st);
+    grpc_call_error start_error;
+    run_batch(&stream->st, &op, 1, &start_error);
+  }
+  call_end(&stream->st);
+  free(stream->final_message);
+  free(stream->method);
+  free(stream);
+}

@@ -1,0 +1,89 @@
+"""Start emulator and S3 server processes on free 127.0.0.1 ports, and stop them by PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (https?://\S+)")
+
+# Runs moto's S3 (and the rest of AWS) in this subprocess, on a port the OS picks, and announces it.
+MOTO_SERVER = """
+import logging, signal
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"listening on http://{host}:{port}", flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+server.stop()
+"""
+
+
+@dataclass
+class Proc:
+    """A started server process and the base URL it announced."""
+
+    popen: subprocess.Popen[str]
+    url: str
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM by PID, then SIGKILL if it does not exit in time."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+def _start(args: list[str], timeout: float, env: dict[str, str] | None = None) -> Proc:
+    """Start ``args`` and wait for its ``listening on URL`` line."""
+    popen = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+    )
+    assert popen.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(popen.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            line = popen.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if match := LISTENING.search(line):
+                return Proc(popen, match.group(1))
+    finally:
+        selector.close()
+    Proc(popen, "").stop()
+    raise RuntimeError(f"{args} did not announce its port within {timeout} s; output: {''.join(seen)!r}")
+
+
+def start_emulator(config: Path | None = None, *extra: str, timeout: float = 60.0) -> Proc:
+    """The IBM Quantum System API emulator on a free port."""
+    args = [sys.executable, "-m", "qrmid.emulators.ibm_quantum_system", "--host", "127.0.0.1", "--port", "0"]
+    if config is not None:
+        args += ["--config", str(config)]
+    return _start([*args, *extra], timeout)
+
+
+def start_moto(timeout: float = 60.0) -> Proc:
+    """A moto server (S3 included) on a free port."""
+    return _start([sys.executable, "-c", MOTO_SERVER], timeout)
