@@ -115,7 +115,7 @@ class FaultMiddleware:
             return
         await self.app(scope, receive, send)
 
-    def _control(self, request: Request) -> Callable[[Scope, Receive, Send], object]:
+    def _control(self, request: Request) -> ASGIApp:
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:
             if request.method == "DELETE":
                 self.faults.clear()

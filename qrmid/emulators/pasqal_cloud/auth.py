@@ -1,22 +1,23 @@
 """The Auth0 token endpoint (password-realm and client_credentials grants) and bearer checks.
 
-Access tokens are HS256 JWTs with ``exp``, ``sub``, ``aud`` and a ``jti``. A token is accepted while it is
-unexpired and its ``jti`` has not been revoked by ``POST /_emulator/tokens/expire``.
+Access tokens are HS256 JWTs with ``exp``, ``sub``, ``aud`` and a ``jti``. Like a real resource server, the API
+checks them statelessly (signature, expiry, audience, a known subject), so tokens survive an emulator restart;
+``POST /_emulator/tokens/expire`` revokes every token issued so far by ``jti``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import parse_qsl
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .config import EmulatorConfig
+from .config import EmulatorConfig, ServiceAccount, User
 from .envelope import ApiError
 
 PASSWORD_REALM = "http://auth0.com/oauth/grant-type/password-realm"
@@ -58,7 +59,6 @@ class TokenIssuer:
 
     config: EmulatorConfig
     grants: list[Grant] = field(default_factory=list)
-    principals: dict[str, Principal] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
 
     def issue(self, form: dict[str, str]) -> dict[str, Any]:
@@ -88,7 +88,6 @@ class TokenIssuer:
             "gty": "password" if grant_type == PASSWORD_REALM else CLIENT_CREDENTIALS,
         }
         token = jwt.encode(claims, self.config.jwt_secret, algorithm="HS256")
-        self.principals[jti] = principal
         self.grants.append(Grant(jti, grant_type, principal.user_id, now, now + lifetime))
         body: dict[str, Any] = {"access_token": token, "expires_in": int(lifetime), "token_type": "Bearer"}
         if scope:
@@ -127,15 +126,25 @@ class TokenIssuer:
             raise ApiError(401, "Token has expired") from exc
         except jwt.InvalidTokenError as exc:
             raise ApiError(401, f"Invalid token: {exc}") from exc
-        jti = claims.get("jti", "")
-        if jti in self.revoked or jti not in self.principals:
+        if claims.get("jti") in self.revoked:
             raise ApiError(401, "Token has expired")
-        return self.principals[jti]
+        principal = self._subject(str(claims.get("sub", "")))
+        if principal is None:
+            raise ApiError(401, "Unknown token subject")
+        return principal
+
+    def _subject(self, user_id: str) -> Principal | None:
+        accounts: list[User | ServiceAccount] = [*self.config.users, *self.config.service_accounts]
+        for account in accounts:
+            if account.user_id == user_id:
+                return Principal(account.user_id, tuple(account.projects))
+        return None
 
     def expire_all(self) -> int:
-        """Revoke every token issued so far; returns how many were still live."""
-        live = set(self.principals) - self.revoked
-        self.revoked |= live
+        """Revoke every token issued so far; returns how many were still unexpired."""
+        now = time.time()
+        live = {grant.jti for grant in self.grants if grant.expires_at > now} - self.revoked
+        self.revoked |= {grant.jti for grant in self.grants}
         return len(live)
 
 

@@ -68,7 +68,7 @@ async def read_json(request: Request) -> Any:
         raise ApiError(422, f"Body is not valid JSON: {exc}") from exc
 
 
-def query_int(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
+def _query_int(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
     """An integer query parameter within bounds, else 422."""
     value = request.query_params.get(name)
     if value is None:
@@ -86,8 +86,8 @@ def paginate(
     request: Request, items: Sequence[Any], sort_keys: dict[str, Callable[[Any], Any]], render: Callable[[Any], Any]
 ) -> Response:
     """One page of ``items`` per ``limit``/``offset``/``order_by``/``order_by_direction`` with ``pagination``."""
-    limit = query_int(request, "limit", 100, 1, 100)
-    offset = query_int(request, "offset", 0, 0)
+    limit = _query_int(request, "limit", 100, 1, 100)
+    offset = _query_int(request, "offset", 0, 0)
     order_by = request.query_params.get("order_by", "created_at")
     if order_by not in sort_keys:
         raise ApiError(422, f"Cannot order by {order_by!r}; one of {sorted(sort_keys)}")

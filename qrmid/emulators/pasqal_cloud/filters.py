@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 
@@ -16,10 +16,10 @@ FALSE = {"false", "0", "no"}
 
 def _instant(text: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ApiError(422, f"Query parameter {name!r} is not an ISO 8601 date") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _flag(request: Request, name: str) -> bool | None:
@@ -50,9 +50,7 @@ def _common(request: Request) -> Callable[[str, str], bool]:
 
     def keep(ident: str, created_at: str) -> bool:
         created = _instant(created_at, "created_at")
-        return (
-            (not ids or ident in ids) and (low is None or created >= low) and (high is None or created <= high)
-        )
+        return (not ids or ident in ids) and (low is None or created >= low) and (high is None or created <= high)
 
     return keep
 

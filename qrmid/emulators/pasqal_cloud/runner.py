@@ -2,14 +2,19 @@
 
 A register of at most ``max_exact_atoms`` atoms is simulated exactly (QutipEmulator) and its final state
 sampled ``runs`` times; a larger one gets a seeded draw of plausible bitstrings. Either way the counts sum to
-``runs`` and every bitstring has one character per atom, in register order.
+``runs`` and every bitstring has one character per atom, in register order. The simulation stack (qutip) is
+imported inside the worker functions, so only the workers pay for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
+import os
 import random
+import signal
+import sys
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +33,7 @@ def execute(sequence: str, variables: dict[str, Any], runs: int, max_exact_atoms
     if atoms <= max_exact_atoms:
         from pulser_simulation import QutipEmulator
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # deprecated in pulser 1.9, yet the one API that samples shots directly
             warnings.simplefilter("ignore", DeprecationWarning)
             final = QutipEmulator.from_sequence(built).run()
         np.random.seed(seed % 2**32)
@@ -47,6 +52,14 @@ def _draw(atoms: int, runs: int, seed: int) -> Counter[str]:
     return Counter("".join("1" if rng.random() < p else "0" for p in excitation) for _ in range(runs))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the emulator dies, even by SIGKILL (Linux PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def warm_up() -> None:
     """Import the simulation stack so the first job does not pay for it."""
     import pulser_simulation  # noqa: F401
@@ -58,7 +71,12 @@ class Runner:
     def __init__(self, workers: int, max_exact_atoms: int) -> None:
         self.workers = workers
         self.max_exact_atoms = max_exact_atoms
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def start(self) -> None:
         """Begin loading the simulation stack in every worker."""
@@ -67,9 +85,7 @@ class Runner:
 
     async def run(self, sequence: str, variables: dict[str, Any], runs: int, seed: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.pool, execute, sequence, variables, runs, self.max_exact_atoms, seed
-        )
+        return await loop.run_in_executor(self.pool, execute, sequence, variables, runs, self.max_exact_atoms, seed)
 
     async def close(self) -> None:
         """Drop queued jobs and wait, off the event loop, for the workers to exit."""

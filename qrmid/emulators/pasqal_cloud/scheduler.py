@@ -9,8 +9,10 @@ is released once the batch is closed with every job terminal, cancelled, or time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import EmulatorConfig
 from .devices import Device
@@ -98,10 +100,8 @@ class Scheduler:
                 batch.open = False
                 batch.touch()
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(batch.wake.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                pass
 
     async def _run_job(self, batch: Batch, job: Job, device: Device) -> None:
         job.move("RUNNING")
@@ -109,7 +109,7 @@ class Scheduler:
         injected = device.error_jobs > 0
         if injected:
             device.error_jobs -= 1
-            work: asyncio.Future[object] = asyncio.ensure_future(asyncio.sleep(self.config.job_duration_s))
+            work: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(self.config.job_duration_s))
         else:
             program = job.sequence if job.sequence is not None else batch.sequence_builder or ""
             work = asyncio.gather(

@@ -27,7 +27,7 @@ class JobSpec:
 
 
 @lru_cache(maxsize=64)
-def _parse(sequence: str) -> Sequence:
+def _parse(sequence: str) -> Sequence[Any]:
     return Sequence.from_abstract_repr(sequence)
 
 

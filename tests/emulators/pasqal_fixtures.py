@@ -1,0 +1,203 @@
+"""Fixtures for the Pasqal Cloud emulator tests: the emulator as a real process on a free 127.0.0.1 port, an
+authenticated HTTP client, pulser sequences built on the devices the emulator serves, and helpers to wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pulser import Pulse, Register, Sequence
+from pulser.abstract_repr import deserialize_device
+from pulser.devices import Device, VirtualDevice
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+PROJECT = "11111111-1111-1111-1111-111111111111"
+OTHER_PROJECT = "22222222-2222-2222-2222-222222222222"
+USERNAME, PASSWORD = "alice@example.org", "alice-password"
+CLIENT_ID, CLIENT_SECRET = "qrmid-node", "qrmid-secret"
+PUBLIC_CLIENT_ID = "PeZvo7Atx7IVv3iel59asJSb4Ig7vuSB"
+AUDIENCE = "https://apis.pasqal.cloud/account/api/v1"
+PASSWORD_REALM = "http://auth0.com/oauth/grant-type/password-realm"
+
+# Short timings keep every test quick; open batches time out only when a test asks for it.
+CONFIG: dict[str, Any] = {
+    "users": [{"username": USERNAME, "password": PASSWORD, "user_id": "alice", "projects": [PROJECT]}],
+    "service_accounts": [
+        {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "user_id": "qrmid", "projects": [PROJECT]}
+    ],
+    "token_lifetime_s": 3600,
+    "batch_overhead_s": 0.1,
+    "job_duration_s": 0.1,
+    "open_batch_timeout_s": 600,
+    "max_exact_atoms": 2,
+    "workers": 1,
+    "seed": 7,
+}
+TIMINGS = ("token_lifetime_s", "batch_overhead_s", "job_duration_s", "open_batch_timeout_s")
+
+
+@dataclass
+class Emulator:
+    """A running emulator process and its base URL."""
+
+    popen: subprocess.Popen[str]
+    url: str
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM by PID, SIGKILL if it lingers."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call a ``/_emulator`` hook and return its JSON."""
+        response = httpx.request(method, f"{self.url}/_emulator/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def record(self) -> dict[str, Any]:
+        return self.control("GET", "record")
+
+    def settings(self, **changes: float) -> dict[str, float]:
+        return self.control("POST", "settings", changes)
+
+
+def start_emulator(config_path: Path, timeout: float = 60.0) -> Emulator:
+    """Start ``python -m qrmid.emulators.pasqal_cloud --port 0`` and wait for its ``listening on`` line."""
+    args = [sys.executable, "-m", "qrmid.emulators.pasqal_cloud", "--host", "127.0.0.1", "--port", "0"]
+    popen = subprocess.Popen([*args, "--config", str(config_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert popen.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(popen.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
+            line = popen.stdout.readline()
+            if not line:
+                break
+            if match := LISTENING.search(line):
+                return Emulator(popen, match.group(1))
+    finally:
+        selector.close()
+    Emulator(popen, "").stop()
+    raise RuntimeError(f"the Pasqal Cloud emulator did not announce its port within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """One emulator process per test module."""
+    path = tmp_path_factory.mktemp("pasqal") / "config.json"
+    path.write_text(json.dumps(CONFIG))
+    process = start_emulator(path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def password_grant(url: str, **overrides: str) -> httpx.Response:
+    form = {
+        "grant_type": PASSWORD_REALM,
+        "realm": "pcs-users",
+        "client_id": PUBLIC_CLIENT_ID,
+        "audience": AUDIENCE,
+        "username": USERNAME,
+        "password": PASSWORD,
+    }
+    return httpx.post(f"{url}/oauth/token", data=form | overrides, timeout=10)
+
+
+@pytest.fixture
+def api(emulator: Emulator) -> Iterator[httpx.Client]:
+    """An HTTP client with a fresh bearer token, based at ``/core-fast``. Unfinished batches are cancelled after."""
+    token = password_grant(emulator.url).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=f"{emulator.url}/core-fast", headers=headers, timeout=10) as client:
+        yield client
+        emulator.settings(**{key: CONFIG[key] for key in TIMINGS})
+        fresh = password_grant(emulator.url).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {fresh}"
+        cancel_unfinished(client)
+
+
+def cancel_unfinished(client: httpx.Client) -> None:
+    """Cancel every batch still pending or running, so no test inherits a held device."""
+    listing = client.get("/api/v1/batches", params={"status": ["PENDING", "RUNNING"]}).json()["data"]
+    if listing:
+        client.patch("/api/v1/batches/cancel", json={"batch_ids": [batch["id"] for batch in listing]})
+
+
+def data(response: httpx.Response) -> Any:
+    """The ``data`` of a successful envelope."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success" and body["code"] == "200"
+    return body["data"]
+
+
+def fetch_device(url: str, device_type: str) -> Device | VirtualDevice:
+    """The pulser device the emulator publishes for ``device_type`` (public, unauthenticated route)."""
+    listing = httpx.get(f"{url}/core-fast/api/v1/devices/public-specs", timeout=10).json()["data"]
+    specs = next(entry["specs"] for entry in listing if entry["device_type"] == device_type)
+    return deserialize_device(specs)
+
+
+def sequence(
+    device: Device | VirtualDevice, atoms: int = 2, parametrized: bool = True, from_layout: bool = False
+) -> Sequence[Any]:
+    """A short one-pulse sequence; with ``parametrized`` its amplitude is the variable ``omega``."""
+    if from_layout:
+        assert isinstance(device, Device), "only physical devices have pre-calibrated layouts"
+        register = device.pre_calibrated_layouts[0].define_register(*range(atoms))
+    else:
+        register = Register.from_coordinates([(6.0 * i, 0.0) for i in range(atoms)], prefix="q")
+    seq = Sequence(register, device)
+    seq.declare_channel("ryd", "rydberg_global")
+    amplitude = seq.declare_variable("omega") if parametrized else 2.0
+    seq.add(Pulse.ConstantPulse(100, amplitude, 0.0, 0.0), "ryd")
+    seq.measure("ground-rydberg")
+    return seq
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def batch_status(client: httpx.Client, batch_id: str) -> str:
+    return data(client.get(f"/api/v2/batches/{batch_id}"))["status"]
+
+
+def wait_batch(client: httpx.Client, batch_id: str, statuses: tuple[str, ...] = ("DONE",)) -> dict[str, Any]:
+    """Wait for the batch to reach one of ``statuses`` and return it."""
+
+    def reached() -> dict[str, Any] | None:
+        batch = data(client.get(f"/api/v2/batches/{batch_id}"))
+        return batch if batch["status"] in statuses else None
+
+    return wait_for(reached)
