@@ -41,7 +41,7 @@ def build_broker(config: Config) -> Broker:
     for settings in config.resources:
         adapter = registry.build(settings)
         scheduler = Scheduler(settings.name, adapter, queue_limit=settings.queue_limit,
-                              poll_interval=settings.poll_interval)
+                              poll_interval=settings.poll_interval, busy_deadline=settings.busy_deadline_seconds)
         resources.append(Resource(settings.name, settings.type, adapter, scheduler,
                                   status_interval=settings.status_interval, max_leases=settings.max_leases))
     leases = LeaseTable(config.leases.default_ttl_seconds, config.leases.max_ttl_seconds)

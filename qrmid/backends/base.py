@@ -14,6 +14,11 @@ class InvalidPayload(ValueError):
     """A payload the backend cannot run; the message tells the caller what to fix."""
 
 
+class Busy(Exception):
+    """The backend cannot take the job now (lanes full, reserved): the task goes back to the head of its
+    queue and dispatch backs off."""
+
+
 class BackendState(Enum):
     """Whether the backend takes work now."""
 
@@ -103,7 +108,7 @@ class Adapter(ABC):
 
     @abstractmethod
     async def submit(self, task_id: str, payload: Payload) -> str:
-        """Hand the job to the backend and return its remote reference."""
+        """Hand the job to the backend and return its remote reference; Busy when it cannot take it now."""
 
     @abstractmethod
     async def poll(self, ref: str) -> JobStatus:
@@ -125,3 +130,7 @@ class Adapter(ABC):
 
     async def cleanup(self, ref: str) -> None:
         """Free what the backend still holds for the job (e.g. an IBM execution lane)."""
+
+    async def flush(self) -> None:
+        """The resource's queue just emptied: hand over anything held back for packing (e.g. close an
+        open Pasqal batch)."""

@@ -6,17 +6,18 @@ from typing import Annotated
 
 from pydantic import Field
 
-from qrmid.backends import local_pulser, local_qiskit, noop
+from qrmid.backends import ibm_quantum_system, local_pulser, local_qiskit, noop
 from qrmid.backends.base import Adapter
 
 ResourceConfig = Annotated[
-    local_qiskit.Settings | local_pulser.Settings | noop.Settings,
+    local_qiskit.Settings | local_pulser.Settings | ibm_quantum_system.Settings | noop.Settings,
     Field(discriminator="type"),
 ]
 
 ADAPTERS: dict[str, type] = {
     "local-qiskit": local_qiskit.LocalQiskit,
     "local-pulser": local_pulser.LocalPulser,
+    "ibm-quantum-system": ibm_quantum_system.IbmQuantumSystem,
     "noop": noop.Noop,
 }
 

@@ -16,3 +16,5 @@ class ResourceSettings(BaseModel):
     max_leases: int = Field(0, ge=0, description="most live leases on the resource; 0: no limit")
     status_interval: float = Field(10.0, gt=0, description="seconds between backend status checks")
     poll_interval: float = Field(1.0, gt=0, description="seconds between polls of a running job")
+    busy_deadline_seconds: float = Field(3600.0, gt=0, description="fail a task the backend keeps refusing "
+                                         "(lanes full, reserved) for this long")

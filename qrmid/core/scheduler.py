@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from qrmid.backends.base import Adapter, JobState
+from qrmid.backends.base import Adapter, Busy, JobState
 from qrmid.core.errors import ResourceExhausted
 from qrmid.core.tasks import Result, Task, TaskState
 
@@ -21,22 +24,28 @@ class Scheduler:
     """Feeds one backend: at most ``slots`` tasks on it at once, the rest queued in arrival order."""
 
     def __init__(self, name: str, adapter: Adapter, *, queue_limit: int, poll_interval: float,
-                 max_slots: int = 0, on_done: Callable[[Task], None] = lambda task: None) -> None:
+                 busy_deadline: float = 3600.0, max_backoff: float = 30.0,
+                 on_done: Callable[[Task], None] = lambda task: None) -> None:
         self.name = name
         self.adapter = adapter
         self.queue_limit = queue_limit
         self.poll_interval = poll_interval
-        self.max_slots = max_slots
+        self.busy_deadline = busy_deadline
+        self.max_backoff = max_backoff
         self.on_done = on_done
         self.dispatching = True
         self._queue: deque[Task] = deque()
         self._running: dict[Task, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
+        self._busy_since: dict[Task, float] = {}
+        self._refusals = 0
+        self._resume_at = 0.0
+        self._submitting = 0
+        self._flushing: asyncio.Task[None] | None = None
 
     @property
     def slots(self) -> int:
-        slots = self.adapter.slots
-        return min(slots, self.max_slots) if self.max_slots else slots
+        return self.adapter.slots
 
     @property
     def queued(self) -> int:
@@ -79,6 +88,7 @@ class Scheduler:
             self._running[task].cancel()
         else:
             self._queue.remove(task)
+            self._busy_since.pop(task, None)
             self.on_done(task)
 
     async def run(self) -> None:
@@ -87,6 +97,11 @@ class Scheduler:
             while not (self._queue and self.dispatching and len(self._running) < self.slots):
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if (hold := self._resume_at - time.monotonic()) > 0:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), hold)
+                continue
             task = self._queue.popleft()
             self._running[task] = asyncio.create_task(self._drive(task), name=f"qrmid task {task.id}")
 
@@ -106,7 +121,17 @@ class Scheduler:
         """Run one task on the backend from submission to its terminal state, then free its slot."""
         ref: str | None = None
         try:
-            ref = await self.adapter.submit(task.id, task.payload)
+            self._submitting += 1
+            try:
+                ref = await self.adapter.submit(task.id, task.payload)
+            except Busy as busy:
+                self._refused(task, str(busy))
+                return
+            finally:
+                self._submitting -= 1
+                if not self._submitting and not self._queue:
+                    self._flushing = asyncio.create_task(_quietly(self.adapter.flush(), f"flush of {self.name}"))
+            self._admitted(task)
             task.remote_ref = ref
             task.transition(TaskState.RUNNING)
             status = await self.adapter.wait(ref, self.poll_interval)
@@ -127,9 +152,31 @@ class Scheduler:
         finally:
             if ref is not None:
                 await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
+                self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once
             del self._running[task]
-            self.on_done(task)
+            if task.state.terminal:
+                self.on_done(task)
             self.wake()
+
+    def _refused(self, task: Task, reason: str) -> None:
+        """Put a task the backend refused back at the head of the queue and back off, within its deadline."""
+        if task.state.terminal:
+            return
+        now = time.monotonic()
+        since = self._busy_since.setdefault(task, now)
+        if now - since >= self.busy_deadline:
+            del self._busy_since[task]
+            task.transition(TaskState.FAILED, f"the backend refused it for {now - since:.0f} s: {reason}")
+            return
+        self._queue.appendleft(task)
+        self._refusals += 1
+        backoff = min(self.max_backoff, 0.5 * 2 ** min(self._refusals, 16))
+        self._resume_at = now + backoff * random.uniform(0.5, 1.0)
+        log.info("%s refused task %s (%s); retrying in up to %.1f s", self.name, task.id, reason, backoff)
+
+    def _admitted(self, task: Task) -> None:
+        self._busy_since.pop(task, None)
+        self._refusals = 0
 
 
 async def _quietly(call: Awaitable[None], what: str) -> None:

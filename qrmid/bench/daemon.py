@@ -146,5 +146,3 @@ def main(count: int, seconds: float, clients: int, echo_server: str | None) -> N
     Console().print(table)
 
 
-if __name__ == "__main__":
-    main()

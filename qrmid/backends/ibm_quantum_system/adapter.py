@@ -1,0 +1,202 @@
+"""The ``ibm-quantum-system`` adapter: lanes as slots, the S3 data flow, jobs polled to the end, then DELETE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, \
+    Output
+from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
+from qrmid.backends.ibm_quantum_system.settings import Settings
+from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key
+from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
+
+log = logging.getLogger(__name__)
+
+_STATES = {"Running": JobState.RUNNING, "Completed": JobState.COMPLETED, "Failed": JobState.FAILED,
+           "Cancelled": JobState.CANCELLED}
+
+
+class IbmQuantumSystem(Adapter):
+    """One IBM backend. ``slots`` is the lane count the service grants the HPC workload manager."""
+
+    payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
+
+    def __init__(self, settings: Settings) -> None:
+        from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
+
+        self.settings = settings
+        self.jobs = qiskit_jobs
+        self.backend = settings.backend or settings.name
+        self._lanes = settings.lanes
+        self._configuration: dict[str, Any] | None = None
+        self._target = ""
+        self._isa: Any = None
+        self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
+        deadline = settings.retry_deadline_seconds
+        iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline)
+        self.api = QuantumSystemApi(self._http, str(settings.endpoint), iam, settings.service_crn, deadline)
+        self.storage = Storage(
+            self._http, endpoint=str(settings.s3_endpoint),
+            service_endpoint=str(settings.s3_endpoint_for_qsapi or settings.s3_endpoint),
+            bucket=settings.s3_bucket, region=settings.s3_region,
+            access_key=settings.aws_access_key_id.get_secret_value(),
+            secret_key=settings.aws_secret_access_key.get_secret_value(), deadline=deadline)
+
+    @property
+    def slots(self) -> int:
+        return min(self._lanes, self.settings.max_lanes) if self.settings.max_lanes else self._lanes
+
+    async def start(self) -> None:
+        await self.storage.start()
+        try:
+            await self._describe()
+        except Exception as exc:  # an unreachable service at start is an offline resource, not a failed daemon
+            log.warning("%s: cannot read the backend's description yet: %s", self.settings.name, exc)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def status(self) -> BackendStatus:
+        backend = await self.api.get(f"/v1/backends/{self.backend}")
+        await self._read_lanes()
+        if self._configuration is None:
+            await self._describe()
+        state = {"online": BackendState.ONLINE, "paused": BackendState.PAUSED}.get(backend.get("status"),
+                                                                                  BackendState.OFFLINE)
+        if state is BackendState.ONLINE and backend.get("locked"):
+            return BackendStatus(BackendState.PAUSED, "reserved: the backend runs only its reservation's jobs")
+        return BackendStatus(state, backend.get("message", "") if state is not BackendState.ONLINE else "")
+
+    async def target(self) -> str:
+        if not self._target:
+            await self._describe()
+        return self._target
+
+    def metadata(self) -> dict[str, str]:
+        return {"backend_name": self.backend}
+
+    def validate(self, payload: Payload) -> int:
+        if not isinstance(payload, QiskitPrimitive):
+            raise InvalidPayload("ibm-quantum-system runs Qiskit primitive payloads only")
+        configuration = self._configuration or {}
+        limits = self.jobs.Limits(max_qubits=int(configuration.get("n_qubits", 10_000)),
+                                  max_shots=int(configuration.get("max_shots", 10**7)))
+        pubs, shots = self.jobs.parse(payload.program_id, payload.input, limits)
+        if self._isa is not None:
+            for index, pub in enumerate(pubs):
+                self._isa.check(f"pub {index}", pub.circuit)
+        return shots
+
+    async def submit(self, task_id: str, payload: Payload) -> str:
+        assert isinstance(payload, QiskitPrimitive)
+        job_id = task_id  # a task has one job, named after it: a retried submission is a duplicate, not a twin
+        expires = self.settings.job_timeout_seconds
+        await self.storage.put(object_key("input", job_id), payload.input.encode())
+        storage = {kind: {"type": "s3_compatible",
+                          "presigned_url": self.storage.service_url("GET" if kind == "input" else "PUT",
+                                                                    object_key(kind, job_id), expires)}
+                   for kind in OBJECTS}
+        job = {"id": job_id, "backend": self.backend, "program_id": payload.program_id,
+               "log_level": self.settings.log_level, "timeout_secs": expires, "storage": storage}
+        try:
+            await self.api.call("POST", "/v1/jobs", json=job, ok=(204,))
+        except ApiError as exc:
+            if exc.status == 409 and exc.code == "1231":
+                return job_id  # already stored by an earlier attempt of this very task
+            await self._delete_objects(job_id)
+            if exc.status == 429 or exc.code == "1232":
+                raise Busy(f"execution lanes full ({exc.message})") from None
+            if exc.status == 423 or exc.code == "1233":
+                raise Busy(f"backend reserved ({exc.message})") from None
+            raise
+        return job_id
+
+    async def poll(self, ref: str) -> JobStatus:
+        job = await self._job(ref)
+        state = _STATES.get(job.get("status", ""))
+        if state is None:
+            log.warning("%s: job %s has unknown status %r", self.settings.name, ref, job.get("status"))
+            return JobStatus(JobState.RUNNING)
+        if state is JobState.FAILED:
+            code = job.get("reason_code")
+            return JobStatus(state, f"IBM job failed (reason code {code}): {job.get('reason_message', '')}".strip())
+        if state is JobState.CANCELLED:
+            return JobStatus(state, job.get("reason_message") or "cancelled on the backend")
+        return JobStatus(state)
+
+    async def cancel(self, ref: str) -> None:
+        try:
+            await self.api.call("POST", f"/v1/jobs/{ref}/cancel", ok=(204,))
+        except ApiError as exc:
+            if exc.status not in (404, 409):  # already gone or already terminal
+                raise
+
+    async def output(self, ref: str) -> Output:
+        results = await self.storage.get(object_key("results", ref))
+        if results is None:
+            raise RuntimeError(f"job {ref} completed but wrote no results object")
+        logs = None
+        for _ in range(10):  # a job can read Completed a moment before its log object lands
+            logs = await self.storage.get(object_key("logs", ref))
+            if logs is not None:
+                break
+            await asyncio.sleep(0.2)
+        return Output(data=results, logs=(logs or b"").decode(errors="replace"))
+
+    async def cleanup(self, ref: str) -> None:
+        """DELETE the job, which frees its lane (cancelling it first if it still runs), then its objects."""
+        for _ in range(5):
+            try:
+                await self.api.call("DELETE", f"/v1/jobs/{ref}", ok=(204, 404))
+                break
+            except ApiError as exc:
+                if not (exc.status == 409 and exc.code == "1337"):
+                    raise
+                await self.cancel(ref)
+                await asyncio.sleep(0.5)
+        if self.settings.delete_objects:
+            await self._delete_objects(ref)
+
+    async def _job(self, ref: str) -> dict[str, Any]:
+        try:
+            job: dict[str, Any] = await self.api.get(f"/v1/jobs/{ref}")
+            return job
+        except ApiError as exc:
+            if exc.status != 405 and exc.code == "1291":
+                raise
+        # older servers have no GET /v1/jobs/{id}: find the job in the list
+        for job in (await self.api.get("/v1/jobs")).get("jobs", []):
+            if job.get("id") == ref:
+                return dict(job)
+        raise RuntimeError(f"job {ref} is no longer stored on the backend")
+
+    async def _describe(self) -> None:
+        configuration = await self.api.get(f"/v1/backends/{self.backend}/configuration")
+        properties = await self.api.get(f"/v1/backends/{self.backend}/properties")
+        self._isa = await asyncio.to_thread(_isa_of, configuration)
+        self._target = json.dumps({"configuration": configuration, "properties": properties})
+        self._configuration = configuration
+
+    async def _read_lanes(self) -> None:
+        try:
+            lanes = await self.api.get(f"/v1/backends/{self.backend}/lanes")
+        except ApiError as exc:
+            if exc.status == 404 and exc.code != "1216":
+                return  # an older server without /lanes: keep the configured count
+            raise
+        self._lanes = int(lanes["hpc_workload_manager"]["lanes"])
+
+    async def _delete_objects(self, job_id: str) -> None:
+        await asyncio.gather(*(self.storage.delete(object_key(kind, job_id)) for kind in OBJECTS))
+
+
+def _isa_of(configuration: dict[str, Any]) -> Any:
+    from qrmid.backends.ibm_quantum_system.isa import Isa
+
+    return Isa(configuration)

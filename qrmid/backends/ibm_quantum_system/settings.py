@@ -1,0 +1,37 @@
+"""Config keys of an ``ibm-quantum-system`` resource, named as QRMI names them (``QRMI_IBM_QS_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr
+
+from qrmid.backends.settings import ResourceSettings
+
+MAX_PRESIGN_SECONDS = 604_800  # SigV4 caps X-Amz-Expires at 7 days
+
+
+class Settings(ResourceSettings, populate_by_name=True):
+    """One IBM backend reached through the IBM Quantum System API."""
+
+    type: Literal["ibm-quantum-system"]
+    backend: str = Field("", description="backend name on the service; default: the resource name")
+    endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_ENDPOINT")
+    iam_endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_IAM_ENDPOINT")
+    iam_apikey: SecretStr = Field(alias="QRMI_IBM_QS_IAM_APIKEY")
+    service_crn: str = Field(alias="QRMI_IBM_QS_SERVICE_CRN")
+    aws_access_key_id: SecretStr = Field(alias="QRMI_IBM_QS_AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr = Field(alias="QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY")
+    s3_endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_S3_ENDPOINT")
+    s3_bucket: str = Field(alias="QRMI_IBM_QS_S3_BUCKET")
+    s3_region: str = Field(alias="QRMI_IBM_QS_S3_REGION")
+    s3_endpoint_for_qsapi: AnyHttpUrl | None = Field(
+        None, alias="QRMI_IBM_QS_S3_ENDPOINT_FOR_QSAPI", description="S3 endpoint as the service reaches it")
+    job_timeout_seconds: int = Field(3600, ge=1, le=MAX_PRESIGN_SECONDS, alias="QRMI_JOB_TIMEOUT_SECONDS",
+                                     description="limit on a job's system execution time")
+    lanes: int = Field(5, ge=1, description="lane count when the service has no /lanes route")
+    max_lanes: int = Field(0, ge=0, description="use at most this many lanes; 0: all the service grants")
+    request_timeout_seconds: float = Field(60, gt=0)
+    retry_deadline_seconds: float = Field(120, gt=0, description="give up a failing call after this long")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
+    delete_objects: bool = Field(True, description="remove a job's S3 objects once its results are stored")

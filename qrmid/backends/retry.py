@@ -1,0 +1,37 @@
+"""Bounded, jittered retries for vendor HTTP calls (on tenacity): never infinite, always a reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+from tenacity import AsyncRetrying, AttemptManager, retry_if_exception_type, stop_after_delay, \
+    wait_random_exponential
+
+
+class Transient(Exception):
+    """A failure worth retrying: 5xx, 408, 429 on reads, a timeout or a dropped connection."""
+
+
+class GaveUp(Exception):
+    """Retries ran out; the message says what kept failing and for how long."""
+
+
+async def attempts(what: str, deadline: float, max_wait: float = 5.0) -> AsyncIterator[AttemptManager]:
+    """Attempts at ``what`` with jittered exponential backoff (0.5 s up to ``max_wait``) for ``deadline`` s.
+
+    Raise ``Transient`` (or let an httpx transport error out) inside an attempt to retry it; when the
+    deadline passes, ``GaveUp`` names the last failure.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type((Transient, httpx.TransportError)),
+        wait=wait_random_exponential(multiplier=0.5, max=max_wait),
+        stop=stop_after_delay(deadline),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            yield attempt
+    except (Transient, httpx.TransportError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise GaveUp(f"{what} kept failing for {deadline:g} s: {detail}") from exc
