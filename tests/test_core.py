@@ -275,3 +275,33 @@ async def test_shutdown_cancels_running_tasks_past_the_grace_period() -> None:
     await broker.stop(grace=0.1)
     assert task.state is TaskState.CANCELLED
     assert adapter.held == 0
+
+
+def test_fair_queue_takes_owners_in_turn() -> None:
+    from qrmid.core.queue import FairQueue
+
+    queue = FairQueue()
+    heavy = [Task(resource="r", owner="heavy", payload=PAYLOAD) for _ in range(1000)]
+    light = [Task(resource="r", owner="light", payload=PAYLOAD) for _ in range(5)]
+    for task in [*heavy, *light]:
+        queue.push(task)
+    assert [queue.position(task) for task in light] == [2, 4, 6, 8, 10]
+    taken = [queue.pop() for _ in range(10)]
+    assert [t.owner for t in taken] == ["heavy", "light"] * 5
+    assert [t for t in taken if t.owner == "light"] == light, "each owner's own tasks stay in order"
+    refused = queue.pop()
+    queue.push_front(refused)
+    assert queue.pop() is refused and len(queue) == 994
+
+
+async def test_a_heavy_user_does_not_starve_a_light_one() -> None:
+    adapter = Recording(slots=2, delay=0.01)
+    broker = await started(broker_with(adapter, queue_limit=10_000))
+    heavy = [await broker.start_task("r", PAYLOAD, "heavy") for _ in range(200)]
+    light = [await broker.start_task("r", PAYLOAD, "light") for _ in range(10)]
+    await asyncio.gather(*(t.wait() for t in light))
+    submitted = [adapter.order.index(t.id) for t in light]
+    assert submitted == sorted(submitted)
+    assert submitted[-1] - submitted[0] == 18, "from its first turn on, the light user got every other submission"
+    await broker.stop(0)
+    assert sum(t.state is TaskState.COMPLETED for t in heavy) >= 10

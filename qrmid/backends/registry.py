@@ -6,11 +6,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from qrmid.backends import ibm_quantum_system, local_pulser, local_qiskit, noop
+from qrmid.backends import ibm_quantum_system, local_pulser, local_qiskit, noop, pasqal_cloud
 from qrmid.backends.base import Adapter
 
 ResourceConfig = Annotated[
-    local_qiskit.Settings | local_pulser.Settings | ibm_quantum_system.Settings | noop.Settings,
+    local_qiskit.Settings | local_pulser.Settings | ibm_quantum_system.Settings | noop.Settings
+    | pasqal_cloud.Settings,
     Field(discriminator="type"),
 ]
 
@@ -19,6 +20,7 @@ ADAPTERS: dict[str, type] = {
     "local-pulser": local_pulser.LocalPulser,
     "ibm-quantum-system": ibm_quantum_system.IbmQuantumSystem,
     "noop": noop.Noop,
+    "pasqal-cloud": pasqal_cloud.PasqalCloud,
 }
 
 

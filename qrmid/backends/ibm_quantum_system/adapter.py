@@ -115,6 +115,9 @@ class IbmQuantumSystem(Adapter):
             if exc.status == 423 or exc.code == "1233":
                 raise Busy(f"backend reserved ({exc.message})") from None
             raise
+        except BaseException:
+            await asyncio.shield(self._delete_objects(job_id))
+            raise
         return job_id
 
     async def poll(self, ref: str) -> JobStatus:

@@ -33,5 +33,5 @@ class Settings(ResourceSettings, populate_by_name=True):
     max_lanes: int = Field(0, ge=0, description="use at most this many lanes; 0: all the service grants")
     request_timeout_seconds: float = Field(60, gt=0)
     retry_deadline_seconds: float = Field(120, gt=0, description="give up a failing call after this long")
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="job log detail")
     delete_objects: bool = Field(True, description="remove a job's S3 objects once its results are stored")

@@ -6,6 +6,7 @@ botocore signs (no hand-written SigV4); httpx moves the bytes, so nothing blocks
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import httpx
@@ -70,12 +71,18 @@ class Storage:
         return url
 
 
-def _signer(endpoint: str, *, region: str, access_key: str, secret_key: str) -> Any:
-    import botocore.config
+@functools.cache
+def _session() -> Any:
+    """One botocore session per process: it loads the S3 model once for every resource."""
     import botocore.session
 
-    session = botocore.session.get_session()
-    return session.create_client(
+    return botocore.session.get_session()
+
+
+def _signer(endpoint: str, *, region: str, access_key: str, secret_key: str) -> Any:
+    import botocore.config
+
+    return _session().create_client(
         "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}))

@@ -1,0 +1,200 @@
+"""The ``pasqal-cloud`` adapter: Pulser sequences checked against the device spec, packed into open batches,
+followed by one shared poll per batch, results read through each job's results link."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
+from qrmid.backends.pasqal_cloud.auth import Tokens, grant_of
+from qrmid.backends.pasqal_cloud.packer import ENDED, Limits, Packer, job_status
+from qrmid.backends.pasqal_cloud.settings import Settings
+from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
+
+if TYPE_CHECKING:
+    from qrmid.backends.pulser_jobs import Limits as SequenceLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The device spec the service publishes for the resource's device type."""
+
+    text: str  # pulser device abstract representation (JSON text)
+    name: str
+    max_atoms: int | None
+    limits: SequenceLimits  # runs and duration
+
+
+class PasqalCloud(Adapter):
+    """One Pasqal Cloud device type. ``slots`` bounds the tasks in flight; the packer decides the batches."""
+
+    payload_kinds = frozenset({PayloadKind.PULSER_SEQUENCE})
+
+    def __init__(self, settings: Settings) -> None:
+        from qrmid.backends import pulser_jobs  # Pulser loads only when a resource of this type exists
+
+        self.settings = settings
+        self.jobs = pulser_jobs
+        self.device_type = settings.device
+        self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
+        deadline = settings.retry_deadline_seconds
+        token = settings.auth_token.get_secret_value() if settings.auth_token else ""
+        self.api = PasqalApi(self._http, str(settings.base_url), Tokens(self._http, grant_of(settings), token,
+                                                                       deadline), deadline)
+        limits = Limits(window=settings.batch_window_seconds, max_jobs=settings.max_jobs_per_batch,
+                        max_runs=settings.max_runs_per_batch, close_when_idle=settings.close_when_idle)
+        self.packer = Packer(self.api, self.device_type, settings.project_id, limits, settings.poll_interval)
+        self._spec: Spec | None = None
+        self._describing = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def slots(self) -> int:
+        return self.settings.slots
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.packer.start()
+        try:
+            await self._describe()
+        except Exception as exc:  # an unreachable service at start is an offline resource, not a failed daemon
+            log.warning("%s: cannot read the spec of device %s yet: %s", self.settings.name, self.device_type, exc)
+
+    async def close(self) -> None:
+        await self.packer.stop()
+        await self._http.aclose()
+
+    async def status(self) -> BackendStatus:
+        devices = await self.api.call("GET", "/api/v1/devices", params={"device_type": self.device_type}, auth=False)
+        if self._spec is None:
+            await self._describe()
+        device = next((d for d in devices or [] if d.get("device_type") == self.device_type), None)
+        if device is None:
+            return BackendStatus(BackendState.OFFLINE, f"Pasqal Cloud lists no device of type {self.device_type}")
+        availability = device.get("availability")
+        if availability == "ACTIVE":
+            up = device.get("status", "UP") == "UP"
+            return BackendStatus(BackendState.ONLINE, "" if up else
+                                 f"device is {device.get('status')}: its jobs wait on Pasqal Cloud until it is up")
+        if availability == "INACTIVE":
+            return BackendStatus(BackendState.PAUSED, f"device {self.device_type} is INACTIVE on Pasqal Cloud")
+        return BackendStatus(BackendState.OFFLINE, f"device {self.device_type} is {availability} on Pasqal Cloud")
+
+    async def target(self) -> str:
+        spec = self._spec or await self._describe()
+        return json.dumps([{"device_type": self.device_type, "specs": spec.text}])
+
+    def metadata(self) -> dict[str, str]:
+        return {"backend_name": self.device_type, "device_type": self.device_type}
+
+    def validate(self, payload: Payload) -> int:
+        if not isinstance(payload, PulserSequence):
+            raise InvalidPayload("pasqal-cloud runs Pulser sequence payloads only")
+        spec = self._spec or self._describe_from_thread()
+        sequence = self.jobs.parse(payload.sequence, payload.job_runs, spec.limits)
+        if sequence.device.name != spec.name:
+            raise InvalidPayload(f"sequence is built for device {sequence.device.name!r}, but this resource runs on "
+                                 f"{self.device_type} ({spec.name!r}): build it on the device from GetTarget")
+        atoms = len(sequence.register.qubit_ids)
+        if spec.max_atoms and atoms > spec.max_atoms:
+            raise InvalidPayload(f"sequence has {atoms} atoms; {spec.name} takes at most {spec.max_atoms}")
+        return payload.job_runs
+
+    async def submit(self, task_id: str, payload: Payload) -> str:
+        assert isinstance(payload, PulserSequence)
+        job = await self.packer.add(payload.sequence, payload.job_runs)
+        return job.id
+
+    async def wait(self, ref: str, timeout: float) -> JobStatus:
+        job = self.packer.jobs.get(ref)
+        if job is None:
+            return await super().wait(ref, timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(job.settled.wait(), timeout)
+        return job.status or JobStatus(JobState.RUNNING)
+
+    async def poll(self, ref: str) -> JobStatus:
+        job = await self.api.call("GET", f"/api/v2/jobs/{ref}")
+        batch_id = str(job.get("batch_id", ""))
+        batch_status = ""
+        if job.get("status") not in ENDED:
+            batch_status = str((await self.api.call("GET", f"/api/v2/batches/{batch_id}")).get("status", ""))
+        return job_status(str(job.get("status")), job.get("errors"), batch_status, batch_id)
+
+    async def cancel(self, ref: str) -> None:
+        try:
+            await self.api.call("PATCH", f"/api/v2/jobs/{ref}/cancel")
+        except ApiError as exc:
+            if exc.status not in (400, 404, 409):  # already terminal, or gone
+                raise
+
+    async def output(self, ref: str) -> Output:
+        link = None
+        for _ in range(10):  # a job can read DONE a moment before its results are stored
+            link = (await self.api.call("GET", f"/api/v1/jobs/{ref}/results_link")).get("results_link")
+            if link:
+                break
+            await asyncio.sleep(0.2)
+        if not link:
+            raise RuntimeError(f"job {ref} is DONE but Pasqal Cloud gives no results link for it")
+        results = await self.api.download(str(link))
+        counter = results.get("counter") if isinstance(results, dict) else None
+        if not isinstance(counter, dict):
+            raise RuntimeError(f"the results of job {ref} have no counter")
+        job = self.packer.jobs.get(ref)
+        where = f" in batch {job.batch.id}" if job else ""
+        logs = f"Pasqal Cloud job {ref}{where} on {self.device_type}: {sum(counter.values())} runs\n"
+        return Output(json.dumps({"counter": counter}).encode(), logs=logs)
+
+    async def cleanup(self, ref: str) -> None:
+        self.packer.forget(ref)
+
+    async def flush(self) -> None:
+        self.packer.idle()
+
+    async def _describe(self) -> Spec:
+        """Read and cache the device spec (``devices/specs/{type}``, else the public specs)."""
+        async with self._describing:
+            if self._spec is not None:
+                return self._spec
+            try:
+                specs = (await self.api.call("GET", f"/api/v1/devices/specs/{self.device_type}"))["specs"]
+            except ApiError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                listing = await self.api.call("GET", "/api/v1/devices/public-specs", auth=False)
+                specs = next((e["specs"] for e in listing if e.get("device_type") == self.device_type), None)
+                if specs is None:
+                    raise RuntimeError(f"Pasqal Cloud publishes no spec for device type {self.device_type}") from None
+            text = specs if isinstance(specs, str) else json.dumps(specs)
+            self._spec = await asyncio.to_thread(self._parse_spec, text)
+            return self._spec
+
+    def _describe_from_thread(self) -> Spec:
+        """The spec, fetched on the event loop from a validation thread when ``start`` could not get it."""
+        assert self._loop is not None, "start() runs before validate()"
+        try:
+            return asyncio.run_coroutine_threadsafe(self._describe(), self._loop).result()
+        except Exception as exc:
+            raise InvalidPayload(f"cannot check the sequence yet: the spec of device {self.device_type} could not "
+                                 f"be read from Pasqal Cloud ({exc}); retry later") from None
+
+    def _parse_spec(self, text: str) -> Spec:
+        from pulser.abstract_repr import deserialize_device
+
+        device = deserialize_device(text)
+        # atoms are checked here, against the device, so the message names the device rather than a simulator
+        limits = self.jobs.Limits(max_atoms=sys.maxsize, max_runs=device.max_runs or sys.maxsize,
+                                  max_duration_ns=device.max_sequence_duration)
+        return Spec(text, device.name, device.max_atom_num, limits)
