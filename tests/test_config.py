@@ -63,3 +63,15 @@ def test_daemon_refuses_to_start_half_configured() -> None:
     assert run.returncode != 0
     assert f"{path}: key 'resources[0].max_qubits'" in run.stderr
     assert not socket.exists()
+
+
+def test_config_errors_never_echo_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "ibm.toml"
+    path.write_text('[[resources]]\ntype = "ibm-quantum-system"\nname = "ibm_x"\n'
+                    'QRMI_IBM_QS_IAM_APIKEY = "s3cr3t-api-key"\nQRMI_IBM_QS_AWS_SECRET_ACCESS_KEY = 987654321\n')
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    message = str(error.value)
+    assert "key 'resources[0].QRMI_IBM_QS_ENDPOINT': Field required" in message
+    assert "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY" in message
+    assert "s3cr3t" not in message and "987654321" not in message

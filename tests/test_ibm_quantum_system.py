@@ -15,7 +15,7 @@ import pytest
 from qiskit import QuantumCircuit, qasm3, transpile
 
 from daemons import config, running
-from emulators.procs import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc, start_emulator, start_moto
 from qrmid.client import AsyncClient, TaskFailed, estimator_payload, sampler_payload
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb

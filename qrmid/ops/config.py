@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qrmid.backends.registry import ADAPTERS, ResourceConfig
 from qrmid.ops.paths import default_socket
+
+
+SECRET_KEY = re.compile(r"(?i)key|secret|password|token")  # values of such keys never appear in messages
 
 
 class ConfigError(Exception):
@@ -105,7 +109,8 @@ def _describe(error: dict) -> str:
     parts = [part for part in error["loc"] if part not in ADAPTERS]  # drop the union's type tags
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
     where = f"key '{key}'" if key else "top level"
-    got = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error['input']!r})"
+    shown = isinstance(error["input"], (str, int, float, bool)) and not SECRET_KEY.search(key)
+    got = f" (got {error['input']!r})" if shown and error["type"] not in ("missing", "extra_forbidden") else ""
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"

@@ -12,7 +12,7 @@ import pytest
 from botocore.config import Config
 
 from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN, SystemApi
-from .procs import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc, start_emulator, start_moto
 
 # One process serves every test; each test that changes a backend at run time uses its own backend.
 EMULATOR_CONFIG = f"""

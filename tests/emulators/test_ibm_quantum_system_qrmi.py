@@ -14,7 +14,7 @@ from qiskit import QuantumCircuit, qasm3, transpile
 from qrmi.primitives.ibm import SamplerV2, get_backend
 
 from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN
-from .procs import Proc
+from qrmid.emulators.launch import Proc
 
 BACKEND = "qrmi_target"
 

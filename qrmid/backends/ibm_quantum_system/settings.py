@@ -15,6 +15,8 @@ class Settings(ResourceSettings, populate_by_name=True):
     """One IBM backend reached through the IBM Quantum System API."""
 
     type: Literal["ibm-quantum-system"]
+    poll_interval: float = Field(0.25, gt=0, description="seconds between polls of a running job: a lane "
+                                 "stays held until qrmid sees its job end")
     backend: str = Field("", description="backend name on the service; default: the resource name")
     endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_ENDPOINT")
     iam_endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_IAM_ENDPOINT")

@@ -16,7 +16,7 @@ import httpx
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
 from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
 from qrmid.backends.pasqal_cloud.auth import Tokens, grant_of
-from qrmid.backends.pasqal_cloud.packer import ENDED, Limits, Packer, job_status
+from qrmid.backends.pasqal_cloud.packer import Limits, Packer
 from qrmid.backends.pasqal_cloud.settings import Settings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
 
@@ -113,48 +113,44 @@ class PasqalCloud(Adapter):
 
     async def submit(self, task_id: str, payload: Payload) -> str:
         assert isinstance(payload, PulserSequence)
-        job = await self.packer.add(payload.sequence, payload.job_runs)
-        return job.id
+        self.packer.add(task_id, payload.sequence, payload.job_runs)
+        return task_id  # the job is placed in a batch in the background; wait() reports a failure to place it
 
     async def wait(self, ref: str, timeout: float) -> JobStatus:
         job = self.packer.jobs.get(ref)
         if job is None:
-            return await super().wait(ref, timeout)
+            return await self.poll(ref)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.settled.wait(), timeout)
         return job.status or JobStatus(JobState.RUNNING)
 
     async def poll(self, ref: str) -> JobStatus:
-        job = await self.api.call("GET", f"/api/v2/jobs/{ref}")
-        batch_id = str(job.get("batch_id", ""))
-        batch_status = ""
-        if job.get("status") not in ENDED:
-            batch_status = str((await self.api.call("GET", f"/api/v2/batches/{batch_id}")).get("status", ""))
-        return job_status(str(job.get("status")), job.get("errors"), batch_status, batch_id)
+        job = self.packer.jobs.get(ref)
+        if job is None:
+            return JobStatus(JobState.FAILED, "this daemon does not follow the task's job (was it restarted?)")
+        return job.status or JobStatus(JobState.RUNNING)
 
     async def cancel(self, ref: str) -> None:
-        try:
-            await self.api.call("PATCH", f"/api/v2/jobs/{ref}/cancel")
-        except ApiError as exc:
-            if exc.status not in (400, 404, 409):  # already terminal, or gone
-                raise
+        await self.packer.cancel(ref)
 
     async def output(self, ref: str) -> Output:
+        job = self.packer.jobs.get(ref)
+        if job is None:
+            raise RuntimeError("this daemon does not follow the task's job (was it restarted?)")
         link = None
         for _ in range(10):  # a job can read DONE a moment before its results are stored
-            link = (await self.api.call("GET", f"/api/v1/jobs/{ref}/results_link")).get("results_link")
+            link = (await self.api.call("GET", f"/api/v1/jobs/{job.id}/results_link")).get("results_link")
             if link:
                 break
             await asyncio.sleep(0.2)
         if not link:
-            raise RuntimeError(f"job {ref} is DONE but Pasqal Cloud gives no results link for it")
+            raise RuntimeError(f"job {job.id} is DONE but Pasqal Cloud gives no results link for it")
         results = await self.api.download(str(link))
         counter = results.get("counter") if isinstance(results, dict) else None
         if not isinstance(counter, dict):
-            raise RuntimeError(f"the results of job {ref} have no counter")
-        job = self.packer.jobs.get(ref)
-        where = f" in batch {job.batch.id}" if job else ""
-        logs = f"Pasqal Cloud job {ref}{where} on {self.device_type}: {sum(counter.values())} runs\n"
+            raise RuntimeError(f"the results of job {job.id} have no counter")
+        batch = job.batch.id if job.batch else "?"
+        logs = f"Pasqal Cloud job {job.id} in batch {batch} on {self.device_type}: {sum(counter.values())} runs\n"
         return Output(json.dumps({"counter": counter}).encode(), logs=logs)
 
     async def cleanup(self, ref: str) -> None:
@@ -194,7 +190,7 @@ class PasqalCloud(Adapter):
         from pulser.abstract_repr import deserialize_device
 
         device = deserialize_device(text)
-        # atoms are checked here, against the device, so the message names the device rather than a simulator
+        # validate() checks the atom count itself, so that its message names the device
         limits = self.jobs.Limits(max_atoms=sys.maxsize, max_runs=device.max_runs or sys.maxsize,
                                   max_duration_ns=device.max_sequence_duration)
         return Spec(text, device.name, device.max_atom_num, limits)

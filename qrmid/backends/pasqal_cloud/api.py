@@ -114,9 +114,9 @@ class PasqalApi:
                     headers: dict[str, str], auth: bool) -> dict[str, Any]:
         for replay in (False, True):
             token = await self.tokens.token() if auth else ""
-            sent = headers | {"Authorization": f"Bearer {token}"} if auth else headers
+            bearer = {"Authorization": f"Bearer {token}"} if auth else {}
             response = await self.http.request(method, self.root + path, params=params, content=content,
-                                               headers=sent)
+                                               headers=headers | bearer)
             if response.status_code != 401 or not auth or replay:
                 break
             self.tokens.expire(token)

@@ -1,18 +1,19 @@
 """Open-batch packing: a resource's tasks become the jobs of shared open batches on its device type.
 
-The first waiting tasks open a batch (``POST /api/v1/batches`` with ``open: true``); later ones are appended to
-it (``POST /api/v2/batches/{id}/jobs``), and the tasks that arrive while one such request is on the wire go
-together in the next. A batch is completed (``PATCH /api/v2/batches/{id}/complete``) when
+A submitted task is held here and placed in the background, so the scheduler's serial submissions cost no round
+trip each: the first waiting tasks open a batch (``POST /api/v1/batches`` with ``open: true``), and the tasks that
+arrive while one request is on the wire are appended together by the next (``POST /api/v2/batches/{id}/jobs``).
+A batch is completed (``PATCH /api/v2/batches/{id}/complete``) when
 
 - its window has passed since it was opened;
 - it holds the most jobs, or runs, a batch may hold;
-- (``close_when_idle``) the resource has nothing more to give it (queue empty, no submission in flight) and every
-  job of the batch has finished, so the batch would only hold the device idle. Completing at the first empty
-  queue instead would close a batch after nearly every task, as tasks reach the queue one by one.
+- (``close_when_idle``) the resource has nothing more to give it (queue empty, nothing waiting here) and every job
+  of the batch has finished, so the batch would only hold the device idle. Completing at the first empty queue
+  instead would close a batch after nearly every task, as tasks reach the queue one by one.
 
 One poll per interval per batch (its status counts, and the list of its finished jobs only when those counts
-moved) settles every task of that batch. Writes are never sent twice: before retrying one, the packer looks
-for the effect of the earlier attempt (the batch's unique tag, or new job ids in the batch).
+moved) settles every task of that batch. A write is never sent twice: before retrying one, the packer looks for
+the effect of the earlier attempt (the batch's unique tag, or new job ids in the batch).
 """
 
 from __future__ import annotations
@@ -65,10 +66,14 @@ class Limits:
 
 @dataclass(eq=False)
 class Job:
-    """A task's job in a batch; ``status`` is set once, when the job is terminal."""
+    """One task's job: waiting here, then placed in a batch (``id`` set); ``status`` is set once, when terminal."""
 
-    id: str
-    batch: Batch
+    ref: str
+    sequence: str
+    runs: int
+    id: str = ""
+    batch: Batch | None = None
+    stopped: bool = False
     status: JobStatus | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -80,7 +85,7 @@ class Job:
 
 @dataclass(eq=False)
 class Batch:
-    """A batch this packer made, and the tasks' jobs in it that are still followed."""
+    """A batch this packer made, and the jobs in it whose tasks are still followed."""
 
     id: str
     open: bool
@@ -97,13 +102,6 @@ class Batch:
         return [job for job in self.jobs.values() if job.status is None]
 
 
-@dataclass(eq=False)
-class _Request:
-    sequence: str
-    runs: int
-    future: asyncio.Future[Job]
-
-
 class Packer:
     """Packs the jobs of one device type and project into open batches and follows them."""
 
@@ -114,10 +112,10 @@ class Packer:
         self.project_id = project_id
         self.limits = limits
         self.poll_interval = poll_interval
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Job] = {}  # by task reference
         self._batches: dict[str, Batch] = {}
         self._current: Batch | None = None
-        self._waiting: deque[_Request] = deque()
+        self._waiting: deque[Job] = deque()
         self._lock = asyncio.Lock()  # held while the open batch changes: opening, appending, completing
         self._pump: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -128,7 +126,7 @@ class Packer:
         self._poller = asyncio.create_task(self._poll_forever(), name=f"pasqal {self.device_type} poller")
 
     async def stop(self) -> None:
-        """Stop polling and complete every batch still open, within STOP_SECONDS."""
+        """Stop placing and polling, and complete every batch still open, within STOP_SECONDS."""
         running = [task for task in (self._poller, self._pump, *self._background) if task is not None]
         for task in running:
             task.cancel()
@@ -142,26 +140,48 @@ class Packer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(self._complete(batch) for batch in pending)), STOP_SECONDS)
 
-    async def add(self, sequence: str, runs: int) -> Job:
-        """Put one job in the open batch (opening one if needed) and return it once the service holds it."""
-        request = _Request(sequence, runs, asyncio.get_running_loop().create_future())
-        self._waiting.append(request)
+    def add(self, ref: str, sequence: str, runs: int) -> Job:
+        """Take a task's job; it goes into the open batch (or a new one) in the background."""
+        job = Job(ref, sequence, runs)
+        self.jobs[ref] = job
+        self._waiting.append(job)
         self._idle = False
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._drain(), name=f"pasqal {self.device_type} packer")
-        return await request.future
+        return job
 
     def idle(self) -> None:
-        """The resource has nothing queued and nothing being submitted."""
+        """The resource has nothing queued: complete the open batch once it has nothing left to run."""
         self._idle = True
         if self.limits.close_when_idle and self._current is not None and self._current.drained:
             self._close_soon(self._current, only_if_idle=True)
 
-    def forget(self, job_id: str) -> None:
-        """Stop following a job once its task is over."""
-        job = self.jobs.pop(job_id, None)
-        if job is not None:
-            job.batch.jobs.pop(job_id, None)
+    async def cancel(self, ref: str) -> None:
+        """Stop a task's job: drop it while it waits here, or cancel it on the service (only that job)."""
+        job = self.jobs.get(ref)
+        if job is None or job.status is not None:
+            return
+        job.stopped = True
+        if job in self._waiting:
+            self._waiting.remove(job)
+        if not job.id:  # still waiting, or being placed: the placement cancels it
+            job.settle(JobStatus(JobState.CANCELLED, "stopped before it reached Pasqal Cloud"))
+            return
+        try:
+            await self.api.call("PATCH", f"/api/v2/jobs/{job.id}/cancel")
+        except ApiError as exc:
+            if exc.status not in (400, 404, 409):  # already terminal, or gone
+                raise
+
+    def forget(self, ref: str) -> None:
+        """Stop following a task's job once the task is over."""
+        job = self.jobs.pop(ref, None)
+        if job is None:
+            return
+        if job in self._waiting:
+            self._waiting.remove(job)
+        if job.batch is not None:
+            job.batch.jobs.pop(job.id, None)
             self._drop_if_done(job.batch)
 
     # -- placing jobs ------------------------------------------------------------------------------------------
@@ -169,64 +189,59 @@ class Packer:
     async def _drain(self) -> None:
         while True:
             async with self._lock:
-                while self._waiting and self._waiting[0].future.done():  # cancelled while waiting
-                    self._waiting.popleft()
                 if not self._waiting:
                     return
                 group = self._fitting(self._current)
-                if not group:  # the open batch is full for the next task
+                if not group:  # the open batch is full for the next job
                     assert self._current is not None
                     self._retire(self._current)
                     continue
                 await self._place(group)
 
-    def _fitting(self, batch: Batch | None) -> list[_Request]:
-        """The waiting requests, in order, that fit in ``batch`` (a new batch takes at least one)."""
+    def _fitting(self, batch: Batch | None) -> list[Job]:
+        """The waiting jobs, in order, that fit in ``batch`` (a new batch takes at least one)."""
         room = self.limits.max_jobs - (len(batch.known) if batch else 0)
         runs_room = self.limits.max_runs - (batch.runs if batch else 0) if self.limits.max_runs else None
-        group: list[_Request] = []
-        for request in self._waiting:
-            if request.future.done():
-                continue
-            fits = runs_room is None or request.runs <= runs_room or (batch is None and not group)
+        group: list[Job] = []
+        for job in self._waiting:
+            fits = runs_room is None or job.runs <= runs_room or (batch is None and not group)
             if len(group) >= room or not fits:
                 break
-            group.append(request)
+            group.append(job)
             if runs_room is not None:
-                runs_room -= request.runs
-        for request in group:
-            self._waiting.remove(request)
+                runs_room -= job.runs
+        for job in group:
+            self._waiting.remove(job)
         return group
 
-    async def _place(self, group: list[_Request]) -> None:
-        """Open a batch with ``group`` or append it to the open one; answer every request of the group."""
+    async def _place(self, group: list[Job]) -> None:
+        """Open a batch with ``group`` or append it to the open one; settle the jobs that could not be placed."""
         try:
             batch, ids = await self._submit(group)
         except ApiError as exc:
             if len(group) == 1:
-                _fail(group, exc)
+                group[0].settle(JobStatus(JobState.FAILED, f"Pasqal Cloud refused the job: {exc}"))
                 return
-            for request in group:  # one refused job must not fail the others: place them one by one
-                await self._place([request])
+            for job in group:  # one refused job must not fail the others: place them one by one
+                await self._place([job])
             return
         except Exception as exc:
-            _fail(group, exc)
+            for job in group:
+                job.settle(JobStatus(JobState.FAILED, f"the job could not be submitted: {exc}"))
             return
-        for request, job_id in zip(group, ids, strict=True):
+        for job, job_id in zip(group, ids, strict=True):
+            job.id, job.batch, job.sequence = job_id, batch, ""
             batch.known.add(job_id)
-            batch.runs += request.runs
-            if request.future.cancelled():  # its task was stopped while the job was being added
+            batch.runs += job.runs
+            if job.stopped:  # its task was stopped while the job was being placed
                 self._spawn(self._cancel_quietly(job_id))
-                continue
-            job = Job(job_id, batch)
-            batch.jobs[job_id] = job
-            self.jobs[job_id] = job
-            request.future.set_result(job)
+            elif job.ref in self.jobs:
+                batch.jobs[job_id] = job
         batch.drained = False
         if batch.open and (len(batch.known) >= self.limits.max_jobs or self._runs_full(batch.runs)):
             self._retire(batch)
 
-    async def _submit(self, group: list[_Request]) -> tuple[Batch, list[str]]:
+    async def _submit(self, group: list[Job]) -> tuple[Batch, list[str]]:
         batch = self._current
         if batch is None:
             return await self._open(group)
@@ -242,11 +257,11 @@ class Packer:
         self._retire(batch, complete=False)
         return await self._open(group)
 
-    async def _open(self, group: list[_Request]) -> tuple[Batch, list[str]]:
+    async def _open(self, group: list[Job]) -> tuple[Batch, list[str]]:
         tag = f"qrmid-{uuid.uuid4()}"
-        full = len(group) >= self.limits.max_jobs or self._runs_full(sum(request.runs for request in group))
+        full = len(group) >= self.limits.max_jobs or self._runs_full(sum(job.runs for job in group))
         jobs: list[dict[str, Any]] = [{"runs": group[0].runs}]  # the first job runs the batch's own sequence
-        jobs += [{"runs": request.runs, "sequence": request.sequence} for request in group[1:]]
+        jobs += [{"runs": job.runs, "sequence": job.sequence} for job in group[1:]]
         body = {"sequence_builder": group[0].sequence, "jobs": jobs, "device_type": self.device_type,
                 "project_id": self.project_id, "open": not full, "tags": [tag]}
 
@@ -263,8 +278,8 @@ class Packer:
         log.info("opened batch %s on %s with %d job(s)", batch.id, self.device_type, len(group))
         return batch, _ids(data, set(), len(group))
 
-    async def _append(self, batch: Batch, group: list[_Request]) -> list[str]:
-        body = [{"runs": request.runs, "sequence": request.sequence} for request in group]
+    async def _append(self, batch: Batch, group: list[Job]) -> list[str]:
+        body = [{"runs": job.runs, "sequence": job.sequence} for job in group]
 
         async def landed() -> dict[str, Any] | None:
             now = await self.api.once(f"/api/v2/batches/{batch.id}")
@@ -298,7 +313,8 @@ class Packer:
 
         async def close() -> None:
             async with self._lock:
-                if batch is self._current and (not only_if_idle or self._idle and batch.drained):
+                idle = self._idle and not self._waiting and batch.drained
+                if batch is self._current and (idle or not only_if_idle):
                     self._retire(batch)
 
         self._spawn(close())
@@ -390,10 +406,3 @@ def _ids(data: dict[str, Any], known: set[str], count: int) -> list[str]:
     if len(ids) != count:
         raise RuntimeError(f"Pasqal Cloud reports {len(ids)} new job(s) in the batch where {count} were added")
     return ids
-
-
-def _fail(group: list[_Request], exc: Exception) -> None:
-    for request in group:
-        if not request.future.done():
-            request.future.set_exception(exc)
-

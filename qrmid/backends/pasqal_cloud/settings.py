@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
 from qrmid.backends.settings import ResourceSettings
 
@@ -45,13 +46,15 @@ class Settings(ResourceSettings, populate_by_name=True):
 
     @model_validator(mode="after")
     def _credentials(self) -> Settings:
+        # a "missing" error: config errors then name the keys without echoing the table and its secrets
         if bool(self.client_id) != bool(self.client_secret):
-            raise ValueError("QRMI_PASQAL_CLOUD_CLIENT_ID and QRMI_PASQAL_CLOUD_CLIENT_SECRET go together")
+            raise PydanticCustomError("missing", "QRMI_PASQAL_CLOUD_CLIENT_ID and _CLIENT_SECRET go together")
         if bool(self.username) != bool(self.password):
-            raise ValueError("PASQAL_USERNAME and PASQAL_PASSWORD go together")
+            raise PydanticCustomError("missing", "PASQAL_USERNAME and PASQAL_PASSWORD go together")
         if not (self.auth_token or self.client_id or self.username):
-            raise ValueError("set QRMI_PASQAL_CLOUD_CLIENT_ID and _CLIENT_SECRET, PASQAL_USERNAME and "
-                             "PASQAL_PASSWORD, or QRMI_PASQAL_CLOUD_AUTH_TOKEN")
+            raise PydanticCustomError("missing", "credentials are missing: set QRMI_PASQAL_CLOUD_CLIENT_ID and "
+                                      "_CLIENT_SECRET, PASQAL_USERNAME and PASQAL_PASSWORD, or "
+                                      "QRMI_PASQAL_CLOUD_AUTH_TOKEN")
         return self
 
     @property

@@ -1,4 +1,4 @@
-"""Start emulator and S3 server processes on free 127.0.0.1 ports, and stop them by PID."""
+"""Start emulator and S3 server processes on free 127.0.0.1 ports (for tests and benchmarks), and stop them by PID."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on (https?://\S+)")
 
 # Runs moto's S3 (and the rest of AWS) in this subprocess, on a port the OS picks, and announces it.
@@ -53,7 +52,7 @@ class Proc:
 def _start(args: list[str], timeout: float, env: dict[str, str] | None = None) -> Proc:
     """Start ``args`` and wait for its ``listening on URL`` line."""
     popen = subprocess.Popen(
-        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+        args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
     )
     assert popen.stdout is not None
     selector = selectors.DefaultSelector()
