@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemons import ROOT, subprocess_daemon
+from daemons import ROOT
 
 EXAMPLES = ROOT / "qrmid" / "examples"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from qrmid.backends import noop
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, JobState, JobStatus, Output
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, JobState, JobStatus
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
 from qrmid.core import errors
 from qrmid.core.broker import Broker, Policy

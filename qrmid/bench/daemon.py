@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qrmid.client import AsyncClient, pulser_payload
+from qrmid.emulators.launch import start_qrmid
 
 ECHO = "/bench.Echo/Echo"
 
@@ -43,12 +44,12 @@ async def _echo_server(socket: str) -> None:
     await server.wait_for_termination()
 
 
-def _spawn(args: list[str], socket: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.DEVNULL)
+def _spawn_echo(socket: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "qrmid.bench", "--echo-server", str(socket)])
     deadline = time.monotonic() + 120
     while not socket.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server {' '.join(args)} did not start")
+            raise SystemExit("the echo server did not start")
         time.sleep(0.05)
     return process
 
@@ -125,14 +126,14 @@ def main(count: int, seconds: float, clients: int, echo_server: str | None) -> N
     config = scratch / "qrmid.toml"
     config.write_text(f'[daemon]\nsocket = "{qrmid_socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
                       '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n')
-    servers = [_spawn(["qrmid.bench", "--echo-server", str(echo_socket)], echo_socket),
-               _spawn(["qrmid", "serve", "--config", str(config)], qrmid_socket)]
+    echo = _spawn_echo(echo_socket)
+    qrmid = start_qrmid(config, qrmid_socket)
     try:
         r = asyncio.run(_measure(echo_socket, qrmid_socket, count, seconds, clients))
     finally:
-        for server in servers:
-            server.terminate()
-            server.wait()
+        qrmid.stop()
+        echo.terminate()
+        echo.wait()
     table = Table("measure", "value", "baseline (bare gRPC echo)", "ratio", title="qrmid benchmark")
     ms = 1e3
     table.add_row("GetTask latency p50", f"{r['get_p50'] * ms:.3f} ms", f"{r['base_p50'] * ms:.3f} ms",

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +30,7 @@ from rich.table import Table
 from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
 from qrmid.backends.ibm_quantum_system.storage import Storage, object_key
 from qrmid.client import AsyncClient, sampler_payload
-from qrmid.emulators.launch import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc, start_emulator, start_moto, start_qrmid
 
 KEY, CRN, BUCKET = "bench-key", "crn:v1:local:bench", "bench"
 CIRCUIT = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nx $0;\nc[0] = measure $0;\n'
@@ -48,21 +46,14 @@ async def _through_qrmid(emulator: Proc, s3: Proc, backend: str, tasks: int, scr
                       f'QRMI_IBM_QS_SERVICE_CRN = "{CRN}"\nQRMI_IBM_QS_AWS_ACCESS_KEY_ID = "k"\n'
                       f'QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY = "s"\nQRMI_IBM_QS_S3_ENDPOINT = "{s3.url}"\n'
                       f'QRMI_IBM_QS_S3_BUCKET = "{BUCKET}"\nQRMI_IBM_QS_S3_REGION = "us-east-1"\n')
-    daemon = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(config)])
+    daemon = start_qrmid(config, socket)
     try:
-        async with AsyncClient(f"unix:{socket}") as qrmid:
-            while True:
-                try:
-                    await qrmid.list_resources()
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
+        async with AsyncClient(daemon.url) as qrmid:
             started = time.perf_counter()
             await asyncio.gather(*(qrmid.run(backend, sampler_payload(INPUT)) for _ in range(tasks)))
             return time.perf_counter() - started
     finally:
-        daemon.terminate()
-        daemon.wait()
+        daemon.stop()
 
 
 async def _qrmi_style(emulator: Proc, s3: Proc, backend: str, tasks: int) -> float:

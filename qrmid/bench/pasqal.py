@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,11 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from qrmid.client import AsyncClient, pulser_payload
+from qrmid.emulators.launch import start_emulator, start_qrmid
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 PROJECT = "00000000-0000-0000-0000-0000000000b1"
 CLIENT_ID, CLIENT_SECRET = "qrmid-bench", "qrmid-bench-secret"
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @dataclass
@@ -41,49 +35,6 @@ class Run:
     makespan: float
     batches: int
     largest: int
-
-
-def _emulator(config: Path) -> tuple[subprocess.Popen[str], str]:
-    """The emulator on a free 127.0.0.1 port, once it announces its address."""
-    args = [sys.executable, "-m", "qrmid.emulators.pasqal_cloud", "--host", "127.0.0.1", "--port", "0",
-            "--config", str(config)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 120
-        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
-            line = process.stdout.readline()
-            if match := LISTENING.search(line):
-                return process, match.group(1)
-            if not line:
-                break
-    _stop(process)
-    raise SystemExit("the Pasqal Cloud emulator did not start")
-
-
-def _qrmid(config: Path, socket: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(config)])
-    deadline = time.monotonic() + 120
-    while not socket.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            raise SystemExit("qrmid did not start")
-        time.sleep(0.05)
-    return process
-
-
-def _stop(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def _sequence(url: str, device_type: str) -> str:
@@ -154,21 +105,21 @@ def main(tasks: int, callers: int, overhead: float, job_seconds: float, runs: in
                               "projects": [PROJECT]}],
         "batch_overhead_s": overhead, "job_duration_s": job_seconds, "open_batch_timeout_s": 600,
         "max_exact_atoms": 0, "token_lifetime_s": 86400}))
-    emulator, url = _emulator(emulator_config)
+    emulator = start_emulator(emulator_config, module="qrmid.emulators.pasqal_cloud")
+    url = emulator.url
     socket = scratch / "qrmid.sock"
     qrmid_config = scratch / "qrmid.toml"
     qrmid_config.write_text(f'[daemon]\nsocket = "{socket}"\nlog_level = "warning"\n'
                             + _resource("packed", url, device_type, 100) + _resource("single", url, device_type, 1))
-    qrmid = None
     try:
-        qrmid = _qrmid(qrmid_config, socket)
-        address = f"unix:{socket}"
-        packed = _measure(url, address, device_type, "packed", tasks, callers, runs)
-        single = _measure(url, address, device_type, "single", tasks, callers, runs)
+        qrmid = start_qrmid(qrmid_config, socket)
+        try:
+            packed = _measure(url, qrmid.url, device_type, "packed", tasks, callers, runs)
+            single = _measure(url, qrmid.url, device_type, "single", tasks, callers, runs)
+        finally:
+            qrmid.stop()
     finally:
-        if qrmid is not None:
-            _stop(qrmid)
-        _stop(emulator)
+        emulator.stop()
     title = (f"{tasks} tasks from {callers} callers on {device_type} (one batch at a time, {overhead:g} s per batch, "
              f"{job_seconds:g} s per job)")
     table = Table("measure", "qrmid, packed", "baseline: one batch per task", "ratio", title=title)

@@ -75,12 +75,26 @@ def _start(args: list[str], timeout: float, env: dict[str, str] | None = None) -
     raise RuntimeError(f"{args} did not announce its port within {timeout} s; output: {''.join(seen)!r}")
 
 
-def start_emulator(config: Path | None = None, *extra: str, timeout: float = 60.0) -> Proc:
-    """The IBM Quantum System API emulator on a free port."""
-    args = [sys.executable, "-m", "qrmid.emulators.ibm_quantum_system", "--host", "127.0.0.1", "--port", "0"]
+def start_emulator(config: Path | None = None, *extra: str, timeout: float = 60.0,
+                   module: str = "qrmid.emulators.ibm_quantum_system") -> Proc:
+    """An emulator (by default IBM's; ``module="qrmid.emulators.pasqal_cloud"`` for Pasqal's) on a free port."""
+    args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0"]
     if config is not None:
         args += ["--config", str(config)]
     return _start([*args, *extra], timeout)
+
+
+def start_qrmid(config: Path, socket: Path, timeout: float = 120.0) -> Proc:
+    """``qrmid serve --config`` once its socket exists; its ``url`` is the gRPC target."""
+    popen = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(config)], text=True)
+    proc = Proc(popen, f"unix:{socket}")
+    deadline = time.monotonic() + timeout
+    while not socket.exists():
+        if popen.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"qrmid did not serve on {socket} within {timeout} s")
+        time.sleep(0.05)
+    return proc
 
 
 def start_moto(timeout: float = 60.0) -> Proc:

@@ -4,12 +4,6 @@ authenticated HTTP client, pulser sequences built on the devices the emulator se
 from __future__ import annotations
 
 import json
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +16,9 @@ from pulser import Pulse, Register, Sequence
 from pulser.abstract_repr import deserialize_device
 from pulser.devices import Device, VirtualDevice
 
-ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on (http://\S+)")
+from qrmid.emulators import launch
+from qrmid.emulators.launch import Proc
+
 
 PROJECT = "11111111-1111-1111-1111-111111111111"
 OTHER_PROJECT = "22222222-2222-2222-2222-222222222222"
@@ -51,23 +46,8 @@ TIMINGS = ("token_lifetime_s", "batch_overhead_s", "job_duration_s", "open_batch
 
 
 @dataclass
-class Emulator:
-    """A running emulator process and its base URL."""
-
-    popen: subprocess.Popen[str]
-    url: str
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM by PID, SIGKILL if it lingers."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+class Emulator(Proc):
+    """A running emulator process, its base URL, and its test hooks."""
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call a ``/_emulator`` hook and return its JSON."""
@@ -82,25 +62,10 @@ class Emulator:
         return self.control("POST", "settings", changes)
 
 
-def start_emulator(config_path: Path, timeout: float = 60.0) -> Emulator:
-    """Start ``python -m qrmid.emulators.pasqal_cloud --port 0`` and wait for its ``listening on`` line."""
-    args = [sys.executable, "-m", "qrmid.emulators.pasqal_cloud", "--host", "127.0.0.1", "--port", "0"]
-    popen = subprocess.Popen([*args, "--config", str(config_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert popen.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(popen.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    try:
-        while (left := deadline - time.monotonic()) > 0 and selector.select(left):
-            line = popen.stdout.readline()
-            if not line:
-                break
-            if match := LISTENING.search(line):
-                return Emulator(popen, match.group(1))
-    finally:
-        selector.close()
-    Emulator(popen, "").stop()
-    raise RuntimeError(f"the Pasqal Cloud emulator did not announce its port within {timeout} s")
+def start_emulator(config_path: Path) -> Emulator:
+    """``python -m qrmid.emulators.pasqal_cloud`` on a free port, once it announces its address."""
+    proc = launch.start_emulator(config_path, module="qrmid.emulators.pasqal_cloud")
+    return Emulator(proc.popen, proc.url)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ class IbmQuantumSystem(Adapter):
         self._configuration: dict[str, Any] | None = None
         self._target = ""
         self._isa: Any = None
+        self._removals: set[asyncio.Task[Any]] = set()
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
         iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline)
@@ -60,6 +61,7 @@ class IbmQuantumSystem(Adapter):
             log.warning("%s: cannot read the backend's description yet: %s", self.settings.name, exc)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._removals, return_exceptions=True)
         await self._http.aclose()
 
     async def status(self) -> BackendStatus:
@@ -141,16 +143,19 @@ class IbmQuantumSystem(Adapter):
                 raise
 
     async def output(self, ref: str) -> Output:
-        results = await self.storage.get(object_key("results", ref))
+        results, logs = await asyncio.gather(self.storage.get(object_key("results", ref)), self._logs(ref))
         if results is None:
             raise RuntimeError(f"job {ref} completed but wrote no results object")
-        logs = None
-        for _ in range(10):  # a job can read Completed a moment before its log object lands
+        return Output(data=results, logs=logs)
+
+    async def _logs(self, ref: str) -> str:
+        """The job's log text; a job can read Completed a moment before its log object lands."""
+        for _ in range(10):
             logs = await self.storage.get(object_key("logs", ref))
             if logs is not None:
-                break
+                return logs.decode(errors="replace")
             await asyncio.sleep(0.2)
-        return Output(data=results, logs=(logs or b"").decode(errors="replace"))
+        return ""
 
     async def cleanup(self, ref: str) -> None:
         """DELETE the job, which frees its lane (cancelling it first if it still runs), then its objects."""
@@ -163,8 +168,10 @@ class IbmQuantumSystem(Adapter):
                     raise
                 await self.cancel(ref)
                 await asyncio.sleep(0.5)
-        if self.settings.delete_objects:
-            await self._delete_objects(ref)
+        if self.settings.delete_objects:  # the lane is free already; the objects can go in the background
+            removal = asyncio.create_task(self._delete_objects(ref))
+            self._removals.add(removal)
+            removal.add_done_callback(self._removals.discard)
 
     async def _job(self, ref: str) -> dict[str, Any]:
         try:
