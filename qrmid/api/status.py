@@ -43,6 +43,7 @@ def unary(handler: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[
             return await handler(self, request, context)
         except errors.QrmidError as exc:
             await context.abort(code_of(exc), str(exc))
+            raise AssertionError("abort() ends the RPC by raising") from exc
 
     return wrapped
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from qrmid.backends.registry import ADAPTERS, ResourceConfig
 from qrmid.ops.paths import default_socket
@@ -105,7 +106,7 @@ def load(path: Path | None) -> Config:
         raise ConfigError(f"{path}: " + "; ".join(_describe(error) for error in exc.errors())) from None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     parts = [part for part in error["loc"] if part not in ADAPTERS]  # drop the union's type tags
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
     where = f"key '{key}'" if key else "top level"
