@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use (installed when missing and running as root): systemd-analyze for the
-# unit; gRPC core, protobuf-c and their generators for the C stubs; valgrind for the C memory checks.
+# unit; gRPC core, protobuf-c and their generators for the C stubs; valgrind for the C memory checks;
+# Slurm and MUNGE for the one-node cluster the SPANK plugin is tested on.
 DEB_PACKAGES := systemd gcc make pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
-	valgrind openssl
+	valgrind openssl slurmctld slurmd slurm-client munge libslurm-dev
 
 .PHONY: demo test install system-packages
 

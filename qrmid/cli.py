@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 import grpc
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from qrmid import examples
 from qrmid.client import Client, TaskFailed, payload_from_task_input
@@ -125,6 +125,21 @@ def release(ctx: click.Context, token: str) -> None:
     with _client(ctx) as client:
         response = client.release(token)
     err.print(f"released lease {response.lease.id}; {response.cancelled_tasks} task(s) cancelled")
+
+
+@main.command()
+@click.option("--resource", default="", help="only this resource's leases")
+@click.option("--slurm-job-id", default="", help="only this Slurm job's leases")
+@click.pass_context
+def leases(ctx: click.Context, resource: str, slurm_job_id: str) -> None:
+    """List your live leases (their tokens are never shown)."""
+    with _client(ctx) as client:
+        listed = client.list_leases(resource, slurm_job_id)
+    table = Table(Column("ID", no_wrap=True), "RESOURCE", "OWNER", "SLURM JOB", Column("EXPIRES", no_wrap=True))
+    for lease in listed:
+        table.add_row(lease.id, lease.resource, lease.owner, lease.slurm_job_id or "-",
+                      lease.expire_time.ToDatetime().isoformat(timespec="seconds") + "Z")
+    out.print(table)
 
 
 @main.command()

@@ -119,6 +119,12 @@ class AsyncClient:
     async def release(self, token: str) -> pb.ReleaseResponse:
         return await self._stub.Release(pb.ReleaseRequest(token=token), timeout=self.timeout)
 
+    async def list_leases(self, resource: str = "", slurm_job_id: str = "") -> list[pb.Lease]:
+        """The caller's live leases (without tokens), optionally only one resource's or one Slurm job's."""
+        request = pb.ListLeasesRequest(resource=resource, slurm_job_id=slurm_job_id)
+        response = await self._stub.ListLeases(request, timeout=self.timeout)
+        return list(response.leases)
+
     async def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
                          request_id: str = "") -> pb.Task:
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
@@ -199,6 +205,9 @@ class Client:
 
     def release(self, token: str) -> pb.ReleaseResponse:
         return self._portal.call(self._async.release, token)
+
+    def list_leases(self, resource: str = "", slurm_job_id: str = "") -> list[pb.Lease]:
+        return self._portal.call(self._async.list_leases, resource, slurm_job_id)
 
     def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
                    request_id: str = "") -> pb.Task:

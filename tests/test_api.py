@@ -148,3 +148,18 @@ async def test_health_and_reflection() -> None:
             replies = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
             services = {s.name async for reply in replies for s in reply.list_services_response.service}
             assert {"qrmid.v1.QuantumResources", "grpc.health.v1.Health"} <= services
+
+
+async def test_list_leases_shows_live_leases_without_tokens_and_filters(qrmid: AsyncClient) -> None:
+    first = await qrmid.acquire("slow", slurm_job_id="41")
+    second = await qrmid.acquire("fast", slurm_job_id="42")
+    third = await qrmid.acquire("slow")
+    listed = await qrmid.list_leases()
+    assert [(lease.id, lease.resource, lease.slurm_job_id, lease.token) for lease in listed] == [
+        (first.id, "slow", "41", ""), (second.id, "fast", "42", ""), (third.id, "slow", "", "")]
+    assert listed[0].owner == first.owner and listed[0].expire_time == first.expire_time
+    assert [lease.id for lease in await qrmid.list_leases(resource="slow")] == [first.id, third.id]
+    assert [lease.id for lease in await qrmid.list_leases(slurm_job_id="42")] == [second.id]
+    assert await qrmid.list_leases(resource="slow", slurm_job_id="42") == []
+    await qrmid.release(first.token)
+    assert [lease.id for lease in await qrmid.list_leases()] == [second.id, third.id]

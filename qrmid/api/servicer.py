@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -17,7 +18,7 @@ from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
 RESULT_CHUNK_BYTES = 1 << 20
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def _required(value: str, field: str) -> str:
@@ -62,6 +63,16 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         lease, cancelled = self.broker.release(_required(request.token, "token"), caller(context))
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
+
+    @unary
+    async def ListLeases(self, request: pb.ListLeasesRequest, context: Context) -> pb.ListLeasesResponse:
+        owner = caller(context)
+        leases = sorted((lease for lease in self.broker.leases.live()
+                         if lease.owner == owner
+                         and (not request.resource or lease.resource == request.resource)
+                         and (not request.slurm_job_id or lease.slurm_job_id == request.slurm_job_id)),
+                        key=lambda lease: lease.created_at)
+        return pb.ListLeasesResponse(leases=[convert.lease(lease, with_token=False) for lease in leases])
 
     @unary
     async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:

@@ -18,6 +18,7 @@ from qrmid.core.tasks import Task
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID = 128
+FIRST_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +48,15 @@ class Broker:
             resource.scheduler.on_done = self._finish
 
     async def start(self) -> None:
-        """Start every adapter, learn each backend's status, and start dispatching."""
+        """Start every adapter and dispatching. Each backend's first status check gets a few seconds; one
+        that is unreachable stays OFFLINE and is checked again on its interval, never holding up the rest."""
         await asyncio.gather(*(resource.adapter.start() for resource in self.resources.values()))
-        await asyncio.gather(*(resource.refresh() for resource in self.resources.values()))
         self._loops = [asyncio.create_task(resource.run(), name=f"qrmid resource {name}")
                        for name, resource in self.resources.items()]
+        checks = [asyncio.create_task(resource.checked.wait()) for resource in self.resources.values()]
+        _, late = await asyncio.wait(checks, timeout=FIRST_CHECK_SECONDS)
+        for check in late:
+            check.cancel()
         self._loops.append(asyncio.create_task(self._expire_leases(), name="qrmid lease expiry"))
 
     async def stop(self, grace: float) -> None:

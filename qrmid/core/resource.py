@@ -51,6 +51,7 @@ class Resource:
         self.max_leases = max_leases
         self.draining = False
         self.backend = BackendStatus(BackendState.OFFLINE, "not checked yet")
+        self.checked = asyncio.Event()
 
     def view(self) -> ResourceView:
         if self.draining:
@@ -70,11 +71,12 @@ class Resource:
             self.backend = BackendStatus(BackendState.OFFLINE, f"status check failed: {exc}")
         self.scheduler.dispatching = self.backend.state is BackendState.ONLINE and not self.draining
         self.scheduler.wake()
+        self.checked.set()
 
     async def run(self) -> None:
         """Dispatch tasks and refresh the backend status every ``status_interval`` seconds, forever."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.scheduler.run())
             while True:
-                await asyncio.sleep(self.status_interval)
                 await self.refresh()
+                await asyncio.sleep(self.status_interval)

@@ -54,11 +54,7 @@ class IbmQuantumSystem(Adapter):
         return min(self._lanes, self.settings.max_lanes) if self.settings.max_lanes else self._lanes
 
     async def start(self) -> None:
-        await self.storage.start()
-        try:
-            await self._describe()
-        except Exception as exc:  # an unreachable service at start is an offline resource, not a failed daemon
-            log.warning("%s: cannot read the backend's description yet: %s", self.settings.name, exc)
+        await self.storage.start()  # the description is read by the first status check, off the start-up path
 
     async def close(self) -> None:
         await asyncio.gather(*self._removals, return_exceptions=True)

@@ -224,6 +224,20 @@ class ReleaseResponse(_message.Message):
     cancelled_tasks: int
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., cancelled_tasks: _Optional[int] = ...) -> None: ...
 
+class ListLeasesRequest(_message.Message):
+    __slots__ = ("resource", "slurm_job_id")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    SLURM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    slurm_job_id: str
+    def __init__(self, resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ...) -> None: ...
+
+class ListLeasesResponse(_message.Message):
+    __slots__ = ("leases",)
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
 class StartTaskRequest(_message.Message):
     __slots__ = ("resource", "payload", "lease_token", "client_request_id")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class QuantumResourcesStub:
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.ListLeases = channel.unary_unary(
+                '/qrmid.v1.QuantumResources/ListLeases',
+                request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesResponse.FromString,
+                _registered_method=True)
         self.StartTask = channel.unary_unary(
                 '/qrmid.v1.QuantumResources/StartTask',
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.StartTaskRequest.SerializeToString,
@@ -138,6 +143,13 @@ class QuantumResourcesServicer:
 
     def Release(self, request, context):
         """Ends a lease (QRMI release); by policy its unfinished tasks are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLeases(self, request, context):
+        """Lists the caller's live leases (without tokens), oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -220,6 +232,11 @@ def add_QuantumResourcesServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'ListLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeases,
+                    request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesResponse.SerializeToString,
             ),
             'StartTask': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTask,
@@ -415,6 +432,33 @@ class QuantumResources:
             '/qrmid.v1.QuantumResources/Release',
             qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseRequest.SerializeToString,
             qrmid_dot_v1_dot_quantum__resources__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.QuantumResources/ListLeases',
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -778,6 +778,96 @@ void   qrmid__v1__release_response__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__release_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__list_leases_request__init
+                     (Qrmid__V1__ListLeasesRequest         *message)
+{
+  static const Qrmid__V1__ListLeasesRequest init_value = QRMID__V1__LIST_LEASES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_leases_request__get_packed_size
+                     (const Qrmid__V1__ListLeasesRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_leases_request__pack
+                     (const Qrmid__V1__ListLeasesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_leases_request__pack_to_buffer
+                     (const Qrmid__V1__ListLeasesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListLeasesRequest *
+       qrmid__v1__list_leases_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListLeasesRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_leases_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_leases_request__free_unpacked
+                     (Qrmid__V1__ListLeasesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_leases_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_leases_response__init
+                     (Qrmid__V1__ListLeasesResponse         *message)
+{
+  static const Qrmid__V1__ListLeasesResponse init_value = QRMID__V1__LIST_LEASES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_leases_response__get_packed_size
+                     (const Qrmid__V1__ListLeasesResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_leases_response__pack
+                     (const Qrmid__V1__ListLeasesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_leases_response__pack_to_buffer
+                     (const Qrmid__V1__ListLeasesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_leases_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListLeasesResponse *
+       qrmid__v1__list_leases_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListLeasesResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_leases_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_leases_response__free_unpacked
+                     (Qrmid__V1__ListLeasesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_leases_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   qrmid__v1__start_task_request__init
                      (Qrmid__V1__StartTaskRequest         *message)
 {
@@ -2270,6 +2360,95 @@ const ProtobufCMessageDescriptor qrmid__v1__release_response__descriptor =
   (ProtobufCMessageInit) qrmid__v1__release_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor qrmid__v1__list_leases_request__field_descriptors[2] =
+{
+  {
+    "resource",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListLeasesRequest, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slurm_job_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListLeasesRequest, slurm_job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_leases_request__field_indices_by_name[] = {
+  0,   /* field[0] = resource */
+  1,   /* field[1] = slurm_job_id */
+};
+static const ProtobufCIntRange qrmid__v1__list_leases_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_leases_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListLeasesRequest",
+  "ListLeasesRequest",
+  "Qrmid__V1__ListLeasesRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListLeasesRequest),
+  2,
+  qrmid__v1__list_leases_request__field_descriptors,
+  qrmid__v1__list_leases_request__field_indices_by_name,
+  1,  qrmid__v1__list_leases_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_leases_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_leases_response__field_descriptors[1] =
+{
+  {
+    "leases",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListLeasesResponse, n_leases),
+    offsetof(Qrmid__V1__ListLeasesResponse, leases),
+    &qrmid__v1__lease__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_leases_response__field_indices_by_name[] = {
+  0,   /* field[0] = leases */
+};
+static const ProtobufCIntRange qrmid__v1__list_leases_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_leases_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListLeasesResponse",
+  "ListLeasesResponse",
+  "Qrmid__V1__ListLeasesResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListLeasesResponse),
+  1,
+  qrmid__v1__list_leases_response__field_descriptors,
+  qrmid__v1__list_leases_response__field_indices_by_name,
+  1,  qrmid__v1__list_leases_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_leases_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descriptors[4] =
 {
   {
@@ -2752,7 +2931,7 @@ const ProtobufCEnumDescriptor qrmid__v1__payload_kind__descriptor =
   qrmid__v1__payload_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[12] =
+static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[13] =
 {
   { "ListResources", &qrmid__v1__list_resources_request__descriptor, &qrmid__v1__list_resources_response__descriptor },
   { "GetResource", &qrmid__v1__get_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -2760,6 +2939,7 @@ static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_desc
   { "GetMetadata", &qrmid__v1__get_metadata_request__descriptor, &qrmid__v1__metadata__descriptor },
   { "Acquire", &qrmid__v1__acquire_request__descriptor, &qrmid__v1__lease__descriptor },
   { "Release", &qrmid__v1__release_request__descriptor, &qrmid__v1__release_response__descriptor },
+  { "ListLeases", &qrmid__v1__list_leases_request__descriptor, &qrmid__v1__list_leases_response__descriptor },
   { "StartTask", &qrmid__v1__start_task_request__descriptor, &qrmid__v1__task__descriptor },
   { "StopTask", &qrmid__v1__stop_task_request__descriptor, &qrmid__v1__task__descriptor },
   { "GetTask", &qrmid__v1__get_task_request__descriptor, &qrmid__v1__task__descriptor },
@@ -2772,14 +2952,15 @@ const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   3,        /* GetMetadata */
   1,        /* GetResource */
   2,        /* GetTarget */
-  8,        /* GetTask */
-  11,        /* GetTaskLogs */
-  10,        /* GetTaskResult */
+  9,        /* GetTask */
+  12,        /* GetTaskLogs */
+  11,        /* GetTaskResult */
+  6,        /* ListLeases */
   0,        /* ListResources */
   5,        /* Release */
-  6,        /* StartTask */
-  7,        /* StopTask */
-  9         /* WatchTask */
+  7,        /* StartTask */
+  8,        /* StopTask */
+  10         /* WatchTask */
 };
 const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor =
 {
@@ -2788,7 +2969,7 @@ const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor =
   "QuantumResources",
   "Qrmid__V1__QuantumResources",
   "qrmid.v1",
-  12,
+  13,
   qrmid__v1__quantum_resources__method_descriptors,
   qrmid__v1__quantum_resources__method_indices_by_name
 };
@@ -2840,13 +3021,21 @@ void qrmid__v1__quantum_resources__release(ProtobufCService *service,
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void qrmid__v1__quantum_resources__list_leases(ProtobufCService *service,
+                                               const Qrmid__V1__ListLeasesRequest *input,
+                                               Qrmid__V1__ListLeasesResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void qrmid__v1__quantum_resources__start_task(ProtobufCService *service,
                                               const Qrmid__V1__StartTaskRequest *input,
                                               Qrmid__V1__Task_Closure closure,
                                               void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__stop_task(ProtobufCService *service,
                                              const Qrmid__V1__StopTaskRequest *input,
@@ -2854,7 +3043,7 @@ void qrmid__v1__quantum_resources__stop_task(ProtobufCService *service,
                                              void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__get_task(ProtobufCService *service,
                                             const Qrmid__V1__GetTaskRequest *input,
@@ -2862,7 +3051,7 @@ void qrmid__v1__quantum_resources__get_task(ProtobufCService *service,
                                             void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__watch_task(ProtobufCService *service,
                                               const Qrmid__V1__WatchTaskRequest *input,
@@ -2870,7 +3059,7 @@ void qrmid__v1__quantum_resources__watch_task(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__get_task_result(ProtobufCService *service,
                                                    const Qrmid__V1__GetTaskResultRequest *input,
@@ -2878,7 +3067,7 @@ void qrmid__v1__quantum_resources__get_task_result(ProtobufCService *service,
                                                    void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
                                                  const Qrmid__V1__GetTaskLogsRequest *input,
@@ -2886,7 +3075,7 @@ void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
                                                  void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
                                          Qrmid__V1__QuantumResources_ServiceDestroy destroy)

@@ -34,6 +34,8 @@ typedef struct Qrmid__V1__Metadata__ValuesEntry Qrmid__V1__Metadata__ValuesEntry
 typedef struct Qrmid__V1__AcquireRequest Qrmid__V1__AcquireRequest;
 typedef struct Qrmid__V1__ReleaseRequest Qrmid__V1__ReleaseRequest;
 typedef struct Qrmid__V1__ReleaseResponse Qrmid__V1__ReleaseResponse;
+typedef struct Qrmid__V1__ListLeasesRequest Qrmid__V1__ListLeasesRequest;
+typedef struct Qrmid__V1__ListLeasesResponse Qrmid__V1__ListLeasesResponse;
 typedef struct Qrmid__V1__StartTaskRequest Qrmid__V1__StartTaskRequest;
 typedef struct Qrmid__V1__StopTaskRequest Qrmid__V1__StopTaskRequest;
 typedef struct Qrmid__V1__GetTaskRequest Qrmid__V1__GetTaskRequest;
@@ -565,6 +567,43 @@ struct  Qrmid__V1__ReleaseResponse
 
 
 /*
+ * Request of ListLeases.
+ */
+struct  Qrmid__V1__ListLeasesRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Only this resource's leases; empty for all.
+   */
+  char *resource;
+  /*
+   * Only this Slurm job's leases; empty for all.
+   */
+  char *slurm_job_id;
+};
+#define QRMID__V1__LIST_LEASES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_leases_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Response of ListLeases.
+ */
+struct  Qrmid__V1__ListLeasesResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The matching live leases, without their tokens.
+   */
+  size_t n_leases;
+  Qrmid__V1__Lease **leases;
+};
+#define QRMID__V1__LIST_LEASES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_leases_response__descriptor) \
+    , 0,NULL }
+
+
+/*
  * Request of StartTask.
  */
 struct  Qrmid__V1__StartTaskRequest
@@ -1045,6 +1084,44 @@ Qrmid__V1__ReleaseResponse *
 void   qrmid__v1__release_response__free_unpacked
                      (Qrmid__V1__ReleaseResponse *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListLeasesRequest methods */
+void   qrmid__v1__list_leases_request__init
+                     (Qrmid__V1__ListLeasesRequest         *message);
+size_t qrmid__v1__list_leases_request__get_packed_size
+                     (const Qrmid__V1__ListLeasesRequest   *message);
+size_t qrmid__v1__list_leases_request__pack
+                     (const Qrmid__V1__ListLeasesRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_leases_request__pack_to_buffer
+                     (const Qrmid__V1__ListLeasesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListLeasesRequest *
+       qrmid__v1__list_leases_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_leases_request__free_unpacked
+                     (Qrmid__V1__ListLeasesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListLeasesResponse methods */
+void   qrmid__v1__list_leases_response__init
+                     (Qrmid__V1__ListLeasesResponse         *message);
+size_t qrmid__v1__list_leases_response__get_packed_size
+                     (const Qrmid__V1__ListLeasesResponse   *message);
+size_t qrmid__v1__list_leases_response__pack
+                     (const Qrmid__V1__ListLeasesResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_leases_response__pack_to_buffer
+                     (const Qrmid__V1__ListLeasesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListLeasesResponse *
+       qrmid__v1__list_leases_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_leases_response__free_unpacked
+                     (Qrmid__V1__ListLeasesResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Qrmid__V1__StartTaskRequest methods */
 void   qrmid__v1__start_task_request__init
                      (Qrmid__V1__StartTaskRequest         *message);
@@ -1253,6 +1330,12 @@ typedef void (*Qrmid__V1__ReleaseRequest_Closure)
 typedef void (*Qrmid__V1__ReleaseResponse_Closure)
                  (const Qrmid__V1__ReleaseResponse *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__ListLeasesRequest_Closure)
+                 (const Qrmid__V1__ListLeasesRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListLeasesResponse_Closure)
+                 (const Qrmid__V1__ListLeasesResponse *message,
+                  void *closure_data);
 typedef void (*Qrmid__V1__StartTaskRequest_Closure)
                  (const Qrmid__V1__StartTaskRequest *message,
                   void *closure_data);
@@ -1308,6 +1391,10 @@ struct Qrmid__V1__QuantumResources_Service
                   const Qrmid__V1__ReleaseRequest *input,
                   Qrmid__V1__ReleaseResponse_Closure closure,
                   void *closure_data);
+  void (*list_leases)(Qrmid__V1__QuantumResources_Service *service,
+                      const Qrmid__V1__ListLeasesRequest *input,
+                      Qrmid__V1__ListLeasesResponse_Closure closure,
+                      void *closure_data);
   void (*start_task)(Qrmid__V1__QuantumResources_Service *service,
                      const Qrmid__V1__StartTaskRequest *input,
                      Qrmid__V1__Task_Closure closure,
@@ -1346,6 +1433,7 @@ void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *se
       function_prefix__ ## get_metadata,\
       function_prefix__ ## acquire,\
       function_prefix__ ## release,\
+      function_prefix__ ## list_leases,\
       function_prefix__ ## start_task,\
       function_prefix__ ## stop_task,\
       function_prefix__ ## get_task,\
@@ -1376,6 +1464,10 @@ void qrmid__v1__quantum_resources__release(ProtobufCService *service,
                                            const Qrmid__V1__ReleaseRequest *input,
                                            Qrmid__V1__ReleaseResponse_Closure closure,
                                            void *closure_data);
+void qrmid__v1__quantum_resources__list_leases(ProtobufCService *service,
+                                               const Qrmid__V1__ListLeasesRequest *input,
+                                               Qrmid__V1__ListLeasesResponse_Closure closure,
+                                               void *closure_data);
 void qrmid__v1__quantum_resources__start_task(ProtobufCService *service,
                                               const Qrmid__V1__StartTaskRequest *input,
                                               Qrmid__V1__Task_Closure closure,
@@ -1424,6 +1516,8 @@ extern const ProtobufCMessageDescriptor qrmid__v1__metadata__values_entry__descr
 extern const ProtobufCMessageDescriptor qrmid__v1__acquire_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__release_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__release_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_leases_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_leases_response__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__start_task_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__stop_task_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__get_task_request__descriptor;

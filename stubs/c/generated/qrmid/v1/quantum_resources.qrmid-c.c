@@ -103,6 +103,23 @@ grpc_status_code qrmid_v1_quantum_resources_release(
   return code;
 }
 
+grpc_status_code qrmid_v1_quantum_resources_list_leases(
+    qrmid_client *client,
+    const Qrmid__V1__ListLeasesRequest *request,
+    Qrmid__V1__ListLeasesResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_QUANTUM_RESOURCES_LIST_LEASES_METHOD,
+      &qrmid__v1__list_leases_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_leases_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListLeasesResponse *)out;
+  return code;
+}
+
 grpc_status_code qrmid_v1_quantum_resources_start_task(
     qrmid_client *client,
     const Qrmid__V1__StartTaskRequest *request,

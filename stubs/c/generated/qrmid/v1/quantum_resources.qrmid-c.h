@@ -114,6 +114,22 @@ grpc_status_code qrmid_v1_quantum_resources_release(
     qrmid_error *error);
 
 /*
+ * /qrmid.v1.QuantumResources/ListLeases
+ *
+ * Lists the caller's live leases (without tokens), oldest first.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_leases_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_QUANTUM_RESOURCES_LIST_LEASES_METHOD "/qrmid.v1.QuantumResources/ListLeases"
+grpc_status_code qrmid_v1_quantum_resources_list_leases(
+    qrmid_client *client,
+    const Qrmid__V1__ListLeasesRequest *request,
+    Qrmid__V1__ListLeasesResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
  * /qrmid.v1.QuantumResources/StartTask
  *
  * Validates a payload and queues it as a new task (QRMI task_start).

@@ -1,0 +1,591 @@
+/*
+ * spank_qrmid: Slurm SPANK plugin that leases qrmid quantum resources for a job.
+ *
+ *   sbatch --qpu=ibm_torino[,FRESNEL] job.sh     srun --qpu=local-qiskit ./prog
+ *
+ * For every name in --qpu the plugin, running as root in slurmstepd at job start, asks the node's
+ * qrmid daemon for the resource's type (GetResource) and takes a lease on it for the job (Acquire with
+ * the Slurm job id and a lifetime from the job's time limit). It exports to the job only what QRMI
+ * code reads and no vendor secret (those stay in the daemon):
+ *
+ *   QRMI_JOB_QPU_RESOURCES, QRMI_JOB_QPU_TYPES    names and types of the leased resources, joined
+ *   SLURM_JOB_QPU_RESOURCES, SLURM_JOB_QPU_TYPES  with $QRMI_LIST_DELIMITER (default ","), and the
+ *                                                 legacy aliases of both
+ *   <name>_QRMI_JOB_ACQUISITION_TOKEN             the lease token
+ *   <name>_QRMI_JOB_TIMEOUT_SECONDS               the job's time limit in seconds (unlimited jobs:
+ *                                                 the lease's lifetime)
+ *   QRMI_JOB_ID, QRMI_JOB_UID, QRMID_ADDRESS      Slurm job id, job user id, daemon address
+ *
+ * and releases the leases when the step that took them ends (normally, on failure or on scancel).
+ *
+ * Hooks (Slurm 22.05 order: init_post_opt [batch, root] -> task_init [batch, user] ->
+ * init_post_opt [step, root] -> task_init [step, user] -> exit [step] -> exit [batch]):
+ *  - slurm_spank_init: registers --qpu (sbatch/salloc, srun, slurmstepd).
+ *  - slurm_spank_init_post_opt (slurmstepd, root): acquires in the batch step; in any other step only
+ *    when the job environment does not already carry the lists of this job (a plain `srun --qpu=...`
+ *    job, or an `srun --qpu=...` in a batch job that did not ask for QPUs). Never fails: an error
+ *    is recorded and the task fails later, because a failing init_post_opt drains the node.
+ *  - slurm_spank_task_init (each task, job user, before exec): reports the recorded errors on the
+ *    task's stderr and returns -1, which kills the task when the plugin is `required`.
+ *  - slurm_spank_exit (slurmstepd, root): releases the leases this step acquired; failures are logged.
+ *
+ * plugstack.conf arguments (all optional; see slurm/README.md):
+ *   address=TARGET     the daemon's gRPC target (default unix:/run/qrmid/qrmid.sock); also exported
+ *                      to the job as QRMID_ADDRESS
+ *   timeout=SECONDS    deadline of each call to the daemon (default 30)
+ *   ttl_margin=SECONDS added to the job's time limit to make the lease's lifetime (default 300)
+ *   allow_partial      run the job with the resources that could be leased when others could not
+ *                      (QRMI's behaviour); by default any failure fails the job
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <slurm/slurm.h>
+#include <slurm/spank.h>
+
+#include "qrmid/v1/quantum_resources.qrmid-c.h"
+
+SPANK_PLUGIN(spank_qrmid, 1);
+
+#define DEFAULT_ADDRESS "unix:/run/qrmid/qrmid.sock"
+#define DEFAULT_TIMEOUT_SECONDS 30
+#define DEFAULT_TTL_MARGIN_SECONDS 300
+#define DEFAULT_DELIMITER ","
+#define MAX_DELIMITER 32
+#define ENV_VALUE_MAX 8192
+
+/* One lease taken by this step. */
+struct lease {
+  char *name;    /* resource name as given in --qpu */
+  char *type;    /* its QRMI type, from GetResource */
+  char *id;      /* public lease id, safe to log */
+  char *token;   /* secret bearer token */
+  char *timeout; /* <name>_QRMI_JOB_TIMEOUT_SECONDS */
+};
+
+/* Plugin arguments from plugstack.conf. */
+struct settings {
+  char *address;
+  int64_t timeout_ms;
+  uint32_t ttl_margin;
+  int allow_partial;
+};
+
+static char *qpu_option;          /* the --qpu value; NULL when not given */
+static struct lease *leases;      /* the leases this step took */
+static size_t n_leases;
+static char **errors;             /* problems found in init_post_opt, reported in task_init */
+static size_t n_errors;
+static int errors_lost;           /* an error could not be recorded (out of memory) */
+static int partial;               /* errors are warnings: allow_partial and some lease was taken */
+static struct settings settings;
+
+static int qpu_option_cb(int val, const char *optarg, int remote);
+
+static struct spank_option qpu_spank_option = {
+    "qpu", "NAME[,NAME...]",
+    "Quantum resources (qrmid names) to lease for the job, separated by commas.", 1, 0,
+    (spank_opt_cb_f)qpu_option_cb};
+
+static char *copy_string(const char *s)
+{
+  size_t n = strlen(s) + 1;
+  char *out = malloc(n);
+  if (out != NULL)
+    memcpy(out, s, n);
+  return out;
+}
+
+/* A malloc'd printf; NULL when out of memory. */
+__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list args)
+{
+  va_list again;
+  va_copy(again, args);
+  int n = vsnprintf(NULL, 0, fmt, args);
+  char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (out != NULL)
+    vsnprintf(out, (size_t)n + 1, fmt, again);
+  va_end(again);
+  return out;
+}
+
+__attribute__((format(printf, 1, 2))) static char *format(const char *fmt, ...)
+{
+  va_list args;
+  va_start(args, fmt);
+  char *out = vformat(fmt, args);
+  va_end(args);
+  return out;
+}
+
+/* Records a problem for task_init and logs it to slurmd's log now. */
+__attribute__((format(printf, 1, 2))) static void defer_error(const char *fmt, ...)
+{
+  va_list args;
+  va_start(args, fmt);
+  char *message = vformat(fmt, args);
+  va_end(args);
+  char **grown = message != NULL ? realloc(errors, (n_errors + 1) * sizeof(*errors)) : NULL;
+  if (grown == NULL) {
+    free(message);
+    errors_lost = 1;
+    slurm_error("%s: out of memory while recording an error", plugin_name);
+    return;
+  }
+  errors = grown;
+  errors[n_errors++] = message;
+  slurm_error("%s: %s", plugin_name, message);
+}
+
+/* Records a failed call to the daemon: what, the status name and the daemon's message. */
+static void defer_call_error(const char *what, const char *resource, const qrmid_error *err)
+{
+  defer_error("%s %s at %s failed: %s: %s", what, resource, settings.address, qrmid_status_name(err->code),
+              err->message != NULL ? err->message : "no message");
+}
+
+static void free_errors(void)
+{
+  for (size_t i = 0; i < n_errors; i++)
+    free(errors[i]);
+  free(errors);
+  errors = NULL;
+  n_errors = 0;
+}
+
+static void free_leases(void)
+{
+  for (size_t i = 0; i < n_leases; i++) {
+    free(leases[i].name);
+    free(leases[i].type);
+    free(leases[i].id);
+    free(leases[i].token);
+    free(leases[i].timeout);
+  }
+  free(leases);
+  leases = NULL;
+  n_leases = 0;
+}
+
+static void free_settings(void)
+{
+  free(settings.address);
+  memset(&settings, 0, sizeof(settings));
+}
+
+static int qpu_option_cb(int val, const char *optarg, int remote)
+{
+  (void)val;
+  (void)remote;
+  free(qpu_option);
+  qpu_option = copy_string(optarg != NULL ? optarg : "");
+  if (qpu_option == NULL) {
+    slurm_error("%s: out of memory copying --qpu", plugin_name);
+    return -1;
+  }
+  return 0;
+}
+
+/* Parses "SECONDS" into *out (0 .. max); 0 on success. */
+static int parse_seconds(const char *text, uint32_t max, uint32_t *out)
+{
+  char *end = NULL;
+  if (*text < '0' || *text > '9')
+    return -1;
+  unsigned long long value = strtoull(text, &end, 10);
+  if (*end != '\0' || value > max)
+    return -1;
+  *out = (uint32_t)value;
+  return 0;
+}
+
+/* Reads the plugstack.conf arguments into settings; records an error and returns -1 on a bad one. */
+static int parse_arguments(int argc, char **argv)
+{
+  free_settings();
+  settings.address = copy_string(DEFAULT_ADDRESS);
+  settings.timeout_ms = DEFAULT_TIMEOUT_SECONDS * 1000;
+  settings.ttl_margin = DEFAULT_TTL_MARGIN_SECONDS;
+  if (settings.address == NULL) {
+    defer_error("out of memory");
+    return -1;
+  }
+  for (int i = 0; i < argc; i++) {
+    const char *arg = argv[i];
+    uint32_t seconds = 0;
+    if (strncmp(arg, "address=", 8) == 0 && arg[8] != '\0') {
+      free(settings.address);
+      settings.address = copy_string(arg + 8);
+      if (settings.address == NULL) {
+        defer_error("out of memory");
+        return -1;
+      }
+    } else if (strncmp(arg, "timeout=", 8) == 0) {
+      if (parse_seconds(arg + 8, 86400, &seconds) != 0 || seconds == 0) {
+        defer_error("plugstack.conf: bad argument '%s': timeout must be 1 to 86400 seconds", arg);
+        return -1;
+      }
+      settings.timeout_ms = (int64_t)seconds * 1000;
+    } else if (strncmp(arg, "ttl_margin=", 11) == 0) {
+      if (parse_seconds(arg + 11, 7 * 86400, &seconds) != 0) {
+        defer_error("plugstack.conf: bad argument '%s': ttl_margin must be 0 to 604800 seconds", arg);
+        return -1;
+      }
+      settings.ttl_margin = seconds;
+    } else if (strcmp(arg, "allow_partial") == 0) {
+      settings.allow_partial = 1;
+    } else {
+      defer_error("plugstack.conf: unknown argument '%s' (known: address=TARGET, timeout=SECONDS, "
+                  "ttl_margin=SECONDS, allow_partial)", arg);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Sets a job environment variable; records an error and returns -1 when Slurm refuses. */
+static int set_job_env(spank_t sp, const char *name, const char *value)
+{
+  spank_err_t rc = spank_setenv(sp, name, value, 1);
+  if (rc != ESPANK_SUCCESS) {
+    defer_error("cannot set %s in the job environment: %s", name, spank_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+/* A job environment variable: 1 and its value in buf when set, 0 when not. */
+static int get_job_env(spank_t sp, const char *name, char *buf, int size)
+{
+  spank_err_t rc = spank_getenv(sp, name, buf, size);
+  if (rc == ESPANK_NOSPACE) {
+    buf[0] = '\0';
+    return 1;
+  }
+  return rc == ESPANK_SUCCESS;
+}
+
+/* Appends `item` to the malloc'd list *list, with `delimiter` between items. */
+static int append_item(char **list, const char *item, const char *delimiter)
+{
+  char *joined = *list == NULL ? copy_string(item) : format("%s%s%s", *list, delimiter, item);
+  if (joined == NULL)
+    return -1;
+  free(*list);
+  *list = joined;
+  return 0;
+}
+
+/* The job's time limit in minutes (INFINITE when unlimited); -1 when it cannot be read. */
+static int64_t job_time_limit(uint32_t job_id)
+{
+  job_info_msg_t *info = NULL;
+#if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(26, 5, 0)
+  slurm_step_id_t step_id = SLURM_STEP_ID_INITIALIZER;
+  step_id.job_id = job_id;
+  int rc = slurm_load_job(&info, step_id, SHOW_DETAIL);
+#else
+  int rc = slurm_load_job(&info, job_id, SHOW_DETAIL);
+#endif
+  if (rc != SLURM_SUCCESS || info == NULL || info->record_count == 0) {
+    defer_error("cannot read the time limit of job %" PRIu32 " from slurmctld: %s", job_id,
+                slurm_strerror(slurm_get_errno()));
+    if (info != NULL)
+      slurm_free_job_info_msg(info);
+    return -1;
+  }
+  int64_t minutes = info->job_array[0].time_limit;
+  slurm_free_job_info_msg(info);
+  return minutes;
+}
+
+/* Takes a lease on `name` and exports its token and timeout; records an error on failure. */
+static void acquire_one(spank_t sp, qrmid_client *client, const char *name, const char *job_id,
+                        int64_t minutes)
+{
+  qrmid_error err = QRMID_ERROR_INIT;
+  Qrmid__V1__Resource *resource = NULL;
+  Qrmid__V1__Lease *lease = NULL;
+  char *token_var = NULL, *timeout_var = NULL;
+  struct lease taken = {NULL, NULL, NULL, NULL, NULL};
+
+  Qrmid__V1__GetResourceRequest get = QRMID__V1__GET_RESOURCE_REQUEST__INIT;
+  get.name = (char *)name;
+  if (qrmid_v1_quantum_resources_get_resource(client, &get, &resource, settings.timeout_ms, &err) !=
+      GRPC_STATUS_OK) {
+    defer_call_error("looking up resource", name, &err);
+    goto out;
+  }
+
+  int limited = minutes != (int64_t)INFINITE && minutes != (int64_t)NO_VAL;
+  uint64_t ttl = limited ? (uint64_t)minutes * 60 + settings.ttl_margin : 0; /* 0: daemon's default */
+  Qrmid__V1__AcquireRequest acquire = QRMID__V1__ACQUIRE_REQUEST__INIT;
+  acquire.resource = (char *)name;
+  acquire.slurm_job_id = (char *)job_id;
+  acquire.ttl_seconds = ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
+  if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, settings.timeout_ms, &err) != GRPC_STATUS_OK) {
+    defer_call_error("acquiring a lease on", name, &err);
+    goto out;
+  }
+
+  /* The lease exists from here: record it first so that exit releases it whatever happens next. */
+  taken.name = copy_string(name);
+  taken.type = copy_string(resource->type);
+  taken.id = copy_string(lease->id);
+  taken.token = copy_string(lease->token);
+  if (limited) {
+    taken.timeout = format("%" PRIu64, (uint64_t)minutes * 60);
+  } else {
+    int64_t lifetime = 0;
+    if (lease->expire_time != NULL && lease->create_time != NULL)
+      lifetime = lease->expire_time->seconds - lease->create_time->seconds;
+    taken.timeout = format("%" PRId64, lifetime > 0 ? lifetime : 0);
+  }
+  struct lease *grown = realloc(leases, (n_leases + 1) * sizeof(*leases));
+  if (taken.name == NULL || taken.type == NULL || taken.id == NULL || taken.token == NULL ||
+      taken.timeout == NULL || grown == NULL) {
+    if (grown != NULL)
+      leases = grown;
+    defer_error("out of memory after acquiring lease %s on %s; releasing it", lease->id, name);
+    Qrmid__V1__ReleaseRequest release = QRMID__V1__RELEASE_REQUEST__INIT;
+    Qrmid__V1__ReleaseResponse *released = NULL;
+    release.token = lease->token;
+    if (qrmid_v1_quantum_resources_release(client, &release, &released, settings.timeout_ms, &err) ==
+        GRPC_STATUS_OK)
+      qrmid__v1__release_response__free_unpacked(released, NULL);
+    else
+      defer_call_error("releasing the lease on", name, &err);
+    free(taken.name);
+    free(taken.type);
+    free(taken.id);
+    free(taken.token);
+    free(taken.timeout);
+    goto out;
+  }
+  leases = grown;
+  leases[n_leases++] = taken;
+  if (acquire.ttl_seconds > 0)
+    slurm_info("%s: lease %s on %s (%s) for job %s, %" PRIu32 " s", plugin_name, taken.id, name, taken.type,
+               job_id, acquire.ttl_seconds);
+  else
+    slurm_info("%s: lease %s on %s (%s) for job %s, the daemon's default lifetime", plugin_name, taken.id, name,
+               taken.type, job_id);
+
+  token_var = format("%s_QRMI_JOB_ACQUISITION_TOKEN", name);
+  timeout_var = format("%s_QRMI_JOB_TIMEOUT_SECONDS", name);
+  if (token_var == NULL || timeout_var == NULL) {
+    defer_error("out of memory exporting the lease on %s", name);
+    goto out;
+  }
+  if (set_job_env(sp, token_var, taken.token) == 0)
+    set_job_env(sp, timeout_var, taken.timeout);
+
+out:
+  free(token_var);
+  free(timeout_var);
+  if (lease != NULL)
+    qrmid__v1__lease__free_unpacked(lease, NULL);
+  if (resource != NULL)
+    qrmid__v1__resource__free_unpacked(resource, NULL);
+  qrmid_error_clear(&err);
+}
+
+/* 1 when `name` was already leased by this step (a name given twice). */
+static int already_leased(const char *name)
+{
+  for (size_t i = 0; i < n_leases; i++)
+    if (strcmp(leases[i].name, name) == 0)
+      return 1;
+  return 0;
+}
+
+/* Leases every --qpu resource and exports the lists. Errors are recorded, never returned. */
+static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *delimiter)
+{
+  char job_id_text[16], uid_text[16];
+  snprintf(job_id_text, sizeof(job_id_text), "%" PRIu32, job_id);
+  snprintf(uid_text, sizeof(uid_text), "%lu", (unsigned long)uid);
+  char *names = copy_string(qpu_option);
+  char *resources_list = NULL, *types_list = NULL;
+  qrmid_client *client = NULL;
+  qrmid_error err = QRMID_ERROR_INIT;
+  size_t requested = 0;
+
+  /* Readers raise when the lists are missing: they are set (empty) before anything can fail. */
+  if (names == NULL || set_job_env(sp, "QRMI_JOB_ID", job_id_text) != 0 ||
+      set_job_env(sp, "QRMI_JOB_UID", uid_text) != 0 || set_job_env(sp, "QRMID_ADDRESS", settings.address) != 0 ||
+      set_job_env(sp, "QRMI_JOB_QPU_RESOURCES", "") != 0 || set_job_env(sp, "QRMI_JOB_QPU_TYPES", "") != 0 ||
+      set_job_env(sp, "SLURM_JOB_QPU_RESOURCES", "") != 0 || set_job_env(sp, "SLURM_JOB_QPU_TYPES", "") != 0) {
+    if (names == NULL)
+      defer_error("out of memory");
+    goto out;
+  }
+
+  int64_t minutes = job_time_limit(job_id);
+  if (minutes < 0)
+    goto out;
+
+  if (qrmid_client_new(settings.address, NULL, &client, &err) != GRPC_STATUS_OK) {
+    defer_call_error("connecting to qrmid for", qpu_option, &err);
+    goto out;
+  }
+
+  /* Names are separated by commas, or by $QRMI_LIST_DELIMITER when the job sets another. */
+  char separators[MAX_DELIMITER + 2];
+  snprintf(separators, sizeof(separators), ",%s", delimiter);
+  char *state = NULL;
+  for (char *name = strtok_r(names, separators, &state); name != NULL; name = strtok_r(NULL, separators, &state)) {
+    requested++;
+    if (!already_leased(name))
+      acquire_one(sp, client, name, job_id_text, minutes);
+  }
+  if (requested == 0)
+    defer_error("--qpu='%s' names no resource", qpu_option);
+
+  for (size_t i = 0; i < n_leases; i++) {
+    if (append_item(&resources_list, leases[i].name, delimiter) != 0 ||
+        append_item(&types_list, leases[i].type, delimiter) != 0) {
+      defer_error("out of memory");
+      goto out;
+    }
+  }
+  if (n_leases > 0 && (set_job_env(sp, "QRMI_JOB_QPU_RESOURCES", resources_list) != 0 ||
+                       set_job_env(sp, "QRMI_JOB_QPU_TYPES", types_list) != 0 ||
+                       set_job_env(sp, "SLURM_JOB_QPU_RESOURCES", resources_list) != 0 ||
+                       set_job_env(sp, "SLURM_JOB_QPU_TYPES", types_list) != 0))
+    goto out;
+  if (settings.allow_partial && n_leases > 0 && !errors_lost)
+    partial = 1;
+
+out:
+  qrmid_error_clear(&err);
+  qrmid_client_free(client);
+  free(names);
+  free(resources_list);
+  free(types_list);
+}
+
+int slurm_spank_init(spank_t sp, int argc, char **argv)
+{
+  (void)argc;
+  (void)argv;
+  spank_context_t context = spank_context();
+  if (context != S_CTX_LOCAL && context != S_CTX_ALLOCATOR && context != S_CTX_REMOTE)
+    return 0;
+  spank_err_t rc = spank_option_register(sp, &qpu_spank_option);
+  if (rc != ESPANK_SUCCESS) {
+    if (context == S_CTX_REMOTE) /* never fail in slurmstepd: that drains the node */
+      defer_error("cannot register the --qpu option: %s", spank_strerror(rc));
+    else
+      slurm_error("%s: cannot register the --qpu option: %s", plugin_name, spank_strerror(rc));
+  }
+  return 0;
+}
+
+int slurm_spank_init_post_opt(spank_t sp, int argc, char **argv)
+{
+  uint32_t job_id = 0, step_id = 0;
+  uid_t uid = 0;
+  if (!spank_remote(sp) || qpu_option == NULL)
+    return 0;
+  if (qpu_option[0] == '\0') {
+    defer_error("--qpu needs at least one resource name");
+    return 0;
+  }
+  spank_err_t rc;
+  if ((rc = spank_get_item(sp, S_JOB_ID, &job_id)) != ESPANK_SUCCESS ||
+      (rc = spank_get_item(sp, S_JOB_STEPID, &step_id)) != ESPANK_SUCCESS ||
+      (rc = spank_get_item(sp, S_JOB_UID, &uid)) != ESPANK_SUCCESS) {
+    defer_error("cannot read the job's id, step or user: %s", spank_strerror(rc));
+    return 0;
+  }
+  if (step_id == SLURM_EXTERN_CONT)
+    return 0;
+
+  char delimiter[MAX_DELIMITER + 1];
+  if (!get_job_env(sp, "QRMI_LIST_DELIMITER", delimiter, sizeof(delimiter)) || delimiter[0] == '\0')
+    snprintf(delimiter, sizeof(delimiter), "%s", DEFAULT_DELIMITER);
+
+  /* A step of a job whose batch step already leased: it uses those leases (and does not release them). */
+  if (step_id != SLURM_BATCH_SCRIPT) {
+    char owner[32], lists[ENV_VALUE_MAX];
+    char job_id_text[16];
+    snprintf(job_id_text, sizeof(job_id_text), "%" PRIu32, job_id);
+    if (get_job_env(sp, "QRMI_JOB_ID", owner, sizeof(owner)) && strcmp(owner, job_id_text) == 0 &&
+        get_job_env(sp, "QRMI_JOB_QPU_RESOURCES", lists, sizeof(lists))) {
+      slurm_debug("%s: step %" PRIu32 ".%" PRIu32 " uses the leases of its batch step", plugin_name, job_id,
+                  step_id);
+      return 0;
+    }
+  }
+
+  if (parse_arguments(argc, argv) != 0)
+    return 0;
+  acquire_all(sp, job_id, uid, delimiter);
+  return 0;
+}
+
+int slurm_spank_task_init(spank_t sp, int argc, char **argv)
+{
+  (void)argc;
+  (void)argv;
+  if (!spank_remote(sp) || (n_errors == 0 && !errors_lost))
+    return 0;
+  for (size_t i = 0; i < n_errors; i++)
+    slurm_error("%s: %s%s", plugin_name, partial ? "warning: " : "", errors[i]);
+  if (partial) {
+    slurm_error("%s: warning: the job runs with the resources that could be leased: %s", plugin_name,
+                qpu_option);
+    return 0;
+  }
+  if (errors_lost)
+    slurm_error("%s: out of memory while recording errors", plugin_name);
+  slurm_error("%s: --qpu=%s: cannot lease the quantum resources; the task is not started", plugin_name,
+              qpu_option != NULL ? qpu_option : "");
+  return -1;
+}
+
+int slurm_spank_exit(spank_t sp, int argc, char **argv)
+{
+  (void)argc;
+  (void)argv;
+  if (spank_remote(sp) && n_leases > 0) {
+    qrmid_client *client = NULL;
+    qrmid_error err = QRMID_ERROR_INIT;
+    if (qrmid_client_new(settings.address, NULL, &client, &err) != GRPC_STATUS_OK) {
+      slurm_error("%s: cannot release %zu lease(s): connecting to %s: %s: %s", plugin_name, n_leases,
+                  settings.address, qrmid_status_name(err.code), err.message != NULL ? err.message : "");
+    } else {
+      for (size_t i = 0; i < n_leases; i++) {
+        Qrmid__V1__ReleaseRequest release = QRMID__V1__RELEASE_REQUEST__INIT;
+        Qrmid__V1__ReleaseResponse *released = NULL;
+        release.token = leases[i].token;
+        if (qrmid_v1_quantum_resources_release(client, &release, &released, settings.timeout_ms, &err) ==
+            GRPC_STATUS_OK) {
+          slurm_info("%s: released lease %s on %s (%" PRIu32 " task(s) cancelled)", plugin_name, leases[i].id,
+                     leases[i].name, released->cancelled_tasks);
+          qrmid__v1__release_response__free_unpacked(released, NULL);
+        } else {
+          slurm_error("%s: releasing lease %s on %s at %s failed: %s: %s", plugin_name, leases[i].id,
+                      leases[i].name, settings.address, qrmid_status_name(err.code),
+                      err.message != NULL ? err.message : "");
+        }
+      }
+    }
+    qrmid_error_clear(&err);
+    qrmid_client_free(client);
+  }
+  free_leases();
+  free_errors();
+  free_settings();
+  free(qpu_option);
+  qpu_option = NULL;
+  errors_lost = 0;
+  partial = 0;
+  return 0;
+}
