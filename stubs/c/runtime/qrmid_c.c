@@ -281,6 +281,16 @@ static grpc_status_code prepare(qrmid_client *client, const char *method,
 }
 
 /* Creates the call with its deadline and client metadata arrays ready. */
+/* The three ops that open a call: our metadata, the one request message, and the half-close. */
+static void set_send_ops(grpc_op *ops, const qrmid_client *client, grpc_byte_buffer *payload) {
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = client->metadata_count;
+  ops[0].data.send_initial_metadata.metadata = client->metadata;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = payload;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+}
+
 static void call_begin(call_state *st, qrmid_client *client, const char *method, int64_t timeout_ms)
 {
   memset(st, 0, sizeof *st);
@@ -383,12 +393,7 @@ grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
   grpc_byte_buffer *received = NULL;
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = client->metadata_count;
-  ops[0].data.send_initial_metadata.metadata = client->metadata;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = payload;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  set_send_ops(ops, client, payload);
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &st.initial_metadata;
   ops[4].op = GRPC_OP_RECV_MESSAGE;
@@ -469,12 +474,7 @@ grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
 
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = client->metadata_count;
-  ops[0].data.send_initial_metadata.metadata = client->metadata;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = payload;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  set_send_ops(ops, client, payload);
   grpc_call_error start_error;
   int rc = run_batch(&s->st, ops, 3, &start_error);
   grpc_byte_buffer_destroy(payload);
