@@ -55,18 +55,18 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.Lease:
-        lease = self.broker.acquire(_required(request.resource, "resource"), caller(context),
+        lease = self.broker.acquire(_required(request.resource, "resource"), caller(context).name,
                                     request.slurm_job_id, request.ttl_seconds)
         return convert.lease(lease, with_token=True)
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        lease, cancelled = self.broker.release(_required(request.token, "token"), caller(context))
+        lease, cancelled = self.broker.release(_required(request.token, "token"), caller(context).name)
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
 
     @unary
     async def ListLeases(self, request: pb.ListLeasesRequest, context: Context) -> pb.ListLeasesResponse:
-        owner = caller(context)
+        owner = caller(context).name
         leases = sorted((lease for lease in self.broker.leases.live()
                          if lease.owner == owner
                          and (not request.resource or lease.resource == request.resource)
@@ -77,7 +77,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:
         task = await self.broker.start_task(
-            _required(request.resource, "resource"), convert.payload(request.payload), caller(context),
+            _required(request.resource, "resource"), convert.payload(request.payload), caller(context).name,
             lease_token=request.lease_token, request_id=request.client_request_id)
         return self._task(task, task.view)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from qrmid.backends.base import InvalidPayload
 from qrmid.core.errors import InvalidArgument, NotFound, Unavailable
+from qrmid.core.events import Events
 from qrmid.core.leases import Lease, LeaseTable
 from qrmid.backends.payloads import Payload
 from qrmid.core.resource import Resource
@@ -40,6 +41,7 @@ class Broker:
         self.leases = leases
         self.policy = policy
         self.accepting = True
+        self.events = Events()
         self._tasks: dict[str, Task] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._requests: dict[tuple[str, str], str] = {}
@@ -80,11 +82,13 @@ class Broker:
         resource = self.resource(name)
         lease = self.leases.grant(resource.name, owner, slurm_job_id, ttl, limit=resource.max_leases)
         log.info("lease %s granted on %s to %s (slurm job %s)", lease.id, name, owner, slurm_job_id or "-")
+        self.events.lease_granted(lease)
         return lease
 
     def release(self, token: str, owner: str) -> tuple[Lease, int]:
         """End a lease; returns it and how many of its unfinished tasks were cancelled."""
         lease = self.leases.pop(token, owner)
+        self.events.lease_ended(lease, "released")
         cancelled = self._end_lease(lease, "its lease was released")
         log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled)
         return lease, cancelled
@@ -118,8 +122,9 @@ class Broker:
             return earlier
         task = Task(resource=name, owner=owner, payload=payload, shots=shots,
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
-                    client_request_id=request_id)
+                    client_request_id=request_id, events=self.events)
         resource.scheduler.enqueue(task)
+        self.events.task_queued(task)
         self._tasks[task.id] = task
         if request_id:
             self._requests[(owner, request_id)] = task.id
@@ -163,5 +168,6 @@ class Broker:
         while True:
             await asyncio.sleep(self.policy.lease_check_interval)
             for lease in self.leases.pop_expired():
+                self.events.lease_ended(lease, "expired")
                 cancelled = self._end_lease(lease, "its lease expired")
                 log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled)

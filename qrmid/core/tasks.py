@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from qrmid.core.errors import FailedPrecondition
+from qrmid.core.events import Listener
 from qrmid.backends.payloads import Payload, PayloadKind
 
 
@@ -76,6 +77,7 @@ class Task:
     result: Result | None = None
     logs: str = ""
     history: list[TaskView] = field(default_factory=list)
+    events: Listener = field(default_factory=Listener, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -120,6 +122,7 @@ class Task:
             self.payload = self.payload.emptied()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        self.events.task_changed(self)
 
     async def watch(self) -> AsyncIterator[TaskView]:
         """Yield every state the task has been in, then each new one, until a terminal one."""

@@ -118,7 +118,7 @@ class Lease(_message.Message):
     def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "resource", "state", "owner", "lease_id", "slurm_job_id", "payload_kind", "create_time", "start_time", "end_time", "reason", "queue_position", "client_request_id")
+    __slots__ = ("id", "resource", "state", "owner", "lease_id", "slurm_job_id", "payload_kind", "create_time", "start_time", "end_time", "reason", "queue_position", "client_request_id", "priority", "account", "shots", "estimated_start_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,10 @@ class Task(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SHOTS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     resource: str
     state: TaskState
@@ -145,7 +149,11 @@ class Task(_message.Message):
     reason: str
     queue_position: int
     client_request_id: str
-    def __init__(self, id: _Optional[str] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., owner: _Optional[str] = ..., lease_id: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., queue_position: _Optional[int] = ..., client_request_id: _Optional[str] = ...) -> None: ...
+    priority: str
+    account: str
+    shots: int
+    estimated_start_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., owner: _Optional[str] = ..., lease_id: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., queue_position: _Optional[int] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ..., account: _Optional[str] = ..., shots: _Optional[int] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
     __slots__ = ()
@@ -201,14 +209,16 @@ class Metadata(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("resource", "slurm_job_id", "ttl_seconds")
+    __slots__ = ("resource", "slurm_job_id", "ttl_seconds", "on_behalf_of")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SLURM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     resource: str
     slurm_job_id: str
     ttl_seconds: int
-    def __init__(self, resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    on_behalf_of: str
+    def __init__(self, resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("token",)
@@ -239,16 +249,18 @@ class ListLeasesResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("resource", "payload", "lease_token", "client_request_id")
+    __slots__ = ("resource", "payload", "lease_token", "client_request_id", "priority")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     resource: str
     payload: Payload
     lease_token: str
     client_request_id: str
-    def __init__(self, resource: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., lease_token: _Optional[str] = ..., client_request_id: _Optional[str] = ...) -> None: ...
+    priority: str
+    def __init__(self, resource: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., lease_token: _Optional[str] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
 
 class StopTaskRequest(_message.Message):
     __slots__ = ("task_id",)

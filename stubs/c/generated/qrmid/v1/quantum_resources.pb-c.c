@@ -1677,7 +1677,7 @@ const ProtobufCMessageDescriptor qrmid__v1__lease__descriptor =
   (ProtobufCMessageInit) qrmid__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[13] =
+static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[17] =
 {
   {
     "id",
@@ -1835,18 +1835,70 @@ static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[13] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "priority",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, priority),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "account",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, account),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shots",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, shots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "estimated_start_time",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, estimated_start_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__task__field_indices_by_name[] = {
+  14,   /* field[14] = account */
   12,   /* field[12] = client_request_id */
   7,   /* field[7] = create_time */
   9,   /* field[9] = end_time */
+  16,   /* field[16] = estimated_start_time */
   0,   /* field[0] = id */
   4,   /* field[4] = lease_id */
   3,   /* field[3] = owner */
   6,   /* field[6] = payload_kind */
+  13,   /* field[13] = priority */
   11,   /* field[11] = queue_position */
   10,   /* field[10] = reason */
   1,   /* field[1] = resource */
+  15,   /* field[15] = shots */
   5,   /* field[5] = slurm_job_id */
   8,   /* field[8] = start_time */
   2,   /* field[2] = state */
@@ -1854,7 +1906,7 @@ static const unsigned qrmid__v1__task__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__task__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__task__descriptor =
 {
@@ -1864,7 +1916,7 @@ const ProtobufCMessageDescriptor qrmid__v1__task__descriptor =
   "Qrmid__V1__Task",
   "qrmid.v1",
   sizeof(Qrmid__V1__Task),
-  13,
+  17,
   qrmid__v1__task__field_descriptors,
   qrmid__v1__task__field_indices_by_name,
   1,  qrmid__v1__task__number_ranges,
@@ -2207,7 +2259,7 @@ const ProtobufCMessageDescriptor qrmid__v1__metadata__descriptor =
   (ProtobufCMessageInit) qrmid__v1__metadata__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descriptors[4] =
 {
   {
     "resource",
@@ -2245,8 +2297,21 @@ static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "on_behalf_of",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__AcquireRequest, on_behalf_of),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__acquire_request__field_indices_by_name[] = {
+  3,   /* field[3] = on_behalf_of */
   0,   /* field[0] = resource */
   1,   /* field[1] = slurm_job_id */
   2,   /* field[2] = ttl_seconds */
@@ -2254,7 +2319,7 @@ static const unsigned qrmid__v1__acquire_request__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__acquire_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__acquire_request__descriptor =
 {
@@ -2264,7 +2329,7 @@ const ProtobufCMessageDescriptor qrmid__v1__acquire_request__descriptor =
   "Qrmid__V1__AcquireRequest",
   "qrmid.v1",
   sizeof(Qrmid__V1__AcquireRequest),
-  3,
+  4,
   qrmid__v1__acquire_request__field_descriptors,
   qrmid__v1__acquire_request__field_indices_by_name,
   1,  qrmid__v1__acquire_request__number_ranges,
@@ -2449,7 +2514,7 @@ const ProtobufCMessageDescriptor qrmid__v1__list_leases_response__descriptor =
   (ProtobufCMessageInit) qrmid__v1__list_leases_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descriptors[5] =
 {
   {
     "resource",
@@ -2499,17 +2564,30 @@ static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "priority",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__StartTaskRequest, priority),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__start_task_request__field_indices_by_name[] = {
   3,   /* field[3] = client_request_id */
   2,   /* field[2] = lease_token */
   1,   /* field[1] = payload */
+  4,   /* field[4] = priority */
   0,   /* field[0] = resource */
 };
 static const ProtobufCIntRange qrmid__v1__start_task_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__start_task_request__descriptor =
 {
@@ -2519,7 +2597,7 @@ const ProtobufCMessageDescriptor qrmid__v1__start_task_request__descriptor =
   "Qrmid__V1__StartTaskRequest",
   "qrmid.v1",
   sizeof(Qrmid__V1__StartTaskRequest),
-  4,
+  5,
   qrmid__v1__start_task_request__field_descriptors,
   qrmid__v1__start_task_request__field_indices_by_name,
   1,  qrmid__v1__start_task_request__number_ranges,

@@ -364,10 +364,29 @@ struct  Qrmid__V1__Task
    * The caller's request id given to StartTask; empty when none was given.
    */
   char *client_request_id;
+  /*
+   * Priority class the task was queued in (e.g. interactive, production,
+   * low).
+   */
+  char *priority;
+  /*
+   * Account the task's usage is charged to for fair share: the Slurm
+   * account of its lease's job when known, otherwise the owner.
+   */
+  char *account;
+  /*
+   * Shots the task asked for (summed over its pubs or job runs).
+   */
+  uint64_t shots;
+  /*
+   * While QUEUED: when the task is expected to start, from the queue ahead
+   * of it and recent run times; unset when no estimate is possible.
+   */
+  Google__Protobuf__Timestamp *estimated_start_time;
 };
 #define QRMID__V1__TASK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__task__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__PAYLOAD_KIND__PAYLOAD_KIND_UNSPECIFIED, NULL, NULL, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__PAYLOAD_KIND__PAYLOAD_KIND_UNSPECIFIED, NULL, NULL, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL }
 
 
 /*
@@ -524,10 +543,16 @@ struct  Qrmid__V1__AcquireRequest
    * the daemon's maximum.
    */
   uint32_t ttl_seconds;
+  /*
+   * Admins only: grant the lease to this user (name or numeric uid) instead
+   * of the caller. The Slurm SPANK plugin, running as root, acquires for the
+   * job's user this way. PERMISSION_DENIED for other callers.
+   */
+  char *on_behalf_of;
 };
 #define QRMID__V1__ACQUIRE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__acquire_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -627,10 +652,16 @@ struct  Qrmid__V1__StartTaskRequest
    * with the same id returns the task already created. Up to 128 characters.
    */
   char *client_request_id;
+  /*
+   * Priority class to queue in (e.g. interactive, production, low); empty
+   * takes the resource's default class. INVALID_ARGUMENT for an unknown
+   * class, PERMISSION_DENIED for a class the caller may not use.
+   */
+  char *priority;
 };
 #define QRMID__V1__START_TASK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__start_task_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
