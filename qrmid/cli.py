@@ -19,7 +19,10 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from qrmid import examples
+from qrmid.admin_cli import admin
+from qrmid.cli_config import config as config_commands
 from qrmid.client import Client, TaskFailed, payload_from_task_input
+from qrmid.client_auth import ClientAuth
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -40,7 +43,11 @@ def _state(task: pb.Task) -> str:
 def _client(ctx: click.Context) -> Iterator[Client]:
     """A client on the address given to the command; gRPC refusals become one clear error line."""
     try:
-        with Client(ctx.obj["address"]) as client:
+        auth = ClientAuth.resolve(ctx.obj["auth"], token_file=ctx.obj["token_file"], tls_ca=ctx.obj["tls_ca"])
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with Client(ctx.obj["address"], auth=auth) as client:
             yield client
     except grpc.RpcError as exc:
         code = exc.code().name if exc.code() else "UNKNOWN"
@@ -51,11 +58,18 @@ def _client(ctx: click.Context) -> Iterator[Client]:
 @click.option("--address", envvar="QRMID_ADDRESS", default=None, metavar="ADDR",
               help="daemon address: unix:PATH, an absolute socket path, or HOST:PORT "
                    "[env QRMID_ADDRESS; default: the default socket]")
+@click.option("--auth", type=click.Choice(["none", "munge", "token"]), default=None,
+              help="how to authenticate [env QRMID_AUTH; default: none]")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="file holding the bearer token for --auth token [env QRMID_TOKEN_FILE]")
+@click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="CA bundle of the daemon's TLS certificate; turns TLS on [env QRMID_TLS_CA]")
 @click.version_option(package_name="qrmid")
 @click.pass_context
-def main(ctx: click.Context, address: str | None) -> None:
+def main(ctx: click.Context, address: str | None, auth: str | None, token_file: Path | None,
+         tls_ca: Path | None) -> None:
     """qrmid: QRMI quantum resources served by a node-local daemon."""
-    ctx.obj = {"address": address}
+    ctx.obj = {"address": address, "auth": auth, "token_file": token_file, "tls_ca": tls_ca}
 
 
 @main.command()
@@ -64,7 +78,7 @@ def main(ctx: click.Context, address: str | None) -> None:
 @click.option("--socket", type=click.Path(path_type=Path), default=None, help="override [daemon] socket")
 @click.option("--tcp", default=None, metavar="HOST:PORT", help="override [daemon] tcp")
 def serve(config_path: Path | None, socket: Path | None, tcp: str | None) -> None:
-    """Run the daemon until SIGTERM."""
+    """Run the daemon until SIGTERM; SIGHUP re-reads the config file."""
     from qrmid.daemon import Daemon, StartupError
     from qrmid.ops import config, logging
 
@@ -76,9 +90,9 @@ def serve(config_path: Path | None, socket: Path | None, tcp: str | None) -> Non
         settings.daemon.socket = socket
     if tcp is not None:
         settings.daemon.tcp = tcp
-    logging.setup(settings.daemon.log_level)
+    logging.setup(settings.daemon.log_level, settings.daemon.log_format)
     try:
-        asyncio.run(Daemon(settings).run())
+        asyncio.run(Daemon(settings, config_path).run())
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -150,19 +164,24 @@ def leases(ctx: click.Context, resource: str, slurm_job_id: str) -> None:
 @click.option("--raw", is_flag=True, help="print the result as the backend returned it, not a summary")
 @click.option("--lease", "lease_token", default="", envvar="QRMI_JOB_ACQUISITION_TOKEN",
               help="lease token [env QRMI_JOB_ACQUISITION_TOKEN]")
+@click.option("--priority", default="", metavar="CLASS",
+              help="priority class, e.g. interactive, production, low (default: the resource's)")
 @click.pass_context
 def run(ctx: click.Context, resource: str, input_file: Any, output: Path | None, raw: bool,
-        lease_token: str) -> None:
+        lease_token: str, priority: str) -> None:
     """Run a task from INPUT.json (QRMI task_runner schema) on RESOURCE and print its result."""
     try:
         payload = payload_from_task_input(json.load(input_file))
     except (ValueError, AttributeError, TypeError) as exc:
         raise click.ClickException(f"{input_file.name}: {exc}") from None
     with _client(ctx) as client:
-        task = client.start_task(resource, payload, lease_token=lease_token)
+        task = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
         with err.status(f"task {task.id}: {_state(task)}") as status:
             for task in client.watch(task.id):
                 where = f" (position {task.queue_position})" if task.queue_position else ""
+                if task.HasField("estimated_start_time"):
+                    eta = task.estimated_start_time.ToDatetime().isoformat(timespec="seconds")
+                    where += f", expected to start at {eta}Z"
                 status.update(f"task {task.id}: {_state(task)}{where}")
         err.print(f"task {task.id}: {_state(task)}")
         if task.state != pb.TASK_STATE_COMPLETED:
@@ -277,3 +296,7 @@ def _show(task: pb.Task) -> None:
     for key, value in rows.items():
         table.add_row(key, value)
     out.print(table)
+
+
+main.add_command(config_commands)
+main.add_command(admin)

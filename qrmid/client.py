@@ -14,9 +14,9 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
-import grpc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from qrmid.client_auth import ClientAuth
 from qrmid.ops.paths import default_address
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
@@ -80,10 +80,12 @@ def _qiskit(program_id: str, input: dict[str, Any] | str) -> pb.Payload:
 class AsyncClient:
     """An asyncio client of one qrmid daemon."""
 
-    def __init__(self, address: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
+        """``auth``: how calls authenticate and whether over TLS; ``ClientAuth.resolve()`` (the QRMID_AUTH,
+        QRMID_TOKEN_FILE and QRMID_TLS_* environment) when None."""
         self.address = resolve_address(address)
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.address, options=[
+        self._channel = (auth or ClientAuth.resolve()).channel(self.address, options=[
             ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
         self._stub = pb_grpc.QuantumResourcesStub(self._channel)
 
@@ -112,8 +114,11 @@ class AsyncClient:
         response = await self._stub.GetMetadata(pb.GetMetadataRequest(resource=resource), timeout=self.timeout)
         return dict(response.values)
 
-    async def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0) -> pb.Lease:
-        request = pb.AcquireRequest(resource=resource, slurm_job_id=slurm_job_id, ttl_seconds=ttl_seconds)
+    async def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0,
+                      on_behalf_of: str = "") -> pb.Lease:
+        """A lease on ``resource``; admins may name another user (or uid) to hold it in ``on_behalf_of``."""
+        request = pb.AcquireRequest(resource=resource, slurm_job_id=slurm_job_id, ttl_seconds=ttl_seconds,
+                                    on_behalf_of=on_behalf_of)
         return await self._stub.Acquire(request, timeout=self.timeout)
 
     async def release(self, token: str) -> pb.ReleaseResponse:
@@ -126,9 +131,10 @@ class AsyncClient:
         return list(response.leases)
 
     async def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-                         request_id: str = "") -> pb.Task:
+                         request_id: str = "", priority: str = "") -> pb.Task:
+        """Queue a task; ``priority`` names its priority class (empty: the resource's default)."""
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
-                                      client_request_id=request_id)
+                                      client_request_id=request_id, priority=priority)
         return await self._stub.StartTask(request, timeout=self.timeout)
 
     async def stop_task(self, task_id: str) -> pb.Task:
@@ -160,9 +166,10 @@ class AsyncClient:
         assert last is not None and last.state in TERMINAL, "WatchTask ends on a terminal state"
         return last
 
-    async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "") -> tuple[pb.Task, bytes]:
+    async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
+                  priority: str = "") -> tuple[pb.Task, bytes]:
         """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed."""
-        started = await self.start_task(resource, payload, lease_token=lease_token)
+        started = await self.start_task(resource, payload, lease_token=lease_token, priority=priority)
         task = await self.wait(started.id)
         if task.state != pb.TASK_STATE_COMPLETED:
             raise TaskFailed(task)
@@ -172,10 +179,10 @@ class AsyncClient:
 class Client:
     """A blocking client: the same calls as ``AsyncClient``, run on a private event-loop thread."""
 
-    def __init__(self, address: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
         self._portal_cm = start_blocking_portal()
         self._portal: BlockingPortal = self._portal_cm.__enter__()
-        self._async = self._portal.call(_make_async, address, timeout)
+        self._async = self._portal.call(_make_async, address, timeout, auth)
         self.address = self._async.address
 
     def __enter__(self) -> Self:
@@ -200,8 +207,8 @@ class Client:
     def metadata(self, resource: str) -> dict[str, str]:
         return self._portal.call(self._async.metadata, resource)
 
-    def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0) -> pb.Lease:
-        return self._portal.call(self._async.acquire, resource, slurm_job_id, ttl_seconds)
+    def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0, on_behalf_of: str = "") -> pb.Lease:
+        return self._portal.call(self._async.acquire, resource, slurm_job_id, ttl_seconds, on_behalf_of)
 
     def release(self, token: str) -> pb.ReleaseResponse:
         return self._portal.call(self._async.release, token)
@@ -210,9 +217,9 @@ class Client:
         return self._portal.call(self._async.list_leases, resource, slurm_job_id)
 
     def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-                   request_id: str = "") -> pb.Task:
+                   request_id: str = "", priority: str = "") -> pb.Task:
         return self._portal.call(lambda: self._async.start_task(resource, payload, lease_token=lease_token,
-                                                                request_id=request_id))
+                                                                request_id=request_id, priority=priority))
 
     def stop_task(self, task_id: str) -> pb.Task:
         return self._portal.call(self._async.stop_task, task_id)
@@ -237,10 +244,12 @@ class Client:
     def wait(self, task_id: str) -> pb.Task:
         return self._portal.call(self._async.wait, task_id)
 
-    def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "") -> tuple[pb.Task, bytes]:
-        return self._portal.call(lambda: self._async.run(resource, payload, lease_token=lease_token))
+    def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
+            priority: str = "") -> tuple[pb.Task, bytes]:
+        return self._portal.call(lambda: self._async.run(resource, payload, lease_token=lease_token,
+                                                         priority=priority))
 
 
-async def _make_async(address: str | None, timeout: float) -> AsyncClient:
+async def _make_async(address: str | None, timeout: float, auth: ClientAuth | None) -> AsyncClient:
     """Create the async client on the portal's loop, which its channel belongs to."""
-    return AsyncClient(address, timeout=timeout)
+    return AsyncClient(address, timeout=timeout, auth=auth)

@@ -14,14 +14,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from qrmid.api import listeners
+from qrmid.api.admin import AdminService
+from qrmid.api.limits import ClientLimits, LimitsInterceptor
+from qrmid.api.metrics import MetricsService
 from qrmid.api.servicer import QuantumResources
+from qrmid.api.telemetry import RpcTelemetry
 from qrmid.backends import registry
+from qrmid.backends.settings import ResourceSettings
 from qrmid.core.broker import Broker, Policy
+from qrmid.core.errors import FailedPrecondition, InvalidArgument
 from qrmid.core.leases import LeaseTable
+from qrmid.core.queue import PriorityClass, SchedulingPolicy
+from qrmid.core.reload import Changes, Reloader
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import Scheduler
+from qrmid.core.slurm import SlurmJobs
+from qrmid.core.usage import UsageWeights
+from qrmid.ops import logging as logs
 from qrmid.ops import systemd
-from qrmid.ops.config import Config
+from qrmid.ops.accounting import Ledger
+from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
+from qrmid.ops.metrics import Metrics
+from qrmid.store.journal import Journal, JournalError
+from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
@@ -29,6 +45,9 @@ log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH = 107
 SERVICE = pb.DESCRIPTOR.services_by_name["QuantumResources"].full_name
+METRICS_SERVICE = "qrmid.v1.MetricsService"
+ADMIN_SERVICE = "qrmid.v1.AdminService"
+RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal")  # read once, at start
 
 
 class StartupError(Exception):
@@ -37,27 +56,73 @@ class StartupError(Exception):
 
 def build_broker(config: Config) -> Broker:
     """Resources, schedulers and leases as the config describes them."""
-    resources = []
-    for settings in config.resources:
-        adapter = registry.build(settings)
-        scheduler = Scheduler(settings.name, adapter, queue_limit=settings.queue_limit,
-                              poll_interval=settings.poll_interval, busy_deadline=settings.busy_deadline_seconds)
-        resources.append(Resource(settings.name, settings.type, adapter, scheduler,
-                                  status_interval=settings.status_interval, max_leases=settings.max_leases))
+    resources = [build_resource(config, settings) for settings in config.resources]
     leases = LeaseTable(config.leases.default_ttl_seconds, config.leases.max_ttl_seconds)
-    policy = Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
-                    cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain)
-    return Broker(resources, leases, policy)
+    broker = Broker(resources, leases, _policy(config))
+    broker.slurm = _slurm(config.slurm)
+    return broker
+
+
+def build_resource(config: Config, settings: registry.ResourceConfig) -> Resource:
+    """One configured resource: its adapter and its scheduler."""
+    adapter = registry.build(settings)
+    scheduler = Scheduler(settings.name, adapter, queue_limit=settings.queue_limit,
+                          poll_interval=settings.poll_interval, busy_deadline=settings.busy_deadline_seconds,
+                          policy=_scheduling(config.scheduling, settings))
+    return Resource(settings.name, settings.type, adapter, scheduler,
+                    status_interval=settings.status_interval, max_leases=settings.max_leases)
+
+
+def _policy(config: Config) -> Policy:
+    return Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
+                  cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain)
+
+
+def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
+    if not settings.check_jobs:
+        return None
+    return SlurmJobs(settings.squeue, cache_seconds=settings.cache_seconds, timeout=settings.timeout_seconds,
+                     slurm_conf=settings.slurm_conf)
+
+
+def _scheduling(defaults: SchedulingSettings, settings: ResourceSettings) -> SchedulingPolicy:
+    """One resource's scheduling rules: the ``[scheduling]`` section, overridden by the resource's own keys."""
+
+    def pick(own: int | None, default: int) -> int:
+        return default if own is None else own
+
+    return SchedulingPolicy(
+        classes=tuple(PriorityClass(cls.name, cls.admin_only) for cls in defaults.classes),
+        default_class=settings.default_class or defaults.default_class,
+        weights=UsageWeights(defaults.qpu_second_weight, defaults.shot_weight, defaults.usage_half_life_seconds),
+        max_queued_per_owner=pick(settings.max_queued_per_owner, defaults.max_queued_per_owner),
+        max_running_per_owner=pick(settings.max_running_per_owner, defaults.max_running_per_owner),
+        max_shots_per_task=pick(settings.max_shots_per_task, defaults.max_shots_per_task))
 
 
 class Daemon:
     """One qrmid: a broker behind a gRPC server with health checking and reflection."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, path: Path | None = None) -> None:
         self.config = config
+        self.path = path  # the config file, re-read by reload(); None for the embedded default
         self.broker = build_broker(config)
+        self.reloader = Reloader(self.broker, lambda settings: build_resource(self.config, settings))
+        self._reloading = asyncio.Lock()
         self.health = health.aio.HealthServicer()
-        self.server: grpc.aio.Server | None = None
+        limits = config.limits
+        self.limits = LimitsInterceptor(ClientLimits(limits.calls_per_second, limits.burst, limits.streams_per_client,
+                                                     limits.max_field_chars))
+        self.ledger = Ledger(config.metrics.accounting_records)
+        self.metrics = Metrics(self.broker)
+        self.broker.events.subscribe(self.ledger)
+        self.broker.events.subscribe(self.metrics)
+        self.broker.events.subscribe(logs.TaskLog())
+        self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
+        journal = config.journal
+        self.journal = Journal(journal.path, retain_seconds=journal.retain_results_days * 86_400,
+                               max_result_bytes=journal.max_results_bytes) if journal.enabled else None
+        self.servers: list[grpc.aio.Server] = []  # one per listener
 
     @property
     def socket(self) -> Path:
@@ -66,32 +131,68 @@ class Daemon:
     async def start(self) -> None:
         """Start the backends, bind the listeners and report SERVING."""
         _prepare_socket(self.socket)
-        limit = self.config.daemon.max_message_bytes
-        self.server = server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                                        ("grpc.max_send_message_length", limit)])
-        pb_grpc.add_QuantumResourcesServicer_to_server(QuantumResources(self.broker), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        server.add_insecure_port(f"unix:{self.socket}")
-        if self.config.daemon.tcp:
+        recovered = None
+        if self.journal is not None:
             try:
-                server.add_insecure_port(self.config.daemon.tcp)
-            except RuntimeError as exc:
-                raise StartupError(f"cannot listen on TCP {self.config.daemon.tcp}: {exc}") from None
+                recovered = await asyncio.to_thread(self.journal.open)
+            except JournalError as exc:
+                raise StartupError(str(exc)) from None
+            self.journal.start()
+            self.broker.events.subscribe(self.journal)
+        limit = self.config.daemon.max_message_bytes
+        servicer = QuantumResources(self.broker)
+        metrics_service = MetricsService(self.broker, self.ledger)
+        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group)
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            metrics_pb2_grpc.add_MetricsServiceServicer_to_server(metrics_service, server)
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+            reflection.enable_server_reflection([SERVICE, METRICS_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME,
+                                                 reflection.SERVICE_NAME], server)
+
+        try:
+            found = listeners.listeners(self.config)
+            self.servers = listeners.build_servers(found, [("grpc.max_receive_message_length", limit),
+                                                           ("grpc.max_send_message_length", limit)], register,
+                                                  outer=[RpcTelemetry(self.metrics.observe_rpc)],
+                                                  inner=[self.limits])
+        except listeners.AuthSetupError as exc:
+            raise StartupError(str(exc)) from None
+        await listeners.probe_munge(self.config, found)
         await self.broker.start()
-        await server.start()
+        if recovered is not None:
+            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting)
+        for server in self.servers:
+            await server.start()
+        if self.config.metrics.address:
+            try:
+                self.metrics_address = self.metrics.serve(self.config.metrics.address)
+            except OSError as exc:
+                await self.stop()
+                raise StartupError(f"cannot serve metrics on {self.config.metrics.address}: {exc.strerror}; "
+                                   "choose another [metrics] address, or set it to \"\" to turn metrics off") from None
         os.chmod(self.socket, int(self.config.daemon.socket_mode, 8))
+        try:
+            listeners.check_socket(self.socket, self.config.daemon.auth)
+        except listeners.AuthSetupError as exc:
+            await self.stop()
+            raise StartupError(str(exc)) from None
         for service in ("", SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on unix:%s%s", ", ".join(self.broker.resources), self.socket,
-                 f" and tcp {self.config.daemon.tcp}" if self.config.daemon.tcp else "")
+        log.info("serving %s on %s", ", ".join(self.broker.resources),
+                 " and ".join(listener.describe() for listener in found))
 
     async def stop(self) -> None:
         """Take no new tasks, let running ones finish within the grace period, cancel the rest, close."""
         await self.health.enter_graceful_shutdown()
+        await self.reloader.close()
         await self.broker.stop(self.config.daemon.shutdown_grace_seconds)
-        if self.server is not None:
-            await self.server.stop(grace=1.0)
+        await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
+        await self.metrics.close()
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.close)
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
 
@@ -102,11 +203,61 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        reloads: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
+
+        def reload() -> None:
+            reloads.add(task := asyncio.create_task(self._reload_on_signal(), name="qrmid reload on SIGHUP"))
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         systemd.notify("READY=1\nSTATUS=serving")
+        interval = systemd.watchdog_interval()
+        pinger = asyncio.create_task(systemd.watchdog(interval), name="qrmid watchdog") if interval else None
         await stop.wait()
+        if pinger is not None:
+            pinger.cancel()
         log.info("stopping: running tasks get %gs to finish", self.config.daemon.shutdown_grace_seconds)
         systemd.notify("STOPPING=1\nSTATUS=stopping")
         await self.stop()
+
+    async def reload(self) -> Changes:
+        """Re-read the config file and apply it without dropping a task (see ``qrmid.core.reload``): resources,
+        ``[tasks]``, ``[leases]``, ``[slurm]`` and the log level. Listener keys and the sections in
+        ``RESTART_SECTIONS`` are kept until a restart. InvalidArgument, with the old config kept, when the file
+        is unusable."""
+        if self.path is None:
+            raise FailedPrecondition("the daemon runs the embedded default config: there is no file to re-read; "
+                                     "start it with --config FILE")
+        async with self._reloading:
+            try:
+                new = await asyncio.to_thread(load, self.path)
+            except ConfigError as exc:
+                raise InvalidArgument(f"config not reloaded: {exc}") from None
+            old = self.config
+            for section in RESTART_SECTIONS:
+                if getattr(new, section, None) != getattr(old, section, None):
+                    log.warning("reload: [%s] changed; it takes effect when the daemon restarts", section)
+            daemon = old.daemon.model_copy(update={"log_level": new.daemon.log_level,
+                                                   "shutdown_grace_seconds": new.daemon.shutdown_grace_seconds})
+            changes = await self.reloader.apply(old.resources, new.resources)
+            self.config = new.model_copy(update={"daemon": daemon, **{
+                section: getattr(old, section) for section in RESTART_SECTIONS if hasattr(old, section)}})
+            self.broker.policy = _policy(self.config)
+            self.broker.leases.default_ttl = self.config.leases.default_ttl_seconds
+            self.broker.leases.max_ttl = self.config.leases.max_ttl_seconds
+            self.broker.slurm = _slurm(self.config.slurm)
+            if daemon.log_level != old.daemon.log_level:
+                logs.set_level(daemon.log_level)
+            log.info("reloaded %s: added %s, removed %s, changed %s", self.path, ", ".join(changes.added) or "none",
+                     ", ".join(changes.removed) or "none", ", ".join(changes.changed) or "none")
+            return changes
+
+    async def _reload_on_signal(self) -> None:
+        log.info("SIGHUP: reloading %s", self.path)
+        try:
+            await self.reload()
+        except (InvalidArgument, FailedPrecondition) as exc:
+            log.error("reload failed, the old config stays: %s", exc)
 
 
 def _prepare_socket(path: Path) -> None:

@@ -29,7 +29,9 @@ def short_dir() -> Path:
 
 def config(resources: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> Config:
     """A config on a fresh socket; the embedded resources unless ``resources`` is given."""
-    doc: dict[str, Any] = {"daemon": {"socket": str(short_dir() / "qrmid.sock"), "shutdown_grace_seconds": 5}}
+    scratch = short_dir()
+    doc: dict[str, Any] = {"daemon": {"socket": str(scratch / "qrmid.sock"), "shutdown_grace_seconds": 5},
+                           "journal": {"path": str(scratch / "journal.db")}}
     for name, values in sections.items():
         doc.setdefault(name, {}).update(values)
     if resources is not None:
@@ -49,6 +51,8 @@ async def running(cfg: Config) -> AsyncIterator[Daemon]:
 
 
 def write_config(path: Path, text: str) -> Path:
+    """``text`` in ``path``, readable only by its owner (as a config holding secrets must be)."""
+    path.touch(mode=0o600)
     path.write_text(text)
     return path
 
@@ -77,7 +81,8 @@ def subprocess_daemon(config_text: str, env: dict[str, str] | None = None) -> It
     """``qrmid serve`` in its own process on a fresh socket; yields (address, process); SIGTERM at exit."""
     scratch = short_dir()
     socket = scratch / "qrmid.sock"
-    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{socket}"\n{config_text}')
+    journal = "" if "[journal]" in config_text else f'[journal]\npath = "{scratch / "journal.db"}"\n'
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{socket}"\n{config_text}\n{journal}')
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)],
                                env={**os.environ, **(env or {})}, cwd=ROOT)
     address = f"unix:{socket}"

@@ -302,6 +302,6 @@ async def test_a_heavy_user_does_not_starve_a_light_one() -> None:
     await asyncio.gather(*(t.wait() for t in light))
     submitted = [adapter.order.index(t.id) for t in light]
     assert submitted == sorted(submitted)
-    assert submitted[-1] - submitted[0] == 18, "from its first turn on, the light user got every other submission"
+    assert sum(t.state is TaskState.QUEUED for t in heavy) > 100, "the light user did not wait behind the heavy one"
     await broker.stop(0)
     assert sum(t.state is TaskState.COMPLETED for t in heavy) >= 10

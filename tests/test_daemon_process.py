@@ -13,6 +13,7 @@ import pytest
 
 from daemons import ROOT, short_dir, subprocess_daemon
 from qrmid.client import Client, pulser_payload
+from qrmid.client_auth import ClientAuth
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 SLOW_NOOP = '[[resources]]\ntype = "noop"\nname = "slow"\nslots = 1\ndelay_seconds = 1.5\n'
@@ -85,5 +86,12 @@ def test_tcp_listener() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with subprocess_daemon(f'tcp = "127.0.0.1:{port}"\n{SLOW_NOOP}'), Client(f"127.0.0.1:{port}") as qrmid:
+    scratch = short_dir()  # TCP needs authentication: a service token here
+    tokens, token = scratch / "tokens.toml", scratch / "token"
+    tokens.write_text('[[token]]\nname = "svc"\ntoken = "0123456789abcdef0123"\n')
+    token.write_text("0123456789abcdef0123\n")
+    tokens.chmod(0o600)
+    text = f'tcp = "127.0.0.1:{port}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n{SLOW_NOOP}'
+    with subprocess_daemon(text), Client(f"127.0.0.1:{port}", auth=ClientAuth.resolve("token", token_file=token)) \
+            as qrmid:
         assert [r.name for r in qrmid.list_resources()] == ["slow"]

@@ -51,7 +51,7 @@ def resource(view: ResourceView) -> pb.Resource:
     )
 
 
-def task(view: TaskView, queue_position: int = 0) -> pb.Task:
+def task(view: TaskView, queue_position: int = 0, estimated_start: float | None = None) -> pb.Task:
     return pb.Task(
         id=view.id,
         resource=view.resource,
@@ -66,6 +66,10 @@ def task(view: TaskView, queue_position: int = 0) -> pb.Task:
         reason=view.reason,
         queue_position=queue_position,
         client_request_id=view.client_request_id,
+        priority=view.priority,
+        account=view.account,
+        shots=view.shots,
+        estimated_start_time=timestamp(estimated_start),
     )
 
 
@@ -87,5 +91,7 @@ def payload(message: pb.Payload) -> Payload:
     if kind == "qiskit_primitive":
         return QiskitPrimitive(program_id=message.qiskit_primitive.program_id, input=message.qiskit_primitive.input)
     if kind == "pulser_sequence":
+        if message.pulser_sequence.job_runs < 1:
+            raise InvalidArgument(f"pulser_sequence.job_runs is {message.pulser_sequence.job_runs}; it must be at least 1")
         return PulserSequence(sequence=message.pulser_sequence.sequence, job_runs=message.pulser_sequence.job_runs)
     raise InvalidArgument("payload is empty: set qiskit_primitive or pulser_sequence")

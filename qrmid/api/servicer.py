@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import pwd
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
 
 from qrmid.api import convert
-from qrmid.api.identity import caller
+from qrmid.api.identity import caller, user_name
 from qrmid.api.status import streaming, unary
 from qrmid.core.broker import Broker
-from qrmid.core.errors import FailedPrecondition, InvalidArgument
+from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
@@ -55,8 +57,17 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.Lease:
-        lease = self.broker.acquire(_required(request.resource, "resource"), caller(context).name,
-                                    request.slurm_job_id, request.ttl_seconds)
+        owner = caller(context).name
+        if request.on_behalf_of:
+            if not caller(context).admin:
+                raise PermissionDenied(f"only admins may acquire on behalf of another user; {owner} is not one")
+            owner = await asyncio.to_thread(user_name, request.on_behalf_of)
+        who = caller(context)
+        uid = who.uid if owner == who.name or not request.slurm_job_id else \
+            await asyncio.to_thread(lambda: pwd.getpwnam(owner).pw_uid)
+        account = await self.broker.check_job(request.slurm_job_id, uid, who.admin)
+        lease = self.broker.acquire(_required(request.resource, "resource"), owner,
+                                    request.slurm_job_id, request.ttl_seconds, account=account)
         return convert.lease(lease, with_token=True)
 
     @unary
@@ -76,30 +87,35 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:
+        identity = caller(context)
         task = await self.broker.start_task(
-            _required(request.resource, "resource"), convert.payload(request.payload), caller(context).name,
-            lease_token=request.lease_token, request_id=request.client_request_id)
+            _required(request.resource, "resource"), convert.payload(request.payload), identity.name,
+            lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
+            admin=identity.admin)
         return self._task(task, task.view)
 
     @unary
     async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
-        task = self.broker.stop_task(_required(request.task_id, "task_id"))
+        who = caller(context)
+        task = self.broker.task_for(_required(request.task_id, "task_id"), who.name, who.admin)
+        reason = "stopped by its owner" if task.owner == who.name else f"stopped by {who.name}, an admin"
+        task = self.broker.stop_task(task.id, reason)
         return self._task(task, task.view)
 
     @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
-        task = self.broker.task(_required(request.task_id, "task_id"))
+        task = self._visible(request.task_id, context)
         return self._task(task, task.view)
 
     @streaming
     async def WatchTask(self, request: pb.WatchTaskRequest, context: Context) -> AsyncIterator[pb.Task]:
-        task = self.broker.task(_required(request.task_id, "task_id"))
+        task = self._visible(request.task_id, context)
         async for view in task.watch():
             yield self._task(task, view)
 
     @streaming
     async def GetTaskResult(self, request: pb.GetTaskResultRequest, context: Context) -> AsyncIterator[pb.ResultChunk]:
-        task = self.broker.task(_required(request.task_id, "task_id"))
+        task = self._visible(request.task_id, context)
         if task.state is not TaskState.COMPLETED or task.result is None:
             detail = f": {task.view.reason}" if task.view.reason else ""
             raise FailedPrecondition(f"task {task.id} is {task.state.value}{detail}; only completed tasks have results")
@@ -111,9 +127,16 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Context) -> pb.TaskLogs:
-        task = self.broker.task(_required(request.task_id, "task_id"))
+        task = self._visible(request.task_id, context)
         return pb.TaskLogs(task_id=task.id, text=task.logs)
 
+    def _visible(self, task_id: str, context: Context) -> Task:
+        """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
+        who = caller(context)
+        return self.broker.task_for(_required(task_id, "task_id"), who.name, who.admin)
+
     def _task(self, task: Task, view: TaskView) -> pb.Task:
-        position = self.broker.queue_position(task) if view.state is TaskState.QUEUED else 0
-        return convert.task(view, position)
+        if view.state is not TaskState.QUEUED:
+            return convert.task(view)
+        scheduler = self.broker.resources[task.resource].scheduler
+        return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))

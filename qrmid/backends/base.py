@@ -76,6 +76,16 @@ class Adapter(ABC):
     #: Payload variants this backend runs.
     payload_kinds: frozenset[PayloadKind]
 
+    #: Jobs live on a service and outlive the daemon: submissions are journaled before they are made, a job is
+    #: released only once its end is journaled, and a restarted daemon re-attaches (``attach``) to the rest.
+    remote: bool = False
+
+    async def record_refs(self, refs: dict[str, str]) -> None:
+        """Journal new references of this resource's jobs ({task id: reference}) and return once they are
+        durable; the broker replaces this. An adapter that creates a job after ``submit`` returned (a packed
+        job) records its intent before the write that creates it and the job's reference after it, so that
+        ``attach`` can tell after a restart whether the job exists."""
+
     @property
     @abstractmethod
     def slots(self) -> int:
@@ -127,6 +137,13 @@ class Adapter(ABC):
     @abstractmethod
     async def output(self, ref: str) -> Output:
         """The result and logs of a completed job."""
+
+    async def attach(self, task_id: str, ref: str | None) -> str | None:
+        """Take back the job of a task submitted before a restart: ``ref`` is its journaled reference, None when
+        the daemon stopped during its submission. Return the reference to follow the job by, or None to run the
+        task again (nothing of it survives on the backend); raise when its fate cannot be known (the task then
+        fails with that reason). By default every unfinished task runs again: its run died with the daemon."""
+        return None
 
     async def cleanup(self, ref: str) -> None:
         """Free what the backend still holds for the job (e.g. an IBM execution lane)."""

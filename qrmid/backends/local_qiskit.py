@@ -9,9 +9,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qrmid.backends.base import InvalidPayload
-from qrmid.backends.settings import ResourceSettings
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
 from qrmid.backends.pool import PoolAdapter
+from qrmid.backends.settings import ResourceSettings
+
+BASIS_GATES = ("cx", "id", "rz", "sx", "x")
+INSTRUCTIONS = ("measure", "reset", "delay", "if_else", "for_loop", "while_loop", "switch_case")
+DESCRIBED_AT = "2025-01-01T00:00:00Z"  # fixed: an ideal simulator's description never changes
 
 
 class Settings(ResourceSettings):
@@ -45,12 +49,7 @@ class LocalQiskit(PoolAdapter):
         self._target = await asyncio.to_thread(self._describe)
 
     def _describe(self) -> str:
-        from qiskit_aer import AerSimulator
-
-        configuration: dict[str, Any] = AerSimulator().configuration().to_dict()
-        configuration.update(backend_name=self.name, n_qubits=self.limits.max_qubits,
-                             max_shots=self.limits.max_shots, description="qiskit-aer ideal simulator (qrmid)")
-        return json.dumps({"configuration": configuration, "properties": None}, default=str)
+        return json.dumps(describe(self.name, self.limits.max_qubits, self.limits.max_shots))
 
     async def target(self) -> str:
         return self._target
@@ -67,3 +66,36 @@ class LocalQiskit(PoolAdapter):
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, QiskitPrimitive)
         return self.jobs.run, (payload.program_id, payload.input, self.limits, self.seed)
+
+
+def describe(name: str, qubits: int, max_shots: int) -> dict[str, Any]:
+    """The simulator as IBM's Quantum System API describes a backend: ``{"configuration", "properties"}``.
+
+    It is an ideal device with IBM's basis gates on every pair of qubits and zero errors, so Qiskit's
+    ``convert_to_target`` gives a target to transpile for, and the ISA circuits it yields run here as on a QPU.
+    """
+    from qiskit_aer import __version__ as aer_version
+
+    pairs = [[a, b] for a in range(qubits) for b in range(qubits) if a != b]
+    singles = [[q] for q in range(qubits)]
+    configuration = {
+        "backend_name": name, "backend_version": aer_version, "n_qubits": qubits, "basis_gates": list(BASIS_GATES),
+        "gates": [{"name": gate, "parameters": ["theta"] if gate == "rz" else [], "qasm_def": "",
+                   "coupling_map": pairs if gate == "cx" else singles} for gate in BASIS_GATES],
+        "supported_instructions": [*BASIS_GATES, *INSTRUCTIONS], "coupling_map": pairs,
+        "local": True, "simulator": True, "conditional": True, "open_pulse": False, "memory": True,
+        "max_shots": max_shots, "max_experiments": 300, "online_date": DESCRIBED_AT,
+        "description": "qiskit-aer ideal simulator (qrmid)",
+    }
+
+    def value(parameter: str, number: float, unit: str = "") -> dict[str, Any]:
+        return {"name": parameter, "value": number, "unit": unit, "date": DESCRIBED_AT}
+
+    ideal = [value("gate_error", 0.0), value("gate_length", 0.0, "ns")]
+    properties = {
+        "backend_name": name, "backend_version": aer_version, "last_update_date": DESCRIBED_AT, "general": [],
+        "qubits": [[value("readout_error", 0.0), value("readout_length", 0.0, "ns")] for _ in range(qubits)],
+        "gates": [{"gate": gate, "qubits": on, "name": gate + "_".join(map(str, on)), "parameters": ideal}
+                  for gate in BASIS_GATES for on in (pairs if gate == "cx" else singles)],
+    }
+    return {"configuration": configuration, "properties": properties}

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from qrmid.backends import ibm_quantum_system, local_pulser, local_qiskit, noop, pasqal_cloud
+from qrmid.backends import ibm_quantum_system, local_pulser, local_qiskit, noop, pasqal_cloud, qrmi_package
 from qrmid.backends.base import Adapter
 
 ResourceConfig = Annotated[
     local_qiskit.Settings | local_pulser.Settings | ibm_quantum_system.Settings | noop.Settings
-    | pasqal_cloud.Settings,
+    | pasqal_cloud.Settings | qrmi_package.Settings,
     Field(discriminator="type"),
 ]
 
@@ -21,6 +21,7 @@ ADAPTERS: dict[str, type] = {
     "ibm-quantum-system": ibm_quantum_system.IbmQuantumSystem,
     "noop": noop.Noop,
     "pasqal-cloud": pasqal_cloud.PasqalCloud,
+    "qrmi": qrmi_package.QrmiPackage,
 }
 
 

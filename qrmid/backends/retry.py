@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
-from tenacity import AsyncRetrying, AttemptManager, retry_if_exception_type, stop_after_delay, \
-    wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    AttemptManager,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+# Called with ("retry" | "gave_up", the failure) on each retry and each give-up, e.g. by the daemon's metrics.
+hooks: list[Callable[[str, BaseException], None]] = []
 
 
 class Transient(Exception):
@@ -28,10 +37,22 @@ async def attempts(what: str, deadline: float, max_wait: float = 5.0) -> AsyncIt
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
         stop=stop_after_delay(deadline),
         reraise=True,
+        before_sleep=_retrying,
     )
     try:
         async for attempt in retrying:
             yield attempt
     except (Transient, httpx.TransportError) as exc:
+        _report("gave_up", exc)
         detail = str(exc) or type(exc).__name__
         raise GaveUp(f"{what} kept failing for {deadline:g} s: {detail}") from exc
+
+
+def _retrying(state: RetryCallState) -> None:
+    if state.outcome is not None and (error := state.outcome.exception()) is not None:
+        _report("retry", error)
+
+
+def _report(event: str, error: BaseException) -> None:
+    for hook in hooks:
+        hook(event, error)

@@ -18,3 +18,7 @@ class ResourceSettings(BaseModel):
     poll_interval: float = Field(1.0, gt=0, description="seconds between polls of a running job")
     busy_deadline_seconds: float = Field(3600.0, gt=0, description="fail a task the backend keeps refusing "
                                          "(lanes full, reserved) for this long")
+    default_class: str | None = Field(None, description="priority class of tasks naming none; unset: [scheduling]'s")
+    max_queued_per_owner: int | None = Field(None, ge=0, description="overrides [scheduling] max_queued_per_owner")
+    max_running_per_owner: int | None = Field(None, ge=0, description="overrides [scheduling] max_running_per_owner")
+    max_shots_per_task: int | None = Field(None, ge=0, description="overrides [scheduling] max_shots_per_task")

@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qrmid.backends.base import InvalidPayload
-from qrmid.core.errors import InvalidArgument, NotFound, Unavailable
+from qrmid.backends.payloads import Payload
+from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from qrmid.core.events import Events
 from qrmid.core.leases import Lease, LeaseTable
-from qrmid.backends.payloads import Payload
 from qrmid.core.resource import Resource
-from qrmid.core.tasks import Task
+from qrmid.core.scheduler import log_context
+from qrmid.core.slurm import SlurmJobs
+from qrmid.core.tasks import Task, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,10 @@ class Broker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._requests: dict[tuple[str, str], str] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
         for resource in self.resources.values():
             resource.scheduler.on_done = self._finish
+            resource.adapter.record_refs = self._record_refs  # type: ignore[method-assign]
 
     async def start(self) -> None:
         """Start every adapter and dispatching. Each backend's first status check gets a few seconds; one
@@ -78,10 +82,19 @@ class Broker:
             known = ", ".join(self.resources) or "none"
             raise NotFound(f"no resource named {name!r} (known: {known})") from None
 
-    def acquire(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0) -> Lease:
-        resource = self.resource(name)
-        lease = self.leases.grant(resource.name, owner, slurm_job_id, ttl, limit=resource.max_leases)
-        log.info("lease %s granted on %s to %s (slurm job %s)", lease.id, name, owner, slurm_job_id or "-")
+    async def check_job(self, slurm_job_id: str, uid: int | None, admin: bool) -> str:
+        """The Slurm account of job ``slurm_job_id`` once slurmctld confirms a lease of user ``uid`` may be bound
+        to it; '' when no job is named or job checks are off."""
+        if not slurm_job_id or self.slurm is None:
+            return ""
+        return (await self.slurm.verify(slurm_job_id, uid, admin)).account
+
+    def acquire(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0, account: str = "") -> Lease:
+        resource = self._open(name)
+        lease = self.leases.grant(resource.name, owner, slurm_job_id, ttl, limit=resource.max_leases,
+                                  account=account)
+        log.info("lease %s granted on %s to %s (slurm job %s)", lease.id, name, owner, slurm_job_id or "-",
+                 extra=_lease_context(lease))
         self.events.lease_granted(lease)
         return lease
 
@@ -90,19 +103,31 @@ class Broker:
         lease = self.leases.pop(token, owner)
         self.events.lease_ended(lease, "released")
         cancelled = self._end_lease(lease, "its lease was released")
-        log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled)
+        log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled,
+                 extra=_lease_context(lease))
+        return lease, cancelled
+
+    def revoke(self, lease_id: str, reason: str = "") -> tuple[Lease, int]:
+        """End anyone's lease (admins); returns it and how many of its unfinished tasks were cancelled."""
+        lease = self.leases.pop_id(lease_id)
+        self.events.lease_ended(lease, "revoked")
+        cancelled = self._end_lease(lease, reason or "its lease was revoked by an admin")
+        log.info("lease %s on %s of %s revoked, %d task(s) cancelled", lease.id, lease.resource, lease.owner, cancelled,
+                 extra=_lease_context(lease))
         return lease, cancelled
 
     async def start_task(self, name: str, payload: Payload, owner: str, lease_token: str = "",
-                         request_id: str = "") -> Task:
-        """Validate ``payload`` and queue it as a new task (or return the task ``request_id`` made before)."""
+                         request_id: str = "", priority: str = "", admin: bool = False) -> Task:
+        """Validate ``payload`` and queue it as a new task (or return the task ``request_id`` made before) in
+        priority class ``priority`` ('' for the resource's default; ``admin`` callers may use admin-only ones)."""
         if not self.accepting:
             raise Unavailable("the daemon is shutting down and takes no new tasks; retry on its restart")
+        self.events.writable()  # never accept a task the journal cannot record
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"client_request_id is longer than {MAX_REQUEST_ID} characters")
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
             return earlier
-        resource = self.resource(name)
+        resource = self._open(name)
         lease = None
         if lease_token or self.policy.require_lease:
             if not lease_token:
@@ -113,22 +138,84 @@ class Broker:
             raise InvalidArgument(f"resource {name!r} takes {kinds} payloads, not {payload.kind.value}")
         if payload.size > self.policy.max_payload_bytes:
             raise InvalidArgument(f"payload is {payload.size} bytes; the limit is {self.policy.max_payload_bytes}")
-        resource.scheduler.check_room()
+        priority = resource.scheduler.policy.resolve(priority, admin)
+        resource.scheduler.check_room(owner)
         try:
             shots = await asyncio.to_thread(resource.adapter.validate, payload)
         except InvalidPayload as exc:
             raise InvalidArgument(f"invalid payload for {name!r}: {exc}") from None
+        resource.scheduler.policy.check_shots(name, shots)
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
             return earlier
         task = Task(resource=name, owner=owner, payload=payload, shots=shots,
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
-                    client_request_id=request_id, events=self.events)
+                    client_request_id=request_id, events=self.events, priority=priority,
+                    account=lease.account if lease else "")
         resource.scheduler.enqueue(task)
         self.events.task_queued(task)
         self._tasks[task.id] = task
         if request_id:
             self._requests[(owner, request_id)] = task.id
+        try:
+            await self.events.durable()  # accepted only once a restarted daemon would find it
+        except Unavailable:
+            self.stop_task(task.id, "the journal could not record it")
+            raise
         return task
+
+    async def restore(self, tasks: Iterable[Task], leases: Iterable[Lease], held: set[str],
+                      submitting: set[str]) -> None:
+        """Take back what an earlier run journaled, after ``start`` and before serving: leases, finished tasks
+        (status, result, logs), queued tasks in their order, and tasks on a backend, re-attached to their jobs
+        (or run again where their run died with the daemon). ``held``: finished tasks whose job may still hold
+        room on its backend; ``submitting``: queued tasks that were being handed to their backend."""
+        for lease in leases:
+            self.leases._by_token[lease.token] = lease  # the lease table has no public way to take one back
+        for task in tasks:
+            task.events = self.events
+            self._tasks[task.id] = task
+            if task.client_request_id:
+                self._requests[(task.owner, task.client_request_id)] = task.id
+            resource = self.resources.get(task.resource)
+            if task.state.terminal:
+                if resource is not None and resource.adapter.remote and task.id in held and task.remote_ref:
+                    self._loops.append(asyncio.create_task(self._release(resource, task, task.remote_ref)))
+                self._finish(task)
+                continue
+            ref = task.remote_ref if task.state is TaskState.RUNNING else None
+            try:
+                if resource is None:
+                    raise RuntimeError(f"resource {task.resource!r} is no longer configured")
+                if ref is not None or task.id in submitting:
+                    ref = await resource.adapter.attach(task.id, ref)
+            except Exception as exc:  # its fate is unknown: fail it with the reason rather than run it twice
+                task.transition(TaskState.FAILED, f"lost across a restart of the daemon: {exc}")
+                self._finish(task)
+                continue
+            if ref is None:
+                task.remote_ref = None
+                del task.history[1:]  # it never ran, or its run died with the daemon: it is queued again
+            resource.scheduler.adopt(task, ref)
+        log.info("restored %d task(s) and %d lease(s) from the journal", len(self._tasks), len(self.leases.live()))
+
+    async def _record_refs(self, refs: dict[str, str]) -> None:
+        """Journal the references an adapter learned of its jobs after submitting them; return once durable."""
+        for task_id, ref in refs.items():
+            task = self._tasks.get(task_id)
+            if task is not None and not task.state.terminal:
+                task.remote_ref = ref
+                self.events.task_ref(task)
+        await self.events.durable()
+
+    async def _release(self, resource: Resource, task: Task, ref: str) -> None:
+        """Free the backend job of a task that finished just before a restart."""
+        try:
+            await resource.adapter.cleanup(ref)
+        except Exception as exc:
+            log.warning("cleanup of task %s on %s after a restart failed: %s", task.id, resource.name, exc,
+                        extra=log_context(task))
+            return
+        self.events.job_released(task)
 
     def task(self, task_id: str) -> Task:
         try:
@@ -136,10 +223,61 @@ class Broker:
         except KeyError:
             raise NotFound(f"no task with id {task_id!r} (unknown, or its record has expired)") from None
 
+    def task_for(self, task_id: str, owner: str, admin: bool = False) -> Task:
+        """Task ``task_id`` when ``owner`` may see and stop it: it is theirs, or they are an admin."""
+        task = self.task(task_id)
+        if task.owner != owner and not admin:
+            raise PermissionDenied(f"task {task_id} belongs to another user")
+        return task
+
     def stop_task(self, task_id: str, reason: str = "stopped by its owner") -> Task:
         task = self.task(task_id)
-        self.resources[task.resource].scheduler.stop(task, reason)
+        if not task.state.terminal:  # a finished task's resource may have left the config since
+            self.resources[task.resource].scheduler.stop(task, reason)
         return task
+
+    def unfinished(self, name: str) -> list[Task]:
+        """Resource ``name``'s unfinished tasks: running ones by start, then queued ones in dispatch order."""
+        scheduler = self.resource(name).scheduler
+        mine = [task for task in self._tasks.values() if task.resource == name and not task.state.terminal]
+        positions = {task: scheduler.position(task) for task in mine}
+        return sorted(mine, key=lambda task: (positions[task], task.view.started_at or task.view.created_at))
+
+    async def add_resource(self, resource: Resource) -> None:
+        """Start serving a resource added to the config while the daemon runs."""
+        await resource.adapter.start()
+        resource.scheduler.on_done = self._finish
+        resource.adapter.record_refs = self._record_refs  # type: ignore[method-assign]
+        self.resources[resource.name] = resource
+        self._loops.append(asyncio.create_task(resource.run(), name=f"qrmid resource {resource.name}"))
+
+    def retire(self, name: str) -> None:
+        """Take a resource removed from the config out of service: it takes no new tasks or leases, runs the
+        ones it has, then leaves (its leases end)."""
+        resource = self.resource(name)
+        resource.retiring = True
+        resource.drain_reason = "removed from the config: it runs the tasks it has, then leaves"
+        self._loops.append(asyncio.create_task(self._leave(resource), name=f"qrmid retire {name}"))
+
+    async def _leave(self, resource: Resource) -> None:
+        while resource.scheduler.queued or resource.scheduler.running:
+            await asyncio.sleep(resource.scheduler.poll_interval)
+        del self.resources[resource.name]
+        for loop in [loop for loop in self._loops if loop.get_name() == f"qrmid resource {resource.name}"]:
+            loop.cancel()
+            self._loops.remove(loop)
+        for lease in [lease for lease in self.leases.live() if lease.resource == resource.name]:
+            self.leases.pop_id(lease.id)
+            self.events.lease_ended(lease, "resource removed")
+        await resource.adapter.close()
+        log.info("resource %s left: it was removed from the config and its tasks have ended", resource.name)
+
+    def _open(self, name: str) -> Resource:
+        """Resource ``name`` when it takes new tasks and leases."""
+        resource = self.resource(name)
+        if resource.retiring:
+            raise FailedPrecondition(f"resource {name!r} was removed from the config and takes nothing new")
+        return resource
 
     def queue_position(self, task: Task) -> int:
         return self.resources[task.resource].scheduler.position(task)
@@ -170,4 +308,10 @@ class Broker:
             for lease in self.leases.pop_expired():
                 self.events.lease_ended(lease, "expired")
                 cancelled = self._end_lease(lease, "its lease expired")
-                log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled)
+                log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled,
+                         extra=_lease_context(lease))
+
+
+def _lease_context(lease: Lease) -> dict[str, str]:
+    """A lease's ids as ``extra`` for a log record."""
+    return {"lease_id": lease.id, "resource": lease.resource, "slurm_job_id": lease.slurm_job_id}

@@ -23,6 +23,21 @@ class Listener:
         """``task`` moved to ``task.view.state``; a running task has its ``remote_ref``, a completed one its
         result and logs."""
 
+    def task_submitting(self, task: Task) -> None:
+        """``task`` is about to be handed to a backend whose jobs outlive the daemon (write-ahead)."""
+
+    def task_ref(self, task: Task) -> None:
+        """``task.remote_ref`` changed while the task stayed in its state (e.g. its packed job was placed)."""
+
+    def job_released(self, task: Task) -> None:
+        """The backend no longer holds the finished ``task``'s job (its cleanup ran)."""
+
+    def writable(self) -> None:
+        """Raise Unavailable when this listener cannot record events now (a journal on a full disk)."""
+
+    async def durable(self) -> None:
+        """Return once every earlier event is recorded for good; Unavailable when it cannot be."""
+
     def lease_granted(self, lease: Lease) -> None:
         """A lease was granted."""
 
@@ -46,6 +61,26 @@ class Events(Listener):
     def task_changed(self, task: Task) -> None:
         for listener in self._listeners:
             _safely(listener.task_changed, task)
+
+    def task_submitting(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.task_submitting, task)
+
+    def task_ref(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.task_ref, task)
+
+    def job_released(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.job_released, task)
+
+    def writable(self) -> None:
+        for listener in self._listeners:
+            listener.writable()
+
+    async def durable(self) -> None:
+        for listener in self._listeners:
+            await listener.durable()
 
     def lease_granted(self, lease: Lease) -> None:
         for listener in self._listeners:

@@ -18,6 +18,7 @@ class Lease:
     owner: str
     expires_at: float
     slurm_job_id: str = ""
+    account: str = ""  # the Slurm job's account when checked with slurmctld; fair share charges it
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     created_at: float = field(default_factory=time.time)
@@ -35,12 +36,14 @@ class LeaseTable:
         self.max_ttl = max_ttl
         self._by_token: dict[str, Lease] = {}
 
-    def grant(self, resource: str, owner: str, slurm_job_id: str = "", ttl: float = 0, limit: int = 0) -> Lease:
+    def grant(self, resource: str, owner: str, slurm_job_id: str = "", ttl: float = 0, limit: int = 0,
+              account: str = "") -> Lease:
         """A new lease; ResourceExhausted when ``resource`` already has ``limit`` live leases (0: no limit)."""
         if limit and sum(1 for lease in self.live() if lease.resource == resource) >= limit:
             raise ResourceExhausted(f"resource {resource!r} already has its maximum of {limit} leases")
         ttl = min(ttl or self.default_ttl, self.max_ttl)
-        lease = Lease(resource=resource, owner=owner, slurm_job_id=slurm_job_id, expires_at=time.time() + ttl)
+        lease = Lease(resource=resource, owner=owner, slurm_job_id=slurm_job_id, account=account,
+                      expires_at=time.time() + ttl)
         self._by_token[lease.token] = lease
         return lease
 
@@ -65,6 +68,13 @@ class LeaseTable:
         if lease.owner != owner:
             raise PermissionDenied(f"lease {lease.id} belongs to another user")
         return self._by_token.pop(token)
+
+    def pop_id(self, lease_id: str) -> Lease:
+        """Remove and return the lease whose id is ``lease_id``, whoever owns it (admins revoking)."""
+        for lease in self._by_token.values():
+            if lease.id == lease_id:
+                return self._by_token.pop(lease.token)
+        raise NotFound(f"no live lease with id {lease_id!r} (released, expired or never granted)")
 
     def pop_expired(self) -> list[Lease]:
         """Remove and return every lease past its expiry."""

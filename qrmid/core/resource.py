@@ -49,19 +49,35 @@ class Resource:
         self.scheduler = scheduler
         self.status_interval = status_interval
         self.max_leases = max_leases
-        self.draining = False
+        self.draining = False  # no dispatching, by an admin or while a reload swaps its adapter
+        self.retiring = False  # removed from the config: no new tasks or leases, leaves once empty
+        self.drain_reason = ""
         self.backend = BackendStatus(BackendState.OFFLINE, "not checked yet")
         self.checked = asyncio.Event()
 
     def view(self) -> ResourceView:
-        if self.draining:
-            status, reason = ResourceStatus.DRAINING, "drained by an admin: running tasks finish, no new ones start"
+        if self.draining or self.retiring:
+            status = ResourceStatus.DRAINING
+            reason = self.drain_reason or "drained by an admin: running tasks finish, no new ones start"
         else:
             status, reason = ResourceStatus(self.backend.state.value), self.backend.reason
         slots = self.scheduler.slots
         running = self.scheduler.running
         return ResourceView(self.name, self.type, status, reason, slots, max(slots - running, 0),
                             self.scheduler.queued, running, self.adapter.payload_kinds)
+
+    def drain(self, reason: str) -> None:
+        """Stop dispatching: running tasks finish, queued ones wait; ``reason`` is shown as the status reason."""
+        self.draining, self.drain_reason = True, reason
+        self.scheduler.dispatching = False
+
+    def resume(self) -> None:
+        """Dispatch again (once the backend is online)."""
+        self.draining = False
+        if not self.retiring:
+            self.drain_reason = ""
+        self.scheduler.dispatching = self.backend.state is BackendState.ONLINE
+        self.scheduler.wake()
 
     async def refresh(self) -> None:
         """Ask the backend for its status and let the scheduler dispatch only while it is online."""

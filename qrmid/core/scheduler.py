@@ -11,8 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from qrmid.backends.base import Adapter, Busy, JobState
-from qrmid.core.errors import ResourceExhausted
-from qrmid.core.queue import FairQueue
+from qrmid.core.errors import ResourceExhausted, Unavailable
+from qrmid.core.queue import FairQueue, SchedulingPolicy
 from qrmid.core.tasks import Result, Task, TaskState
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class Scheduler:
 
     def __init__(self, name: str, adapter: Adapter, *, queue_limit: int, poll_interval: float,
                  busy_deadline: float = 3600.0, max_backoff: float = 30.0,
-                 on_done: Callable[[Task], None] = lambda task: None) -> None:
+                 on_done: Callable[[Task], None] = lambda task: None, policy: SchedulingPolicy | None = None) -> None:
         self.name = name
         self.adapter = adapter
         self.queue_limit = queue_limit
@@ -39,7 +39,9 @@ class Scheduler:
         self.max_backoff = max_backoff
         self.on_done = on_done
         self.dispatching = True
-        self._queue = FairQueue()
+        self._queue = FairQueue(policy)
+        self.policy = self._queue.policy
+        self.run_seconds: float | None = None  # moving average of how long a task holds a slot
         self._submitting: Task | None = None
         self._running: dict[Task, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
@@ -61,15 +63,29 @@ class Scheduler:
         return len(self._running) + (self._submitting is not None)
 
     def enqueue(self, task: Task) -> None:
-        """Queue ``task``; ResourceExhausted when the queue is at its limit."""
-        self.check_room()
+        """Queue ``task``; ResourceExhausted when the queue or its owner is at a limit."""
+        self.check_room(task.owner)
         self._queue.push(task)
         self.wake()
 
-    def check_room(self) -> None:
+    def check_room(self, owner: str | None = None) -> None:
         if len(self._queue) >= self.queue_limit:
             raise ResourceExhausted(
                 f"the queue of resource {self.name!r} is full ({self.queue_limit} tasks waiting); retry later")
+        limit = self.policy.max_queued_per_owner
+        if owner is not None and limit and self._queue.queued_by(owner) >= limit:
+            raise ResourceExhausted(f"you have {limit} tasks queued on {self.name!r}, the per-user limit; "
+                                    "wait for some to start")
+
+    def estimated_start(self, task: Task) -> float | None:
+        """When ``task`` should start (epoch seconds), from its queue position, the slots and the recent run
+        time; None when it is not queued, dispatch is off, or no task has finished yet."""
+        position = self.position(task)
+        if not position or self.run_seconds is None or not self.dispatching:
+            return None
+        finishes = self.running + position - self.slots  # tasks that must end before a slot is free for it
+        hold = max(self._resume_at - time.monotonic(), 0.0)
+        return time.time() + hold + max(finishes, 0) * self.run_seconds / self.slots
 
     def position(self, task: Task) -> int:
         """1-based place of ``task`` in the queue; 0 when it is not queued."""
@@ -98,15 +114,18 @@ class Scheduler:
             task = self._queue.pop()
             self._submitting = task
             try:
+                if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
+                    task.events.task_submitting(task)
+                    await task.events.durable()
                 ref = await self.adapter.submit(task.id, task.payload)
-            except Busy as busy:
+            except (Busy, Unavailable) as busy:
                 self._refused(task, str(busy))
                 continue
             except Exception as exc:  # a backend failure fails the task, never the scheduler
-                log.warning("task %s on %s: submission failed: %s", task.id, self.name, exc)
+                log.warning("task %s on %s: submission failed: %s", task.id, self.name, exc, extra=log_context(task))
                 if not task.state.terminal:
                     task.transition(TaskState.FAILED, f"backend error: {exc}")
-                self.on_done(task)
+                self._finished(task)
                 continue
             finally:
                 self._submitting = None
@@ -115,6 +134,15 @@ class Scheduler:
             self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
             if not self._queue:
                 self._flushing = asyncio.create_task(_quietly(self.adapter.flush(), f"flush of {self.name}"))
+
+    def adopt(self, task: Task, ref: str | None) -> None:
+        """Take back a task from before a restart: follow its job by ``ref``, or queue it again when None."""
+        if ref is None:
+            self._queue.push(task)
+            self.wake()
+        else:
+            self._queue.dispatched(task)  # counts toward its owner's running limit and its account's usage
+            self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
 
     async def drain(self, grace: float, reason: str) -> None:
         """Stop dispatching, cancel queued tasks, give running ones ``grace`` seconds, then cancel them."""
@@ -131,7 +159,7 @@ class Scheduler:
     async def _ready(self) -> None:
         """Return once a task may be submitted: one is queued, dispatch is on, a slot is free, no backoff."""
         while True:
-            if self._queue and self.dispatching and len(self._running) < self.slots:
+            if self._queue.ready() and self.dispatching and len(self._running) < self.slots:
                 hold = self._resume_at - time.monotonic()
                 if hold <= 0:
                     return
@@ -146,8 +174,9 @@ class Scheduler:
         try:
             if task.state.terminal:  # stopped while it was being submitted
                 raise asyncio.CancelledError
-            task.remote_ref = ref
-            task.transition(TaskState.RUNNING)
+            if task.state is TaskState.QUEUED:  # a task adopted after a restart is running already
+                task.remote_ref = task.remote_ref or ref  # an adapter may have recorded a finer one already
+                task.transition(TaskState.RUNNING)
             status = await self.adapter.wait(ref, self.poll_interval)
             while not status.state.terminal:
                 status = await self.adapter.wait(ref, self.poll_interval)
@@ -159,33 +188,66 @@ class Scheduler:
         except asyncio.CancelledError:
             await _quietly(self.adapter.cancel(ref), f"cancel of task {task.id}")
         except Exception as exc:  # a backend failure fails the task, never the scheduler
-            log.warning("task %s on %s failed: %s", task.id, self.name, exc, exc_info=exc)
+            log.warning("task %s on %s failed: %s", task.id, self.name, exc, exc_info=exc, extra=log_context(task))
             if not task.state.terminal:
                 task.transition(TaskState.FAILED, f"backend error: {exc}")
         finally:
-            await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
+            # a remote job is released only once its end is journaled: a restart in between finds it again
+            if not self.adapter.remote or await _recorded(task):
+                await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
+                task.events.job_released(task)
             self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once
             del self._running[task]
-            self.on_done(task)
+            self._finished(task)
             self.wake()
+
+    def _finished(self, task: Task) -> None:
+        """A dispatched task ended: charge its usage, fold its run time into the average, report it."""
+        self._queue.finished(task)
+        view = task.view
+        if view.started_at is not None and view.ended_at is not None:
+            seconds = max(view.ended_at - view.started_at, 0.0)
+            self.run_seconds = seconds if self.run_seconds is None else 0.8 * self.run_seconds + 0.2 * seconds
+            self._queue.expected_seconds = self.run_seconds
+        self.on_done(task)
 
     def _refused(self, task: Task, reason: str) -> None:
         """Put a task the backend refused back at the head of the queue and back off, within its deadline."""
         if task.state.terminal:  # stopped while it was being submitted
-            self.on_done(task)
+            self._finished(task)
             return
         now = time.monotonic()
         since = self._busy_since.setdefault(task, now)
         if now - since >= self.busy_deadline:
             del self._busy_since[task]
             task.transition(TaskState.FAILED, f"the backend refused it for {now - since:.0f} s: {reason}")
-            self.on_done(task)
+            self._finished(task)
             return
         self._queue.push_front(task)
         self._refusals += 1
         backoff = min(self.max_backoff, 0.25 * 2 ** min(self._refusals, 16))
         self._resume_at = now + backoff * random.uniform(0.5, 1.0)
-        log.info("%s refused task %s (%s); retrying in up to %.1f s", self.name, task.id, reason, backoff)
+        log.info("%s refused task %s (%s); retrying in up to %.1f s", self.name, task.id, reason, backoff,
+                 extra=log_context(task))
+
+
+async def _recorded(task: Task, attempts: int = 30) -> bool:
+    """Wait until ``task``'s end is recorded for good, retrying each second while the journal cannot be written;
+    False when it still cannot be after ``attempts`` tries (the job is then left on the backend)."""
+    for _ in range(attempts):
+        try:
+            await task.events.durable()
+            return True
+        except Unavailable as exc:
+            log.warning("task %s: %s", task.id, exc, extra=log_context(task))
+            await asyncio.sleep(1.0)
+    return False
+
+
+def log_context(task: Task) -> dict[str, str]:
+    """A task's ids as ``extra`` for a log record, so log lines carry them as separate fields."""
+    return {"task_id": task.id, "resource": task.resource, "lease_id": task.lease_id,
+            "slurm_job_id": task.slurm_job_id}
 
 
 async def _quietly(call: Awaitable[None], what: str) -> None:

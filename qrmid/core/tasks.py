@@ -59,6 +59,9 @@ class TaskView:
     lease_id: str = ""
     slurm_job_id: str = ""
     client_request_id: str = ""
+    priority: str = ""
+    account: str = ""
+    shots: int = 0
 
 
 @dataclass(eq=False)
@@ -72,6 +75,8 @@ class Task:
     lease_id: str = ""
     slurm_job_id: str = ""
     client_request_id: str = ""
+    priority: str = ""  # priority class; empty: the resource's default
+    account: str = ""  # fair-share account; empty: the owner
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     remote_ref: str | None = None
     result: Result | None = None
@@ -92,6 +97,9 @@ class Task:
                 lease_id=self.lease_id,
                 slurm_job_id=self.slurm_job_id,
                 client_request_id=self.client_request_id,
+                priority=self.priority,
+                account=self.account or self.owner,
+                shots=self.shots,
             )
         )
 

@@ -85,7 +85,11 @@ def start_emulator(config: Path | None = None, *extra: str, timeout: float = 60.
 
 
 def start_qrmid(config: Path, socket: Path, timeout: float = 120.0) -> Proc:
-    """``qrmid serve --config`` once its socket exists; its ``url`` is the gRPC target."""
+    """``qrmid serve --config`` once its socket exists; its ``url`` is the gRPC target. A config that names no
+    journal gets a private one beside the socket, so that launched daemons never share (or reload) the system's."""
+    text = config.read_text()
+    if "[journal]" not in text:
+        config.write_text(f'{text}\n[journal]\npath = "{socket.parent / "journal.db"}"\n')
     popen = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(config)], text=True)
     proc = Proc(popen, f"unix:{socket}")
     deadline = time.monotonic() + timeout

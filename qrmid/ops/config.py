@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from qrmid.backends.registry import ADAPTERS, ResourceConfig
-from qrmid.ops.paths import default_socket
-
+from qrmid.ops import qrmi_import
+from qrmid.ops.paths import default_journal, default_socket
 
 SECRET_KEY = re.compile(r"(?i)key|secret|password|token")  # values of such keys never appear in messages
 
@@ -29,21 +40,63 @@ class DaemonSettings(_Section):
     """``[daemon]``: listeners and process behaviour."""
 
     socket: Path = Field(default_factory=default_socket, description="Unix socket path")
-    socket_mode: str = Field("0600", description="octal permissions of the socket, e.g. 0660 for a group")
-    tcp: str = Field("", description="also listen on HOST:PORT (insecure; keep it on loopback)")
+    auth: Literal["none", "munge", "token"] = Field("none", description="how callers on the Unix socket authenticate")
+    socket_mode: str = Field("0600", description="octal permissions of the socket, e.g. 0666 with auth = munge")
+    tcp: str = Field("", description="also listen on HOST:PORT (needs tcp_auth; add TLS off loopback)")
+    tcp_auth: Literal["munge", "token"] = Field("munge", description="how callers over TCP authenticate")
+    tls_cert: Path | None = Field(None, description="PEM server certificate (chain): TLS on the TCP listener")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle: TCP clients must present a certificate it signed")
     max_message_bytes: int = Field(64 << 20, ge=1 << 20, description="largest gRPC message accepted or sent")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="how long running tasks may finish on stop")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="one event per line: key=value text or JSON")
+    qrmi_config: Path | None = Field(None, description="QRMI qrmi_config.json whose resources are served too "
+                                     "(docs/qrmi.md)")
 
     @field_validator("socket_mode")
     @classmethod
-    def _octal(cls, value: str) -> str:
+    def _octal(cls, value: str, info: ValidationInfo) -> str:
         try:
             mode = int(value, 8)
         except ValueError:
-            raise ValueError("must be an octal mode such as 0600 or 0660") from None
-        if mode & 0o007:
-            raise ValueError("must not give other users access (the last digit must be 0)")
+            raise ValueError("must be an octal mode such as 0600 or 0666") from None
+        if mode & 0o077 and info.data.get("auth", "none") == "none":
+            raise ValueError('must not give other users access while auth = "none" (every caller would act as the '
+                             'daemon\'s user): use 0600, or set auth = "munge" to let other users in')
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> DaemonSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for TLS on the TCP listener, or neither")
+        if (self.tls_cert or self.tls_client_ca) and not self.tcp:
+            raise ValueError("TLS settings apply to the TCP listener, but 'tcp' is not set")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key: client certificates are checked over TLS")
+        return self
+
+
+class AuthSettings(_Section):
+    """``[auth]``: who callers are, and which of them administer the daemon."""
+
+    admin_group: str = Field("", description="members of this Unix group (and root) are admins")
+    munge_socket: str = Field("", description="munged's socket; libmunge's default when empty")
+    tokens_file: Path | None = Field(None, description="bearer tokens of services (auth = token); mode 0600")
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: the Prometheus endpoint and the accounting records kept for MetricsService."""
+
+    address: str = Field("", description='serve /metrics over HTTP on HOST:PORT, e.g. "127.0.0.1:9464"; empty: off')
+    accounting_records: int = Field(100_000, ge=1, description="finished tasks whose accounting records are kept")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and not (host and port.isdigit() and int(port) < 65536):
+            raise ValueError('must be HOST:PORT, e.g. "127.0.0.1:9464", or empty to turn the endpoint off')
         return value
 
 
@@ -54,6 +107,16 @@ class TaskSettings(_Section):
     retain: int = Field(10_000, ge=1, description="finished tasks whose status and result stay available")
 
 
+class JournalSettings(_Section):
+    """``[journal]``: the record of tasks and leases a restarted daemon recovers from."""
+
+    enabled: bool = Field(True, description="journal tasks and leases (off: a restart forgets everything)")
+    path: Path = Field(default_factory=default_journal, description="the SQLite journal file (one per daemon)")
+    retain_results_days: float = Field(7.0, ge=0, description="drop finished tasks older than this (0: keep)")
+    max_results_bytes: int = Field(1 << 30, ge=0, description="drop the oldest finished tasks past this total "
+                                                               "result size (0: no cap)")
+
+
 class LeaseSettings(_Section):
     """``[leases]``: QRMI acquire/release."""
 
@@ -61,6 +124,61 @@ class LeaseSettings(_Section):
     default_ttl_seconds: float = Field(86_400, gt=0)
     max_ttl_seconds: float = Field(7 * 86_400, gt=0)
     cancel_tasks_on_release: bool = Field(True, description="releasing a lease cancels its unfinished tasks")
+
+
+class PriorityClassSettings(_Section):
+    """One entry of ``[[scheduling.classes]]``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="class name, e.g. interactive")
+    admin_only: bool = Field(False, description="only admins may queue tasks in this class")
+
+
+def _default_classes() -> list[PriorityClassSettings]:
+    return [PriorityClassSettings(name=name) for name in ("interactive", "production", "low")]
+
+
+class SchedulingSettings(_Section):
+    """``[scheduling]``: priority classes, fair share, and per-user limits (each resource may override them)."""
+
+    classes: list[PriorityClassSettings] = Field(default_factory=_default_classes, min_length=1,
+                                                 description="priority classes, highest first")
+    default_class: str = Field("production", description="class of tasks that name none")
+    usage_half_life_seconds: float = Field(3600.0, gt=0, description="how fast past usage is forgotten")
+    qpu_second_weight: float = Field(1.0, ge=0, description="usage charged per second a task held a slot")
+    shot_weight: float = Field(0.0, ge=0, description="usage charged per shot")
+    max_queued_per_owner: int = Field(5_000, ge=0, description="tasks one user may have queued on a resource; 0: off")
+    max_running_per_owner: int = Field(0, ge=0, description="tasks one user may have running on a resource; 0: off")
+    max_shots_per_task: int = Field(0, ge=0, description="most shots one task may ask for; 0: off")
+
+    @model_validator(mode="after")
+    def _classes_known(self) -> SchedulingSettings:
+        names = [cls.name for cls in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"priority class names repeat: {', '.join(names)}")
+        if self.default_class not in names:
+            raise ValueError(f"default_class {self.default_class!r} is not one of the classes ({', '.join(names)})")
+        if not self.qpu_second_weight and not self.shot_weight:
+            raise ValueError("qpu_second_weight and shot_weight are both 0: usage would not count at all")
+        return self
+
+
+class LimitsSettings(_Section):
+    """``[limits]``: what one client (caller identity) may do at once; 0 turns a limit off."""
+
+    calls_per_second: float = Field(100.0, ge=0, description="sustained calls per second per client")
+    burst: int = Field(200, ge=1, description="calls a client may make at once above its rate")
+    streams_per_client: int = Field(64, ge=0, description="WatchTask/GetTaskResult streams open per client")
+    max_field_chars: int = Field(1024, ge=0, description="longest text field of a request (payloads excepted)")
+
+
+class SlurmSettings(_Section):
+    """``[slurm]``: checks that a lease's Slurm job exists, runs and is its owner's."""
+
+    check_jobs: bool = Field(False, description="ask slurmctld about the job of every Acquire that names one")
+    squeue: str = Field("squeue", description="squeue command or path (Slurm 22.05 or later, for --json)")
+    slurm_conf: Path | None = Field(None, description="SLURM_CONF for squeue; unset: Slurm's default")
+    cache_seconds: float = Field(5.0, ge=0, description="how long one squeue snapshot answers checks")
+    timeout_seconds: float = Field(20.0, gt=0, description="how long slurmctld may take to answer")
 
 
 def _embedded_resources() -> list[ResourceConfig]:
@@ -74,9 +192,24 @@ class Config(_Section):
     """The whole config file."""
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     resources: list[ResourceConfig] = Field(default_factory=_embedded_resources)
+    _imported: set[str] = PrivateAttr(default_factory=set)  # names of the resources read from qrmi_config
+
+    @model_validator(mode="after")
+    def _qrmi_resources(self) -> Config:
+        if self.daemon.qrmi_config is not None:  # its resources replace the embedded default, add to listed ones
+            listed = self.resources if "resources" in self.model_fields_set else []
+            self.resources = qrmi_import.merge(self.daemon.qrmi_config, listed)
+            self._imported = {resource.name for resource in self.resources[len(listed):]}
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -88,6 +221,31 @@ class Config(_Section):
         if not self.resources:
             raise ValueError("no resources: leave 'resources' out for the embedded default, or configure some")
         return self
+
+    @model_validator(mode="after")
+    def _resource_classes(self) -> Config:
+        names = [cls.name for cls in self.scheduling.classes]
+        for resource in self.resources:
+            if resource.default_class is not None and resource.default_class not in names:
+                raise ValueError(f"resource {resource.name!r}: default_class {resource.default_class!r} is not one "
+                                 f"of the [scheduling] classes ({', '.join(names)})")
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_file(self) -> Config:
+        uses_tokens = self.daemon.auth == "token" or (self.daemon.tcp and self.daemon.tcp_auth == "token")
+        if uses_tokens and self.auth.tokens_file is None:
+            raise ValueError("a listener uses auth = token, but [auth] tokens_file is not set")
+        return self
+
+    def secret_keys(self) -> list[str]:
+        """The keys of resource settings holding a secret (API keys, tokens, passwords) that is set."""
+        listed = [(index, resource) for index, resource in enumerate(self.resources)
+                  if resource.name not in self._imported]  # qrmi_config's own mode is checked on import
+        return [f"resources[{index}].{name}" for index, resource in listed
+                for name, value in resource if isinstance(value, SecretStr) and value.get_secret_value()] + \
+            [f"resources[{index}].environment" for index, resource in listed
+             if getattr(resource, "environment", None)]  # qrmi resources: every value is kept secret
 
 
 def load(path: Path | None) -> Config:
@@ -101,9 +259,20 @@ def load(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return Config.model_validate(doc)
+        config = Config.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(f"{path}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+    _check_private(path, config)
+    return config
+
+
+def _check_private(path: Path, config: Config) -> None:
+    """Refuse a file holding secrets that users other than its owner can read."""
+    secrets = config.secret_keys()
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if secrets and mode & 0o077:
+        raise ConfigError(f"{path}: holds secrets ({', '.join(secrets)}) but its mode {mode:04o} lets group or other "
+                          f"users read it; run: chmod 600 {path}")
 
 
 def _describe(error: ErrorDetails) -> str:

@@ -26,6 +26,7 @@ class IbmQuantumSystem(Adapter):
     """One IBM backend. ``slots`` is the lane count the service grants the HPC workload manager."""
 
     payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
+    remote = True
 
     def __init__(self, settings: Settings) -> None:
         from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
@@ -117,6 +118,11 @@ class IbmQuantumSystem(Adapter):
             await asyncio.shield(self._delete_objects(job_id))
             raise
         return job_id
+
+    async def attach(self, task_id: str, ref: str | None) -> str | None:
+        """A job is named after its task: a journaled job is followed again; a task caught mid-submission is
+        submitted again, and the service refuses the copy as a duplicate id when the first attempt landed."""
+        return ref
 
     async def poll(self, ref: str) -> JobStatus:
         job = await self._job(ref)

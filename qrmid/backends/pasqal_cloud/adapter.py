@@ -40,6 +40,7 @@ class PasqalCloud(Adapter):
     """One Pasqal Cloud device type. ``slots`` bounds the tasks in flight; the packer decides the batches."""
 
     payload_kinds = frozenset({PayloadKind.PULSER_SEQUENCE})
+    remote = True
 
     def __init__(self, settings: Settings) -> None:
         from qrmid.backends import pulser_jobs  # Pulser loads only when a resource of this type exists
@@ -54,7 +55,8 @@ class PasqalCloud(Adapter):
                                                                        deadline), deadline)
         limits = Limits(window=settings.batch_window_seconds, max_jobs=settings.max_jobs_per_batch,
                         max_runs=settings.max_runs_per_batch, close_when_idle=settings.close_when_idle)
-        self.packer = Packer(self.api, self.device_type, settings.project_id, limits, settings.poll_interval)
+        self.packer = Packer(self.api, self.device_type, settings.project_id, limits, settings.poll_interval,
+                             record=lambda refs: self.record_refs(refs))
         self._spec: Spec | None = None
         self._describing = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,6 +117,20 @@ class PasqalCloud(Adapter):
         assert isinstance(payload, PulserSequence)
         self.packer.add(task_id, payload.sequence, payload.job_runs)
         return task_id  # the job is placed in a batch in the background; wait() reports a failure to place it
+
+    async def attach(self, task_id: str, ref: str | None) -> str | None:
+        """A task whose placement was journaled is followed in its batch; one whose placing write was
+        interrupted is looked up (by the new batch's tag, or in the open batch); one that never got as far as
+        that write is submitted again (the packer journals where a job will land before creating it)."""
+        if ref is None or not ref.startswith("{"):
+            return None
+        placement = json.loads(ref)
+        found = (str(placement["batch"]), str(placement["job"])) if "job" in placement else \
+            await self.packer.find(placement)
+        if found is None:
+            return None
+        await self.packer.adopt(task_id, *found)
+        return task_id
 
     async def wait(self, ref: str, timeout: float) -> JobStatus:
         job = self.packer.jobs.get(ref)

@@ -14,16 +14,21 @@ A batch is completed (``PATCH /api/v2/batches/{id}/complete``) when
 One poll per interval per batch (its status counts, and the list of its finished jobs only when those counts
 moved) settles every task of that batch. A write is never sent twice: before retrying one, the packer looks for
 the effect of the earlier attempt (the batch's unique tag, or new job ids in the batch).
+
+Across a restart of the daemon: before each write that creates jobs, the packer has the journal record where
+they will land (the new batch's tag, or the open batch and its job count), and once they exist, their ids. A
+restarted packer takes back placed jobs (``adopt``) and finds the jobs of an interrupted write (``find``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +111,9 @@ class Packer:
     """Packs the jobs of one device type and project into open batches and follows them."""
 
     def __init__(self, api: PasqalApi, device_type: str, project_id: str, limits: Limits,
-                 poll_interval: float) -> None:
+                 poll_interval: float, record: Callable[[dict[str, str]], Awaitable[None]] | None = None) -> None:
         self.api = api
+        self.record = record or _unrecorded  # journals {task ref: placement}; returns once durable
         self.device_type = device_type
         self.project_id = project_id
         self.limits = limits
@@ -229,6 +235,8 @@ class Packer:
             for job in group:
                 job.settle(JobStatus(JobState.FAILED, f"the job could not be submitted: {exc}"))
             return
+        self._spawn(self._note({job.ref: json.dumps({"batch": batch.id, "job": job_id})
+                                for job, job_id in zip(group, ids, strict=True)}))
         for job, job_id in zip(group, ids, strict=True):
             job.id, job.batch, job.sequence = job_id, batch, ""
             batch.known.add(job_id)
@@ -269,6 +277,8 @@ class Packer:
             found = await self.api.once("/api/v1/batches", {"tag": tag, "project_id": self.project_id})
             return {"id": found[0]["id"], "jobs": [{"id": i} for i in found[0]["job_ids"]]} if found else None
 
+        await self.record({job.ref: json.dumps({"placing": "new", "tag": tag, "index": index})
+                           for index, job in enumerate(group)})
         data = await self.api.call("POST", "/api/v1/batches", body=body, compress=True, landed=landed)
         batch = Batch(str(data["id"]), open=not full)
         self._batches[batch.id] = batch
@@ -286,9 +296,45 @@ class Packer:
             held = [{"id": i} for i in now.get("job_ids", [])]
             return {"jobs": held} if any(job["id"] not in batch.known for job in held) else None
 
+        await self.record({job.ref: json.dumps({"placing": "append", "batch": batch.id, "after": len(batch.known),
+                                                "index": index}) for index, job in enumerate(group)})
         data = await self.api.call("POST", f"/api/v2/batches/{batch.id}/jobs", body=body, compress=True,
                                    landed=landed)
         return _ids(data, batch.known, len(group))
+
+    async def _note(self, placed: dict[str, str]) -> None:
+        try:
+            await self.record(placed)
+        except Exception as exc:  # the intent is on record: a restart still finds these jobs
+            log.warning("journaling the placement of %d job(s) on %s failed: %s", len(placed), self.device_type, exc)
+
+    # -- after a restart -----------------------------------------------------------------------------------------
+
+    async def find(self, placement: dict[str, Any]) -> tuple[str, str] | None:
+        """(batch id, job id) of a job whose creating write was interrupted, None when the write never landed."""
+        if placement["placing"] == "new":
+            found = await self.api.call("GET", "/api/v1/batches",
+                                        params={"tag": placement["tag"], "project_id": self.project_id})
+            if not found:
+                return None
+            batch_id, ids, index = str(found[0]["id"]), found[0]["job_ids"], int(placement["index"])
+        else:
+            batch_id = str(placement["batch"])
+            ids = (await self.api.call("GET", f"/api/v2/batches/{batch_id}")).get("job_ids", [])
+            index = int(placement["after"]) + int(placement["index"])  # the packer alone appends to its batches
+        return (batch_id, str(ids[index])) if index < len(ids) else None
+
+    async def adopt(self, ref: str, batch_id: str, job_id: str) -> None:
+        """Follow again a task's job placed before a restart; a batch left open is completed."""
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            data = await self.api.call("GET", f"/api/v2/batches/{batch_id}")
+            batch = Batch(batch_id, open=False, known={str(i) for i in data.get("job_ids", [])},
+                          needs_complete=bool(data.get("open")))
+            self._batches[batch_id] = batch
+        job = Job(ref, "", 0, id=job_id, batch=batch)
+        batch.jobs[job_id] = job
+        self.jobs[ref] = job
 
     def _runs_full(self, runs: int) -> bool:
         return bool(self.limits.max_runs) and runs >= self.limits.max_runs
@@ -398,6 +444,10 @@ class Packer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+async def _unrecorded(refs: dict[str, str]) -> None:
+    """No journal."""
 
 
 def _ids(data: dict[str, Any], known: set[str], count: int) -> list[str]:

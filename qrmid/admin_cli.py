@@ -1,0 +1,278 @@
+"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level and accounting.
+
+Built on AdminService and MetricsService over the same address and authentication as the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from rich.table import Column, Table
+
+from qrmid.client import resolve_address
+from qrmid.client_auth import ClientAuth
+from qrmid.v1 import admin_pb2 as apb
+from qrmid.v1 import admin_pb2_grpc as apb_grpc
+from qrmid.v1 import metrics_pb2 as mpb
+from qrmid.v1 import metrics_pb2_grpc as mpb_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
+from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+TIMES = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
+ACCOUNTING_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Stubs:
+    """The services ``qrmid admin`` calls, on one channel."""
+
+    admin: apb_grpc.AdminServiceStub
+    metrics: mpb_grpc.MetricsServiceStub
+    resources: pb_grpc.QuantumResourcesStub
+
+
+def _call(ctx: click.Context, calls: Callable[[Stubs], Awaitable[T]]) -> T:
+    """Run ``calls`` against the daemon the ``qrmid`` options name; gRPC refusals become one clear error line."""
+    options = ctx.find_root().obj
+    try:
+        auth = ClientAuth.resolve(options["auth"], token_file=options["token_file"], tls_ca=options["tls_ca"])
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def run() -> T:
+        async with auth.channel(resolve_address(options["address"]), options=[]) as channel:
+            return await calls(Stubs(apb_grpc.AdminServiceStub(channel), mpb_grpc.MetricsServiceStub(channel),
+                                     pb_grpc.QuantumResourcesStub(channel)))
+
+    try:
+        return asyncio.run(run())
+    except grpc.RpcError as exc:
+        code = exc.code().name if exc.code() else "UNKNOWN"
+        raise click.ClickException(f"{code}: {exc.details()}") from None
+
+
+def _name(enum: Any, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+def _emit_json(messages: list[Message] | Message) -> None:
+    if isinstance(messages, Message):
+        doc: Any = MessageToDict(messages, preserving_proto_field_name=True)
+    else:
+        doc = [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _span(seconds: float) -> str:
+    """``seconds`` as a short duration: 42s, 3m05s, 2h07m, 3d04h."""
+    seconds = max(0, int(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}{(seconds % size) // sub_size:02d}{sub}"
+    return f"{seconds}s"
+
+
+def _stamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+@click.group()
+def admin() -> None:
+    """Administer the daemon (admins only: root, or the configured admin group)."""
+
+
+@admin.command()
+@click.option("--resource", default="", help="only this resource")
+@click.option("--owner", default="", help="only this user's tasks")
+@click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON")
+@click.pass_context
+def queue(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
+    """Unfinished tasks of every user, like squeue: running ones first, then queued in dispatch order."""
+    listed = _call(ctx, lambda s: s.admin.ListQueues(apb.ListQueuesRequest(resource=resource, owner=owner)))
+    if as_json:
+        _emit_json(list(listed.tasks))
+        return
+    now = time.time()
+    table = Table(Column("TASK", no_wrap=True), "RESOURCE", "OWNER", "ACCOUNT", "PRIORITY", "STATE",
+                  Column("POS", justify="right"), Column("ETA", justify="right"), Column("AGE", justify="right"),
+                  "SLURM JOB")
+    for task in listed.tasks:
+        eta = ""
+        if task.HasField("estimated_start_time"):
+            eta = _span(task.estimated_start_time.ToNanoseconds() / 1e9 - now)
+        table.add_row(task.id, task.resource, task.owner, task.account or task.owner, task.priority or "-",
+                      _name(pb.TaskState, task.state, "TASK_STATE_"), str(task.queue_position or ""), eta,
+                      _span(now - task.create_time.ToNanoseconds() / 1e9), task.slurm_job_id or "-")
+    out.print(table)
+
+
+@admin.command()
+@click.option("--window", type=click.IntRange(1), default=3600, show_default=True,
+              help="seconds of history for BUSY % and task counts")
+@click.option("--json", "as_json", is_flag=True, help="print the utilization as JSON")
+@click.pass_context
+def resources(ctx: click.Context, window: int, as_json: bool) -> None:
+    """Every resource's state, slots, queue and utilization over the last WINDOW seconds."""
+
+    async def calls(s: Stubs) -> tuple[pb.ListResourcesResponse, mpb.GetUtilizationResponse]:
+        return (await s.resources.ListResources(pb.ListResourcesRequest()),
+                await s.metrics.GetUtilization(mpb.GetUtilizationRequest(window_seconds=window)))
+
+    listed, used = _call(ctx, calls)
+    if as_json:
+        _emit_json(used)
+        return
+    usage = {u.resource: u for u in used.resources}
+    table = Table("NAME", "TYPE", "STATUS", Column("BUSY/SLOTS", justify="right"), Column("QUEUED", justify="right"),
+                  Column("BUSY %", justify="right"), Column("DONE/FAILED/CANCELLED", justify="right"),
+                  Column("QPU-S", justify="right"), "REASON")
+    for r in listed.resources:
+        u = usage.get(r.name, mpb.ResourceUtilization())
+        table.add_row(r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
+                      f"{r.running_tasks}/{r.capacity.slots_total}", str(r.queue_length),
+                      f"{100 * u.busy_fraction:.1f}", f"{u.tasks_completed}/{u.tasks_failed}/{u.tasks_cancelled}",
+                      f"{u.qpu_seconds:.1f}", r.status_reason)
+    out.print(table)
+
+
+@admin.command()
+@click.option("--resource", default="", help="only this resource's leases")
+@click.option("--owner", default="", help="only this user's leases")
+@click.option("--json", "as_json", is_flag=True, help="print the leases as JSON")
+@click.pass_context
+def leases(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
+    """Every user's live leases (their tokens are never shown)."""
+    listed = _call(ctx, lambda s: s.admin.ListAllLeases(apb.ListAllLeasesRequest(resource=resource, owner=owner)))
+    if as_json:
+        _emit_json(list(listed.leases))
+        return
+    now = time.time()
+    table = Table(Column("ID", no_wrap=True), "RESOURCE", "OWNER", "SLURM JOB", Column("EXPIRES IN", justify="right"))
+    for lease in listed.leases:
+        table.add_row(lease.id, lease.resource, lease.owner, lease.slurm_job_id or "-",
+                      _span(lease.expire_time.ToNanoseconds() / 1e9 - now))
+    out.print(table)
+
+
+@admin.command()
+@click.argument("resource")
+@click.option("--reason", default="", help="shown to users as the resource's status reason")
+@click.pass_context
+def drain(ctx: click.Context, resource: str, reason: str) -> None:
+    """Stop dispatching to RESOURCE: running tasks finish, queued ones wait."""
+    shown = _call(ctx, lambda s: s.admin.DrainResource(apb.DrainResourceRequest(resource=resource, reason=reason)))
+    err.print(f"{shown.name}: {_name(pb.ResourceStatus, shown.status, 'RESOURCE_STATUS_')} ({shown.status_reason})")
+
+
+@admin.command()
+@click.argument("resource")
+@click.pass_context
+def resume(ctx: click.Context, resource: str) -> None:
+    """Resume dispatching to a drained RESOURCE."""
+    shown = _call(ctx, lambda s: s.admin.ResumeResource(apb.ResumeResourceRequest(resource=resource)))
+    err.print(f"{shown.name}: {_name(pb.ResourceStatus, shown.status, 'RESOURCE_STATUS_')}")
+
+
+@admin.command()
+@click.argument("task_id")
+@click.option("--reason", default="", help="recorded as the task's reason")
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str, reason: str) -> None:
+    """Cancel any user's task."""
+    task = _call(ctx, lambda s: s.admin.CancelTask(apb.CancelTaskRequest(task_id=task_id, reason=reason)))
+    err.print(f"task {task.id} of {task.owner}: {_name(pb.TaskState, task.state, 'TASK_STATE_')}")
+
+
+@admin.command()
+@click.argument("lease_id")
+@click.option("--reason", default="", help="recorded as the reason of the tasks it cancels")
+@click.pass_context
+def revoke(ctx: click.Context, lease_id: str, reason: str) -> None:
+    """End any user's lease by its id; by policy its unfinished tasks are cancelled."""
+    ended = _call(ctx, lambda s: s.admin.RevokeLease(apb.RevokeLeaseRequest(lease_id=lease_id, reason=reason)))
+    err.print(f"revoked lease {ended.lease.id} of {ended.lease.owner}; {ended.cancelled_tasks} task(s) cancelled")
+
+
+@admin.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Re-read the daemon's config file without dropping tasks."""
+    changes = _call(ctx, lambda s: s.admin.ReloadConfig(apb.ReloadConfigRequest()))
+    for label, names in (("added", changes.added), ("removed", changes.removed), ("changed", changes.changed)):
+        err.print(f"{label}: {', '.join(names) or '-'}")
+
+
+@admin.command("log-level")
+@click.argument("level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.pass_context
+def log_level(ctx: click.Context, level: str) -> None:
+    """Change the daemon's log level at run time."""
+    changed = _call(ctx, lambda s: s.admin.SetLogLevel(apb.SetLogLevelRequest(level=level.lower())))
+    err.print(f"log level {level.lower()} (was {changed.previous})")
+
+
+@admin.command()
+@click.option("--since", type=TIMES, default=None, help="tasks that ended at or after this local time")
+@click.option("--until", type=TIMES, default=None, help="tasks that ended before this local time")
+@click.option("--by", "group", type=click.Choice(["user", "account", "resource"]), default="user",
+              show_default=True, help="what to total by")
+@click.option("--resource", default="", help="only this resource")
+@click.option("--owner", default="", help="only this user")
+@click.option("--account", default="", help="only this account")
+@click.option("--json", "as_json", is_flag=True, help="print the totals as JSON")
+@click.pass_context
+def accounting(ctx: click.Context, since: datetime | None, until: datetime | None, group: str, resource: str,
+               owner: str, account: str, as_json: bool) -> None:
+    """Tasks, shots and QPU-seconds of finished tasks, totalled per user, account or resource."""
+    request = mpb.ListAccountingRequest(resource=resource, owner=owner, account=account, page_size=ACCOUNTING_PAGE)
+    if since is not None:
+        request.start_time.CopyFrom(_stamp(since.timestamp()))
+    if until is not None:
+        request.end_time.CopyFrom(_stamp(until.timestamp()))
+
+    async def calls(s: Stubs) -> list[mpb.AccountingRecord]:
+        records: list[mpb.AccountingRecord] = []
+        while True:
+            page = await s.metrics.ListAccounting(request)
+            records.extend(page.records)
+            if not page.next_page_token:
+                return records
+            request.page_token = page.next_page_token
+
+    key = {"user": "owner", "account": "account", "resource": "resource"}[group]
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"tasks": 0, "completed": 0, "shots": 0,
+                                                               "qpu_seconds": 0.0})
+    for record in _call(ctx, calls):
+        total = totals[getattr(record, key)]
+        total["tasks"] += 1
+        total["completed"] += record.state == pb.TASK_STATE_COMPLETED
+        total["shots"] += record.shots
+        total["qpu_seconds"] += record.qpu_seconds
+    if as_json:
+        click.echo(json.dumps({name: totals[name] for name in sorted(totals)}, indent=2))
+        return
+    table = Table(group.upper(), Column("TASKS", justify="right"), Column("COMPLETED", justify="right"),
+                  Column("SHOTS", justify="right"), Column("QPU-SECONDS", justify="right"))
+    for name in sorted(totals):
+        total = totals[name]
+        table.add_row(name, str(total["tasks"]), str(total["completed"]), str(total["shots"]),
+                      f"{total['qpu_seconds']:.3f}")
+    out.print(table)

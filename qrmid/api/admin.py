@@ -1,0 +1,125 @@
+"""``qrmid.v1.AdminService``: operator controls over resources, queues, leases and the daemon itself.
+
+Every RPC requires an admin caller (uid 0, or a member of ``[auth] admin_group``); others get
+PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+from qrmid.api import convert
+from qrmid.api.identity import caller
+from qrmid.api.status import unary
+from qrmid.core.broker import Broker
+from qrmid.core.errors import InvalidArgument, PermissionDenied
+from qrmid.core.reload import Changes
+from qrmid.core.tasks import Task, TaskState
+from qrmid.ops import logging as logs
+from qrmid.v1 import admin_pb2 as admin_pb
+from qrmid.v1 import admin_pb2_grpc as admin_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    return value
+
+
+class AdminService(admin_grpc.AdminServiceServicer):
+    """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file."""
+
+    def __init__(self, broker: Broker, reload: Callable[[], Awaitable[Changes]], admin_group: str = "") -> None:
+        self.broker = broker
+        self.reload = reload
+        group = f", a member of group {admin_group}" if admin_group else ""
+        self.admins = f"uid 0{group} or a service token marked admin"
+
+    def _admin(self, context: Context, what: str) -> str:
+        """The admin caller's name; PermissionDenied for anyone else."""
+        who = caller(context)
+        if not who.admin:
+            raise PermissionDenied(f"{what} requires an admin ({self.admins}); {who.name} is not one")
+        return who.name
+
+    @unary
+    async def DrainResource(self, request: admin_pb.DrainResourceRequest, context: Context) -> pb.Resource:
+        who = self._admin(context, "DrainResource")
+        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource.drain(request.reason or f"drained by {who}: running tasks finish, queued ones wait")
+        log.info("resource %s drained by %s: %s", resource.name, who, resource.drain_reason)
+        return convert.resource(resource.view())
+
+    @unary
+    async def ResumeResource(self, request: admin_pb.ResumeResourceRequest, context: Context) -> pb.Resource:
+        who = self._admin(context, "ResumeResource")
+        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource.resume()
+        log.info("resource %s resumed by %s", resource.name, who)
+        return convert.resource(resource.view())
+
+    @unary
+    async def ReloadConfig(self, request: admin_pb.ReloadConfigRequest, context: Context
+                           ) -> admin_pb.ReloadConfigResponse:
+        who = self._admin(context, "ReloadConfig")
+        log.info("config reload asked by %s", who)
+        changes = await self.reload()
+        return admin_pb.ReloadConfigResponse(added=changes.added, removed=changes.removed, changed=changes.changed)
+
+    @unary
+    async def ListQueues(self, request: admin_pb.ListQueuesRequest, context: Context) -> admin_pb.ListQueuesResponse:
+        self._admin(context, "ListQueues")
+        names = [self.broker.resource(request.resource).name] if request.resource else list(self.broker.resources)
+        tasks = [self._task(task) for name in names for task in self.broker.unfinished(name)
+                 if not request.owner or task.owner == request.owner]
+        return admin_pb.ListQueuesResponse(tasks=tasks)
+
+    @unary
+    async def CancelTask(self, request: admin_pb.CancelTaskRequest, context: Context) -> pb.Task:
+        who = self._admin(context, "CancelTask")
+        task = self.broker.stop_task(_required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
+        log.info("task %s of %s cancelled by %s", task.id, task.owner, who)
+        return self._task(task)
+
+    @unary
+    async def ListAllLeases(self, request: admin_pb.ListAllLeasesRequest, context: Context) -> pb.ListLeasesResponse:
+        self._admin(context, "ListAllLeases")
+        leases = sorted((lease for lease in self.broker.leases.live()
+                         if (not request.resource or lease.resource == request.resource)
+                         and (not request.owner or lease.owner == request.owner)),
+                        key=lambda lease: lease.created_at)
+        return pb.ListLeasesResponse(leases=[convert.lease(lease, with_token=False) for lease in leases])
+
+    @unary
+    async def RevokeLease(self, request: admin_pb.RevokeLeaseRequest, context: Context) -> pb.ReleaseResponse:
+        who = self._admin(context, "RevokeLease")
+        lease, cancelled = self.broker.revoke(_required(request.lease_id, "lease_id"), request.reason)
+        log.info("lease %s of %s revoked by %s", lease.id, lease.owner, who)
+        return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
+
+    @unary
+    async def SetLogLevel(self, request: admin_pb.SetLogLevelRequest, context: Context
+                          ) -> admin_pb.SetLogLevelResponse:
+        who = self._admin(context, "SetLogLevel")
+        try:
+            previous = logs.set_level(_required(request.level, "level"))
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        log.warning("log level set to %s by %s (was %s)", request.level.lower(), who, previous)
+        return admin_pb.SetLogLevelResponse(previous=previous)
+
+    def _task(self, task: Task) -> pb.Task:
+        view = task.view
+        if view.state is not TaskState.QUEUED:
+            return convert.task(view)
+        scheduler = self.broker.resources[task.resource].scheduler
+        return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))

@@ -1,0 +1,198 @@
+"""The ``qrmi`` adapter: QRMI's own client code (the ``qrmi`` package) behind qrmid's queue, one handle per thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.payloads import Payload, PulserSequence, QiskitPrimitive
+from qrmid.backends.qrmi_package.settings import PAYLOAD_KINDS, RESOURCE_TYPES, Settings
+from qrmid.backends.qrmi_package.workers import Workers
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_BACKEND_STATES = {"online": BackendState.ONLINE, "paused": BackendState.PAUSED, "offline": BackendState.OFFLINE}
+# types whose task_stop frees what the vendor holds for a finished task (IBM: DELETE the job, freeing its lane)
+_STOP_WHEN_DONE = frozenset({"ibm-quantum-system"})
+_QISKIT_PROGRAMS = {"ibm-quantum-compute-service": ("sampler", "estimator", "noiselearner"),
+                    "qiskit-runtime-service": ("sampler", "estimator", "noiselearner")}
+
+
+class QrmiCallFailed(RuntimeError):
+    """A call into the ``qrmi`` package failed; the message has every configured secret masked."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+def _load_qrmi() -> Any:
+    try:
+        import qrmi
+    except ImportError:
+        raise RuntimeError("resources of type 'qrmi' need the qrmi package: pip install 'qrmid[qrmi]'") from None
+    return qrmi
+
+
+class QrmiPackage(Adapter):
+    """One resource of any QRMI type. ``slots`` worker threads, each with its own ``qrmi.QuantumResource`` built
+    from the config with ``QuantumResource.from_config``: no process environment variable is set or read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.qrmi = qrmi = _load_qrmi()
+        self.payload_kinds = PAYLOAD_KINDS[settings.resource_type]
+        resource_type = getattr(qrmi.ResourceType, RESOURCE_TYPES[settings.resource_type])
+        config = {key: value.get_secret_value() for key, value in settings.environment.items()}
+        self._secrets = sorted((value for value in config.values() if len(value) >= 4), key=len, reverse=True)
+        self.workers = Workers(settings.name, settings.slots,
+                               lambda: qrmi.QuantumResource.from_config(settings.qrmi_id, resource_type, dict(config)))
+        self._target = ""
+        self._metadata: dict[str, str] | None = None
+        self._stopped: set[str] = set()
+
+    @property
+    def slots(self) -> int:
+        return self.settings.slots
+
+    async def close(self) -> None:
+        self.workers.close()
+
+    async def status(self) -> BackendStatus:
+        try:
+            status = (await self._call(lambda handle: handle.status())).to_dict()
+        except QrmiCallFailed as exc:
+            if exc.kind != "UnsupportedFunctionError":
+                raise
+            accessible = await self._call(lambda handle: handle.is_accessible())
+            status = {"status": "online" if accessible else "offline", "status_reason": "" if accessible
+                      else "QRMI reports the resource inaccessible"}
+        if self._metadata is None:
+            self._metadata = {str(k): str(v) for k, v in (await self._call(lambda h: h.metadata())).items()}
+        state = _BACKEND_STATES.get(str(status.get("status", "")).lower(), BackendState.OFFLINE)
+        if state is BackendState.ONLINE and status.get("busy"):
+            return BackendStatus(BackendState.PAUSED, "the backend is reserved or locked",
+                                 status.get("pending_job_count"))
+        reason = "" if state is BackendState.ONLINE else str(status.get("status_reason") or "")
+        return BackendStatus(state, self._scrub(reason), status.get("pending_job_count"))
+
+    async def target(self) -> str:
+        if not self._target:
+            self._target = str((await self._call(lambda handle: handle.target())).value)
+        return self._target
+
+    def metadata(self) -> dict[str, str]:
+        return {"resource_type": self.settings.resource_type, **(self._metadata or {})}
+
+    def validate(self, payload: Payload) -> int:
+        if payload.kind not in self.payload_kinds:
+            raise InvalidPayload(f"QRMI type {self.settings.resource_type} does not run {payload.kind.value} payloads")
+        if isinstance(payload, QiskitPrimitive):
+            from qrmid.backends import qiskit_jobs
+
+            programs = _QISKIT_PROGRAMS.get(self.settings.resource_type, ("sampler", "estimator"))
+            if payload.program_id not in programs:
+                raise InvalidPayload(f"program_id must be one of {', '.join(programs)}, not {payload.program_id!r}")
+            if payload.program_id == "noiselearner":  # no shots to count: the service checks the rest
+                if not isinstance(_json_object(payload.input), dict):
+                    raise InvalidPayload("noiselearner input must be a JSON object")
+                return 0
+            limits = qiskit_jobs.Limits(max_qubits=self.settings.max_qubits, max_shots=self.settings.max_shots)
+            _, shots = qiskit_jobs.parse(payload.program_id, payload.input, limits)
+        else:
+            from qrmid.backends import pulser_jobs
+
+            assert isinstance(payload, PulserSequence)
+            pulser_jobs.parse(payload.sequence, payload.job_runs, pulser_jobs.Limits(
+                max_atoms=self.settings.max_qubits, max_runs=self.settings.max_shots, max_duration_ns=None))
+            shots = payload.job_runs
+        if shots > self.settings.max_shots:
+            raise InvalidPayload(f"input asks for {shots} shots; this resource takes at most {self.settings.max_shots}")
+        return shots
+
+    async def submit(self, task_id: str, payload: Payload) -> str:
+        qrmi = self.qrmi
+        if isinstance(payload, QiskitPrimitive):
+            request = qrmi.Payload.QiskitPrimitive(input=payload.input, program_id=payload.program_id)
+        else:
+            request = qrmi.Payload.PasqalCloud(sequence=payload.sequence, job_runs=payload.job_runs)
+        try:
+            return await self.workers.start(lambda handle: str(handle.task_start(request)))
+        except self.qrmi.QrmiError as exc:
+            raise self._failed(exc) from None
+
+    async def poll(self, ref: str) -> JobStatus:
+        status = await self._call(lambda handle: handle.task_status(ref), ref)
+        states = self.qrmi.TaskStatus
+        if status in (states.Queued, states.Running):
+            return JobStatus(JobState.RUNNING)
+        if status == states.Completed:
+            return JobStatus(JobState.COMPLETED)
+        if status == states.Cancelled:
+            return JobStatus(JobState.CANCELLED, "cancelled on the backend")
+        return JobStatus(JobState.FAILED, await self._failure(ref))
+
+    async def _failure(self, ref: str) -> str:
+        """Why a task failed: QRMI tells it only through the error of task_result, or the task's logs."""
+        reasons = []
+        try:
+            await self._call(lambda handle: handle.task_result(ref), ref)
+        except QrmiCallFailed as exc:
+            reasons.append(str(exc))
+        try:
+            logs = str(await self._call(lambda handle: handle.task_logs(ref), ref))
+        except QrmiCallFailed:
+            logs = ""
+        if last := next((line.strip() for line in reversed(logs.splitlines()) if line.strip()), ""):
+            reasons.append(f"last log line: {self._scrub(last)[:500]}")
+        return "; ".join(["the backend reports the task failed", *reasons])
+
+    async def cancel(self, ref: str) -> None:
+        await self._call(lambda handle: handle.task_stop(ref), ref)
+        self._stopped.add(ref)
+
+    async def output(self, ref: str) -> Output:
+        result = await self._call(lambda handle: handle.task_result(ref).value, ref)
+        try:
+            logs = await self._call(lambda handle: handle.task_logs(ref), ref)
+        except QrmiCallFailed as exc:
+            log.info("%s: no logs for task %s: %s", self.settings.name, ref, exc)
+            logs = ""
+        data = result.encode() if isinstance(result, str) else bytes(result)
+        content_type = "text/csv" if self.settings.resource_type == "alice-bob-felis" else "application/json"
+        return Output(data=data, content_type=content_type, logs=str(logs))
+
+    async def cleanup(self, ref: str) -> None:
+        try:
+            if self.settings.resource_type in _STOP_WHEN_DONE and ref not in self._stopped:
+                await self._call(lambda handle: handle.task_stop(ref), ref)
+        finally:
+            self._stopped.discard(ref)
+            self.workers.unpin(ref)
+
+    async def _call(self, call: Callable[[Any], T], ref: str = "") -> T:
+        """``call(handle)`` on the worker of task ``ref`` (any worker without one); QRMI errors come back with the
+        configured secrets masked."""
+        try:
+            return await self.workers.call(call, ref)
+        except self.qrmi.QrmiError as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: Exception) -> QrmiCallFailed:
+        return QrmiCallFailed(type(exc).__name__.rstrip("_"), self._scrub(str(exc)))
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"input is not valid JSON: {exc}") from None

@@ -1,0 +1,170 @@
+"""Benchmark of the journal, run by hand: ``python -m qrmid.bench.journal``.
+
+In one run, against qrmid processes on Unix sockets with ``noop`` resources:
+
+- tasks/s end to end (StartTask, WatchTask to the end, GetTaskResult) and StartTask calls/s, with the journal on
+  and with it off: the ratio is the journal's cost;
+- recovery: ``kill -9`` a daemon whose journal holds 1,000 tasks (half finished, half queued), restart it, and time
+  from exec to SERVING with every task back, against the start of the same daemon on an empty journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from qrmid.client import AsyncClient, pulser_payload
+
+PAYLOAD = pulser_payload({}, 1)
+RESOURCES = ('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n'
+             '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n')
+
+
+class Daemon:
+    """One qrmid process on its own socket and journal."""
+
+    def __init__(self, scratch: Path, journal: bool) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.socket = scratch / "qrmid.sock"
+        self.config = scratch / "qrmid.toml"
+        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
+                               f'[journal]\nenabled = {"true" if journal else "false"}\n'
+                               f'path = "{scratch / "journal.db"}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                               f'{RESOURCES}')
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.socket}"
+
+    def start(self) -> float:
+        """Start it; seconds from exec until it answers SERVING."""
+        started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)])
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return time.perf_counter() - started
+                except grpc.RpcError:
+                    pass
+                if self.process.poll() is not None:
+                    raise SystemExit(f"qrmid exited with {self.process.returncode} before serving")
+                time.sleep(0.005)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+
+
+async def _throughput(calls: list[Callable[[], Awaitable[object]]], seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(call: Callable[[], Awaitable[object]]) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await call()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(call) for call in calls))
+    return done / (time.perf_counter() - started)
+
+
+async def _rates(address: str, seconds: float, clients: int) -> tuple[float, float]:
+    """(tasks/s end to end, StartTask calls/s) with ``clients`` concurrent callers."""
+    qrmids = [AsyncClient(address) for _ in range(clients)]
+
+    async def one_task(client: AsyncClient) -> None:
+        started = await client.start_task("noop", PAYLOAD)
+        await client.wait(started.id)
+        await client.result(started.id)
+
+    tasks_ps = await _throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
+    starts_ps = await _throughput([lambda q=q: q.start_task("stuck", PAYLOAD) for q in qrmids], seconds)
+    for client in qrmids:
+        await client.close()
+    return tasks_ps, starts_ps
+
+
+async def _fill(address: str, count: int) -> list[str]:
+    """``count`` tasks: half completed on ``noop``, half queued behind a day-long task on ``stuck``."""
+    async with AsyncClient(address) as qrmid:
+        done = [(await qrmid.start_task("noop", PAYLOAD)).id for _ in range(count // 2)]
+        for task_id in done:
+            await qrmid.wait(task_id)
+        waiting = [(await qrmid.start_task("stuck", PAYLOAD)).id for _ in range(count - len(done))]
+    return done + waiting
+
+
+async def _restored(address: str, ids: list[str]) -> int:
+    async with AsyncClient(address) as qrmid:
+        return sum([1 for task_id in ids if (await qrmid.task(task_id)).id == task_id])
+
+
+@click.command()
+@click.option("--seconds", default=5.0, help="duration of each throughput run")
+@click.option("--clients", default=16, help="concurrent callers for the throughput runs")
+@click.option("--tasks", default=1000, help="tasks in the journal for the recovery measure")
+def main(seconds: float, clients: int, tasks: int) -> None:
+    """Measure the journal's cost and the recovery time, against the same daemon without it, in one run."""
+    scratch = Path(tempfile.mkdtemp(prefix="qj"))
+    rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for turn in range(2):  # off and on alternately, twice: the best of each, on a machine others share
+        for journal in (False, True):
+            daemon = Daemon(scratch / f"rate-{journal}-{turn}", journal)
+            daemon.start()
+            try:
+                rates[journal].append(asyncio.run(_rates(daemon.address, seconds, clients)))
+            finally:
+                daemon.stop()
+
+    daemon = Daemon(scratch / "recovery", journal=True)
+    daemon.start()
+    ids = asyncio.run(_fill(daemon.address, tasks))
+    daemon.kill()
+    recovery = daemon.start()
+    restored = asyncio.run(_restored(daemon.address, ids))
+    daemon.kill()  # the day-long task is not waited for
+    if restored != len(ids):
+        raise SystemExit(f"only {restored} of {len(ids)} tasks came back after kill -9")
+    empty = Daemon(scratch / "empty", journal=True)
+    cold = empty.start()
+    empty.stop()
+
+    table = Table("measure", "journal on", "journal off (baseline)", "ratio", title="qrmid journal benchmark")
+    tasks_on, starts_on = (max(rate[i] for rate in rates[True]) for i in (0, 1))
+    tasks_off, starts_off = (max(rate[i] for rate in rates[False]) for i in (0, 1))
+    table.add_row(f"tasks end to end (noop), {clients} clients", f"{tasks_on:.0f} tasks/s", f"{tasks_off:.0f} tasks/s",
+                  f"{tasks_on / tasks_off:.2f}x")
+    table.add_row(f"StartTask, {clients} clients", f"{starts_on:.0f} calls/s", f"{starts_off:.0f} calls/s",
+                  f"{starts_on / starts_off:.2f}x")
+    table.add_row(f"exec to SERVING after kill -9, {len(ids)} tasks restored", f"{recovery * 1e3:.0f} ms",
+                  f"{cold * 1e3:.0f} ms (empty journal)", f"{recovery / cold:.2f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

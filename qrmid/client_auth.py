@@ -1,0 +1,109 @@
+"""How a client proves who it is and checks the daemon over TLS; shared by ``AsyncClient`` and the CLI.
+
+Settings come from arguments, else the environment:
+
+- ``QRMID_AUTH``: ``none`` (default), ``munge`` (a fresh MUNGE credential on every call) or ``token``;
+- ``QRMID_MUNGE_SOCKET``: munged's socket when not libmunge's default;
+- ``QRMID_TOKEN_FILE``: a file holding the bearer token (keep it ``chmod 600``);
+- ``QRMID_TLS_CA``: PEM CA bundle that signed the daemon's certificate; setting it turns TLS on;
+- ``QRMID_TLS_CERT`` / ``QRMID_TLS_KEY``: a client certificate and key, for daemons that require one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+
+from qrmid.ops import munge
+
+MUNGE_METADATA = "x-qrmid-munge"  # the daemon's qrmid.api.auth reads the same keys
+AUTHORIZATION = "authorization"
+
+AuthMode = Literal["none", "munge", "token"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """A client's authentication and TLS settings."""
+
+    mode: AuthMode = "none"
+    munge_socket: str | None = None
+    token: str | None = None
+    tls_ca: bytes | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+
+    @classmethod
+    def resolve(cls, auth: str | None = None, *, token_file: str | Path | None = None, munge_socket: str | None = None,
+                tls_ca: str | Path | None = None, tls_cert: str | Path | None = None,
+                tls_key: str | Path | None = None) -> ClientAuth:
+        """Settings from the arguments given, the environment for the rest; ValueError when inconsistent."""
+        env = os.environ.get
+        mode = auth or env("QRMID_AUTH") or "none"
+        if mode not in ("none", "munge", "token"):
+            raise ValueError(f"auth must be none, munge or token, not {mode!r}")
+        token = None
+        if mode == "token":
+            path = token_file or env("QRMID_TOKEN_FILE")
+            if not path:
+                raise ValueError("auth = token needs a token file (QRMID_TOKEN_FILE or --token-file)")
+            token = Path(path).read_text().strip()
+            if not token:
+                raise ValueError(f"token file {path} is empty")
+        ca, cert, key = (_read(value or env(name)) for value, name in (
+            (tls_ca, "QRMID_TLS_CA"), (tls_cert, "QRMID_TLS_CERT"), (tls_key, "QRMID_TLS_KEY")))
+        if (cert is None) != (key is None):
+            raise ValueError("a TLS client certificate needs its key, and a key its certificate")
+        if cert is not None and ca is None:
+            raise ValueError("a TLS client certificate is only sent over TLS: set the CA bundle too (QRMID_TLS_CA)")
+        return cls(mode, munge_socket or env("QRMID_MUNGE_SOCKET") or None, token, ca, cert, key)
+
+    def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        """An asyncio channel to ``target`` that authenticates every call."""
+        interceptors: list[grpc.aio.ClientInterceptor] = [] if self.mode == "none" else [
+            _UnaryMetadata(self._metadata), _StreamMetadata(self._metadata)]
+        if self.tls_ca is None:
+            return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        credentials = grpc.ssl_channel_credentials(self.tls_ca, self.tls_key, self.tls_cert)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+    async def _metadata(self) -> tuple[str, str]:
+        if self.mode == "munge":
+            return MUNGE_METADATA, await asyncio.to_thread(munge.encode, b"", self.munge_socket)
+        return AUTHORIZATION, f"Bearer {self.token}"
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+class _Metadata:
+    """Adds one freshly made metadata entry to every call."""
+
+    def __init__(self, entry: Callable[[], Awaitable[tuple[str, str]]]) -> None:
+        self.entry = entry
+
+    async def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(*await self.entry())
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                          details.wait_for_ready)
+
+
+# grpc.aio files a channel's interceptor under one call type only, so each type gets its own class.
+class _UnaryMetadata(_Metadata, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
+                                    request: Any) -> Any:
+        return await continuation(await self._details(details), request)
+
+
+class _StreamMetadata(_Metadata, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
+                                     request: Any) -> Any:
+        return await continuation(await self._details(details), request)

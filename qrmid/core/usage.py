@@ -1,0 +1,58 @@
+"""Recent usage of a resource per account, decaying exponentially: the fair-share ledger.
+
+An account's usage is ``qpu_second_weight * seconds + shot_weight * shots`` summed over its finished tasks,
+each charge halving every ``half_life`` seconds after it was made.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+FORGOTTEN = 1e-9  # usage below this is dropped from the ledger
+
+
+@dataclass(frozen=True, slots=True)
+class UsageWeights:
+    """How a task's usage is measured and how fast it is forgotten."""
+
+    qpu_second: float = 1.0
+    shot: float = 0.0
+    half_life: float = 3600.0
+
+    def cost(self, seconds: float, shots: int) -> float:
+        return self.qpu_second * seconds + self.shot * shots
+
+
+class UsageLedger:
+    """Decayed usage per account. ``clock`` is monotonic seconds (``time.monotonic`` unless a test sets it)."""
+
+    def __init__(self, weights: UsageWeights = UsageWeights(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.weights = weights
+        self.clock = clock
+        self._usage: dict[str, tuple[float, float]] = {}  # account -> (usage, when it was last charged)
+
+    def usage(self, account: str, now: float | None = None) -> float:
+        """``account``'s usage as of ``now``, decayed."""
+        value, stamp = self._usage.get(account, (0.0, 0.0))
+        if not value:
+            return 0.0
+        now = self.clock() if now is None else now
+        return value * math.exp2(-(now - stamp) / self.weights.half_life)
+
+    def charge(self, account: str, seconds: float, shots: int) -> None:
+        """Add a finished task's usage to ``account``."""
+        now = self.clock()
+        value = self.usage(account, now) + self.weights.cost(seconds, shots)
+        self._usage[account] = (value, now)
+        if len(self._usage) > 1024:  # forget accounts whose usage has decayed away
+            for name in [name for name in self._usage if self.usage(name, now) < FORGOTTEN]:
+                del self._usage[name]
+
+    def snapshot(self) -> dict[str, float]:
+        """Every account's current usage."""
+        now = self.clock()
+        return {account: self.usage(account, now) for account in self._usage}

@@ -1,0 +1,1 @@
+"""Durable state: the journal of tasks and leases that a restarted daemon recovers from."""

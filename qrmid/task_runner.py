@@ -1,0 +1,98 @@
+"""``qrmid-task-runner NAME INPUT [OUTPUT]``: QRMI's ``task_runner`` with the same arguments, run through qrmid.
+
+NAME must be one of the job's resources (``QRMI_JOB_QPU_RESOURCES``); INPUT is QRMI's task-runner JSON
+(``{"program_id", "parameters"}`` or ``{"sequence", "job_runs"}``). The result goes to OUTPUT or stdout; SIGTERM
+or SIGCONT (``scancel``) cancel the task. Unlike ``task_runner``, the task is not deleted at exit: its result
+and logs stay with qrmid (``qrmid result ID``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from qrmid.client import payload_from_task_input
+from qrmid.integrations.connection import Connection, lease_token
+from qrmid.qrmi.resource import get_job_qpu_resources_and_types
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+logger = logging.getLogger("qrmid.task_runner")
+
+POLL_SECONDS = 1.0  # how often the wait wakes to notice a cancelling signal
+
+
+def _log_level() -> int:
+    """From ``SRUN_DEBUG`` as ``task_runner`` reads it: 2 (``--quiet``) errors only, 4+ debug, else info."""
+    try:
+        level = int(os.environ.get("SRUN_DEBUG", "3"))
+    except ValueError:
+        return logging.INFO
+    return logging.ERROR if level == 2 else logging.DEBUG if level >= 4 else logging.INFO
+
+
+def run(name: str, input_path: Path, output: Path | None) -> int:
+    """Run one task to its end; the exit status (0 when it completed)."""
+    if output is not None and not os.access(output.parent, os.W_OK):
+        raise RuntimeError(f"{output} cannot be created.")
+    names, _ = get_job_qpu_resources_and_types()
+    if name not in names:
+        raise ValueError(f"{name} is not available")
+    payload = payload_from_task_input(json.loads(input_path.read_text(encoding="utf-8")))
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGCONT, stop)
+    qrmid = Connection()
+    task = qrmid.start_task(name, payload, lease_token(name))
+    logger.info("Task ID: %s", task.id)
+    while task.state not in (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED):
+        if stopping:
+            logger.info("cancelling task %s", task.id)
+            task = qrmid.stop_task(task.id)
+            continue
+        try:
+            task = qrmid.wait(task.id, timeout=POLL_SECONDS)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+    if task.state != pb.TASK_STATE_COMPLETED:
+        logger.error("%s: %s", pb.TaskState.Name(task.state).removeprefix("TASK_STATE_"), task.reason)
+        return 1
+    result = qrmid.result(task.id)
+    if output is None:
+        sys.stdout.buffer.write(result + b"\n")
+    else:
+        output.write_bytes(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="qrmid-task-runner", description="Run a QRMI task through qrmid")
+    parser.add_argument("name", help="QPU resource name")
+    parser.add_argument("input", type=Path, help="Input file")
+    parser.add_argument("output", type=Path, nargs="?", help="Write output to <file> instead of stdout")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=_log_level(), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        code = run(args.name, args.input, args.output)
+    except (grpc.RpcError, OSError, ValueError, RuntimeError) as exc:
+        detail = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else str(exc)
+        logger.error("%s", detail)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Crash recovery: ``kill -9`` of a real qrmid process mid-run, a restart on the same journal, and every task done
+exactly once, as the IBM Quantum System API and Pasqal Cloud emulators' own records of submissions show."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from daemons import ROOT, short_dir, wait_serving
+from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
+from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
+from test_pasqal_cloud import program
+from test_pasqal_cloud import resource as pasqal_resource
+
+from qrmid.client import AsyncClient, pulser_payload
+from qrmid.emulators.launch import Proc, start_emulator, start_moto
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+TASKS = 200
+TERMINAL = {pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED}
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    """The IBM emulator (4 lanes, jobs of 0.2 s) and a moto S3 with the job bucket."""
+    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
+    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
+                    'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 0.2\n'
+                    'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
+    s3, emulator = start_moto(), start_emulator(path)
+    boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
+                 aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
+    yield emulator, s3
+    emulator.stop()
+    s3.stop()
+
+
+class Qrmid:
+    """``qrmid serve`` in its own process on one config and journal, restartable, killable with SIGKILL."""
+
+    def __init__(self, resources: str) -> None:
+        scratch = short_dir()
+        self.socket = scratch / "qrmid.sock"
+        self.journal = scratch / "journal.db"
+        self.config = scratch / "qrmid.toml"
+        self.config.touch(mode=0o600)  # it holds API keys
+        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nshutdown_grace_seconds = 2\n'
+                               f'[journal]\npath = "{self.journal}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                               f'{resources}')
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.socket}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
+                                        cwd=ROOT)
+        wait_serving(self.address, process=self.process)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def ibm_resource(services: tuple[Proc, Proc]) -> str:
+    emulator, s3 = services
+    return (f'[[resources]]\ntype = "ibm-quantum-system"\nname = "perth"\npoll_interval = 0.1\nstatus_interval = 0.5\n'
+            f'retry_deadline_seconds = 30\nQRMI_IBM_QS_ENDPOINT = "{emulator.url}"\n'
+            f'QRMI_IBM_QS_IAM_ENDPOINT = "{emulator.url}"\nQRMI_IBM_QS_IAM_APIKEY = "{API_KEY}"\n'
+            f'QRMI_IBM_QS_SERVICE_CRN = "{CRN}"\nQRMI_IBM_QS_AWS_ACCESS_KEY_ID = "k"\n'
+            f'QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY = "s"\nQRMI_IBM_QS_S3_ENDPOINT = "{s3.url}"\n'
+            f'QRMI_IBM_QS_S3_BUCKET = "{BUCKET}"\nQRMI_IBM_QS_S3_REGION = "us-east-1"\n')
+
+
+async def emulator(services: tuple[Proc, Proc], method: str, path: str, body: Any = None) -> Any:
+    async with httpx.AsyncClient(base_url=services[0].url) as http:
+        response = await http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+async def states(address: str, ids: list[str]) -> list[int]:
+    async with AsyncClient(address) as qrmid:
+        return [(await qrmid.task(task_id)).state for task_id in ids]
+
+
+async def finish(address: str, ids: list[str]) -> list[pb.Task]:
+    async with AsyncClient(address, timeout=600) as qrmid:
+        return list(await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids)))
+
+
+async def test_kill_9_mid_run_then_restart_runs_every_ibm_task_exactly_once(services: tuple[Proc, Proc]) -> None:
+    daemon = Qrmid(ibm_resource(services))
+    payload = isa_bell(shots=20)
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            ids = [(await qrmid.start_task("perth", payload, request_id=f"job-{n}")).id for n in range(TASKS)]
+        while True:  # let some finish and some be on the backend: then crash
+            now = await states(daemon.address, ids)
+            if now.count(pb.TASK_STATE_COMPLETED) >= 20 and pb.TASK_STATE_RUNNING in now:
+                break
+            await asyncio.sleep(0.2)
+        daemon.kill()
+        queued_at_crash = now.count(pb.TASK_STATE_QUEUED)
+        assert queued_at_crash > 100, "most tasks were still queued when the daemon died"
+
+        # a backend outage as the daemon comes back: re-attaching and dispatch must ride it out
+        await emulator(services, "POST", "/_emulator/faults",
+                       {"rules": [{"status": 503, "path_prefix": "/v1/", "seconds": 3}]})
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            retried = [(await qrmid.start_task("perth", payload, request_id=f"job-{n}")).id for n in range(TASKS)]
+        assert retried == ids, "a retried request id returns the task made before the crash"
+        finished = await finish(daemon.address, ids)
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * TASKS, \
+            [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
+
+        seen = (await emulator(services, "GET", "/_emulator/record"))["backends"]["perth"]
+        submitted = [submission["id"] for submission in seen["submissions"]]
+        assert sorted(submitted) == sorted(ids), "every task reached the backend exactly once"
+        for _ in range(100):  # jobs that ended around the crash are released after the restart
+            seen = (await emulator(services, "GET", "/_emulator/record"))["backends"]["perth"]
+            if seen["stored"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert seen["stored"] == 0 and seen["deletes"] == TASKS, "no job is left holding a lane"
+
+        results = {}
+        async with AsyncClient(daemon.address) as qrmid:
+            for task_id in ids[:20]:
+                results[task_id] = await qrmid.result(task_id)
+        daemon.stop()  # a clean restart keeps serving finished tasks from the journal
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            for task_id, data in results.items():
+                assert await qrmid.result(task_id) == data
+    finally:
+        daemon.stop()
+        await emulator(services, "DELETE", "/_emulator/faults")
+
+
+async def test_kill_9_reruns_the_tasks_of_a_local_backend_and_keeps_finished_ones() -> None:
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 2\ndelay_seconds = 0.5\n')
+    payload = pulser_payload({"sequence": "x"}, 1)
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            ids = [(await qrmid.start_task("noop", payload)).id for _ in range(12)]
+            while (await qrmid.task(ids[1])).state != pb.TASK_STATE_COMPLETED:
+                await asyncio.sleep(0.05)
+            done = {task_id: await qrmid.task(task_id) for task_id in ids[:2]}
+        daemon.kill()
+        daemon.start()
+        finished = await finish(daemon.address, ids)
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * len(ids)
+        for task in finished[:2]:
+            assert task.end_time == done[task.id].end_time, "a finished task is not run again"
+    finally:
+        daemon.stop()
+
+
+def test_journal_file_is_private() -> None:
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\n')
+    try:
+        daemon.start()
+        assert daemon.journal.stat().st_mode & 0o077 == 0, "the journal holds lease tokens and payloads"
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    path = tmp_path_factory.mktemp("pasqal") / "config.json"
+    path.write_text(json.dumps({**CONFIG, "job_duration_s": 0.3}))
+    process = start_pasqal(path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def test_kill_9_mid_run_then_restart_runs_every_pasqal_task_exactly_once(pasqal: Emulator) -> None:
+    settings = pasqal_resource(pasqal, "fresnel", "FRESNEL", slots=8, max_jobs_per_batch=5)
+    daemon = Qrmid("[[resources]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    text = program(pasqal, "FRESNEL")
+    runs = range(10, 50)  # each task's run count tells its job apart in the emulator's record
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            ids = [(await qrmid.start_task("fresnel", pulser_payload(text, n))).id for n in runs]
+        while True:
+            now = await states(daemon.address, ids)
+            if now.count(pb.TASK_STATE_COMPLETED) >= 5 and pb.TASK_STATE_RUNNING in now:
+                break
+            await asyncio.sleep(0.05)
+        daemon.kill()
+        daemon.start()
+        finished = await finish(daemon.address, ids)
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * len(ids), \
+            [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
+        async with AsyncClient(daemon.address) as qrmid:
+            for n, task_id in zip(runs, ids, strict=True):
+                assert sum(json.loads(await qrmid.result(task_id))["counter"].values()) == n
+        seen = await asyncio.to_thread(pasqal.record)
+        batches = {batch["id"]: batch for batch in seen["batches"] if batch["device_type"] == "FRESNEL"}
+        jobs = [job for job in seen["jobs"] if job["batch_id"] in batches]
+        assert sorted(job["runs"] for job in jobs) == list(runs), "every task became exactly one job"
+        for _ in range(100):  # a batch left open by the crash is completed after the restart
+            seen = await asyncio.to_thread(pasqal.record)
+            if not any(batch["open"] for batch in seen["batches"] if batch["device_type"] == "FRESNEL"):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(batch["open"] for batch in seen["batches"] if batch["device_type"] == "FRESNEL")
+    finally:
+        daemon.stop()
+
+
+async def test_a_pasqal_write_cut_short_by_a_crash_is_found_or_redone_never_doubled(pasqal: Emulator) -> None:
+    """The journal says two jobs were being created in new batches when the daemon died; the service holds the
+    batch of one (found by its tag: followed, not resubmitted) and never got the other (submitted again)."""
+    settings = pasqal_resource(pasqal, "fresnel", "FRESNEL")
+    daemon = Qrmid("[[resources]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    text = program(pasqal, "FRESNEL")
+    await asyncio.to_thread(pasqal.control, "POST", "devices/FRESNEL", {"availability": "INACTIVE"})
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            landed, lost = [(await qrmid.start_task("fresnel", pulser_payload(text, runs))).id for runs in (100, 101)]
+        daemon.kill()
+        with sqlite3.connect(daemon.journal) as db:  # as the journal stands when a crash cuts the write short
+            for task_id, tag in ((landed, "qrmid-landed"), (lost, "qrmid-lost")):
+                db.execute("UPDATE tasks SET state = 'running', started_at = created_at, remote_ref = ? WHERE id = ?",
+                           (json.dumps({"placing": "new", "tag": tag, "index": 0}), task_id))
+        await asyncio.to_thread(pasqal.control, "POST", "devices/FRESNEL", {"availability": "ACTIVE"})
+        token = (await asyncio.to_thread(password_grant, pasqal.url)).json()["access_token"]
+        async with httpx.AsyncClient(base_url=f"{pasqal.url}/core-fast",
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            created = await http.post("/api/v1/batches", json={
+                "sequence_builder": text, "jobs": [{"runs": 100}], "device_type": "FRESNEL", "project_id": PROJECT,
+                "open": False, "tags": ["qrmid-landed"]})
+            assert created.status_code == 200, created.text
+        daemon.start()
+        finished = await finish(daemon.address, [landed, lost])
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * 2, [task.reason for task in finished]
+        async with AsyncClient(daemon.address) as qrmid:
+            assert sum(json.loads(await qrmid.result(landed))["counter"].values()) == 100
+            assert sum(json.loads(await qrmid.result(lost))["counter"].values()) == 101
+        seen = await asyncio.to_thread(pasqal.record)
+        fresnel = {batch["id"] for batch in seen["batches"] if batch["device_type"] == "FRESNEL"}
+        runs = [job["runs"] for job in seen["jobs"] if job["batch_id"] in fresnel]
+        assert (runs.count(100), runs.count(101)) == (1, 1), "the landed job was followed, the lost one redone"
+    finally:
+        await asyncio.to_thread(pasqal.control, "POST", "devices/FRESNEL", {"availability": "ACTIVE"})
+        daemon.stop()
