@@ -286,10 +286,13 @@ def _show(task: pb.Task) -> None:
     rows = {"id": task.id, "resource": task.resource, "state": _state(task), "owner": task.owner}
     if task.queue_position:
         rows["queue position"] = str(task.queue_position)
-    for label, stamp in (("created", task.create_time), ("started", task.start_time), ("ended", task.end_time)):
+    stamps = (("expected start", task.estimated_start_time), ("created", task.create_time),
+              ("started", task.start_time), ("ended", task.end_time))
+    for label, stamp in stamps:
         if stamp.seconds or stamp.nanos:
             rows[label] = stamp.ToDatetime().isoformat(timespec="milliseconds") + "Z"
-    for label, value in (("lease", task.lease_id), ("slurm job", task.slurm_job_id), ("reason", task.reason)):
+    for label, value in (("priority", task.priority), ("account", task.account), ("lease", task.lease_id),
+                         ("slurm job", task.slurm_job_id), ("reason", task.reason)):
         if value:
             rows[label] = value
     table = Table(show_header=False, box=None)

@@ -9,6 +9,7 @@ and logs stay with qrmid (``qrmid result ID``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -62,11 +63,8 @@ def run(name: str, input_path: Path, output: Path | None) -> int:
             logger.info("cancelling task %s", task.id)
             task = qrmid.stop_task(task.id)
             continue
-        try:
+        with contextlib.suppress(TimeoutError):
             task = qrmid.wait(task.id, timeout=POLL_SECONDS)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise
     if task.state != pb.TASK_STATE_COMPLETED:
         logger.error("%s: %s", pb.TaskState.Name(task.state).removeprefix("TASK_STATE_"), task.reason)
         return 1

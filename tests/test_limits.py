@@ -157,13 +157,13 @@ def rss_bytes(pid: int) -> int:
 
 
 async def test_never_read_result_streams_keep_the_daemon_bounded() -> None:
-    """30 streams of a 32 MiB result, opened and never read: gRPC flow control holds back what the daemon
-    buffers to a few result chunks per stream, far below the 960 MiB it would take to queue every result in
+    """30 streams of a 64 MiB result, opened and never read: gRPC flow control holds back what the daemon
+    buffers to a few result chunks per stream, far below the 1.9 GiB it would take to queue every result in
     full, while another client still gets the whole result. The daemon is a real ``qrmid serve`` process whose noop backend returns a large
     result (the one stand-in: no local backend produces 16 MiB cheaply)."""
-    streams, size = 30, 32 << 20
-    per_stream = 8 * RESULT_CHUNK_BYTES
-    assert per_stream <= size / 4
+    streams, size = 30, 64 << 20
+    per_stream = 12 * RESULT_CHUNK_BYTES
+    assert per_stream <= size / 5
     scratch = short_dir()
     socket = scratch / "qrmid.sock"
     cfg = scratch / "qrmid.toml"

@@ -109,6 +109,9 @@ def test_job_status_cancel_and_failure(local_daemon: str) -> None:
     sampler = SamplerV2("local-qiskit", address=local_daemon)
     busy = [sampler.run([slow_circuit()]) for _ in range(2)]  # the resource's two slots
     queued = sampler.run([registers_circuit()])
+    assert queued.status() == JobStatus.QUEUED
+    with pytest.raises(TimeoutError, match="not finished"):
+        queued.result(timeout=0.5)
     queued.cancel()
 
     assert queued.status() == JobStatus.CANCELLED and queued.cancelled() and queued.in_final_state()

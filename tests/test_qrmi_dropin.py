@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,15 @@ from qiskit.quantum_info import SparsePauliOp, Statevector
 from qrmid import examples
 from qrmid.client import Client, pulser_payload
 from qrmid.integrations.qiskit import get_backend
-from qrmid.qrmi import InvalidInputError, Payload, QRMIService, QuantumResource, ResourceType, TaskNotFoundError
+from qrmid.qrmi import (
+    InvalidInputError,
+    Payload,
+    QRMIService,
+    QuantumResource,
+    ResourceType,
+    TaskNotFoundError,
+    TaskStatus,
+)
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -147,9 +156,17 @@ def test_dropin_maps_daemon_errors(job_env: dict[str, str], monkeypatch: pytest.
     with pytest.raises(TaskNotFoundError, match="NOT_FOUND"):
         qrmi.task_status("no-such-task")
     assert not QuantumResource("nope", ResourceType.IBMQuantumSystem).is_accessible()
-    monkeypatch.setenv("QRMI_JOB_QPU_RESOURCES", "local-qiskit,nope")
-    monkeypatch.setenv("QRMI_JOB_QPU_TYPES", "local-qiskit,ibm-quantum-system")
-    assert [r.resource_id() for r in QRMIService().resources()] == ["local-qiskit"]  # only accessible ones
+    monkeypatch.setenv("QRMI_JOB_QPU_RESOURCES", "local-qiskit;nope;custom")
+    monkeypatch.setenv("QRMI_JOB_QPU_TYPES", "local-qiskit;ibm-quantum-system;some-new-type")
+    monkeypatch.setenv("QRMI_LIST_DELIMITER", ";")
+    service = QRMIService()  # only accessible resources of known types
+    assert [r.resource_id() for r in service.resources()] == ["local-qiskit"] and service.resource("nope") is None
+    monkeypatch.setenv("QRMI_JOB_QPU_TYPES", "local-qiskit")
+    with pytest.raises(ValueError, match="Inconsistent"):
+        QRMIService()
+    monkeypatch.delenv("QRMI_JOB_QPU_TYPES")
+    with pytest.raises(RuntimeError, match="QRMI_JOB_QPU_TYPES"):
+        QRMIService()
     monkeypatch.setenv("local-qiskit_QRMI_JOB_ACQUISITION_TOKEN", "")
     with pytest.raises(InvalidInputError, match="needs a lease"):
         qrmi.task_start(Payload.QiskitPrimitive(input=json.dumps(examples.load("bell")["parameters"]),
@@ -190,3 +207,16 @@ def test_task_runner_cancels_on_sigterm(job_env: dict[str, str], tmp_path: Path,
             runner.kill()
             for task in ahead:
                 qrmid.stop_task(task.id)
+
+
+def test_handle_is_shared_between_threads(job_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in job_env.items():
+        monkeypatch.setenv(key, value)
+    qrmi = QuantumResource("local-qiskit", ResourceType.IBMQuantumSystem)
+    payload = Payload.QiskitPrimitive(input=json.dumps(examples.load("bell")["parameters"]), program_id="sampler")
+
+    def bell(_: int) -> TaskStatus:
+        return qrmi._wait(qrmi.task_start(payload))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(bell, range(8))) == [TaskStatus.Completed] * 8

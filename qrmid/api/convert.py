@@ -82,6 +82,7 @@ def lease(value: Lease, with_token: bool) -> pb.Lease:
         slurm_job_id=value.slurm_job_id,
         create_time=timestamp(value.created_at),
         expire_time=timestamp(value.expires_at),
+        account=value.account,
     )
 
 

@@ -103,7 +103,6 @@ class FairQueue:
         self._classes = {cls.name: _Class() for cls in self.policy.classes}
         self._seq: dict[Task, int] = {}
         self._counter = itertools.count()
-        self._front_counter = itertools.count(-1, -1)
         self._queued = Counter[str]()  # owner -> tasks queued
         self._running = Counter[str]()  # owner -> tasks dispatched, not finished
         self._charges: dict[Task, float] = {}  # dispatched task -> what its dispatch added to its account
@@ -124,9 +123,6 @@ class FairQueue:
     def queued_by(self, owner: str) -> int:
         return self._queued[owner]
 
-    def running_by(self, owner: str) -> int:
-        return self._running[owner]
-
     def score(self, account: str, now: float | None = None) -> float:
         """What ranks ``account``: its decayed usage plus the charges of its unfinished dispatched tasks."""
         return self.ledger.usage(account, now) + self._account_charge[account]
@@ -141,7 +137,7 @@ class FairQueue:
         """Put back a task that was taken and refused: it is taken next (within its class), uncharged."""
         self._undispatch(task)
         self._class(task).front.appendleft(task)
-        self._added(task, next(self._front_counter))
+        self._added(task, next(self._counter))
 
     def ready(self) -> bool:
         """Whether some queued task's owner is below its running limit."""

@@ -69,11 +69,16 @@ class Connection:
         yield from self._stub.WatchTask(pb.WatchTaskRequest(task_id=task_id), timeout=timeout)
 
     def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
-        """The task's terminal state; ``grpc.RpcError`` DEADLINE_EXCEEDED after ``timeout`` seconds."""
+        """The task's terminal state; TimeoutError when it has none after ``timeout`` seconds."""
         last = self.task(task_id)
         if last.state not in TERMINAL:
-            for last in self.watch(task_id, timeout):
-                pass
+            try:
+                for last in self.watch(task_id, timeout):
+                    pass
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
+                raise TimeoutError(f"task {task_id} has not finished after {timeout} s") from None
         return last
 
     def result(self, task_id: str) -> bytes:

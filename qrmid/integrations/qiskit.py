@@ -134,7 +134,8 @@ class QrmidJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         self._task = self._connection.stop_task(self.job_id())
 
     def result(self, timeout: float | None = None) -> PrimitiveResult:
-        """Wait for the task and decode its result; ``TaskFailed`` if it failed or was cancelled."""
+        """Wait for the task (TimeoutError after ``timeout`` seconds) and decode its result; ``TaskFailed`` if it
+        failed or was cancelled."""
         if self._result is None:
             self._task = self._connection.wait(self.job_id(), timeout)
             if self._task.state != pb.TASK_STATE_COMPLETED:

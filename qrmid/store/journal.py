@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS transitions (task_id TEXT NOT NULL, state TEXT NOT NU
     reason TEXT NOT NULL, remote_ref TEXT);
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT NOT NULL, resource TEXT NOT NULL,
-    owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL);
+    owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+    account TEXT NOT NULL DEFAULT '');
 """
 
 INSERT_TASK = """INSERT OR REPLACE INTO tasks (id, resource, owner, account, priority, payload_kind, payload, shots,
@@ -103,18 +104,23 @@ class Journal(Listener):
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._lock_fd)
+            self._unlock()
             raise JournalError(f"the journal {self.path} is in use by another qrmid; give each daemon its own "
                                f"[journal] path") from None
+        conn = None
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             os.chmod(self.path, 0o600)  # it holds lease tokens and payloads
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(SCHEMA)
+            if "account" not in {row[1] for row in conn.execute("PRAGMA table_info(leases)")}:  # an early journal
+                conn.execute("ALTER TABLE leases ADD COLUMN account TEXT NOT NULL DEFAULT ''")
             recovered = _read(conn)
         except (sqlite3.Error, OSError) as exc:
-            os.close(self._lock_fd)
+            if conn is not None:
+                conn.close()
+            self._unlock()
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from None
         self._conn = conn
         log.info("journal %s: %d task(s) and %d lease(s) recovered", self.path, len(recovered.tasks),
@@ -135,6 +141,9 @@ class Journal(Listener):
             self._writer.join()
         if self._conn is not None:
             self._conn.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -187,9 +196,10 @@ class Journal(Listener):
         self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,))
 
     def lease_granted(self, lease: Lease) -> None:
-        self._write("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self._write("INSERT OR REPLACE INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, "
+                    "account) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id, lease.created_at,
-                     lease.expires_at))
+                     lease.expires_at, lease.account))
 
     def lease_ended(self, lease: Lease, reason: str) -> None:
         self._write("DELETE FROM leases WHERE id = ?", (lease.id,))
@@ -311,9 +321,10 @@ def _read(conn: sqlite3.Connection) -> Recovered:
     recovered = Recovered()
     now = time.time()
     conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
-    for row in conn.execute("SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at FROM leases"):
+    for row in conn.execute("SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account "
+                            "FROM leases"):
         recovered.leases.append(Lease(id=row[0], token=row[1], resource=row[2], owner=row[3], slurm_job_id=row[4],
-                                      created_at=row[5], expires_at=row[6]))
+                                      created_at=row[5], expires_at=row[6], account=row[7]))
     conn.row_factory = sqlite3.Row
     try:
         for row in conn.execute("SELECT * FROM tasks ORDER BY rowid"):

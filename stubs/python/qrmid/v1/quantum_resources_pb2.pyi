@@ -100,7 +100,7 @@ class Payload(_message.Message):
     def __init__(self, qiskit_primitive: _Optional[_Union[QiskitPrimitive, _Mapping]] = ..., pulser_sequence: _Optional[_Union[PulserSequence, _Mapping]] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "token", "resource", "owner", "slurm_job_id", "create_time", "expire_time")
+    __slots__ = ("id", "token", "resource", "owner", "slurm_job_id", "create_time", "expire_time", "account")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class Lease(_message.Message):
     SLURM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     token: str
     resource: str
@@ -115,7 +116,8 @@ class Lease(_message.Message):
     slurm_job_id: str
     create_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    account: str
+    def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("id", "resource", "state", "owner", "lease_id", "slurm_job_id", "payload_kind", "create_time", "start_time", "end_time", "reason", "queue_position", "client_request_id", "priority", "account", "shots", "estimated_start_time")

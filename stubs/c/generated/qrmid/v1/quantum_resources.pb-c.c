@@ -1561,7 +1561,7 @@ const ProtobufCMessageDescriptor qrmid__v1__payload__descriptor =
   (ProtobufCMessageInit) qrmid__v1__payload__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[7] =
+static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[8] =
 {
   {
     "id",
@@ -1647,8 +1647,21 @@ static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "account",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Lease, account),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__lease__field_indices_by_name[] = {
+  7,   /* field[7] = account */
   5,   /* field[5] = create_time */
   6,   /* field[6] = expire_time */
   0,   /* field[0] = id */
@@ -1660,7 +1673,7 @@ static const unsigned qrmid__v1__lease__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__lease__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__lease__descriptor =
 {
@@ -1670,7 +1683,7 @@ const ProtobufCMessageDescriptor qrmid__v1__lease__descriptor =
   "Qrmid__V1__Lease",
   "qrmid.v1",
   sizeof(Qrmid__V1__Lease),
-  7,
+  8,
   qrmid__v1__lease__field_descriptors,
   qrmid__v1__lease__field_indices_by_name,
   1,  qrmid__v1__lease__number_ranges,

@@ -300,10 +300,15 @@ struct  Qrmid__V1__Lease
    * When the lease ends unless released before.
    */
   Google__Protobuf__Timestamp *expire_time;
+  /*
+   * Slurm account of the lease's job, when slurmctld was asked; empty
+   * otherwise. Tasks under the lease are charged to it for fair share.
+   */
+  char *account;
 };
 #define QRMID__V1__LEASE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__lease__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, (char *)protobuf_c_empty_string }
 
 
 /*
