@@ -77,7 +77,9 @@ def main(ctx: click.Context, address: str | None, auth: str | None, token_file: 
               help="TOML config file (default: the embedded default)")
 @click.option("--socket", type=click.Path(path_type=Path), default=None, help="override [daemon] socket")
 @click.option("--tcp", default=None, metavar="HOST:PORT", help="override [daemon] tcp")
-def serve(config_path: Path | None, socket: Path | None, tcp: str | None) -> None:
+@click.option("--journal", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="override [journal] path")
+def serve(config_path: Path | None, socket: Path | None, tcp: str | None, journal: Path | None) -> None:
     """Run the daemon until SIGTERM; SIGHUP re-reads the config file."""
     from qrmid.daemon import Daemon, StartupError
     from qrmid.ops import config, logging
@@ -90,6 +92,8 @@ def serve(config_path: Path | None, socket: Path | None, tcp: str | None) -> Non
         settings.daemon.socket = socket
     if tcp is not None:
         settings.daemon.tcp = tcp
+    if journal is not None:
+        settings.journal.path = journal
     logging.setup(settings.daemon.log_level, settings.daemon.log_format)
     try:
         asyncio.run(Daemon(settings, config_path).run())
@@ -246,7 +250,8 @@ def demo() -> None:
     with tempfile.TemporaryDirectory(prefix="qrmid-") as scratch:
         socket = Path(scratch) / "qrmid.sock"
         err.print(f"starting qrmid on {socket} ...")
-        daemon = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--socket", str(socket)])
+        daemon = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--socket", str(socket),
+                                   "--journal", str(Path(scratch) / "journal.db")])
         try:
             with Client(f"unix:{socket}") as client:
                 _until(client.list_resources, alive=lambda: daemon.poll() is None, timeout=120)

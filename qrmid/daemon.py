@@ -185,10 +185,11 @@ class Daemon:
                  " and ".join(listener.describe() for listener in found))
 
     async def stop(self) -> None:
-        """Take no new tasks, let running ones finish within the grace period, cancel the rest, close."""
+        """Take no new tasks, let running ones finish within the grace period, then leave the unfinished ones
+        in the journal for the next start (or cancel them when there is no journal), close."""
         await self.health.enter_graceful_shutdown()
         await self.reloader.close()
-        await self.broker.stop(self.config.daemon.shutdown_grace_seconds)
+        await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
         await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
         await self.metrics.close()
         if self.journal is not None:

@@ -6,6 +6,7 @@ import getpass
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,17 @@ def test_log_level_and_reload(address: str) -> None:
     assert "log level debug (was info)" in admin(address, "log-level", "debug").output
     assert "log level info (was debug)" in admin(address, "log-level", "INFO").output
     assert "added: -" in admin(address, "reload").output
+
+
+def test_non_admins_are_refused_with_a_clear_error(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[[token]]\nname = "alice"\ntoken = "alice-token-0123456789"\n')
+    tokens.chmod(0o600)
+    mine = tmp_path / "alice.token"
+    mine.write_text("alice-token-0123456789\n")
+    mine.chmod(0o600)
+    with subprocess_daemon(f'auth = "token"\n{RESOURCES}\n[auth]\ntokens_file = "{tokens}"\n') as (address, _):
+        options = ["--address", address, "--auth", "token", "--token-file", str(mine), "admin"]
+        refused = CliRunner().invoke(main, [*options, "queue"])
+        assert refused.exit_code == 1 and "PERMISSION_DENIED" in refused.output and "alice" in refused.output
+        assert CliRunner().invoke(main, [*options, "accounting", "--json"]).output.strip() == "{}"

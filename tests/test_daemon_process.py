@@ -35,8 +35,10 @@ class NotifyListener:
 
 
 def test_sigterm_lets_a_running_task_finish_and_exits_zero() -> None:
+    """Without a journal, a stop cancels what is queued: nothing would take it back."""
     notify = NotifyListener()
-    with subprocess_daemon(SLOW_NOOP, env={"NOTIFY_SOCKET": str(notify.path)}) as (address, process):
+    config = SLOW_NOOP + "[journal]\nenabled = false\n"
+    with subprocess_daemon(config, env={"NOTIFY_SOCKET": str(notify.path)}) as (address, process):
         with Client(address) as qrmid:
             running = qrmid.start_task("slow", pulser_payload({}, 1))
             queued = qrmid.start_task("slow", pulser_payload({}, 1))
@@ -57,13 +59,31 @@ def test_sigterm_lets_a_running_task_finish_and_exits_zero() -> None:
     assert any(message.startswith("STOPPING=1") for message in notify.messages)
 
 
+def test_a_restart_with_a_journal_keeps_queued_tasks() -> None:
+    config = SLOW_NOOP + f'[journal]\npath = "{short_dir() / "journal.db"}"\n'
+    with subprocess_daemon(config) as (address, process):
+        with Client(address) as qrmid:
+            running = qrmid.start_task("slow", pulser_payload({}, 1))
+            queued = qrmid.start_task("slow", pulser_payload({}, 1))
+            watcher = qrmid.watch(running.id)
+            assert [next(watcher).state for _ in range(2)] == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING]
+            process.send_signal(signal.SIGTERM)
+            assert next(watcher).state == pb.TASK_STATE_COMPLETED, "the running task had its grace period"
+        assert process.wait(timeout=30) == 0
+    with subprocess_daemon(config) as (address, _), Client(address) as qrmid:
+        assert qrmid.task(running.id).state == pb.TASK_STATE_COMPLETED
+        assert qrmid.task(queued.id).state in (pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING)
+        assert qrmid.wait(queued.id).state == pb.TASK_STATE_COMPLETED
+
+
 def test_stale_socket_is_replaced_but_a_live_daemon_is_not() -> None:
     with subprocess_daemon(SLOW_NOOP) as (address, _):
         path = address.removeprefix("unix:")
         config = short_dir() / "second.toml"
         config.write_text(f'[daemon]\nsocket = "{path}"\n{SLOW_NOOP}')
-        second = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--config", str(config)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--config", str(config),
+                                 "--journal", str(config.with_suffix(".db"))],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode != 0
         assert f"another daemon is already serving on {path}" in second.stderr
     stale = short_dir() / "qrmid.sock"
@@ -76,7 +96,8 @@ def test_stale_socket_is_replaced_but_a_live_daemon_is_not() -> None:
 
 def test_a_too_long_socket_path_is_refused_clearly() -> None:
     path = short_dir() / ("x" * 120) / "qrmid.sock"
-    run = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--socket", str(path)], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--socket", str(path),
+                          "--journal", str(short_dir() / "journal.db")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "longer than the 107 bytes Unix sockets allow" in run.stderr

@@ -188,7 +188,8 @@ def _tokens(directory: Path) -> Path:
 
 
 async def test_users_see_only_their_own_accounting_records_and_admins_see_all() -> None:
-    cfg = config(NOOP, daemon={"auth": "token"}, auth={"tokens_file": str(_tokens(short_dir()))})
+    cfg = config(NOOP, daemon={"auth": "token"}, auth={"tokens_file": str(_tokens(short_dir()))},
+                 metrics={"address": "127.0.0.1:0"})
     async with running(cfg) as daemon, grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
         qr = QuantumResourcesAs(channel)
         for user in ("alice", "bob", "alice"):
@@ -198,10 +199,21 @@ async def test_users_see_only_their_own_accounting_records_and_admins_see_all() 
                   for user in ("alice", "bob", "ops")}
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await metrics.ListAccounting(mpb.ListAccountingRequest(owner="bob"), metadata=_bearer("alice"))
+        used = await metrics.GetUtilization(mpb.GetUtilizationRequest(resource="fast"), metadata=_bearer("bob"))
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await metrics.GetUtilization(mpb.GetUtilizationRequest())
+        samples = await scrape(daemon)
     assert [r.owner for r in listed["alice"].records] == ["alice", "alice"]
     assert [r.owner for r in listed["bob"].records] == ["bob"]
     assert [r.owner for r in listed["ops"].records] == ["alice", "bob", "alice"]
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert [(u.resource, u.tasks_completed) for u in used.resources] == [("fast", 3)]
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    method = "/qrmid.v1.MetricsService/GetUtilization"
+    assert samples[("qrmid_rpc_duration_seconds_count", (("code", "UNAUTHENTICATED"), ("method", method)))] == 1
+    assert samples[("qrmid_rpc_duration_seconds_count", (("code", "PERMISSION_DENIED"),
+                                                         ("method", "/qrmid.v1.MetricsService/ListAccounting")))] == 1
+    assert samples[("qrmid_usage_tasks_total", (("account", "alice"), ("owner", "alice"), ("resource", "fast")))] == 2
 
 
 def _bearer(user: str) -> tuple[tuple[str, str]]:

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qrmid.backends.base import InvalidPayload
+from qrmid.backends.base import Adapter, InvalidPayload
 from qrmid.backends.payloads import Payload
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from qrmid.core.events import Events
@@ -51,7 +51,7 @@ class Broker:
         self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
         for resource in self.resources.values():
             resource.scheduler.on_done = self._finish
-            resource.adapter.record_refs = self._record_refs  # type: ignore[method-assign]
+            self.bind(resource.adapter)
 
     async def start(self) -> None:
         """Start every adapter and dispatching. Each backend's first status check gets a few seconds; one
@@ -65,11 +65,15 @@ class Broker:
             check.cancel()
         self._loops.append(asyncio.create_task(self._expire_leases(), name="qrmid lease expiry"))
 
-    async def stop(self, grace: float) -> None:
-        """Refuse new tasks, let running ones finish for up to ``grace`` seconds, cancel the rest, close."""
+    async def stop(self, grace: float, keep: bool = False) -> None:
+        """Refuse new tasks and let running ones finish for up to ``grace`` seconds; then cancel the unfinished
+        ones, or with ``keep`` (a journal holds them) leave them for the next start; close."""
         self.accepting = False
-        reason = "the daemon shut down"
-        await asyncio.gather(*(r.scheduler.drain(grace, reason) for r in self.resources.values()))
+        if keep:
+            await asyncio.gather(*(r.scheduler.suspend(grace) for r in self.resources.values()))
+        else:
+            reason = "the daemon shut down"
+            await asyncio.gather(*(r.scheduler.drain(grace, reason) for r in self.resources.values()))
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -170,7 +174,7 @@ class Broker:
         (or run again where their run died with the daemon). ``held``: finished tasks whose job may still hold
         room on its backend; ``submitting``: queued tasks that were being handed to their backend."""
         for lease in leases:
-            self.leases._by_token[lease.token] = lease  # the lease table has no public way to take one back
+            self.leases.restore(lease)
         for task in tasks:
             task.events = self.events
             self._tasks[task.id] = task
@@ -188,7 +192,7 @@ class Broker:
                     raise RuntimeError(f"resource {task.resource!r} is no longer configured")
                 if ref is not None or task.id in submitting:
                     ref = await resource.adapter.attach(task.id, ref)
-            except Exception as exc:  # its fate is unknown: fail it with the reason rather than run it twice
+            except Exception as exc:  # noqa: BLE001 - its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost across a restart of the daemon: {exc}")
                 self._finish(task)
                 continue
@@ -197,6 +201,10 @@ class Broker:
                 del task.history[1:]  # it never ran, or its run died with the daemon: it is queued again
             resource.scheduler.adopt(task, ref)
         log.info("restored %d task(s) and %d lease(s) from the journal", len(self._tasks), len(self.leases.live()))
+
+    def bind(self, adapter: Adapter) -> None:
+        """Have ``adapter`` journal the references of its jobs through this broker."""
+        adapter.record_refs = self._record_refs  # type: ignore[method-assign]
 
     async def _record_refs(self, refs: dict[str, str]) -> None:
         """Journal the references an adapter learned of its jobs after submitting them; return once durable."""
@@ -211,7 +219,7 @@ class Broker:
         """Free the backend job of a task that finished just before a restart."""
         try:
             await resource.adapter.cleanup(ref)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort, as the scheduler's own cleanup
             log.warning("cleanup of task %s on %s after a restart failed: %s", task.id, resource.name, exc,
                         extra=log_context(task))
             return
@@ -247,7 +255,7 @@ class Broker:
         """Start serving a resource added to the config while the daemon runs."""
         await resource.adapter.start()
         resource.scheduler.on_done = self._finish
-        resource.adapter.record_refs = self._record_refs  # type: ignore[method-assign]
+        self.bind(resource.adapter)
         self.resources[resource.name] = resource
         self._loops.append(asyncio.create_task(resource.run(), name=f"qrmid resource {resource.name}"))
 

@@ -69,6 +69,10 @@ class LeaseTable:
             raise PermissionDenied(f"lease {lease.id} belongs to another user")
         return self._by_token.pop(token)
 
+    def restore(self, lease: Lease) -> None:
+        """Take back a lease an earlier run of the daemon granted (from the journal)."""
+        self._by_token[lease.token] = lease
+
     def pop_id(self, lease_id: str) -> Lease:
         """Remove and return the lease whose id is ``lease_id``, whoever owns it (admins revoking)."""
         for lease in self._by_token.values():

@@ -97,6 +97,7 @@ class Reloader:
         """Pause dispatch, let the running tasks end on the old adapter, then hand the queue to ``adapter``."""
         before = (resource.draining, resource.drain_reason)
         try:
+            self.broker.bind(adapter)
             await adapter.start()
             resource.drain("reloading its settings: queued tasks wait until the running ones have ended")
             while resource.scheduler.running:

@@ -39,6 +39,7 @@ class Scheduler:
         self.max_backoff = max_backoff
         self.on_done = on_done
         self.dispatching = True
+        self.suspended = False
         self._queue = FairQueue(policy)
         self.policy = self._queue.policy
         self.run_seconds: float | None = None  # moving average of how long a task holds a slot
@@ -144,6 +145,18 @@ class Scheduler:
             self._queue.dispatched(task)  # counts toward its owner's running limit and its account's usage
             self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
 
+    async def suspend(self, grace: float) -> None:
+        """Stop dispatching and give running tasks ``grace`` seconds; then leave queued and running tasks as
+        they are, for a restarted daemon to take back from the journal (remote jobs run on meanwhile)."""
+        self.dispatching = False
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        self.suspended = True
+        for follower in self._running.values():
+            follower.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()))
+
     async def drain(self, grace: float, reason: str) -> None:
         """Stop dispatching, cancel queued tasks, give running ones ``grace`` seconds, then cancel them."""
         self.dispatching = False
@@ -186,12 +199,16 @@ class Scheduler:
                 task.logs = output.logs
             task.transition(_FINAL[status.state], status.reason)
         except asyncio.CancelledError:
-            await _quietly(self.adapter.cancel(ref), f"cancel of task {task.id}")
+            if not self.suspended:
+                await _quietly(self.adapter.cancel(ref), f"cancel of task {task.id}")
         except Exception as exc:  # a backend failure fails the task, never the scheduler
             log.warning("task %s on %s failed: %s", task.id, self.name, exc, exc_info=exc, extra=log_context(task))
             if not task.state.terminal:
                 task.transition(TaskState.FAILED, f"backend error: {exc}")
         finally:
+            if self.suspended and not task.state.terminal:  # left for a restarted daemon to re-attach
+                del self._running[task]
+                return
             # a remote job is released only once its end is journaled: a restart in between finds it again
             if not self.adapter.remote or await _recorded(task):
                 await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
