@@ -179,9 +179,9 @@ def run(ctx: click.Context, resource: str, input_file: Any, output: Path | None,
     except (ValueError, AttributeError, TypeError) as exc:
         raise click.ClickException(f"{input_file.name}: {exc}") from None
     with _client(ctx) as client:
-        task = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
+        task = started = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
         with err.status(f"task {task.id}: {_state(task)}") as status:
-            for task in client.watch(task.id):
+            for task in client.watch(started.id):
                 where = f" (position {task.queue_position})" if task.queue_position else ""
                 if task.HasField("estimated_start_time"):
                     eta = task.estimated_start_time.ToDatetime().isoformat(timespec="seconds")

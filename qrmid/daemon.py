@@ -163,6 +163,7 @@ class Daemon:
         await listeners.probe_munge(self.config, found)
         await self.broker.start()
         if recovered is not None:
+            self.ledger.restore(recovered.tasks)
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting)
         for server in self.servers:
             await server.start()

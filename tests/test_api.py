@@ -9,10 +9,10 @@ import stat
 
 import grpc
 import pytest
+from daemons import config, running
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from daemons import config, running
 from qrmid.client import AsyncClient, TaskFailed, pulser_payload, sampler_payload
 from qrmid.v1 import quantum_resources_pb2 as pb
 

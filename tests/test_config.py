@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from daemons import ROOT, short_dir
+
 from qrmid.ops.config import ConfigError, load
 
 

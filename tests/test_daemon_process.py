@@ -10,8 +10,8 @@ import threading
 
 import grpc
 import pytest
-
 from daemons import ROOT, short_dir, subprocess_daemon
+
 from qrmid.client import Client, pulser_payload
 from qrmid.client_auth import ClientAuth
 from qrmid.v1 import quantum_resources_pb2 as pb

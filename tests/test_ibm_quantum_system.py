@@ -11,11 +11,11 @@ import boto3
 import grpc
 import httpx
 import pytest
+from daemons import config, running
 from qiskit import QuantumCircuit, qasm3, transpile
 
-from daemons import config, running
-from qrmid.emulators.launch import Proc, start_emulator, start_moto
 from qrmid.client import AsyncClient, TaskFailed, estimator_payload, sampler_payload
+from qrmid.emulators.launch import Proc, start_emulator, start_moto
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 

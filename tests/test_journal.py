@@ -20,6 +20,7 @@ from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.daemon import Daemon, StartupError
 from qrmid.store.journal import Journal
+from qrmid.v1 import metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 NOOP = [{"type": "noop", "name": "noop", "slots": 4}]
@@ -41,6 +42,10 @@ async def test_finished_tasks_leases_and_request_ids_survive_a_restart() -> None
             assert after.state == pb.TASK_STATE_COMPLETED and after.slurm_job_id == "42"
             assert after.create_time == final.create_time and after.end_time == final.end_time
             assert await qrmid.result(task_id) == result and await qrmid.logs(task_id) == logs
+        async with grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            accounting = await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
+                metrics_pb2.ListAccountingRequest())
+        assert {record.task_id for record in accounting.records} == set(before), "accounting outlives a restart"
         again = await qrmid.start_task("noop", PAYLOAD, request_id="r1", lease_token=lease.token)
         assert again.id == tasks[1].id, "a retried request id returns the task made before the restart"
         assert [held.id for held in await qrmid.list_leases("noop")] == [lease.id]

@@ -10,8 +10,14 @@ import grpc
 import pytest
 
 from qrmid import examples
-from qrmid.client import AsyncClient, Client, estimator_payload, payload_from_task_input, pulser_payload, \
-    sampler_payload
+from qrmid.client import (
+    AsyncClient,
+    Client,
+    estimator_payload,
+    payload_from_task_input,
+    pulser_payload,
+    sampler_payload,
+)
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -30,7 +36,7 @@ def refused(call: object) -> tuple[grpc.StatusCode, str]:
 
 def test_bell_sampler_gives_half_00_half_11(local_daemon: str) -> None:
     with Client(local_daemon) as qrmid:
-        task, data = qrmid.run("local-qiskit", payload_from_task_input(examples.load("bell")))
+        _, data = qrmid.run("local-qiskit", payload_from_task_input(examples.load("bell")))
     result = json.loads(data)
     assert result["__type__"] == "PrimitiveResult", "results use IBM's RuntimeEncoder form"
     pub = result["__value__"]["pub_results"][0]
@@ -99,10 +105,10 @@ def test_pulser_runs_are_bounded(local_daemon: str) -> None:
     doc = examples.load("pulser")
     with Client(local_daemon) as qrmid:
         for runs in (0, 2001):
-            code, details = refused(lambda: qrmid.start_task("local-pulser", pulser_payload(doc["sequence"], runs)))
+            code, details = refused(lambda runs=runs: qrmid.start_task("local-pulser",
+                                                                       pulser_payload(doc["sequence"], runs)))
             assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"invalid payload for 'local-pulser': job_runs must be between 1 and 2000, "
-                                       f"not {runs}")
+                                       f"invalid payload for 'local-pulser': job_runs must be between 1 and 2000, not {runs}")
         code, details = refused(lambda: qrmid.start_task("local-pulser", sampler(BELL)))
         assert "takes pulser_sequence payloads, not qiskit_primitive" in details
 

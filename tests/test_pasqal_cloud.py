@@ -13,12 +13,23 @@ from typing import Any
 
 import grpc
 import pytest
+from daemons import config, running
+from emulators.pasqal_fixtures import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CONFIG,
+    PASSWORD,
+    PROJECT,
+    TIMINGS,
+    USERNAME,
+    Emulator,
+    fetch_device,
+    sequence,
+    start_emulator,
+)
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
-from daemons import config, running
-from emulators.pasqal_fixtures import CLIENT_ID, CLIENT_SECRET, CONFIG, PASSWORD, PROJECT, TIMINGS, USERNAME, \
-    Emulator, fetch_device, sequence, start_emulator
 from qrmid.backends.base import JobState
 from qrmid.backends.pasqal_cloud.packer import job_status
 from qrmid.client import AsyncClient, pulser_payload

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from qrmid.backends.base import InvalidPayload
-from qrmid.backends.settings import ResourceSettings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
 from qrmid.backends.pool import PoolAdapter
+from qrmid.backends.settings import ResourceSettings
 
 DEVICES = ("AnalogDevice", "DigitalAnalogDevice", "MockDevice")
 

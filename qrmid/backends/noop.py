@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field
 
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, JobState, JobStatus, Output
-from qrmid.backends.settings import ResourceSettings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
+from qrmid.backends.settings import ResourceSettings
 
 
 class Settings(ResourceSettings):

@@ -6,7 +6,8 @@ import asyncio
 import multiprocessing
 from abc import abstractmethod
 from collections.abc import Callable
-from concurrent.futures import CancelledError, TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from pebble import ProcessPool

@@ -192,7 +192,7 @@ class Broker:
                     raise RuntimeError(f"resource {task.resource!r} is no longer configured")
                 if ref is not None or task.id in submitting:
                     ref = await resource.adapter.attach(task.id, ref)
-            except Exception as exc:  # noqa: BLE001 - its fate is unknown: fail it rather than run it twice
+            except Exception as exc:  # its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost across a restart of the daemon: {exc}")
                 self._finish(task)
                 continue
@@ -219,7 +219,7 @@ class Broker:
         """Free the backend job of a task that finished just before a restart."""
         try:
             await resource.adapter.cleanup(ref)
-        except Exception as exc:  # noqa: BLE001 - best effort, as the scheduler's own cleanup
+        except Exception as exc:  # best effort, as the scheduler's own cleanup
             log.warning("cleanup of task %s on %s after a restart failed: %s", task.id, resource.name, exc,
                         extra=log_context(task))
             return

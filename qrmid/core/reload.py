@@ -58,7 +58,7 @@ class Reloader:
             added = {name: self.build(after[name]) for name in after if name not in before}
             adapters = {name: self.build(after[name]).adapter for name in changed
                         if _fields(before[name], after[name]) - IN_PLACE - AT_RESTART}
-        except Exception as exc:  # noqa: BLE001 - an adapter that cannot be built from its settings
+        except Exception as exc:  # an adapter that cannot be built from its settings
             raise InvalidArgument(f"cannot build a resource from the new config: {exc}") from None
         for resource in added.values():
             await self.broker.add_resource(resource)

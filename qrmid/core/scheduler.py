@@ -208,15 +208,19 @@ class Scheduler:
         finally:
             if self.suspended and not task.state.terminal:  # left for a restarted daemon to re-attach
                 del self._running[task]
-                return
-            # a remote job is released only once its end is journaled: a restart in between finds it again
-            if not self.adapter.remote or await _recorded(task):
-                await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
-                task.events.job_released(task)
-            self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once
-            del self._running[task]
-            self._finished(task)
-            self.wake()
+            else:
+                await self._release(task, ref)
+
+    async def _release(self, task: Task, ref: str) -> None:
+        """Free the slot of a task that ended. A remote job is released only once its end is journaled: a
+        restart in between finds it again."""
+        if not self.adapter.remote or await _recorded(task):
+            await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
+            task.events.job_released(task)
+        self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once
+        del self._running[task]
+        self._finished(task)
+        self.wake()
 
     def _finished(self, task: Task) -> None:
         """A dispatched task ended: charge its usage, fold its run time into the average, report it."""

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from qrmid.backends.payloads import Payload, PayloadKind
 from qrmid.core.errors import FailedPrecondition
 from qrmid.core.events import Listener
-from qrmid.backends.payloads import Payload, PayloadKind
 
 
 class TaskState(Enum):

@@ -1,8 +1,7 @@
 """Accounting records of finished tasks and per-resource utilization, kept in memory from core events.
 
-``Ledger`` follows the broker's events and keeps the last ``limit`` finished tasks; it is the
-``AccountingSource`` the MetricsService reads. A persistent source (the journal) can take its place by
-offering the same ``records`` and ``utilization`` calls.
+``Ledger`` follows the broker's events and keeps the last ``limit`` finished tasks, starting from those the
+journal recovered; it is the ``AccountingSource`` the MetricsService reads.
 """
 
 from __future__ import annotations
@@ -104,6 +103,17 @@ class Ledger(Listener):
         if not view.state.terminal:
             return
         self._running.pop(task.id, None)
+        self._record(task)
+
+    def restore(self, tasks: Iterable[Task]) -> None:
+        """Take the records of tasks an earlier run finished (from the journal), in the order they ended; and
+        count running ones as holding their slot."""
+        for task in sorted((t for t in tasks if t.state.terminal), key=lambda t: t.view.ended_at or 0.0):
+            self._record(task)
+        self._running.update((task.id, task) for task in tasks if task.state is TaskState.RUNNING)
+
+    def _record(self, task: Task) -> None:
+        view = task.view
         self._seq += 1
         self._done.append(UsageRecord(
             seq=self._seq, task_id=task.id, resource=task.resource, owner=task.owner, account=account_of(task),

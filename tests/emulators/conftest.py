@@ -11,8 +11,9 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN, SystemApi
 from qrmid.emulators.launch import Proc, start_emulator, start_moto
+
+from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN, SystemApi
 
 # One process serves every test; each test that changes a backend at run time uses its own backend.
 EMULATOR_CONFIG = f"""

@@ -19,7 +19,6 @@ from pulser.devices import Device, VirtualDevice
 from qrmid.emulators import launch
 from qrmid.emulators.launch import Proc
 
-
 PROJECT = "11111111-1111-1111-1111-111111111111"
 OTHER_PROJECT = "22222222-2222-2222-2222-222222222222"
 USERNAME, PASSWORD = "alice@example.org", "alice-password"

@@ -21,8 +21,9 @@ from qiskit_ibm_runtime.json import RuntimeEncoder
 from qiskit_ibm_runtime.models import BackendConfiguration, BackendProperties
 from qiskit_ibm_runtime.utils.backend_converter import convert_to_target
 
-from .ibm_client import SERVICE_CRN, SystemApi
 from qrmid.emulators.launch import Proc, start_emulator
+
+from .ibm_client import SERVICE_CRN, SystemApi
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

@@ -13,8 +13,9 @@ import qrmi
 from qiskit import QuantumCircuit, qasm3, transpile
 from qrmi.primitives.ibm import SamplerV2, get_backend
 
-from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN
 from qrmid.emulators.launch import Proc
+
+from .ibm_client import API_KEY, BUCKET, REGION, SERVICE_CRN
 
 BACKEND = "qrmi_target"
 

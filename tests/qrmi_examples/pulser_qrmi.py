@@ -18,15 +18,14 @@
 # copyright notice, and modified files need to carry a notice indicating
 # that they have been altered from the originals.
 
-import json
 
 import pulser
 from dotenv import load_dotenv
 from pulser import Pulse, Sequence
 from pulser.backend.remote import JobParams
 from pulser.register import Register
-from qrmid.qrmi.primitives.pasqal import get_device
 
+from qrmid.qrmi.primitives.pasqal import get_device
 from qrmid.qrmi.pulser.connection import PulserQRMIConnection
 from qrmid.qrmi.pulser.service import QRMIService
 
@@ -40,7 +39,7 @@ if len(resources) == 0:
 
 # Select QR
 for res in resources:
-    print(f"Available resource: id={res.resource_id()} type={str(res.resource_type())}")
+    print(f"Available resource: id={res.resource_id()} type={res.resource_type()!s}")
 
 # For this example, we select the first resource
 qrmi = resources[0]

@@ -17,10 +17,12 @@
 
 # pylint: disable=invalid-name
 import random
+
 from dotenv import load_dotenv
 from qiskit.circuit.library import QAOAAnsatz
-from qiskit.transpiler import generate_preset_pass_manager
 from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import generate_preset_pass_manager
+
 from qrmid.qrmi.primitives import QRMIService
 from qrmid.qrmi.primitives.ibm import EstimatorV2, get_target
 
@@ -34,7 +36,7 @@ if len(resources) == 0:
 
 for res in resources:
     print(
-        f"Available resource: id={res.resource_id()} type={str(res.resource_type())}"
+        f"Available resource: id={res.resource_id()} type={res.resource_type()!s}"
     )
 
 # Randomly select QR

@@ -19,10 +19,12 @@
 
 # pylint: disable=invalid-name
 import random
+
 import numpy as np
 from dotenv import load_dotenv
 from qiskit.circuit.library import efficient_su2
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
+
 from qrmid.qrmi.primitives import QRMIService
 from qrmid.qrmi.primitives.ibm import SamplerV2, get_target
 
@@ -36,7 +38,7 @@ if len(resources) == 0:
 
 for res in resources:
     print(
-        f"Available resource: id={res.resource_id()} type={str(res.resource_type())}"
+        f"Available resource: id={res.resource_id()} type={res.resource_type()!s}"
     )
 
 # Randomly select QR

@@ -17,12 +17,13 @@
 
 """An example of IBM Quantum System QRMI python-bindings"""
 
-import os
-import time
-import json
 import argparse
+import json
+import time
+
 from dotenv import load_dotenv
-from qrmid.qrmi import QuantumResource, ResourceType, Payload, TaskStatus
+
+from qrmid.qrmi import Payload, QuantumResource, ResourceType, TaskStatus
 
 parser = argparse.ArgumentParser(description="An example of IBM Quantum System QRMI")
 parser.add_argument("backend", help="backend name")
@@ -34,7 +35,7 @@ load_dotenv()
 
 qrmi = QuantumResource(args.backend, ResourceType.IBMQuantumSystem)
 print(qrmi)
-print(f"Selected resource: id={qrmi.resource_id()} type={str(qrmi.resource_type())}")
+print(f"Selected resource: id={qrmi.resource_id()} type={qrmi.resource_type()!s}")
 
 print(json.dumps(qrmi.status().to_dict(), indent=2))
 

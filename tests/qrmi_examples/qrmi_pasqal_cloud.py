@@ -35,7 +35,7 @@ with open(args.input, encoding="utf-8") as f:
 # instantiate a QRMI
 qrmi = QuantumResource(args.backend, ResourceType.PasqalCloud)
 print(
-    f"Selected resource: id={qrmi.resource_id()} type={str(qrmi.resource_type())}"
+    f"Selected resource: id={qrmi.resource_id()} type={qrmi.resource_type()!s}"
 )
 
 # Check if QR it's accessible

@@ -24,7 +24,9 @@ environment -- the same environment variables a Slurm QRMI plugin would set
 """
 
 import argparse
+
 from dotenv import load_dotenv
+
 from qrmid.qrmi import QRMIService
 
 parser = argparse.ArgumentParser(description="QRMIService Example")
@@ -50,7 +52,7 @@ if len(resources) == 0:
 
 print(f"Accessible resources ({len(resources)} found):")
 for res in resources:
-    print(f"  {res.resource_id():<30} type={str(res.resource_type())}")
+    print(f"  {res.resource_id():<30} type={res.resource_type()!s}")
 
 if args.resource is None:
     raise SystemExit(0)

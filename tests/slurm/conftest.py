@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from daemons import ROOT, short_dir, subprocess_daemon
 
 APT_PACKAGES = ("slurmctld slurmd slurm-client munge libslurm-dev gcc make pkg-config libgrpc-dev "

@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, \
-    Output
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
 from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
 from qrmid.backends.ibm_quantum_system.settings import Settings
 from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key

@@ -28,7 +28,7 @@ class Storage:
         self.http = http
         self.bucket = bucket
         self.deadline = deadline
-        self._args = dict(region=region, access_key=access_key, secret_key=secret_key)
+        self._args = {"region": region, "access_key": access_key, "secret_key": secret_key}
         self._endpoints = (endpoint, service_endpoint)
         self._ours: Any = None
         self._theirs: Any = None

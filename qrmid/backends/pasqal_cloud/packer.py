@@ -305,7 +305,7 @@ class Packer:
     async def _note(self, placed: dict[str, str]) -> None:
         try:
             await self.record(placed)
-        except Exception as exc:  # noqa: BLE001 - the intent is on record: a restart still finds the jobs
+        except Exception as exc:  # the intent is on record: a restart still finds the jobs
             log.warning("journaling the placement of %d job(s) on %s failed: %s", len(placed), self.device_type, exc)
 
     # -- after a restart -----------------------------------------------------------------------------------------

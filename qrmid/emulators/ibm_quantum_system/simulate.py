@@ -88,7 +88,7 @@ def execute(request: SimulationRequest) -> SimulationOutcome:
         log("INFO", f"{request.program_id} finished: {len(result)} pub result(s), {executions} shot(s)")
     except JobError as exc:
         outcome.reason_code, outcome.reason_message = exc.reason_code, str(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure of the primitive itself ends the job Failed
+    except Exception as exc:  # any failure of the primitive itself ends the job Failed
         outcome.reason_code, outcome.reason_message = PRIMITIVE_FAILED, f"{type(exc).__name__}: {exc}"
     if outcome.reason_message:
         log("ERROR", outcome.reason_message)
@@ -115,7 +115,7 @@ def _circuit(value: Any, index: int) -> QuantumCircuit:
     if isinstance(value, str):
         try:
             return qasm3.loads(value)
-        except Exception as exc:  # noqa: BLE001 - the importer raises many types
+        except Exception as exc:  # the importer raises many types
             raise JobError(INVALID_INPUT, f"Pub {index}: invalid OpenQASM 3 circuit: {exc}") from None
     raise JobError(INVALID_INPUT, f"Pub {index}: a circuit must be an OpenQASM 3 string or a QuantumCircuit.")
 
