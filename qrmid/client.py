@@ -9,12 +9,12 @@ with the daemon's status code and message when it refuses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Self
-
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Self, TypeVar
 
 from qrmid.client_auth import ClientAuth
 from qrmid.ops.paths import default_address
@@ -22,6 +22,8 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
 TERMINAL = frozenset({pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED})
+
+T = TypeVar("T")
 
 
 class TaskFailed(Exception):
@@ -158,11 +160,15 @@ class AsyncClient:
         response = await self._stub.GetTaskLogs(pb.GetTaskLogsRequest(task_id=task_id), timeout=self.timeout)
         return response.text
 
-    async def wait(self, task_id: str) -> pb.Task:
-        """The task's terminal state, once it has one."""
+    async def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
+        """The task's terminal state, once it has one; TimeoutError when it has none after ``timeout`` s."""
         last = None
-        async for last in self.watch(task_id):
-            pass
+        try:
+            async with asyncio.timeout(timeout):
+                async for last in self.watch(task_id):
+                    pass
+        except TimeoutError:
+            raise TimeoutError(f"task {task_id} has not finished after {timeout} s") from None
         assert last is not None and last.state in TERMINAL, "WatchTask ends on a terminal state"
         return last
 
@@ -177,13 +183,23 @@ class AsyncClient:
 
 
 class Client:
-    """A blocking client: the same calls as ``AsyncClient``, run on a private event-loop thread."""
+    """A blocking client: the same calls as ``AsyncClient``, run on a private event-loop thread.
+
+    The thread is a daemon thread, so a script that never closes its client still exits.
+    """
 
     def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
-        self._portal_cm = start_blocking_portal()
-        self._portal: BlockingPortal = self._portal_cm.__enter__()
-        self._async = self._portal.call(_make_async, address, timeout, auth)
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="qrmid client", daemon=True).start()
+        self._async = self._call(_make_async, address, timeout, auth)
         self.address = self._async.address
+
+    def _call(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``call(*args)`` on the client's loop and return its value (or raise its error) here."""
+        async def on_loop() -> T:
+            return await call(*args)
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result()
 
     def __enter__(self) -> Self:
         return self
@@ -192,62 +208,62 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._portal.call(self._async.close)
-        self._portal_cm.__exit__(None, None, None)
+        if self._loop.is_running():
+            self._call(self._async.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     def list_resources(self) -> list[pb.Resource]:
-        return self._portal.call(self._async.list_resources)
+        return self._call(self._async.list_resources)
 
     def resource(self, name: str) -> pb.Resource:
-        return self._portal.call(self._async.resource, name)
+        return self._call(self._async.resource, name)
 
     def target(self, resource: str) -> str:
-        return self._portal.call(self._async.target, resource)
+        return self._call(self._async.target, resource)
 
     def metadata(self, resource: str) -> dict[str, str]:
-        return self._portal.call(self._async.metadata, resource)
+        return self._call(self._async.metadata, resource)
 
     def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0, on_behalf_of: str = "") -> pb.Lease:
-        return self._portal.call(self._async.acquire, resource, slurm_job_id, ttl_seconds, on_behalf_of)
+        return self._call(self._async.acquire, resource, slurm_job_id, ttl_seconds, on_behalf_of)
 
     def release(self, token: str) -> pb.ReleaseResponse:
-        return self._portal.call(self._async.release, token)
+        return self._call(self._async.release, token)
 
     def list_leases(self, resource: str = "", slurm_job_id: str = "") -> list[pb.Lease]:
-        return self._portal.call(self._async.list_leases, resource, slurm_job_id)
+        return self._call(self._async.list_leases, resource, slurm_job_id)
 
     def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
                    request_id: str = "", priority: str = "") -> pb.Task:
-        return self._portal.call(lambda: self._async.start_task(resource, payload, lease_token=lease_token,
-                                                                request_id=request_id, priority=priority))
+        return self._call(lambda: self._async.start_task(resource, payload, lease_token=lease_token,
+                                                         request_id=request_id, priority=priority))
 
     def stop_task(self, task_id: str) -> pb.Task:
-        return self._portal.call(self._async.stop_task, task_id)
+        return self._call(self._async.stop_task, task_id)
 
     def task(self, task_id: str) -> pb.Task:
-        return self._portal.call(self._async.task, task_id)
+        return self._call(self._async.task, task_id)
 
     def watch(self, task_id: str) -> Iterator[pb.Task]:
         stream = self._async.watch(task_id)
         while True:
             try:
-                yield self._portal.call(stream.__anext__)
+                yield self._call(stream.__anext__)
             except StopAsyncIteration:
                 return
 
     def result(self, task_id: str) -> bytes:
-        return self._portal.call(self._async.result, task_id)
+        return self._call(self._async.result, task_id)
 
     def logs(self, task_id: str) -> str:
-        return self._portal.call(self._async.logs, task_id)
+        return self._call(self._async.logs, task_id)
 
-    def wait(self, task_id: str) -> pb.Task:
-        return self._portal.call(self._async.wait, task_id)
+    def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
+        return self._call(self._async.wait, task_id, timeout)
 
     def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
             priority: str = "") -> tuple[pb.Task, bytes]:
-        return self._portal.call(lambda: self._async.run(resource, payload, lease_token=lease_token,
-                                                         priority=priority))
+        return self._call(lambda: self._async.run(resource, payload, lease_token=lease_token, priority=priority))
 
 
 async def _make_async(address: str | None, timeout: float, auth: ClientAuth | None) -> AsyncClient:

@@ -20,8 +20,8 @@ from types import FrameType
 
 import grpc
 
-from qrmid.client import payload_from_task_input
-from qrmid.integrations.connection import Connection, lease_token
+from qrmid.client import Client, payload_from_task_input
+from qrmid.integrations.job_env import lease_token
 from qrmid.qrmi.resource import get_job_qpu_resources_and_types
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -55,8 +55,8 @@ def run(name: str, input_path: Path, output: Path | None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGCONT, stop)
-    qrmid = Connection()
-    task = qrmid.start_task(name, payload, lease_token(name))
+    qrmid = Client()
+    task = qrmid.start_task(name, payload, lease_token=lease_token(name))
     logger.info("Task ID: %s", task.id)
     while task.state not in (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED):
         if stopping:

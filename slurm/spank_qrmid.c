@@ -5,7 +5,8 @@
  *
  * For every name in --qpu the plugin, running as root in slurmstepd at job start, asks the node's
  * qrmid daemon for the resource's type (GetResource) and takes a lease on it for the job (Acquire with
- * the Slurm job id and a lifetime from the job's time limit). It exports to the job only what QRMI
+ * the Slurm job id, a lifetime from the job's time limit, and the job's uid as on_behalf_of, so the
+ * lease and the job's tasks belong to the job's user). It exports to the job only what QRMI
  * code reads and no vendor secret (those stay in the daemon):
  *
  *   QRMI_JOB_QPU_RESOURCES, QRMI_JOB_QPU_TYPES    names and types of the leased resources, joined
@@ -16,7 +17,8 @@
  *                                                 the lease's lifetime)
  *   QRMI_JOB_ID, QRMI_JOB_UID, QRMID_ADDRESS      Slurm job id, job user id, daemon address
  *
- * and releases the leases when the step that took them ends (normally, on failure or on scancel).
+ * and ends the leases when the step that took them ends (normally, on failure or on scancel), with
+ * AdminService.RevokeLease: the plugin calls as root, an admin of the daemon.
  *
  * Hooks (Slurm 22.05 order: init_post_opt [batch, root] -> task_init [batch, user] ->
  * init_post_opt [step, root] -> task_init [step, user] -> exit [step] -> exit [batch]):
@@ -36,6 +38,9 @@
  *   ttl_margin=SECONDS added to the job's time limit to make the lease's lifetime (default 300)
  *   allow_partial      run the job with the resources that could be leased when others could not
  *                      (QRMI's behaviour); by default any failure fails the job
+ *   auth=munge         authenticate every call with a fresh MUNGE credential (for a daemon whose
+ *                      socket has auth = "munge"); auth=none (default) sends none
+ *   munge_socket=PATH  munged's socket when not libmunge's default
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -48,6 +53,7 @@
 #include <slurm/slurm.h>
 #include <slurm/spank.h>
 
+#include "qrmid/v1/admin.qrmid-c.h"
 #include "qrmid/v1/quantum_resources.qrmid-c.h"
 
 SPANK_PLUGIN(spank_qrmid, 1);
@@ -74,6 +80,8 @@ struct settings {
   int64_t timeout_ms;
   uint32_t ttl_margin;
   int allow_partial;
+  int use_munge;      /* auth=munge */
+  char *munge_socket; /* munge_socket=PATH; NULL: libmunge's default */
 };
 
 static char *qpu_option;          /* the --qpu value; NULL when not given */
@@ -175,6 +183,7 @@ static void free_leases(void)
 static void free_settings(void)
 {
   free(settings.address);
+  free(settings.munge_socket);
   memset(&settings, 0, sizeof(settings));
 }
 
@@ -239,9 +248,18 @@ static int parse_arguments(int argc, char **argv)
       settings.ttl_margin = seconds;
     } else if (strcmp(arg, "allow_partial") == 0) {
       settings.allow_partial = 1;
+    } else if (strcmp(arg, "auth=munge") == 0 || strcmp(arg, "auth=none") == 0) {
+      settings.use_munge = strcmp(arg, "auth=munge") == 0;
+    } else if (strncmp(arg, "munge_socket=", 13) == 0 && arg[13] != '\0') {
+      free(settings.munge_socket);
+      settings.munge_socket = copy_string(arg + 13);
+      if (settings.munge_socket == NULL) {
+        defer_error("out of memory");
+        return -1;
+      }
     } else {
       defer_error("plugstack.conf: unknown argument '%s' (known: address=TARGET, timeout=SECONDS, "
-                  "ttl_margin=SECONDS, allow_partial)", arg);
+                  "ttl_margin=SECONDS, allow_partial, auth=munge|none, munge_socket=PATH)", arg);
       return -1;
     }
   }
@@ -304,9 +322,38 @@ static int64_t job_time_limit(uint32_t job_id)
   return minutes;
 }
 
-/* Takes a lease on `name` and exports its token and timeout; records an error on failure. */
+/* A client of the daemon, authenticating as plugstack.conf says. */
+static grpc_status_code connect_daemon(qrmid_client **client, qrmid_error *err)
+{
+  grpc_status_code code = qrmid_client_new(settings.address, NULL, client, err);
+  if (code == GRPC_STATUS_OK && settings.use_munge) {
+    code = qrmid_client_use_munge(*client, settings.munge_socket, err);
+    if (code != GRPC_STATUS_OK) {
+      qrmid_client_free(*client);
+      *client = NULL;
+    }
+  }
+  return code;
+}
+
+/* Ends lease `id` (the plugin is an admin of the daemon; the lease is the job user's). */
+static grpc_status_code end_lease(qrmid_client *client, const char *id, uint32_t *cancelled, qrmid_error *err)
+{
+  Qrmid__V1__RevokeLeaseRequest revoke = QRMID__V1__REVOKE_LEASE_REQUEST__INIT;
+  Qrmid__V1__ReleaseResponse *released = NULL;
+  revoke.lease_id = (char *)id;
+  revoke.reason = (char *)"its Slurm job step ended";
+  grpc_status_code code = qrmid_v1_admin_service_revoke_lease(client, &revoke, &released, settings.timeout_ms, err);
+  if (code == GRPC_STATUS_OK) {
+    *cancelled = released->cancelled_tasks;
+    qrmid__v1__release_response__free_unpacked(released, NULL);
+  }
+  return code;
+}
+
+/* Takes a lease on `name` for user `uid` and exports its token and timeout; records an error on failure. */
 static void acquire_one(spank_t sp, qrmid_client *client, const char *name, const char *job_id,
-                        int64_t minutes)
+                        const char *uid, int64_t minutes)
 {
   qrmid_error err = QRMID_ERROR_INIT;
   Qrmid__V1__Resource *resource = NULL;
@@ -328,6 +375,7 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   acquire.resource = (char *)name;
   acquire.slurm_job_id = (char *)job_id;
   acquire.ttl_seconds = ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
+  acquire.on_behalf_of = (char *)uid;
   if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, settings.timeout_ms, &err) != GRPC_STATUS_OK) {
     defer_call_error("acquiring a lease on", name, &err);
     goto out;
@@ -352,13 +400,8 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
     if (grown != NULL)
       leases = grown;
     defer_error("out of memory after acquiring lease %s on %s; releasing it", lease->id, name);
-    Qrmid__V1__ReleaseRequest release = QRMID__V1__RELEASE_REQUEST__INIT;
-    Qrmid__V1__ReleaseResponse *released = NULL;
-    release.token = lease->token;
-    if (qrmid_v1_quantum_resources_release(client, &release, &released, settings.timeout_ms, &err) ==
-        GRPC_STATUS_OK)
-      qrmid__v1__release_response__free_unpacked(released, NULL);
-    else
+    uint32_t cancelled = 0;
+    if (end_lease(client, lease->id, &cancelled, &err) != GRPC_STATUS_OK)
       defer_call_error("releasing the lease on", name, &err);
     free(taken.name);
     free(taken.type);
@@ -430,7 +473,7 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
   if (minutes < 0)
     goto out;
 
-  if (qrmid_client_new(settings.address, NULL, &client, &err) != GRPC_STATUS_OK) {
+  if (connect_daemon(&client, &err) != GRPC_STATUS_OK) {
     defer_call_error("connecting to qrmid for", qpu_option, &err);
     goto out;
   }
@@ -442,7 +485,7 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
   for (char *name = strtok_r(names, separators, &state); name != NULL; name = strtok_r(NULL, separators, &state)) {
     requested++;
     if (!already_leased(name))
-      acquire_one(sp, client, name, job_id_text, minutes);
+      acquire_one(sp, client, name, job_id_text, uid_text, minutes);
   }
   if (requested == 0)
     defer_error("--qpu='%s' names no resource", qpu_option);
@@ -557,19 +600,15 @@ int slurm_spank_exit(spank_t sp, int argc, char **argv)
   if (spank_remote(sp) && n_leases > 0) {
     qrmid_client *client = NULL;
     qrmid_error err = QRMID_ERROR_INIT;
-    if (qrmid_client_new(settings.address, NULL, &client, &err) != GRPC_STATUS_OK) {
+    if (connect_daemon(&client, &err) != GRPC_STATUS_OK) {
       slurm_error("%s: cannot release %zu lease(s): connecting to %s: %s: %s", plugin_name, n_leases,
                   settings.address, qrmid_status_name(err.code), err.message != NULL ? err.message : "");
     } else {
       for (size_t i = 0; i < n_leases; i++) {
-        Qrmid__V1__ReleaseRequest release = QRMID__V1__RELEASE_REQUEST__INIT;
-        Qrmid__V1__ReleaseResponse *released = NULL;
-        release.token = leases[i].token;
-        if (qrmid_v1_quantum_resources_release(client, &release, &released, settings.timeout_ms, &err) ==
-            GRPC_STATUS_OK) {
+        uint32_t cancelled = 0;
+        if (end_lease(client, leases[i].id, &cancelled, &err) == GRPC_STATUS_OK) {
           slurm_info("%s: released lease %s on %s (%" PRIu32 " task(s) cancelled)", plugin_name, leases[i].id,
-                     leases[i].name, released->cancelled_tasks);
-          qrmid__v1__release_response__free_unpacked(released, NULL);
+                     leases[i].name, cancelled);
         } else {
           slurm_error("%s: releasing lease %s on %s at %s failed: %s: %s", plugin_name, leases[i].id,
                       leases[i].name, settings.address, qrmid_status_name(err.code),

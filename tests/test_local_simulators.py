@@ -104,11 +104,12 @@ def test_malformed_inputs_are_refused_at_submit(local_daemon: str, payload: pb.P
 def test_pulser_runs_are_bounded(local_daemon: str) -> None:
     doc = examples.load("pulser")
     with Client(local_daemon) as qrmid:
-        for runs in (0, 2001):
-            code, details = refused(lambda runs=runs: qrmid.start_task("local-pulser",
-                                                                       pulser_payload(doc["sequence"], runs)))
-            assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"invalid payload for 'local-pulser': job_runs must be between 1 and 2000, not {runs}")
+        code, details = refused(lambda: qrmid.start_task("local-pulser", pulser_payload(doc["sequence"], 0)))
+        assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                   "pulser_sequence.job_runs is 0; it must be at least 1")
+        code, details = refused(lambda: qrmid.start_task("local-pulser", pulser_payload(doc["sequence"], 2001)))
+        assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                   "invalid payload for 'local-pulser': job_runs must be between 1 and 2000, not 2001")
         code, details = refused(lambda: qrmid.start_task("local-pulser", sampler(BELL)))
         assert "takes pulser_sequence payloads, not qiskit_primitive" in details
 

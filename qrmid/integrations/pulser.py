@@ -31,9 +31,8 @@ from pulser.backend.results import Results
 from pulser.devices import Device
 from pulser.json.abstract_repr.deserializer import deserialize_device
 
-from qrmid.client import pulser_payload
-from qrmid.integrations.connection import Connection
-from qrmid.integrations.connection import lease_token as job_lease_token
+from qrmid.client import Client, pulser_payload
+from qrmid.integrations.job_env import lease_token as job_lease_token
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 __all__ = ["QrmidConnection"]
@@ -61,7 +60,7 @@ class QrmidConnection(RemoteConnection):
 
     def __init__(self, resource: str, *, address: str | None = None, lease_token: str | None = None) -> None:
         self.resource = resource
-        self.connection = Connection(address)
+        self.connection = Client(address)
         self.lease = job_lease_token(resource) if lease_token is None else lease_token
         self._sequences: dict[str, Sequence] = {}      # task id -> the built sequence it runs
         self._open: dict[str, list[str]] = {}          # open batch id -> its task ids
@@ -101,7 +100,7 @@ class QrmidConnection(RemoteConnection):
         if sequence.is_parametrized() or sequence.is_register_mappable():
             built = sequence.build(**params.get("variables", {}))
         payload = pulser_payload(built.to_abstract_repr(), int(params["runs"]))
-        task = self.connection.start_task(self.resource, payload, self.lease)
+        task = self.connection.start_task(self.resource, payload, lease_token=self.lease)
         self._sequences[task.id] = built
         return task.id
 

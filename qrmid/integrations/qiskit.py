@@ -29,8 +29,8 @@ from qiskit_ibm_runtime.json import RuntimeEncoder
 from qiskit_ibm_runtime.utils.backend_converter import convert_to_target
 from qiskit_ibm_runtime.utils.backend_decoder import configuration_from_server_data, properties_from_server_data
 
-from qrmid.client import estimator_payload, sampler_payload
-from qrmid.integrations.connection import Connection, TaskFailed, lease_token
+from qrmid.client import Client, TaskFailed, estimator_payload, sampler_payload
+from qrmid.integrations.job_env import lease_token
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 __all__ = ["EstimatorOptions", "EstimatorV2", "QrmidBackend", "QrmidJob", "SamplerOptions", "SamplerV2", "TaskFailed",
@@ -100,7 +100,7 @@ def estimator_input(pubs: Iterable[EstimatorPub], precision: float, options: dic
 class QrmidJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
     """A primitive job running as a qrmid task; its ``job_id()`` is the task id."""
 
-    def __init__(self, connection: Connection, task: pb.Task) -> None:
+    def __init__(self, connection: Client, task: pb.Task) -> None:
         super().__init__(task.id)
         self._connection = connection
         self._task = task
@@ -159,11 +159,11 @@ class _Runner:
         if isinstance(mode, QrmidBackend):
             self.resource, self.connection = mode.name, mode.connection
         else:
-            self.resource, self.connection = mode, Connection(address)
+            self.resource, self.connection = mode, Client(address)
         self.lease = lease_token(self.resource) if lease is None else lease
 
     def submit(self, payload: pb.Payload) -> QrmidJob:
-        return QrmidJob(self.connection, self.connection.start_task(self.resource, payload, self.lease))
+        return QrmidJob(self.connection, self.connection.start_task(self.resource, payload, lease_token=self.lease))
 
 
 class SamplerV2(BaseSamplerV2):
@@ -231,7 +231,7 @@ def parse_target(text: str, use_fractional_gates: bool = False) -> tuple[Any, An
 class QrmidBackend(BackendV2):
     """A qrmid resource as a Qiskit ``BackendV2``: its target, for transpiling; run through the primitives."""
 
-    def __init__(self, resource: str, connection: Connection, use_fractional_gates: bool = False) -> None:
+    def __init__(self, resource: str, connection: Client, use_fractional_gates: bool = False) -> None:
         self.connection = connection
         self._configuration, self._properties, self._target = parse_target(
             connection.target(resource), use_fractional_gates)
@@ -265,5 +265,5 @@ class QrmidBackend(BackendV2):
 def get_backend(resource: str, *, address: str | None = None, use_fractional_gates: bool = False) -> QrmidBackend:
     """The resource as a ``BackendV2`` built from its target; ``grpc.RpcError`` NOT_FOUND for unknown names,
     ValueError when the resource is not a Qiskit backend."""
-    return QrmidBackend(resource, Connection(address), use_fractional_gates)
+    return QrmidBackend(resource, Client(address), use_fractional_gates)
 

@@ -6,8 +6,8 @@ import logging
 import os
 from typing import Any
 
-from qrmid.client import pulser_payload
-from qrmid.integrations.connection import Connection, lease_token
+from qrmid.client import Client, pulser_payload
+from qrmid.integrations.job_env import lease_token
 from qrmid.qrmi.errors import (
     QrmiError,
     TaskNotFoundError,
@@ -51,7 +51,7 @@ class QuantumResource:
     def __init__(self, resource_id: str, resource_type: ResourceType, *, address: str | None = None) -> None:
         self._id = resource_id
         self._type = resource_type
-        self._connection = Connection(address)
+        self._connection = Client(address)
         self._lease = ""  # the token of this handle's latest acquire()
 
     @classmethod
@@ -114,7 +114,7 @@ class QuantumResource:
             raise UnsupportedPayloadError(f"qrmid runs QiskitPrimitive and PasqalCloud payloads, "
                                           f"not {type(payload).__name__}")
         with translated():
-            return self._connection.start_task(self._id, message, self._lease or lease_token(self._id)).id
+            return self._connection.start_task(self._id, message, lease_token=self._lease or lease_token(self._id)).id
 
     def task_stop(self, task_id: str) -> None:
         """Cancel the task if it has not finished; its result and logs stay available."""

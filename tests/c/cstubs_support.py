@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 C_DIR = ROOT / "stubs" / "c"
 PROTOS = ROOT / "protos"
-APT_PACKAGES = "libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev pkg-config valgrind"
+APT_PACKAGES = "libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libmunge-dev pkg-config valgrind"
 
 
 def require_tools(*tools: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from pulser import Sequence
 from pulser.backend.remote import RemoteResults
 
-from qrmid.integrations.connection import lease_token
+from qrmid.integrations.job_env import lease_token
 from qrmid.integrations.pulser import QrmidConnection
 from qrmid.qrmi.models import ResourceType
 from qrmid.qrmi.resource import QRMIService, QuantumResource

@@ -3,6 +3,9 @@
  * unary and server-streaming calls on the gRPC core C API. Messages are
  * serialised with protobuf-c. See qrmid_c.h for the calling convention.
  *
+ * With MUNGE authentication on, each call carries a fresh credential from
+ * libmunge (x-qrmid-munge), since the daemon accepts every credential once.
+ *
  * Each call owns a private completion queue and runs one batch at a time,
  * waiting for it before the next: that keeps every call synchronous, makes
  * a client usable from several threads, and needs no background thread.
@@ -21,11 +24,16 @@
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <munge.h>
+
+#define MUNGE_METADATA_KEY "x-qrmid-munge"
 
 struct qrmid_client {
   grpc_channel *channel;
   grpc_metadata *metadata; /* sent with every call */
   size_t metadata_count;
+  int use_munge;       /* add a fresh MUNGE credential to every call */
+  char *munge_socket;  /* munged's socket; NULL: libmunge's default */
 };
 
 /* --- errors ------------------------------------------------------------- */
@@ -200,6 +208,7 @@ void qrmid_client_free(qrmid_client *client)
     return;
   qrmid_client_clear_metadata(client);
   grpc_channel_destroy(client->channel);
+  free(client->munge_socket);
   free(client);
   grpc_shutdown();
 }
@@ -235,12 +244,93 @@ grpc_status_code qrmid_client_add_metadata(qrmid_client *client,
   return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: '%s'", bad, key);
 }
 
+grpc_status_code qrmid_client_use_munge(qrmid_client *client, const char *munge_socket, qrmid_error *error)
+{
+  if (client == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client is NULL");
+  char *copy = NULL;
+  if (munge_socket != NULL && munge_socket[0] != '\0') {
+    copy = strdup(munge_socket);
+    if (copy == NULL)
+      return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  free(client->munge_socket);
+  client->munge_socket = copy;
+  client->use_munge = 1;
+  return set_ok(error);
+}
+
+grpc_status_code qrmid_client_set_bearer_token(qrmid_client *client, const char *token, qrmid_error *error)
+{
+  if (client == NULL || token == NULL || token[0] == '\0')
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client and a non-empty token are required");
+  size_t size = strlen("Bearer ") + strlen(token) + 1;
+  char *value = malloc(size);
+  if (value == NULL)
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  snprintf(value, size, "Bearer %s", token);
+  grpc_status_code code = qrmid_client_add_metadata(client, "authorization", value, error);
+  memset(value, 0, size);
+  free(value);
+  if (code != GRPC_STATUS_OK) /* the message names the key only, never the token */
+    return set_error(error, code, "the bearer token must be printable ASCII");
+  return code;
+}
+
+/* Reads the first line of a token file into a malloc'd string; NULL with errno-based message on failure. */
+static char *read_token(const char *path, qrmid_error *error)
+{
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot read the token file %s", path);
+    return NULL;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len = getline(&line, &cap, f);
+  fclose(f);
+  while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+    line[--len] = '\0';
+  if (len <= 0) {
+    free(line);
+    set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "the token file %s is empty", path);
+    return NULL;
+  }
+  return line;
+}
+
+grpc_status_code qrmid_client_auth_from_env(qrmid_client *client, qrmid_error *error)
+{
+  if (client == NULL)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "client is NULL");
+  const char *mode = getenv("QRMID_AUTH");
+  if (mode == NULL || mode[0] == '\0' || strcmp(mode, "none") == 0)
+    return set_ok(error);
+  if (strcmp(mode, "munge") == 0)
+    return qrmid_client_use_munge(client, getenv("QRMID_MUNGE_SOCKET"), error);
+  if (strcmp(mode, "token") != 0)
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "QRMID_AUTH must be none, munge or token, not '%s'", mode);
+  const char *path = getenv("QRMID_TOKEN_FILE");
+  if (path == NULL || path[0] == '\0')
+    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "QRMID_AUTH=token needs QRMID_TOKEN_FILE");
+  char *token = read_token(path, error);
+  if (token == NULL)
+    return error != NULL ? error->code : GRPC_STATUS_INVALID_ARGUMENT;
+  grpc_status_code code = qrmid_client_set_bearer_token(client, token, error);
+  memset(token, 0, strlen(token));
+  free(token);
+  return code;
+}
+
 /* --- call plumbing ------------------------------------------------------ */
 
 /* State of one call, shared by the unary and the streaming paths. */
 typedef struct call_state {
   grpc_completion_queue *cq;
   grpc_call *call;
+  grpc_metadata *send_metadata; /* the client's, or a private copy plus a MUNGE credential */
+  size_t send_metadata_count;
+  int owns_send_metadata;
   grpc_metadata_array initial_metadata;
   grpc_metadata_array trailing_metadata;
   grpc_status_code status;
@@ -280,12 +370,11 @@ static grpc_status_code prepare(qrmid_client *client, const char *method,
   return GRPC_STATUS_OK;
 }
 
-/* Creates the call with its deadline and client metadata arrays ready. */
 /* The three ops that open a call: our metadata, the one request message, and the half-close. */
-static void set_send_ops(grpc_op *ops, const qrmid_client *client, grpc_byte_buffer *payload) {
+static void set_send_ops(grpc_op *ops, const call_state *st, grpc_byte_buffer *payload) {
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = client->metadata_count;
-  ops[0].data.send_initial_metadata.metadata = client->metadata;
+  ops[0].data.send_initial_metadata.count = st->send_metadata_count;
+  ops[0].data.send_initial_metadata.metadata = st->send_metadata;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = payload;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -306,6 +395,49 @@ static void call_begin(call_state *st, qrmid_client *client, const char *method,
   grpc_metadata_array_init(&st->trailing_metadata);
   st->status = GRPC_STATUS_UNKNOWN;
   st->details = grpc_empty_slice();
+  st->send_metadata = client->metadata;
+  st->send_metadata_count = client->metadata_count;
+}
+
+/* Adds a fresh MUNGE credential to the call's metadata when the client uses MUNGE. */
+static grpc_status_code add_munge_credential(call_state *st, const qrmid_client *client, const char *method,
+                                             qrmid_error *error)
+{
+  if (!client->use_munge)
+    return GRPC_STATUS_OK;
+  munge_ctx_t ctx = munge_ctx_create();
+  if (ctx == NULL)
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  munge_err_t e = EMUNGE_SUCCESS;
+  if (client->munge_socket != NULL)
+    e = munge_ctx_set(ctx, MUNGE_OPT_SOCKET, client->munge_socket);
+  char *credential = NULL;
+  if (e == EMUNGE_SUCCESS)
+    e = munge_encode(&credential, ctx, NULL, 0);
+  if (e != EMUNGE_SUCCESS) {
+    const char *why = munge_ctx_strerror(ctx);
+    grpc_status_code code = set_error(error, e == EMUNGE_SOCKET ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_UNAUTHENTICATED,
+                                      "%s: cannot create a MUNGE credential: %s", method,
+                                      why != NULL ? why : munge_strerror(e));
+    munge_ctx_destroy(ctx);
+    return code;
+  }
+  munge_ctx_destroy(ctx);
+  size_t n = client->metadata_count;
+  grpc_metadata *md = calloc(n + 1, sizeof *md);
+  if (md == NULL) {
+    free(credential);
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  if (n > 0)
+    memcpy(md, client->metadata, n * sizeof *md);
+  md[n].key = grpc_slice_from_static_string(MUNGE_METADATA_KEY);
+  md[n].value = grpc_slice_from_copied_string(credential);
+  free(credential);
+  st->send_metadata = md;
+  st->send_metadata_count = n + 1;
+  st->owns_send_metadata = 1;
+  return GRPC_STATUS_OK;
 }
 
 /* Runs one batch and waits for it. Returns 1 when it succeeded, 0 when it
@@ -343,6 +475,10 @@ static void call_end(call_state *st)
 {
   if (st->call != NULL)
     grpc_call_unref(st->call);
+  if (st->owns_send_metadata) {
+    grpc_slice_unref(st->send_metadata[st->send_metadata_count - 1].value);
+    free(st->send_metadata);
+  }
   grpc_metadata_array_destroy(&st->initial_metadata);
   grpc_metadata_array_destroy(&st->trailing_metadata);
   grpc_slice_unref(st->details);
@@ -390,10 +526,16 @@ grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
 
   call_state st;
   call_begin(&st, client, method, timeout_ms);
+  code = add_munge_credential(&st, client, method, error);
+  if (code != GRPC_STATUS_OK) {
+    grpc_byte_buffer_destroy(payload);
+    call_end(&st);
+    return code;
+  }
   grpc_byte_buffer *received = NULL;
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
-  set_send_ops(ops, client, payload);
+  set_send_ops(ops, &st, payload);
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &st.initial_metadata;
   ops[4].op = GRPC_OP_RECV_MESSAGE;
@@ -471,10 +613,16 @@ grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
   memcpy(s->method, method, method_len);
   s->response_type = response_type;
   call_begin(&s->st, client, method, timeout_ms);
+  code = add_munge_credential(&s->st, client, method, error);
+  if (code != GRPC_STATUS_OK) {
+    grpc_byte_buffer_destroy(payload);
+    qrmid_stream_close(s);
+    return code;
+  }
 
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
-  set_send_ops(ops, client, payload);
+  set_send_ops(ops, &s->st, payload);
   grpc_call_error start_error;
   int rc = run_batch(&s->st, ops, 3, &start_error);
   grpc_byte_buffer_destroy(payload);

@@ -21,7 +21,7 @@
  *    stream: for the whole stream); QRMID_C_NO_DEADLINE (0) sets none.
  *
  * Thread safety: a client may be used from several threads at once, as long
- * as its metadata is not changed meanwhile. A stream belongs to one thread.
+ * as its metadata and authentication are not changed meanwhile. A stream belongs to one thread.
  */
 #ifndef QRMID_C_H
 #define QRMID_C_H
@@ -101,6 +101,25 @@ grpc_status_code qrmid_client_add_metadata(qrmid_client *client,
 
 /* Removes every header added with qrmid_client_add_metadata(). */
 void qrmid_client_clear_metadata(qrmid_client *client);
+
+/* --- Authentication (see docs/security.md) ------------------------------- */
+
+/* Sends a fresh MUNGE credential (metadata "x-qrmid-munge") with every later
+ * call, encoded by the munged at `munge_socket` (NULL or "": libmunge's
+ * default). The daemon accepts each credential once, so each call gets its
+ * own; a call whose credential cannot be made fails with UNAVAILABLE (munged
+ * unreachable) or UNAUTHENTICATED, without contacting the daemon. */
+grpc_status_code qrmid_client_use_munge(qrmid_client *client, const char *munge_socket, qrmid_error *error);
+
+/* Sends "authorization: Bearer <token>" with every later call (a service
+ * token of the daemon's tokens file). The token is copied; error messages
+ * never contain it. */
+grpc_status_code qrmid_client_set_bearer_token(qrmid_client *client, const char *token, qrmid_error *error);
+
+/* Configures authentication as the Python client does: QRMID_AUTH=none
+ * (or unset: nothing), munge (QRMID_MUNGE_SOCKET optional) or token (the
+ * first line of the file QRMID_TOKEN_FILE). */
+grpc_status_code qrmid_client_auth_from_env(qrmid_client *client, qrmid_error *error);
 
 /* --- Generic calls, used by the generated wrappers ----------------------- */
 
