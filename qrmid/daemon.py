@@ -130,7 +130,7 @@ class Daemon:
 
     async def start(self) -> None:
         """Start the backends, bind the listeners and report SERVING."""
-        _prepare_socket(self.socket)
+        _prepare_socket(self.socket, shared=self.config.daemon.auth != "none")
         recovered = None
         if self.journal is not None:
             try:
@@ -262,11 +262,12 @@ class Daemon:
             log.error("reload failed, the old config stays: %s", exc)
 
 
-def _prepare_socket(path: Path) -> None:
-    """Make the socket's directory (private when we create it) and clear a stale socket file."""
+def _prepare_socket(path: Path, shared: bool = False) -> None:
+    """Make the socket's directory (private when we create it, unless callers authenticate, so others may
+    reach the socket) and clear a stale socket file."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise StartupError(f"socket path {path} is longer than the {MAX_SOCKET_PATH} bytes Unix sockets allow")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o755 if shared else 0o700, parents=True, exist_ok=True)
     if not path.exists():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

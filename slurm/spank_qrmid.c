@@ -16,6 +16,7 @@
  *   <name>_QRMI_JOB_TIMEOUT_SECONDS               the job's time limit in seconds (unlimited jobs:
  *                                                 the lease's lifetime)
  *   QRMI_JOB_ID, QRMI_JOB_UID, QRMID_ADDRESS      Slurm job id, job user id, daemon address
+ *   QRMID_AUTH, QRMID_MUNGE_SOCKET                with auth=munge: how the job's clients authenticate
  *
  * and ends the leases when the step that took them ends (normally, on failure or on scancel), with
  * AdminService.RevokeLease: the plugin calls as root, an admin of the daemon.
@@ -342,7 +343,7 @@ static grpc_status_code end_lease(qrmid_client *client, const char *id, uint32_t
   Qrmid__V1__RevokeLeaseRequest revoke = QRMID__V1__REVOKE_LEASE_REQUEST__INIT;
   Qrmid__V1__ReleaseResponse *released = NULL;
   revoke.lease_id = (char *)id;
-  revoke.reason = (char *)"its Slurm job step ended";
+  revoke.reason = (char *)"its lease was released: its Slurm job step ended";
   grpc_status_code code = qrmid_v1_admin_service_revoke_lease(client, &revoke, &released, settings.timeout_ms, err);
   if (code == GRPC_STATUS_OK) {
     *cancelled = released->cancelled_tasks;
@@ -468,6 +469,11 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
       defer_error("out of memory");
     goto out;
   }
+  /* The job's own qrmid clients authenticate the way this plugin does. */
+  if (settings.use_munge && (set_job_env(sp, "QRMID_AUTH", "munge") != 0 ||
+                             (settings.munge_socket != NULL &&
+                              set_job_env(sp, "QRMID_MUNGE_SOCKET", settings.munge_socket) != 0)))
+    goto out;
 
   int64_t minutes = job_time_limit(job_id);
   if (minutes < 0)

@@ -3,6 +3,7 @@ an unauthenticated listener private and secrets out of readable files."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import socket
@@ -167,6 +168,15 @@ async def test_munge_proves_the_encoding_user_once(munge_socket: str) -> None:
         await authenticator.authenticate([("x-qrmid-munge", credential)])
     assert replayed.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert "Replayed credential" in str(replayed.value) and "fresh credential" in str(replayed.value)
+
+
+async def test_an_expired_munge_credential_is_unauthenticated(munge_socket: str) -> None:
+    credential = munge.encode(b"", munge_socket, ttl=1)
+    await asyncio.sleep(2.5)  # past its one-second lifetime
+    with pytest.raises(AuthError) as expired:
+        await Munge(Admins(""), munge_socket).authenticate([("x-qrmid-munge", credential)])
+    assert expired.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "Expired credential" in str(expired.value) and "check the clocks" in str(expired.value)
 
 
 @pytest.mark.parametrize(("metadata", "expected"), [

@@ -145,6 +145,9 @@ shutdown_grace_seconds = 1
 [auth]
 munge_socket = "{munge_socket}"
 
+[journal]
+path = "{journal}"
+
 [limits]
 calls_per_second = 0
 
@@ -232,7 +235,7 @@ def daemon(users: tuple[str, str], munged: Path) -> Iterator[Daemon]:
     d.chmod(0o755)
     socket = d / "qrmid.sock"
     config = d / "qrmid.toml"
-    config.write_text(CONFIG.format(socket=socket, munge_socket=munged))
+    config.write_text(CONFIG.format(socket=socket, munge_socket=munged, journal=d / "journal.db"))
     log = d / "qrmid.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(config)], cwd=ROOT,
@@ -269,7 +272,7 @@ def test_one_user_cannot_see_fetch_or_cancel_anothers_tasks(daemon: Daemon) -> N
     own = daemon.one("qrmid-bob", {"op": "probe", "task": done["ids"][0]})
     assert own["GetTask"] == own["GetTaskResult"] == own["GetTaskLogs"] == own["WatchTask"] == "OK"
     [still] = daemon.one("qrmid-bob", {"op": "tasks", "ids": running["ids"]})
-    assert still["state"] == "TASK_STATE_RUNNING", "alice's StopTask did not touch bob's task"
+    assert still["state"] in ("TASK_STATE_QUEUED", "TASK_STATE_RUNNING"), "alice's StopTask did not touch it"
     [seen] = daemon.one("root", {"op": "tasks", "ids": running["ids"]})
     assert seen["owner"] == "qrmid-bob", "root is an admin and sees every task"
 
@@ -387,6 +390,7 @@ def _secret_config(vendors: Vendors, socket: Path, munge_socket: Path, metrics_p
 
     return (f'[daemon]\nsocket = "{socket}"\nauth = "munge"\nlog_level = "debug"\nshutdown_grace_seconds = 1\n'
             f'[auth]\nmunge_socket = "{munge_socket}"\n[metrics]\naddress = "127.0.0.1:{metrics_port}"\n'
+            f'[journal]\npath = "{socket.parent / "journal.db"}"\n'
             + ibm("ibm", IBM_KEY) + ibm("ibm-wrong-key", IBM_WRONG_KEY)
             + pasqal("pasqal", f'QRMI_PASQAL_CLOUD_CLIENT_ID = "{CLIENT_ID}"\n'
                                f'QRMI_PASQAL_CLOUD_CLIENT_SECRET = "{PASQAL_SECRET}"\n')

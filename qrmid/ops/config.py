@@ -242,7 +242,7 @@ class Config(_Section):
         """The keys of resource settings holding a secret (API keys, tokens, passwords) that is set."""
         listed = [(index, resource) for index, resource in enumerate(self.resources)
                   if resource.name not in self._imported]  # qrmi_config's own mode is checked on import
-        return [f"resources[{index}].{name}" for index, resource in listed
+        return [f"resources[{index}].{type(resource).model_fields[name].alias or name}" for index, resource in listed
                 for name, value in resource if isinstance(value, SecretStr) and value.get_secret_value()] + \
             [f"resources[{index}].environment" for index, resource in listed
              if getattr(resource, "environment", None)]  # qrmi resources: every value is kept secret

@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Self
 
+MUNGE_OPT_TTL = 4
 MUNGE_OPT_SOCKET = 8
 
 EMUNGE_SOCKET = 6
@@ -96,9 +97,14 @@ class _Context:
             raise MungeError(code, detail.decode(errors="replace"))
 
 
-def encode(payload: bytes = b"", socket: str | None = None) -> str:
-    """A fresh credential for the calling process's uid and gid (blocking)."""
+def encode(payload: bytes = b"", socket: str | None = None, ttl: int = 0) -> str:
+    """A fresh credential for the calling process's uid and gid, valid ``ttl`` seconds (0: munged's default,
+    usually 5 minutes) (blocking)."""
     with _Context(socket) as context:
+        if ttl:
+            set_int = context.lib["munge_ctx_set"]  # a separate handle: the option's value is an int here
+            set_int.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            context._check(set_int(context.ctx, MUNGE_OPT_TTL, ttl))
         cred = ctypes.c_void_p()
         context._check(context.lib.munge_encode(ctypes.byref(cred), context.ctx, payload or None, len(payload)))
         try:

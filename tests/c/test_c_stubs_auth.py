@@ -6,16 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cstubs_support import VALGRIND_ARGS, pkg_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemons import short_dir, subprocess_daemon  # noqa: E402
-from munged import munged  # noqa: E402
+from daemons import short_dir, subprocess_daemon
+from munged import munged
 
 TOKEN = "c-stubs-service-token-0123456789"
 

@@ -23,9 +23,11 @@ APT_PACKAGES = ("slurmctld slurmd slurm-client munge libslurm-dev gcc make pkg-c
 TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "scancel", "sinfo", "squeue",
          "cc", "make", "pkg-config")
 
+VENDOR_SECRET = "slurm-vendor-secret-9d41c7e2"  # a distinctive value: finding it anywhere is a leak
+
 # The qrmid the jobs talk to. Leases are required, so a task only runs with the job's token; "slow-qpu"
 # holds its one slot for minutes without using CPU, for the scancel test.
-QRMID_CONFIG = """
+QRMID_CONFIG = f"""
 [leases]
 required = true
 max_ttl_seconds = 86400
@@ -41,6 +43,17 @@ type = "noop"
 name = "slow-qpu"
 slots = 1
 delay_seconds = 600
+
+# Holds a vendor secret (its service is unreachable): the jobs must never see it.
+[[resources]]
+type = "pasqal-cloud"
+name = "vendor-qpu"
+QRMI_PASQAL_CLOUD_PROJECT_ID = "slurm-tests"
+QRMI_PASQAL_CLOUD_BASE_URL = "http://127.0.0.1:9"
+QRMI_PASQAL_CLOUD_AUTH_ENDPOINT = "http://127.0.0.1:9/oauth/token"
+QRMI_PASQAL_CLOUD_CLIENT_ID = "qrmid-slurm-node"
+retry_deadline_seconds = 1  # its service is unreachable: give up fast, so start-up is quick
+QRMI_PASQAL_CLOUD_CLIENT_SECRET = "{VENDOR_SECRET}"
 """
 
 TTL_MARGIN = 120  # plugstack ttl_margin: a lease lives the job's time limit plus this
@@ -97,6 +110,7 @@ class Cluster:
     plugin: Path
     c_example: Path
     ttl_margin: int = TTL_MARGIN
+    vendor_secret: str = VENDOR_SECRET  # in the daemon's config; must never reach a job
     daemons: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property

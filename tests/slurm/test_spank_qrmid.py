@@ -60,7 +60,9 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
 """, "--qpu=local-qiskit", "--time=5")
     cluster.wait_for(out / "started", job_id)
 
-    env = parse_env((out / "batch.env").read_text())
+    env_text = (out / "batch.env").read_text()
+    assert cluster.vendor_secret not in env_text, "a vendor secret from the daemon's config reached the job"
+    env = parse_env(env_text)
     mentioned = {name for name in env if ("QRMI" in name or "_QPU_" in name or name.startswith("local-qiskit"))
                  and not name.startswith("SLURM_SPANK_")}
     assert mentioned == EXPECTED_VARIABLES
@@ -76,12 +78,14 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
     held = leases(cluster, job_id)
     assert [(lease.resource, lease.slurm_job_id, lease.token) for lease in held] == [("local-qiskit", job_id, "")], \
         "one lease, still held after the inner srun step ended"
+    assert held[0].owner == "root", "the plugin acquired on behalf of the job's user (uid 0 here)"
     assert held[0].expire_time.seconds - held[0].create_time.seconds == 5 * 60 + cluster.ttl_margin
 
     (out / "go").touch()
     job = cluster.wait_job(job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=120)
     output = cluster.output(job_id)
     assert (job.state, job.fields["ExitCode"]) == ("COMPLETED", "0:0"), output
+    assert cluster.vendor_secret not in output
     assert '"00"' in output and '"11"' in output, output
     python_task = re.search(r"^task (\S+): completed$", output, re.MULTILINE)
     assert python_task, output
@@ -160,7 +164,7 @@ sleep 300
         assert job.state == "CANCELLED"
         wait_no_leases(cluster, job_id)
         task = client.task(task_id)
-        assert (task.state, task.reason) == (pb.TASK_STATE_CANCELLED, "its lease was released")
+        assert (task.state, task.reason) == (pb.TASK_STATE_CANCELLED, "its lease was released: its Slurm job step ended")
     assert cluster.wait_idle() == "idle"
 
 
@@ -172,7 +176,7 @@ def test_an_unknown_resource_fails_the_job_not_the_node(cluster: Cluster, qpu: s
     assert job.state == "FAILED", output
     assert "the job script ran" not in output
     assert (f"spank_qrmid: looking up resource nope at {cluster.qrmid_address} failed: NOT_FOUND: "
-            "no resource named 'nope' (known: local-qiskit, slow-qpu)") in output
+            "no resource named 'nope' (known: local-qiskit, slow-qpu, vendor-qpu)") in output
     assert f"spank_qrmid: --qpu={qpu}: cannot lease the quantum resources; the task is not started" in output
     wait_no_leases(cluster, job_id)  # with two names, the one that was leased is released
     assert cluster.wait_idle() == "idle", "a failed lease never drains the node"
