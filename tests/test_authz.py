@@ -99,6 +99,19 @@ async def test_a_lease_serves_only_its_owner(callers: Callers) -> None:
     await callers.alice.release(lease.token)
 
 
+async def test_an_admin_releases_another_users_lease_by_token(callers: Callers) -> None:
+    lease = await callers.alice.acquire("slow")
+    task = await callers.alice.start_task("slow", pulser_payload(SEQUENCE, 1), lease_token=lease.token)
+    released = await callers.ops.release(lease.token)
+    assert released.lease.id == lease.id and released.lease.owner == "alice" and released.cancelled_tasks == 1
+    ended = await callers.alice.task(task.id)
+    assert ended.state == pb.TASK_STATE_CANCELLED and ended.reason == "its lease was released by ops, an admin"
+    assert await callers.alice.list_leases() == []
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await callers.alice.release(lease.token)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_request_ids_are_per_owner(callers: Callers) -> None:
     first = await callers.alice.start_task("fast", pulser_payload(SEQUENCE, 1), request_id="same")
     second = await callers.bob.start_task("fast", pulser_payload(SEQUENCE, 1), request_id="same")

@@ -242,3 +242,23 @@ async def test_device_availability_sets_the_resource_status(pasqal: Emulator) ->
 async def _status_is(client: AsyncClient, name: str, status: int) -> pb.Resource | None:
     resource = await client.resource(name)
     return resource if resource.status == status else None
+
+
+async def test_unreachable_service_holds_up_neither_start_up_nor_other_resources(pasqal: Emulator) -> None:
+    """A resource whose service refuses connections reads OFFLINE with the failure as its reason and refuses
+    tasks as UNAVAILABLE, while the daemon serves and a reachable resource runs."""
+    down = resource(pasqal, "down", "FRESNEL_DOWN", retry_deadline_seconds=3600,
+                    QRMI_PASQAL_CLOUD_BASE_URL="http://127.0.0.1:1")
+    async with asyncio.timeout(60):  # a hang guard: waiting on the retry deadline would take an hour
+        async with running(config([down, resource(pasqal, "up", "EMU_TN")])) as daemon, \
+                AsyncClient(f"unix:{daemon.socket}") as client:
+            offline = await client.resource("down")
+            assert offline.status == pb.RESOURCE_STATUS_OFFLINE
+            assert offline.status_reason.startswith("status check failed:"), offline.status_reason
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await client.start_task("down", pulser_payload(program(pasqal, "EMU_TN"), 10))
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "spec of device FRESNEL_DOWN has not been read" in error.value.details()
+            assert (await client.resource("up")).status == pb.RESOURCE_STATUS_ONLINE
+            task = await client.start_task("up", pulser_payload(program(pasqal, "EMU_TN"), 10))
+            assert (await client.wait(task.id)).state == pb.TASK_STATE_COMPLETED

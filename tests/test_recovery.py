@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import httpx
 import pytest
-from daemons import ROOT, short_dir, wait_serving
+from daemons import ROOT, short_dir
 from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
 from emulators.pasqal_fixtures import start_emulator as start_pasqal
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_pasqal_cloud import program
 from test_pasqal_cloud import resource as pasqal_resource
 
+from qrmid.bench.process import QrmidProcess
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.emulators.launch import Proc, start_emulator, start_moto
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -46,42 +43,18 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
     s3.stop()
 
 
-class Qrmid:
+class Qrmid(QrmidProcess):
     """``qrmid serve`` in its own process on one config and journal, restartable, killable with SIGKILL."""
 
     def __init__(self, resources: str) -> None:
         scratch = short_dir()
-        self.socket = scratch / "qrmid.sock"
+        socket, config = scratch / "qrmid.sock", scratch / "qrmid.toml"
         self.journal = scratch / "journal.db"
-        self.config = scratch / "qrmid.toml"
-        self.config.touch(mode=0o600)  # it holds API keys
-        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nshutdown_grace_seconds = 2\n'
-                               f'[journal]\npath = "{self.journal}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
-                               f'{resources}')
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"unix:{self.socket}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
-                                        cwd=ROOT)
-        wait_serving(self.address, process=self.process)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        config.touch(mode=0o600)  # it holds API keys
+        config.write_text(f'[daemon]\nsocket = "{socket}"\nshutdown_grace_seconds = 2\n'
+                          f'[journal]\npath = "{self.journal}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                          f'{resources}')
+        super().__init__(config, socket, cwd=ROOT)
 
 
 def ibm_resource(services: tuple[Proc, Proc]) -> str:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
-
-import grpc
 
 from qrmid.api import convert
 from qrmid.api.identity import caller
+from qrmid.api.requests import Context, required
 from qrmid.api.status import unary
 from qrmid.core.broker import Broker
 from qrmid.core.errors import InvalidArgument, PermissionDenied
@@ -25,15 +23,6 @@ from qrmid.v1 import admin_pb2_grpc as admin_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    return value
-
 
 class AdminService(admin_grpc.AdminServiceServicer):
     """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file."""
@@ -54,7 +43,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def DrainResource(self, request: admin_pb.DrainResourceRequest, context: Context) -> pb.Resource:
         who = self._admin(context, "DrainResource")
-        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource = self.broker.resource(required(request.resource, "resource"))
         resource.drain(request.reason or f"drained by {who}: running tasks finish, queued ones wait")
         log.info("resource %s drained by %s: %s", resource.name, who, resource.drain_reason)
         return convert.resource(resource.view())
@@ -62,7 +51,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def ResumeResource(self, request: admin_pb.ResumeResourceRequest, context: Context) -> pb.Resource:
         who = self._admin(context, "ResumeResource")
-        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource = self.broker.resource(required(request.resource, "resource"))
         resource.resume()
         log.info("resource %s resumed by %s", resource.name, who)
         return convert.resource(resource.view())
@@ -86,23 +75,20 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def CancelTask(self, request: admin_pb.CancelTaskRequest, context: Context) -> pb.Task:
         who = self._admin(context, "CancelTask")
-        task = self.broker.stop_task(_required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
+        task = self.broker.stop_task(required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
         log.info("task %s of %s cancelled by %s", task.id, task.owner, who)
         return self._task(task)
 
     @unary
     async def ListAllLeases(self, request: admin_pb.ListAllLeasesRequest, context: Context) -> pb.ListLeasesResponse:
         self._admin(context, "ListAllLeases")
-        leases = sorted((lease for lease in self.broker.leases.live()
-                         if (not request.resource or lease.resource == request.resource)
-                         and (not request.owner or lease.owner == request.owner)),
-                        key=lambda lease: lease.created_at)
+        leases = self.broker.leases.matching(request.resource, request.owner or None)
         return pb.ListLeasesResponse(leases=[convert.lease(lease, with_token=False) for lease in leases])
 
     @unary
     async def RevokeLease(self, request: admin_pb.RevokeLeaseRequest, context: Context) -> pb.ReleaseResponse:
         who = self._admin(context, "RevokeLease")
-        lease, cancelled = self.broker.revoke(_required(request.lease_id, "lease_id"), request.reason)
+        lease, cancelled = self.broker.revoke(required(request.lease_id, "lease_id"), request.reason)
         log.info("lease %s of %s revoked by %s", lease.id, lease.owner, who)
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
 
@@ -111,7 +97,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
                           ) -> admin_pb.SetLogLevelResponse:
         who = self._admin(context, "SetLogLevel")
         try:
-            previous = logs.set_level(_required(request.level, "level"))
+            previous = logs.set_level(required(request.level, "level"))
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         log.warning("log level set to %s by %s (was %s)", request.level.lower(), who, previous)

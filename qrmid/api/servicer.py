@@ -5,29 +5,18 @@ from __future__ import annotations
 import asyncio
 import pwd
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
-
-import grpc
 
 from qrmid.api import convert
 from qrmid.api.identity import caller, user_name
+from qrmid.api.requests import Context, required
 from qrmid.api.status import streaming, unary
 from qrmid.core.broker import Broker
-from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from qrmid.core.errors import FailedPrecondition, PermissionDenied
 from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
 RESULT_CHUNK_BYTES = 1 << 20
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    return value
-
 
 class QuantumResources(pb_grpc.QuantumResourcesServicer):
     """The QRMI operations over one broker."""
@@ -42,17 +31,17 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def GetResource(self, request: pb.GetResourceRequest, context: Context) -> pb.Resource:
-        return convert.resource(self.broker.resource(_required(request.name, "name")).view())
+        return convert.resource(self.broker.resource(required(request.name, "name")).view())
 
     @unary
     async def GetTarget(self, request: pb.GetTargetRequest, context: Context) -> pb.Target:
-        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource = self.broker.resource(required(request.resource, "resource"))
         return pb.Target(resource=resource.name, content_type="application/json",
                          value=await resource.adapter.target())
 
     @unary
     async def GetMetadata(self, request: pb.GetMetadataRequest, context: Context) -> pb.Metadata:
-        resource = self.broker.resource(_required(request.resource, "resource"))
+        resource = self.broker.resource(required(request.resource, "resource"))
         return pb.Metadata(resource=resource.name, values=resource.adapter.metadata())
 
     @unary
@@ -66,30 +55,27 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         uid = who.uid if owner == who.name or not request.slurm_job_id else \
             await asyncio.to_thread(lambda: pwd.getpwnam(owner).pw_uid)
         account = await self.broker.check_job(request.slurm_job_id, uid, who.admin)
-        lease = self.broker.acquire(_required(request.resource, "resource"), owner,
+        lease = self.broker.acquire(required(request.resource, "resource"), owner,
                                     request.slurm_job_id, request.ttl_seconds, account=account)
         return convert.lease(lease, with_token=True)
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
-        lease, cancelled = self.broker.release(_required(request.token, "token"), caller(context).name)
+        identity = caller(context)
+        lease, cancelled = self.broker.release(required(request.token, "token"), identity.name, identity.admin)
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
 
     @unary
     async def ListLeases(self, request: pb.ListLeasesRequest, context: Context) -> pb.ListLeasesResponse:
         owner = caller(context).name
-        leases = sorted((lease for lease in self.broker.leases.live()
-                         if lease.owner == owner
-                         and (not request.resource or lease.resource == request.resource)
-                         and (not request.slurm_job_id or lease.slurm_job_id == request.slurm_job_id)),
-                        key=lambda lease: lease.created_at)
+        leases = self.broker.leases.matching(request.resource, owner, request.slurm_job_id)
         return pb.ListLeasesResponse(leases=[convert.lease(lease, with_token=False) for lease in leases])
 
     @unary
     async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:
         identity = caller(context)
         task = await self.broker.start_task(
-            _required(request.resource, "resource"), convert.payload(request.payload), identity.name,
+            required(request.resource, "resource"), convert.payload(request.payload), identity.name,
             lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
             admin=identity.admin)
         return self._task(task, task.view)
@@ -97,7 +83,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
         who = caller(context)
-        task = self.broker.task_for(_required(request.task_id, "task_id"), who.name, who.admin)
+        task = self.broker.task_for(required(request.task_id, "task_id"), who.name, who.admin)
         reason = "stopped by its owner" if task.owner == who.name else f"stopped by {who.name}, an admin"
         task = self.broker.stop_task(task.id, reason)
         return self._task(task, task.view)
@@ -133,7 +119,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
         who = caller(context)
-        return self.broker.task_for(_required(task_id, "task_id"), who.name, who.admin)
+        return self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
     def _task(self, task: Task, view: TaskView) -> pb.Task:
         if view.state is not TaskState.QUEUED:

@@ -25,6 +25,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from qrmid.bench.throughput import throughput
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.emulators.launch import start_qrmid
 
@@ -65,21 +66,6 @@ async def _latencies(call: Callable[[], Awaitable[object]], count: int) -> list[
     return times
 
 
-async def _throughput(calls: list[Callable[[], Awaitable[object]]], seconds: float) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(call: Callable[[], Awaitable[object]]) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(call) for call in calls))
-    return done / (time.perf_counter() - started)
-
-
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if q < 100 else max(values)
 
@@ -89,20 +75,20 @@ async def _measure(echo_socket: Path, qrmid_socket: Path, count: int, seconds: f
     echoes = [channel.unary_unary(ECHO) for channel in channels]
     request = b"x" * 64
     base = await _latencies(lambda: echoes[0](request), count)
-    base_rps = await _throughput([lambda e=e: e(request) for e in echoes], seconds)
+    base_rps = await throughput([lambda e=e: e(request) for e in echoes], seconds)
 
     qrmids = [AsyncClient(f"unix:{qrmid_socket}") for _ in range(clients)]
     task = await qrmids[0].start_task("noop", pulser_payload({}, 1))
     await qrmids[0].wait(task.id)
     get = await _latencies(lambda: qrmids[0].task(task.id), count)
-    get_rps = await _throughput([lambda q=q: q.task(task.id) for q in qrmids], seconds)
+    get_rps = await throughput([lambda q=q: q.task(task.id) for q in qrmids], seconds)
 
     async def one_task(client: AsyncClient) -> None:
         started = await client.start_task("noop", pulser_payload({}, 1))
         await client.wait(started.id)
         await client.result(started.id)
 
-    tasks_ps = await _throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
+    tasks_ps = await throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
     for channel in channels:
         await channel.close()
     for client in qrmids:

@@ -11,22 +11,16 @@ In one run, against qrmid processes on Unix sockets with ``noop`` resources:
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from qrmid.bench.process import QrmidProcess
+from qrmid.bench.throughput import throughput
 from qrmid.client import AsyncClient, pulser_payload
 
 PAYLOAD = pulser_payload({}, 1)
@@ -34,64 +28,15 @@ RESOURCES = ('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_lim
              '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n')
 
 
-class Daemon:
-    """One qrmid process on its own socket and journal."""
-
-    def __init__(self, scratch: Path, journal: bool) -> None:
-        scratch.mkdir(parents=True, exist_ok=True)
-        self.socket = scratch / "qrmid.sock"
-        self.config = scratch / "qrmid.toml"
-        self.config.write_text(f'[daemon]\nsocket = "{self.socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
-                               f'[journal]\nenabled = {"true" if journal else "false"}\n'
-                               f'path = "{scratch / "journal.db"}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
-                               f'{RESOURCES}')
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"unix:{self.socket}"
-
-    def start(self) -> float:
-        """Start it; seconds from exec until it answers SERVING."""
-        started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)])
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return time.perf_counter() - started
-                except grpc.RpcError:
-                    pass
-                if self.process.poll() is not None:
-                    raise SystemExit(f"qrmid exited with {self.process.returncode} before serving")
-                time.sleep(0.005)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-
-
-async def _throughput(calls: list[Callable[[], Awaitable[object]]], seconds: float) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(call: Callable[[], Awaitable[object]]) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(call) for call in calls))
-    return done / (time.perf_counter() - started)
+def qrmid_process(scratch: Path, journal: bool) -> QrmidProcess:
+    """A qrmid process on its own socket and journal (or none), with the benchmark's resources."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    socket, config = scratch / "qrmid.sock", scratch / "qrmid.toml"
+    config.write_text(f'[daemon]\nsocket = "{socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
+                      f'[journal]\nenabled = {"true" if journal else "false"}\n'
+                      f'path = "{scratch / "journal.db"}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                      f'{RESOURCES}')
+    return QrmidProcess(config, socket)
 
 
 async def _rates(address: str, seconds: float, clients: int) -> tuple[float, float]:
@@ -103,8 +48,8 @@ async def _rates(address: str, seconds: float, clients: int) -> tuple[float, flo
         await client.wait(started.id)
         await client.result(started.id)
 
-    tasks_ps = await _throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
-    starts_ps = await _throughput([lambda q=q: q.start_task("stuck", PAYLOAD) for q in qrmids], seconds)
+    tasks_ps = await throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
+    starts_ps = await throughput([lambda q=q: q.start_task("stuck", PAYLOAD) for q in qrmids], seconds)
     for client in qrmids:
         await client.close()
     return tasks_ps, starts_ps
@@ -135,14 +80,14 @@ def main(seconds: float, clients: int, tasks: int) -> None:
     rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for turn in range(2):  # off and on alternately, twice: the best of each, on a machine others share
         for journal in (False, True):
-            daemon = Daemon(scratch / f"rate-{journal}-{turn}", journal)
+            daemon = qrmid_process(scratch / f"rate-{journal}-{turn}", journal)
             daemon.start()
             try:
                 rates[journal].append(asyncio.run(_rates(daemon.address, seconds, clients)))
             finally:
                 daemon.stop()
 
-    daemon = Daemon(scratch / "recovery", journal=True)
+    daemon = qrmid_process(scratch / "recovery", journal=True)
     daemon.start()
     ids = asyncio.run(_fill(daemon.address, tasks))
     recoveries, colds = [], []
@@ -152,7 +97,7 @@ def main(seconds: float, clients: int, tasks: int) -> None:
         restored = asyncio.run(_restored(daemon.address, ids))
         if restored != len(ids):
             raise SystemExit(f"only {restored} of {len(ids)} tasks came back after kill -9")
-        empty = Daemon(scratch / f"empty-{turn}", journal=True)
+        empty = qrmid_process(scratch / f"empty-{turn}", journal=True)
         colds.append(empty.start())
         empty.stop()
     daemon.kill()  # the day-long task is not waited for

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qrmid.backends.base import Adapter, InvalidPayload
+from qrmid.backends.base import Adapter, Busy, InvalidPayload
 from qrmid.backends.payloads import Payload
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from qrmid.core.events import Events
@@ -102,11 +102,13 @@ class Broker:
         self.events.lease_granted(lease)
         return lease
 
-    def release(self, token: str, owner: str) -> tuple[Lease, int]:
-        """End a lease; returns it and how many of its unfinished tasks were cancelled."""
-        lease = self.leases.pop(token, owner)
+    def release(self, token: str, caller: str, admin: bool = False) -> tuple[Lease, int]:
+        """End ``caller``'s lease (anyone's for an ``admin``); returns it and how many of its unfinished tasks
+        were cancelled."""
+        lease = self.leases.pop(token, caller, admin)
         self.events.lease_ended(lease, "released")
-        cancelled = self._end_lease(lease, "its lease was released")
+        by = "" if lease.owner == caller else f" by {caller}, an admin"
+        cancelled = self._end_lease(lease, f"its lease was released{by}")
         log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled,
                  extra=_lease_context(lease))
         return lease, cancelled
@@ -148,6 +150,8 @@ class Broker:
             shots = await asyncio.to_thread(resource.adapter.validate, payload)
         except InvalidPayload as exc:
             raise InvalidArgument(f"invalid payload for {name!r}: {exc}") from None
+        except Busy as exc:  # the backend cannot check payloads yet (its description is not read)
+            raise Unavailable(f"resource {name!r} cannot check the payload now: {exc}") from None
         resource.scheduler.policy.check_shots(name, shots)
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
             return earlier

@@ -60,12 +60,12 @@ class LeaseTable:
             raise FailedPrecondition(f"lease {lease.id} is on resource {lease.resource!r}, not {resource!r}")
         return lease
 
-    def pop(self, token: str, owner: str) -> Lease:
-        """Remove and return the lease behind ``token``, which must be ``owner``'s."""
+    def pop(self, token: str, owner: str, admin: bool = False) -> Lease:
+        """Remove and return the lease behind ``token``, which must be ``owner``'s unless ``admin``."""
         lease = self._by_token.get(token)
         if lease is None:
             raise NotFound("unknown lease token (already released, expired or never granted)")
-        if lease.owner != owner:
+        if lease.owner != owner and not admin:
             raise PermissionDenied(f"lease {lease.id} belongs to another user")
         return self._by_token.pop(token)
 
@@ -89,3 +89,11 @@ class LeaseTable:
 
     def live(self) -> list[Lease]:
         return [lease for lease in self._by_token.values() if not lease.expired]
+
+    def matching(self, resource: str = "", owner: str | None = None, slurm_job_id: str = "") -> list[Lease]:
+        """The live leases, oldest first, on ``resource`` and for ``slurm_job_id`` (each unless empty) of ``owner``
+        (everyone's when None)."""
+        return sorted((lease for lease in self.live()
+                       if (not resource or lease.resource == resource) and (owner is None or lease.owner == owner)
+                       and (not slurm_job_id or lease.slurm_job_id == slurm_job_id)),
+                      key=lambda lease: lease.created_at)

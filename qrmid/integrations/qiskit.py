@@ -23,6 +23,7 @@ from qiskit.primitives import BaseEstimatorV2, BasePrimitiveJob, BaseSamplerV2, 
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 from qiskit.providers import BackendV2, JobStatus, Options
+from qiskit.providers.jobstatus import JOB_FINAL_STATES
 from qiskit.transpiler import Target
 from qiskit_ibm_runtime.decoders.result_decoder import ResultDecoder
 from qiskit_ibm_runtime.json import RuntimeEncoder
@@ -97,22 +98,8 @@ def estimator_input(pubs: Iterable[EstimatorPub], precision: float, options: dic
                        "support_qiskit": True}, cls=RuntimeEncoder)
 
 
-class QrmidJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
-    """A primitive job running as a qrmid task; its ``job_id()`` is the task id."""
-
-    def __init__(self, connection: Client, task: pb.Task) -> None:
-        super().__init__(task.id)
-        self._connection = connection
-        self._task = task
-        self._result: PrimitiveResult | None = None
-
-    def _refresh(self) -> pb.Task:
-        if JOB_STATUS[self._task.state] not in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELLED):
-            self._task = self._connection.task(self.job_id())
-        return self._task
-
-    def status(self) -> JobStatus:
-        return JOB_STATUS[self._refresh().state]
+class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
+    """A primitive job whose state questions are all answered from ``status()``."""
 
     def done(self) -> bool:
         return self.status() == JobStatus.DONE
@@ -127,7 +114,25 @@ class QrmidJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         return self.status() == JobStatus.ERROR
 
     def in_final_state(self) -> bool:
-        return self.status() in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELLED)
+        return self.status() in JOB_FINAL_STATES
+
+
+class QrmidJob(PrimitiveJob):
+    """A primitive job running as a qrmid task; its ``job_id()`` is the task id."""
+
+    def __init__(self, connection: Client, task: pb.Task) -> None:
+        super().__init__(task.id)
+        self._connection = connection
+        self._task = task
+        self._result: PrimitiveResult | None = None
+
+    def _refresh(self) -> pb.Task:
+        if JOB_STATUS[self._task.state] not in JOB_FINAL_STATES:
+            self._task = self._connection.task(self.job_id())
+        return self._task
+
+    def status(self) -> JobStatus:
+        return JOB_STATUS[self._refresh().state]
 
     def cancel(self) -> None:
         """Cancel the task (a finished task stays as it is)."""

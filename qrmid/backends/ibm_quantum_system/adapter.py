@@ -82,7 +82,10 @@ class IbmQuantumSystem(Adapter):
     def validate(self, payload: Payload) -> int:
         if not isinstance(payload, QiskitPrimitive):
             raise InvalidPayload("ibm-quantum-system runs Qiskit primitive payloads only")
-        configuration = self._configuration or {}
+        configuration = self._configuration
+        if configuration is None:  # read by the status check: until then no circuit can be checked against it
+            raise Busy(f"the configuration of backend {self.backend} has not been read yet (the resource's status "
+                       f"says why); retry once the resource is online")
         limits = self.jobs.Limits(max_qubits=int(configuration.get("n_qubits", 10_000)),
                                   max_shots=int(configuration.get("max_shots", 10**7)))
         pubs, shots = self.jobs.parse(payload.program_id, payload.input, limits)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
 from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
 from qrmid.backends.pasqal_cloud.auth import Tokens, grant_of
 from qrmid.backends.pasqal_cloud.packer import Limits, Packer
@@ -22,8 +21,6 @@ from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
 
 if TYPE_CHECKING:
     from qrmid.backends.pulser_jobs import Limits as SequenceLimits
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,28 +56,27 @@ class PasqalCloud(Adapter):
                              record=lambda refs: self.record_refs(refs))
         self._spec: Spec | None = None
         self._describing = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def slots(self) -> int:
         return self.settings.slots
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.packer.start()
-        try:
-            await self._describe()
-        except Exception as exc:  # an unreachable service at start is an offline resource, not a failed daemon
-            log.warning("%s: cannot read the spec of device %s yet: %s", self.settings.name, self.device_type, exc)
+        self.packer.start()  # the device spec is read by the status check, off the start-up path
 
     async def close(self) -> None:
         await self.packer.stop()
         await self._http.aclose()
 
     async def status(self) -> BackendStatus:
-        devices = await self.api.call("GET", "/api/v1/devices", params={"device_type": self.device_type}, auth=False)
+        # one attempt: an unreachable service reads OFFLINE now and is asked again on the status interval
+        devices = await self.api.once("/api/v1/devices", {"device_type": self.device_type}, auth=False)
         if self._spec is None:
-            await self._describe()
+            try:
+                await self._describe()
+            except Exception as exc:  # without the spec no payload can be checked, so nothing can run
+                return BackendStatus(BackendState.OFFLINE, f"cannot read the spec of device {self.device_type} "
+                                                           f"from Pasqal Cloud: {exc}")
         device = next((d for d in devices or [] if d.get("device_type") == self.device_type), None)
         if device is None:
             return BackendStatus(BackendState.OFFLINE, f"Pasqal Cloud lists no device of type {self.device_type}")
@@ -103,7 +99,10 @@ class PasqalCloud(Adapter):
     def validate(self, payload: Payload) -> int:
         if not isinstance(payload, PulserSequence):
             raise InvalidPayload("pasqal-cloud runs Pulser sequence payloads only")
-        spec = self._spec or self._describe_from_thread()
+        spec = self._spec
+        if spec is None:
+            raise Busy(f"the spec of device {self.device_type} has not been read from Pasqal Cloud yet (the "
+                       f"resource's status says why); retry once the resource is online")
         sequence = self.jobs.parse(payload.sequence, payload.job_runs, spec.limits)
         if sequence.device.name != spec.name:
             raise InvalidPayload(f"sequence is built for device {sequence.device.name!r}, but this resource runs on "
@@ -192,15 +191,6 @@ class PasqalCloud(Adapter):
             text = specs if isinstance(specs, str) else json.dumps(specs)
             self._spec = await asyncio.to_thread(self._parse_spec, text)
             return self._spec
-
-    def _describe_from_thread(self) -> Spec:
-        """The spec, fetched on the event loop from a validation thread when ``start`` could not get it."""
-        assert self._loop is not None, "start() runs before validate()"
-        try:
-            return asyncio.run_coroutine_threadsafe(self._describe(), self._loop).result()
-        except Exception as exc:
-            raise InvalidPayload(f"cannot check the sequence yet: the spec of device {self.device_type} could not "
-                                 f"be read from Pasqal Cloud ({exc}); retry later") from None
 
     def _parse_spec(self, text: str) -> Spec:
         from pulser.abstract_repr import deserialize_device

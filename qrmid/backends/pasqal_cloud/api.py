@@ -95,9 +95,10 @@ class PasqalApi:
                     envelope = await self._once(method, path, params, content, headers, auth)
         return envelope
 
-    async def once(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """One GET without retries: for ``landed`` checks, which run inside a retried call."""
-        return (await self._once("GET", path, params, None, dict(HEADERS), True)).get("data")
+    async def once(self, path: str, params: dict[str, Any] | None = None, auth: bool = True) -> Any:
+        """One GET without retries: for ``landed`` checks, which run inside a retried call, and status checks,
+        which are repeated on their own interval."""
+        return (await self._once("GET", path, params, None, dict(HEADERS), auth)).get("data")
 
     async def download(self, url: str) -> Any:
         """A plain JSON document, such as a results link; no bearer token goes to that host."""

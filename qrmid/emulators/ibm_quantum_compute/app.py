@@ -93,19 +93,31 @@ def _error(status: int, message: str, code: int = 0) -> JSONResponse:
                          "trace": uuid.uuid4().hex}, status)
 
 
+class Refused(Exception):
+    """A request the service refuses; answered with its error body by the app's exception handler."""
+
+    def __init__(self, status: int, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.response = _error(status, message, code)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return exc.response
+
+
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def _authorized(request: Request) -> JSONResponse | None:
+def _authorize(request: Request) -> None:
     service = _service(request)
     token = request.headers.get("authorization", "").removeprefix("Bearer ")
     if token not in service.tokens:
-        return _error(401, "Invalid or expired token", 1001)
+        raise Refused(401, "Invalid or expired token", 1001)
     if request.headers.get("service-crn") != service.settings.crn:
-        return _error(403, "Service-CRN does not name an instance this token may use", 1003)
-    return None
+        raise Refused(403, "Service-CRN does not name an instance this token may use", 1003)
 
 
 async def token(request: Request) -> Response:
@@ -121,16 +133,15 @@ async def token(request: Request) -> Response:
                          "expires_in": 3600, "expiration": now + 3600, "scope": "ibm_openid"})
 
 
-def _backend(request: Request) -> str | JSONResponse:
+def _backend(request: Request) -> str:
     name = request.path_params["name"]
     if name not in _service(request).settings.backends:
-        return _error(404, f"backend {name} not found", 1216)
+        raise Refused(404, f"backend {name} not found", 1216)
     return str(name)
 
 
 async def backends(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     service = _service(request)
     devices = [{"name": name, "status": {"name": "online", "reason": "available"}, "is_simulator": False,
                 "qubits": _configuration(name)["n_qubits"], "queue_length": _pending(service, name),
@@ -139,32 +150,24 @@ async def backends(request: Request) -> Response:
 
 
 async def backend_status(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     name = _backend(request)
-    if isinstance(name, Response):
-        return name
     return JSONResponse({"state": True, "status": "online", "message": "available", "backend_version": "1.0.0",
                          "length_queue": _pending(_service(request), name)})
 
 
 async def configuration(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
-    name = _backend(request)
-    return name if isinstance(name, Response) else JSONResponse(_configuration(name))
+    _authorize(request)
+    return JSONResponse(_configuration(_backend(request)))
 
 
 async def properties(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
-    name = _backend(request)
-    return name if isinstance(name, Response) else JSONResponse(_properties(name))
+    _authorize(request)
+    return JSONResponse(_properties(_backend(request)))
 
 
 async def create_job(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     service = _service(request)
     body = await request.json()
     if body.get("backend") not in service.settings.backends:
@@ -180,21 +183,20 @@ async def create_job(request: Request) -> Response:
     return JSONResponse({"id": job.id, "backend": job.backend}, 200)
 
 
-def _job(request: Request) -> Job | JSONResponse:
+def _job(request: Request) -> Job:
     job = _service(request).jobs.get(request.path_params["id"])
-    return job if job is not None else _error(404, f"job {request.path_params['id']} not found", 1291)
+    if job is None:
+        raise Refused(404, f"job {request.path_params['id']} not found", 1291)
+    return job
 
 
 async def get_job(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
-    job = _job(request)
-    return job if isinstance(job, Response) else JSONResponse(job.view())
+    _authorize(request)
+    return JSONResponse(_job(request).view())
 
 
 async def list_jobs(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     jobs = list(_service(request).jobs.values())
     if backend := request.query_params.get("backend"):
         jobs = [job for job in jobs if job.backend == backend]
@@ -204,29 +206,21 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def results(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     job = _job(request)
-    if isinstance(job, Response):
-        return job
     if job.status != "Completed":
         return _error(404, f"job {job.id} has no results: it is {job.status}: {job.reason}".rstrip(": "), 1295)
     return Response(job.results, media_type="text/plain")  # QRMI's client takes the body as text
 
 
 async def logs(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
-    job = _job(request)
-    return job if isinstance(job, Response) else PlainTextResponse(job.logs)
+    _authorize(request)
+    return PlainTextResponse(_job(request).logs)
 
 
 async def cancel(request: Request) -> Response:
-    if denied := _authorized(request):
-        return denied
+    _authorize(request)
     job = _job(request)
-    if isinstance(job, Response):
-        return job
     if job.status not in ("Queued", "Running"):
         return _error(409, f"job {job.id} is {job.status}: it cannot be cancelled", 1211)
     if job.runner is not None:
@@ -287,6 +281,6 @@ def build_app(settings: Settings) -> Starlette:
         Route("/_emulator/record", record),
         Route("/_emulator/settings", change, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={Refused: _refused})
     app.state.service = Service(settings)
     return app

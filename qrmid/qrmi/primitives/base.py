@@ -10,14 +10,14 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from qiskit.primitives import BaseEstimatorV2, BasePrimitiveJob, BaseSamplerV2, PrimitiveResult
+from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2, PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 from qiskit.providers import JobStatus
 from qiskit.providers.jobstatus import JOB_FINAL_STATES
 from qiskit_ibm_runtime.decoders.result_decoder import ResultDecoder
 
-from qrmid.integrations.qiskit import EstimatorOptions, SamplerOptions, estimator_input, sampler_input
+from qrmid.integrations.qiskit import EstimatorOptions, PrimitiveJob, SamplerOptions, estimator_input, sampler_input
 from qrmid.qrmi.models import Payload, TaskStatus
 from qrmid.qrmi.resource import QuantumResource
 
@@ -30,7 +30,7 @@ STATUS_MAP = {
 }
 
 
-class RuntimeJobV2(BasePrimitiveJob[PrimitiveResult, JobStatus]):
+class RuntimeJobV2(PrimitiveJob):
     """A primitive job on a QRMI resource; ``delete_job`` stops an unfinished task when the job is collected."""
 
     def __init__(self, qrmi: QuantumResource, job_id: str, *, delete_job: bool = False) -> None:
@@ -59,21 +59,6 @@ class RuntimeJobV2(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         if self._last_status not in JOB_FINAL_STATES:
             self._last_status = STATUS_MAP[self._qrmi.task_status(self._job_id)]
         return self._last_status
-
-    def done(self) -> bool:
-        return self.status() == JobStatus.DONE
-
-    def running(self) -> bool:
-        return self.status() == JobStatus.RUNNING
-
-    def cancelled(self) -> bool:
-        return self.status() == JobStatus.CANCELLED
-
-    def errored(self) -> bool:
-        return self.status() == JobStatus.ERROR
-
-    def in_final_state(self) -> bool:
-        return self.status() in JOB_FINAL_STATES
 
     def logs(self) -> str:
         return self._qrmi.task_logs(self._job_id)

@@ -1,0 +1,62 @@
+"""``qrmid serve`` in its own process: started and timed to SERVING, killed with SIGKILL, restarted, stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class QrmidProcess:
+    """One ``qrmid serve --config`` process on a config whose daemon listens on ``socket``; restartable."""
+
+    def __init__(self, config: Path, socket: Path, cwd: Path | None = None) -> None:
+        self.config = config
+        self.socket = socket
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.socket}"
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start it; seconds from exec until it answers its health check with SERVING."""
+        started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
+                                        cwd=self.cwd)
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return time.perf_counter() - started
+                except grpc.RpcError:
+                    pass
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"qrmid exited with {self.process.returncode} before serving")
+                if time.perf_counter() - started > timeout:
+                    raise TimeoutError(f"qrmid at {self.address} not serving after {timeout} s")
+                time.sleep(0.005)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, grace: float = 60.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``grace`` seconds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
