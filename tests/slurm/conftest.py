@@ -1,10 +1,13 @@
 """A real one-node Slurm cluster (munged, slurmctld, slurmd from Debian) with spank_qrmid.so in its
-plugstack, and a qrmid daemon the jobs use. Everything runs as root in a temporary directory, on
-127.0.0.1 and Unix sockets, and every daemon is stopped by PID at the end of the session."""
+plugstack (auth=munge), and a qrmid daemon the jobs use, authenticating every caller with the cluster's
+munged (auth = "munge", socket mode 0666). The daemons run as root in a temporary directory, on 127.0.0.1
+and Unix sockets, and are stopped by PID at the end of the session; jobs run as root or as the users
+qrmid-alice and qrmid-bob (created when missing, removed at the end)."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -15,8 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 from daemons import ROOT, short_dir, subprocess_daemon
+
+from qrmid.client import Client
+from qrmid.client_auth import MUNGE_METADATA, ClientAuth
+from qrmid.ops import munge
+from qrmid.v1 import admin_pb2, admin_pb2_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
 
 APT_PACKAGES = ("slurmctld slurmd slurm-client munge libslurm-dev gcc make pkg-config libgrpc-dev "
                 "libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev")
@@ -25,9 +35,18 @@ TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scontro
 
 VENDOR_SECRET = "slurm-vendor-secret-9d41c7e2"  # a distinctive value: finding it anywhere is a leak
 
-# The qrmid the jobs talk to. Leases are required, so a task only runs with the job's token; "slow-qpu"
-# holds its one slot for minutes without using CPU, for the scancel test.
-QRMID_CONFIG = f"""
+USERS = ("qrmid-alice", "qrmid-bob")  # the same users as tests/test_multiuser.py
+
+# The qrmid the jobs talk to: every user may open its socket and is who munged proves (subprocess_daemon opens
+# the [daemon] table with its socket). Leases are required, so a task only runs with the job's token;
+# "slow-qpu" holds its one slot for minutes without using CPU, for the scancel tests.
+QRMID_CONFIG = """
+auth = "munge"
+socket_mode = "0666"
+
+[auth]
+munge_socket = "{munge_socket}"
+
 [leases]
 required = true
 max_ttl_seconds = 86400
@@ -52,8 +71,7 @@ QRMI_PASQAL_CLOUD_PROJECT_ID = "slurm-tests"
 QRMI_PASQAL_CLOUD_BASE_URL = "http://127.0.0.1:9"
 QRMI_PASQAL_CLOUD_AUTH_ENDPOINT = "http://127.0.0.1:9/oauth/token"
 QRMI_PASQAL_CLOUD_CLIENT_ID = "qrmid-slurm-node"
-retry_deadline_seconds = 1  # its service is unreachable: give up fast, so start-up is quick
-QRMI_PASQAL_CLOUD_CLIENT_SECRET = "{VENDOR_SECRET}"
+QRMI_PASQAL_CLOUD_CLIENT_SECRET = "{vendor_secret}"
 """
 
 TTL_MARGIN = 120  # plugstack ttl_margin: a lease lives the job's time limit plus this
@@ -66,8 +84,11 @@ def require_tools() -> None:
         missing.append("/usr/include/slurm/spank.h")
     if missing:
         pytest.fail(f"missing {', '.join(missing)}; install with: apt-get install {APT_PACKAGES}")
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        pytest.fail("missing useradd or userdel; install with: apt-get install passwd")
     if os.geteuid() != 0:
-        pytest.fail("the Slurm tests start slurmctld, slurmd and munged and run jobs as root: run them as root")
+        pytest.fail("the Slurm tests start slurmctld, slurmd and munged, create users and run jobs as them: "
+                    "run them as root")
 
 
 def free_port() -> int:
@@ -107,6 +128,7 @@ class Cluster:
     env: dict[str, str]
     node: str
     qrmid_address: str
+    munge_socket: Path
     plugin: Path
     c_example: Path
     ttl_margin: int = TTL_MARGIN
@@ -116,6 +138,18 @@ class Cluster:
     @property
     def out(self) -> Path:
         return self.dir / "out"
+
+    def client(self) -> Client:
+        """A client of the jobs' qrmid as root (an admin), proving it with the cluster's munged."""
+        return Client(self.qrmid_address, auth=ClientAuth("munge", str(self.munge_socket)))
+
+    def leases(self, job_id: str) -> list[pb.Lease]:
+        """Every user's live leases of Slurm job ``job_id``, as AdminService.ListAllLeases shows them to root."""
+        credential = munge.encode(b"", str(self.munge_socket))
+        with grpc.insecure_channel(self.qrmid_address) as channel:
+            answer = admin_pb2_grpc.AdminServiceStub(channel).ListAllLeases(
+                admin_pb2.ListAllLeasesRequest(), metadata=[(MUNGE_METADATA, credential)], timeout=30)
+        return [lease for lease in answer.leases if lease.slurm_job_id == job_id]
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout, check=False)
@@ -170,22 +204,29 @@ class Cluster:
         return state
 
     def stop(self) -> None:
-        """Ends leftover jobs, then stops slurmd, slurmctld and munged by PID."""
+        """Ends leftover jobs, then stops slurmd and slurmctld by PID."""
         if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:
-            self.run("scancel", "--full", "--user=root", check=False)
+            jobs = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()  # every user's
+            if jobs:
+                self.run("scancel", "--full", *jobs, check=False)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and self.run("squeue", "-h", check=False).stdout.strip():
                 time.sleep(0.2)
-        for name in ("slurmd", "slurmctld", "munged"):
-            process = self.daemons.get(name)
-            if process is None or process.poll() is not None:
-                continue
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+        for name in ("slurmd", "slurmctld"):
+            if name in self.daemons:
+                terminate(self.daemons[name])
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s, by PID."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_for(path: Path, timeout: float = 60, what: str = "") -> None:
@@ -247,39 +288,80 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def qrmid_address() -> Iterator[str]:
-    """A qrmid subprocess serving local-qiskit and slow-qpu on a root-only Unix socket."""
-    with subprocess_daemon(QRMID_CONFIG) as (address, _):
-        yield address
-    shutil.rmtree(Path(address.removeprefix("unix:")).parent, ignore_errors=True)
+def users() -> Iterator[tuple[str, ...]]:
+    """System users without home directories for jobs; removed at the end when this fixture created them."""
+    require_tools()
+    created = []
+    for name in USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+                            name], check=True, capture_output=True)
+            created.append(name)
+    yield USERS
+    for name in created:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
-def cluster(builds: tuple[Path, Path], qrmid_address: str) -> Iterator[Cluster]:
-    plugin, c_example = builds
+def cluster_dir() -> Iterator[Path]:
+    """The cluster's directory: config, state, logs, munged's key and socket, and the jobs' output."""
+    require_tools()
     d = short_dir()
-    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
     for sub in ("munge", "log", "state/ctld", "state/d", "run", "etc", "out"):
         (d / sub).mkdir(parents=True)
     os.chmod(d, 0o755)
     os.chmod(d / "munge", 0o755)  # munged refuses a socket directory others cannot traverse
+    os.chmod(d / "out", 0o1777)  # jobs of every user write their output here
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def munge_socket(cluster_dir: Path) -> Iterator[Path]:
+    """The cluster's munged (Slurm and qrmid share it); its socket."""
+    d, logs = cluster_dir / "munge", cluster_dir / "log"
+    subprocess.run(["mungekey", "-c", "-k", str(d / "munge.key")], check=True, capture_output=True)
+    process = subprocess.Popen(
+        ["munged", "-F", f"--key-file={d}/munge.key", f"--socket={d}/munge.socket", f"--pid-file={d}/munged.pid",
+         f"--log-file={logs}/munged.log", f"--seed-file={d}/munged.seed"],
+        stdout=subprocess.DEVNULL, stderr=(logs / "munged.stderr").open("wb"))
+    try:
+        wait_for(d / "munge.socket", 30, "(munged)")
+        yield d / "munge.socket"
+    finally:
+        terminate(process)
+
+
+@pytest.fixture(scope="session")
+def qrmid_address(munge_socket: Path, users: tuple[str, ...]) -> Iterator[str]:
+    """A qrmid subprocess serving local-qiskit, slow-qpu and vendor-qpu to every local user, with MUNGE."""
+    config = QRMID_CONFIG.format(munge_socket=munge_socket, vendor_secret=VENDOR_SECRET)
+    with subprocess_daemon(config) as (address, _):
+        scratch = Path(address.removeprefix("unix:")).parent
+        os.chmod(scratch, 0o711)  # others may reach the socket (mode 0666), not list or read the rest
+        yield address
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(builds: tuple[Path, Path], cluster_dir: Path, munge_socket: Path, qrmid_address: str) -> Iterator[Cluster]:
+    plugin, c_example = builds
+    d = cluster_dir
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
     plugstack = d / "etc" / "plugstack.conf"
-    plugstack.write_text(f"required {plugin} address={qrmid_address} timeout=20 ttl_margin={TTL_MARGIN}\n")
+    plugstack.write_text(f"required {plugin} address={qrmid_address} timeout=20 ttl_margin={TTL_MARGIN} "
+                         f"auth=munge munge_socket={munge_socket}\n")
     conf = d / "etc" / "slurm.conf"
     conf.write_text(slurm_conf(d, node, plugstack))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     for name in list(env):
         if name.startswith(("SLURM_", "QRMI", "SBATCH_", "SRUN_")) and name != "SLURM_CONF":
             del env[name]
-    cluster = Cluster(d, env, node, qrmid_address, plugin, c_example)
+    cluster = Cluster(d, env, node, qrmid_address, munge_socket, plugin, c_example)
     logs = d / "log"
     try:
-        subprocess.run(["mungekey", "-c", "-k", str(d / "munge" / "munge.key")], check=True, capture_output=True)
-        cluster.daemons["munged"] = subprocess.Popen(
-            ["munged", "-F", f"--key-file={d}/munge/munge.key", f"--socket={d}/munge/munge.socket",
-             f"--pid-file={d}/munge/munged.pid", f"--log-file={logs}/munged.log", f"--seed-file={d}/munge/munged.seed"],
-            stdout=subprocess.DEVNULL, stderr=(logs / "munged.stderr").open("wb"))
-        wait_for(d / "munge" / "munge.socket", 30, "(munged)")
         cluster.daemons["slurmctld"] = subprocess.Popen(
             ["slurmctld", "-D", "-i", "-f", str(conf)], env=env,
             stdout=subprocess.DEVNULL, stderr=(logs / "slurmctld.stderr").open("wb"))
@@ -297,4 +379,3 @@ def cluster(builds: tuple[Path, Path], qrmid_address: str) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-        shutil.rmtree(d, ignore_errors=True)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import pytest
 from daemons import ROOT
 
-from qrmid.client import Client
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 if TYPE_CHECKING:  # the fixtures come from conftest.py, which is not imported by name
@@ -26,7 +25,7 @@ PYTHON = sys.executable
 EXPECTED_VARIABLES = {
     "QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES",
     "local-qiskit_QRMI_JOB_ACQUISITION_TOKEN", "local-qiskit_QRMI_JOB_TIMEOUT_SECONDS",
-    "QRMI_JOB_ID", "QRMI_JOB_UID", "QRMID_ADDRESS",
+    "QRMI_JOB_ID", "QRMI_JOB_UID", "QRMID_ADDRESS", "QRMID_AUTH", "QRMID_MUNGE_SOCKET",
 }
 
 
@@ -35,8 +34,7 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def leases(cluster: Cluster, job_id: str) -> list[pb.Lease]:
-    with Client(cluster.qrmid_address) as client:
-        return client.list_leases(slurm_job_id=job_id)
+    return cluster.leases(job_id)
 
 
 def wait_no_leases(cluster: Cluster, job_id: str, timeout: float = 30) -> None:
@@ -70,6 +68,7 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
     assert env["QRMI_JOB_QPU_TYPES"] == env["SLURM_JOB_QPU_TYPES"] == "local-qiskit"
     assert (env["QRMI_JOB_ID"], env["QRMI_JOB_UID"]) == (job_id, "0")
     assert env["QRMID_ADDRESS"] == cluster.qrmid_address
+    assert (env["QRMID_AUTH"], env["QRMID_MUNGE_SOCKET"]) == ("munge", str(cluster.munge_socket))
     assert env["local-qiskit_QRMI_JOB_TIMEOUT_SECONDS"] == "300"
     token = env["local-qiskit_QRMI_JOB_ACQUISITION_TOKEN"]
     assert len(token) >= 32
@@ -89,7 +88,7 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
     assert '"00"' in output and '"11"' in output, output
     python_task = re.search(r"^task (\S+): completed$", output, re.MULTILINE)
     assert python_task, output
-    with Client(cluster.qrmid_address) as client:
+    with cluster.client() as client:
         assert client.task(python_task[1]).slurm_job_id == job_id, "the Python task ran under the job's lease"
     assert "result of task" in output and "released lease" in output, output  # the C example
     wait_no_leases(cluster, job_id)
@@ -151,7 +150,7 @@ sleep 300
 """, "--qpu=slow-qpu", "--time=10")
     cluster.wait_for(out / "task", job_id)
     task_id = (out / "task").read_text().strip()
-    with Client(cluster.qrmid_address) as client:
+    with cluster.client() as client:
         deadline = time.monotonic() + 30
         while client.task(task_id).state != pb.TASK_STATE_RUNNING and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -6,6 +6,10 @@
  *
  * ADDRESS is a gRPC target such as unix:/run/qrmid/qrmid.sock; each
  * KEY=VALUE is sent as metadata with every call (e.g. authorization=...).
+ * Authentication comes from the environment, as for the Python client:
+ * QRMID_AUTH=munge (with QRMID_MUNGE_SOCKET, as a Slurm job with the
+ * spank_qrmid plugin's auth=munge gets) or QRMID_AUTH=token with
+ * QRMID_TOKEN_FILE; unset or none: no credential.
  *
  * Steps: list resources, acquire a lease on local-qiskit, start a Sampler
  * task under the lease, watch it until it ends, fetch its result (streamed
@@ -173,6 +177,10 @@ int main(int argc, char **argv)
 
   if (qrmid_client_new(argv[1], NULL, &client, &err) != GRPC_STATUS_OK) {
     report("connecting", &err);
+    goto out;
+  }
+  if (qrmid_client_auth_from_env(client, &err) != GRPC_STATUS_OK) {
+    report("configuring authentication (QRMID_AUTH)", &err);
     goto out;
   }
   for (int i = 2; i < argc; i++) {
