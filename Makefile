@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # unit; gRPC core, protobuf-c and their generators for the C stubs; valgrind for the C memory checks;
 # Slurm and MUNGE for the one-node cluster the SPANK plugin is tested on.
 DEB_PACKAGES := systemd gcc make pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
-	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev
+	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev python3
 
 .PHONY: demo test install system-packages
 
