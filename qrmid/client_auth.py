@@ -16,7 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import grpc
 
@@ -46,7 +46,7 @@ class ClientAuth:
         """Settings from the arguments given, the environment for the rest; ValueError when inconsistent."""
         env = os.environ.get
         mode = auth or env("QRMID_AUTH") or "none"
-        if mode not in ("none", "munge", "token"):
+        if mode not in get_args(AuthMode):
             raise ValueError(f"auth must be none, munge or token, not {mode!r}")
         token = None
         if mode == "token":
@@ -62,7 +62,7 @@ class ClientAuth:
             raise ValueError("a TLS client certificate needs its key, and a key its certificate")
         if cert is not None and ca is None:
             raise ValueError("a TLS client certificate is only sent over TLS: set the CA bundle too (QRMID_TLS_CA)")
-        return cls(mode, munge_socket or env("QRMID_MUNGE_SOCKET") or None, token, ca, cert, key)
+        return cls(cast(AuthMode, mode), munge_socket or env("QRMID_MUNGE_SOCKET") or None, token, ca, cert, key)
 
     def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         """An asyncio channel to ``target`` that authenticates every call."""

@@ -12,6 +12,7 @@ Every figure is printed with its ratio to the baseline measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import subprocess
 import sys
@@ -75,20 +76,20 @@ async def _measure(echo_socket: Path, qrmid_socket: Path, count: int, seconds: f
     echoes = [channel.unary_unary(ECHO) for channel in channels]
     request = b"x" * 64
     base = await _latencies(lambda: echoes[0](request), count)
-    base_rps = await throughput([lambda e=e: e(request) for e in echoes], seconds)
+    base_rps = await throughput([functools.partial(echo, request) for echo in echoes], seconds)
 
     qrmids = [AsyncClient(f"unix:{qrmid_socket}") for _ in range(clients)]
     task = await qrmids[0].start_task("noop", pulser_payload({}, 1))
     await qrmids[0].wait(task.id)
     get = await _latencies(lambda: qrmids[0].task(task.id), count)
-    get_rps = await throughput([lambda q=q: q.task(task.id) for q in qrmids], seconds)
+    get_rps = await throughput([functools.partial(q.task, task.id) for q in qrmids], seconds)
 
     async def one_task(client: AsyncClient) -> None:
         started = await client.start_task("noop", pulser_payload({}, 1))
         await client.wait(started.id)
         await client.result(started.id)
 
-    tasks_ps = await throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
+    tasks_ps = await throughput([functools.partial(one_task, q) for q in qrmids], seconds)
     for channel in channels:
         await channel.close()
     for client in qrmids:

@@ -11,6 +11,7 @@ In one run, against qrmid processes on Unix sockets with ``noop`` resources:
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import tempfile
 from pathlib import Path
@@ -48,8 +49,8 @@ async def _rates(address: str, seconds: float, clients: int) -> tuple[float, flo
         await client.wait(started.id)
         await client.result(started.id)
 
-    tasks_ps = await throughput([lambda q=q: one_task(q) for q in qrmids], seconds)
-    starts_ps = await throughput([lambda q=q: q.start_task("stuck", PAYLOAD) for q in qrmids], seconds)
+    tasks_ps = await throughput([functools.partial(one_task, q) for q in qrmids], seconds)
+    starts_ps = await throughput([functools.partial(q.start_task, "stuck", PAYLOAD) for q in qrmids], seconds)
     for client in qrmids:
         await client.close()
     return tasks_ps, starts_ps

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -106,7 +106,7 @@ class FairQueue:
         self._queued = Counter[str]()  # owner -> tasks queued
         self._running = Counter[str]()  # owner -> tasks dispatched, not finished
         self._charges: dict[Task, float] = {}  # dispatched task -> what its dispatch added to its account
-        self._account_charge = Counter[str]()  # account -> sum of its dispatched tasks' charges
+        self._account_charge: defaultdict[str, float] = defaultdict(float)  # account -> sum of its dispatched tasks' charges
         self._version = 0
         self._order = _Order(-1, 0.0, [], {})
 

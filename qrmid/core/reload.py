@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qrmid.backends.base import Adapter
+from qrmid.backends.registry import ResourceConfig
 from qrmid.backends.settings import ResourceSettings
 from qrmid.core.broker import Broker
 from qrmid.core.errors import InvalidArgument
@@ -40,12 +41,12 @@ class Changes:
 class Reloader:
     """Applies new resource settings to one broker; remembers the adapter swaps still waiting for idle."""
 
-    def __init__(self, broker: Broker, build: Callable[[ResourceSettings], Resource]) -> None:
+    def __init__(self, broker: Broker, build: Callable[[ResourceConfig], Resource]) -> None:
         self.broker = broker
         self.build = build
         self._swaps: dict[str, asyncio.Task[None]] = {}
 
-    async def apply(self, old: Sequence[ResourceSettings], new: Sequence[ResourceSettings]) -> Changes:
+    async def apply(self, old: Sequence[ResourceConfig], new: Sequence[ResourceConfig]) -> Changes:
         """Bring the broker from ``old`` to ``new``; InvalidArgument, with nothing changed, when it cannot."""
         before = {settings.name: settings for settings in old}
         after = {settings.name: settings for settings in new}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from pulser import Sequence
 from pulser.backend.remote import (
@@ -49,7 +49,7 @@ UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 
 def devices_of(target: str) -> dict[str, Device]:
     """The Pulser devices in a resource's target (``[{"device_type", "specs"}]``), by device type."""
-    return {entry["device_type"]: deserialize_device(entry["specs"]) for entry in json.loads(target)}
+    return {entry["device_type"]: cast(Device, deserialize_device(entry["specs"])) for entry in json.loads(target)}
 
 
 class QrmidConnection(RemoteConnection):

@@ -11,11 +11,12 @@ import ctypes
 import ctypes.util
 import functools
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 MUNGE_OPT_TTL = 4
 MUNGE_OPT_SOCKET = 8
 
+EMUNGE_SNAFU = 1
 EMUNGE_SOCKET = 6
 EMUNGE_TIMEOUT = 7
 EMUNGE_CRED_EXPIRED = 15
@@ -67,8 +68,15 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+def _address(pointer: ctypes.c_void_p) -> int:
+    """The address ``pointer`` holds; libmunge set it, having returned success."""
+    if pointer.value is None:
+        raise MungeError(EMUNGE_SNAFU, "libmunge returned success without a result")
+    return pointer.value
+
+
 @functools.cache
-def _free() -> ctypes._CFuncPtr:
+def _free() -> Any:
     free = ctypes.CDLL(None).free
     free.argtypes = [ctypes.c_void_p]
     return free
@@ -108,7 +116,7 @@ def encode(payload: bytes = b"", socket: str | None = None, ttl: int = 0) -> str
         cred = ctypes.c_void_p()
         context._check(context.lib.munge_encode(ctypes.byref(cred), context.ctx, payload or None, len(payload)))
         try:
-            return ctypes.string_at(cred.value).decode()
+            return ctypes.string_at(_address(cred)).decode()
         finally:
             _free()(cred)
 
@@ -123,7 +131,7 @@ def decode(credential: str, socket: str | None = None) -> Credential:
                                         ctypes.byref(uid), ctypes.byref(gid))
         try:
             context._check(code)
-            return Credential(uid.value, gid.value, ctypes.string_at(buf.value, length.value) if buf else b"")
+            return Credential(uid.value, gid.value, ctypes.string_at(_address(buf), length.value) if buf else b"")
         finally:
             if buf:
                 _free()(buf)

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -75,7 +76,7 @@ class Runner:
         self.store = store
         self.http = httpx.AsyncClient(timeout=config.storage_timeout_s)
         self.pool = self._new_pool()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -96,7 +97,7 @@ class Runner:
         job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._track(job.task)
 
-    def _track(self, task: asyncio.Future) -> None:
+    def _track(self, task: asyncio.Future[Any]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
