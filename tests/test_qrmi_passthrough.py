@@ -120,6 +120,11 @@ async def test_task_start_status_result_logs_through_qrmi(qrmid: AsyncClient, da
     seen = await record(services, "perth")
     assert [s["id"] for s in seen["submissions"]] == [daemon.broker.task(task.id).remote_ref], \
         "the task's remote reference is QRMI's task id (the IBM job id)"
+    for _ in range(100):  # the job is deleted once the task's end is journaled, just after it is reported
+        if seen["deletes"]:
+            break
+        await asyncio.sleep(0.1)
+        seen = await record(services, "perth")
     assert seen["deletes"] == 1 and seen["stored"] == 0, "QRMI's task_stop deleted the job once its output was read"
 
 
