@@ -26,6 +26,7 @@ from daemons import ROOT, wait_serving
 from emulators.pasqal_fixtures import CLIENT_ID, PROJECT, USERNAME, fetch_device, sequence
 from emulators.pasqal_fixtures import CONFIG as PASQAL_CONFIG
 from munged import munged as start_munged
+from system_users import system_users
 
 from qrmid.client import AsyncClient, pulser_payload, sampler_payload
 from qrmid.client_auth import ClientAuth
@@ -204,20 +205,11 @@ def _require_root_tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def users() -> Iterator[tuple[str, str]]:
+def users() -> Iterator[tuple[str, ...]]:
     """Two system users without home directories; removed at the end when this fixture created them."""
     _require_root_tools()
-    created = []
-    for name in USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
-                            name], check=True, capture_output=True)
-            created.append(name)
-    yield USERS
-    for name in created:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
+    with system_users(USERS) as names:
+        yield names
 
 
 @pytest.fixture(scope="module")

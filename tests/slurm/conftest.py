@@ -7,7 +7,6 @@ qrmid-alice and qrmid-bob (created when missing, removed at the end)."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from daemons import ROOT, short_dir, subprocess_daemon
+from system_users import system_users
 
 from qrmid.client import Client
 from qrmid.client_auth import MUNGE_METADATA, ClientAuth
@@ -291,17 +291,8 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def users() -> Iterator[tuple[str, ...]]:
     """System users without home directories for jobs; removed at the end when this fixture created them."""
     require_tools()
-    created = []
-    for name in USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
-                            name], check=True, capture_output=True)
-            created.append(name)
-    yield USERS
-    for name in created:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
+    with system_users(USERS) as names:
+        yield names
 
 
 @pytest.fixture(scope="session")
