@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -224,6 +225,25 @@ async def test_heavy_recent_usage_lets_a_newcomer_go_first() -> None:
     await asyncio.gather(*(item.wait() for item in [*heavy, *new]))
     order = [adapter.order.index(item.id) - 20 for item in new]
     assert sorted(order) == list(range(10)), "the user with no recent usage takes the first dispatches"
+    await broker.stop(0)
+
+
+async def test_usage_from_before_a_restart_still_counts() -> None:
+    before = task("heavy")
+    before.transition(TaskState.RUNNING)
+    before.transition(TaskState.COMPLETED)
+    now = time.time()
+    before.history[-1] = replace(before.view, started_at=now - 600, ended_at=now - 60)  # 9 QPU-minutes, 1 ago
+    adapter = Recording(slots=1, delay=0.0)
+    broker = broker_with(adapter)
+    scheduler = await paused(broker)
+    await broker.restore([before], [], set(), set())
+    heavy = await broker.start_task("r", PAYLOAD, "heavy")
+    new = await broker.start_task("r", PAYLOAD, "new")
+    assert (scheduler.position(new), scheduler.position(heavy)) == (1, 2), "the journal's usage is charged again"
+    resume(scheduler)
+    await asyncio.gather(heavy.wait(), new.wait())
+    assert adapter.order == [new.id, heavy.id]
     await broker.stop(0)
 
 

@@ -186,6 +186,8 @@ class Broker:
                 self._requests[(task.owner, task.client_request_id)] = task.id
             resource = self.resources.get(task.resource)
             if task.state.terminal:
+                if resource is not None:
+                    resource.scheduler.restore_usage(task)
                 if resource is not None and resource.adapter.remote and task.id in held and task.remote_ref:
                     self._loops.append(asyncio.create_task(self._release(resource, task, task.remote_ref)))
                 self._finish(task)

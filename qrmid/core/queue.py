@@ -183,9 +183,16 @@ class FairQueue:
         if task not in self._charges:
             return
         self._undispatch(task)
+        self._charge(task)
+
+    def restore_usage(self, task: Task) -> None:
+        """Charge the usage of a task that finished before a restart (from the journal), decayed since."""
+        self._charge(task, ago=time.time() - (task.view.ended_at or time.time()))
+
+    def _charge(self, task: Task, ago: float = 0.0) -> None:
         view = task.view
         seconds = view.ended_at - view.started_at if view.started_at and view.ended_at else 0.0
-        self.ledger.charge(_account(task), max(seconds, 0.0), task.shots)
+        self.ledger.charge(_account(task), max(seconds, 0.0), task.shots, ago)
 
     def position(self, task: Task) -> int:
         """1-based place of ``task`` in the taking order; 0 when it is not queued. In a queue longer than

@@ -136,6 +136,10 @@ class Scheduler:
             if not self._queue:
                 self._flushing = asyncio.create_task(_quietly(self.adapter.flush(), f"flush of {self.name}"))
 
+    def restore_usage(self, task: Task) -> None:
+        """Count toward fair share what a task that finished before a restart used."""
+        self._queue.restore_usage(task)
+
     def adopt(self, task: Task, ref: str | None) -> None:
         """Take back a task from before a restart: follow its job by ``ref``, or queue it again when None."""
         if ref is None:

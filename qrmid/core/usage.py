@@ -43,10 +43,12 @@ class UsageLedger:
         now = self.clock() if now is None else now
         return value * math.exp2(-(now - stamp) / self.weights.half_life)
 
-    def charge(self, account: str, seconds: float, shots: int) -> None:
-        """Add a finished task's usage to ``account``."""
+    def charge(self, account: str, seconds: float, shots: int, ago: float = 0.0) -> None:
+        """Add a finished task's usage to ``account``; ``ago``: how long since it was used (for a task that
+        finished before a restart), decayed for that long already."""
         now = self.clock()
-        value = self.usage(account, now) + self.weights.cost(seconds, shots)
+        cost = self.weights.cost(seconds, shots) * math.exp2(-max(ago, 0.0) / self.weights.half_life)
+        value = self.usage(account, now) + cost
         self._usage[account] = (value, now)
         if len(self._usage) > 1024:  # forget accounts whose usage has decayed away
             for name in [name for name in self._usage if self.usage(name, now) < FORGOTTEN]:
