@@ -7,15 +7,14 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import grpc
-import httpx
 import pytest
 from daemons import config, running
+from ibm_services import emulator, ibm_services, record
 from qiskit import QuantumCircuit, qasm3, transpile
 
 from qrmid.client import AsyncClient, TaskFailed, estimator_payload, sampler_payload
-from qrmid.emulators.launch import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -32,12 +31,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
                          f'lanes = {{ hpc_workload_manager = 4, ibm_quantum_compute = 2 }}\n' for name in BACKENDS)
     path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\nstrict_service_crn = true\n{backends}')
-    s3, emulator = start_moto(), start_emulator(path)
-    boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
-                 aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
-    yield emulator, s3
-    emulator.stop()
-    s3.stop()
+    with ibm_services(path, BUCKET) as services:
+        yield services
 
 
 def resource(name: str, services: tuple[Proc, Proc], **extra: Any) -> dict[str, Any]:
@@ -56,17 +51,6 @@ async def qrmid(services: tuple[Proc, Proc]) -> AsyncIterator[AsyncClient]:
     cfg = config([resource(name, services, retry_deadline_seconds=3) for name in BACKENDS])
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
         yield client
-
-
-async def emulator(services: tuple[Proc, Proc], method: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=services[0].url) as http:
-        response = await http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
-
-
-async def record(services: tuple[Proc, Proc], backend: str) -> dict[str, Any]:
-    return (await emulator(services, "GET", "/_emulator/record"))["backends"][backend]
 
 
 def isa_bell(shots: int = 200) -> pb.Payload:

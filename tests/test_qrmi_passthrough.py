@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import grpc
 import httpx
 import pytest
@@ -19,12 +18,13 @@ from daemons import config, running
 from emulators.pasqal_fixtures import CLIENT_ID, CLIENT_SECRET, PROJECT, Emulator, fetch_device, sequence
 from emulators.pasqal_fixtures import CONFIG as PASQAL_CONFIG
 from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from ibm_services import emulator, ibm_services, record
 from qiskit import QuantumCircuit, qasm3, transpile
 
 from qrmid.backends.qrmi_package import QrmiPackage
 from qrmid.client import AsyncClient, TaskFailed, pulser_payload, sampler_payload
 from qrmid.daemon import Daemon
-from qrmid.emulators.launch import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc, start_emulator
 from qrmid.ops.config import ConfigError, load
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -42,12 +42,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
                          for name in BACKENDS)
     path = tmp_path_factory.mktemp("qrmi") / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\nstrict_service_crn = true\n{backends}')
-    s3, emulator = start_moto(), start_emulator(path)
-    boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
-                 aws_secret_access_key=S3_SECRET).create_bucket(Bucket=BUCKET)
-    yield emulator, s3
-    emulator.stop()
-    s3.stop()
+    with ibm_services(path, BUCKET, S3_SECRET) as services:
+        yield services
 
 
 def resource(name: str, services: tuple[Proc, Proc], **extra: Any) -> dict[str, Any]:
@@ -73,17 +69,6 @@ async def daemon(services: tuple[Proc, Proc]) -> AsyncIterator[Daemon]:
 async def qrmid(daemon: Daemon) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(f"unix:{daemon.socket}") as client:
         yield client
-
-
-async def emulator(services: tuple[Proc, Proc], method: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=services[0].url) as http:
-        response = await http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
-
-
-async def record(services: tuple[Proc, Proc], backend: str) -> dict[str, Any]:
-    return (await emulator(services, "GET", "/_emulator/record"))["backends"][backend]
 
 
 def bell(shots: int = 100, isa: bool = True) -> pb.Payload:

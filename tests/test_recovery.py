@@ -7,21 +7,20 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
 
-import boto3
 import httpx
 import pytest
 from daemons import ROOT, short_dir
 from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
 from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from ibm_services import emulator, ibm_services
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_pasqal_cloud import program
 from test_pasqal_cloud import resource as pasqal_resource
 
 from qrmid.bench.process import QrmidProcess
 from qrmid.client import AsyncClient, pulser_payload
-from qrmid.emulators.launch import Proc, start_emulator, start_moto
+from qrmid.emulators.launch import Proc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 TASKS = 200
@@ -35,12 +34,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
                     'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 0.2\n'
                     'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
-    s3, emulator = start_moto(), start_emulator(path)
-    boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
-                 aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
-    yield emulator, s3
-    emulator.stop()
-    s3.stop()
+    with ibm_services(path, BUCKET) as services:
+        yield services
 
 
 class Qrmid(QrmidProcess):
@@ -65,13 +60,6 @@ def ibm_resource(services: tuple[Proc, Proc]) -> str:
             f'QRMI_IBM_QS_SERVICE_CRN = "{CRN}"\nQRMI_IBM_QS_AWS_ACCESS_KEY_ID = "k"\n'
             f'QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY = "s"\nQRMI_IBM_QS_S3_ENDPOINT = "{s3.url}"\n'
             f'QRMI_IBM_QS_S3_BUCKET = "{BUCKET}"\nQRMI_IBM_QS_S3_REGION = "us-east-1"\n')
-
-
-async def emulator(services: tuple[Proc, Proc], method: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=services[0].url) as http:
-        response = await http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
 
 
 async def states(address: str, ids: list[str]) -> list[int]:
