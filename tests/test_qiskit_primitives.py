@@ -15,14 +15,14 @@ import grpc
 import numpy as np
 import pytest
 from daemons import subprocess_daemon
-from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm3, transpile
 from qiskit.circuit import Parameter
 from qiskit.primitives import BitArray, StatevectorEstimator, StatevectorSampler
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp
 
 from qrmid.emulators.launch import start_emulator, start_moto
-from qrmid.integrations.qiskit import EstimatorV2, SamplerV2, TaskFailed, get_backend
+from qrmid.integrations.qiskit import EstimatorV2, SamplerV2, TaskFailed, encode_circuit, get_backend
 
 API_KEY, CRN = "qrmid-test-key", "crn:v1:local:qrmid-tests"
 
@@ -92,6 +92,35 @@ def test_estimator_broadcasts_like_qiskit_reference(local_daemon: str) -> None:
         np.testing.assert_allclose(ours.data.evs, theirs.data.evs, atol=0.1)
     assert result[0].data.evs.shape == (2, 4) and result[1].data.evs.shape == ()
     assert result[0].metadata["target_precision"] == 0.02 and result[1].metadata["target_precision"] == 0.01
+
+
+# Bell pair on q0, q1; |1> on q2; q3 idle. Labels are little-endian: the rightmost letter is q0.
+LAID_OUT_EXPECTATIONS = {"IIZZ": 1.0, "IIXX": 1.0, "IZII": -1.0, "ZIII": 1.0, "IIIZ": 0.0}
+
+
+def estimate_laid_out(address: str, resource: str, layout: list[int], circuit_format: str) -> None:
+    """A circuit transpiled onto physical qubits below the backend's last, with observables laid out the
+    documented way (``apply_layout(isa.layout)``), gives the right expectation values in ``circuit_format``."""
+    backend = get_backend(resource, address=address)
+    circuit = QuantumCircuit(4)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.x(2)
+    isa = transpile(circuit, backend, initial_layout=layout, optimization_level=1, seed_transpiler=5)
+    observables = [SparsePauliOp(label).apply_layout(isa.layout) for label in LAID_OUT_EXPECTATIONS]
+    used = {isa.find_bit(qubit).index for instruction in isa.data for qubit in instruction.qubits}
+    assert isa.num_qubits == observables[0].num_qubits == backend.num_qubits > max(used) + 1
+    assert qasm3.loads(encode_circuit(isa, "qasm3")).num_qubits == backend.num_qubits  # as the service reads it
+
+    estimator = EstimatorV2(backend, options={"circuit_format": circuit_format})
+    [pub] = estimator.run([(isa, observables)], precision=0.02).result()
+    assert pub.data.evs.shape == (len(LAID_OUT_EXPECTATIONS),)
+    np.testing.assert_allclose(pub.data.evs, list(LAID_OUT_EXPECTATIONS.values()), atol=0.1)
+
+
+@pytest.mark.parametrize("circuit_format", ["qpy", "qasm3"])
+def test_estimator_on_laid_out_circuit_narrower_than_backend(local_daemon: str, circuit_format: str) -> None:
+    estimate_laid_out(local_daemon, "local-qiskit", [3, 5, 7, 20], circuit_format)  # 26 qubits, none above $20
 
 
 def slow_circuit(qubits: int = 20, layers: int = 60) -> QuantumCircuit:
@@ -202,3 +231,8 @@ def test_primitives_on_ibm_quantum_system(ibm_daemon: str) -> None:
     observable = SparsePauliOp("ZZ").apply_layout(isa_unmeasured.layout)
     [zz] = EstimatorV2(backend).run([(isa_unmeasured, observable)]).result()
     assert zz.data.evs == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("circuit_format", ["qpy", "qasm3"])
+def test_estimator_on_laid_out_circuit_on_ibm_quantum_system(ibm_daemon: str, circuit_format: str) -> None:
+    estimate_laid_out(ibm_daemon, "perth", [0, 1, 2, 4], circuit_format)  # Perth's 7 qubits, none above $4

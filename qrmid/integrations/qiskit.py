@@ -73,11 +73,31 @@ class EstimatorOptions:
 
 
 def encode_circuit(circuit: QuantumCircuit, circuit_format: CircuitFormat) -> QuantumCircuit | str:
-    """The circuit as it goes into the input: itself (``RuntimeEncoder`` makes it QPY) or OpenQASM 3 text."""
+    """The circuit as it goes into the input: itself (``RuntimeEncoder`` makes it QPY) or OpenQASM 3 text that
+    reads back with as many qubits as the circuit has."""
     if circuit_format == "qpy":
         return circuit
-    return qasm3.dumps(circuit, disable_constants=True, allow_aliasing=True,
+    return qasm3.dumps(_full_width(circuit), disable_constants=True, allow_aliasing=True,
                        experimental=qasm3.ExperimentalFeatures.SWITCH_CASE_V1)
+
+
+def _full_width(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The circuit, with a barrier on its last qubit when that qubit is physical and idle.
+
+    OpenQASM 3 cannot declare physical qubits: a transpiled circuit (one with a layout) is written with ``$n``
+    references only, and is read back with as many qubits as the highest one used. Its observables, laid out with
+    ``apply_layout(isa.layout)``, keep the backend's width, and the service refuses a pub whose circuit and
+    observables differ in width. A barrier is no operation and is exempt from the ISA check, so naming the last
+    qubit in one keeps circuit and observables of one width, as they are in QPY.
+    """
+    if circuit.layout is None or not circuit.num_qubits:
+        return circuit
+    last = circuit.qubits[-1]
+    if any(last in instruction.qubits for instruction in circuit.data):
+        return circuit
+    widened = circuit.copy()
+    widened.barrier(last)
+    return widened
 
 
 def sampler_input(pubs: Iterable[SamplerPub], shots: int, options: dict[str, Any],
