@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -343,6 +344,33 @@ async def test_post_jobs_checks_in_the_documented_order(ibm_api: SystemApi, bell
     await ibm_api.delete(held)
 
 
+async def test_lanes_first_order_refuses_a_duplicate_with_429_while_the_lanes_are_full(
+    ibm_api: SystemApi, bell_input: dict[str, Any]
+) -> None:
+    """IBM's reference simulator counts stored jobs before it looks for a duplicate id: a client must never
+    conclude from a 429 that its job did not land."""
+    state = await ibm_api.control("reserved", admission_order="lanes-first", lanes=1)
+    assert state["admission_order"] == "lanes-first"
+    try:
+        stored, response = await ibm_api.submit("reserved", "sampler", bell_input)
+        assert response.status_code == 204
+        again = ibm_api.job_request(stored, "reserved", "sampler")
+        assert_error(await ibm_api.call("POST", "/v1/jobs", json=again), 429, "1232")
+        assert (await ibm_api.job(stored))["id"] == stored, "the job refused with 429 is the one stored"
+        await ibm_api.control("reserved", lanes=2)
+        assert_error(await ibm_api.call("POST", "/v1/jobs", json=again), 409, "1231")
+        await ibm_api.control("reserved", admission_order="duplicate-first", lanes=1)
+        assert_error(await ibm_api.call("POST", "/v1/jobs", json=again), 409, "1231")
+    finally:
+        await ibm_api.control("reserved", admission_order="duplicate-first", lanes=5)
+    record = (await ibm_api.record())["backends"]["reserved"]
+    assert [s["id"] for s in record["submissions"]].count(stored) == 1
+    await ibm_api.wait(stored)
+    await ibm_api.delete(stored)
+    record = (await ibm_api.record())["backends"]["reserved"]
+    assert record["deleted"][-1]["id"] == stored
+
+
 async def test_backend_state_changes_at_run_time(ibm_api: SystemApi, bell_input: dict[str, Any]) -> None:
     try:
         state = await ibm_api.control("faulty", status="offline", message="maintenance")
@@ -397,6 +425,34 @@ async def test_fault_injection_routes(ibm_api: SystemApi, bell_input: dict[str, 
     assert cleared.json() == {"latency_s": 0.0, "rules": []}
     await ibm_api.wait(job_id)
     await ibm_api.delete(job_id)
+
+
+async def test_faults_that_strike_after_a_write_landed(ibm_api: SystemApi, bell_input: dict[str, Any]) -> None:
+    faults = f"{ibm_api.url}/_emulator/faults"
+    lost = {"rules": [{"status": 503, "landed": True, "method": "POST", "path_prefix": "/v1/jobs", "count": 1}]}
+    assert (await ibm_api.http.post(faults, json=lost)).status_code == 200
+    landed, response = await ibm_api.submit("faulty", "sampler", bell_input)
+    assert_error(response, 503, "")
+    assert (await ibm_api.job(landed))["id"] == landed, "the answer was lost, the job was stored"
+
+    held = {"rules": [{"landed": True, "hold_s": 30, "method": "POST", "path_prefix": "/v1/jobs", "count": 1}]}
+    await ibm_api.http.post(faults, json=held)
+    job_id = str(uuid.uuid4())
+    submission = asyncio.create_task(ibm_api.submit("faulty", "sampler", bell_input, job_id=job_id))
+    while job_id not in [s["id"] for s in (await ibm_api.record())["backends"]["faulty"]["submissions"]]:
+        await asyncio.sleep(0.05)
+    assert not submission.done(), "the job is stored while its POST is still unanswered"
+    submission.cancel()  # the client hangs up: the emulator stops holding an answer no one will read
+    with contextlib.suppress(asyncio.CancelledError):
+        await submission
+    assert (await ibm_api.job(job_id))["status"] in ("Running", "Completed")
+
+    invalid = await ibm_api.http.post(faults, json={"rules": [{"method": "POST"}]})
+    assert invalid.status_code == 400 and "needs a 'status'" in invalid.json()["error"]
+    await ibm_api.http.delete(faults)
+    for stored in (landed, job_id):
+        await ibm_api.wait(stored)
+        await ibm_api.delete(stored)
 
 
 # --- defaults ------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ A file looks like this (TOML; the same keys work in JSON)::
     device = "perth"            # qiskit-ibm-runtime fake backend providing configuration and properties
     lanes = { hpc_workload_manager = 5, ibm_quantum_compute = 0 }
     job_duration_s = 0.5        # latency added to every job
+    admission_order = "duplicate-first"   # or "lanes-first": 429 before 409 for a duplicate id (see below)
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BackendStatus = Literal["online", "offline", "paused"]
+# The order of POST /v1/jobs's duplicate-id and lanes checks is not documented. "duplicate-first": a duplicate id is
+# refused 409/1231 whatever the lanes; "lanes-first", as IBM's reference simulator does: stored jobs are counted
+# first, so a duplicate id is refused 429/1232 while the lanes are full (409 only when they are not).
+AdmissionOrder = Literal["duplicate-first", "lanes-first"]
+LANES_FIRST = "lanes-first"
 
 
 class Lanes(BaseModel):
@@ -55,6 +61,7 @@ class BackendConfig(BaseModel):
     locked: bool = False
     lanes: Lanes = Field(default_factory=Lanes)
     job_duration_s: float = Field(0.0, ge=0)
+    admission_order: AdmissionOrder = "duplicate-first"
     noise: bool = True
     seed: int | None = None
 

@@ -1,7 +1,8 @@
 """Job store: backends' run-time state, admission on execution lanes, and the job state machine.
 
 A job is ``Running`` from admission until it ends ``Completed``, ``Failed`` or ``Cancelled``; it stays stored, and
-holds its lane, until it is DELETEd. Admission counts every stored job of the backend, terminal ones included.
+holds its lane, until it is DELETEd. Admission counts every stored job of the backend, terminal ones included,
+and checks for a duplicate id before or after counting, as the backend's ``admission_order`` says.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import BackendConfig, Lanes
+from .config import LANES_FIRST, AdmissionOrder, BackendConfig, Lanes
 from .errors import (
     BACKEND_NOT_FOUND,
     DUPLICATE_JOB,
@@ -103,7 +104,7 @@ class Record:
     rejected_locked: int = 0
     rejected_duplicate: int = 0
     rejected_inactive: int = 0
-    deletes: int = 0
+    deletes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +120,7 @@ class BackendState:
     locked: bool
     lanes: Lanes
     job_duration_s: float
+    admission_order: AdmissionOrder
     failures: list[JobFailure] = field(default_factory=list)
     record: Record = field(default_factory=Record)
 
@@ -139,6 +141,7 @@ class BackendState:
             locked=config.locked,
             lanes=config.lanes.model_copy(),
             job_duration_s=config.job_duration_s,
+            admission_order=config.admission_order,
         )
 
     @property
@@ -194,11 +197,26 @@ class JobStore:
         return sum(1 for job in self.jobs.values() if job.backend == backend)
 
     def admit(self, job: Job) -> None:
-        """Store ``job`` as Running, or raise the first admission error in the API's order."""
+        """Store ``job`` as Running, or raise the first admission error in the backend's ``admission_order``:
+        whether a duplicate id is found before the lanes are counted (409 over 429) or after (429 over 409)."""
         state = self.backend(job.backend)
         if state.status != "online":
             state.record.rejected_inactive += 1
             raise ApiError(503, f"service inactive: backend {state.name} is {state.status}.", value=state.name)
+        if state.admission_order == LANES_FIRST:
+            self._check_lanes(state)
+            self._check_duplicate(state, job)
+            self._check_locked(state)
+        else:
+            self._check_duplicate(state, job)
+            self._check_locked(state)
+            self._check_lanes(state)
+        stored = self.stored(state.name)
+        self.jobs[job.id] = job
+        state.record.max_stored = max(state.record.max_stored, stored + 1)
+        state.record.submissions.append({"id": job.id, "time": time.time()})
+
+    def _check_duplicate(self, state: BackendState, job: Job) -> None:
         if job.id in self.jobs:
             state.record.rejected_duplicate += 1
             raise ApiError(
@@ -208,6 +226,9 @@ class JobStore:
                 value=job.id,
                 target=("id", "field"),
             )
+
+    @staticmethod
+    def _check_locked(state: BackendState) -> None:
         if state.locked:
             state.record.rejected_locked += 1
             raise ApiError(
@@ -216,8 +237,10 @@ class JobStore:
                 RESERVED,
                 value=state.name,
             )
-        stored = self.stored(state.name)
-        if stored >= state.lanes.hpc_workload_manager:
+
+    def _check_lanes(self, state: BackendState) -> None:
+        """Every stored job of the backend counts, terminal ones included, until it is DELETEd."""
+        if self.stored(state.name) >= state.lanes.hpc_workload_manager:
             state.record.rejected_lanes += 1
             raise ApiError(
                 429,
@@ -226,9 +249,6 @@ class JobStore:
                 value=state.name,
                 solution="Delete completed jobs and/or wait for other clients to delete jobs.",
             )
-        self.jobs[job.id] = job
-        state.record.max_stored = max(state.record.max_stored, stored + 1)
-        state.record.submissions.append({"id": job.id, "time": time.time()})
 
     def cancel(self, job_id: str) -> None:
         """Cancel a Running job at once (its runner is stopped); 409/1306 when it already ended."""
@@ -249,7 +269,7 @@ class JobStore:
                 value=job_id,
             )
         del self.jobs[job_id]
-        self.backends[job.backend].record.deletes += 1
+        self.backends[job.backend].record.deletes.append({"id": job_id, "time": time.time()})
 
     def record(self) -> dict[str, Any]:
         """Per-backend lane use and history, for tests."""
@@ -267,7 +287,9 @@ class JobStore:
                 "rejected_423": state.record.rejected_locked,
                 "rejected_409_duplicate": state.record.rejected_duplicate,
                 "rejected_503": state.record.rejected_inactive,
-                "deletes": state.record.deletes,
+                "deletes": len(state.record.deletes),
+                "deleted": state.record.deletes,
+                "admission_order": state.admission_order,
             }
             for name, state in self.backends.items()
         }
