@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 from pathlib import Path
@@ -32,7 +33,7 @@ from qrmid.core.scheduler import Scheduler
 from qrmid.core.slurm import SlurmJobs
 from qrmid.core.usage import UsageWeights
 from qrmid.ops import logging as logs
-from qrmid.ops import systemd
+from qrmid.ops import sockets, systemd
 from qrmid.ops.accounting import Ledger
 from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
 from qrmid.ops.metrics import Metrics
@@ -123,14 +124,24 @@ class Daemon:
         self.journal = Journal(journal.path, retain_seconds=journal.retain_results_days * 86_400,
                                max_result_bytes=journal.max_results_bytes) if journal.enabled else None
         self.servers: list[grpc.aio.Server] = []  # one per listener
+        self._socket_lock = sockets.SocketLock(config.daemon.socket)
+        self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this daemon bound
 
     @property
     def socket(self) -> Path:
         return self.config.daemon.socket
 
     async def start(self) -> None:
-        """Start the backends, bind the listeners and report SERVING."""
-        _prepare_socket(self.socket, shared=self.config.daemon.auth != "none")
+        """Claim the socket path, start the backends, bind the listeners and report SERVING; a failed start
+        gives the socket path up again."""
+        _claim_socket(self.socket, self._socket_lock, shared=self.config.daemon.auth != "none")
+        try:
+            await self._start()
+        except BaseException:
+            self._release_socket()
+            raise
+
+    async def _start(self) -> None:
         recovered = None
         if self.journal is not None:
             try:
@@ -160,6 +171,8 @@ class Daemon:
                                                   inner=[self.limits])
         except listeners.AuthSetupError as exc:
             raise StartupError(str(exc)) from None
+        bound = os.stat(self.socket)
+        self._bound = (bound.st_dev, bound.st_ino)
         await listeners.probe_munge(self.config, found)
         await self.broker.start()
         if recovered is not None:
@@ -195,8 +208,17 @@ class Daemon:
         await self.metrics.close()
         if self.journal is not None:
             await asyncio.to_thread(self.journal.close)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
+        self._release_socket()
+
+    def _release_socket(self) -> None:
+        """Remove the socket if it is still the one this daemon bound, and give up the socket's lock."""
+        if self._bound is not None:
+            with contextlib.suppress(FileNotFoundError):
+                found = os.stat(self.socket)
+                if (found.st_dev, found.st_ino) == self._bound:
+                    self.socket.unlink()
+            self._bound = None
+        self._socket_lock.release()
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, telling systemd when ready and when stopping."""
@@ -204,6 +226,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        _raise_open_files_limit()
         await self.start()
         reloads: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
 
@@ -262,12 +285,34 @@ class Daemon:
             log.error("reload failed, the old config stays: %s", exc)
 
 
-def _prepare_socket(path: Path, shared: bool = False) -> None:
-    """Make the socket's directory (private when we create it, unless callers authenticate, so others may
-    reach the socket) and clear a stale socket file."""
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every connection takes a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open files limit raised from %d to %d", soft, hard)
+
+
+def _claim_socket(path: Path, lock: sockets.SocketLock, shared: bool = False) -> None:
+    """Make the socket's directory (0700 when we create it, 0755 when callers authenticate so others may reach
+    the socket), refuse one another user could write to, take the socket's lock for the daemon's life, and clear
+    a stale socket; StartupError when another daemon serves there or the directory is unsafe."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise StartupError(f"socket path {path} is longer than the {MAX_SOCKET_PATH} bytes Unix sockets allow")
-    path.parent.mkdir(mode=0o755 if shared else 0o700, parents=True, exist_ok=True)
+    try:
+        sockets.make_directories(path.parent, 0o755 if shared else 0o700)
+        sockets.check_directories(path.parent, os.geteuid())
+    except sockets.UnsafeSocket as exc:
+        raise StartupError(f"refusing to serve on {path}: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"cannot make the socket directory {path.parent}: {exc.strerror}") from None
+    try:
+        locked = lock.acquire()
+    except OSError as exc:
+        raise StartupError(f"cannot lock {lock.path}: {exc.strerror}") from None
+    if not locked:
+        raise StartupError(f"another daemon is already serving on {path} (or starting: it holds {lock.path}); "
+                           "stop it, or give this one another [daemon] socket")
     if not path.exists():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -276,6 +321,8 @@ def _prepare_socket(path: Path, shared: bool = False) -> None:
     except OSError:
         path.unlink()  # left behind by a daemon that died
     else:
-        raise StartupError(f"another daemon is already serving on {path}")
+        lock.release()
+        raise StartupError(f"another daemon is already serving on {path} (one that takes no lock); stop it, or "
+                           "give this one another [daemon] socket")
     finally:
         probe.close()
