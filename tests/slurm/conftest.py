@@ -157,11 +157,11 @@ class Cluster:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def sbatch(self, script: str, *options: str) -> str:
-        """Submits ``script`` (bash) from the repository root; returns the job id."""
+    def sbatch(self, script: str, *options: str, chdir: Path = ROOT) -> str:
+        """Submits ``script`` (bash) to run in ``chdir`` (the repository root by default); returns the job id."""
         path = self.out / f"script-{time.monotonic_ns()}.sh"
         path.write_text("#!/bin/bash\nset -eu\n" + script)
-        proc = self.run("sbatch", "--parsable", f"--chdir={ROOT}", f"--output={self.out}/%j.out", *options, str(path))
+        proc = self.run("sbatch", "--parsable", f"--chdir={chdir}", f"--output={self.out}/%j.out", *options, str(path))
         return proc.stdout.strip().split(";")[0]
 
     def job(self, job_id: str) -> Job:

@@ -2,8 +2,9 @@
 the job's clients prove who they are with the exported QRMID_AUTH=munge, and users cannot see each other's
 tasks.
 
-The job scripts run Debian's python3 (same minor version as the test's) on the project's sources and the
-test environment's packages: the test's own interpreter may live where other users cannot read it."""
+The job scripts run Debian's python3 (same minor version as the test's) on a copy of the project's package and the
+test environment's packages, in a fresh directory every user may enter: the test's own interpreter, the checkout and
+its environment may all sit under directories only their owner may enter."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +56,38 @@ with Client() as qrmid:
 """
 
 
+def readable_copy(source: str, destination: str) -> None:
+    """``source`` at ``destination``, readable by every user: a hard link when it already is and both are on one file
+    system, else a copy with read permission for all."""
+    mode = os.stat(source).st_mode
+    if mode & 0o004:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:  # another file system
+            pass
+    shutil.copy2(source, destination)
+    os.chmod(destination, mode | 0o444 | (0o111 if mode & 0o100 else 0))
+
+
 @pytest.fixture(scope="module")
-def job_python() -> str:
-    """A command line running this environment's qrmid with a Python every user may execute."""
+def job_tree() -> Iterator[Path]:
+    """A fresh directory every user may enter and read, holding what the jobs run: ``qrmid`` (the project's package,
+    with its examples) and ``site-packages`` (the test environment's packages)."""
+    tree = Path(tempfile.mkdtemp(prefix="qj"))
+    try:
+        shutil.copytree(ROOT / "qrmid", tree / "qrmid", copy_function=readable_copy)
+        shutil.copytree(sysconfig.get_paths()["purelib"], tree / "site-packages", copy_function=readable_copy)
+        for directory, _, _ in os.walk(tree):
+            os.chmod(directory, os.stat(directory).st_mode | 0o555)
+        yield tree
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def job_python(job_tree: Path) -> str:
+    """A command line running the copied qrmid with a Python every user may execute."""
     if shutil.which(SYSTEM_PYTHON) is None:
         pytest.fail(f"missing {SYSTEM_PYTHON}; install with: apt-get install python3")
     version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
@@ -63,7 +95,7 @@ def job_python() -> str:
     if version != str(sys.version_info[:2]):
         pytest.fail(f"{SYSTEM_PYTHON} is Python {version}, the tests run {sys.version_info[:2]}: the jobs of other "
                     "users need the same minor version to load this environment's compiled packages")
-    return f"PYTHONPATH={ROOT}:{sysconfig.get_paths()['purelib']} {SYSTEM_PYTHON}"
+    return f"PYTHONPATH={job_tree}:{job_tree / 'site-packages'} {SYSTEM_PYTHON}"
 
 
 def user_dir(cluster: Cluster, name: str, user: str) -> Path:
@@ -80,7 +112,7 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def test_a_users_job_runs_tasks_as_that_user_hidden_from_others_until_scancel(
-        cluster: Cluster, users: tuple[str, ...], job_python: str) -> None:
+        cluster: Cluster, users: tuple[str, ...], job_tree: Path, job_python: str) -> None:
     alice_out = user_dir(cluster, "alice", ALICE)
     alice_id = cluster.sbatch(f"""
 env > {alice_out}/job.env
@@ -93,7 +125,7 @@ mv {alice_out}/bell.tmp {alice_out}/bell
 PY
 mv {alice_out}/slow.tmp {alice_out}/slow
 sleep 300
-""", f"--uid={ALICE}", "--qpu=local-qiskit,slow-qpu", "--time=10")
+""", f"--uid={ALICE}", "--qpu=local-qiskit,slow-qpu", "--time=10", chdir=job_tree)
     cluster.wait_for(alice_out / "slow", alice_id, timeout=120)
     alice_uid = pwd.getpwnam(ALICE).pw_uid
 
@@ -127,7 +159,7 @@ sleep 300
 {job_python} - {alice_id} {bell_id} {slow_id} > {bob_out}/probe <<'PY'
 {BOB_PROBE}
 PY
-""", f"--uid={BOB}", "--qpu=local-qiskit", "--time=5")
+""", f"--uid={BOB}", "--qpu=local-qiskit", "--time=5", chdir=job_tree)
         bob = cluster.wait_job(bob_id, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
         assert (bob.state, bob.fields["ExitCode"]) == ("COMPLETED", "0:0"), cluster.output(bob_id)
         probe = (bob_out / "probe").read_text().splitlines()
