@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 
+from qrmid.backends.checks import Check
 from qrmid.backends.payloads import Payload, PayloadKind
 
 
@@ -110,8 +111,10 @@ class Adapter(ABC):
         return {}
 
     @abstractmethod
-    def validate(self, payload: Payload) -> int:
-        """Check ``payload`` fully (CPU-bound; run in a worker thread) and return its number of shots.
+    def validate(self, payload: Payload) -> int | Check:
+        """Check ``payload``: its number of shots when a quick look settles it, else the Check that reads it fully
+        (the daemon runs that in a validation worker process, bounded in memory and time). Runs on the event loop,
+        so it never parses the payload itself.
 
         Raises InvalidPayload with a message a person can act on.
         """

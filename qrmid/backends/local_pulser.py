@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from qrmid.backends.base import InvalidPayload
+from qrmid.backends.checks import Check
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
 from qrmid.backends.pool import PoolAdapter
 from qrmid.backends.settings import ResourceSettings
@@ -56,11 +57,10 @@ class LocalPulser(PoolAdapter):
     def metadata(self) -> dict[str, str]:
         return {"backend_name": self.name, "device": self.device.name, "emulator": "pulser-simulation"}
 
-    def validate(self, payload: Payload) -> int:
+    def validate(self, payload: Payload) -> Check:
         if not isinstance(payload, PulserSequence):
             raise InvalidPayload("local-pulser runs Pulser sequence payloads only")
-        self.jobs.parse(payload.sequence, payload.job_runs, self.limits)
-        return payload.job_runs
+        return Check(self.jobs.check, (payload.sequence, payload.job_runs, self.limits))
 
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, PulserSequence)

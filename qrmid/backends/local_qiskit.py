@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qrmid.backends.base import InvalidPayload
+from qrmid.backends.checks import Check
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
 from qrmid.backends.pool import PoolAdapter
 from qrmid.backends.settings import ResourceSettings
@@ -41,7 +42,8 @@ class LocalQiskit(PoolAdapter):
         super().__init__(settings.slots, settings.max_run_seconds, qiskit_jobs.warm_up)
         self.name = settings.name
         self.seed = settings.seed
-        self.limits = qiskit_jobs.Limits(max_qubits=settings.max_qubits, max_shots=settings.max_shots)
+        self.limits = qiskit_jobs.Limits(max_qubits=settings.max_qubits, max_shots=settings.max_shots,
+                                         max_task_shots=settings.max_task_shots)
         self._target = ""
 
     async def start(self) -> None:
@@ -57,11 +59,10 @@ class LocalQiskit(PoolAdapter):
     def metadata(self) -> dict[str, str]:
         return {"backend_name": self.name, "simulator": "qiskit-aer"}
 
-    def validate(self, payload: Payload) -> int:
+    def validate(self, payload: Payload) -> Check:
         if not isinstance(payload, QiskitPrimitive):
             raise InvalidPayload("local-qiskit runs Qiskit primitive payloads only")
-        _, shots = self.jobs.parse(payload.program_id, payload.input, self.limits)
-        return shots
+        return Check(self.jobs.check, (payload.program_id, payload.input, self.limits))
 
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, QiskitPrimitive)

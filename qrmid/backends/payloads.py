@@ -24,7 +24,8 @@ class QiskitPrimitive:
 
     @property
     def size(self) -> int:
-        return len(self.input) + len(self.program_id)
+        """Bytes of the payload in UTF-8, as it travels and is stored."""
+        return utf8_bytes(self.input) + utf8_bytes(self.program_id)
 
     def emptied(self) -> QiskitPrimitive:
         """This payload without its input text, to keep once the task is over."""
@@ -42,7 +43,8 @@ class PulserSequence:
 
     @property
     def size(self) -> int:
-        return len(self.sequence)
+        """Bytes of the payload in UTF-8, as it travels and is stored."""
+        return utf8_bytes(self.sequence)
 
     def emptied(self) -> PulserSequence:
         """This payload without its sequence text, to keep once the task is over."""
@@ -50,3 +52,8 @@ class PulserSequence:
 
 
 Payload = QiskitPrimitive | PulserSequence
+
+
+def utf8_bytes(text: str) -> int:
+    """Length of ``text`` in UTF-8 bytes (a character may take up to four)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

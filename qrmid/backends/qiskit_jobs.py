@@ -1,6 +1,6 @@
 """Qiskit primitive V2 inputs in IBM's JSON form: parsing, validation and execution on qiskit-aer.
 
-Imported by worker processes and by the validation thread; nothing here touches the event loop.
+Imported by simulator and validation worker processes; nothing here touches the event loop.
 """
 
 from __future__ import annotations
@@ -14,21 +14,27 @@ from typing import Any
 from qiskit import QuantumCircuit, qasm3
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-from qiskit_ibm_runtime.json import RuntimeDecoder, RuntimeEncoder
+from qiskit_ibm_runtime.json import RuntimeEncoder
 
+from qrmid.backends import runtime_json
 from qrmid.backends.base import InvalidPayload
+from qrmid.backends.checks import InputBounds
+from qrmid.backends.payloads import utf8_bytes
 
 PROGRAMS = ("sampler", "estimator")
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 0.015625
+DEFAULT_MAX_TASK_SHOTS = 10**9
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds a local simulator puts on its inputs."""
+    """Bounds a resource puts on its inputs: qubits, shots of one pub, and shots of the whole task (every pub
+    times its parameter sets; an estimator pub counts ceil(precision**-2) shots per set)."""
 
     max_qubits: int
     max_shots: int
+    max_task_shots: int = DEFAULT_MAX_TASK_SHOTS
 
 
 def warm_up() -> None:
@@ -36,14 +42,20 @@ def warm_up() -> None:
     import qiskit_aer.primitives  # noqa: F401
 
 
-def parse(program_id: str, text: str, limits: Limits) -> tuple[list[SamplerPub] | list[EstimatorPub], int]:
-    """The input's pubs, coerced and checked, and its number of shots; InvalidPayload when unusable."""
+def check(bounds: InputBounds, program_id: str, text: str, limits: Limits) -> int:
+    """The input's number of shots once it is fully checked (run by a validation worker)."""
+    return parse(program_id, text, limits, bounds)[1]
+
+
+def parse(program_id: str, text: str, limits: Limits,
+          bounds: InputBounds | None = None) -> tuple[list[SamplerPub] | list[EstimatorPub], int]:
+    """The input's pubs, coerced and checked, and its number of shots; InvalidPayload when unusable.
+
+    ``bounds`` limits what reading the input may build; None for an input checked already.
+    """
     if program_id not in PROGRAMS:
         raise InvalidPayload(f"program_id must be 'sampler' or 'estimator', not {program_id!r}")
-    try:
-        doc = json.loads(text, cls=RuntimeDecoder)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise InvalidPayload(f"input is not valid JSON: {exc}") from None
+    doc = runtime_json.loads(text, bounds.max_decoded_bytes if bounds else None)
     if not isinstance(doc, dict):
         raise InvalidPayload("input must be a JSON object with 'pubs' and 'version': 2")
     if doc.get("version") != 2:
@@ -54,15 +66,15 @@ def parse(program_id: str, text: str, limits: Limits) -> tuple[list[SamplerPub] 
     options = doc.get("options") or {}
     if not isinstance(options, dict):
         raise InvalidPayload("input 'options' must be an object")
+    counter = _ShotCounter(limits.max_task_shots)
+    pubs: list[Any]
     if program_id == "sampler":
         shots = doc.get("shots") or options.get("default_shots") or DEFAULT_SHOTS
-        pubs: list[Any] = [_sampler_pub(i, pub, shots, limits) for i, pub in enumerate(raw_pubs)]
-        total = sum(pub.shots * max(pub.size, 1) for pub in pubs)
+        pubs = [_sampler_pub(i, pub, shots, limits, bounds, counter) for i, pub in enumerate(raw_pubs)]
     else:
-        precision = doc.get("precision") or options.get("default_precision") or DEFAULT_PRECISION
-        pubs = [_estimator_pub(i, pub, precision, limits) for i, pub in enumerate(raw_pubs)]
-        total = sum(math.ceil(pub.precision ** -2) * max(pub.size, 1) for pub in pubs)
-    return pubs, total
+        precision = _first(doc.get("precision"), options.get("default_precision"), DEFAULT_PRECISION)
+        pubs = [_estimator_pub(i, pub, precision, limits, bounds, counter) for i, pub in enumerate(raw_pubs)]
+    return pubs, counter.total
 
 
 def run(program_id: str, text: str, limits: Limits, seed: int | None) -> tuple[bytes, str]:
@@ -80,10 +92,36 @@ def run(program_id: str, text: str, limits: Limits, seed: int | None) -> tuple[b
     return json.dumps(result, cls=RuntimeEncoder).encode(), logs
 
 
-def _circuit(where: str, value: Any, limits: Limits) -> QuantumCircuit:
+class _ShotCounter:
+    """Adds up the shots of a task's pubs, refusing the task as soon as they pass the resource's limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+
+    def add(self, where: str, per_set: int, sets: int) -> None:
+        self.total += per_set * max(sets, 1)  # Python integers: no overflow, however large the declared shape
+        if self.total > self.limit:
+            raise InvalidPayload(f"{where}: {per_set} shots for each of {sets} parameter set(s) bring the task to "
+                                 f"{self.total} shots; this resource takes at most {self.limit} shots per task "
+                                 "(max_task_shots): send fewer parameter sets or shots, or split the task")
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def _circuit(where: str, value: Any, limits: Limits, bounds: InputBounds | None) -> QuantumCircuit:
     if isinstance(value, str):
+        size = utf8_bytes(value)
+        if bounds is not None and size > bounds.max_circuit_bytes:
+            raise InvalidPayload(f"{where}: the OpenQASM 3 circuit is {size} bytes; the limit is "
+                                 f"{bounds.max_circuit_bytes} bytes per circuit ([validation] max_circuit_bytes): "
+                                 "split the work, or send the circuit as an encoded QuantumCircuit (QPY)")
         try:
             circuit = qasm3.loads(value)
+        except RecursionError:
+            raise InvalidPayload(f"{where}: the OpenQASM 3 circuit nests too deeply to be read") from None
         except Exception as exc:  # the importer raises several types, all meaning "not valid OpenQASM 3"
             raise InvalidPayload(f"{where}: circuit is not valid OpenQASM 3: {exc}") from None
     elif isinstance(value, QuantumCircuit):
@@ -104,31 +142,54 @@ def _as_list(where: str, pub: Any) -> list[Any]:
     raise InvalidPayload(f"{where} must be a circuit or a non-empty list starting with one")
 
 
-def _sampler_pub(index: int, pub: Any, shots: Any, limits: Limits) -> SamplerPub:
+def _sampler_pub(index: int, pub: Any, shots: Any, limits: Limits, bounds: InputBounds | None,
+                 counter: _ShotCounter) -> SamplerPub:
     where = f"pub {index}"
     items = _as_list(where, pub)
     if len(items) > 3:
         raise InvalidPayload(f"{where}: a sampler pub is [circuit, parameter_values, shots]")
-    items[0] = _circuit(where, items[0], limits)
+    items[0] = _circuit(where, items[0], limits, bounds)
     try:
         coerced = SamplerPub.coerce(tuple(items), shots=shots)
-        coerced.validate()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise InvalidPayload(f"{where}: {exc}") from None
+    assert coerced.shots is not None  # coerce gave it the default
     if coerced.shots > limits.max_shots:
         raise InvalidPayload(f"{where}: {coerced.shots} shots; this resource allows at most {limits.max_shots}")
-    return coerced
-
-
-def _estimator_pub(index: int, pub: Any, precision: Any, limits: Limits) -> EstimatorPub:
-    where = f"pub {index}"
-    items = _as_list(where, pub)
-    if not 2 <= len(items) <= 4:
-        raise InvalidPayload(f"{where}: an estimator pub is [circuit, observables, parameter_values, precision]")
-    items[0] = _circuit(where, items[0], limits)
+    counter.add(where, coerced.shots, math.prod(coerced.shape))  # from the declared shape, before any use of it
     try:
-        coerced = EstimatorPub.coerce(tuple(items), precision=precision)
         coerced.validate()
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidPayload(f"{where}: {exc}") from None
     return coerced
+
+
+def _estimator_pub(index: int, pub: Any, precision: Any, limits: Limits, bounds: InputBounds | None,
+                   counter: _ShotCounter) -> EstimatorPub:
+    where = f"pub {index}"
+    items = _as_list(where, pub)
+    if not 2 <= len(items) <= 4:
+        raise InvalidPayload(f"{where}: an estimator pub is [circuit, observables, parameter_values, precision]")
+    items[0] = _circuit(where, items[0], limits, bounds)
+    try:
+        coerced = EstimatorPub.coerce(tuple(items), precision=precision)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidPayload(f"{where}: {exc}") from None
+    counter.add(where, _shots_for(where, coerced.precision, counter.limit), math.prod(coerced.shape))
+    try:
+        coerced.validate()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidPayload(f"{where}: {exc}") from None
+    return coerced
+
+
+def _shots_for(where: str, precision: Any, limit: int) -> int:
+    """The shots an estimator needs per parameter set for ``precision``: ceil(precision**-2)."""
+    if isinstance(precision, bool) or not isinstance(precision, (int, float)) or not math.isfinite(precision) \
+            or precision <= 0:
+        raise InvalidPayload(f"{where}: precision must be a positive finite number, not {precision!r}")
+    if precision * precision * limit < 1:  # no float overflow: 1e-200 squared is 0.0
+        raise InvalidPayload(f"{where}: precision {precision:g} needs more than {limit} shots per parameter set; "
+                             f"this resource takes at most {limit} shots per task (max_task_shots): ask for a "
+                             f"precision of {limit ** -0.5:.3g} or more")
+    return max(math.ceil(1 / (precision * precision)), 1)

@@ -22,3 +22,5 @@ class ResourceSettings(BaseModel):
     max_queued_per_owner: int | None = Field(None, ge=0, description="overrides [scheduling] max_queued_per_owner")
     max_running_per_owner: int | None = Field(None, ge=0, description="overrides [scheduling] max_running_per_owner")
     max_shots_per_task: int | None = Field(None, ge=0, description="overrides [scheduling] max_shots_per_task")
+    max_task_shots: int = Field(10**9, ge=1, le=10**12, description="most shots a task may count in all (every pub "
+                                "times its parameter sets); more is refused as invalid at submit")

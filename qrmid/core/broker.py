@@ -17,6 +17,7 @@ from qrmid.core.resource import Resource
 from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
 from qrmid.core.tasks import Task, TaskState
+from qrmid.core.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Broker:
         self._requests: dict[tuple[str, str], str] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
+        self.validation = Validation()  # the daemon sets one from [validation]
         for resource in self.resources.values():
             resource.scheduler.on_done = self._finish
             self.bind(resource.adapter)
@@ -147,7 +149,7 @@ class Broker:
         priority = resource.scheduler.policy.resolve(priority, admin)
         resource.scheduler.check_room(owner)
         try:
-            shots = await asyncio.to_thread(resource.adapter.validate, payload)
+            shots = await self.validation.run(owner, resource.adapter.validate(payload), payload.size)
         except InvalidPayload as exc:
             raise InvalidArgument(f"invalid payload for {name!r}: {exc}") from None
         except Busy as exc:  # the backend cannot check payloads yet (its description is not read)

@@ -107,6 +107,23 @@ class TaskSettings(_Section):
     retain: int = Field(10_000, ge=1, description="finished tasks whose status and result stay available")
 
 
+class ValidationSettings(_Section):
+    """``[validation]``: the worker processes that check payloads before they are queued (docs/security.md)."""
+
+    workers: int = Field(2, ge=1, le=64, description="payload checks running at once, each in its own process")
+    memory_mb: int = Field(1024, ge=64, le=1 << 20, description="memory one check may use beyond its worker's own")
+    timeout_seconds: float = Field(30.0, ge=1, le=3600, description="how long one check may take")
+    running_per_user: int = Field(1, ge=1, le=64, description="checks of one user running at once")
+    waiting_per_user: int = Field(1000, ge=1, le=100_000, description="checks of one user waiting for a worker; "
+                                  "more StartTask calls are refused")
+    waiting_bytes_per_user: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="payload bytes of one user's "
+                                        "checks waiting for a worker (a first one always waits)")
+    max_decoded_bytes: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="bytes the typed values of one "
+                                   "Qiskit input (arrays, circuits) may inflate to, in all")
+    max_circuit_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="OpenQASM 3 text of one circuit")
+    max_layout_traps: int = Field(1000, ge=1, le=1_000_000, description="traps of one Pulser register layout")
+
+
 class JournalSettings(_Section):
     """``[journal]``: the record of tasks and leases a restarted daemon recovers from."""
 
@@ -196,6 +213,7 @@ class Config(_Section):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

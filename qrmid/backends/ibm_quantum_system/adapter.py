@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.checks import Check
 from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
 from qrmid.backends.ibm_quantum_system.settings import Settings
 from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key
@@ -79,7 +80,7 @@ class IbmQuantumSystem(Adapter):
     def metadata(self) -> dict[str, str]:
         return {"backend_name": self.backend}
 
-    def validate(self, payload: Payload) -> int:
+    def validate(self, payload: Payload) -> Check:
         if not isinstance(payload, QiskitPrimitive):
             raise InvalidPayload("ibm-quantum-system runs Qiskit primitive payloads only")
         configuration = self._configuration
@@ -87,12 +88,11 @@ class IbmQuantumSystem(Adapter):
             raise Busy(f"the configuration of backend {self.backend} has not been read yet (the resource's status "
                        f"says why); retry once the resource is online")
         limits = self.jobs.Limits(max_qubits=int(configuration.get("n_qubits", 10_000)),
-                                  max_shots=int(configuration.get("max_shots", 10**7)))
-        pubs, shots = self.jobs.parse(payload.program_id, payload.input, limits)
-        if self._isa is not None:
-            for index, pub in enumerate(pubs):
-                self._isa.check(f"pub {index}", pub.circuit)
-        return shots
+                                  max_shots=int(configuration.get("max_shots", 10**7)),
+                                  max_task_shots=self.settings.max_task_shots)
+        from qrmid.backends.ibm_quantum_system.isa import check_input  # loaded with Qiskit by __init__
+
+        return Check(check_input, (payload.program_id, payload.input, limits, self._isa))
 
     async def submit(self, task_id: str, payload: Payload) -> str:
         assert isinstance(payload, QiskitPrimitive)

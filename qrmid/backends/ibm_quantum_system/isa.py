@@ -6,7 +6,9 @@ from typing import Any
 
 from qiskit import QuantumCircuit
 
+from qrmid.backends import qiskit_jobs
 from qrmid.backends.base import InvalidPayload
+from qrmid.backends.checks import InputBounds
 
 ALWAYS = frozenset({"measure", "barrier", "delay", "reset"})
 
@@ -31,3 +33,13 @@ class Isa:
             if len(qubits) == 2 and self.edges and qubits not in self.edges:
                 raise InvalidPayload(f"{where}: {name} on qubits {qubits} is not a coupling of {self.name}; "
                                      "transpile the circuit for this backend")
+
+
+def check_input(bounds: InputBounds, program_id: str, text: str, limits: qiskit_jobs.Limits, isa: Isa | None) -> int:
+    """The input's number of shots once it is fully checked, its circuits against ``isa`` when the backend's is
+    known (run by a validation worker)."""
+    pubs, shots = qiskit_jobs.parse(program_id, text, limits, bounds)
+    if isa is not None:
+        for index, pub in enumerate(pubs):
+            isa.check(f"pub {index}", pub.circuit)
+    return shots

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.checks import Check
 from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
 from qrmid.backends.pasqal_cloud.auth import Tokens, grant_of
 from qrmid.backends.pasqal_cloud.packer import Limits, Packer
@@ -96,21 +98,15 @@ class PasqalCloud(Adapter):
     def metadata(self) -> dict[str, str]:
         return {"backend_name": self.device_type, "device_type": self.device_type}
 
-    def validate(self, payload: Payload) -> int:
+    def validate(self, payload: Payload) -> Check:
         if not isinstance(payload, PulserSequence):
             raise InvalidPayload("pasqal-cloud runs Pulser sequence payloads only")
         spec = self._spec
         if spec is None:
             raise Busy(f"the spec of device {self.device_type} has not been read from Pasqal Cloud yet (the "
                        f"resource's status says why); retry once the resource is online")
-        sequence = self.jobs.parse(payload.sequence, payload.job_runs, spec.limits)
-        if sequence.device.name != spec.name:
-            raise InvalidPayload(f"sequence is built for device {sequence.device.name!r}, but this resource runs on "
-                                 f"{self.device_type} ({spec.name!r}): build it on the device from GetTarget")
-        atoms = len(sequence.register.qubit_ids)
-        if spec.max_atoms and atoms > spec.max_atoms:
-            raise InvalidPayload(f"sequence has {atoms} atoms; {spec.name} takes at most {spec.max_atoms}")
-        return payload.job_runs
+        limits = dataclasses.replace(spec.limits, max_atoms=spec.max_atoms or sys.maxsize)
+        return Check(self.jobs.check, (payload.sequence, payload.job_runs, limits, spec.name))
 
     async def submit(self, task_id: str, payload: Payload) -> str:
         assert isinstance(payload, PulserSequence)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
-from qrmid.backends.payloads import Payload, PulserSequence, QiskitPrimitive
+from qrmid.backends.checks import Check, InputBounds
+from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
 from qrmid.backends.qrmi_package.settings import PAYLOAD_KINDS, RESOURCE_TYPES, Settings
 from qrmid.backends.qrmi_package.workers import Workers
 
@@ -46,6 +48,9 @@ class QrmiPackage(Adapter):
         self.settings = settings
         self.qrmi = qrmi = _load_qrmi()
         self.payload_kinds = PAYLOAD_KINDS[settings.resource_type]
+        # the payload checks' modules load here, off the event loop: Qiskit and Pulser only for the types using them
+        self._qiskit: Any = _jobs("qiskit_jobs") if PayloadKind.QISKIT_PRIMITIVE in self.payload_kinds else None
+        self._pulser: Any = _jobs("pulser_jobs") if PayloadKind.PULSER_SEQUENCE in self.payload_kinds else None
         resource_type = getattr(qrmi.ResourceType, RESOURCE_TYPES[settings.resource_type])
         config = {key: value.get_secret_value() for key, value in settings.environment.items()}
         self._secrets = sorted((value for value in config.values() if len(value) >= 4), key=len, reverse=True)
@@ -88,31 +93,25 @@ class QrmiPackage(Adapter):
     def metadata(self) -> dict[str, str]:
         return {"resource_type": self.settings.resource_type, **(self._metadata or {})}
 
-    def validate(self, payload: Payload) -> int:
+    def validate(self, payload: Payload) -> Check:
         if payload.kind not in self.payload_kinds:
             raise InvalidPayload(f"QRMI type {self.settings.resource_type} does not run {payload.kind.value} payloads")
+        settings = self.settings
         if isinstance(payload, QiskitPrimitive):
-            from qrmid.backends import qiskit_jobs
-
-            programs = _QISKIT_PROGRAMS.get(self.settings.resource_type, ("sampler", "estimator"))
+            programs = _QISKIT_PROGRAMS.get(settings.resource_type, ("sampler", "estimator"))
             if payload.program_id not in programs:
                 raise InvalidPayload(f"program_id must be one of {', '.join(programs)}, not {payload.program_id!r}")
             if payload.program_id == "noiselearner":  # no shots to count: the service checks the rest
-                if not isinstance(_json_object(payload.input), dict):
-                    raise InvalidPayload("noiselearner input must be a JSON object")
-                return 0
-            limits = qiskit_jobs.Limits(max_qubits=self.settings.max_qubits, max_shots=self.settings.max_shots)
-            _, shots = qiskit_jobs.parse(payload.program_id, payload.input, limits)
-        else:
-            from qrmid.backends import pulser_jobs
-
-            assert isinstance(payload, PulserSequence)
-            pulser_jobs.parse(payload.sequence, payload.job_runs, pulser_jobs.Limits(
-                max_atoms=self.settings.max_qubits, max_runs=self.settings.max_shots, max_duration_ns=None))
-            shots = payload.job_runs
-        if shots > self.settings.max_shots:
-            raise InvalidPayload(f"input asks for {shots} shots; this resource takes at most {self.settings.max_shots}")
-        return shots
+                return Check(_object_input, (payload.input,))
+            limits = self._qiskit.Limits(max_qubits=settings.max_qubits, max_shots=settings.max_shots,
+                                         max_task_shots=min(settings.max_shots, settings.max_task_shots))
+            return Check(self._qiskit.check, (payload.program_id, payload.input, limits))
+        assert isinstance(payload, PulserSequence)
+        if payload.job_runs > settings.max_shots:
+            raise InvalidPayload(f"input asks for {payload.job_runs} shots; this resource takes at most "
+                                 f"{settings.max_shots}")
+        limits = self._pulser.Limits(max_atoms=settings.max_qubits, max_runs=settings.max_shots, max_duration_ns=None)
+        return Check(self._pulser.check, (payload.sequence, payload.job_runs, limits))
 
     async def submit(self, task_id: str, payload: Payload) -> str:
         qrmi = self.qrmi
@@ -191,8 +190,18 @@ class QrmiPackage(Adapter):
         return text
 
 
-def _json_object(text: str) -> Any:
+def _jobs(module: str) -> Any:
+    return importlib.import_module(f"qrmid.backends.{module}")
+
+
+def _object_input(bounds: InputBounds, text: str) -> int:
+    """Check (in a validation worker) that an input with no shots to count is a JSON object; its shots: 0."""
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidPayload(f"input is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPayload("input nests arrays or objects too deeply to be read") from None
+    if not isinstance(doc, dict):
+        raise InvalidPayload("noiselearner input must be a JSON object")
+    return 0
