@@ -1,4 +1,5 @@
-"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level and accounting.
+"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level, accounting and the
+journal's quarantine.
 
 Built on AdminService and MetricsService over the same address and authentication as the rest of the CLI.
 """
@@ -218,6 +219,26 @@ def reload(ctx: click.Context) -> None:
     changes = _call(ctx, lambda s: s.admin.ReloadConfig(apb.ReloadConfigRequest()))
     for label, names in (("added", changes.added), ("removed", changes.removed), ("changed", changes.changed)):
         err.print(f"{label}: {', '.join(names) or '-'}")
+
+
+@admin.command()
+@click.option("--json", "as_json", is_flag=True, help="print the rows and the journal file as JSON")
+@click.pass_context
+def quarantine(ctx: click.Context, as_json: bool) -> None:
+    """Journal rows that could not be read at start-up, set aside in the journal's quarantine table."""
+    listed = _call(ctx, lambda s: s.admin.ListQuarantine(apb.ListQuarantineRequest()))
+    if as_json:
+        _emit_json(listed)
+        return
+    table = Table(Column("ID", justify="right", no_wrap=True), "TABLE", Column("ROW", justify="right", no_wrap=True),
+                  Column("KEY", no_wrap=True, min_width=max((len(row.key) for row in listed.rows), default=3)),
+                  Column("QUARANTINED", no_wrap=True), "REASON")
+    for row in listed.rows:
+        when = datetime.fromtimestamp(row.quarantine_time.ToNanoseconds() / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(row.id), row.source, str(row.row_id), row.key or "-", when, row.reason)
+    out.print(table)
+    err.print(f"{len(listed.rows)} quarantined row(s) in {listed.journal}; each raw row stays in its table "
+              "`quarantine` (column raw, JSON)")
 
 
 @admin.command("log-level")

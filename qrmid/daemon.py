@@ -135,7 +135,8 @@ class Daemon:
         self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
         journal = config.journal
         self.journal = Journal(journal.path, retain_seconds=journal.retain_results_days * 86_400,
-                               max_result_bytes=journal.max_results_bytes) if journal.enabled else None
+                               max_result_bytes=journal.max_results_bytes,
+                               commit_timeout=journal.commit_timeout_seconds) if journal.enabled else None
         self.servers: list[grpc.aio.Server] = []  # one per listener
         self._socket_lock = sockets.SocketLock(config.daemon.socket)
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this daemon bound
@@ -166,7 +167,8 @@ class Daemon:
         limit = self.config.daemon.max_message_bytes
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
-        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group)
+        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group,
+                             quarantine=self.journal if isinstance(self.journal, Journal) else None)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)
@@ -191,7 +193,8 @@ class Daemon:
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
-            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting)
+            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
+                                      recovered.drains)
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:

@@ -8,28 +8,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
 from qrmid.api import convert
 from qrmid.api.identity import caller
 from qrmid.api.requests import Context, required
 from qrmid.api.status import unary
 from qrmid.core.broker import Broker
-from qrmid.core.errors import InvalidArgument, PermissionDenied
+from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from qrmid.core.reload import Changes
 from qrmid.core.tasks import Task, TaskState
 from qrmid.ops import logging as logs
+from qrmid.store.journal import Quarantined
 from qrmid.v1 import admin_pb2 as admin_pb
 from qrmid.v1 import admin_pb2_grpc as admin_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-class AdminService(admin_grpc.AdminServiceServicer):
-    """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file."""
 
-    def __init__(self, broker: Broker, reload: Callable[[], Awaitable[Changes]], admin_group: str = "") -> None:
+class Quarantine(Protocol):
+    """Where the journal rows that could not be read are listed (the SQLite journal)."""
+
+    path: Path
+    quarantined: list[Quarantined]
+
+
+class AdminService(admin_grpc.AdminServiceServicer):
+    """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file; ``quarantine`` lists the
+    journal's unreadable rows (None: the daemon keeps no SQLite journal)."""
+
+    def __init__(self, broker: Broker, reload: Callable[[], Awaitable[Changes]], admin_group: str = "",
+                 quarantine: Quarantine | None = None) -> None:
         self.broker = broker
         self.reload = reload
+        self.quarantine = quarantine
         group = f", a member of group {admin_group}" if admin_group else ""
         self.admins = f"uid 0{group} or a service token marked admin"
 
@@ -43,16 +57,16 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def DrainResource(self, request: admin_pb.DrainResourceRequest, context: Context) -> pb.Resource:
         who = self._admin(context, "DrainResource")
-        resource = self.broker.resource(required(request.resource, "resource"))
-        resource.drain(request.reason or f"drained by {who}: running tasks finish, queued ones wait")
+        name = required(request.resource, "resource")
+        resource = await self.broker.drain(name, request.reason or
+                                           f"drained by {who}: running tasks finish, queued ones wait")
         log.info("resource %s drained by %s: %s", resource.name, who, resource.drain_reason)
         return convert.resource(resource.view())
 
     @unary
     async def ResumeResource(self, request: admin_pb.ResumeResourceRequest, context: Context) -> pb.Resource:
         who = self._admin(context, "ResumeResource")
-        resource = self.broker.resource(required(request.resource, "resource"))
-        resource.resume()
+        resource = await self.broker.resume(required(request.resource, "resource"))
         log.info("resource %s resumed by %s", resource.name, who)
         return convert.resource(resource.view())
 
@@ -102,6 +116,18 @@ class AdminService(admin_grpc.AdminServiceServicer):
             raise InvalidArgument(str(exc)) from None
         log.warning("log level set to %s by %s (was %s)", request.level.lower(), who, previous)
         return admin_pb.SetLogLevelResponse(previous=previous)
+
+    @unary
+    async def ListQuarantine(self, request: admin_pb.ListQuarantineRequest, context: Context
+                             ) -> admin_pb.ListQuarantineResponse:
+        self._admin(context, "ListQuarantine")
+        if self.quarantine is None:
+            raise FailedPrecondition("this daemon keeps no SQLite journal ([journal] enabled = false, or [cluster] "
+                                     "is set): there is no quarantine to list")
+        rows = [admin_pb.QuarantinedRow(id=row.id, source=row.source, row_id=row.row_id, key=row.key,
+                                        reason=row.reason, quarantine_time=convert.timestamp(row.at))
+                for row in self.quarantine.quarantined]
+        return admin_pb.ListQuarantineResponse(journal=str(self.quarantine.path), rows=rows)
 
     def _task(self, task: Task) -> pb.Task:
         view = task.view

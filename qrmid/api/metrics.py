@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import math
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from qrmid.api.convert import timestamp
 from qrmid.api.identity import caller
@@ -23,6 +25,8 @@ DEFAULT_WINDOW = 3600
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 _TOKEN_PREFIX = "after:"
+INT64_MAX = (1 << 63) - 1
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant a Timestamp holds
 
 
 class MetricsService(mpb_grpc.MetricsServiceServicer):
@@ -47,7 +51,7 @@ class MetricsService(mpb_grpc.MetricsServiceServicer):
                 queue_depth=view.queue_length,
                 busy_fraction=min(1.0, used.busy_slot_seconds / capacity) if capacity else 0.0,
                 tasks_completed=used.ended[TaskState.COMPLETED], tasks_failed=used.ended[TaskState.FAILED],
-                tasks_cancelled=used.ended[TaskState.CANCELLED], shots=used.shots, qpu_seconds=used.qpu_seconds,
+                tasks_cancelled=used.ended[TaskState.CANCELLED], shots=_int64(used.shots), qpu_seconds=used.qpu_seconds,
                 window_seconds=window))
         return response
 
@@ -99,6 +103,18 @@ def _record(record: UsageRecord) -> mpb.AccountingRecord:
     return mpb.AccountingRecord(
         task_id=record.task_id, resource=record.resource, owner=record.owner, account=record.account,
         slurm_job_id=record.slurm_job_id, lease_id=record.lease_id,
-        state=pb.TaskState.Value(f"TASK_STATE_{record.state.name}"), create_time=timestamp(record.created_at),
-        start_time=timestamp(record.started_at), end_time=timestamp(record.ended_at), shots=record.shots,
+        state=pb.TaskState.Value(f"TASK_STATE_{record.state.name}"), create_time=_time(record.created_at),
+        start_time=_time(record.started_at), end_time=_time(record.ended_at), shots=_int64(record.shots),
         qpu_seconds=record.qpu_seconds)
+
+
+def _int64(count: int) -> int:
+    """``count`` within an int64 field: one record holding an absurd figure must not fail the whole answer."""
+    return max(0, min(count, INT64_MAX))
+
+
+def _time(seconds: float | None) -> Timestamp | None:
+    """``seconds`` as a Timestamp, within the years 1970 to 9999 a Timestamp holds (None stays None)."""
+    if seconds is None:
+        return None
+    return timestamp(max(0.0, min(seconds, LAST_SECOND)) if math.isfinite(seconds) else 0.0)

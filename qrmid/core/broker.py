@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from qrmid.backends.base import Adapter, Busy, InvalidPayload
@@ -124,6 +124,23 @@ class Broker:
                  extra=_lease_context(lease))
         return lease, cancelled
 
+    async def drain(self, name: str, reason: str) -> Resource:
+        """Stop dispatching to resource ``name`` (an admin's drain, kept across restarts) once it is recorded;
+        Unavailable when it cannot be recorded (the drain is in force until the daemon stops)."""
+        resource = self.resource(name)
+        resource.drain(reason)
+        self.events.resource_drained(name, reason)
+        await self.events.durable()
+        return resource
+
+    async def resume(self, name: str) -> Resource:
+        """Undo an admin's drain of resource ``name`` and record it; Unavailable when it cannot be recorded."""
+        resource = self.resource(name)
+        resource.resume()
+        self.events.resource_resumed(name)
+        await self.events.durable()
+        return resource
+
     async def start_task(self, name: str, payload: Payload, owner: str, lease_token: str = "",
                          request_id: str = "", priority: str = "", admin: bool = False) -> Task:
         """Validate ``payload`` and queue it as a new task (or return the task ``request_id`` made before) in
@@ -134,7 +151,7 @@ class Broker:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"client_request_id is longer than {MAX_REQUEST_ID} characters")
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
-            return earlier
+            return await self._recorded(earlier)
         resource = self._open(name)
         lease = None
         if lease_token or self.policy.require_lease:
@@ -156,7 +173,7 @@ class Broker:
             raise Unavailable(f"resource {name!r} cannot check the payload now: {exc}") from None
         resource.scheduler.policy.check_shots(name, shots)
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
-            return earlier
+            return await self._recorded(earlier)
         task = Task(resource=name, owner=owner, payload=payload, shots=shots,
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
                     client_request_id=request_id, events=self.events, priority=priority,
@@ -167,18 +184,41 @@ class Broker:
         if request_id:
             self._requests[(owner, request_id)] = task.id
         try:
-            await self.events.durable()  # accepted only once a restarted daemon would find it
+            await self.events.recorded(task)  # accepted only once a restarted daemon would find it
         except Unavailable:
-            self.stop_task(task.id, "the journal could not record it")
+            self._refuse(task)
             raise
         return task
 
+    async def _recorded(self, task: Task) -> Task:
+        """``task``, made by an earlier call with the same request id, once it is durable as that call's answer
+        will be; Unavailable as that call when it cannot be."""
+        await self.events.recorded(task)
+        return task
+
+    def _refuse(self, task: Task) -> None:
+        """Take back a task whose record could not be made durable: it leaves its queue, is forgotten (a retry
+        of its request id makes a new one) and its record, should it still land, is deleted."""
+        self.stop_task(task.id, "the journal could not record it")
+        self._tasks.pop(task.id, None)
+        self._finished.pop(task.id, None)
+        if self._requests.get((task.owner, task.client_request_id)) == task.id:
+            del self._requests[(task.owner, task.client_request_id)]
+        self.events.task_refused(task)
+
     async def restore(self, tasks: Iterable[Task], leases: Iterable[Lease], held: set[str],
-                      submitting: set[str]) -> None:
-        """Take back what an earlier run journaled, after ``start`` and before serving: leases, finished tasks
-        (status, result, logs), queued tasks in their order, and tasks on a backend, re-attached to their jobs
-        (or run again where their run died with the daemon). ``held``: finished tasks whose job may still hold
-        room on its backend; ``submitting``: queued tasks that were being handed to their backend."""
+                      submitting: set[str], drains: Mapping[str, str] | None = None) -> None:
+        """Take back what an earlier run journaled, after ``start`` and before serving: admins' drains, leases,
+        finished tasks (status, result, logs), queued tasks in their order, and tasks on a backend, re-attached to
+        their jobs (or run again where their run died with the daemon). ``held``: finished tasks whose job may
+        still hold room on its backend; ``submitting``: queued tasks that were being handed to their backend;
+        ``drains``: the reason of each resource an admin drained."""
+        for name, reason in (drains or {}).items():
+            if name in self.resources:
+                self.resources[name].drain(reason)
+                log.info("resource %s stays drained across the restart: %s", name, reason)
+            else:
+                log.warning("resource %s was drained but is no longer configured; its drain is kept for it", name)
         for lease in leases:
             self.leases.restore(lease)
         for task in tasks:
@@ -312,6 +352,8 @@ class Broker:
 
     def _finish(self, task: Task) -> None:
         """Keep the records of the last ``retain_tasks`` finished tasks."""
+        if task.id not in self._tasks:  # refused: it was never taken
+            return
         self._finished[task.id] = None
         while len(self._finished) > self.policy.retain_tasks:
             old_id, _ = self._finished.popitem(last=False)

@@ -19,6 +19,10 @@ class Listener:
     def task_queued(self, task: Task) -> None:
         """A new task was accepted; its payload is still set."""
 
+    def task_refused(self, task: Task) -> None:
+        """A task announced by ``task_queued`` was not taken after all (its record could not be made durable):
+        forget it."""
+
     def task_changed(self, task: Task) -> None:
         """``task`` moved to ``task.view.state``; a running task has its ``remote_ref``, a completed one its
         result and logs."""
@@ -38,11 +42,21 @@ class Listener:
     async def durable(self) -> None:
         """Return once every earlier event is recorded for good; Unavailable when it cannot be."""
 
+    async def recorded(self, task: Task) -> None:
+        """Return once ``task``'s acceptance (``task_queued``) is recorded for good; Unavailable when it cannot be
+        now, or never can be."""
+
     def lease_granted(self, lease: Lease) -> None:
         """A lease was granted."""
 
     def lease_ended(self, lease: Lease, reason: str) -> None:
         """A lease was released, revoked or expired."""
+
+    def resource_drained(self, name: str, reason: str) -> None:
+        """An admin drained resource ``name`` (dispatching stops) with ``reason``."""
+
+    def resource_resumed(self, name: str) -> None:
+        """An admin resumed resource ``name``."""
 
 
 class Events(Listener):
@@ -61,6 +75,10 @@ class Events(Listener):
     def task_changed(self, task: Task) -> None:
         for listener in self._listeners:
             _safely(listener.task_changed, task)
+
+    def task_refused(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.task_refused, task)
 
     def task_submitting(self, task: Task) -> None:
         for listener in self._listeners:
@@ -82,6 +100,10 @@ class Events(Listener):
         for listener in self._listeners:
             await listener.durable()
 
+    async def recorded(self, task: Task) -> None:
+        for listener in self._listeners:
+            await listener.recorded(task)
+
     def lease_granted(self, lease: Lease) -> None:
         for listener in self._listeners:
             _safely(listener.lease_granted, lease)
@@ -89,6 +111,14 @@ class Events(Listener):
     def lease_ended(self, lease: Lease, reason: str) -> None:
         for listener in self._listeners:
             _safely(listener.lease_ended, lease, reason)
+
+    def resource_drained(self, name: str, reason: str) -> None:
+        for listener in self._listeners:
+            _safely(listener.resource_drained, name, reason)
+
+    def resource_resumed(self, name: str) -> None:
+        for listener in self._listeners:
+            _safely(listener.resource_resumed, name)
 
 
 def _safely(hook: object, *args: object) -> None:

@@ -115,6 +115,7 @@ class Scheduler:
             task = self._queue.pop()
             self._submitting = task
             try:
+                await task.events.recorded(task)  # never run a task the journal could not record
                 if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
                     task.events.task_submitting(task)
                     await task.events.durable()

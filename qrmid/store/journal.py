@@ -3,23 +3,31 @@ last one stopped.
 
 Callers on the event loop only enqueue writes; one writer thread commits whatever has piled up in a single
 transaction (group commit), so a burst of tasks costs one fsync, not one each. ``durable()`` waits for the commit
-of everything enqueued so far. When the disk is full or read-only the writer keeps the pending writes, reports
-the error (``writable()`` raises it) and retries until the disk takes them again.
+of everything enqueued so far, for at most ``commit_timeout`` seconds. When the disk is full or read-only the
+writer keeps the pending writes, reports the error (``writable()`` raises it) and retries until the disk takes
+them again. A write that can never succeed (a value SQLite cannot store) is refused on its own: the rest of its
+batch commits, and whoever waits for that task's record gets Unavailable. A row that cannot be read back at
+start-up is moved to the ``quarantine`` table, with its raw values, and start-up goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import fcntl
+import json
 import logging
+import math
 import os
 import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qrmid.core.errors import Unavailable
 from qrmid.core.events import Listener
@@ -48,6 +56,9 @@ CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT NOT NULL, resource TEXT NOT NULL,
     owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
     account TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS drains (resource TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+    row_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL, raw TEXT NOT NULL);
 """
 
 INSERT_TASK = """INSERT OR REPLACE INTO tasks (id, resource, owner, account, priority, payload_kind, payload, shots,
@@ -56,8 +67,23 @@ UPDATE_TASK = """UPDATE tasks SET state = ?, started_at = ?, ended_at = ?, reaso
     result_type = ?, result_bytes = ?, logs = ?, payload = coalesce(?, payload) WHERE id = ?"""
 
 
+Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
+
+
 class JournalError(Exception):
     """The journal cannot be opened; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A journal row that could not be read back, kept aside in the ``quarantine`` table with its raw values."""
+
+    id: int
+    source: str  # the table it came from: tasks or leases
+    row_id: int  # its rowid there
+    key: str  # the task or lease id it holds, as far as it could be read
+    reason: str
+    at: float  # when it was quarantined
 
 
 @dataclass
@@ -68,24 +94,32 @@ class Recovered:
     held: set[str] = field(default_factory=set)  # finished tasks whose backend job may not be released yet
     submitting: set[str] = field(default_factory=set)  # queued tasks that were being handed to their backend
     leases: list[Lease] = field(default_factory=list)
+    drains: dict[str, str] = field(default_factory=dict)  # resources an admin drained, with the reason
+    quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
 
 class Journal(Listener):
     """Records the core's events in ``path``; one journal per daemon (a lock file keeps a second one out)."""
 
+    before_commit: ClassVar[Callable[[], None] | None] = None  # fault injection: runs in the writer before COMMIT
+
     def __init__(self, path: Path, *, retain_seconds: float = 0, max_result_bytes: int = 0,
-                 cleanup_interval: float = 60.0) -> None:
+                 cleanup_interval: float = 60.0, commit_timeout: float = 10.0) -> None:
         self.path = path
         self.retain_seconds = retain_seconds
         self.max_result_bytes = max_result_bytes
         self.cleanup_interval = cleanup_interval
+        self.commit_timeout = commit_timeout
         self.error = ""  # why the last commit failed; empty while the journal is written
+        self.quarantined: list[Quarantined] = []
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
-        self._pending: queue.SimpleQueue[tuple[str, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._enqueued = 0
         self._committed = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
+        self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._closing = False
@@ -116,13 +150,14 @@ class Journal(Listener):
             conn.executescript(SCHEMA)
             if "account" not in {row[1] for row in conn.execute("PRAGMA table_info(leases)")}:  # an early journal
                 conn.execute("ALTER TABLE leases ADD COLUMN account TEXT NOT NULL DEFAULT ''")
-            recovered = _read(conn)
+            recovered = _read(conn, self.path)
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
             self._unlock()
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from None
         self._conn = conn
+        self.quarantined = recovered.quarantined
         log.info("journal %s: %d task(s) and %d lease(s) recovered", self.path, len(recovered.tasks),
                  len(recovered.leases))
         return recovered
@@ -156,14 +191,37 @@ class Journal(Listener):
             raise Unavailable(self.error)
 
     async def durable(self) -> None:
-        """Return once everything enqueued so far is committed; Unavailable when the disk refuses it."""
+        """Return once everything enqueued so far is committed; Unavailable when the disk refuses it or it is not
+        committed within ``commit_timeout`` seconds."""
         self.writable()
-        if self._committed >= self._enqueued:
-            return
+        if self._committed < self._enqueued:
+            await self._wait(self._enqueued, "")
+
+    async def recorded(self, task: Task) -> None:
+        """Return once ``task``'s record (``task_queued``) is committed; Unavailable when it cannot be written now
+        or never can be (its values), or is not committed within ``commit_timeout`` seconds."""
+        if task.id in self._refused:
+            raise Unavailable(self._refused[task.id])
+        target = self._inserted.get(task.id, 0)
+        if target > self._committed:
+            self.writable()
+            await self._wait(target, task.id)
+
+    async def _wait(self, target: int, task_id: str) -> None:
+        """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
         assert self._loop is not None
         waiter = self._loop.create_future()
-        self._waiters.append((self._enqueued, waiter))
-        await waiter
+        entry = (target, task_id, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
+        except TimeoutError:
+            raise Unavailable(f"the journal {self.path} has not committed for {self.commit_timeout:g} s (a slow or "
+                              "stuck disk?): the request is not taken; retry later, and check the disk holding it"
+                              ) from None
+        finally:
+            if not waiter.done():
+                self._waiters.remove(entry)
 
     # -- events (on the event loop: enqueue only) ---------------------------------------------------------------
 
@@ -171,12 +229,19 @@ class Journal(Listener):
         view = task.view
         self._write(INSERT_TASK, (task.id, task.resource, task.owner, task.account, task.priority, task.payload.kind.value,
                                   codec.dump(task.payload), task.shots, task.lease_id, task.slurm_job_id,
-                                  task.client_request_id, view.state.value, view.created_at))
+                                  task.client_request_id, view.state.value, view.created_at), task.id)
         self._write("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
-                    (task.id, view.state.value, view.created_at, "", None))
+                    (task.id, view.state.value, view.created_at, "", None), task.id)
+        self._inserted[task.id] = self._enqueued
+
+    def task_refused(self, task: Task) -> None:
+        self._refused.pop(task.id, None)
+        self._inserted.pop(task.id, None)
+        self._write("DELETE FROM tasks WHERE id = ?", (task.id,))
+        self._write("DELETE FROM transitions WHERE task_id = ?", (task.id,))
 
     def task_submitting(self, task: Task) -> None:
-        self._write("UPDATE tasks SET state = ? WHERE id = ?", (SUBMITTING, task.id))
+        self._write("UPDATE tasks SET state = ? WHERE id = ?", (SUBMITTING, task.id), task.id)
 
     def task_changed(self, task: Task) -> None:
         view = task.view
@@ -184,16 +249,16 @@ class Journal(Listener):
         payload = codec.dump(task.payload) if view.state.terminal else None  # emptied: only its kind stays
         self._write(UPDATE_TASK, (view.state.value, view.started_at, view.ended_at, view.reason, task.remote_ref,
                                   result.data if result else None, result.content_type if result else None,
-                                  len(result.data) if result else 0, task.logs, payload, task.id))
+                                  len(result.data) if result else 0, task.logs, payload, task.id), task.id)
         self._write("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                     (task.id, view.state.value, view.ended_at or view.started_at or time.time(), view.reason,
-                     task.remote_ref))
+                     task.remote_ref), task.id)
 
     def task_ref(self, task: Task) -> None:
-        self._write("UPDATE tasks SET remote_ref = ? WHERE id = ?", (task.remote_ref, task.id))
+        self._write("UPDATE tasks SET remote_ref = ? WHERE id = ?", (task.remote_ref, task.id), task.id)
 
     def job_released(self, task: Task) -> None:
-        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,))
+        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,), task.id)
 
     def lease_granted(self, lease: Lease) -> None:
         self._write("INSERT OR REPLACE INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, "
@@ -204,15 +269,21 @@ class Journal(Listener):
     def lease_ended(self, lease: Lease, reason: str) -> None:
         self._write("DELETE FROM leases WHERE id = ?", (lease.id,))
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def resource_drained(self, name: str, reason: str) -> None:
+        self._write("INSERT OR REPLACE INTO drains (resource, reason, at) VALUES (?, ?, ?)", (name, reason, time.time()))
+
+    def resource_resumed(self, name: str) -> None:
+        self._write("DELETE FROM drains WHERE resource = ?", (name,))
+
+    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "") -> None:
         self._enqueued += 1
-        self._pending.put((sql, params))
+        self._pending.put((sql, params, task_id))
 
     # -- the writer thread ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         assert self._conn is not None and self._loop is not None
-        batch: list[tuple[str, tuple[Any, ...]]] = []
+        batch: list[Write] = []
         stopping = False
         done = 0
         delay = 0.05
@@ -222,8 +293,8 @@ class Journal(Listener):
             if not batch and stopping:
                 return
             try:
-                self._commit(batch)
-            except sqlite3.Error as exc:
+                refused = self._commit(batch)
+            except Exception as exc:  # the disk, or anything else: the writer lives on and retries
                 message = (f"the journal {self.path} cannot be written ({exc}); free space on its filesystem or "
                            f"make {self.path.parent} writable: no new tasks are taken until it can be written")
                 if message != self.error:
@@ -242,9 +313,10 @@ class Journal(Listener):
             delay = 0.05
             done += len(batch)
             batch = []
-            self._loop.call_soon_threadsafe(self._settle, done)
+            self._loop.call_soon_threadsafe(self._settle, done, refused)
+            self._tidy()
 
-    def _take(self, batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
+    def _take(self, batch: list[Write]) -> bool:
         """Wait for writes and take every one pending (up to MAX_BATCH); True when ``close`` was called."""
         item = self._pending.get()
         while item is not None:
@@ -257,23 +329,52 @@ class Journal(Listener):
                 return False
         return True
 
-    def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _commit(self, batch: list[Write]) -> dict[str, str]:
+        """Commit ``batch`` in one transaction, leaving out the writes SQLite refuses for their values; returns
+        why, by task id. A failure of the disk (or of the transaction) raises, and nothing is committed."""
         assert self._conn is not None
         conn = self._conn
-        clean = time.monotonic() - self._cleaned_at >= self.cleanup_interval
+        refused: dict[str, str] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in batch:
-                conn.execute(sql, params)
-            if clean:
-                self._clean(conn)
+            for sql, params, task_id in batch:
+                try:
+                    conn.execute(sql, params)
+                except Exception as exc:
+                    if _of_the_disk(exc) or not conn.in_transaction:
+                        raise
+                    reason = (f"the journal {self.path} cannot record task {task_id or '-'} ({type(exc).__name__}: "
+                              f"{exc}): it is not taken; check its parameters, or report this as a bug")
+                    if task_id not in refused:
+                        log.error("%s", reason)
+                    refused[task_id] = reason
+            if Journal.before_commit is not None:
+                Journal.before_commit()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        if clean:
-            self._cleaned_at = time.monotonic()
+        refused.pop("", None)
+        return refused
+
+    def _tidy(self) -> None:
+        """Apply retention, about every ``cleanup_interval`` seconds, in its own transaction: a failure is logged
+        and retried later, never holding up the writes."""
+        if time.monotonic() - self._cleaned_at < self.cleanup_interval:
+            return
+        assert self._conn is not None
+        self._cleaned_at = time.monotonic()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._clean(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.warning("journal %s: retention failed, retried later: %s", self.path, exc)
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
 
     def _clean(self, conn: sqlite3.Connection) -> None:
         """Drop finished tasks older than the retention age, then the oldest until results fit the size cap."""
@@ -298,61 +399,165 @@ class Journal(Listener):
 
     # -- back on the event loop --------------------------------------------------------------------------------
 
-    def _settle(self, done: int) -> None:
+    def _settle(self, done: int, refused: dict[str, str]) -> None:
         self._committed = done
+        self._refused.update(refused)
+        self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > done}
         waiting = []
-        for target, waiter in self._waiters:
+        for target, task_id, waiter in self._waiters:
             if waiter.done():
                 continue
-            if target <= done:
+            if task_id in self._refused:
+                waiter.set_exception(Unavailable(self._refused[task_id]))
+            elif target <= done:
                 waiter.set_result(None)
             else:
-                waiting.append((target, waiter))
+                waiting.append((target, task_id, waiter))
         self._waiters = waiting
 
     def _failed(self, message: str) -> None:
-        for _, waiter in self._waiters:
+        for _, _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(Unavailable(message))
         self._waiters = []
 
 
-def _read(conn: sqlite3.Connection) -> Recovered:
+def _of_the_disk(exc: Exception) -> bool:
+    """Whether a failed write may succeed when retried (the disk, the file, memory), rather than never (its
+    values: an integer past 64 bits, an unsupported type, a constraint)."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError, MemoryError)) or type(exc) is sqlite3.DatabaseError
+
+
+def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
+    """Everything the journal holds, with each row that cannot be read moved to the quarantine table."""
     recovered = Recovered()
-    now = time.time()
-    conn.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
-    for row in conn.execute("SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account "
-                            "FROM leases"):
-        recovered.leases.append(Lease(id=row[0], token=row[1], resource=row[2], owner=row[3], slurm_job_id=row[4],
-                                      created_at=row[5], expires_at=row[6], account=row[7]))
+    conn.execute("DELETE FROM leases WHERE expires_at <= ?", (time.time(),))
+    bad: list[tuple[str, sqlite3.Row, str]] = []  # table, row, why
     conn.row_factory = sqlite3.Row
     try:
-        for row in conn.execute("SELECT * FROM tasks ORDER BY rowid"):
-            task = _task(row)
+        for row in conn.execute("SELECT rowid AS row_id, * FROM leases ORDER BY rowid"):
+            try:
+                recovered.leases.append(_lease(row))
+            except Exception as exc:
+                bad.append(("leases", row, _why(exc)))
+        for row in conn.execute("SELECT rowid AS row_id, * FROM tasks ORDER BY rowid"):
+            try:
+                task = _task(row)
+            except Exception as exc:
+                bad.append(("tasks", row, _why(exc)))
+                continue
             recovered.tasks.append(task)
             if task.state.terminal and row["remote_ref"] and not row["released"]:
                 recovered.held.add(task.id)
             if row["state"] == SUBMITTING:
                 recovered.submitting.add(task.id)
+        for row in conn.execute("SELECT rowid AS row_id, * FROM drains ORDER BY rowid"):
+            if isinstance(row["resource"], str) and isinstance(row["reason"], str):
+                recovered.drains[row["resource"]] = row["reason"]
+            else:
+                bad.append(("drains", row, "its resource or reason is not text"))
     finally:
         conn.row_factory = None
+    if bad:
+        _quarantine(conn, path, bad)
+    recovered.quarantined = [Quarantined(*row) for row in conn.execute(
+        "SELECT id, source, row_id, key, reason, at FROM quarantine ORDER BY id")]
     return recovered
 
 
+def _quarantine(conn: sqlite3.Connection, path: Path, bad: list[tuple[str, sqlite3.Row, str]]) -> None:
+    """Move unreadable rows, raw, from their table to the quarantine table, in one transaction."""
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, row, why in bad:
+            raw = {name: _plain(value) for name, value in zip(row.keys(), row, strict=True) if name != "row_id"}
+            key = str(raw.get("id", raw.get("resource", "")))
+            conn.execute("INSERT INTO quarantine (source, row_id, key, reason, at, raw) VALUES (?, ?, ?, ?, ?, ?)",
+                         (table, row["row_id"], key, why, now, json.dumps(raw)))
+            conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row["row_id"],))  # table: one of ours
+            log.error("journal %s: row %d of table %s (%s) cannot be read: %s; it was moved to the quarantine "
+                      "table and start-up goes on (`qrmid admin quarantine` lists it)", path, row["row_id"], table,
+                      key or "no id", why)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, codec.CorruptPayload | CorruptRow) else f"{type(exc).__name__}: {exc}"
+
+
+def _plain(value: object) -> object:
+    """A column's value as JSON can hold it: bytes as base64 in an object, the rest as SQLite gave it."""
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    return value
+
+
+class CorruptRow(ValueError):
+    """A journal row whose columns do not hold what qrmid wrote; the message names the column."""
+
+
+def _column(row: sqlite3.Row, name: str, *kinds: type) -> Any:
+    """``row[name]`` when it is one of ``kinds`` (a finite number for float); CorruptRow otherwise."""
+    value = row[name]
+    if float in kinds and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise CorruptRow(f"column {name} is {value!r}, not a finite number")
+        return value
+    if not isinstance(value, kinds):
+        raise CorruptRow(f"column {name} holds {type(value).__name__} {_short(value)}, not "
+                         f"{' or '.join('null' if kind is type(None) else kind.__name__ for kind in kinds)}")
+    return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(id=_column(row, "id", str), token=_column(row, "token", str), resource=_column(row, "resource", str),
+                 owner=_column(row, "owner", str), slurm_job_id=_column(row, "slurm_job_id", str),
+                 created_at=_column(row, "created_at", float), expires_at=_column(row, "expires_at", float),
+                 account=_column(row, "account", str))
+
+
 def _task(row: sqlite3.Row) -> Task:
-    """A task as the journal left it: QUEUED (also when it was being submitted), RUNNING or finished."""
-    task = Task(resource=row["resource"], owner=row["owner"], payload=codec.load(row["payload_kind"], row["payload"]),
-                shots=row["shots"], lease_id=row["lease_id"], slurm_job_id=row["slurm_job_id"],
-                client_request_id=row["client_request_id"], id=row["id"], remote_ref=row["remote_ref"],
-                logs=row["logs"], priority=row["priority"], account=row["account"])
-    if row["result"] is not None:
-        task.result = Result(bytes(row["result"]), row["result_type"])
-    queued = replace(task.history[0], created_at=row["created_at"])
+    """A task as the journal left it: QUEUED (also when it was being submitted), RUNNING or finished; CorruptRow
+    or CorruptPayload when a column does not hold what qrmid wrote."""
+    text = {name: _column(row, name, str) for name in (
+        "id", "resource", "owner", "account", "priority", "payload_kind", "lease_id", "slurm_job_id",
+        "client_request_id", "state", "reason", "logs")}
+    shots = _column(row, "shots", int)
+    if shots < 0:
+        raise CorruptRow(f"column shots is {shots}, not a count")
+    state_name = text["state"]
+    try:
+        state = TaskState.QUEUED if state_name == SUBMITTING else TaskState(state_name)
+    except ValueError:
+        raise CorruptRow(f"column state is {state_name!r}, not a task state") from None
+    created_at = _column(row, "created_at", float)
+    started_at = _column(row, "started_at", float, type(None))
+    ended_at = _column(row, "ended_at", float, type(None))
+    if state.terminal and ended_at is None:
+        raise CorruptRow(f"the task is {state_name} but column ended_at is null")
+    task = Task(resource=text["resource"], owner=text["owner"],
+                payload=codec.load(text["payload_kind"], _column(row, "payload", bytes, str)),
+                shots=shots, lease_id=text["lease_id"], slurm_job_id=text["slurm_job_id"],
+                client_request_id=text["client_request_id"], id=text["id"],
+                remote_ref=_column(row, "remote_ref", str, type(None)), logs=text["logs"], priority=text["priority"],
+                account=text["account"])
+    if (result := _column(row, "result", bytes, type(None))) is not None:
+        task.result = Result(result, _column(row, "result_type", str))
+    queued = replace(task.history[0], created_at=created_at)
     history = [queued]
-    if row["started_at"] is not None:
-        history.append(replace(queued, state=TaskState.RUNNING, started_at=row["started_at"]))
-    state = TaskState.QUEUED if row["state"] == SUBMITTING else TaskState(row["state"])
+    if started_at is not None:
+        history.append(replace(queued, state=TaskState.RUNNING, started_at=started_at))
     if state.terminal:
-        history.append(replace(history[-1], state=state, reason=row["reason"], ended_at=row["ended_at"]))
+        history.append(replace(history[-1], state=state, reason=text["reason"], ended_at=ended_at))
     task.history = history
     return task

@@ -22,38 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from qrmid.v1 import quantum_resources_pb2 as qrmid_dot_v1_dot_quantum__resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14qrmid/v1/admin.proto\x12\x08qrmid.v1\x1a qrmid/v1/quantum_resources.proto\"8\n\x14\x44rainResourceRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x15ResumeResourceRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\"\x15\n\x13ReloadConfigRequest\"G\n\x14ReloadConfigResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\"4\n\x11ListQueuesRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"3\n\x12ListQueuesResponse\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.qrmid.v1.Task\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x14ListAllLeasesRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"6\n\x12RevokeLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"#\n\x12SetLogLevelRequest\x12\r\n\x05level\x18\x01 \x01(\t\"\'\n\x13SetLogLevelResponse\x12\x10\n\x08previous\x18\x01 \x01(\t2\xd0\x04\n\x0c\x41\x64minService\x12\x43\n\rDrainResource\x12\x1e.qrmid.v1.DrainResourceRequest\x1a\x12.qrmid.v1.Resource\x12\x45\n\x0eResumeResource\x12\x1f.qrmid.v1.ResumeResourceRequest\x1a\x12.qrmid.v1.Resource\x12M\n\x0cReloadConfig\x12\x1d.qrmid.v1.ReloadConfigRequest\x1a\x1e.qrmid.v1.ReloadConfigResponse\x12G\n\nListQueues\x12\x1b.qrmid.v1.ListQueuesRequest\x1a\x1c.qrmid.v1.ListQueuesResponse\x12\x39\n\nCancelTask\x12\x1b.qrmid.v1.CancelTaskRequest\x1a\x0e.qrmid.v1.Task\x12M\n\rListAllLeases\x12\x1e.qrmid.v1.ListAllLeasesRequest\x1a\x1c.qrmid.v1.ListLeasesResponse\x12\x46\n\x0bRevokeLease\x12\x1c.qrmid.v1.RevokeLeaseRequest\x1a\x19.qrmid.v1.ReleaseResponse\x12J\n\x0bSetLogLevel\x12\x1c.qrmid.v1.SetLogLevelRequest\x1a\x1d.qrmid.v1.SetLogLevelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14qrmid/v1/admin.proto\x12\x08qrmid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a qrmid/v1/quantum_resources.proto\"8\n\x14\x44rainResourceRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x15ResumeResourceRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\"\x15\n\x13ReloadConfigRequest\"G\n\x14ReloadConfigResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\"4\n\x11ListQueuesRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"3\n\x12ListQueuesResponse\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.qrmid.v1.Task\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x14ListAllLeasesRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"6\n\x12RevokeLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"#\n\x12SetLogLevelRequest\x12\r\n\x05level\x18\x01 \x01(\t\"\'\n\x13SetLogLevelResponse\x12\x10\n\x08previous\x18\x01 \x01(\t\"\x17\n\x15ListQuarantineRequest\"\x8e\x01\n\x0eQuarantinedRow\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06row_id\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x33\n\x0fquarantine_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x16ListQuarantineResponse\x12\x0f\n\x07journal\x18\x01 \x01(\t\x12&\n\x04rows\x18\x02 \x03(\x0b\x32\x18.qrmid.v1.QuarantinedRow2\xa5\x05\n\x0c\x41\x64minService\x12\x43\n\rDrainResource\x12\x1e.qrmid.v1.DrainResourceRequest\x1a\x12.qrmid.v1.Resource\x12\x45\n\x0eResumeResource\x12\x1f.qrmid.v1.ResumeResourceRequest\x1a\x12.qrmid.v1.Resource\x12M\n\x0cReloadConfig\x12\x1d.qrmid.v1.ReloadConfigRequest\x1a\x1e.qrmid.v1.ReloadConfigResponse\x12G\n\nListQueues\x12\x1b.qrmid.v1.ListQueuesRequest\x1a\x1c.qrmid.v1.ListQueuesResponse\x12\x39\n\nCancelTask\x12\x1b.qrmid.v1.CancelTaskRequest\x1a\x0e.qrmid.v1.Task\x12M\n\rListAllLeases\x12\x1e.qrmid.v1.ListAllLeasesRequest\x1a\x1c.qrmid.v1.ListLeasesResponse\x12\x46\n\x0bRevokeLease\x12\x1c.qrmid.v1.RevokeLeaseRequest\x1a\x19.qrmid.v1.ReleaseResponse\x12J\n\x0bSetLogLevel\x12\x1c.qrmid.v1.SetLogLevelRequest\x1a\x1d.qrmid.v1.SetLogLevelResponse\x12S\n\x0eListQuarantine\x12\x1f.qrmid.v1.ListQuarantineRequest\x1a .qrmid.v1.ListQuarantineResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qrmid.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRAINRESOURCEREQUEST']._serialized_start=68
-  _globals['_DRAINRESOURCEREQUEST']._serialized_end=124
-  _globals['_RESUMERESOURCEREQUEST']._serialized_start=126
-  _globals['_RESUMERESOURCEREQUEST']._serialized_end=167
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=169
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=190
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=192
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=263
-  _globals['_LISTQUEUESREQUEST']._serialized_start=265
-  _globals['_LISTQUEUESREQUEST']._serialized_end=317
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=319
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=370
-  _globals['_CANCELTASKREQUEST']._serialized_start=372
-  _globals['_CANCELTASKREQUEST']._serialized_end=424
-  _globals['_LISTALLLEASESREQUEST']._serialized_start=426
-  _globals['_LISTALLLEASESREQUEST']._serialized_end=481
-  _globals['_REVOKELEASEREQUEST']._serialized_start=483
-  _globals['_REVOKELEASEREQUEST']._serialized_end=537
-  _globals['_SETLOGLEVELREQUEST']._serialized_start=539
-  _globals['_SETLOGLEVELREQUEST']._serialized_end=574
-  _globals['_SETLOGLEVELRESPONSE']._serialized_start=576
-  _globals['_SETLOGLEVELRESPONSE']._serialized_end=615
-  _globals['_ADMINSERVICE']._serialized_start=618
-  _globals['_ADMINSERVICE']._serialized_end=1210
+  _globals['_DRAINRESOURCEREQUEST']._serialized_start=101
+  _globals['_DRAINRESOURCEREQUEST']._serialized_end=157
+  _globals['_RESUMERESOURCEREQUEST']._serialized_start=159
+  _globals['_RESUMERESOURCEREQUEST']._serialized_end=200
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=202
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=223
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=225
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=296
+  _globals['_LISTQUEUESREQUEST']._serialized_start=298
+  _globals['_LISTQUEUESREQUEST']._serialized_end=350
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=352
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=403
+  _globals['_CANCELTASKREQUEST']._serialized_start=405
+  _globals['_CANCELTASKREQUEST']._serialized_end=457
+  _globals['_LISTALLLEASESREQUEST']._serialized_start=459
+  _globals['_LISTALLLEASESREQUEST']._serialized_end=514
+  _globals['_REVOKELEASEREQUEST']._serialized_start=516
+  _globals['_REVOKELEASEREQUEST']._serialized_end=570
+  _globals['_SETLOGLEVELREQUEST']._serialized_start=572
+  _globals['_SETLOGLEVELREQUEST']._serialized_end=607
+  _globals['_SETLOGLEVELRESPONSE']._serialized_start=609
+  _globals['_SETLOGLEVELRESPONSE']._serialized_end=648
+  _globals['_LISTQUARANTINEREQUEST']._serialized_start=650
+  _globals['_LISTQUARANTINEREQUEST']._serialized_end=673
+  _globals['_QUARANTINEDROW']._serialized_start=676
+  _globals['_QUARANTINEDROW']._serialized_end=818
+  _globals['_LISTQUARANTINERESPONSE']._serialized_start=820
+  _globals['_LISTQUARANTINERESPONSE']._serialized_end=901
+  _globals['_ADMINSERVICE']._serialized_start=904
+  _globals['_ADMINSERVICE']._serialized_end=1581
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from qrmid.v1 import quantum_resources_pb2 as _quantum_resources_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -84,3 +87,31 @@ class SetLogLevelResponse(_message.Message):
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     previous: str
     def __init__(self, previous: _Optional[str] = ...) -> None: ...
+
+class ListQuarantineRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class QuarantinedRow(_message.Message):
+    __slots__ = ("id", "source", "row_id", "key", "reason", "quarantine_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ROW_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    source: str
+    row_id: int
+    key: str
+    reason: str
+    quarantine_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., source: _Optional[str] = ..., row_id: _Optional[int] = ..., key: _Optional[str] = ..., reason: _Optional[str] = ..., quarantine_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListQuarantineResponse(_message.Message):
+    __slots__ = ("journal", "rows")
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    journal: str
+    rows: _containers.RepeatedCompositeFieldContainer[QuarantinedRow]
+    def __init__(self, journal: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[QuarantinedRow, _Mapping]]] = ...) -> None: ...

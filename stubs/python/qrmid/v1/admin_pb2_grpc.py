@@ -76,6 +76,11 @@ class AdminServiceStub:
                 request_serializer=qrmid_dot_v1_dot_admin__pb2.SetLogLevelRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_admin__pb2.SetLogLevelResponse.FromString,
                 _registered_method=True)
+        self.ListQuarantine = channel.unary_unary(
+                '/qrmid.v1.AdminService/ListQuarantine',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -84,14 +89,16 @@ class AdminServiceServicer:
 
     def DrainResource(self, request, context):
         """Stops dispatching new tasks to a resource; running tasks finish and
-        queued ones wait. The resource shows DRAINING with the reason.
+        queued ones wait. The resource shows DRAINING with the reason. The drain
+        is journaled: it stays in force across restarts until ResumeResource.
+        UNAVAILABLE when the journal cannot record it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeResource(self, request, context):
-        """Undoes DrainResource: dispatching resumes.
+        """Undoes DrainResource: dispatching resumes (journaled, as the drain).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +150,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQuarantine(self, request, context):
+        """Lists the journal rows that could not be read at start-up and were set
+        aside in the journal's quarantine table (oldest first). FAILED_PRECONDITION
+        when the daemon keeps no SQLite journal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +201,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetLogLevel,
                     request_deserializer=qrmid_dot_v1_dot_admin__pb2.SetLogLevelRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_admin__pb2.SetLogLevelResponse.SerializeToString,
+            ),
+            'ListQuarantine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantine,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +425,33 @@ class AdminService:
             '/qrmid.v1.AdminService/SetLogLevel',
             qrmid_dot_v1_dot_admin__pb2.SetLogLevelRequest.SerializeToString,
             qrmid_dot_v1_dot_admin__pb2.SetLogLevelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/ListQuarantine',
+            qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.SerializeToString,
+            qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.FromString,
             options,
             channel_credentials,
             insecure,

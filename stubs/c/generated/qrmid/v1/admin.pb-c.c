@@ -502,6 +502,141 @@ void   qrmid__v1__set_log_level_response__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__set_log_level_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__list_quarantine_request__init
+                     (Qrmid__V1__ListQuarantineRequest         *message)
+{
+  static const Qrmid__V1__ListQuarantineRequest init_value = QRMID__V1__LIST_QUARANTINE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_quarantine_request__get_packed_size
+                     (const Qrmid__V1__ListQuarantineRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_quarantine_request__pack
+                     (const Qrmid__V1__ListQuarantineRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_quarantine_request__pack_to_buffer
+                     (const Qrmid__V1__ListQuarantineRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListQuarantineRequest *
+       qrmid__v1__list_quarantine_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListQuarantineRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_quarantine_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_quarantine_request__free_unpacked
+                     (Qrmid__V1__ListQuarantineRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__quarantined_row__init
+                     (Qrmid__V1__QuarantinedRow         *message)
+{
+  static const Qrmid__V1__QuarantinedRow init_value = QRMID__V1__QUARANTINED_ROW__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__quarantined_row__get_packed_size
+                     (const Qrmid__V1__QuarantinedRow *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__quarantined_row__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__quarantined_row__pack
+                     (const Qrmid__V1__QuarantinedRow *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__quarantined_row__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__quarantined_row__pack_to_buffer
+                     (const Qrmid__V1__QuarantinedRow *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__quarantined_row__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__QuarantinedRow *
+       qrmid__v1__quarantined_row__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__QuarantinedRow *)
+     protobuf_c_message_unpack (&qrmid__v1__quarantined_row__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__quarantined_row__free_unpacked
+                     (Qrmid__V1__QuarantinedRow *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__quarantined_row__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_quarantine_response__init
+                     (Qrmid__V1__ListQuarantineResponse         *message)
+{
+  static const Qrmid__V1__ListQuarantineResponse init_value = QRMID__V1__LIST_QUARANTINE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_quarantine_response__get_packed_size
+                     (const Qrmid__V1__ListQuarantineResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_quarantine_response__pack
+                     (const Qrmid__V1__ListQuarantineResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_quarantine_response__pack_to_buffer
+                     (const Qrmid__V1__ListQuarantineResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListQuarantineResponse *
+       qrmid__v1__list_quarantine_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListQuarantineResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_quarantine_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_quarantine_response__free_unpacked
+                     (Qrmid__V1__ListQuarantineResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_quarantine_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor qrmid__v1__drain_resource_request__field_descriptors[2] =
 {
   {
@@ -991,7 +1126,179 @@ const ProtobufCMessageDescriptor qrmid__v1__set_log_level_response__descriptor =
   (ProtobufCMessageInit) qrmid__v1__set_log_level_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[8] =
+#define qrmid__v1__list_quarantine_request__field_descriptors NULL
+#define qrmid__v1__list_quarantine_request__field_indices_by_name NULL
+#define qrmid__v1__list_quarantine_request__number_ranges NULL
+const ProtobufCMessageDescriptor qrmid__v1__list_quarantine_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListQuarantineRequest",
+  "ListQuarantineRequest",
+  "Qrmid__V1__ListQuarantineRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListQuarantineRequest),
+  0,
+  qrmid__v1__list_quarantine_request__field_descriptors,
+  qrmid__v1__list_quarantine_request__field_indices_by_name,
+  0,  qrmid__v1__list_quarantine_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_quarantine_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__quarantined_row__field_descriptors[6] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "source",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "row_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, row_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quarantine_time",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__QuarantinedRow, quarantine_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__quarantined_row__field_indices_by_name[] = {
+  0,   /* field[0] = id */
+  3,   /* field[3] = key */
+  5,   /* field[5] = quarantine_time */
+  4,   /* field[4] = reason */
+  2,   /* field[2] = row_id */
+  1,   /* field[1] = source */
+};
+static const ProtobufCIntRange qrmid__v1__quarantined_row__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__quarantined_row__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.QuarantinedRow",
+  "QuarantinedRow",
+  "Qrmid__V1__QuarantinedRow",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__QuarantinedRow),
+  6,
+  qrmid__v1__quarantined_row__field_descriptors,
+  qrmid__v1__quarantined_row__field_indices_by_name,
+  1,  qrmid__v1__quarantined_row__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__quarantined_row__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_quarantine_response__field_descriptors[2] =
+{
+  {
+    "journal",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListQuarantineResponse, journal),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rows",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListQuarantineResponse, n_rows),
+    offsetof(Qrmid__V1__ListQuarantineResponse, rows),
+    &qrmid__v1__quarantined_row__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_quarantine_response__field_indices_by_name[] = {
+  0,   /* field[0] = journal */
+  1,   /* field[1] = rows */
+};
+static const ProtobufCIntRange qrmid__v1__list_quarantine_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_quarantine_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListQuarantineResponse",
+  "ListQuarantineResponse",
+  "Qrmid__V1__ListQuarantineResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListQuarantineResponse),
+  2,
+  qrmid__v1__list_quarantine_response__field_descriptors,
+  qrmid__v1__list_quarantine_response__field_indices_by_name,
+  1,  qrmid__v1__list_quarantine_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_quarantine_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[9] =
 {
   { "DrainResource", &qrmid__v1__drain_resource_request__descriptor, &qrmid__v1__resource__descriptor },
   { "ResumeResource", &qrmid__v1__resume_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -1001,11 +1308,13 @@ static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descript
   { "ListAllLeases", &qrmid__v1__list_all_leases_request__descriptor, &qrmid__v1__list_leases_response__descriptor },
   { "RevokeLease", &qrmid__v1__revoke_lease_request__descriptor, &qrmid__v1__release_response__descriptor },
   { "SetLogLevel", &qrmid__v1__set_log_level_request__descriptor, &qrmid__v1__set_log_level_response__descriptor },
+  { "ListQuarantine", &qrmid__v1__list_quarantine_request__descriptor, &qrmid__v1__list_quarantine_response__descriptor },
 };
 const unsigned qrmid__v1__admin_service__method_indices_by_name[] = {
   4,        /* CancelTask */
   0,        /* DrainResource */
   5,        /* ListAllLeases */
+  8,        /* ListQuarantine */
   3,        /* ListQueues */
   2,        /* ReloadConfig */
   1,        /* ResumeResource */
@@ -1019,7 +1328,7 @@ const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor =
   "AdminService",
   "Qrmid__V1__AdminService",
   "qrmid.v1",
-  8,
+  9,
   qrmid__v1__admin_service__method_descriptors,
   qrmid__v1__admin_service__method_indices_by_name
 };
@@ -1086,6 +1395,14 @@ void qrmid__v1__admin_service__set_log_level(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
   service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__list_quarantine(ProtobufCService *service,
+                                               const Qrmid__V1__ListQuarantineRequest *input,
+                                               Qrmid__V1__ListQuarantineResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
                                      Qrmid__V1__AdminService_ServiceDestroy destroy)

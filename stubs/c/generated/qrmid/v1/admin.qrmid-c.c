@@ -136,3 +136,20 @@ grpc_status_code qrmid_v1_admin_service_set_log_level(
     *response = (Qrmid__V1__SetLogLevelResponse *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_admin_service_list_quarantine(
+    qrmid_client *client,
+    const Qrmid__V1__ListQuarantineRequest *request,
+    Qrmid__V1__ListQuarantineResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_LIST_QUARANTINE_METHOD,
+      &qrmid__v1__list_quarantine_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_quarantine_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListQuarantineResponse *)out;
+  return code;
+}

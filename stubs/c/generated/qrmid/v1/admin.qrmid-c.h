@@ -22,7 +22,9 @@ extern "C" {
  * /qrmid.v1.AdminService/DrainResource
  *
  * Stops dispatching new tasks to a resource; running tasks finish and
- * queued ones wait. The resource shows DRAINING with the reason.
+ * queued ones wait. The resource shows DRAINING with the reason. The drain
+ * is journaled: it stays in force across restarts until ResumeResource.
+ * UNAVAILABLE when the journal cannot record it.
  *
  * Unary: on GRPC_STATUS_OK *response is a new message; free it with
  * qrmid__v1__resource__free_unpacked(*response, NULL).
@@ -38,7 +40,7 @@ grpc_status_code qrmid_v1_admin_service_drain_resource(
 /*
  * /qrmid.v1.AdminService/ResumeResource
  *
- * Undoes DrainResource: dispatching resumes.
+ * Undoes DrainResource: dispatching resumes (journaled, as the drain).
  *
  * Unary: on GRPC_STATUS_OK *response is a new message; free it with
  * qrmid__v1__resource__free_unpacked(*response, NULL).
@@ -148,6 +150,24 @@ grpc_status_code qrmid_v1_admin_service_set_log_level(
     qrmid_client *client,
     const Qrmid__V1__SetLogLevelRequest *request,
     Qrmid__V1__SetLogLevelResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/ListQuarantine
+ *
+ * Lists the journal rows that could not be read at start-up and were set
+ * aside in the journal's quarantine table (oldest first). FAILED_PRECONDITION
+ * when the daemon keeps no SQLite journal.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_quarantine_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_LIST_QUARANTINE_METHOD "/qrmid.v1.AdminService/ListQuarantine"
+grpc_status_code qrmid_v1_admin_service_list_quarantine(
+    qrmid_client *client,
+    const Qrmid__V1__ListQuarantineRequest *request,
+    Qrmid__V1__ListQuarantineResponse **response,
     int64_t timeout_ms,
     qrmid_error *error);
 
