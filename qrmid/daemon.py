@@ -22,7 +22,6 @@ from qrmid.api.metrics import MetricsService
 from qrmid.api.servicer import QuantumResources
 from qrmid.api.telemetry import RpcTelemetry
 from qrmid.backends import registry
-from qrmid.backends.checks import InputBounds
 from qrmid.backends.settings import ResourceSettings
 from qrmid.core.broker import Broker, Policy
 from qrmid.core.errors import FailedPrecondition, InvalidArgument
@@ -33,11 +32,10 @@ from qrmid.core.resource import Resource
 from qrmid.core.scheduler import Scheduler
 from qrmid.core.slurm import SlurmJobs
 from qrmid.core.usage import UsageWeights
-from qrmid.core.validation import Validation, ValidationLimits
 from qrmid.ops import logging as logs
 from qrmid.ops import sockets, systemd
 from qrmid.ops.accounting import Ledger
-from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, ValidationSettings, load
+from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
 from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
@@ -50,7 +48,7 @@ MAX_SOCKET_PATH = 107
 SERVICE = pb.DESCRIPTOR.services_by_name["QuantumResources"].full_name
 METRICS_SERVICE = "qrmid.v1.MetricsService"
 ADMIN_SERVICE = "qrmid.v1.AdminService"
-RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal", "validation")  # read once, at start
+RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal")  # read once, at start
 
 
 class StartupError(Exception):
@@ -63,7 +61,6 @@ def build_broker(config: Config) -> Broker:
     leases = LeaseTable(config.leases.default_ttl_seconds, config.leases.max_ttl_seconds)
     broker = Broker(resources, leases, _policy(config))
     broker.slurm = _slurm(config.slurm)
-    broker.validation = _validation(config.validation)
     return broker
 
 
@@ -80,16 +77,6 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
 def _policy(config: Config) -> Policy:
     return Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
                   cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain)
-
-
-def _validation(settings: ValidationSettings) -> Validation:
-    bounds = InputBounds(max_decoded_bytes=settings.max_decoded_bytes, max_circuit_bytes=settings.max_circuit_bytes,
-                         max_layout_traps=settings.max_layout_traps)
-    return Validation(ValidationLimits(workers=settings.workers, memory_mb=settings.memory_mb,
-                                       timeout_seconds=settings.timeout_seconds,
-                                       running_per_user=settings.running_per_user,
-                                       waiting_per_user=settings.waiting_per_user,
-                                       waiting_bytes_per_user=settings.waiting_bytes_per_user, bounds=bounds))
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
@@ -135,8 +122,7 @@ class Daemon:
         self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
         journal = config.journal
         self.journal = Journal(journal.path, retain_seconds=journal.retain_results_days * 86_400,
-                               max_result_bytes=journal.max_results_bytes,
-                               commit_timeout=journal.commit_timeout_seconds) if journal.enabled else None
+                               max_result_bytes=journal.max_results_bytes) if journal.enabled else None
         self.servers: list[grpc.aio.Server] = []  # one per listener
         self._socket_lock = sockets.SocketLock(config.daemon.socket)
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this daemon bound
@@ -167,8 +153,7 @@ class Daemon:
         limit = self.config.daemon.max_message_bytes
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
-        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group,
-                             quarantine=self.journal if isinstance(self.journal, Journal) else None)
+        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)
@@ -181,7 +166,9 @@ class Daemon:
         try:
             found = listeners.listeners(self.config)
             self.servers = listeners.build_servers(found, [("grpc.max_receive_message_length", limit),
-                                                           ("grpc.max_send_message_length", limit)], register,
+                                                           ("grpc.max_send_message_length", limit),
+                                                           *listeners.connection_options(self.config.daemon,
+                                                                                         len(found))], register,
                                                   outer=[RpcTelemetry(self.metrics.observe_rpc)],
                                                   inner=[self.limits])
         except listeners.AuthSetupError as exc:
@@ -189,12 +176,10 @@ class Daemon:
         bound = os.stat(self.socket)
         self._bound = (bound.st_dev, bound.st_ino)
         await listeners.probe_munge(self.config, found)
-        await self.broker.validation.start()
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
-            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
-                                      recovered.drains)
+            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting)
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:
@@ -223,7 +208,6 @@ class Daemon:
         await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
         await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
         await self.metrics.close()
-        await self.broker.validation.close()
         if self.journal is not None:
             await asyncio.to_thread(self.journal.close)
         self._release_socket()

@@ -7,10 +7,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
-from daemons import ROOT, short_dir, subprocess_daemon
+from daemons import ROOT, short_dir, subprocess_daemon, wait_serving
 
 from qrmid.client import Client, pulser_payload
 from qrmid.client_auth import ClientAuth
@@ -116,3 +117,56 @@ def test_tcp_listener() -> None:
     with subprocess_daemon(text), Client(f"127.0.0.1:{port}", auth=ClientAuth.resolve("token", token_file=token)) \
             as qrmid:
         assert [r.name for r in qrmid.list_resources()] == ["slow"]
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def idle_connection(path: str) -> socket.socket:
+    """A connection that does the HTTP/2 handshake (preface, SETTINGS, ack) and nothing else: no call, no
+    credential."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    conn.sendall(H2_PREFACE + H2_SETTINGS + H2_SETTINGS_ACK)
+    return conn
+
+
+def closed_by_peer(conn: socket.socket, deadline: float) -> bool:
+    """True once the peer closes ``conn`` (what it sent before, its SETTINGS and GOAWAY, is read and dropped)."""
+    conn.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        while conn.recv(65536):
+            conn.settimeout(max(deadline - time.monotonic(), 0.01))
+    except (TimeoutError, ConnectionResetError) as exc:
+        return isinstance(exc, ConnectionResetError)
+    return True
+
+
+def test_idle_connections_lock_nobody_out_and_are_closed() -> None:
+    """1,100 connections that only shake hands, against a daemon whose soft open files limit is 1,024 (the
+    usual default): it raises the limit to the hard one and serves a normal client meanwhile, then closes the
+    idle connections."""
+    scratch = short_dir()
+    path = scratch / "qrmid.sock"
+    cfg = scratch / "qrmid.toml"
+    cfg.write_text(f'[daemon]\nsocket = "{path}"\nidle_connection_seconds = 2\n[journal]\nenabled = false\n'
+                   + SLOW_NOOP.replace("delay_seconds = 1.5", "delay_seconds = 0"))
+    process = subprocess.Popen(["prlimit", "--nofile=1024:4096", sys.executable, "-m", "qrmid", "serve", "--config",
+                                str(cfg)], cwd=ROOT)
+    idle: list[socket.socket] = []
+    try:
+        wait_serving(f"unix:{path}", process=process)
+        idle = [idle_connection(str(path)) for _ in range(1100)]
+        with Client(f"unix:{path}", timeout=30) as qrmid:
+            assert [r.name for r in qrmid.list_resources()] == ["slow"], "served while 1,100 connections idle"
+        deadline = time.monotonic() + 60
+        still_open = [conn for conn in idle if not closed_by_peer(conn, deadline)]
+        assert not still_open, f"{len(still_open)} of {len(idle)} idle connections still open"
+        assert process.poll() is None
+    finally:
+        for conn in idle:
+            conn.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0

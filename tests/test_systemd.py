@@ -53,6 +53,12 @@ def test_unit_asks_for_a_watchdog() -> None:
     assert re.search(r"^WatchdogSec=\d+", UNIT.read_text(), re.MULTILINE)
 
 
+def test_unit_leaves_room_for_many_connections() -> None:
+    """The usual soft limit of 1,024 descriptors let idle connections lock every caller out."""
+    limit = re.search(r"^LimitNOFILE=(\d+)$", UNIT.read_text(), re.MULTILINE)
+    assert limit and int(limit.group(1)) >= 65536
+
+
 @pytest.fixture
 def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A bound Unix datagram socket standing in for systemd's notify socket."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ import grpc
 
 from qrmid.api.auth import Admins, Authenticator, AuthInterceptor, AuthSetupError, DaemonUser, Munge, load_tokens
 from qrmid.ops import munge
-from qrmid.ops.config import Config
+from qrmid.ops.config import Config, DaemonSettings
 
 log = logging.getLogger(__name__)
+
+OWN_DESCRIPTORS = 256  # kept for the daemon's own files: journal, vendor connections, workers, munged
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,20 @@ def _tls(config: Config) -> grpc.ServerCredentials | None:
     ca = read(daemon.tls_client_ca, "client CA bundle") if daemon.tls_client_ca else None
     return grpc.ssl_server_credentials([(key, read(daemon.tls_cert, "certificate"))], root_certificates=ca,
                                        require_client_auth=ca is not None)
+
+
+def connection_options(daemon: DaemonSettings, listeners: int) -> list[tuple[str, int]]:
+    """gRPC server options bounding connections: idle ones and unfinished handshakes are closed, and each
+    listener takes at most ``max_connections``, lowered so that all of them together leave ``OWN_DESCRIPTORS``
+    of the open files limit to the daemon. gRPC has no per-peer cap (see docs/operations.md)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fitting = max(16, (soft - OWN_DESCRIPTORS) // max(listeners, 1))
+    if fitting < daemon.max_connections:
+        log.warning("max_connections lowered from %d to %d per listener to fit the open files limit (%d); raise "
+                    "LimitNOFILE", daemon.max_connections, fitting, soft)
+    return [("grpc.max_connection_idle_ms", int(daemon.idle_connection_seconds * 1000)),
+            ("grpc.server_handshake_timeout_ms", int(daemon.handshake_timeout_seconds * 1000)),
+            ("grpc.max_allowed_incoming_connections", min(daemon.max_connections, fitting))]
 
 
 def build_servers(found: list[Listener], options: list[tuple[str, int]],

@@ -29,22 +29,30 @@ class Lease:
 
 
 class LeaseTable:
-    """The live leases of every resource, found by token."""
+    """The live leases of every resource, found by token, and indexed by owner and by resource so that one
+    user's leases, or one resource's, are found without scanning everyone's."""
 
     def __init__(self, default_ttl: float, max_ttl: float) -> None:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self._by_token: dict[str, Lease] = {}
+        self._by_owner: dict[str, dict[str, Lease]] = {}  # owner -> token -> lease
+        self._by_resource: dict[str, dict[str, Lease]] = {}  # resource -> token -> lease
 
     def grant(self, resource: str, owner: str, slurm_job_id: str = "", ttl: float = 0, limit: int = 0,
-              account: str = "") -> Lease:
-        """A new lease; ResourceExhausted when ``resource`` already has ``limit`` live leases (0: no limit)."""
-        if limit and sum(1 for lease in self.live() if lease.resource == resource) >= limit:
+              account: str = "", owner_limit: int = 0) -> Lease:
+        """A new lease; ResourceExhausted when ``resource`` already has ``limit`` live leases, or ``owner`` has
+        ``owner_limit`` live leases on all resources together (0: no limit)."""
+        if limit and _live_count(self._by_resource.get(resource)) >= limit:
             raise ResourceExhausted(f"resource {resource!r} already has its maximum of {limit} leases")
+        if owner_limit and (held := _live_count(self._by_owner.get(owner))) >= owner_limit:
+            raise ResourceExhausted(f"you hold {held} live leases, the per-user limit ([leases] max_per_user = "
+                                    f"{owner_limit}); release leases you no longer use (qrmid leases, then "
+                                    "qrmid release TOKEN) or let them expire")
         ttl = min(ttl or self.default_ttl, self.max_ttl)
         lease = Lease(resource=resource, owner=owner, slurm_job_id=slurm_job_id, account=account,
                       expires_at=time.time() + ttl)
-        self._by_token[lease.token] = lease
+        self._add(lease)
         return lease
 
     def check(self, token: str, resource: str, owner: str) -> Lease:
@@ -67,24 +75,24 @@ class LeaseTable:
             raise NotFound("unknown lease token (already released, expired or never granted)")
         if lease.owner != owner and not admin:
             raise PermissionDenied(f"lease {lease.id} belongs to another user")
-        return self._by_token.pop(token)
+        return self._remove(lease)
 
     def restore(self, lease: Lease) -> None:
         """Take back a lease an earlier run of the daemon granted (from the journal)."""
-        self._by_token[lease.token] = lease
+        self._add(lease)
 
     def pop_id(self, lease_id: str) -> Lease:
         """Remove and return the lease whose id is ``lease_id``, whoever owns it (admins revoking)."""
         for lease in self._by_token.values():
             if lease.id == lease_id:
-                return self._by_token.pop(lease.token)
+                return self._remove(lease)
         raise NotFound(f"no live lease with id {lease_id!r} (released, expired or never granted)")
 
     def pop_expired(self) -> list[Lease]:
         """Remove and return every lease past its expiry."""
         expired = [lease for lease in self._by_token.values() if lease.expired]
         for lease in expired:
-            del self._by_token[lease.token]
+            self._remove(lease)
         return expired
 
     def live(self) -> list[Lease]:
@@ -93,7 +101,31 @@ class LeaseTable:
     def matching(self, resource: str = "", owner: str | None = None, slurm_job_id: str = "") -> list[Lease]:
         """The live leases, oldest first, on ``resource`` and for ``slurm_job_id`` (each unless empty) of ``owner``
         (everyone's when None)."""
-        return sorted((lease for lease in self.live()
-                       if (not resource or lease.resource == resource) and (owner is None or lease.owner == owner)
+        if owner is not None:
+            candidates = self._by_owner.get(owner, {}).values()
+        elif resource:
+            candidates = self._by_resource.get(resource, {}).values()
+        else:
+            candidates = self._by_token.values()
+        return sorted((lease for lease in candidates
+                       if not lease.expired and (not resource or lease.resource == resource)
                        and (not slurm_job_id or lease.slurm_job_id == slurm_job_id)),
                       key=lambda lease: lease.created_at)
+
+    def _add(self, lease: Lease) -> None:
+        self._by_token[lease.token] = lease
+        self._by_owner.setdefault(lease.owner, {})[lease.token] = lease
+        self._by_resource.setdefault(lease.resource, {})[lease.token] = lease
+
+    def _remove(self, lease: Lease) -> Lease:
+        del self._by_token[lease.token]
+        for index, key in ((self._by_owner, lease.owner), (self._by_resource, lease.resource)):
+            held = index[key]
+            del held[lease.token]
+            if not held:
+                del index[key]
+        return lease
+
+
+def _live_count(leases: dict[str, Lease] | None) -> int:
+    return sum(1 for lease in leases.values() if not lease.expired) if leases else 0

@@ -104,6 +104,8 @@ class FairQueue:
         self._seq: dict[Task, int] = {}
         self._counter = itertools.count()
         self._queued = Counter[str]()  # owner -> tasks queued
+        self._queued_bytes = Counter[str]()  # owner -> payload bytes queued
+        self.total_bytes = 0  # payload bytes queued, all owners
         self._running = Counter[str]()  # owner -> tasks dispatched, not finished
         self._charges: dict[Task, float] = {}  # dispatched task -> what its dispatch added to its account
         self._account_charge: defaultdict[str, float] = defaultdict(float)  # account -> sum of its dispatched tasks' charges
@@ -116,12 +118,18 @@ class FairQueue:
     def __bool__(self) -> bool:
         return bool(self._seq)
 
+    def __contains__(self, task: object) -> bool:
+        return task in self._seq
+
     def __iter__(self) -> Iterator[Task]:
         """Tasks in the order they would be taken, if no owner hit its running limit."""
         return iter(self._ordered().tasks)
 
     def queued_by(self, owner: str) -> int:
         return self._queued[owner]
+
+    def bytes_queued_by(self, owner: str) -> int:
+        return self._queued_bytes[owner]
 
     def score(self, account: str, now: float | None = None) -> float:
         """What ranks ``account``: its decayed usage plus the charges of its unfinished dispatched tasks."""
@@ -246,6 +254,8 @@ class FairQueue:
     def _added(self, task: Task, seq: int) -> None:
         self._seq[task] = seq
         self._queued[task.owner] += 1
+        self._queued_bytes[task.owner] += task.size
+        self.total_bytes += task.size
         self._version += 1
 
     def _removed(self, task: Task) -> None:
@@ -253,6 +263,10 @@ class FairQueue:
         self._queued[task.owner] -= 1
         if not self._queued[task.owner]:
             del self._queued[task.owner]
+            del self._queued_bytes[task.owner]
+        else:
+            self._queued_bytes[task.owner] -= task.size
+        self.total_bytes -= task.size
         self._version += 1
 
     def _dispatch(self, task: Task) -> None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Protocol
 
 from qrmid.backends.payloads import Payload, PayloadKind
 from qrmid.core.errors import FailedPrecondition
@@ -33,6 +34,30 @@ _ALLOWED = {
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.RUNNING: _TERMINAL,
 }
+
+
+class PayloadUnreadable(Exception):
+    """A stored payload could not be read back; the message says where and why."""
+
+
+class StoredPayload(Protocol):
+    """A queued task's payload kept out of memory (on disk) until the task is dispatched."""
+
+    async def load(self) -> Payload:
+        """The payload, read back (in a worker thread); PayloadUnreadable when it cannot be."""
+        ...
+
+    def discard(self) -> None:
+        """Free what holds the payload; never blocks."""
+        ...
+
+
+class PayloadStore(Protocol):
+    """Where queued payloads above a size wait for dispatch, out of memory."""
+
+    async def put(self, payload: Payload) -> StoredPayload | None:
+        """``payload`` stored; None when it stays in memory (small enough, or it could not be stored)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +108,12 @@ class Task:
     logs: str = ""
     history: list[TaskView] = field(default_factory=list)
     events: Listener = field(default_factory=Listener, repr=False)
+    size: int = field(init=False, default=0)  # the payload's size as submitted, kept when it is stored or emptied
+    stored: StoredPayload | None = field(default=None, init=False, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
+        self.size = self.payload.size
         self.history.append(
             TaskView(
                 id=self.id,
@@ -102,6 +130,15 @@ class Task:
                 shots=self.shots,
             )
         )
+
+    def store(self, stored: StoredPayload) -> None:
+        """Keep the payload only in ``stored`` until dispatch: the task holds just its kind meanwhile."""
+        self.stored = stored
+        self.payload = self.payload.emptied()
+
+    async def full_payload(self) -> Payload:
+        """The payload to submit, read back from where it was stored, if it was."""
+        return self.payload if self.stored is None else await self.stored.load()
 
     @property
     def view(self) -> TaskView:
@@ -128,6 +165,9 @@ class Task:
         )
         if state.terminal:
             self.payload = self.payload.emptied()
+            if self.stored is not None:
+                self.stored.discard()
+                self.stored = None
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         self.events.task_changed(self)

@@ -6,7 +6,7 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -27,13 +27,17 @@ from qrmid.ops.paths import default_journal, default_socket
 
 SECRET_KEY = re.compile(r"(?i)key|secret|password|token")  # values of such keys never appear in messages
 
+MAX_LEASE_SECONDS = 366 * 86_400  # a lease lives a year at most
+MAX_SHOTS = 10**12  # far above any device's, far below what a journal's 64-bit integers hold
+REQUEST_ROOM = 64 << 10  # a StartTask request's fields besides the payload fit in this
+
 
 class ConfigError(Exception):
     """The config cannot be used; the message says where and why."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DaemonSettings(_Section):
@@ -47,8 +51,15 @@ class DaemonSettings(_Section):
     tls_cert: Path | None = Field(None, description="PEM server certificate (chain): TLS on the TCP listener")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: Path | None = Field(None, description="PEM CA bundle: TCP clients must present a certificate it signed")
-    max_message_bytes: int = Field(64 << 20, ge=1 << 20, description="largest gRPC message accepted or sent")
-    shutdown_grace_seconds: float = Field(30.0, ge=0, description="how long running tasks may finish on stop")
+    max_message_bytes: int = Field(64 << 20, ge=1 << 20, le=(1 << 31) - 1,
+                                   description="largest gRPC message accepted or sent (gRPC's limit: 2 GiB - 1)")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, le=3600, description="how long running tasks may finish on stop")
+    idle_connection_seconds: float = Field(300.0, ge=1, le=86_400, description="close a connection without calls "
+                                           "for this long (clients reconnect by themselves)")
+    handshake_timeout_seconds: float = Field(10.0, ge=1, le=300, description="close a connection that has not "
+                                             "completed its HTTP/2 (and TLS) handshake after this long")
+    max_connections: int = Field(10_000, ge=16, le=1_000_000, description="connections open at once per listener; "
+                                 "lowered to fit the open files limit, keeping descriptors for the daemon's own use")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="one event per line: key=value text or JSON")
     qrmi_config: Path | None = Field(None, description="QRMI qrmi_config.json whose resources are served too "
@@ -89,7 +100,8 @@ class MetricsSettings(_Section):
     """``[metrics]``: the Prometheus endpoint and the accounting records kept for MetricsService."""
 
     address: str = Field("", description='serve /metrics over HTTP on HOST:PORT, e.g. "127.0.0.1:9464"; empty: off')
-    accounting_records: int = Field(100_000, ge=1, description="finished tasks whose accounting records are kept")
+    accounting_records: int = Field(100_000, ge=1, le=10_000_000,
+                                    description="finished tasks whose accounting records are kept")
 
     @field_validator("address")
     @classmethod
@@ -103,25 +115,9 @@ class MetricsSettings(_Section):
 class TaskSettings(_Section):
     """``[tasks]``: limits on every task."""
 
-    max_payload_bytes: int = Field(8 << 20, ge=1024, description="largest payload accepted")
-    retain: int = Field(10_000, ge=1, description="finished tasks whose status and result stay available")
-
-
-class ValidationSettings(_Section):
-    """``[validation]``: the worker processes that check payloads before they are queued (docs/security.md)."""
-
-    workers: int = Field(2, ge=1, le=64, description="payload checks running at once, each in its own process")
-    memory_mb: int = Field(1024, ge=64, le=1 << 20, description="memory one check may use beyond its worker's own")
-    timeout_seconds: float = Field(30.0, ge=1, le=3600, description="how long one check may take")
-    running_per_user: int = Field(1, ge=1, le=64, description="checks of one user running at once")
-    waiting_per_user: int = Field(1000, ge=1, le=100_000, description="checks of one user waiting for a worker; "
-                                  "more StartTask calls are refused")
-    waiting_bytes_per_user: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="payload bytes of one user's "
-                                        "checks waiting for a worker (a first one always waits)")
-    max_decoded_bytes: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="bytes the typed values of one "
-                                   "Qiskit input (arrays, circuits) may inflate to, in all")
-    max_circuit_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="OpenQASM 3 text of one circuit")
-    max_layout_traps: int = Field(1000, ge=1, le=1_000_000, description="traps of one Pulser register layout")
+    max_payload_bytes: int = Field(8 << 20, ge=1024, le=1 << 30, description="largest payload accepted")
+    retain: int = Field(10_000, ge=1, le=10_000_000, description="finished tasks whose status and result stay "
+                        "available")
 
 
 class JournalSettings(_Section):
@@ -129,19 +125,19 @@ class JournalSettings(_Section):
 
     enabled: bool = Field(True, description="journal tasks and leases (off: a restart forgets everything)")
     path: Path = Field(default_factory=default_journal, description="the SQLite journal file (one per daemon)")
-    retain_results_days: float = Field(7.0, ge=0, description="drop finished tasks older than this (0: keep)")
-    max_results_bytes: int = Field(1 << 30, ge=0, description="drop the oldest finished tasks past this total "
-                                                               "result size (0: no cap)")
-    commit_timeout_seconds: float = Field(10.0, gt=0, le=600, description="how long StartTask waits for its "
-                                          "task's commit before it answers UNAVAILABLE")
+    retain_results_days: float = Field(7.0, ge=0, le=3650, description="drop finished tasks older than this "
+                                       "(0: keep)")
+    max_results_bytes: int = Field(1 << 30, ge=0, le=1 << 44, description="drop the oldest finished tasks past "
+                                   "this total result size (0: no cap)")
 
 
 class LeaseSettings(_Section):
     """``[leases]``: QRMI acquire/release."""
 
     required: bool = Field(False, description="tasks must run under a lease")
-    default_ttl_seconds: float = Field(86_400, gt=0)
-    max_ttl_seconds: float = Field(7 * 86_400, gt=0)
+    default_ttl_seconds: float = Field(86_400, ge=1, le=MAX_LEASE_SECONDS, description="lifetime of a lease "
+                                       "that asks for none")
+    max_ttl_seconds: float = Field(7 * 86_400, ge=1, le=MAX_LEASE_SECONDS, description="longest lease granted")
     cancel_tasks_on_release: bool = Field(True, description="releasing a lease cancels its unfinished tasks")
 
 
@@ -162,12 +158,15 @@ class SchedulingSettings(_Section):
     classes: list[PriorityClassSettings] = Field(default_factory=_default_classes, min_length=1,
                                                  description="priority classes, highest first")
     default_class: str = Field("production", description="class of tasks that name none")
-    usage_half_life_seconds: float = Field(3600.0, gt=0, description="how fast past usage is forgotten")
-    qpu_second_weight: float = Field(1.0, ge=0, description="usage charged per second a task held a slot")
-    shot_weight: float = Field(0.0, ge=0, description="usage charged per shot")
-    max_queued_per_owner: int = Field(5_000, ge=0, description="tasks one user may have queued on a resource; 0: off")
-    max_running_per_owner: int = Field(0, ge=0, description="tasks one user may have running on a resource; 0: off")
-    max_shots_per_task: int = Field(0, ge=0, description="most shots one task may ask for; 0: off")
+    usage_half_life_seconds: float = Field(3600.0, ge=1, le=366 * 86_400, description="how fast past usage is "
+                                           "forgotten")
+    qpu_second_weight: float = Field(1.0, ge=0, le=1e6, description="usage charged per second a task held a slot")
+    shot_weight: float = Field(0.0, ge=0, le=1e6, description="usage charged per shot")
+    max_queued_per_owner: int = Field(5_000, ge=0, le=1_000_000, description="tasks one user may have queued on a "
+                                      "resource; 0: off")
+    max_running_per_owner: int = Field(0, ge=0, le=1_000_000, description="tasks one user may have running on a "
+                                       "resource; 0: off")
+    max_shots_per_task: int = Field(0, ge=0, le=MAX_SHOTS, description="most shots one task may ask for; 0: off")
 
     @model_validator(mode="after")
     def _classes_known(self) -> SchedulingSettings:
@@ -184,10 +183,12 @@ class SchedulingSettings(_Section):
 class LimitsSettings(_Section):
     """``[limits]``: what one client (caller identity) may do at once; 0 turns a limit off."""
 
-    calls_per_second: float = Field(100.0, ge=0, description="sustained calls per second per client")
-    burst: int = Field(200, ge=1, description="calls a client may make at once above its rate")
-    streams_per_client: int = Field(64, ge=0, description="WatchTask/GetTaskResult streams open per client")
-    max_field_chars: int = Field(1024, ge=0, description="longest text field of a request (payloads excepted)")
+    calls_per_second: float = Field(100.0, ge=0, le=1e6, description="sustained calls per second per client")
+    burst: int = Field(200, ge=1, le=10_000_000, description="calls a client may make at once above its rate")
+    streams_per_client: int = Field(64, ge=0, le=100_000, description="WatchTask/GetTaskResult streams open per "
+                                    "client")
+    max_field_chars: int = Field(1024, ge=0, le=1 << 20, description="longest text field of a request (payloads "
+                                 "excepted)")
 
 
 class SlurmSettings(_Section):
@@ -196,8 +197,8 @@ class SlurmSettings(_Section):
     check_jobs: bool = Field(False, description="ask slurmctld about the job of every Acquire that names one")
     squeue: str = Field("squeue", description="squeue command or path (Slurm 22.05 or later, for --json)")
     slurm_conf: Path | None = Field(None, description="SLURM_CONF for squeue; unset: Slurm's default")
-    cache_seconds: float = Field(5.0, ge=0, description="how long one squeue snapshot answers checks")
-    timeout_seconds: float = Field(20.0, gt=0, description="how long slurmctld may take to answer")
+    cache_seconds: float = Field(5.0, ge=0, le=3600, description="how long one squeue snapshot answers checks")
+    timeout_seconds: float = Field(20.0, ge=0.1, le=600, description="how long slurmctld may take to answer")
 
 
 def _embedded_resources() -> list[ResourceConfig]:
@@ -215,7 +216,6 @@ class Config(_Section):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
-    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
@@ -249,6 +249,14 @@ class Config(_Section):
             if resource.default_class is not None and resource.default_class not in names:
                 raise ValueError(f"resource {resource.name!r}: default_class {resource.default_class!r} is not one "
                                  f"of the [scheduling] classes ({', '.join(names)})")
+        return self
+
+    @model_validator(mode="after")
+    def _payload_fits_a_message(self) -> Config:
+        if self.tasks.max_payload_bytes + REQUEST_ROOM > self.daemon.max_message_bytes:
+            raise ValueError(f"tasks.max_payload_bytes ({self.tasks.max_payload_bytes}) leaves no room in "
+                             f"daemon.max_message_bytes ({self.daemon.max_message_bytes}) for the rest of a StartTask "
+                             f"request ({REQUEST_ROOM} bytes): raise max_message_bytes or lower max_payload_bytes")
         return self
 
     @model_validator(mode="after")
@@ -304,4 +312,33 @@ def _describe(error: ErrorDetails) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+    elif error["type"] in OUT_OF_RANGE and (bounds := _range(error["loc"])):
+        message = f"must be {bounds}"
     return f"{where}: {message}{got}"
+
+
+OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+BOUND_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+
+
+def _range(loc: tuple[int | str, ...]) -> str:
+    """The bounds of the numeric key at ``loc`` in words, e.g. "at least 1 and at most 256"; "" for none."""
+    model: Any = Config
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in ADAPTERS:  # a resource's type tag: that type's settings
+            model = next(cls for cls in get_args(get_args(ResourceConfig)[0])
+                         if part in get_args(cls.model_fields["type"].annotation))
+            continue
+        if model is None or part not in model.model_fields:
+            return ""
+        field = model.model_fields[part]
+        model = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation,
+                                                                                        BaseModel) else None
+    if field is None:
+        return ""
+    bounds = [(word, getattr(item, name)) for item in field.metadata for name, word in BOUND_WORDS.items()
+              if hasattr(item, name)]
+    return " and ".join(f"{word} {int(value) if float(value).is_integer() else value}" for word, value in bounds)
