@@ -9,6 +9,8 @@ from typing import Any
 from qrmid.client import Client, pulser_payload
 from qrmid.integrations.job_env import lease_token
 from qrmid.qrmi.errors import (
+    ConfigError,
+    EnvVarNotSetError,
     QrmiError,
     TaskNotFoundError,
     UnsupportedPayloadError,
@@ -151,14 +153,15 @@ class QuantumResource:
 def _job_list(name: str, legacy: str) -> list[str]:
     values = os.environ.get(name, os.environ.get(legacy))
     if values is None:
-        raise RuntimeError(f"The environment variable `{name}` is not set and as such configuration "
-                           "could not be loaded.")
+        raise EnvVarNotSetError(f"The environment variable `{name}` is not set and as such configuration "
+                                "could not be loaded.")
     return values.split(os.environ.get("QRMI_LIST_DELIMITER", ",")) if values else []
 
 
 def get_job_qpu_resources_and_types() -> tuple[list[str], list[str]]:
     """The job's resources and their type strings, from ``QRMI_JOB_QPU_RESOURCES``/``QRMI_JOB_QPU_TYPES`` (or
-    their ``SLURM_JOB_QPU_*`` aliases)."""
+    their ``SLURM_JOB_QPU_*`` aliases); ``EnvVarNotSetError`` (a ``RuntimeError``) when one is not set, ValueError when
+    their lengths differ."""
     names = _job_list("QRMI_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_RESOURCES")
     types = _job_list("QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_TYPES")
     if len(names) != len(types):
@@ -169,12 +172,16 @@ def get_job_qpu_resources_and_types() -> tuple[list[str], list[str]]:
 
 
 class QRMIService:
-    """The job's accessible resources, from the job environment the Slurm plugin exports."""
+    """The job's accessible resources, from the job environment the Slurm plugin exports; ``EnvVarNotSetError`` when
+    it lacks the lists, ``ConfigError`` when they differ in length."""
 
     def __init__(self) -> None:
         if error := os.environ.get("QRMI_PLUGIN_ERROR"):
             raise QrmiError(f"the Slurm plugin failed: {error}")
-        names, types = get_job_qpu_resources_and_types()
+        try:
+            names, types = get_job_qpu_resources_and_types()
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
         self._resources: dict[str, QuantumResource] = {}
         for name, type_name in zip(names, types, strict=True):
             if type_name not in TYPE_NAMES:

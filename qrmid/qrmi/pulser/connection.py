@@ -42,8 +42,9 @@ class PulserQRMIConnection(QrmidConnection):
         raise ValueError(f"Multiple QRMI resources are available in this job context: {names}. "
                          "Specify one explicitly with PulserQRMIConnection(qrmi=...).")
 
-    def submit(self, sequence: Sequence, wait: bool = False, open: bool = False, batch_id: str | None = None,
+    def submit(self, sequence: Sequence, wait: bool = True, open: bool = False, batch_id: str | None = None,
                **kwargs: Any) -> RemoteResults:
+        """As ``QrmidConnection.submit``, but waiting for the jobs unless told not to, as ``qrmi``'s does."""
         results = super().submit(sequence, wait, open, batch_id, **kwargs)
         self._current_batch_id = results.batch_id
         return results
