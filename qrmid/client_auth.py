@@ -6,7 +6,10 @@ Settings come from arguments, else the environment:
 - ``QRMID_MUNGE_SOCKET``: munged's socket when not libmunge's default;
 - ``QRMID_TOKEN_FILE``: a file holding the bearer token (keep it ``chmod 600``);
 - ``QRMID_TLS_CA``: PEM CA bundle that signed the daemon's certificate; setting it turns TLS on;
-- ``QRMID_TLS_CERT`` / ``QRMID_TLS_KEY``: a client certificate and key, for daemons that require one.
+- ``QRMID_TLS_CERT`` / ``QRMID_TLS_KEY``: a client certificate and key, for daemons that require one;
+- ``QRMID_SOCKET_OWNER``: the user (name or uid) whose daemon a Unix socket must be; by default the caller,
+  or root for ``/run/qrmid/qrmid.sock``. Before every call the socket and its directories are checked
+  (``qrmid.ops.sockets``): another user's socket gets nothing, neither credential nor payload.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any, Literal, cast, get_args
 
 import grpc
 
-from qrmid.ops import munge
+from qrmid.ops import munge, sockets
+from qrmid.ops.paths import SYSTEM_SOCKET
 
 MUNGE_METADATA = "x-qrmid-munge"  # the daemon's qrmid.api.auth reads the same keys
 AUTHORIZATION = "authorization"
@@ -38,13 +42,15 @@ class ClientAuth:
     tls_ca: bytes | None = None
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
+    socket_owner: int | None = None  # uid a Unix socket must belong to; None: see socket_owner_for()
 
     @classmethod
     def resolve(cls, auth: str | None = None, *, token_file: str | Path | None = None, munge_socket: str | None = None,
                 tls_ca: str | Path | None = None, tls_cert: str | Path | None = None,
-                tls_key: str | Path | None = None) -> ClientAuth:
+                tls_key: str | Path | None = None, socket_owner: str | None = None) -> ClientAuth:
         """Settings from the arguments given, the environment for the rest; ValueError when inconsistent."""
         env = os.environ.get
+        owner = socket_owner or env(sockets.OWNER_ENV)
         mode = auth or env("QRMID_AUTH") or "none"
         if mode not in get_args(AuthMode):
             raise ValueError(f"auth must be none, munge or token, not {mode!r}")
@@ -62,12 +68,26 @@ class ClientAuth:
             raise ValueError("a TLS client certificate needs its key, and a key its certificate")
         if cert is not None and ca is None:
             raise ValueError("a TLS client certificate is only sent over TLS: set the CA bundle too (QRMID_TLS_CA)")
-        return cls(cast(AuthMode, mode), munge_socket or env("QRMID_MUNGE_SOCKET") or None, token, ca, cert, key)
+        return cls(cast(AuthMode, mode), munge_socket or env("QRMID_MUNGE_SOCKET") or None, token, ca, cert, key,
+                   sockets.parse_owner(owner) if owner else None)
+
+    def socket_owner_for(self, path: Path) -> int:
+        """The uid the socket at ``path`` must belong to (root is always accepted too): the configured owner,
+        else root for the system socket, else the caller (a private daemon)."""
+        if self.socket_owner is not None:
+            return self.socket_owner
+        return sockets.ROOT if path == SYSTEM_SOCKET else os.geteuid()
 
     def channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
-        """An asyncio channel to ``target`` that authenticates every call."""
-        interceptors: list[grpc.aio.ClientInterceptor] = [] if self.mode == "none" else [
-            _UnaryMetadata(self._metadata), _StreamMetadata(self._metadata)]
+        """An asyncio channel to ``target`` that authenticates every call, and first checks that a Unix
+        socket belongs to the expected owner."""
+        interceptors: list[grpc.aio.ClientInterceptor] = []
+        if target.startswith("unix:"):
+            path = Path(target.removeprefix("unix:").removeprefix("//"))
+            check = _SocketCheck(path, self.socket_owner_for(path))
+            interceptors += [_UnarySocketCheck(check), _StreamSocketCheck(check)]
+        if self.mode != "none":
+            interceptors += [_UnaryMetadata(self._metadata), _StreamMetadata(self._metadata)]
         if self.tls_ca is None:
             return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
         credentials = grpc.ssl_channel_credentials(self.tls_ca, self.tls_key, self.tls_cert)
@@ -107,3 +127,47 @@ class _StreamMetadata(_Metadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
                                      request: Any) -> Any:
         return await continuation(await self._details(details), request)
+
+
+@dataclass(frozen=True, slots=True)
+class _SocketCheck:
+    """Refuses a call, before anything is sent, when the socket is not the expected owner's."""
+
+    path: Path
+    owner: int
+
+    def __call__(self) -> None:
+        try:
+            sockets.check_socket(self.path, self.owner)
+        except sockets.UnsafeSocket as exc:
+            trust = "" if exc.foreign is None else (f"; if {sockets.login(exc.foreign)} runs the daemon you mean, set "
+                                                    f"{sockets.OWNER_ENV}={sockets.login(exc.foreign)}")
+            raise _unavailable(f"not connecting to {self.path}: {exc}; nothing was sent{trust}") from None
+        except FileNotFoundError as exc:
+            raise _unavailable(f"no daemon at {self.path}: {exc.filename} does not exist") from None
+        except OSError as exc:
+            raise _unavailable(f"cannot check the socket {self.path}: {exc.filename}: {exc.strerror}") from None
+
+
+def _unavailable(details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+class _UnarySocketCheck(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, check: _SocketCheck) -> None:
+        self.check = check
+
+    async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
+                                    request: Any) -> Any:
+        self.check()
+        return await continuation(details, request)
+
+
+class _StreamSocketCheck(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, check: _SocketCheck) -> None:
+        self.check = check
+
+    async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
+                                     request: Any) -> Any:
+        self.check()
+        return await continuation(details, request)

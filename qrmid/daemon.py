@@ -302,7 +302,7 @@ def _claim_socket(path: Path, lock: sockets.SocketLock, shared: bool = False) ->
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise StartupError(f"socket path {path} is longer than the {MAX_SOCKET_PATH} bytes Unix sockets allow")
     try:
-        sockets.make_directories(path.parent, 0o755 if shared else 0o700)
+        sockets.make_directories(path.parent, 0o755 if shared else 0o700, os.geteuid())
         sockets.check_directories(path.parent, os.geteuid())
     except sockets.UnsafeSocket as exc:
         raise StartupError(f"refusing to serve on {path}: {exc}") from None

@@ -22,7 +22,11 @@ OWNER_ENV = "QRMID_SOCKET_OWNER"
 
 class UnsafeSocket(Exception):
     """A socket path another user could have planted or could swap; the message names the path, its owner and
-    mode, and the fix."""
+    mode, and the fix; ``foreign`` is the uid of the other user who owns the directory or socket, if one does."""
+
+    def __init__(self, message: str, foreign: int | None = None) -> None:
+        super().__init__(message)
+        self.foreign = foreign
 
 
 def login(uid: int) -> str:
@@ -48,9 +52,9 @@ def parse_owner(value: str) -> int:
         raise ValueError(f"socket owner {value!r} is neither a user name nor a uid") from None
 
 
-def check_directories(directory: Path, owner: int) -> None:
+def check_directories(directory: Path, owner: int, holds_socket: bool = True) -> None:
     """UnsafeSocket unless ``directory`` and each directory above it belong to ``owner`` or root and only they
-    can write them (a sticky directory above ``directory`` may be writable by all)."""
+    can write them (a sticky directory above the socket's own may be writable by all)."""
     directory = Path(os.path.abspath(directory))
     trusted = {ROOT, owner}
     for current in [*reversed(directory.parents), directory]:
@@ -59,42 +63,40 @@ def check_directories(directory: Path, owner: int) -> None:
         if info.st_uid not in trusted:
             raise UnsafeSocket(f"{current} belongs to {user_name(info.st_uid)} (mode {mode:04o}), not to "
                                f"{user_name(owner)} or root, so that user could swap the socket; remove it (as its "
-                               "owner or root) or choose a socket in a directory of your own")
+                               "owner or root) or choose a socket in a directory of your own", info.st_uid)
         if stat.S_ISLNK(info.st_mode):  # a trusted link: what it points to must be safe too
-            check_directories(Path(os.path.realpath(current)), owner)
+            check_directories(Path(os.path.realpath(current)), owner, holds_socket and current == directory)
             continue
-        sticky = info.st_mode & stat.S_ISVTX and current != directory
+        sticky = info.st_mode & stat.S_ISVTX and not (holds_socket and current == directory)
         if mode & 0o022 and not sticky:
             raise UnsafeSocket(f"{current} (owner {user_name(info.st_uid)}, mode {mode:04o}) is writable by group "
                                f"or other users, who could swap the socket; run: chmod go-w {current}")
 
 
 def check_socket(path: Path, owner: int) -> None:
-    """UnsafeSocket unless the socket at ``path`` and its directories are safe for ``owner`` (see the module).
-    A socket that does not exist yet passes: in a safe directory only ``owner`` or root can create it."""
+    """UnsafeSocket unless the socket at ``path`` and its directories are safe for ``owner`` (see the module);
+    OSError (FileNotFoundError: no daemon there) when they cannot be looked at."""
     check_directories(path.parent, owner)
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
+    info = os.lstat(path)
     if info.st_uid not in (ROOT, owner):
         raise UnsafeSocket(f"socket {path} belongs to {user_name(info.st_uid)}, not to {user_name(owner)} or root: "
-                           f"it is not the daemon expected there; if that user runs your daemon, set "
-                           f"{OWNER_ENV}={login(info.st_uid)}")
+                           "it is not the daemon expected there", info.st_uid)
     if stat.S_ISLNK(info.st_mode):
         check_socket(Path(os.path.realpath(path)), owner)
     elif not stat.S_ISSOCK(info.st_mode):
         raise UnsafeSocket(f"{path} is not a Unix socket")
 
 
-def make_directories(directory: Path, mode: int) -> None:
-    """Create ``directory`` and the missing ones above it with ``mode`` (0700 for a private daemon)."""
+def make_directories(directory: Path, mode: int, owner: int) -> None:
+    """Create ``directory`` and the missing ones above it with ``mode`` (0700 for a private daemon), each only in
+    a directory that is safe for ``owner``: nothing is made where another user could swap it."""
     missing = [current for current in [directory, *directory.parents] if not current.exists()]
     for current in reversed(missing):
+        check_directories(current.parent, owner, holds_socket=False)
         try:
             current.mkdir(mode=mode)
         except FileExistsError:
-            pass  # made meanwhile: check_directories judges whoever made it
+            pass  # made meanwhile: the next check judges whoever made it
 
 
 class SocketLock:
