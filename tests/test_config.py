@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from daemons import ROOT, short_dir
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from qrmid.ops.config import ConfigError, load
+from qrmid.ops.config import Config, ConfigError, load
 
 
 def test_no_file_means_the_embedded_default() -> None:
@@ -75,3 +77,59 @@ def test_config_errors_never_echo_secrets(tmp_path: Path) -> None:
     assert "key 'resources[0].QRMI_IBM_QS_ENDPOINT': Field required" in message
     assert "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY" in message
     assert "s3cr3t" not in message and "987654321" not in message
+
+
+def _numeric_keys() -> list[tuple[str, str, FieldInfo]]:
+    """(section, key, field) of every int or float key of the config's sections."""
+    found = []
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            found += [(section, key, info) for key, info in model.model_fields.items()
+                      if info.annotation in (int, float, "int", "float")]
+    return found
+
+
+@pytest.mark.parametrize(("section", "key", "field"), _numeric_keys(), ids=lambda value: str(value)[:40])
+def test_every_numeric_key_is_bounded_and_says_its_range(tmp_path: Path, section: str, key: str,
+                                                         field: FieldInfo) -> None:
+    bounds = {name: getattr(item, name) for item in field.metadata for name in ("ge", "gt", "le", "lt")
+              if hasattr(item, name)}
+    assert {"ge", "gt"} & bounds.keys() and "le" in bounds, f"[{section}] {key} needs a lower and an upper bound"
+    high = bounds["le"]
+    too_big = high * 10 + 1 if field.annotation in (int, "int") else high * 10.0 + 1
+    path = tmp_path / "qrmid.toml"
+    path.write_text(f"[{section}]\n{key} = {too_big}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    message = str(refused.value)
+    assert f"key '{section}.{key}': must be " in message and f"(got {too_big!r})" in message
+    assert f"at most {int(high) if float(high).is_integer() else high}" in message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[leases]\ndefault_ttl_seconds = 1e12\n",
+     "key 'leases.default_ttl_seconds': must be at least 1 and at most 31622400 (got 1000000000000.0)"),
+    ("[daemon]\nmax_message_bytes = 10000000000\n",
+     "key 'daemon.max_message_bytes': must be at least 1048576 and at most 2147483647 (got 10000000000)"),
+    ("[daemon]\nshutdown_grace_seconds = nan\n", "key 'daemon.shutdown_grace_seconds': must be at least 0 and at most"),
+    ("[scheduling]\nusage_half_life_seconds = inf\n", "key 'scheduling.usage_half_life_seconds': must be at least 1"),
+    ("[tasks]\nmax_payload_bytes = 67108864\n", "leaves no room in daemon.max_message_bytes (67108864)"),
+])
+def test_out_of_range_settings_are_config_errors(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "qrmid.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert expected in str(refused.value)
+
+
+def test_a_daemon_with_an_oversized_message_limit_refuses_to_start_clearly() -> None:
+    scratch = short_dir()
+    path = scratch / "qrmid.toml"
+    path.write_text(f'[daemon]\nsocket = "{scratch / "s.sock"}"\nmax_message_bytes = 10000000000\n')
+    run = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--config", str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert f"{path}: key 'daemon.max_message_bytes': must be at least 1048576 and at most 2147483647" in run.stderr
+    assert "Traceback" not in run.stderr and not (scratch / "s.sock").exists()

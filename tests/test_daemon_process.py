@@ -170,3 +170,37 @@ def test_idle_connections_lock_nobody_out_and_are_closed() -> None:
             conn.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+
+
+def test_two_daemons_started_at_once_on_one_socket() -> None:
+    """Both pass the "already serving" probe only if nothing orders them: the socket's lock lets exactly one bind
+    it; the other exits clearly and, exiting, leaves the survivor's socket in place."""
+    scratch = short_dir()
+    path = scratch / "qrmid.sock"
+    processes = []
+    for name in ("first", "second"):
+        cfg = scratch / f"{name}.toml"
+        cfg.write_text(f'[daemon]\nsocket = "{path}"\n[journal]\npath = "{scratch / name}.db"\n'
+                       f'[[resources]]\ntype = "noop"\nname = "{name}"\n')
+        processes.append(subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT,
+                                          stderr=subprocess.PIPE, text=True))
+    try:
+        wait_serving(f"unix:{path}")
+        finished = [process for process in processes if process.poll() is not None]
+        deadline = time.monotonic() + 120
+        while not finished and time.monotonic() < deadline:
+            time.sleep(0.1)
+            finished = [process for process in processes if process.poll() is not None]
+        assert len(finished) == 1, "exactly one daemon gives up"
+        loser = finished[0]
+        assert loser.returncode != 0
+        assert f"another daemon is already serving on {path}" in loser.communicate()[1]
+        survivor = "second" if loser is processes[0] else "first"
+        assert path.exists(), "the loser left the survivor's socket alone"
+        with Client(f"unix:{path}") as qrmid:
+            assert [r.name for r in qrmid.list_resources()] == [survivor]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=60) == 0
