@@ -38,6 +38,7 @@ from qrmid.ops.accounting import Ledger
 from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
+from qrmid.store.postgres import PostgresStore, StoreError
 from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
@@ -48,7 +49,7 @@ MAX_SOCKET_PATH = 107
 SERVICE = pb.DESCRIPTOR.services_by_name["QuantumResources"].full_name
 METRICS_SERVICE = "qrmid.v1.MetricsService"
 ADMIN_SERVICE = "qrmid.v1.AdminService"
-RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal")  # read once, at start
+RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal", "cluster")  # read once, at start
 
 
 class StartupError(Exception):
@@ -77,6 +78,17 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
 def _policy(config: Config) -> Policy:
     return Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
                   cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain)
+
+
+def _store(config: Config) -> Journal | PostgresStore | None:
+    """Where tasks are recorded: PostgreSQL with ``[cluster]``, else the SQLite journal unless it is off."""
+    journal, cluster = config.journal, config.cluster
+    retain = {"retain_seconds": journal.retain_results_days * 86_400, "max_result_bytes": journal.max_results_bytes}
+    if cluster is not None:
+        return PostgresStore(cluster.dsn, member=cluster.member, password_file=cluster.password_file,
+                             connect_timeout=cluster.connect_timeout_seconds,
+                             commit_timeout=cluster.commit_timeout_seconds, **retain)
+    return Journal(journal.path, **retain) if journal.enabled else None
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
@@ -120,9 +132,7 @@ class Daemon:
         self.broker.events.subscribe(self.metrics)
         self.broker.events.subscribe(logs.TaskLog())
         self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
-        journal = config.journal
-        self.journal = Journal(journal.path, retain_seconds=journal.retain_results_days * 86_400,
-                               max_result_bytes=journal.max_results_bytes) if journal.enabled else None
+        self.journal = _store(config)
         self.servers: list[grpc.aio.Server] = []  # one per listener
         self._socket_lock = sockets.SocketLock(config.daemon.socket)
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this daemon bound
@@ -146,7 +156,7 @@ class Daemon:
         if self.journal is not None:
             try:
                 recovered = await asyncio.to_thread(self.journal.open)
-            except JournalError as exc:
+            except (JournalError, StoreError) as exc:
                 raise StartupError(str(exc)) from None
             self.journal.start()
             self.broker.events.subscribe(self.journal)

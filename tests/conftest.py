@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from daemons import subprocess_daemon
+from postgres import database, postgres_server  # noqa: F401  (fixtures: a real PostgreSQL for cluster mode)
 
 LOCAL_RESOURCES = """
 [[resources]]

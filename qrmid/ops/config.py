@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import socket
 import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +28,7 @@ from qrmid.backends.registry import ADAPTERS, ResourceConfig
 from qrmid.ops import qrmi_import
 from qrmid.ops.paths import default_journal, default_socket
 
-SECRET_KEY = re.compile(r"(?i)key|secret|password|token")  # values of such keys never appear in messages
+SECRET_KEY = re.compile(r"(?i)key|secret|password|token|dsn")  # values of such keys never appear in messages
 
 MAX_LEASE_SECONDS = 366 * 86_400  # a lease lives a year at most
 MAX_SHOTS = 10**12  # far above any device's, far below what a journal's 64-bit integers hold
@@ -131,6 +134,31 @@ class JournalSettings(_Section):
                                    "this total result size (0: no cap)")
 
 
+class ClusterSettings(_Section):
+    """``[cluster]``: keep tasks, leases, results and usage in a PostgreSQL database, as one member of a site's
+    cluster (docs/cluster.md), instead of the SQLite journal."""
+
+    dsn: str = Field(min_length=1, description='libpq connection string, e.g. "host=db1 dbname=qrmid user=qrmid"')
+    password_file: Path | None = Field(None, description="first line: the password (owned by the daemon's user, "
+                                       "mode 0600); unset: libpq's own passfile (PGPASSFILE, ~/.pgpass)")
+    member: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                        description="this member's name, unique in the cluster (default: the host name)")
+    connect_timeout_seconds: float = Field(5.0, ge=1, le=300, description="how long connecting may take")
+    commit_timeout_seconds: float = Field(10.0, gt=0, le=600, description="how long a call waits for its commit")
+
+    @field_validator("dsn")
+    @classmethod
+    def _libpq(cls, value: str) -> str:
+        try:
+            params = conninfo_to_dict(value)
+        except psycopg.ProgrammingError:  # libpq's message may quote the string: never shown
+            raise ValueError("not a libpq connection string: key=value pairs (host=... dbname=... user=...) or a "
+                             "postgresql:// URI") from None
+        if "password" in params:
+            raise ValueError("must not hold the password: put it in password_file (mode 0600) or libpq's passfile")
+        return value
+
+
 class LeaseSettings(_Section):
     """``[leases]``: QRMI acquire/release."""
 
@@ -216,6 +244,7 @@ class Config(_Section):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    cluster: ClusterSettings | None = None  # set: the PostgreSQL store instead of the SQLite journal
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

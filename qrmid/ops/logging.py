@@ -21,7 +21,7 @@ from qrmid.core.tasks import Task
 
 CONTEXT = ("task_id", "lease_id", "resource", "slurm_job_id")
 LEVELS = ("debug", "info", "warning", "error")
-CHATTY = ("qiskit", "httpx", "httpcore", "botocore", "pulser")  # per-request and per-pass lines
+CHATTY = ("qiskit", "httpx", "httpcore", "botocore", "pulser", "psycopg", "yoyo")  # per-request and per-pass lines
 # sd-daemon(3) priorities: <7> debug, <6> info, <4> warning, <3> error, <2> critical.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 

@@ -1,0 +1,497 @@
+"""The PostgreSQL store: the journal's record of tasks, leases, results and usage, kept in a PostgreSQL database
+that several qrmid members of a site can share (cluster mode).
+
+It has the journal's interface (``open`` → ``Recovered``, ``start``, ``close``, ``writable``, ``durable`` and the
+core's events) and its promise: callers on the event loop only enqueue writes; one writer task on the loop commits
+whatever has piled up in one transaction, pipelined (group commit); ``durable()`` returns once everything enqueued
+so far is committed. When PostgreSQL is lost the writer keeps the pending writes (a transaction commits whole or not
+at all), reports the reason (``writable()`` and ``durable()`` raise Unavailable) and retries while the connection
+pool reconnects on its own. A write PostgreSQL refuses for its values is left out on its own: the rest of its batch
+commits, and whoever waits for that task's record gets Unavailable.
+
+The password never leaves this module: it is read from a private file (or left to libpq's passfile), and every
+message shows the DSN without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from qrmid.core.errors import Unavailable
+from qrmid.core.events import Listener
+from qrmid.core.leases import Lease
+from qrmid.core.tasks import Result, Task, TaskState
+from qrmid.store import codec, schema
+from qrmid.store.journal import SUBMITTING, Recovered
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 5_000  # writes per transaction
+MAX_RETRY_SECONDS = 5.0
+
+Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
+
+INSERT_TASK = """INSERT INTO tasks (id, resource, owner, account, priority, payload_kind, payload, shots, lease_id,
+    slurm_job_id, client_request_id, state, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (id) DO NOTHING"""
+INSERT_REQUEST = """INSERT INTO request_ids (owner, client_request_id, task_id) VALUES (%s, %s, %s)
+    ON CONFLICT DO NOTHING"""
+INSERT_TRANSITION = "INSERT INTO transitions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+UPDATE_TASK = """UPDATE tasks SET state = %s, started_at = %s, ended_at = %s, reason = %s,
+    payload = coalesce(%s, payload) WHERE id = %s"""
+SET_REF = """INSERT INTO remote_refs (task_id, remote_ref) VALUES (%s, %s)
+    ON CONFLICT (task_id) DO UPDATE SET remote_ref = excluded.remote_ref"""
+SET_RESULT = """INSERT INTO results (task_id, data, content_type, bytes, logs) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (task_id) DO UPDATE SET data = excluded.data, content_type = excluded.content_type,
+    bytes = excluded.bytes, logs = excluded.logs"""
+INSERT_USAGE = """INSERT INTO usage (task_id, resource, owner, account, slurm_job_id, lease_id, state, created_at,
+    started_at, ended_at, shots) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
+UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, account)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET token = excluded.token,
+    resource = excluded.resource, owner = excluded.owner, slurm_job_id = excluded.slurm_job_id,
+    created_at = excluded.created_at, expires_at = excluded.expires_at, account = excluded.account"""
+MEMBER_STARTED = """INSERT INTO members (name) VALUES (%s)
+    ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now()"""
+HEARTBEAT = "UPDATE members SET heartbeat = now() WHERE name = %s"
+READ_TASKS = """SELECT t.*, r.remote_ref, coalesce(r.released, false) AS released, s.data AS result,
+    s.content_type AS result_type, coalesce(s.logs, '') AS logs
+    FROM tasks t LEFT JOIN remote_refs r ON r.task_id = t.id LEFT JOIN results s ON s.task_id = t.id ORDER BY t.seq"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened; the message says why and what to do (and never holds the password)."""
+
+
+def safe_dsn(dsn: str) -> str:
+    """``dsn`` as it may be shown: without a password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(a DSN libpq cannot parse)"
+    if "password" not in params:
+        return dsn  # as the admin wrote it
+    del params["password"]
+    return make_conninfo(**params)
+
+
+def read_password(path: Path) -> str:
+    """The first line of ``path``, which must be the daemon user's own and closed to everyone else."""
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except OSError as exc:
+        raise StoreError(f"[cluster] password_file {path}: cannot read: {exc.strerror}") from None
+    if info.st_uid != os.getuid():
+        raise StoreError(f"[cluster] password_file {path} is owned by uid {info.st_uid}, not by the daemon's uid "
+                         f"{os.getuid()}; run: chown {os.getuid()} {path}")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise StoreError(f"[cluster] password_file {path} has mode {mode:04o}, readable by group or other users; "
+                         f"run: chmod 600 {path}")
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise StoreError(f"[cluster] password_file {path} is empty: put the password on its first line")
+    return password
+
+
+class PostgresStore(Listener):
+    """Records the core's events in the PostgreSQL database ``dsn`` as member ``member``."""
+
+    def __init__(self, dsn: str, *, member: str, password_file: Path | None = None, connect_timeout: float = 5.0,
+                 commit_timeout: float = 10.0, retain_seconds: float = 0, max_result_bytes: int = 0,
+                 cleanup_interval: float = 60.0) -> None:
+        self.dsn = safe_dsn(dsn)  # for messages
+        self.member = member
+        self.password_file = password_file
+        self.connect_timeout = connect_timeout
+        self.commit_timeout = commit_timeout
+        self.retain_seconds = retain_seconds
+        self.max_result_bytes = max_result_bytes
+        self.cleanup_interval = cleanup_interval
+        self.error = ""  # why the last commit failed; empty while the store is written
+        self._conninfo = dsn
+        self._password = ""
+        self._pool: AsyncConnectionPool | None = None
+        self._pending: list[Write] = []
+        self._enqueued = 0
+        self._committed = 0
+        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
+        self._inserted: dict[str, int] = {}  # task id -> writes enqueued up to its record, until committed
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._cleaned_at = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def open(self) -> Recovered:
+        """Blocking (run in a thread): connect, create or upgrade the schema, register this member, and read back
+        what earlier runs left. StoreError, naming the DSN without its password, when any of it fails."""
+        if self.password_file is not None:
+            self._password = read_password(self.password_file)
+        timeout = max(2, round(self.connect_timeout))  # libpq takes whole seconds, at least 2
+        self._conninfo = make_conninfo(self._conninfo, connect_timeout=timeout, application_name=f"qrmid {self.member}",
+                                       **({"password": self._password} if self._password else {}))
+        try:
+            applied = schema.migrate(self._conninfo)
+            with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
+                conn.execute(MEMBER_STARTED, (self.member,))
+                recovered = _read(conn)
+        except schema.SchemaError as exc:
+            raise StoreError(f"PostgreSQL at {self.dsn}: {exc}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use PostgreSQL at {self.dsn}: {self._scrub(exc)}; check [cluster] dsn, the "
+                             "password, and that the server runs and takes connections") from None
+        if applied:
+            log.info("PostgreSQL at %s: schema migrations applied: %s", self.dsn, ", ".join(applied))
+        log.info("PostgreSQL at %s: member %s, %d task(s) and %d lease(s) recovered", self.dsn, self.member,
+                 len(recovered.tasks), len(recovered.leases))
+        return recovered
+
+    def start(self) -> None:
+        """Open the connection pool and start the writer task; call on the event loop, after ``open``."""
+        self._loop = asyncio.get_running_loop()
+        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=1, open=False, name="qrmid store",
+                                         timeout=self.connect_timeout, kwargs={"autocommit": True},
+                                         check=AsyncConnectionPool.check_connection)
+        self._writer = asyncio.create_task(self._run(), name="qrmid store writer")
+
+    def close(self) -> None:
+        """Blocking (run in a thread while the loop runs): commit what is pending (giving up if PostgreSQL still
+        refuses it) and close the pool."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._pool is not None:
+            await self._pool.close()
+
+    # -- durability --------------------------------------------------------------------------------------------
+
+    def writable(self) -> None:
+        """Raise Unavailable while PostgreSQL cannot be written."""
+        if self.error:
+            raise Unavailable(self.error)
+
+    async def durable(self) -> None:
+        """Return once everything enqueued so far is committed; Unavailable when PostgreSQL is lost or it is not
+        committed within ``commit_timeout`` seconds."""
+        self.writable()
+        if self._committed < self._enqueued:
+            await self._wait(self._enqueued, "")
+
+    async def recorded(self, task: Task) -> None:
+        """Return once ``task``'s record (``task_queued``) is committed; Unavailable when it cannot be written now
+        or never can be (its values), or is not committed within ``commit_timeout`` seconds."""
+        if task.id in self._refused:
+            raise Unavailable(self._refused[task.id])
+        target = self._inserted.get(task.id, 0)
+        if target > self._committed:
+            self.writable()
+            await self._wait(target, task.id)
+
+    async def _wait(self, target: int, task_id: str) -> None:
+        """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        entry = (target, task_id, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
+        except TimeoutError:
+            raise Unavailable(f"PostgreSQL at {self.dsn} has not committed for {self.commit_timeout:g} s: the "
+                              "request is not taken; retry later, and check the database server") from None
+        finally:
+            if not waiter.done():
+                self._waiters.remove(entry)
+
+    # -- events (on the event loop: enqueue only) ---------------------------------------------------------------
+
+    def task_queued(self, task: Task) -> None:
+        view = task.view
+        self._write(INSERT_TASK, (task.id, task.resource, task.owner, task.account, task.priority,
+                                  task.payload.kind.value, codec.dump(task.payload), task.shots, task.lease_id,
+                                  task.slurm_job_id, task.client_request_id, view.state.value, view.created_at),
+                    task.id)
+        if task.client_request_id:
+            self._write(INSERT_REQUEST, (task.owner, task.client_request_id, task.id), task.id)
+        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
+        self._inserted[task.id] = self._enqueued
+
+    def task_refused(self, task: Task) -> None:
+        self._refused.pop(task.id, None)
+        self._inserted.pop(task.id, None)
+        self._write("DELETE FROM tasks WHERE id = %s", (task.id,))  # its other rows go with it
+
+    def task_submitting(self, task: Task) -> None:
+        self._write("UPDATE tasks SET state = %s WHERE id = %s", (SUBMITTING, task.id), task.id)
+
+    def task_changed(self, task: Task) -> None:
+        view = task.view
+        payload = codec.dump(task.payload) if view.state.terminal else None  # emptied: only its kind stays
+        self._write(UPDATE_TASK, (view.state.value, view.started_at, view.ended_at, view.reason, payload, task.id),
+                    task.id)
+        self._ref(task)
+        if task.result is not None or task.logs:
+            result = task.result
+            self._write(SET_RESULT, (task.id, result.data if result else None, result.content_type if result else None,
+                                     len(result.data) if result else 0, task.logs), task.id)
+        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.ended_at or view.started_at or time.time(),
+                                        view.reason, task.remote_ref), task.id)
+        if view.state.terminal:
+            self._write(INSERT_USAGE, (task.id, task.resource, task.owner, task.account or task.owner,
+                                       task.slurm_job_id, task.lease_id, view.state.value, view.created_at,
+                                       view.started_at, view.ended_at or time.time(), task.shots), task.id)
+
+    def task_ref(self, task: Task) -> None:
+        self._ref(task)
+
+    def job_released(self, task: Task) -> None:
+        self._write("UPDATE remote_refs SET released = true WHERE task_id = %s", (task.id,), task.id)
+
+    def lease_granted(self, lease: Lease) -> None:
+        self._write(UPSERT_LEASE, (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id,
+                                   lease.created_at, lease.expires_at, lease.account))
+
+    def lease_ended(self, lease: Lease, reason: str) -> None:
+        self._write("DELETE FROM leases WHERE id = %s", (lease.id,))
+
+    def resource_drained(self, name: str, reason: str) -> None:
+        self._write("INSERT INTO drains (resource, reason, at) VALUES (%s, %s, %s) ON CONFLICT (resource) DO UPDATE "
+                    "SET reason = excluded.reason, at = excluded.at", (name, reason, time.time()))
+
+    def resource_resumed(self, name: str) -> None:
+        self._write("DELETE FROM drains WHERE resource = %s", (name,))
+
+    def _ref(self, task: Task) -> None:
+        if task.remote_ref is None:
+            self._write("DELETE FROM remote_refs WHERE task_id = %s", (task.id,), task.id)
+        else:
+            self._write(SET_REF, (task.id, task.remote_ref), task.id)
+
+    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "") -> None:
+        self._enqueued += 1
+        self._pending.append((sql, params, task_id))
+        self._wake.set()
+
+    # -- the writer task ---------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._pool is not None
+        await self._pool.open()  # connects in the background, and again whenever a connection is lost
+        try:
+            await self._commit_loop()
+        except asyncio.CancelledError:  # the loop ends without close() (a failed start): stop the pool's workers,
+            await self._pool.close()  # or they outlive the loop's shutdown, retrying
+            raise
+
+    async def _commit_loop(self) -> None:
+        delay = 0.05
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._idle()
+                continue
+            batch = self._pending[:MAX_BATCH]
+            try:
+                refused = await self._commit(batch)
+            except Exception as exc:  # PostgreSQL lost, or anything else: the writer lives on and retries
+                self._lost(await self._why(exc))
+                if self._closing:
+                    log.error("PostgreSQL at %s: %d write(s) lost at shutdown", self.dsn, len(self._pending))
+                    return
+                await self._pause(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            if self.error:
+                log.warning("PostgreSQL at %s is written again", self.dsn)
+                self.error = ""
+            delay = 0.05
+            del self._pending[:len(batch)]
+            self._committed += len(batch)
+            self._settle(refused)
+            await self._tidy()
+
+    async def _idle(self) -> None:
+        """Wait for writes, waking for the periodic tidy-up."""
+        self._wake.clear()
+        wait = max(0.0, self.cleanup_interval - (time.monotonic() - self._cleaned_at))
+        try:
+            await asyncio.wait_for(self._wake.wait(), wait)
+        except TimeoutError:
+            await self._tidy()
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep before a retry; ``close`` cuts it short."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def _commit(self, batch: list[Write]) -> dict[str, str]:
+        """Commit ``batch`` in one pipelined transaction. When PostgreSQL refuses a write for its values, commit
+        the batch again write by write (each in a savepoint), leaving those out; returns why, by task id. A lost
+        connection raises, and nothing is committed."""
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.pipeline(), conn.transaction():
+                    for sql, params, _ in batch:
+                        await conn.execute(sql, params)
+                return {}
+            except psycopg.Error as exc:
+                if not _refused(exc):
+                    raise
+            refused: dict[str, str] = {}
+            async with conn.transaction():
+                for sql, params, task_id in batch:
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(sql, params)
+                    except psycopg.Error as exc:
+                        if not _refused(exc):
+                            raise
+                        reason = (f"PostgreSQL at {self.dsn} cannot record task {task_id or '-'} ({type(exc).__name__}: "
+                                  f"{self._scrub(exc)}): it is not taken; check its parameters, or report this as a bug")
+                        if task_id not in refused:
+                            log.error("%s", reason)
+                        refused[task_id] = reason
+        refused.pop("", None)
+        return refused
+
+    async def _tidy(self) -> None:
+        """About every ``cleanup_interval`` seconds, in its own transaction: refresh this member's heartbeat and
+        apply retention. A failure is logged and retried later, never holding up the writes."""
+        if time.monotonic() - self._cleaned_at < self.cleanup_interval:
+            return
+        assert self._pool is not None
+        self._cleaned_at = time.monotonic()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(HEARTBEAT, (self.member,))
+                dropped = await self._clean(conn)
+        except psycopg.Error as exc:
+            log.warning("PostgreSQL at %s: retention failed, retried later: %s", self.dsn, self._scrub(exc))
+            return
+        if dropped:
+            log.info("PostgreSQL at %s: dropped %d finished task(s) past retention", self.dsn, dropped)
+
+    async def _clean(self, conn: psycopg.AsyncConnection) -> int:
+        """Drop finished tasks older than the retention age, then the oldest until results fit the size cap (their
+        transitions, request ids, references and results go with them); and usage records past the age."""
+        dropped = 0
+        if self.retain_seconds:
+            cutoff = time.time() - self.retain_seconds
+            dropped += (await conn.execute("DELETE FROM tasks WHERE ended_at < %s", (cutoff,))).rowcount
+            await conn.execute("DELETE FROM usage WHERE ended_at < %s", (cutoff,))
+        if self.max_result_bytes:
+            dropped += (await conn.execute(
+                """DELETE FROM tasks WHERE id IN (SELECT task_id FROM (SELECT s.task_id, sum(s.bytes) OVER
+                (ORDER BY t.ended_at DESC, t.seq DESC) AS total FROM results s JOIN tasks t ON t.id = s.task_id
+                WHERE t.ended_at IS NOT NULL) sized WHERE total > %s)""", (self.max_result_bytes,))).rowcount
+        return dropped
+
+    # -- on the event loop -------------------------------------------------------------------------------------
+
+    def _settle(self, refused: dict[str, str]) -> None:
+        self._refused.update(refused)
+        self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > self._committed}
+        waiting = []
+        for target, task_id, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if task_id in self._refused:
+                waiter.set_exception(Unavailable(self._refused[task_id]))
+            elif target <= self._committed:
+                waiter.set_result(None)
+            else:
+                waiting.append((target, task_id, waiter))
+        self._waiters = waiting
+
+    async def _why(self, exc: Exception) -> str:
+        """Why a commit failed: for a pool that has no connection to give, the fault of a fresh connection."""
+        if isinstance(exc, PoolTimeout):
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._conninfo)
+            except psycopg.Error as fault:
+                return self._scrub(fault)
+            await probe.close()
+        return self._scrub(exc)
+
+    def _lost(self, reason: str) -> None:
+        message = (f"PostgreSQL at {self.dsn} cannot be written ({reason}): no new tasks are taken until it can; "
+                   "the daemon reconnects on its own")
+        if message != self.error:
+            log.error("%s", message)
+        self.error = message
+        for _, _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable(message))
+        self._waiters = []
+
+    def _scrub(self, exc: BaseException) -> str:
+        """An error's text, on one line, with the password blanked should a server or driver ever echo it."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return text.replace(self._password, "***") if self._password else text
+
+
+def _refused(exc: psycopg.Error) -> bool:
+    """Whether PostgreSQL refused a write for its values (which no retry changes) rather than failed to take it."""
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)) or \
+        (isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None)  # a value psycopg cannot adapt
+
+
+def _read(conn: psycopg.Connection[dict[str, Any]]) -> Recovered:
+    recovered = Recovered()
+    conn.execute("DELETE FROM leases WHERE expires_at <= %s", (time.time(),))
+    recovered.leases = [Lease(**row) for row in conn.execute(
+        "SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account FROM leases")]
+    recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
+        "SELECT resource, reason FROM drains ORDER BY at")}
+    for row in conn.execute(READ_TASKS):
+        task = _task(row)
+        recovered.tasks.append(task)
+        if task.state.terminal and row["remote_ref"] and not row["released"]:
+            recovered.held.add(task.id)
+        if row["state"] == SUBMITTING:
+            recovered.submitting.add(task.id)
+    return recovered
+
+
+def _task(row: dict[str, Any]) -> Task:
+    """A task as the store left it: QUEUED (also when it was being submitted), RUNNING or finished."""
+    task = Task(resource=row["resource"], owner=row["owner"], payload=codec.load(row["payload_kind"], row["payload"]),
+                shots=row["shots"], lease_id=row["lease_id"], slurm_job_id=row["slurm_job_id"],
+                client_request_id=row["client_request_id"], id=row["id"], remote_ref=row["remote_ref"],
+                logs=row["logs"], priority=row["priority"], account=row["account"])
+    if row["result"] is not None:
+        task.result = Result(bytes(row["result"]), row["result_type"])
+    queued = replace(task.history[0], created_at=row["created_at"])
+    history = [queued]
+    if row["started_at"] is not None:
+        history.append(replace(queued, state=TaskState.RUNNING, started_at=row["started_at"]))
+    state = TaskState.QUEUED if row["state"] == SUBMITTING else TaskState(row["state"])
+    if state.terminal:
+        history.append(replace(history[-1], state=state, reason=row["reason"], ended_at=row["ended_at"]))
+    task.history = history
+    return task

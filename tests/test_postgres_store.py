@@ -1,0 +1,300 @@
+"""The PostgreSQL store (``[cluster]``) against a real PostgreSQL server: schema created, upgraded and refused when
+newer; tasks, results, request ids and leases kept across restarts and a ``kill -9``; PostgreSQL lost while serving
+and down at start; the password never shown."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from daemons import ROOT, config, running, short_dir, wait_serving, write_config
+from postgres import Database, PostgresServer
+from test_local_simulators import heavy_circuit, sampler
+
+from qrmid.client import AsyncClient, pulser_payload
+from qrmid.daemon import StartupError
+from qrmid.ops.config import Config, ConfigError, load
+from qrmid.store import schema
+from qrmid.v1 import metrics_pb2, metrics_pb2_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+NOOP = [{"type": "noop", "name": "noop", "slots": 4}]
+PAYLOAD = pulser_payload({"sequence": "x"}, 3)
+TABLES = {"tasks", "transitions", "request_ids", "remote_refs", "results", "leases", "drains", "usage", "members",
+          "resource_epoch"}
+
+
+def password_file(db: Database) -> Path:
+    path = short_dir() / "pgpass"
+    path.touch(mode=0o600)
+    path.write_text(db.password + "\n")
+    return path
+
+
+def cluster(db: Database, member: str = "node-a") -> dict[str, object]:
+    return {"dsn": db.dsn, "password_file": str(password_file(db)), "member": member, "connect_timeout_seconds": 2}
+
+
+def cluster_config(db: Database, resources: list[dict[str, object]] | None = None) -> Config:
+    return config(NOOP if resources is None else resources, cluster=cluster(db))
+
+
+def tables(db: Database) -> set[str]:
+    with db.connect() as conn:
+        return {row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+
+
+def applied(db: Database) -> list[str]:
+    with db.connect() as conn:
+        return [row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc")]
+
+
+def conninfo(db: Database) -> str:
+    return f"{db.dsn} password={db.password}"
+
+
+# -- the schema ---------------------------------------------------------------------------------------------------
+
+
+async def test_a_daemon_creates_the_schema_and_records_its_member(database: Database) -> None:
+    async with running(cluster_config(database)):
+        pass
+    assert TABLES <= tables(database)
+    assert applied(database) == [migration.id for migration in schema.migrations()]
+    with database.connect() as conn:
+        assert [row[0] for row in conn.execute("SELECT name FROM members")] == ["node-a"]
+
+
+async def test_a_daemon_upgrades_a_schema_of_the_first_migration_and_keeps_its_tasks(database: Database) -> None:
+    shipped = schema.migrations()
+    assert len(shipped) >= 2
+    schema.migrate(conninfo(database), shipped[:1])  # the database as the first version left it
+    assert applied(database) == [shipped[0].id] and "members" not in tables(database)
+    with database.connect() as conn:
+        conn.execute("INSERT INTO tasks (id, resource, owner, payload_kind, payload, shots, lease_id, slurm_job_id, "
+                     "client_request_id, state, created_at, ended_at) VALUES ('old', 'noop', 'root', "
+                     "'pulser_sequence', %s, 3, '', '', 'r-old', 'completed', %s, %s)",
+                     (b'{"sequence": "x", "job_runs": 3}', time.time() - 2, time.time() - 1))
+        conn.execute("INSERT INTO request_ids VALUES ('root', 'r-old', 'old')")
+    async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert (await qrmid.task("old")).state == pb.TASK_STATE_COMPLETED
+        assert (await qrmid.start_task("noop", PAYLOAD, request_id="r-old")).id == "old"
+    assert applied(database) == [migration.id for migration in shipped]
+    assert TABLES <= tables(database)
+
+
+async def test_a_schema_newer_than_the_daemon_knows_is_refused(database: Database, tmp_path: Path) -> None:
+    for migration in schema.MIGRATIONS.glob("*.sql"):
+        shutil.copy(migration, tmp_path)
+    (tmp_path / "9999.from-the-future.sql").write_text("CREATE TABLE future (id INTEGER);\n")
+    schema.migrate(conninfo(database), schema.migrations(tmp_path))
+    with pytest.raises(StartupError) as error:
+        async with running(cluster_config(database)):
+            pass
+    message = str(error.value)
+    assert "schema is newer than this qrmid knows" in message and "run the newer qrmid" in message, message
+    assert database.dsn in message and database.password not in message
+
+
+# -- what a restart keeps -----------------------------------------------------------------------------------------
+
+
+async def test_tasks_results_request_ids_leases_and_accounting_survive_a_restart(database: Database) -> None:
+    cfg = cluster_config(database)
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        lease = await qrmid.acquire("noop", slurm_job_id="42", ttl_seconds=3600)
+        tasks = [await qrmid.start_task("noop", PAYLOAD, request_id=f"r{i}", lease_token=lease.token)
+                 for i in range(5)]
+        before = {task.id: (await qrmid.wait(task.id), await qrmid.result(task.id)) for task in tasks}
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        for task_id, (final, result) in before.items():
+            after = await qrmid.task(task_id)
+            assert after.state == pb.TASK_STATE_COMPLETED and after.slurm_job_id == "42"
+            assert after.create_time == final.create_time and after.end_time == final.end_time
+            assert await qrmid.result(task_id) == result
+        again = await qrmid.start_task("noop", PAYLOAD, request_id="r3", lease_token=lease.token)
+        assert again.id == tasks[3].id, "a retried request id returns the task made before the restart"
+        assert [held.id for held in await qrmid.list_leases("noop")] == [lease.id]
+        async with grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            accounting = await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
+                metrics_pb2.ListAccountingRequest())
+        assert {record.task_id for record in accounting.records} == set(before)
+        await qrmid.release(lease.token)
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert await qrmid.list_leases("noop") == [], "a released lease stays released"
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM usage WHERE state = 'completed'").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM request_ids").fetchone() == (5,)
+
+
+async def test_a_task_postgresql_refuses_to_store_is_refused_alone(database: Database) -> None:
+    async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        with pytest.raises(grpc.RpcError) as error:  # PostgreSQL text cannot hold a NUL character
+            await qrmid.start_task("noop", PAYLOAD, request_id="bad\x00id")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "cannot record task" in error.value.details(), error.value.details()
+        fine = await qrmid.start_task("noop", PAYLOAD, request_id="good")
+        assert (await qrmid.wait(fine.id)).state == pb.TASK_STATE_COMPLETED, "the store goes on writing"
+    with database.connect() as conn:
+        assert conn.execute("SELECT client_request_id FROM tasks").fetchall() == [("good",)]
+
+
+class Member:
+    """``qrmid serve`` with ``[cluster]`` in its own process, restartable, killable with SIGKILL; its log output
+    (at debug level) collected in one file across runs."""
+
+    def __init__(self, db: Database, resources: str) -> None:
+        scratch = short_dir()
+        socket = scratch / "qrmid.sock"
+        self.address = f"unix:{socket}"
+        self.output = scratch / "output.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        text = (f'[daemon]\nsocket = "{socket}"\nshutdown_grace_seconds = 2\nlog_level = "debug"\n'
+                f'[journal]\npath = "{scratch / "journal.db"}"\n'  # the payload spool sits beside it
+                f'[cluster]\ndsn = "{db.dsn}"\npassword_file = "{password_file(db)}"\nmember = "node-a"\n'
+                f'[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n{resources}')
+        self.config = write_config(scratch / "qrmid.toml", text)
+
+    def start(self) -> None:
+        with self.output.open("ab") as sink:  # the child keeps its own descriptor
+            self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
+                                            cwd=ROOT, stdout=sink, stderr=sink)
+        wait_serving(self.address, process=self.process)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def test_kill_9_mid_run_then_restart_runs_every_local_qiskit_task_exactly_once(database: Database) -> None:
+    member = Member(database, '[[resources]]\ntype = "local-qiskit"\nname = "local-qiskit"\nslots = 2\n')
+    payload = sampler(heavy_circuit(18, 30), shots=64)
+    count = 10
+    try:
+        member.start()
+        async with AsyncClient(member.address) as qrmid:
+            ids = [(await qrmid.start_task("local-qiskit", payload, request_id=f"job-{n}")).id for n in range(count)]
+            while True:  # some finished, some running: then crash
+                now = [await qrmid.task(task_id) for task_id in ids]
+                states = [task.state for task in now]
+                if states.count(pb.TASK_STATE_COMPLETED) >= 2 and pb.TASK_STATE_RUNNING in states:
+                    break
+                await asyncio.sleep(0.05)
+        member.kill()
+        done = {task.id: task for task in now if task.state == pb.TASK_STATE_COMPLETED}
+        assert len(done) < count, "tasks were still to run when the daemon died"
+        member.start()
+        async with AsyncClient(member.address, timeout=600) as qrmid:
+            retried = [(await qrmid.start_task("local-qiskit", payload, request_id=f"job-{n}")).id
+                       for n in range(count)]
+            assert retried == ids, "a retried request id returns the task made before the crash"
+            finished = await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids))
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * count, \
+            [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
+        for task in finished:
+            if task.id in done:
+                assert task.end_time == done[task.id].end_time, "a finished task is not run again"
+        with database.connect() as conn:
+            rows = conn.execute("SELECT task_id, count(*) FROM transitions WHERE state = 'completed' "
+                                "GROUP BY task_id").fetchall()
+            assert dict(rows) == dict.fromkeys(ids, 1), "every task completed exactly once"
+            assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (count,)
+    finally:
+        member.stop()
+    assert database.password not in member.output.read_text(), "the password never appears in the logs"
+
+
+# -- PostgreSQL lost and down -------------------------------------------------------------------------------------
+
+
+async def test_postgresql_lost_while_serving_answers_unavailable_then_serves_again_on_its_own(
+        database: Database, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        first = await qrmid.start_task("noop", PAYLOAD, request_id="before")
+        assert (await qrmid.wait(first.id)).state == pb.TASK_STATE_COMPLETED
+        postgres_server.stop()
+        with pytest.raises(grpc.RpcError) as error:
+            await qrmid.start_task("noop", PAYLOAD, request_id="during")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "PostgreSQL at" in error.value.details() and database.dsn in error.value.details()
+        assert (await qrmid.task(first.id)).state == pb.TASK_STATE_COMPLETED, "the daemon keeps answering reads"
+        with pytest.raises(grpc.RpcError) as again:  # at once, without waiting for a commit
+            await qrmid.start_task("noop", PAYLOAD)
+        assert again.value.code() == grpc.StatusCode.UNAVAILABLE and "cannot be written" in again.value.details()
+        postgres_server.start()
+        for _ in range(300):  # the pool reconnects on its own
+            try:
+                after = await qrmid.start_task("noop", PAYLOAD, request_id="after")
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the daemon did not take tasks again after PostgreSQL came back")
+        assert (await qrmid.wait(after.id)).state == pb.TASK_STATE_COMPLETED
+    async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert (await qrmid.task(after.id)).state == pb.TASK_STATE_COMPLETED, "committed once it came back"
+    with database.connect() as conn:
+        states = dict(conn.execute("SELECT client_request_id, state FROM tasks").fetchall())
+    assert states["before"] == states["after"] == "completed"
+    assert states.get("during", "cancelled") == "cancelled", "a task refused UNAVAILABLE never runs"
+    assert database.password not in caplog.text
+
+
+def test_postgresql_down_at_start_names_the_dsn_without_the_password(database: Database) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections to its port are refused
+        closed.bind(("127.0.0.1", 0))
+        dsn = f"host=127.0.0.1 port={closed.getsockname()[1]} dbname=qrmid user=qrmid"
+        scratch = short_dir()
+        cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{scratch / "qrmid.sock"}"\n'
+                           f'[journal]\npath = "{scratch / "journal.db"}"\n'
+                           f'[cluster]\ndsn = "{dsn}"\npassword_file = "{password_file(database)}"\n')
+        done = subprocess.run([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"cannot use PostgreSQL at {dsn}: " in done.stderr, done.stderr
+    assert "Connection refused" in done.stderr and "check [cluster] dsn" in done.stderr, done.stderr
+    assert database.password not in done.stderr + done.stdout
+
+
+# -- config --------------------------------------------------------------------------------------------------------
+
+
+def test_a_password_in_the_dsn_is_refused_without_being_shown(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "qrmid.toml", '[cluster]\ndsn = "host=db1 user=qrmid password=hunter2-secret"\n')
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert "key 'cluster.dsn': must not hold the password" in str(error.value)
+    assert "hunter2-secret" not in str(error.value)
+    path.write_text('[cluster]\ndsn = "host=db1 hunter2-secret"\n')
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert "not a libpq connection string" in str(error.value) and "hunter2-secret" not in str(error.value)
+
+
+async def test_a_password_file_open_to_others_is_refused(database: Database) -> None:
+    settings = cluster(database)
+    Path(str(settings["password_file"])).chmod(0o644)
+    with pytest.raises(StartupError) as error:
+        async with running(config(NOOP, cluster=settings)):
+            pass
+    assert "has mode 0644" in str(error.value) and "chmod 600" in str(error.value)
