@@ -88,7 +88,7 @@ def _store(config: Config) -> Journal | PostgresStore | None:
         return PostgresStore(cluster.dsn, member=cluster.member, password_file=cluster.password_file,
                              connect_timeout=cluster.connect_timeout_seconds,
                              commit_timeout=cluster.commit_timeout_seconds, **retain)
-    return Journal(journal.path, **retain) if journal.enabled else None
+    return Journal(journal.path, commit_timeout=journal.commit_timeout_seconds, **retain) if journal.enabled else None
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
@@ -163,7 +163,8 @@ class Daemon:
         limit = self.config.daemon.max_message_bytes
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
-        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group)
+        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group,
+                             quarantine=self.journal if isinstance(self.journal, Journal) else None)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)
@@ -189,7 +190,8 @@ class Daemon:
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
-            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting)
+            await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
+                                      recovered.drains)
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:

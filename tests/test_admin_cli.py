@@ -1,9 +1,11 @@
-"""``qrmid admin`` against a real daemon subprocess: queues, resources, leases, drain/resume, accounting."""
+"""``qrmid admin`` against a real daemon subprocess: queues, resources, leases, drain/resume, accounting and the
+journal's quarantine."""
 
 from __future__ import annotations
 
 import getpass
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from daemons import subprocess_daemon
+from daemons import short_dir, subprocess_daemon
 
 from qrmid import admin_cli
 from qrmid.cli import main
@@ -143,3 +145,22 @@ def test_non_admins_are_refused_with_a_clear_error(tmp_path: Path) -> None:
         refused = CliRunner().invoke(main, [*options, "queue"])
         assert refused.exit_code == 1 and "PERMISSION_DENIED" in refused.output and "alice" in refused.output
         assert CliRunner().invoke(main, [*options, "accounting", "--json"]).output.strip() == "{}"
+
+
+def test_quarantine_lists_unreadable_journal_rows_with_their_full_ids() -> None:
+    journal = short_dir() / "journal.db"
+    text = f'{RESOURCES}\n[journal]\npath = "{journal}"\n'
+    with subprocess_daemon(text) as (address, _), Client(address) as client:
+        assert as_json(address, "quarantine") == {"journal": str(journal)}, "nothing quarantined yet"
+        broken, kept = (client.run("quick", pulser_payload(SEQUENCE, 1))[0] for _ in range(2))
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE tasks SET state = 'exploded' WHERE id = ?", (broken.id,))
+    with subprocess_daemon(text) as (address, _), Client(address) as client:
+        assert client.task(kept.id).state == pb.TASK_STATE_COMPLETED, "the daemon started with the rest"
+        listed = as_json(address, "quarantine")
+        assert listed["journal"] == str(journal)
+        assert [(row["source"], row["key"], row["reason"]) for row in listed["rows"]] == \
+            [("tasks", broken.id, "column state is 'exploded', not a task state")]
+        table = admin(address, "quarantine").output
+        assert broken.id in table and "column state is 'exploded'" in table
+        assert f"1 quarantined row(s) in {journal}" in table

@@ -395,9 +395,9 @@ async def test_undecodable_rows_are_quarantined_and_the_daemon_starts(caplog: py
     for task_id in broken:
         assert (rows[task_id].source, rows[task_id].row_id) == ("tasks", rowids[task_id])
         logged = [r.getMessage() for r in caplog.records if task_id in r.getMessage()]
-        assert logged == [f"journal {cfg.journal.path}: row {rowids[task_id]} of table tasks ({task_id}) cannot be "
-                          f"read: {rows[task_id].reason}; it was moved to the quarantine table and start-up goes on "
-                          "(`qrmid admin quarantine` lists it)"]
+        assert logged == [(f"journal {cfg.journal.path}: row {rowids[task_id]} of table tasks ({task_id}) cannot "
+                           f"be read: {rows[task_id].reason}; it was moved to the quarantine table and start-up goes "
+                           "on (`qrmid admin quarantine` lists it)")]
 
     with sqlite3.connect(cfg.journal.path) as db:
         raw = json.loads(db.execute("SELECT raw FROM quarantine WHERE key = ?", (tasks[0].id,)).fetchone()[0])

@@ -1,13 +1,16 @@
 """Crash recovery: ``kill -9`` of a real qrmid process mid-run, a restart on the same journal, and every task done
-exactly once, as the IBM Quantum System API and Pasqal Cloud emulators' own records of submissions show."""
+exactly once, as the IBM Quantum System API and Pasqal Cloud emulators' own records of submissions show; and a
+``kill -9`` while a retried request waits for its journal commit."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 
+import grpc
 import httpx
 import pytest
 from daemons import ROOT, short_dir
@@ -21,6 +24,7 @@ from test_pasqal_cloud import resource as pasqal_resource
 from qrmid.bench.process import QrmidProcess
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.emulators.launch import Proc
+from qrmid.v1 import admin_pb2, admin_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 TASKS = 200
@@ -235,4 +239,78 @@ async def test_a_pasqal_write_cut_short_by_a_crash_is_found_or_redone_never_doub
         assert (runs.count(100), runs.count(101)) == (1, 1), "the landed job was followed, the lost one redone"
     finally:
         await asyncio.to_thread(pasqal.control, "POST", "devices/FRESNEL", {"availability": "ACTIVE"})
+        daemon.stop()
+
+
+HOLD_COMMITS = '''"""Fault injection: journal commits wait while {hold} exists (and create {entered})."""
+import pathlib
+import time
+
+from qrmid.store.journal import Journal
+
+hold, entered = pathlib.Path("{hold}"), pathlib.Path("{entered}")
+
+
+def held() -> None:
+    while hold.exists():
+        entered.touch()
+        time.sleep(0.02)
+
+
+Journal.before_commit = held
+'''
+
+
+async def test_kill_9_while_a_retried_request_waits_for_its_commit_never_makes_a_second_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks = short_dir()
+    hold, entered = hooks / "hold", hooks / "entered"
+    (hooks / "sitecustomize.py").write_text(HOLD_COMMITS.format(hold=hold, entered=entered))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])))
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\n')
+    payload = pulser_payload({"sequence": "x"}, 1)
+    try:
+        daemon.start()
+        hold.touch()
+        async with AsyncClient(daemon.address, timeout=30) as first, \
+                AsyncClient(daemon.address, timeout=30) as second:
+            attempt = asyncio.create_task(first.start_task("noop", payload, request_id="once"))
+            for _ in range(1500):  # until the first attempt's task is in a commit that does not end
+                if entered.exists():
+                    break
+                await asyncio.sleep(0.02)
+            assert entered.exists(), "the journal's commit was never held"
+            retry = asyncio.create_task(second.start_task("noop", payload, request_id="once"))
+            await asyncio.wait([retry], timeout=1)
+            daemon.kill()
+            outcomes = await asyncio.gather(attempt, retry, return_exceptions=True)
+        assert all(isinstance(outcome, grpc.aio.AioRpcError) for outcome in outcomes), \
+            f"a call was answered before its task was durable: {outcomes}"
+        hold.unlink()
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            made = await qrmid.start_task("noop", payload, request_id="once")
+            again = await qrmid.start_task("noop", payload, request_id="once")
+            assert again.id == made.id
+            assert (await qrmid.wait(made.id)).state == pb.TASK_STATE_COMPLETED
+    finally:
+        hold.unlink(missing_ok=True)
+        daemon.stop()
+    with sqlite3.connect(daemon.journal) as db:
+        assert db.execute("SELECT id FROM tasks WHERE client_request_id = 'once'").fetchall() == [(made.id,)]
+
+
+async def test_an_admins_drain_survives_kill_9() -> None:
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\n')
+    try:
+        daemon.start()
+        async with grpc.aio.insecure_channel(daemon.address) as channel:
+            await admin_pb2_grpc.AdminServiceStub(channel).DrainResource(
+                admin_pb2.DrainResourceRequest(resource="noop", reason="cooling down until 16:00"))
+        daemon.kill()  # answered: the drain is journaled
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            drained = await qrmid.resource("noop")
+            assert (drained.status, drained.status_reason) == (pb.RESOURCE_STATUS_DRAINING, "cooling down until 16:00")
+    finally:
         daemon.stop()

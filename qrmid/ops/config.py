@@ -132,6 +132,8 @@ class JournalSettings(_Section):
                                        "(0: keep)")
     max_results_bytes: int = Field(1 << 30, ge=0, le=1 << 44, description="drop the oldest finished tasks past "
                                    "this total result size (0: no cap)")
+    commit_timeout_seconds: float = Field(10.0, gt=0, le=600, description="how long StartTask waits for its "
+                                          "task's commit before it answers UNAVAILABLE")
 
 
 class ClusterSettings(_Section):
