@@ -1,25 +1,25 @@
 """Whose socket it is, with real users: a daemon refuses a socket directory another user made or can write, and
 clients (Python, CLI) send nothing, neither credential nor payload, to a socket that is not the expected owner's.
 
-An impostor runs as another user, listening where the client is pointed and recording every byte it receives; the
-same client told to expect that user sends it the bearer token, which shows the recording would have caught it."""
+An impostor (tests/impostor.py) runs as another user where the client is pointed and records every byte it receives;
+the same client told to expect that user sends it the bearer token, which shows the recording would have caught it."""
 
 from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from daemons import ROOT, short_dir, wait_serving
+from impostor import Impostor
+from impostor import impostor as impostor_of
 from system_users import system_users
 from user_python import UserPython, user_python
 
@@ -28,28 +28,6 @@ from qrmid.client_auth import ClientAuth
 
 ALICE, MALLORY = "qrmid-sock-alice", "qrmid-sock-mallory"
 TOKEN = "socket-check-bearer-token-0123456789"
-
-# A listener that is no daemon: it accepts, offers HTTP/2 SETTINGS so a gRPC client goes on, and appends every
-# byte it receives to argv[2]. Debian's python3, so any user can run it.
-IMPOSTOR = r"""
-import socket, sys
-server = socket.socket(socket.AF_UNIX)
-server.bind(sys.argv[1])
-server.listen(16)
-print("listening", flush=True)
-with open(sys.argv[2], "ab", buffering=0) as out:
-    while True:
-        conn, _ = server.accept()
-        conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        conn.settimeout(3)
-        try:
-            while data := conn.recv(65536):
-                out.write(data)
-        except OSError:
-            pass
-        conn.close()
-"""
-
 
 @pytest.fixture(scope="module")
 def users() -> Iterator[tuple[str, ...]]:
@@ -148,35 +126,10 @@ def test_the_default_directory_is_private_and_clients_expect_its_owner(users: tu
         stop(daemon)
 
 
-@dataclass
-class Impostor:
-    socket: Path
-    received: Path
-
-    def bytes(self) -> bytes:
-        return self.received.read_bytes()
-
-
 @pytest.fixture
 def impostor(users: tuple[str, ...]) -> Iterator[Impostor]:
-    """MALLORY listening on a socket in a directory of MALLORY's, recording what it receives."""
-    python = shutil.which("python3", path="/usr/bin")
-    if python is None:
-        pytest.fail("missing /usr/bin/python3; install with: apt-get install python3")
-    top = short_dir()
-    top.chmod(0o755)
-    home = top / "mallory"
-    home.mkdir(mode=0o755)
-    os.chown(home, uid(MALLORY), uid(MALLORY))
-    found = Impostor(home / "qrmid.sock", home / "received")
-    process = subprocess.Popen([python, "-c", IMPOSTOR, str(found.socket), str(found.received)], user=MALLORY,
-                               group=MALLORY, stdout=subprocess.PIPE, text=True, cwd="/")
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "listening\n"
+    with impostor_of(MALLORY) as found:
         yield found
-    finally:
-        process.kill()
-        process.wait()
 
 
 def token_file() -> Path:

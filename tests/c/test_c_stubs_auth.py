@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from cstubs_support import VALGRIND_ARGS, pkg_config
 from daemons import short_dir, subprocess_daemon
+from impostor import impostor
 from munged import munged
+from system_users import system_users
 
 TOKEN = "c-stubs-service-token-0123456789"
+MALLORY = "qrmid-sock-mallory"
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,24 @@ def test_bearer_token_from_a_file(auth_probe: Path) -> None:
         bad = probe(auth_probe, address, {"QRMID_AUTH": "token", "QRMID_TOKEN_FILE": str(token)})
     assert good == {"auth": "OK", "list": "OK,OK", "stream": "NOT_FOUND"}, good
     assert bad == {"auth": "OK", "list": "UNAUTHENTICATED,UNAUTHENTICATED", "stream": "UNAUTHENTICATED"}, bad
+
+
+def test_nothing_is_sent_to_another_users_socket(auth_probe: Path) -> None:
+    """The runtime checks the socket's owner before every call, as the Python client does (tests/impostor.py)."""
+    token = short_dir() / "token"
+    token.write_text(TOKEN + "\n")
+    env = {"QRMID_AUTH": "token", "QRMID_TOKEN_FILE": str(token)}
+    with system_users((MALLORY,)), impostor(MALLORY) as fake:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("QRMID_")}
+        run = subprocess.run([str(auth_probe), f"unix:{fake.socket}"], capture_output=True, text=True, timeout=300,
+                             env={**base, **env}, check=False)
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.splitlines()
+        assert [line.split(" ", 2)[:2] for line in lines] == [["auth", "OK"], ["list", "UNAVAILABLE"],
+                                                              ["list", "UNAVAILABLE"], ["stream", "UNAVAILABLE"]]
+        assert f"not connecting to {fake.socket}: {fake.socket.parent} belongs to {MALLORY}" in lines[1]
+        assert "nothing was sent" in lines[1] and "QRMID_SOCKET_OWNER=" in lines[1]
+        assert fake.bytes() == b"", "not even a connection reached the impostor"
+        trusting = probe(auth_probe, f"unix:{fake.socket}", {**env, "QRMID_SOCKET_OWNER": MALLORY})
+        assert trusting["auth"] == "OK" and "OK" not in trusting["list"]  # told to trust it: sent, and no daemon
+        assert TOKEN.encode() in fake.bytes(), "the recording catches a token that is sent"

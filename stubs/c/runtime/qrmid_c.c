@@ -10,12 +10,18 @@
  * waiting for it before the next: that keeps every call synchronous, makes
  * a client usable from several threads, and needs no background thread.
  */
+#define _XOPEN_SOURCE 700 /* realpath, S_ISVTX */
 #include "qrmid_c.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -27,6 +33,8 @@
 #include <munge.h>
 
 #define MUNGE_METADATA_KEY "x-qrmid-munge"
+#define SOCKET_OWNER_ENV "QRMID_SOCKET_OWNER"
+#define SYSTEM_SOCKET "/run/qrmid/qrmid.sock"
 
 struct qrmid_client {
   grpc_channel *channel;
@@ -34,6 +42,8 @@ struct qrmid_client {
   size_t metadata_count;
   int use_munge;       /* add a fresh MUNGE credential to every call */
   char *munge_socket;  /* munged's socket; NULL: libmunge's default */
+  char *socket_path;   /* a unix: target's socket, checked before every call; NULL otherwise */
+  uid_t socket_owner;  /* the uid it must belong to (root is accepted too) */
 };
 
 /* --- errors ------------------------------------------------------------- */
@@ -124,6 +134,173 @@ static grpc_status_code set_status(qrmid_error *error, grpc_status_code code,
   return set_error(error, code, "%s", qrmid_status_name(code));
 }
 
+/* --- socket owner --------------------------------------------------------- */
+
+/* "name (uid N)" or "uid N" into buf. */
+static void user_label(uid_t uid, char *buf, size_t size)
+{
+  struct passwd pw, *found = NULL;
+  char scratch[1024];
+  if (getpwuid_r(uid, &pw, scratch, sizeof scratch, &found) == 0 && found != NULL)
+    snprintf(buf, size, "%s (uid %u)", found->pw_name, (unsigned)uid);
+  else
+    snprintf(buf, size, "uid %u", (unsigned)uid);
+}
+
+/* The uid of a user name or numeric uid; -1 when there is no such user. */
+static int parse_owner(const char *value, uid_t *uid)
+{
+  char *end = NULL;
+  errno = 0;
+  unsigned long n = strtoul(value, &end, 10);
+  if (value[0] != '\0' && *end == '\0' && errno == 0 && n <= UINT_MAX) {
+    *uid = (uid_t)n;
+    return 0;
+  }
+  struct passwd pw, *found = NULL;
+  char scratch[1024];
+  if (getpwnam_r(value, &pw, scratch, sizeof scratch, &found) != 0 || found == NULL)
+    return -1;
+  *uid = found->pw_uid;
+  return 0;
+}
+
+/* Refuses a call to `socket`: `fmt` says why; nothing has been sent. */
+static grpc_status_code QRMID_PRINTF(4, 5)
+    refuse(qrmid_error *error, const char *method, const char *socket, const char *fmt, ...)
+{
+  char why[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  return set_error(error, GRPC_STATUS_UNAVAILABLE, "%s: not connecting to %s: %s; nothing was sent", method, socket,
+                   why);
+}
+
+static grpc_status_code check_directories(const char *dir, uid_t owner, int holds_socket, const char *method,
+                                          const char *socket, qrmid_error *error);
+
+/* Checks one directory on the way to the socket; `last`: the deepest one checked. */
+static grpc_status_code check_directory(const char *current, int last, uid_t owner, int holds_socket,
+                                        const char *method, const char *socket, qrmid_error *error)
+{
+  struct stat st;
+  if (lstat(current, &st) != 0)
+    return refuse(error, method, socket, "%s: %s", current, strerror(errno));
+  unsigned mode = (unsigned)(st.st_mode & 07777);
+  char who[300];
+  user_label(st.st_uid, who, sizeof who);
+  if (st.st_uid != 0 && st.st_uid != owner) {
+    char expected[300];
+    user_label(owner, expected, sizeof expected);
+    return refuse(error, method, socket, "%s belongs to %s (mode %04o), not to %s or root, so that user could swap "
+                  "the socket; if it runs the daemon you mean, set " SOCKET_OWNER_ENV "=%u", current, who, mode,
+                  expected, (unsigned)st.st_uid);
+  }
+  if (S_ISLNK(st.st_mode)) { /* a trusted link: what it points to must be safe too */
+    char *target = realpath(current, NULL);
+    if (target == NULL)
+      return refuse(error, method, socket, "%s: %s", current, strerror(errno));
+    grpc_status_code code = check_directories(target, owner, holds_socket && last, method, socket, error);
+    free(target);
+    return code;
+  }
+  int sticky_ok = (st.st_mode & S_ISVTX) && !(holds_socket && last);
+  if ((st.st_mode & 022) && !sticky_ok)
+    return refuse(error, method, socket, "%s (owner %s, mode %04o) is writable by group or other users, who could "
+                  "swap the socket; run: chmod go-w %s", current, who, mode, current);
+  return GRPC_STATUS_OK;
+}
+
+/* Checks `dir` and every directory above it (see "Socket owner" in qrmid_c.h). */
+static grpc_status_code check_directories(const char *dir, uid_t owner, int holds_socket, const char *method,
+                                          const char *socket, qrmid_error *error)
+{
+  char path[PATH_MAX];
+  size_t len = strlen(dir);
+  if (dir[0] != '/' || len >= sizeof path)
+    return refuse(error, method, socket, "%s is not an absolute path of at most %d bytes", dir, PATH_MAX - 1);
+  memcpy(path, dir, len + 1);
+  while (len > 1 && path[len - 1] == '/')
+    path[--len] = '\0';
+  grpc_status_code code = check_directory("/", len == 1, owner, holds_socket, method, socket, error);
+  for (size_t end = 2; code == GRPC_STATUS_OK && end <= len; end++) {
+    if (end < len && path[end] != '/')
+      continue;
+    char saved = path[end];
+    path[end] = '\0';
+    code = check_directory(path, end == len, owner, holds_socket, method, socket, error);
+    path[end] = saved;
+  }
+  return code;
+}
+
+/* Checks that the client's Unix socket is the expected owner's before a call sends anything. */
+static grpc_status_code check_socket(const qrmid_client *client, const char *method, qrmid_error *error)
+{
+  const char *socket = client->socket_path;
+  if (socket == NULL)
+    return GRPC_STATUS_OK;
+  char dir[PATH_MAX];
+  const char *slash = strrchr(socket, '/');
+  if (socket[0] != '/' || slash == NULL || (size_t)(slash - socket) >= sizeof dir)
+    return refuse(error, method, socket, "the socket path must be absolute");
+  size_t n = slash == socket ? 1 : (size_t)(slash - socket);
+  memcpy(dir, socket, n);
+  dir[n] = '\0';
+  grpc_status_code code = check_directories(dir, client->socket_owner, 1, method, socket, error);
+  if (code != GRPC_STATUS_OK)
+    return code;
+  struct stat st;
+  if (lstat(socket, &st) != 0)
+    return set_error(error, GRPC_STATUS_UNAVAILABLE, "%s: no daemon at %s: %s", method, socket, strerror(errno));
+  if (st.st_uid != 0 && st.st_uid != client->socket_owner) {
+    char who[300], expected[300];
+    user_label(st.st_uid, who, sizeof who);
+    user_label(client->socket_owner, expected, sizeof expected);
+    return refuse(error, method, socket, "socket %s belongs to %s, not to %s or root: it is not the daemon expected "
+                  "there; if that user runs the daemon you mean, set " SOCKET_OWNER_ENV "=%u", socket, who, expected,
+                  (unsigned)st.st_uid);
+  }
+  if (S_ISLNK(st.st_mode)) {
+    char *target = realpath(socket, NULL);
+    if (target == NULL)
+      return refuse(error, method, socket, "%s: %s", socket, strerror(errno));
+    qrmid_client resolved = *client;
+    resolved.socket_path = target;
+    code = check_socket(&resolved, method, error);
+    free(target);
+    return code;
+  }
+  if (!S_ISSOCK(st.st_mode))
+    return refuse(error, method, socket, "%s is not a Unix socket", socket);
+  return GRPC_STATUS_OK;
+}
+
+/* Sets the client's socket path and expected owner from a "unix:" target. */
+static grpc_status_code set_socket(qrmid_client *c, const char *target, const char *owner, qrmid_error *error)
+{
+  if (strncmp(target, "unix:", 5) != 0)
+    return GRPC_STATUS_OK;
+  const char *path = target + 5;
+  if (strncmp(path, "//", 2) == 0)
+    path += 2;
+  c->socket_path = strdup(path);
+  if (c->socket_path == NULL)
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  if (owner == NULL || owner[0] == '\0')
+    owner = getenv(SOCKET_OWNER_ENV);
+  if (owner != NULL && owner[0] != '\0') {
+    if (parse_owner(owner, &c->socket_owner) != 0)
+      return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "socket owner '%s' is neither a user name nor a uid",
+                       owner);
+  } else {
+    c->socket_owner = strcmp(path, SYSTEM_SOCKET) == 0 ? 0 : geteuid();
+  }
+  return GRPC_STATUS_OK;
+}
+
 /* --- client ------------------------------------------------------------- */
 
 grpc_status_code qrmid_client_new(const char *target,
@@ -147,6 +324,12 @@ grpc_status_code qrmid_client_new(const char *target,
   qrmid_client *c = calloc(1, sizeof *c);
   if (c == NULL)
     return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  grpc_status_code socket_code = set_socket(c, target, options->socket_owner, error);
+  if (socket_code != GRPC_STATUS_OK) {
+    free(c->socket_path);
+    free(c);
+    return socket_code;
+  }
   grpc_init();
 
   grpc_channel_credentials *creds;
@@ -159,6 +342,7 @@ grpc_status_code qrmid_client_new(const char *target,
     creds = grpc_insecure_credentials_create();
   }
   if (creds == NULL) {
+    free(c->socket_path);
     free(c);
     grpc_shutdown();
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create channel credentials");
@@ -181,6 +365,7 @@ grpc_status_code qrmid_client_new(const char *target,
   c->channel = grpc_channel_create(target, creds, &channel_args);
   grpc_channel_credentials_release(creds);
   if (c->channel == NULL) {
+    free(c->socket_path);
     free(c);
     grpc_shutdown();
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create a channel to '%s'", target);
@@ -209,6 +394,7 @@ void qrmid_client_free(qrmid_client *client)
   qrmid_client_clear_metadata(client);
   grpc_channel_destroy(client->channel);
   free(client->munge_socket);
+  free(client->socket_path);
   free(client);
   grpc_shutdown();
 }
@@ -521,6 +707,8 @@ grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
   grpc_byte_buffer *payload;
   grpc_status_code code =
       prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
+  if (code == GRPC_STATUS_OK && (code = check_socket(client, method, error)) != GRPC_STATUS_OK)
+    grpc_byte_buffer_destroy(payload);
   if (code != GRPC_STATUS_OK)
     return code;
 
@@ -596,6 +784,8 @@ grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
   grpc_byte_buffer *payload;
   grpc_status_code code =
       prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
+  if (code == GRPC_STATUS_OK && (code = check_socket(client, method, error)) != GRPC_STATUS_OK)
+    grpc_byte_buffer_destroy(payload);
   if (code != GRPC_STATUS_OK)
     return code;
   qrmid_stream *s = calloc(1, sizeof *s);

@@ -73,9 +73,14 @@ typedef struct qrmid_client_options {
   const char *tls_server_name;
   /* Largest message accepted from the server; 0: the default above. */
   int max_receive_bytes;
+  /* For a "unix:" target: the user (name or uid) whose daemon the socket
+   * must be. NULL: $QRMID_SOCKET_OWNER, else root for
+   * /run/qrmid/qrmid.sock, else the calling user (a private daemon). Root
+   * is always accepted too. See "Socket owner" below. */
+  const char *socket_owner;
 } qrmid_client_options;
 
-#define QRMID_CLIENT_OPTIONS_INIT { 0, NULL, NULL, NULL, NULL, 0 }
+#define QRMID_CLIENT_OPTIONS_INIT { 0, NULL, NULL, NULL, NULL, 0, NULL }
 
 /* A connection to one daemon (a gRPC channel, connected lazily). */
 typedef struct qrmid_client qrmid_client;
@@ -83,7 +88,16 @@ typedef struct qrmid_client qrmid_client;
 /* Creates a client for `target`, a gRPC target such as
  * "unix:/run/qrmid/qrmid.sock", "unix-abstract:name", "localhost:50051" or
  * "dns:///qrmid.example.org:443". Initialises gRPC (reference-counted).
- * On success *client must be freed with qrmid_client_free(). */
+ * On success *client must be freed with qrmid_client_free(). An unknown
+ * socket owner is INVALID_ARGUMENT.
+ *
+ * Socket owner: before every call on a "unix:" target, the socket and each
+ * directory above it must belong to the expected user or root, and no other
+ * user may write those directories (a sticky one such as /tmp is fine above
+ * the socket's own); otherwise the call fails with UNAVAILABLE and nothing,
+ * neither credential nor request, is sent. Only that user or root can then
+ * swap the socket before gRPC connects. "unix-abstract:" names have no
+ * owner to check. */
 grpc_status_code qrmid_client_new(const char *target,
                                   const qrmid_client_options *options,
                                   qrmid_client **client, qrmid_error *error);
