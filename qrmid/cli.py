@@ -170,9 +170,10 @@ def leases(ctx: click.Context, resource: str, slurm_job_id: str) -> None:
               help="lease token [env QRMI_JOB_ACQUISITION_TOKEN]")
 @click.option("--priority", default="", metavar="CLASS",
               help="priority class, e.g. interactive, production, low (default: the resource's)")
+@click.option("--detach", is_flag=True, help="print the task id once the task is queued, without waiting for it")
 @click.pass_context
 def run(ctx: click.Context, resource: str, input_file: Any, output: Path | None, raw: bool,
-        lease_token: str, priority: str) -> None:
+        lease_token: str, priority: str, detach: bool) -> None:
     """Run a task from INPUT.json (QRMI task_runner schema) on RESOURCE and print its result."""
     try:
         payload = payload_from_task_input(json.load(input_file))
@@ -180,6 +181,9 @@ def run(ctx: click.Context, resource: str, input_file: Any, output: Path | None,
         raise click.ClickException(f"{input_file.name}: {exc}") from None
     with _client(ctx) as client:
         task = started = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
+        if detach:
+            click.echo(task.id)
+            return
         with err.status(f"task {task.id}: {_state(task)}") as status:
             for task in client.watch(started.id):
                 where = f" (position {task.queue_position})" if task.queue_position else ""

@@ -36,7 +36,8 @@ def _load_qrmi() -> Any:
     try:
         import qrmi
     except ImportError:
-        raise RuntimeError("resources of type 'qrmi' need the qrmi package: pip install 'qrmid[qrmi]'") from None
+        raise RuntimeError("resources of type 'qrmi' need the qrmi package: pip install 'qrmi>=0.26,<0.27' "
+                           "(qrmid's qrmi extra)") from None
     return qrmi
 
 

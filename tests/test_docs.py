@@ -1,0 +1,388 @@
+"""Every fenced block of README.md and docs/*.md runs as written, page by page, the way a reader goes through it.
+
+- ``sh``/``bash``/``console`` and ``python`` blocks run in order, as root, in one scratch copy of the tree per page,
+  with the venv's bin on PATH and the page's own daemon (unless the page starts one) serving on the default
+  socket, which ``QRMID_ADDRESS`` names. The default and site paths are the pages' own: /run, /etc, /var/lib and
+  /opt are overlaid for them in a private mount namespace (writes land in the scratch dir) and /run/qrmid,
+  /etc/qrmid and /var/lib/qrmid are scratch dirs mounted there, so the machine's own are never touched.
+- ``toml`` blocks are loaded by qrmid's own config loader (a fragment such as one ``[[resources]]`` table is a
+  config whose other sections take their defaults), or by the tokens-file loader for ``[[token]]`` tables;
+  ``json`` blocks are parsed; ``ini``/``systemd`` blocks go through ``systemd-analyze verify``; ``c`` blocks
+  through ``cc -fsyntax-only`` against the C stubs; ``promql`` queries must name metrics the daemon exports (no
+  PromQL parser is installed: Prometheus's promtool comes only in a 96 MB Debian package).
+- ``text`` blocks are output shown to readers and are not run; a block without a language fails.
+- grpcurl is neither a Debian bookworm package nor on PyPI: where it is missing, ``tests/grpcurl.py`` stands in
+  for it, taking grpcurl's command line and calling through the daemon's server reflection as grpcurl does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from daemons import ROOT, short_dir, wait_serving
+from munged import munged
+
+from qrmid import examples
+from qrmid.client import Client, payload_from_task_input
+from qrmid.ops.paths import SYSTEM_SOCKET
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELLS = {"sh", "bash", "shell", "console"}
+CHECKED = SHELLS | {"python", "toml", "json", "ini", "systemd", "c", "promql"}
+VENV_BIN = Path(sys.executable).parent
+OVERLAID = ("run", "etc", "var/lib", "opt")  # written by pages into the scratch dir
+PRIVATE = {Path("/run/qrmid"): "run-qrmid", Path("/etc/qrmid"): "etc-qrmid", Path("/var/lib/qrmid"): "var-lib-qrmid"}
+
+# Blocks that are not run, each with its reason: (page, a text the block contains) -> why. Keep it short.
+NOT_RUN = {
+    ("README.md", "make demo"): "`make demo` and `make test` are CI's runs: `make test` is this test run itself",
+    ("README.md", "systemctl daemon-reload"): "installs into /opt and /etc and enables a systemd service: the test "
+                                              "machine has no systemd running as PID 1 (tests/test_systemd.py "
+                                              "checks the unit)",
+    ("docs/python.md", "srun --qpu"): "needs slurmd with the SPANK plugin: tests/slurm/ runs jobs with --qpu on the "
+                                      "one-node test cluster, tests/test_qrmi_dropin.py the task runner with the "
+                                      "variables the plugin exports",
+    ("docs/security.md", "qrmid.example.org"): "a remote daemon found by DNS name, with a certificate for that "
+                                               "name: tests/test_identity.py runs TCP with TLS and tokens",
+}
+
+# A busy site for the admin pages: a resource named as in their examples (a noop: the admin calls do not depend
+# on the type) with a running task, a queued one and a live lease.
+BUSY_SITE = '[[resources]]\ntype = "noop"\nname = "ibm_fez"\nslots = 1\ndelay_seconds = 600\n'
+
+# QRMI's config format, for the pages that import one (an IBM Quantum System entry, as the SPANK plugin reads it).
+QRMI_CONFIG = {"resources": [{"name": "ibm_torino", "type": "ibm-quantum-system", "environment": {
+    "QRMI_IBM_QS_ENDPOINT": "https://qs.example.org", "QRMI_IBM_QS_IAM_ENDPOINT": "https://iam.cloud.ibm.com",
+    "QRMI_IBM_QS_IAM_APIKEY": "apikey-example", "QRMI_IBM_QS_SERVICE_CRN": "crn:v1:example",
+    "QRMI_IBM_QS_AWS_ACCESS_KEY_ID": "key-id", "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY": "secret",
+    "QRMI_IBM_QS_S3_ENDPOINT": "https://s3.example.org", "QRMI_IBM_QS_S3_BUCKET": "jobs",
+    "QRMI_IBM_QS_S3_REGION": "us-east-1"}}]}
+
+# A TOML block is a tokens file when it has [[token]] tables, else a config.
+TOML_CHECK = """import sys, tomllib
+from pathlib import Path
+from qrmid.api.auth import AuthSetupError, load_tokens
+from qrmid.ops.config import ConfigError, load
+path = Path(sys.argv[1])
+try:
+    (load_tokens if "token" in tomllib.loads(path.read_text()) else load)(path)
+except (AuthSetupError, ConfigError) as exc:
+    sys.exit(f"refused: {exc}")
+"""
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str  # relative to the tree, e.g. docs/admin.md
+    line: int
+    lang: str
+    text: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+    def not_run(self) -> str | None:
+        return next((why for (page, marker), why in NOT_RUN.items() if page == self.page and marker in self.text),
+                    None)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a page expects to find: its daemon's [daemon] keys and further sections, or no daemon at all when the
+    page starts its own; a busy site (tasks and a lease on ibm_fez); a munged; a metrics endpoint."""
+
+    own_daemon: bool = False
+    daemon_keys: str = ""
+    sections: str = ""
+    busy: bool = False
+    munge: bool = False
+    metrics: bool = False
+
+
+SETUPS = {
+    "README.md": Setup(own_daemon=True),
+    "docs/admin.md": Setup(sections=BUSY_SITE, busy=True),
+    "docs/operations.md": Setup(sections=BUSY_SITE, busy=True, metrics=True),
+    "docs/security.md": Setup(daemon_keys='auth = "munge"\nsocket_mode = "0666"\n', munge=True),
+}
+
+
+def fenced_blocks(path: Path) -> list[Block]:
+    """The fenced code blocks of a Markdown file, with the line of their opening fence."""
+    blocks, lines, index = [], path.read_text().splitlines(), 0
+    while index < len(lines):
+        opening = re.match(r"^(\s*)(`{3,}|~{3,})\s*([^\s`]*)", lines[index])
+        if opening:
+            indent, fence, lang = len(opening[1]), opening[2], opening[3].lower()
+            start, body = index, []
+            index += 1
+            while index < len(lines) and not lines[index].strip().startswith(fence):
+                body.append(lines[index][indent:])
+                index += 1
+            blocks.append(Block(str(path.relative_to(ROOT)), start + 1, lang, "\n".join(body) + "\n"))
+        index += 1
+    return blocks
+
+
+BLOCKS = [block for path in DOCS for block in fenced_blocks(path) if block.lang != "text"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Page:
+    """One page's scratch dir and private mounts; the commands of its blocks run in order in them."""
+
+    page: str
+    setup: Setup
+    munge_socket: Path | None
+    scratch: Path = field(default_factory=short_dir)
+    groups: list[int] = field(default_factory=list)
+    daemon: subprocess.Popen[bytes] | None = None
+    metrics: str = ""
+
+    def __post_init__(self) -> None:
+        self.src = self.scratch / "qrmid"
+        shutil.copytree(ROOT, self.src, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"))
+        for directory in ("home", "bin", *(f"{part}/{tree}" for part in ("upper", "work") for tree in OVERLAID),
+                          *PRIVATE.values()):
+            (self.scratch / directory).mkdir(parents=True, exist_ok=True)
+        (self.scratch / "upper/etc/slurm").mkdir()
+        qrmi_config = self.scratch / "upper/etc/slurm/qrmi_config.json"
+        qrmi_config.touch(mode=0o600)  # it holds credentials
+        qrmi_config.write_text(json.dumps(QRMI_CONFIG, indent=2))
+        if shutil.which("grpcurl") is None:
+            stand_in = self.scratch / "bin/grpcurl"
+            stand_in.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests/grpcurl.py"} "$@"\n')
+            stand_in.chmod(0o755)
+        self.env = {"PATH": f"{self.scratch / 'bin'}:{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                            "/sbin:/bin", "HOME": str(self.scratch / "home"), "LANG": "C.UTF-8",
+                    "QRMID_ADDRESS": f"unix:{SYSTEM_SOCKET}"}
+        if self.munge_socket is not None:
+            self.env["QRMID_MUNGE_SOCKET"] = str(self.munge_socket)
+        mounts = [f"mount -t overlay overlay -o lowerdir=/{tree},upperdir={self.scratch}/upper/{tree},"
+                  f"workdir={self.scratch}/work/{tree} /{tree}" for tree in OVERLAID]
+        mounts += [f"mkdir -p {path} && mount --bind {self.scratch / mine} {path}" for path, mine in PRIVATE.items()]
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+                                        " && ".join(mounts) + " && echo ready && exec sleep 86400"],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
+        assert self.holder.stdout is not None and self.holder.stderr is not None
+        if self.holder.stdout.readline() != b"ready\n":
+            self.holder.wait()
+            pytest.fail(f"cannot mount the site's paths privately: {self.holder.stderr.read().decode()}")
+
+    def private(self, path: Path) -> Path:
+        """Where the test, outside the page's mounts, reaches ``path`` of the page (under a private mount)."""
+        mount = next(mount for mount in PRIVATE if path.is_relative_to(mount))
+        return self.scratch / PRIVATE[mount] / path.relative_to(mount)
+
+    def spawn(self, argv: list[str], output: Path) -> subprocess.Popen[bytes]:
+        """``argv`` in the page's mounts and tree, in a process group of its own (stopped with the page)."""
+        with output.open("ab") as sink:
+            process = subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", f"--wd={self.src}", "--",
+                                        *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.groups.append(process.pid)
+        return process
+
+    def run(self, argv: list[str], name: str, timeout: float = 300) -> tuple[int, str]:
+        """``argv`` run to its end as the reader would; its exit code and output."""
+        output = self.scratch / f"{name}.out"
+        process = self.spawn(argv, output)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = -9
+        return code, output.read_text(errors="replace")
+
+    def ensure_daemon(self) -> None:
+        """The page's daemon, on the default socket and journal (under the page's mounts), unless the page
+        starts its own."""
+        if self.daemon is not None or self.setup.own_daemon:
+            return
+        sections = self.setup.sections
+        if self.setup.metrics:
+            self.metrics = f"127.0.0.1:{free_port()}"
+            sections += f'[metrics]\naddress = "{self.metrics}"\n'
+        if self.munge_socket is not None:
+            sections += f'[auth]\nmunge_socket = "{self.munge_socket}"\n'
+        path = self.private(Path("/etc/qrmid/qrmid.toml"))
+        path.touch(mode=0o600)
+        path.write_text(f"[daemon]\nshutdown_grace_seconds = 2\n{self.setup.daemon_keys}{sections}")
+        self.daemon = self.spawn(["qrmid", "serve", "--config", "/etc/qrmid/qrmid.toml"], self.scratch / "daemon.log")
+        address = f"unix:{self.private(SYSTEM_SOCKET)}"
+        wait_serving(address, process=self.daemon)
+        if self.setup.busy:
+            with Client(address) as qrmid:
+                qrmid.acquire("ibm_fez")
+                for _ in range(2):
+                    qrmid.start_task("ibm_fez", payload_from_task_input(examples.load("bell")))
+
+    def close(self) -> None:
+        for group in self.groups:  # the daemon and what the page's commands left running, e.g. `qrmid serve &`
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 30
+        for group in self.groups:
+            while time.monotonic() < deadline and _alive(group):
+                time.sleep(0.1)
+            if _alive(group):
+                os.killpg(group, signal.SIGKILL)
+        self.holder.kill()
+        self.holder.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Pages:
+    """Each page's state, made on its first block and kept for the next ones; a page is closed when the next
+    begins."""
+
+    def __init__(self, munge_socket: Path) -> None:
+        self.munge_socket = munge_socket
+        self.open: Page | None = None
+
+    def __getitem__(self, name: str) -> Page:
+        if self.open is None or self.open.page != name:
+            self.close()
+            setup = SETUPS.get(name, Setup())
+            self.open = Page(name, setup, self.munge_socket if setup.munge else None)
+        return self.open
+
+    def close(self) -> None:
+        if self.open is not None:
+            self.open.close()
+            self.open = None
+
+
+@pytest.fixture(scope="module")
+def pages() -> Iterator[Pages]:
+    if os.geteuid() != 0:
+        pytest.fail("run as root: the pages' commands run with the site's paths mounted privately for them")
+    with munged() as munge_socket:
+        opened = Pages(munge_socket)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def shell_script(block: Block) -> str:
+    if block.lang != "console":
+        return block.text
+    commands, continued = [], False  # `$ ` lines and their continuations; the rest is output
+    for line in block.text.splitlines():
+        if line.startswith("$ ") or continued:
+            commands.append(line.removeprefix("$ "))
+            continued = line.endswith("\\")
+    return "\n".join(commands) + "\n"
+
+
+def run_shell(page: Page, block: Block) -> None:
+    page.ensure_daemon()
+    script = page.scratch / f"block-{block.line}.sh"
+    script.write_text(shell_script(block))
+    code, output = page.run(["bash", "-e", "-o", "pipefail", str(script)], f"block-{block.line}")
+    assert code == 0, f"{block.id} exited with {code}:\n{output[-4000:]}"
+
+
+def run_python(page: Page, block: Block) -> None:
+    page.ensure_daemon()
+    script = page.scratch / f"block-{block.line}.py"
+    script.write_text(block.text)
+    code, output = page.run(["python", str(script)], f"block-{block.line}")
+    assert code == 0, f"{block.id} exited with {code}:\n{output[-4000:]}"
+
+
+def check_toml(page: Page, block: Block) -> None:
+    """Loaded with qrmid's loaders in the page's mounts (a config may name files there, e.g. a qrmi_config)."""
+    path = page.scratch / f"block-{block.line}.toml"
+    path.touch(mode=0o600)
+    path.write_text(block.text)
+    code, output = page.run(["python", "-c", TOML_CHECK, str(path)], f"block-{block.line}")
+    assert code == 0, f"{block.id}: {output[-4000:]}"
+
+
+def check_promql(page: Page, block: Block) -> None:
+    """Every metric a query names is one the daemon exports (histograms through their series)."""
+    page.ensure_daemon()
+    assert page.metrics, f"{block.id}: give {page.page} a metrics endpoint in SETUPS"
+    exposition = urllib.request.urlopen(f"http://{page.metrics}/metrics", timeout=30).read().decode()
+    known = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE):
+        known |= {name, f"{name}_total"} if kind == "counter" else {name}
+        if kind == "histogram":
+            known |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+    named = set(re.findall(r"\bqrmid_\w+", block.text))
+    assert named, f"{block.id}: no qrmid metric in the queries"
+    assert named <= known, f"{block.id}: not exported by qrmid: {sorted(named - known)}"
+
+
+def check_systemd(page: Page, block: Block) -> None:
+    unit = page.scratch / f"docs-block-{block.line}.service"
+    unit.write_text(block.text)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0, f"{block.id}: {result.stderr}"
+
+
+def check_c(page: Page, block: Block) -> None:
+    flags = subprocess.run(["pkg-config", "--cflags", "libprotobuf-c", "grpc"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    stubs = ROOT / "stubs/c"
+    result = subprocess.run(["cc", "-fsyntax-only", "-x", "c", "-", f"-I{stubs / 'runtime'}",
+                             f"-I{stubs / 'generated'}", *flags], input=block.text, capture_output=True, text=True)
+    assert result.returncode == 0, f"{block.id}: {result.stderr}"
+
+
+CHECKS = {"python": run_python, "toml": check_toml, "promql": check_promql, "ini": check_systemd,
+          "systemd": check_systemd, "c": check_c, **dict.fromkeys(SHELLS, run_shell)}
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
+def test_block_runs_as_written(block: Block, pages: dict[str, Page]) -> None:
+    assert block.lang in CHECKED, (f"{block.id}: a block without a known language ({block.lang or 'none'}): "
+                                   f"mark code with its language, and output shown to readers as ```text")
+    reason = block.not_run()
+    if reason is not None:
+        pytest.skip(f"not run: {reason}")
+    if block.lang == "json":
+        json.loads(block.text)
+        return
+    CHECKS[block.lang](pages[block.page], block)
+
+
+def test_every_block_not_run_is_still_in_the_docs() -> None:
+    for page, marker in NOT_RUN:
+        found = [block.id for block in BLOCKS if block.page == page and marker in block.text]
+        assert len(found) == 1, f"NOT_RUN entry ({page!r}, {marker!r}) matches {found or 'no block'}"
