@@ -350,6 +350,10 @@ async def test_a_commit_slower_than_the_bound_answers_unavailable_and_the_task_n
         held.release.set()
         again = await qrmid.start_task("noop", PAYLOAD, request_id="slow")
         assert (await qrmid.wait(again.id)).state == pb.TASK_STATE_COMPLETED
+        async with grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            accounting = await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
+                metrics_pb2.ListAccountingRequest())
+        assert [record.task_id for record in accounting.records] == [again.id], "the refused task is not accounted"
     with sqlite3.connect(cfg.journal.path) as db:
         rows = db.execute("SELECT id, state FROM tasks").fetchall()
     assert rows == [(again.id, "completed")], "the refused task's late record was deleted"

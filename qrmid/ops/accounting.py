@@ -105,6 +105,12 @@ class Ledger(Listener):
         self._running.pop(task.id, None)
         self._record(task)
 
+    def task_refused(self, task: Task) -> None:
+        """A task whose record could not be made durable was never taken: it leaves no accounting record."""
+        self._running.pop(task.id, None)
+        if any(record.task_id == task.id for record in self._done):
+            self._done = deque((record for record in self._done if record.task_id != task.id), maxlen=self._done.maxlen)
+
     def restore(self, tasks: Iterable[Task]) -> None:
         """Take the records of tasks an earlier run finished (from the journal), in the order they ended; and
         count running ones as holding their slot."""
