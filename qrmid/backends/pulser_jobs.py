@@ -66,6 +66,8 @@ def parse(text: str, runs: int, limits: Limits, bounds: InputBounds | None = Non
         sequence = Sequence.from_abstract_repr(text)
     except RecursionError:
         raise InvalidPayload("sequence nests arrays or objects too deeply to be read") from None
+    except MemoryError:  # the worker's memory limit: not the input's syntax
+        raise
     except Exception as exc:  # schema, device and construction errors all mean "not a usable sequence"
         detail = getattr(exc, "message", None) or str(exc)
         raise InvalidPayload(f"sequence is not a valid Pulser abstract representation: {detail[:500]}") from None

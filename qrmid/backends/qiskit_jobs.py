@@ -122,6 +122,8 @@ def _circuit(where: str, value: Any, limits: Limits, bounds: InputBounds | None)
             circuit = qasm3.loads(value)
         except RecursionError:
             raise InvalidPayload(f"{where}: the OpenQASM 3 circuit nests too deeply to be read") from None
+        except MemoryError:  # the worker's memory limit: not the input's syntax
+            raise
         except Exception as exc:  # the importer raises several types, all meaning "not valid OpenQASM 3"
             raise InvalidPayload(f"{where}: circuit is not valid OpenQASM 3: {exc}") from None
     elif isinstance(value, QuantumCircuit):

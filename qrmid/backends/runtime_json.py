@@ -66,6 +66,8 @@ class _Decoder(json.JSONDecoder):
             raise
         except RecursionError:
             raise InvalidPayload(f"an encoded {kind:.40} value nests too deeply to be read") from None
+        except MemoryError:  # the worker's memory limit: not the input's syntax
+            raise
         except Exception as exc:  # IBM's decoder and Qiskit's classes raise many types, all meaning "unusable"
             raise InvalidPayload(f"cannot decode an encoded {kind:.40} value: {type(exc).__name__}: {str(exc)[:300]}") from None
 

@@ -18,8 +18,11 @@ import multiprocessing
 import os
 import resource
 import sys
+import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +30,11 @@ from pebble import ProcessExpired, ProcessPool
 
 from qrmid.backends.base import InvalidPayload
 from qrmid.backends.checks import Check, InputBounds
-from qrmid.core.errors import ResourceExhausted
+from qrmid.core.errors import ResourceExhausted, Unavailable
 
 OUT_OF_MEMORY = 75  # exit status of a worker whose check ran out of memory (the worker is then replaced)
+WATCH_SECONDS = 0.02  # how often a worker's memory is looked at
+ADDRESS_SLACK = 1 << 30  # address space a worker may reserve beyond twice its memory limit
 CHECK_MODULES = ("qrmid.backends.qiskit_jobs", "qrmid.backends.pulser_jobs", "qrmid.backends.ibm_quantum_system.isa")
 
 
@@ -155,6 +160,11 @@ class Validation:
                                      "limit ([validation] memory_mb); send a smaller input or split it") from None
             raise InvalidPayload(f"the payload crashed the process checking it (exit status {exc.exitcode}); it "
                                  "cannot be used as it is") from None
+        except BrokenProcessPool:  # workers die as they start (e.g. memory_mb below what they need)
+            self._pool = None
+            pool.stop()
+            raise Unavailable("the daemon's payload validation workers cannot start; retry later, and tell the "
+                              "admins (the daemon's log says why)") from None
         return shots
 
     def _started(self) -> ProcessPool:
@@ -167,16 +177,32 @@ class Validation:
 
 
 def _prepare(memory: int, modules: tuple[str, ...]) -> None:
-    """Set up a validation worker: one BLAS thread, the check modules imported, then its address space capped
-    at its size now plus ``memory`` bytes."""
+    """Set up a validation worker: one BLAS thread and the check modules imported; then a watchdog ends the worker
+    once its resident memory grows ``memory`` bytes past its size now, and its address space is capped well above
+    that (allocators reserve more than they touch), for allocations too large or too fast for the watchdog. (A
+    limit that only makes Python raise MemoryError is not enough: some parsers catch every exception and retry.)"""
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for module in modules:
         importlib.import_module(module)
-    with open("/proc/self/statm") as statm:
-        size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    size, resident = _memory()
+    threading.Thread(target=_watch, args=(resident + memory,), name="memory watchdog", daemon=True).start()
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = size + memory if hard == resource.RLIM_INFINITY else min(size + memory, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    cap = size + 2 * memory + ADDRESS_SLACK
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+
+
+def _memory() -> tuple[int, int]:
+    """This process's address space and resident memory, in bytes."""
+    with open("/proc/self/statm", "rb") as statm:
+        size, resident = statm.read().split()[:2]
+    page = os.sysconf("SC_PAGE_SIZE")
+    return int(size) * page, int(resident) * page
+
+
+def _watch(limit: int) -> None:
+    while _memory()[1] <= limit:
+        time.sleep(WATCH_SECONDS)
+    os._exit(OUT_OF_MEMORY)
 
 
 def _checked(function: Any, bounds: InputBounds, args: tuple[Any, ...]) -> int:
