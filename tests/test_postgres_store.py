@@ -11,19 +11,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from daemons import ROOT, config, running, short_dir, wait_serving, write_config
+from ibm_services import Services, emulator, ibm_services
 from postgres import Database, PostgresServer
+from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_local_simulators import heavy_circuit, sampler
+from test_recovery import ibm_resource
 
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.daemon import StartupError
 from qrmid.ops.config import Config, ConfigError, load
 from qrmid.store import schema
-from qrmid.v1 import metrics_pb2, metrics_pb2_grpc
+from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 NOOP = [{"type": "noop", "name": "noop", "slots": 4}]
@@ -136,6 +140,27 @@ async def test_tasks_results_request_ids_leases_and_accounting_survive_a_restart
         assert conn.execute("SELECT count(*) FROM request_ids").fetchone() == (5,)
 
 
+async def test_an_admins_drain_and_resume_survive_restarts(database: Database) -> None:
+    cfg = config([*NOOP, {"type": "noop", "name": "other", "slots": 1}], cluster=cluster(database))
+    async with running(cfg) as daemon, grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        await admin.DrainResource(admin_pb2.DrainResourceRequest(resource="noop", reason="firmware 14:00-16:00"))
+        await admin.DrainResource(admin_pb2.DrainResourceRequest(resource="other", reason="short break"))
+        await admin.ResumeResource(admin_pb2.ResumeResourceRequest(resource="other"))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid, \
+            grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+        drained = await qrmid.resource("noop")
+        assert (drained.status, drained.status_reason) == (pb.RESOURCE_STATUS_DRAINING, "firmware 14:00-16:00")
+        assert (await qrmid.resource("other")).status == pb.RESOURCE_STATUS_ONLINE
+        held = await qrmid.start_task("noop", PAYLOAD)
+        await asyncio.sleep(0.3)
+        assert (await qrmid.task(held.id)).state == pb.TASK_STATE_QUEUED, "its queue waits"
+        await admin_pb2_grpc.AdminServiceStub(channel).ResumeResource(admin_pb2.ResumeResourceRequest(resource="noop"))
+        assert (await qrmid.wait(held.id)).state == pb.TASK_STATE_COMPLETED
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert (await qrmid.resource("noop")).status == pb.RESOURCE_STATUS_ONLINE, "the resume is kept too"
+
+
 async def test_a_task_postgresql_refuses_to_store_is_refused_alone(database: Database) -> None:
     async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
         with pytest.raises(grpc.RpcError) as error:  # PostgreSQL text cannot hold a NUL character
@@ -220,6 +245,56 @@ async def test_kill_9_mid_run_then_restart_runs_every_local_qiskit_task_exactly_
     finally:
         member.stop()
     assert database.password not in member.output.read_text(), "the password never appears in the logs"
+
+
+@pytest.fixture(scope="module")
+def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """The IBM emulator (4 lanes, jobs of 0.2 s) and a moto S3 with the job bucket."""
+    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
+    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
+                    'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 0.2\n'
+                    'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
+    with ibm_services(path, BUCKET) as services:
+        yield services
+
+
+async def test_kill_9_mid_run_then_restart_runs_every_ibm_task_exactly_once(database: Database,
+                                                                            ibm: Services) -> None:
+    member = Member(database, ibm_resource(ibm))
+    payload = isa_bell(shots=20)
+    count = 60
+    try:
+        member.start()
+        async with AsyncClient(member.address) as qrmid:
+            ids = [(await qrmid.start_task("perth", payload, request_id=f"job-{n}")).id for n in range(count)]
+            while True:  # some finished, some on the backend: then crash
+                states = [(await qrmid.task(task_id)).state for task_id in ids]
+                if states.count(pb.TASK_STATE_COMPLETED) >= 10 and pb.TASK_STATE_RUNNING in states:
+                    break
+                await asyncio.sleep(0.1)
+        member.kill()
+        assert states.count(pb.TASK_STATE_QUEUED) > 10, "tasks were still queued when the daemon died"
+        member.start()
+        async with AsyncClient(member.address, timeout=600) as qrmid:
+            retried = [(await qrmid.start_task("perth", payload, request_id=f"job-{n}")).id for n in range(count)]
+            assert retried == ids, "a retried request id returns the task made before the crash"
+            finished = await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids))
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * count, \
+            [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
+        seen = (await emulator(ibm, "GET", "/_emulator/record"))["backends"]["perth"]
+        assert sorted(submission["id"] for submission in seen["submissions"]) == sorted(ids), \
+            "every task reached the backend exactly once"
+        for _ in range(100):  # jobs that ended around the crash are released after the restart
+            seen = (await emulator(ibm, "GET", "/_emulator/record"))["backends"]["perth"]
+            if seen["stored"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert seen["stored"] == 0 and seen["deletes"] == count, "no job is left holding a lane"
+    finally:
+        member.stop()
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM remote_refs WHERE released").fetchone() == (count,)
+    assert database.password not in member.output.read_text()
 
 
 # -- PostgreSQL lost and down -------------------------------------------------------------------------------------
