@@ -1,4 +1,5 @@
-"""The IBM Quantum System API emulator with a real S3 (moto) for tests, and calls to the emulator's control API."""
+"""The IBM Quantum System API emulator with a real S3 (moto, optionally behind a recording, fault-injecting front)
+for tests, and calls to the emulator's control API."""
 
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ Services = tuple[Proc, Proc]  # (the emulator, moto)
 
 
 @contextmanager
-def ibm_services(config: Path, bucket: str, s3_secret: str = "s") -> Iterator[Services]:
-    """The emulator serving ``config`` and a moto S3 holding ``bucket``; both stopped at the end."""
+def ibm_services(config: Path, bucket: str, s3_secret: str = "s", front: bool = False) -> Iterator[Services]:
+    """The emulator serving ``config`` and a moto S3 holding ``bucket``; with ``front``, the S3 yielded is
+    ``qrmid.emulators.s3_front`` before moto (requests recorded, S3 faults injectable). All stopped at the end."""
     s3, emulator = start_moto(), start_emulator(config)
+    fronted = None
     try:
         boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
                      aws_secret_access_key=s3_secret).create_bucket(Bucket=bucket)
-        yield emulator, s3
+        if front:
+            fronted = start_emulator(None, "--upstream", s3.url, module="qrmid.emulators.s3_front")
+        yield emulator, fronted or s3
     finally:
+        if fronted is not None:
+            fronted.stop()
         emulator.stop()
         s3.stop()
 
@@ -39,3 +46,11 @@ async def emulator(services: Services, method: str, path: str, body: Any = None)
 async def record(services: Services, backend: str) -> dict[str, Any]:
     """What the emulator recorded of ``backend``: submissions, deletes, jobs stored."""
     return (await emulator(services, "GET", "/_emulator/record"))["backends"][backend]
+
+
+async def s3_requests(services: Services) -> list[dict[str, Any]]:
+    """What the S3 front forwarded: ``{"method", "path", "status", "time"}`` per request."""
+    async with httpx.AsyncClient(base_url=services[1].url) as http:
+        response = await http.get("/_emulator/record")
+        response.raise_for_status()
+        return list(response.json()["requests"])

@@ -21,13 +21,16 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 API_KEY = "qrmid-test-key"
 CRN = "crn:v1:local:qrmid-tests"
 BUCKET = "qrmid-jobs"
-BACKENDS = ["perth", "busy", "reserved", "flaky", "down", "slow"]
+BACKENDS = ["perth", "busy", "reserved", "flaky", "down", "slow", "lossy"]
+# The service's order of the duplicate-id and lanes checks is not documented: the adapter is tested against both.
+ORDERS = ["duplicate-first", "lanes-first"]
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+@pytest.fixture(scope="module", params=ORDERS)
+def services(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
     """The emulator (one backend per test that changes one at run time) and a moto S3 with our bucket."""
     backends = "\n".join(f'[[backends]]\nname = "{name}"\ndevice = "perth"\nseed = 7\nnoise = false\n'
+                         f'admission_order = "{request.param}"\n'
                          f'lanes = {{ hpc_workload_manager = 4, ibm_quantum_compute = 2 }}\n' for name in BACKENDS)
     path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\nstrict_service_crn = true\n{backends}')
@@ -170,3 +173,23 @@ async def test_cancel_while_running_frees_the_lane(qrmid: AsyncClient, services:
         await asyncio.sleep(0.05)
     seen = await record(services, "slow")
     assert (seen["stored"], seen["deletes"]) == (0, 1), "cancelled on the service, then deleted"
+
+
+async def test_a_lost_answer_to_a_submission_is_found_never_posted_as_new(qrmid: AsyncClient,
+                                                                         services: tuple[Proc, Proc]) -> None:
+    """The job is stored, its POST answered 503; the retried POST meets a lane held by that very job (429 when
+    the service counts lanes first, 409 otherwise): qrmid finds the job and follows it, its objects intact."""
+    await emulator(services, "POST", "/_emulator/backends/lossy", {"lanes": 1, "job_duration_s": 0.3})
+    statuses = (await emulator(services, "GET", "/_emulator/record"))["submit_statuses"]
+    await emulator(services, "POST", "/_emulator/faults", {"rules": [
+        {"status": 503, "landed": True, "method": "POST", "path_prefix": "/v1/jobs", "count": 1}]})
+    task, data = await qrmid.run("lossy", isa_bell(shots=30))
+    assert task.state == pb.TASK_STATE_COMPLETED
+    assert sum(summarize(data)["pubs"][0]["c"].values()) == 30, "the job's own results, read before any removal"
+    after = (await emulator(services, "GET", "/_emulator/record"))
+    seen = after["backends"]["lossy"]
+    assert [s["id"] for s in seen["submissions"]] == [task.id], "stored once"
+    refused = {code: after["submit_statuses"].get(code, 0) - statuses.get(code, 0) for code in ("409", "429", "503")}
+    lanes_first = seen["admission_order"] == "lanes-first"
+    assert refused == {"409": 0 if lanes_first else 1, "429": 1 if lanes_first else 0, "503": 1}
+    assert [d["id"] for d in seen["deleted"]] == [task.id] and seen["stored"] == 0

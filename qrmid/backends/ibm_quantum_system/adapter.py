@@ -39,6 +39,8 @@ class IbmQuantumSystem(Adapter):
         self._target = ""
         self._isa: Any = None
         self._removals: set[asyncio.Task[Any]] = set()
+        self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
+        self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
         iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline)
@@ -63,6 +65,8 @@ class IbmQuantumSystem(Adapter):
 
     async def status(self) -> BackendStatus:
         backend = await self.api.get(f"/v1/backends/{self.backend}")
+        if self._orphans:
+            await self._resolve_orphans()
         await self._read_lanes()
         if self._configuration is None:
             await self._describe()
@@ -95,8 +99,20 @@ class IbmQuantumSystem(Adapter):
         return Check(check_input, (payload.program_id, payload.input, limits, self._isa))
 
     async def submit(self, task_id: str, payload: Payload) -> str:
+        """Store the input, then POST the job. The job id is the task id, so a POST repeated after a lost answer
+        or a restart can never make a twin; and as the service may answer 429 before it looks for a duplicate id,
+        no refusal is taken to mean the job did not land: the job is looked up first. A job's S3 objects are
+        removed only once it is known not to exist, or released."""
         assert isinstance(payload, QiskitPrimitive)
-        job_id = task_id  # a task has one job, named after it: a retried submission is a duplicate, not a twin
+        job_id = task_id
+        if job_id in self._unsure:  # an earlier attempt may have landed: post again only if it surely did not
+            try:
+                stored = await self._stored(job_id)
+            except Exception as exc:
+                raise Busy(f"cannot tell whether job {job_id} is stored on the service ({exc})") from None
+            self._unsure.discard(job_id)
+            if stored:
+                return job_id
         expires = self.settings.job_timeout_seconds
         await self.storage.put(object_key("input", job_id), payload.input.encode())
         storage = {kind: {"type": "s3_compatible",
@@ -110,21 +126,56 @@ class IbmQuantumSystem(Adapter):
         except ApiError as exc:
             if exc.status == 409 and exc.code == "1231":
                 return job_id  # already stored by an earlier attempt of this very task
-            await self._delete_objects(job_id)
-            if exc.status == 429 or exc.code == "1232":
-                raise Busy(f"execution lanes full ({exc.message})") from None
-            if exc.status == 423 or exc.code == "1233":
-                raise Busy(f"backend reserved ({exc.message})") from None
-            raise
-        except BaseException:
-            await asyncio.shield(self._delete_objects(job_id))
-            raise
+            return await self._refused(job_id, exc)
+        except Exception as exc:  # retries ran out or the connection broke: the POST may have landed
+            return await self._unanswered(job_id, exc)
         return job_id
 
+    async def _refused(self, job_id: str, refusal: ApiError) -> str:
+        """The service refused a POST; an earlier attempt of it may have stored the job all the same."""
+        try:
+            stored = await self._stored(job_id)
+        except Exception as exc:
+            self._unsure.add(job_id)  # looked up again before the next POST; its objects stay
+            raise Busy(f"job {job_id} was refused ({refusal}), and whether an earlier attempt stored it cannot be "
+                       f"told now ({exc})") from None
+        if stored:
+            return job_id
+        await self._delete_objects(job_id)
+        if refusal.status == 429 or refusal.code == "1232":
+            raise Busy(f"execution lanes full ({refusal.message})") from None
+        if refusal.status == 423 or refusal.code == "1233":
+            raise Busy(f"backend reserved ({refusal.message})") from None
+        raise refusal
+
+    async def _unanswered(self, job_id: str, failure: Exception) -> str:
+        """A POST got no answer: follow the job if it landed; fail the task if it surely did not. When that cannot
+        be told either, the task fails and the job is resolved later: removed if it turns up, its objects with it."""
+        try:
+            stored = await self._stored(job_id)
+        except Exception:
+            self._orphans.add(job_id)
+            raise RuntimeError(f"{failure}; whether job {job_id} reached the service is unknown: it is cancelled "
+                               f"and deleted if it turns up") from None
+        if stored:
+            return job_id
+        await self._delete_objects(job_id)
+        raise failure
+
     async def attach(self, task_id: str, ref: str | None) -> str | None:
-        """A job is named after its task: a journaled job is followed again; a task caught mid-submission is
-        submitted again, and the service refuses the copy as a duplicate id when the first attempt landed."""
-        return ref
+        """A journaled job is followed again. A task caught mid-submission is looked up by its job id (the task
+        id): followed if the service stores the job, submitted again only if it surely does not; when the
+        service cannot tell now, the task is queued again and looked up once more before it is posted."""
+        if ref is not None:
+            return ref
+        try:
+            stored = await self._stored(task_id)
+        except Exception as exc:
+            log.warning("%s: cannot tell whether job %s is stored on the service (%s); it is looked up again "
+                        "before it is submitted", self.settings.name, task_id, exc)
+            self._unsure.add(task_id)
+            return None
+        return task_id if stored else None
 
     async def poll(self, ref: str) -> JobStatus:
         job = await self._job(ref)
@@ -178,17 +229,45 @@ class IbmQuantumSystem(Adapter):
             removal.add_done_callback(self._removals.discard)
 
     async def _job(self, ref: str) -> dict[str, Any]:
+        job = await self._lookup(ref)
+        if job is None:
+            raise RuntimeError(f"job {ref} is no longer stored on the backend")
+        return job
+
+    async def _stored(self, job_id: str) -> bool:
+        """Whether the service stores job ``job_id``, in any state; raises when it cannot tell."""
+        return await self._lookup(job_id) is not None
+
+    async def _lookup(self, ref: str) -> dict[str, Any] | None:
+        """The stored job, or None when the service says it has no such job."""
         try:
             job: dict[str, Any] = await self.api.get(f"/v1/jobs/{ref}")
             return job
         except ApiError as exc:
-            if exc.status != 405 and exc.code == "1291":
+            if exc.status == 404 and exc.code == "1291":
+                return None
+            if exc.status not in (404, 405):
                 raise
         # older servers have no GET /v1/jobs/{id}: find the job in the list
         for job in (await self.api.get("/v1/jobs")).get("jobs", []):
             if job.get("id") == ref:
                 return dict(job)
-        raise RuntimeError(f"job {ref} is no longer stored on the backend")
+        return None
+
+    async def _resolve_orphans(self) -> None:
+        """Jobs whose POST went unanswered while their task failed: gone ones leave their objects behind to
+        remove; stored ones are cancelled and DELETEd, which frees their lanes."""
+        for job_id in list(self._orphans):
+            try:
+                job = await self._lookup(job_id)
+                if job is not None:
+                    await self.cleanup(job_id)  # cancels a running job, DELETEs it, then removes its objects
+                else:
+                    await self._delete_objects(job_id)
+            except Exception as exc:  # tried again at the next status check
+                log.info("%s: job %s of a failed submission is not resolved yet: %s", self.settings.name, job_id, exc)
+                continue
+            self._orphans.discard(job_id)
 
     async def _describe(self) -> None:
         configuration = await self.api.get(f"/v1/backends/{self.backend}/configuration")
