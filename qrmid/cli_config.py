@@ -7,11 +7,26 @@ from pathlib import Path
 import click
 
 from qrmid.ops import qrmi_import
+from qrmid.ops.config import ConfigError, load
 
 
 @click.group()
 def config() -> None:
     """Admin commands about the config file."""
+
+
+@config.command("check")
+@click.argument("path", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False))
+def check(path: Path) -> None:
+    """Check a config file as `qrmid serve` and reload would: keys, ranges, a secret-holding file's mode.
+
+    Starts nothing; exits 1 with the file, the key and the fault when the file is unusable.
+    """
+    try:
+        loaded = load(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{path}: OK; resources: {', '.join(r.name for r in loaded.resources)}")
 
 
 @config.command("import-qrmi")

@@ -133,3 +133,17 @@ def test_a_daemon_with_an_oversized_message_limit_refuses_to_start_clearly() -> 
     assert run.returncode != 0
     assert f"{path}: key 'daemon.max_message_bytes': must be at least 1048576 and at most 2147483647" in run.stderr
     assert "Traceback" not in run.stderr and not (scratch / "s.sock").exists()
+
+
+def test_config_check_loads_a_file_without_starting_anything(tmp_path: Path) -> None:
+    path = tmp_path / "qrmid.toml"
+    path.write_text('[[resources]]\ntype = "noop"\nname = "n1"\n')
+    good = subprocess.run([sys.executable, "-m", "qrmid", "config", "check", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert (good.returncode, good.stdout) == (0, f"{path}: OK; resources: n1\n")
+    path.write_text("[leases]\nmax_ttl_seconds = 1e12\n")
+    bad = subprocess.run([sys.executable, "-m", "qrmid", "config", "check", str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert f"{path}: key 'leases.max_ttl_seconds': must be at least 1 and at most 31622400 (got 1000000000000.0)" \
+        in bad.stderr
