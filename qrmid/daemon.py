@@ -83,12 +83,14 @@ def _policy(config: Config) -> Policy:
 def _store(config: Config) -> Journal | PostgresStore | None:
     """Where tasks are recorded: PostgreSQL with ``[cluster]``, else the SQLite journal unless it is off."""
     journal, cluster = config.journal, config.cluster
-    retain = {"retain_seconds": journal.retain_results_days * 86_400, "max_result_bytes": journal.max_results_bytes}
+    retain_seconds, max_result_bytes = journal.retain_results_days * 86_400, journal.max_results_bytes
     if cluster is not None:
         return PostgresStore(cluster.dsn, member=cluster.member, password_file=cluster.password_file,
                              connect_timeout=cluster.connect_timeout_seconds,
-                             commit_timeout=cluster.commit_timeout_seconds, **retain)
-    return Journal(journal.path, commit_timeout=journal.commit_timeout_seconds, **retain) if journal.enabled else None
+                             commit_timeout=cluster.commit_timeout_seconds, retain_seconds=retain_seconds,
+                             max_result_bytes=max_result_bytes)
+    return Journal(journal.path, commit_timeout=journal.commit_timeout_seconds, retain_seconds=retain_seconds,
+                   max_result_bytes=max_result_bytes) if journal.enabled else None
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:

@@ -83,7 +83,7 @@ def safe_dsn(dsn: str) -> str:
     if "password" not in params:
         return dsn  # as the admin wrote it
     del params["password"]
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def read_password(path: Path) -> str:
