@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import boto3
 import grpc
 import pytest
 from daemons import config, running
@@ -54,6 +55,14 @@ async def qrmid(services: tuple[Proc, Proc]) -> AsyncIterator[AsyncClient]:
     cfg = config([resource(name, services, retry_deadline_seconds=3) for name in BACKENDS])
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
         yield client
+
+
+async def objects(services: tuple[Proc, Proc]) -> set[str]:
+    """The keys in the job bucket."""
+    s3 = boto3.client("s3", endpoint_url=services[1].url, region_name="us-east-1", aws_access_key_id="k",
+                      aws_secret_access_key="s")
+    listing = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
+    return {entry["Key"] for entry in listing.get("Contents", [])}
 
 
 def isa_bell(shots: int = 200) -> pb.Payload:
@@ -152,10 +161,18 @@ async def test_an_outage_longer_than_the_deadline_fails_tasks_clearly(qrmid: Asy
     with pytest.raises(TaskFailed) as failed:
         await qrmid.run("down", BELL)
     assert "POST /v1/jobs kept failing for 3 s: HTTP 503" in failed.value.task.reason
+    assert "whether job" in failed.value.task.reason, "the POST may have landed: its fate is said to be unknown"
     assert (await qrmid.resource("perth")).status == pb.RESOURCE_STATUS_ONLINE, "the daemon keeps serving"
+    key = f"input_{failed.value.task.id}.json"
+    assert key in await objects(services), "kept while the job may exist"
     await emulator(services, "DELETE", "/_emulator/faults")
     task, _ = await qrmid.run("down", BELL)
     assert task.state == pb.TASK_STATE_COMPLETED
+    for _ in range(100):  # once the service answers again, the job is found never to have landed
+        if key not in await objects(services):
+            break
+        await asyncio.sleep(0.1)
+    assert key not in await objects(services), "the objects of a job known not to exist are removed"
 
 
 async def test_cancel_while_running_frees_the_lane(qrmid: AsyncClient, services: tuple[Proc, Proc]) -> None:

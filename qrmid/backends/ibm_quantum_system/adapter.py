@@ -41,6 +41,7 @@ class IbmQuantumSystem(Adapter):
         self._removals: set[asyncio.Task[Any]] = set()
         self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
         self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
+        self._resolving: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
         iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline)
@@ -60,13 +61,15 @@ class IbmQuantumSystem(Adapter):
         await self.storage.start()  # the description is read by the first status check, off the start-up path
 
     async def close(self) -> None:
-        await asyncio.gather(*self._removals, return_exceptions=True)
+        if self._resolving is not None:
+            self._resolving.cancel()
+        await asyncio.gather(*self._removals, *filter(None, [self._resolving]), return_exceptions=True)
         await self._http.aclose()
 
     async def status(self) -> BackendStatus:
         backend = await self.api.get(f"/v1/backends/{self.backend}")
-        if self._orphans:
-            await self._resolve_orphans()
+        if self._orphans and (self._resolving is None or self._resolving.done()):  # in the background: a status check never waits on it
+            self._resolving = asyncio.create_task(self._resolve_orphans())
         await self._read_lanes()
         if self._configuration is None:
             await self._describe()
