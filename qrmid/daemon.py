@@ -38,6 +38,7 @@ from qrmid.ops.accounting import Ledger
 from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
+from qrmid.store.spool import Spool, SpoolError
 from qrmid.store.postgres import PostgresStore, StoreError
 from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -77,7 +78,10 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
 
 def _policy(config: Config) -> Policy:
     return Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
-                  cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain)
+                  cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain,
+                  max_queued_bytes_per_user=config.tasks.max_queued_bytes_per_user,
+                  max_queued_bytes_per_resource=config.tasks.max_queued_bytes_per_resource,
+                  max_leases_per_user=config.leases.max_per_user)
 
 
 def _store(config: Config) -> Journal | PostgresStore | None:
@@ -135,6 +139,8 @@ class Daemon:
         self.broker.events.subscribe(logs.TaskLog())
         self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
         self.journal = _store(config)
+        self.spool = Spool(config.journal.path.with_name(config.journal.path.name + ".spool"),
+                           config.tasks.spool_above_bytes) if self.journal is not None else None
         self.servers: list[grpc.aio.Server] = []  # one per listener
         self._socket_lock = sockets.SocketLock(config.daemon.socket)
         self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this daemon bound
@@ -162,6 +168,12 @@ class Daemon:
                 raise StartupError(str(exc)) from None
             self.journal.start()
             self.broker.events.subscribe(self.journal)
+        if self.spool is not None:
+            try:
+                await asyncio.to_thread(self.spool.open)
+            except SpoolError as exc:
+                raise StartupError(str(exc)) from None
+            self.broker.payloads = self.spool
         limit = self.config.daemon.max_message_bytes
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
@@ -224,6 +236,8 @@ class Daemon:
         await self.metrics.close()
         if self.journal is not None:
             await asyncio.to_thread(self.journal.close)
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.close)
         self._release_socket()
 
     def _release_socket(self) -> None:

@@ -10,13 +10,20 @@ from dataclasses import dataclass
 
 from qrmid.backends.base import Adapter, Busy, InvalidPayload
 from qrmid.backends.payloads import Payload
-from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from qrmid.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from qrmid.core.events import Events
 from qrmid.core.leases import Lease, LeaseTable
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
-from qrmid.core.tasks import Task, TaskState
+from qrmid.core.tasks import PayloadStore, Task, TaskState
 from qrmid.core.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,9 @@ class Policy:
     """Daemon-wide rules for tasks and leases."""
 
     max_payload_bytes: int = 8 << 20
+    max_queued_bytes_per_user: int = 256 << 20  # payload bytes one user may have queued, all resources together
+    max_queued_bytes_per_resource: int = 1 << 30  # payload bytes queued on one resource, all users together
+    max_leases_per_user: int = 1_000  # live leases one user may hold, all resources together
     require_lease: bool = False
     cancel_on_release: bool = True
     retain_tasks: int = 10_000
@@ -50,6 +60,7 @@ class Broker:
         self._requests: dict[tuple[str, str], str] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
+        self.payloads: PayloadStore | None = None  # where large queued payloads wait (none: in memory)
         self.validation = Validation()  # the daemon sets one from [validation]
         for resource in self.resources.values():
             resource.scheduler.on_done = self._finish
@@ -98,7 +109,7 @@ class Broker:
     def acquire(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0, account: str = "") -> Lease:
         resource = self._open(name)
         lease = self.leases.grant(resource.name, owner, slurm_job_id, ttl, limit=resource.max_leases,
-                                  account=account)
+                                  account=account, owner_limit=self.policy.max_leases_per_user)
         log.info("lease %s granted on %s to %s (slurm job %s)", lease.id, name, owner, slurm_job_id or "-",
                  extra=_lease_context(lease))
         self.events.lease_granted(lease)
@@ -164,7 +175,7 @@ class Broker:
         if payload.size > self.policy.max_payload_bytes:
             raise InvalidArgument(f"payload is {payload.size} bytes; the limit is {self.policy.max_payload_bytes}")
         priority = resource.scheduler.policy.resolve(priority, admin)
-        resource.scheduler.check_room(owner)
+        self._check_room(resource, owner, payload.size)
         try:
             shots = await self.validation.run(owner, resource.adapter.validate(payload), payload.size)
         except InvalidPayload as exc:
@@ -178,6 +189,7 @@ class Broker:
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
                     client_request_id=request_id, events=self.events, priority=priority,
                     account=lease.account if lease else "")
+        self._check_room(resource, owner, task.size)  # again: others may have queued while it was validated
         resource.scheduler.enqueue(task)
         self.events.task_queued(task)
         self._tasks[task.id] = task
@@ -188,6 +200,7 @@ class Broker:
         except Unavailable:
             self._refuse(task)
             raise
+        await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting
         return task
 
     async def _recorded(self, task: Task) -> Task:
@@ -205,6 +218,37 @@ class Broker:
         if self._requests.get((task.owner, task.client_request_id)) == task.id:
             del self._requests[(task.owner, task.client_request_id)]
         self.events.task_refused(task)
+
+    def _check_room(self, resource: Resource, owner: str, size: int) -> None:
+        """ResourceExhausted when ``resource``'s queue, or ``owner``, has no room for a task of ``size`` payload
+        bytes: a limit on queued tasks, or on queued payload bytes (``owner``'s on all resources together)."""
+        resource.scheduler.check_room(owner)
+        limit = self.policy.max_queued_bytes_per_resource
+        queued = resource.scheduler.queued_bytes
+        if limit and queued + size > limit:
+            raise ResourceExhausted(
+                f"resource {resource.name!r} has {_size(queued)} of payloads queued; this task's {_size(size)} would "
+                f"pass its limit of {_size(limit)} ([tasks] max_queued_bytes_per_resource); retry once queued tasks "
+                "have started")
+        limit = self.policy.max_queued_bytes_per_user
+        queued = sum(other.scheduler.bytes_queued_by(owner) for other in self.resources.values())
+        if limit and queued + size > limit:
+            raise ResourceExhausted(
+                f"you have {_size(queued)} of payloads queued; this task's {_size(size)} would pass the per-user limit "
+                f"of {_size(limit)} ([tasks] max_queued_bytes_per_user); wait for some of your tasks to start, or "
+                "cancel some")
+
+    async def _store(self, task: Task) -> None:
+        """Move a large queued payload out of memory until dispatch, while its task is still queued."""
+        if self.payloads is None:
+            return
+        stored = await self.payloads.put(task.payload)
+        if stored is None:
+            return
+        if self.resources[task.resource].scheduler.holds(task):  # not taken for submission meanwhile
+            task.store(stored)
+        else:
+            stored.discard()
 
     async def restore(self, tasks: Iterable[Task], leases: Iterable[Lease], held: set[str],
                       submitting: set[str], drains: Mapping[str, str] | None = None) -> None:
@@ -368,6 +412,13 @@ class Broker:
                 cancelled = self._end_lease(lease, "its lease expired")
                 log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled,
                          extra=_lease_context(lease))
+
+
+def _size(size: int) -> str:
+    """``size`` bytes for a person: in MiB, KiB or bytes."""
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.1f} MiB"
+    return f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} bytes"
 
 
 def _lease_context(lease: Lease) -> dict[str, str]:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from qrmid.backends.base import Adapter, Busy, JobState
 from qrmid.core.errors import ResourceExhausted, Unavailable
 from qrmid.core.queue import FairQueue, SchedulingPolicy
-from qrmid.core.tasks import Result, Task, TaskState
+from qrmid.core.tasks import PayloadUnreadable, Result, Task, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ class Scheduler:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes of the queued tasks."""
+        return self._queue.total_bytes
+
+    def bytes_queued_by(self, owner: str) -> int:
+        return self._queue.bytes_queued_by(owner)
+
+    def holds(self, task: Task) -> bool:
+        """Whether ``task`` waits in the queue (not taken for submission)."""
+        return task in self._queue
 
     @property
     def running(self) -> int:
@@ -116,12 +128,19 @@ class Scheduler:
             self._submitting = task
             try:
                 await task.events.recorded(task)  # never run a task the journal could not record
+                payload = await task.full_payload()
                 if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
                     task.events.task_submitting(task)
                     await task.events.durable()
-                ref = await self.adapter.submit(task.id, task.payload)
+                ref = await self.adapter.submit(task.id, payload)
             except (Busy, Unavailable) as busy:
                 self._refused(task, str(busy))
+                continue
+            except PayloadUnreadable as exc:
+                log.error("task %s on %s: %s", task.id, self.name, exc, extra=log_context(task))
+                if not task.state.terminal:
+                    task.transition(TaskState.FAILED, str(exc))
+                self._finished(task)
                 continue
             except Exception as exc:  # a backend failure fails the task, never the scheduler
                 log.warning("task %s on %s: submission failed: %s", task.id, self.name, exc, extra=log_context(task))

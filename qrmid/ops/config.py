@@ -121,6 +121,37 @@ class TaskSettings(_Section):
     max_payload_bytes: int = Field(8 << 20, ge=1024, le=1 << 30, description="largest payload accepted")
     retain: int = Field(10_000, ge=1, le=10_000_000, description="finished tasks whose status and result stay "
                         "available")
+    max_queued_bytes_per_user: int = Field(256 << 20, ge=1 << 20, le=1 << 40, description="payload bytes one user "
+                                           "may have queued, all resources together")
+    max_queued_bytes_per_resource: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="payload bytes queued "
+                                               "on one resource, all users together")
+    spool_above_bytes: int = Field(1 << 20, ge=4096, le=1 << 30, description="queued payloads larger than this wait "
+                                   "for dispatch in files beside the journal, not in memory")
+
+    @model_validator(mode="after")
+    def _queued_bytes(self) -> TaskSettings:
+        for key in ("max_queued_bytes_per_user", "max_queued_bytes_per_resource"):
+            if getattr(self, key) < self.max_payload_bytes:
+                raise ValueError(f"{key} ({getattr(self, key)}) is below max_payload_bytes "
+                                 f"({self.max_payload_bytes}): no payload of the largest size could ever be queued")
+        return self
+
+
+class ValidationSettings(_Section):
+    """``[validation]``: the worker processes that check payloads before they are queued (docs/security.md)."""
+
+    workers: int = Field(2, ge=1, le=64, description="payload checks running at once, each in its own process")
+    memory_mb: int = Field(1024, ge=64, le=1 << 20, description="memory one check may use beyond its worker's own")
+    timeout_seconds: float = Field(30.0, ge=1, le=3600, description="how long one check may take")
+    running_per_user: int = Field(1, ge=1, le=64, description="checks of one user running at once")
+    waiting_per_user: int = Field(1000, ge=1, le=100_000, description="checks of one user waiting for a worker; "
+                                  "more StartTask calls are refused")
+    waiting_bytes_per_user: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="payload bytes of one user's "
+                                        "checks waiting for a worker (a first one always waits)")
+    max_decoded_bytes: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="bytes the typed values of one "
+                                   "Qiskit input (arrays, circuits) may inflate to, in all")
+    max_circuit_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="OpenQASM 3 text of one circuit")
+    max_layout_traps: int = Field(1000, ge=1, le=1_000_000, description="traps of one Pulser register layout")
 
 
 class JournalSettings(_Section):
@@ -169,6 +200,8 @@ class LeaseSettings(_Section):
                                        "that asks for none")
     max_ttl_seconds: float = Field(7 * 86_400, ge=1, le=MAX_LEASE_SECONDS, description="longest lease granted")
     cancel_tasks_on_release: bool = Field(True, description="releasing a lease cancels its unfinished tasks")
+    max_per_user: int = Field(1_000, ge=1, le=1_000_000, description="live leases one user may hold, all "
+                              "resources together")
 
 
 class PriorityClassSettings(_Section):
