@@ -1,5 +1,6 @@
 """Hostile input over a real socket: random field values for every QuantumResources call, garbled payload JSON
-for the Qiskit and Pulser simulators, and random bytes in place of messages. Every answer must be OK or a
+for the Qiskit and Pulser simulators (with IBM's typed values, ``{"__type__": ...}``, and nesting thousands deep),
+and random bytes in place of messages. Every answer must be OK or a
 deliberate refusal, never UNKNOWN or INTERNAL, and the daemon (a real ``qrmid serve`` process) must stay
 healthy throughout.
 
@@ -8,15 +9,19 @@ The hypothesis profile is derandomized with a fixed example budget, so CI runs t
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 import json
 import signal
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from daemons import short_dir, wait_serving
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -178,18 +183,69 @@ def mutated(draw: st.DrawFn, doc: Any) -> Any:
     return doc
 
 
+TYPES = ["ndarray", "BitArray", "QuantumCircuit", "Instruction", "Parameter", "complex", "set", "datetime",
+         "settings", "BindingsArray", "ObservablesArray", "DataBin", "Result", "spmatrix", "to_json", "NoiseModel",
+         "PrimitiveResult", "SamplerPubResult", "ExecutionSpans", "unknown"]
+NUMBERS = st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+
+
+def blob(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def npy(shape: tuple[int, ...], dtype: str) -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return header.getvalue() + bytes(min(int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize, 64))
+
+
+def blobs() -> st.SearchStrategy[str]:
+    """Base64 text that RuntimeEncoder's typed values carry: zlib'd .npy arrays (some declaring shapes far larger
+    than their data), zlib'd junk, plain junk, and text that is not base64 at all."""
+    shapes = st.lists(st.sampled_from([0, 1, 2, 3, 10**16, 2**62]), max_size=3).map(tuple)
+    arrays = st.builds(npy, shapes, st.sampled_from(["<f8", "<i4", "|b1", "|O", "<c16"]))
+    return (arrays.map(zlib.compress) | st.binary(max_size=40).map(zlib.compress) | st.binary(max_size=40)).map(blob) \
+        | st.text(max_size=20)
+
+
+@st.composite
+def typed(draw: st.DrawFn) -> dict[str, Any]:
+    """A RuntimeEncoder typed value ``{"__type__": ..., "__value__": ...}``: a known type name with a value of the
+    right form or not, sometimes without its value."""
+    kind = draw(st.sampled_from(TYPES))
+    value = draw(blobs() | JSON | st.lists(NUMBERS, max_size=4) | st.dictionaries(
+        st.sampled_from(["array", "num_bits", "shape", "data", "fields", "colour", "__value__"]), JSON, max_size=4))
+    return {"__type__": kind} if draw(st.integers(0, 9)) == 0 else {"__type__": kind, "__value__": value}
+
+
+@st.composite
+def deep_text(draw: st.DrawFn, where: str) -> str:
+    """``where`` (JSON text with one ``@`` where a value goes) with that value nested very deep."""
+    depth = draw(st.sampled_from([900, 1_000, 3_000, 30_000]))
+    opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
+    return where.replace("@", opener * depth + "0" + closer * depth)
+
+
 def qiskit_inputs() -> st.SearchStrategy[str]:
-    pub = st.tuples(st.sampled_from([BELL, "OPENQASM 3.0;\nqubit[9] q;\n"]) | st.text(max_size=40),
-                    st.none() | JSON, st.integers(-10, 100) | JSON).map(list)
+    value = JSON | typed() | st.lists(typed(), min_size=1, max_size=2)
+    pub = st.tuples(st.sampled_from([BELL, "OPENQASM 3.0;\nqubit[9] q;\n"]) | st.text(max_size=40) | typed(),
+                    st.none() | value, st.integers(-10, 100) | value).map(list)
+    precision = st.none() | NUMBERS | value
     near_valid = st.fixed_dictionaries({"pubs": st.lists(pub, max_size=3) | JSON,
-                                        "version": st.sampled_from([2, 1, "2"]) | JSON}).map(json.dumps)
+                                        "version": st.sampled_from([2, 1, "2"]) | JSON},
+                                       optional={"precision": precision, "shots": NUMBERS | value,
+                                                 "options": value}).map(json.dumps)
     valid = json.dumps({"pubs": [[BELL, None, 8]], "version": 2})
-    return near_valid | garbled(valid) | JSON.map(json.dumps) | st.text(max_size=60)
+    deep = deep_text(json.dumps({"pubs": [[BELL, "@", 8]], "version": 2}).replace('"@"', "@")) \
+        | deep_text('{"pubs": @, "version": 2}') | deep_text("@")
+    return near_valid | garbled(valid) | JSON.map(json.dumps) | st.text(max_size=60) | deep
 
 
 def pulser_sequences() -> st.SearchStrategy[str]:
     valid = json.dumps(PULSER)
-    return mutated(PULSER).map(json.dumps) | garbled(valid) | JSON.map(json.dumps) | st.text(max_size=60)
+    deep = deep_text(valid.replace('"variables": {}', '"variables": @')) | deep_text(
+        valid.replace('"register": [', '"register": [@, ', 1)) | deep_text("@")
+    return mutated(PULSER).map(json.dumps) | garbled(valid) | JSON.map(json.dumps) | st.text(max_size=60) | deep
 
 
 def payloads() -> st.SearchStrategy[pb.Payload]:

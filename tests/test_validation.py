@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import bombs
 import grpc
 import pytest
 from daemons import config, running
@@ -15,6 +14,7 @@ from daemons import config, running
 from qrmid.backends import qiskit_jobs
 from qrmid.backends.base import InvalidPayload
 from qrmid.backends.checks import Check
+from qrmid.bench import hostile as bombs
 from qrmid.client import AsyncClient, sampler_payload
 from qrmid.core.errors import ResourceExhausted
 from qrmid.core.validation import Validation, ValidationLimits

@@ -56,4 +56,7 @@ Payload = QiskitPrimitive | PulserSequence
 
 def utf8_bytes(text: str) -> int:
     """Length of ``text`` in UTF-8 bytes (a character may take up to four)."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if text.isascii():
+        return len(text)
+    step = 1 << 20  # encoded a piece at a time: a large text is never copied whole
+    return sum(len(text[at:at + step].encode("utf-8", "surrogatepass")) for at in range(0, len(text), step))

@@ -1,4 +1,5 @@
-"""Hostile payloads: each input that once exhausted or crashed validation, built without building its bomb."""
+"""Hostile payloads: each input that once exhausted or crashed validation, built without building its bomb (used by
+the tests and by ``python -m qrmid.bench.validation``)."""
 
 from __future__ import annotations
 
