@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from daemons import ROOT, short_dir
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from qrmid.backends.registry import ResourceConfig
 from qrmid.ops.config import Config, ConfigError, load
 
 
@@ -147,3 +149,27 @@ def test_config_check_loads_a_file_without_starting_anything(tmp_path: Path) -> 
     assert bad.returncode == 1
     assert f"{path}: key 'leases.max_ttl_seconds': must be at least 1 and at most 31622400 (got 1000000000000.0)" \
         in bad.stderr
+
+
+def _resource_numeric_keys() -> list[tuple[str, str, FieldInfo]]:
+    """(resource type, key as written, field) of every int or float key of every resource type."""
+    found = []
+    for settings in get_args(get_args(ResourceConfig)[0]):
+        kind = get_args(settings.model_fields["type"].annotation)[0]
+        found += [(kind, info.alias or key, info) for key, info in settings.model_fields.items()
+                  if info.annotation in (int, float, int | None, float | None)]
+    return found
+
+
+@pytest.mark.parametrize(("kind", "key", "field"), _resource_numeric_keys(), ids=lambda value: str(value)[:40])
+def test_every_numeric_resource_key_is_bounded(tmp_path: Path, kind: str, key: str, field: FieldInfo) -> None:
+    bounds = {name: getattr(item, name) for item in field.metadata for name in ("ge", "gt", "le")
+              if hasattr(item, name)}
+    assert {"ge", "gt"} & bounds.keys() and "le" in bounds, f"{kind} {key} needs a lower and an upper bound"
+    too_big = bounds["le"] * 10 + 1
+    path = tmp_path / "qrmid.toml"
+    path.write_text(f'[[resources]]\ntype = "{kind}"\nname = "r"\n{key} = {too_big}\n')
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert f"key 'resources[0].{key}': must be " in str(refused.value)
+    assert f"at most {int(bounds['le']) if float(bounds['le']).is_integer() else bounds['le']}" in str(refused.value)

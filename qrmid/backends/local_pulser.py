@@ -23,8 +23,8 @@ class Settings(ResourceSettings):
     device: str = Field("AnalogDevice", description="Pulser device whose spec the resource reports")
     slots: int = Field(1, ge=1, le=256, description="worker processes, i.e. sequences emulated at once")
     max_atoms: int = Field(10, ge=1, le=20, description="most atoms emulated (exact emulation is exponential)")
-    max_runs: int = Field(2000, ge=1, description="most runs of one sequence (the device's own cap also applies)")
-    max_run_seconds: float = Field(3600, ge=0, description="an emulation running longer fails; 0: no limit")
+    max_runs: int = Field(2000, ge=1, le=10**9, description="most runs of one sequence (the device's own cap also applies)")
+    max_run_seconds: float = Field(3600, ge=0, le=7 * 86_400, description="an emulation running longer fails; 0: no limit")
 
     @field_validator("device")
     @classmethod

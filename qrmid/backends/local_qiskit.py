@@ -25,9 +25,9 @@ class Settings(ResourceSettings):
     type: Literal["local-qiskit"]
     slots: int = Field(2, ge=1, le=256, description="worker processes, i.e. tasks simulated at once")
     max_qubits: int = Field(24, ge=1, le=40, description="widest circuit accepted")
-    max_shots: int = Field(100_000, ge=1, description="most shots in one pub")
-    max_run_seconds: float = Field(3600, ge=0, description="a simulation running longer fails; 0: no limit")
-    seed: int | None = Field(None, description="fixed simulator seed, for reproducible results")
+    max_shots: int = Field(100_000, ge=1, le=10**9, description="most shots in one pub")
+    max_run_seconds: float = Field(3600, ge=0, le=7 * 86_400, description="a simulation running longer fails; 0: no limit")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixed simulator seed, for reproducible results")
 
 
 class LocalQiskit(PoolAdapter):

@@ -23,7 +23,7 @@ class Settings(ResourceSettings):
 
     type: Literal["noop"]
     slots: int = Field(8, ge=1, le=100_000, description="tasks in flight at once")
-    delay_seconds: float = Field(0.0, ge=0, description="how long each task runs")
+    delay_seconds: float = Field(0.0, ge=0, le=86_400, description="how long each task runs")
 
 
 class Noop(Adapter):

@@ -396,9 +396,10 @@ def _range(loc: tuple[int | str, ...]) -> str:
             model = next(cls for cls in get_args(get_args(ResourceConfig)[0])
                          if part in get_args(cls.model_fields["type"].annotation))
             continue
-        if model is None or part not in model.model_fields:
+        fields = {} if model is None else {info.alias or name: info for name, info in model.model_fields.items()}
+        if part not in fields:
             return ""
-        field = model.model_fields[part]
+        field = fields[part]
         model = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation,
                                                                                         BaseModel) else None
     if field is None:

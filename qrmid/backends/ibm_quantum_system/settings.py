@@ -15,7 +15,7 @@ class Settings(ResourceSettings, populate_by_name=True):
     """One IBM backend reached through the IBM Quantum System API."""
 
     type: Literal["ibm-quantum-system"]
-    poll_interval: float = Field(0.25, gt=0, description="seconds between polls of a running job: a lane "
+    poll_interval: float = Field(0.25, gt=0, le=3600, description="seconds between polls of a running job: a lane "
                                  "stays held until qrmid sees its job end")
     backend: str = Field("", description="backend name on the service; default: the resource name")
     endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_ENDPOINT")
@@ -31,9 +31,9 @@ class Settings(ResourceSettings, populate_by_name=True):
         None, alias="QRMI_IBM_QS_S3_ENDPOINT_FOR_QSAPI", description="S3 endpoint as the service reaches it")
     job_timeout_seconds: int = Field(3600, ge=1, le=MAX_PRESIGN_SECONDS, alias="QRMI_JOB_TIMEOUT_SECONDS",
                                      description="limit on a job's system execution time")
-    lanes: int = Field(5, ge=1, description="lane count when the service has no /lanes route")
-    max_lanes: int = Field(0, ge=0, description="use at most this many lanes; 0: all the service grants")
-    request_timeout_seconds: float = Field(60, gt=0)
-    retry_deadline_seconds: float = Field(120, gt=0, description="give up a failing call after this long")
+    lanes: int = Field(5, ge=1, le=1000, description="lane count when the service has no /lanes route")
+    max_lanes: int = Field(0, ge=0, le=1000, description="use at most this many lanes; 0: all the service grants")
+    request_timeout_seconds: float = Field(60, gt=0, le=3600)
+    retry_deadline_seconds: float = Field(120, gt=0, le=86_400, description="give up a failing call after this long")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="job log detail")
     delete_objects: bool = Field(True, description="remove a job's S3 objects once its results are stored")

@@ -32,17 +32,17 @@ class Settings(ResourceSettings, populate_by_name=True):
     password: SecretStr | None = Field(None, alias="PASQAL_PASSWORD")
     audience: str = Field("https://apis.pasqal.cloud/account/api/v1", description="token audience (follows "
                           "the service tier)")
-    slots: int = Field(100, ge=1, description="most tasks in flight (submitted, not finished) at once")
-    batch_window_seconds: float = Field(60.0, gt=0, description="complete an open batch this long after "
+    slots: int = Field(100, ge=1, le=100_000, description="most tasks in flight (submitted, not finished) at once")
+    batch_window_seconds: float = Field(60.0, gt=0, le=86_400, description="complete an open batch this long after "
                                         "opening it; keep it below the service's open-batch time-out")
-    max_jobs_per_batch: int = Field(100, ge=1, description="complete a batch once it holds this many jobs; "
+    max_jobs_per_batch: int = Field(100, ge=1, le=100_000, description="complete a batch once it holds this many jobs; "
                                     "1: one batch per task")
-    max_runs_per_batch: int = Field(0, ge=0, description="complete a batch once its jobs add up to this many "
+    max_runs_per_batch: int = Field(0, ge=0, le=10**9, description="complete a batch once its jobs add up to this many "
                                     "runs; 0: no limit")
     close_when_idle: bool = Field(True, description="complete the open batch once the resource's queue is "
                                   "empty and every job of the batch has finished")
-    request_timeout_seconds: float = Field(30.0, gt=0)
-    retry_deadline_seconds: float = Field(120.0, gt=0, description="give up a failing call after this long")
+    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    retry_deadline_seconds: float = Field(120.0, gt=0, le=86_400, description="give up a failing call after this long")
 
     @model_validator(mode="after")
     def _credentials(self) -> Settings:

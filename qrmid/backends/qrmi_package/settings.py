@@ -50,8 +50,8 @@ class Settings(ResourceSettings):
                                               "un-prefixed (QRMI_IBM_QCS_ENDPOINT, ...); all values kept secret")
     slots: int = Field(4, ge=1, le=64, description="tasks in flight at once; one worker thread and one QRMI "
                        "handle each")
-    max_qubits: int = Field(10_000, ge=1, description="refuse Qiskit inputs wider than this before queueing")
-    max_shots: int = Field(10_000_000, ge=1, description="refuse inputs with more shots (or runs) than this")
+    max_qubits: int = Field(10_000, ge=1, le=1_000_000, description="refuse Qiskit inputs wider than this before queueing")
+    max_shots: int = Field(10_000_000, ge=1, le=10**12, description="refuse inputs with more shots (or runs) than this")
 
     @field_validator("environment", mode="before")
     @classmethod
