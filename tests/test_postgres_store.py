@@ -173,6 +173,21 @@ async def test_a_task_postgresql_refuses_to_store_is_refused_alone(database: Dat
         assert conn.execute("SELECT client_request_id FROM tasks").fetchall() == [("good",)]
 
 
+async def test_a_second_member_on_the_same_database_is_refused_until_the_first_stops(database: Database) -> None:
+    first = cluster_config(database)
+    second = config(NOOP, cluster={**cluster(database), "member": "node-b", "connect_timeout_seconds": 1})
+    async with running(first):
+        with pytest.raises(StartupError) as error:
+            async with running(second):
+                pass
+        message = str(error.value)
+        assert f"PostgreSQL at {database.dsn} is in use by qrmid node-a" in message, message
+        assert "one member at a time" in message
+    async with running(second) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        task = await qrmid.start_task("noop", PAYLOAD)
+        assert (await qrmid.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+
+
 class Member:
     """``qrmid serve`` with ``[cluster]`` in its own process, restartable, killable with SIGKILL; its log output
     (at debug level) collected in one file across runs."""

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 5_000  # writes per transaction
 MAX_RETRY_SECONDS = 5.0
+MEMBER_LOCK = 0x71726D69_64000001  # the advisory lock of the member using the database
 
 Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
 
@@ -65,6 +66,9 @@ UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, 
 MEMBER_STARTED = """INSERT INTO members (name) VALUES (%s)
     ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now()"""
 HEARTBEAT = "UPDATE members SET heartbeat = now() WHERE name = %s"
+HOLDER = """SELECT coalesce(nullif(a.application_name, ''), 'a session of PID ' || l.pid) FROM pg_locks l
+    JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s
+    AND l.objid::bigint = %s AND l.objsubid = 1"""
 READ_TASKS = """SELECT t.*, r.remote_ref, coalesce(r.released, false) AS released, s.data AS result,
     s.content_type AS result_type, coalesce(s.logs, '') AS logs
     FROM tasks t LEFT JOIN remote_refs r ON r.task_id = t.id LEFT JOIN results s ON s.task_id = t.id ORDER BY t.seq"""
@@ -124,6 +128,7 @@ class PostgresStore(Listener):
         self._conninfo = dsn
         self._password = ""
         self._pool: AsyncConnectionPool | None = None
+        self._guard: psycopg.Connection[Any] | None = None  # holds the member lock
         self._pending: list[Write] = []
         self._enqueued = 0
         self._committed = 0
@@ -147,13 +152,16 @@ class PostgresStore(Listener):
         self._conninfo = make_conninfo(self._conninfo, connect_timeout=timeout, application_name=f"qrmid {self.member}",
                                        **({"password": self._password} if self._password else {}))
         try:
+            self._guard = self._claim()
             applied = schema.migrate(self._conninfo)
             with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
                 conn.execute(MEMBER_STARTED, (self.member,))
                 recovered = _read(conn)
-        except schema.SchemaError as exc:
-            raise StoreError(f"PostgreSQL at {self.dsn}: {exc}") from None
-        except psycopg.Error as exc:
+        except (schema.SchemaError, psycopg.Error) as exc:
+            if self._guard is not None:
+                self._guard.close()
+            if isinstance(exc, schema.SchemaError):
+                raise StoreError(f"PostgreSQL at {self.dsn}: {exc}") from None
             raise StoreError(f"cannot use PostgreSQL at {self.dsn}: {self._scrub(exc)}; check [cluster] dsn, the "
                              "password, and that the server runs and takes connections") from None
         if applied:
@@ -161,6 +169,22 @@ class PostgresStore(Listener):
         log.info("PostgreSQL at %s: member %s, %d task(s) and %d lease(s) recovered", self.dsn, self.member,
                  len(recovered.tasks), len(recovered.leases))
         return recovered
+
+    def _claim(self) -> psycopg.Connection[Any]:
+        """A connection of its own holding the database's member lock for the daemon's life: one member uses a
+        database until dispatch is elected among members. A killed member's session may take a moment to end, so
+        the lock is tried for ``connect_timeout`` seconds; StoreError naming the member that holds it."""
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        deadline = time.monotonic() + self.connect_timeout
+        while not _scalar(conn, "SELECT pg_try_advisory_lock(%s)", (MEMBER_LOCK,)):
+            if time.monotonic() > deadline:
+                holder = _scalar(conn, HOLDER, (MEMBER_LOCK >> 32, MEMBER_LOCK & 0xFFFFFFFF)) or "another qrmid"
+                conn.close()
+                raise StoreError(f"PostgreSQL at {self.dsn} is in use by {holder}: until dispatch is elected among "
+                                 "members, one member at a time may use a database; stop that one, or give this "
+                                 "one its own database")
+            time.sleep(0.2)
+        return conn
 
     def start(self) -> None:
         """Open the connection pool and start the writer task; call on the event loop, after ``open``."""
@@ -183,6 +207,8 @@ class PostgresStore(Listener):
             await self._writer
         if self._pool is not None:
             await self._pool.close()
+        if self._guard is not None:
+            await asyncio.to_thread(self._guard.close)
 
     # -- durability --------------------------------------------------------------------------------------------
 
@@ -459,6 +485,11 @@ def _refused(exc: psycopg.Error) -> bool:
     """Whether PostgreSQL refused a write for its values (which no retry changes) rather than failed to take it."""
     return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)) or \
         (isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None)  # a value psycopg cannot adapt
+
+
+def _scalar(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
 
 
 def _read(conn: psycopg.Connection[dict[str, Any]]) -> Recovered:
