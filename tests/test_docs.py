@@ -17,21 +17,24 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from daemons import ROOT, short_dir, wait_serving
 from munged import munged
 
@@ -44,6 +47,8 @@ SHELLS = {"sh", "bash", "shell", "console"}
 CHECKED = SHELLS | {"python", "toml", "json", "ini", "systemd", "c", "promql"}
 VENV_BIN = Path(sys.executable).parent
 OVERLAID = ("run", "etc", "var/lib", "opt")  # written by pages into the scratch dir
+METRICS = "127.0.0.1:9464"  # in the page's own network namespace, as in operations.md
+SCRAPE = f"import urllib.request; print(urllib.request.urlopen('http://{METRICS}/metrics', timeout=30).read().decode())"
 PRIVATE = {Path("/run/qrmid"): "run-qrmid", Path("/etc/qrmid"): "etc-qrmid", Path("/var/lib/qrmid"): "var-lib-qrmid"}
 
 # Blocks that are not run, each with its reason: (page, a text the block contains) -> why. Keep it short.
@@ -55,13 +60,18 @@ NOT_RUN = {
     ("docs/python.md", "srun --qpu"): "needs slurmd with the SPANK plugin: tests/slurm/ runs jobs with --qpu on the "
                                       "one-node test cluster, tests/test_qrmi_dropin.py the task runner with the "
                                       "variables the plugin exports",
-    ("docs/security.md", "qrmid.example.org"): "a remote daemon found by DNS name, with a certificate for that "
-                                               "name: tests/test_identity.py runs TCP with TLS and tokens",
 }
 
 # A busy site for the admin pages: a resource named as in their examples (a noop: the admin calls do not depend
 # on the type) with a running task, a queued one and a live lease.
 BUSY_SITE = '[[resources]]\ntype = "noop"\nname = "ibm_fez"\nslots = 1\ndelay_seconds = 600\n'
+
+# A shared node as in security.md: users over the socket with MUNGE, services over TCP with TLS and tokens, from
+# the host name in the daemon's certificate (qrmid.example.org, resolved to the page's own loopback).
+SHARED_NODE = ('auth = "munge"\nsocket_mode = "0666"\ntcp = "0.0.0.0:50051"\ntcp_auth = "token"\n'
+               'tls_cert = "/etc/qrmid/tls/qrmid.pem"\ntls_key = "/etc/qrmid/tls/qrmid.key"\n')
+HOST = "qrmid.example.org"
+SERVICE_TOKEN = "0d9c4f1ab7e25386c4e0f9a1d2b37c68"
 
 # QRMI's config format, for the pages that import one (an IBM Quantum System entry, as the SPANK plugin reads it).
 QRMI_CONFIG = {"resources": [{"name": "ibm_torino", "type": "ibm-quantum-system", "environment": {
@@ -102,22 +112,26 @@ class Block:
 
 @dataclass(frozen=True)
 class Setup:
-    """What a page expects to find: its daemon's [daemon] keys and further sections, or no daemon at all when the
-    page starts its own; a busy site (tasks and a lease on ibm_fez); a munged; a metrics endpoint."""
+    """What a page expects to find: its daemon's [daemon] and [auth] keys and further sections, or no daemon at all
+    when the page starts its own; a busy site (tasks and a lease on ibm_fez); a munged; a metrics endpoint; TLS
+    and tokens for services over TCP."""
 
     own_daemon: bool = False
     daemon_keys: str = ""
+    auth_keys: str = ""
     sections: str = ""
     busy: bool = False
     munge: bool = False
     metrics: bool = False
+    tls: bool = False
 
 
 SETUPS = {
     "README.md": Setup(own_daemon=True),
     "docs/admin.md": Setup(sections=BUSY_SITE, busy=True),
     "docs/operations.md": Setup(sections=BUSY_SITE, busy=True, metrics=True),
-    "docs/security.md": Setup(daemon_keys='auth = "munge"\nsocket_mode = "0666"\n', munge=True),
+    "docs/security.md": Setup(daemon_keys=SHARED_NODE, auth_keys='tokens_file = "/etc/qrmid/tokens.toml"\n',
+                              munge=True, tls=True),
 }
 
 
@@ -141,12 +155,6 @@ def fenced_blocks(path: Path) -> list[Block]:
 BLOCKS = [block for path in DOCS for block in fenced_blocks(path) if block.lang != "text"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Page:
     """One page's scratch dir and private mounts; the commands of its blocks run in order in them."""
@@ -157,7 +165,6 @@ class Page:
     scratch: Path = field(default_factory=short_dir)
     groups: list[int] = field(default_factory=list)
     daemon: subprocess.Popen[bytes] | None = None
-    metrics: str = ""
 
     def __post_init__(self) -> None:
         self.src = self.scratch / "qrmid"
@@ -167,6 +174,8 @@ class Page:
                           *PRIVATE.values()):
             (self.scratch / directory).mkdir(parents=True, exist_ok=True)
         (self.scratch / "upper/etc/slurm").mkdir()
+        if self.setup.tls:
+            (self.scratch / "upper/etc/hosts").write_text(Path("/etc/hosts").read_text() + f"127.0.0.1 {HOST}\n")
         qrmi_config = self.scratch / "upper/etc/slurm/qrmi_config.json"
         qrmi_config.touch(mode=0o600)  # it holds credentials
         qrmi_config.write_text(json.dumps(QRMI_CONFIG, indent=2))
@@ -179,17 +188,18 @@ class Page:
                     "QRMID_ADDRESS": f"unix:{SYSTEM_SOCKET}"}
         if self.munge_socket is not None:
             self.env["QRMID_MUNGE_SOCKET"] = str(self.munge_socket)
-        mounts = [f"mount -t overlay overlay -o lowerdir=/{tree},upperdir={self.scratch}/upper/{tree},"
+        mounts = ["ip link set lo up"]
+        mounts += [f"mount -t overlay overlay -o lowerdir=/{tree},upperdir={self.scratch}/upper/{tree},"
                   f"workdir={self.scratch}/work/{tree} /{tree}" for tree in OVERLAID]
         mounts += [f"mkdir -p {path} && mount --bind {self.scratch / mine} {path}" for path, mine in PRIVATE.items()]
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+        self.holder = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-ec",
                                         " && ".join(mounts) + " && echo ready && exec sleep 86400"],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        start_new_session=True)
         assert self.holder.stdout is not None and self.holder.stderr is not None
         if self.holder.stdout.readline() != b"ready\n":
             self.holder.wait()
-            pytest.fail(f"cannot mount the site's paths privately: {self.holder.stderr.read().decode()}")
+            pytest.fail(f"cannot set up the page's mounts and network: {self.holder.stderr.read().decode()}")
 
     def private(self, path: Path) -> Path:
         """Where the test, outside the page's mounts, reaches ``path`` of the page (under a private mount)."""
@@ -199,8 +209,8 @@ class Page:
     def spawn(self, argv: list[str], output: Path) -> subprocess.Popen[bytes]:
         """``argv`` in the page's mounts and tree, in a process group of its own (stopped with the page)."""
         with output.open("ab") as sink:
-            process = subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", f"--wd={self.src}", "--",
-                                        *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
+            process = subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--net", f"--wd={self.src}",
+                                        "--", *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.groups.append(process.pid)
         return process
@@ -222,12 +232,12 @@ class Page:
         starts its own."""
         if self.daemon is not None or self.setup.own_daemon:
             return
-        sections = self.setup.sections
+        auth = self.setup.auth_keys + (f'munge_socket = "{self.munge_socket}"\n' if self.munge_socket else "")
+        sections = f"[auth]\n{auth}{self.setup.sections}"
         if self.setup.metrics:
-            self.metrics = f"127.0.0.1:{free_port()}"
-            sections += f'[metrics]\naddress = "{self.metrics}"\n'
-        if self.munge_socket is not None:
-            sections += f'[auth]\nmunge_socket = "{self.munge_socket}"\n'
+            sections += f'[metrics]\naddress = "{METRICS}"\n'
+        if self.setup.tls:
+            self.tls_site()
         path = self.private(Path("/etc/qrmid/qrmid.toml"))
         path.touch(mode=0o600)
         path.write_text(f"[daemon]\nshutdown_grace_seconds = 2\n{self.setup.daemon_keys}{sections}")
@@ -239,6 +249,34 @@ class Page:
                 qrmid.acquire("ibm_fez")
                 for _ in range(2):
                     qrmid.start_task("ibm_fez", payload_from_task_input(examples.load("bell")))
+
+    def tls_site(self) -> None:
+        """The daemon's certificate for HOST from a CA, its tokens file, and a service's token file and CA bundle."""
+        tls = self.private(Path("/etc/qrmid/tls"))
+        tls.mkdir()
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+                  .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                  .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                  .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+                  .sign(ca_key, hashes.SHA256()))
+        (tls / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (tls / "qrmid.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        secrets = {tls / "qrmid.key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()),
+                   self.private(Path("/etc/qrmid/tokens.toml")):
+                       f'[[token]]\nname = "portal"\ntoken = "{SERVICE_TOKEN}"\n'.encode(),
+                   self.scratch / "home/.qrmid-token": SERVICE_TOKEN.encode()}
+        for path, content in secrets.items():
+            path.touch(mode=0o600)
+            path.write_bytes(content)
 
     def close(self) -> None:
         for group in self.groups:  # the daemon and what the page's commands left running, e.g. `qrmid serve &`
@@ -337,8 +375,9 @@ def check_toml(page: Page, block: Block) -> None:
 def check_promql(page: Page, block: Block) -> None:
     """Every metric a query names is one the daemon exports (histograms through their series)."""
     page.ensure_daemon()
-    assert page.metrics, f"{block.id}: give {page.page} a metrics endpoint in SETUPS"
-    exposition = urllib.request.urlopen(f"http://{page.metrics}/metrics", timeout=30).read().decode()
+    assert page.setup.metrics, f"{block.id}: give {page.page} a metrics endpoint in SETUPS"
+    code, exposition = page.run(["python", "-c", SCRAPE], f"block-{block.line}")
+    assert code == 0, f"{block.id}: cannot scrape the daemon's metrics: {exposition[-2000:]}"
     known = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE):
         known |= {name, f"{name}_total"} if kind == "counter" else {name}
