@@ -204,3 +204,32 @@ def test_two_daemons_started_at_once_on_one_socket() -> None:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 assert process.wait(timeout=60) == 0
+
+
+def test_with_no_headroom_connections_are_capped_and_the_daemon_keeps_its_descriptors() -> None:
+    """With no headroom in the open files limit (300, soft and hard), max_connections is lowered so that the
+    daemon keeps 256 descriptors of its own: 100 idle connections are all closed (past the cap at once, the rest
+    once idle) instead of exhausting them, and the daemon goes on journaling and running tasks."""
+    scratch = short_dir()
+    path = scratch / "qrmid.sock"
+    cfg = scratch / "qrmid.toml"
+    cfg.write_text(f'[daemon]\nsocket = "{path}"\nidle_connection_seconds = 2\n[journal]\npath = "{scratch}/j.db"\n'
+                   '[[resources]]\ntype = "noop"\nname = "fast"\n')
+    process = subprocess.Popen(["prlimit", "--nofile=300:300", sys.executable, "-m", "qrmid", "serve", "--config",
+                                str(cfg)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    idle: list[socket.socket] = []
+    try:
+        wait_serving(f"unix:{path}", process=process)
+        idle = [idle_connection(str(path)) for _ in range(100)]
+        deadline = time.monotonic() + 60
+        assert all(closed_by_peer(conn, deadline) for conn in idle), "every idle connection is closed"
+        with Client(f"unix:{path}", timeout=30) as qrmid:
+            assert [r.name for r in qrmid.list_resources()] == ["fast"]
+            assert qrmid.wait(qrmid.start_task("fast", pulser_payload({}, 1)).id, timeout=60).state == \
+                pb.TASK_STATE_COMPLETED, "the journal and the backend still get descriptors"
+    finally:
+        for conn in idle:
+            conn.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert "max_connections lowered from 10000 to 44 per listener" in process.communicate()[1]
