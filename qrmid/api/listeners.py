@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from qrmid.api.auth import Admins, Authenticator, AuthInterceptor, AuthSetupError, DaemonUser, Munge, load_tokens
+from qrmid.api.refusals import RefusalLog
 from qrmid.ops import munge
 from qrmid.ops.config import Config, DaemonSettings
 
@@ -34,6 +35,7 @@ class Listener:
     address: str
     auth: str
     authenticator: Authenticator
+    refusals: RefusalLog  # where its refused calls are logged (one log shared by every listener)
     credentials: grpc.ServerCredentials | None = None
 
     def describe(self) -> str:
@@ -46,18 +48,21 @@ def listeners(config: Config) -> list[Listener]:
     admins = Admins(auth.admin_group)
     modes = {daemon.auth} | ({daemon.tcp_auth} if daemon.tcp else set())
     tokens = load_tokens(auth.tokens_file) if "token" in modes and auth.tokens_file else None
+    munge_auth = Munge(admins, auth.munge_socket, auth.munge_threads) if "munge" in modes else None
+    refusals = RefusalLog(auth.failure_log_seconds)
 
     def authenticator(mode: str) -> Authenticator:
         if mode == "munge":
-            return Munge(admins, auth.munge_socket)
+            assert munge_auth is not None
+            return munge_auth
         if mode == "token":
             assert tokens is not None, "the config requires tokens_file with auth = token"
             return tokens
         return DaemonUser()
 
-    found = [Listener(f"unix:{daemon.socket}", daemon.auth, authenticator(daemon.auth))]
+    found = [Listener(f"unix:{daemon.socket}", daemon.auth, authenticator(daemon.auth), refusals)]
     if daemon.tcp:
-        found.append(Listener(daemon.tcp, daemon.tcp_auth, authenticator(daemon.tcp_auth), _tls(config)))
+        found.append(Listener(daemon.tcp, daemon.tcp_auth, authenticator(daemon.tcp_auth), refusals, _tls(config)))
     return found
 
 
@@ -105,7 +110,8 @@ def build_servers(found: list[Listener], options: list[tuple[str, int]],
     limits) after it."""
     servers = []
     for listener in found:
-        server = grpc.aio.server(interceptors=[*outer, AuthInterceptor(listener.authenticator), *inner],
+        server = grpc.aio.server(interceptors=[*outer, AuthInterceptor(listener.authenticator, listener.refusals),
+                                                              *inner],
                                  options=options)
         register(server)
         try:

@@ -97,6 +97,9 @@ class AuthSettings(_Section):
     admin_group: str = Field("", description="members of this Unix group (and root) are admins")
     munge_socket: str = Field("", description="munged's socket; libmunge's default when empty")
     tokens_file: Path | None = Field(None, description="bearer tokens of services (auth = token); mode 0600")
+    munge_threads: int = Field(4, ge=1, le=64, description="threads that decode MUNGE credentials (their own pool)")
+    failure_log_seconds: float = Field(60.0, ge=1, le=86_400, description="refused calls are logged once per "
+                                       "peer and reason, then counted in one summary line per this interval")
 
 
 class MetricsSettings(_Section):

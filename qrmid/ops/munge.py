@@ -1,7 +1,7 @@
 """MUNGE credentials through libmunge (``libmunge.so.2``), the HPC authentication service Slurm uses.
 
 Both calls talk to the local ``munged`` over its Unix socket and block, so async code runs them in a
-worker thread (``asyncio.to_thread``). Nothing is cached: every credential goes to ``munged``, which is
+worker thread (the daemon decodes on a pool of its own, see ``qrmid.api.auth.Munge``). Nothing is cached: every credential goes to ``munged``, which is
 what refuses a replay.
 """
 
