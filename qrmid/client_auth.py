@@ -15,6 +15,7 @@ Settings come from arguments, else the environment:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -129,16 +130,26 @@ class _StreamMetadata(_Metadata, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(await self._details(details), request)
 
 
-@dataclass(frozen=True, slots=True)
 class _SocketCheck:
-    """Refuses a call, before anything is sent, when the socket is not the expected owner's."""
+    """Refuses a call, before anything is sent, when the socket is not the expected owner's. Once a socket has
+    passed, a call whose socket is still that file (same device and inode) needs no full check: only its owner or
+    root could have put another one there."""
 
-    path: Path
-    owner: int
+    def __init__(self, path: Path, owner: int) -> None:
+        self.path = path
+        self.owner = owner
+        self._passed: tuple[int, int] | None = None
 
     def __call__(self) -> None:
+        if self._passed is not None:
+            with contextlib.suppress(OSError):
+                found = os.lstat(self.path)
+                if (found.st_dev, found.st_ino) == self._passed:
+                    return
+            self._passed = None
         try:
             sockets.check_socket(self.path, self.owner)
+            found = os.lstat(self.path)
         except sockets.UnsafeSocket as exc:
             trust = "" if exc.foreign is None else (f"; if {sockets.login(exc.foreign)} runs the daemon you mean, set "
                                                     f"{sockets.OWNER_ENV}={sockets.login(exc.foreign)}")
@@ -147,6 +158,7 @@ class _SocketCheck:
             raise _unavailable(f"no daemon at {self.path}: {exc.filename} does not exist") from None
         except OSError as exc:
             raise _unavailable(f"cannot check the socket {self.path}: {exc.filename}: {exc.strerror}") from None
+        self._passed = (found.st_dev, found.st_ino)
 
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:

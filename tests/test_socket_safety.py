@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from daemons import ROOT, short_dir, wait_serving
+from daemons import ROOT, short_dir, subprocess_daemon, wait_serving
 from impostor import Impostor
 from impostor import impostor as impostor_of
 from system_users import system_users
@@ -177,4 +177,17 @@ def test_another_users_socket_in_a_safe_directory_is_refused(impostor: Impostor)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert f"socket {moved} belongs to {MALLORY} (uid {uid(MALLORY)}), not to root (uid 0)" in refused.value.details()
     assert f"set QRMID_SOCKET_OWNER={MALLORY}" in refused.value.details()
+    assert impostor.bytes() == b""
+
+
+def test_a_socket_swapped_after_calls_went_through_is_refused(impostor: Impostor) -> None:
+    """A client remembers the socket that passed its check; a different file at the path is checked afresh."""
+    with subprocess_daemon('[[resources]]\ntype = "noop"\nname = "noop"\n') as (address, _), \
+            Client(address, timeout=5, auth=ClientAuth.resolve("token", token_file=token_file())) as client:
+        assert [r.name for r in client.list_resources()] == ["noop"]
+        impostor.socket.rename(address.removeprefix("unix:"))  # MALLORY's socket where the daemon's was
+        with pytest.raises(grpc.RpcError) as refused:
+            client.list_resources()
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"belongs to {MALLORY}" in refused.value.details()
     assert impostor.bytes() == b""

@@ -190,9 +190,9 @@ static grpc_status_code check_directory(const char *current, int last, uid_t own
     return refuse(error, method, socket, "%s: %s", current, strerror(errno));
   unsigned mode = (unsigned)(st.st_mode & 07777);
   char who[300];
-  user_label(st.st_uid, who, sizeof who);
   if (st.st_uid != 0 && st.st_uid != owner) {
     char expected[300];
+    user_label(st.st_uid, who, sizeof who);
     user_label(owner, expected, sizeof expected);
     return refuse(error, method, socket, "%s belongs to %s (mode %04o), not to %s or root, so that user could swap "
                   "the socket; if it runs the daemon you mean, set " SOCKET_OWNER_ENV "=%u", current, who, mode,
@@ -207,9 +207,11 @@ static grpc_status_code check_directory(const char *current, int last, uid_t own
     return code;
   }
   int sticky_ok = (st.st_mode & S_ISVTX) && !(holds_socket && last);
-  if ((st.st_mode & 022) && !sticky_ok)
+  if ((st.st_mode & 022) && !sticky_ok) {
+    user_label(st.st_uid, who, sizeof who);
     return refuse(error, method, socket, "%s (owner %s, mode %04o) is writable by group or other users, who could "
                   "swap the socket; run: chmod go-w %s", current, who, mode, current);
+  }
   return GRPC_STATUS_OK;
 }
 
