@@ -107,10 +107,7 @@ class QrmiPackage(Adapter):
             limits = self._qiskit.Limits(max_qubits=settings.max_qubits, max_shots=settings.max_shots,
                                          max_task_shots=min(settings.max_shots, settings.max_task_shots))
             return Check(self._qiskit.check, (payload.program_id, payload.input, limits))
-        assert isinstance(payload, PulserSequence)
-        if payload.job_runs > settings.max_shots:
-            raise InvalidPayload(f"input asks for {payload.job_runs} shots; this resource takes at most "
-                                 f"{settings.max_shots}")
+        assert isinstance(payload, PulserSequence)  # its runs are checked against max_shots with the sequence
         limits = self._pulser.Limits(max_atoms=settings.max_qubits, max_runs=settings.max_shots, max_duration_ns=None)
         return Check(self._pulser.check, (payload.sequence, payload.job_runs, limits))
 
