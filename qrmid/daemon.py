@@ -198,6 +198,10 @@ class Daemon:
                                                   inner=[self.limits])
         except listeners.AuthSetupError as exc:
             raise StartupError(str(exc)) from None
+        try:
+            os.rename(listeners.staging_socket(self.socket), self.socket)  # replaces a stale socket at once
+        except OSError as exc:
+            raise StartupError(f"cannot put the socket in place at {self.socket}: {exc.strerror}") from None
         bound = os.stat(self.socket)
         self._bound = (bound.st_dev, bound.st_ino)
         await listeners.probe_munge(self.config, found)
@@ -242,6 +246,8 @@ class Daemon:
 
     def _release_socket(self) -> None:
         """Remove the socket if it is still the one this daemon bound, and give up the socket's lock."""
+        with contextlib.suppress(FileNotFoundError):
+            listeners.staging_socket(self.socket).unlink()  # bound, not yet in place: start-up failed
         if self._bound is not None:
             with contextlib.suppress(FileNotFoundError):
                 found = os.stat(self.socket)
@@ -327,7 +333,7 @@ def _claim_socket(path: Path, lock: sockets.SocketLock, shared: bool = False) ->
     """Make the socket's directory (0700 when we create it, 0755 when callers authenticate so others may reach
     the socket), refuse one another user could write to, take the socket's lock for the daemon's life, and clear
     a stale socket; StartupError when another daemon serves there or the directory is unsafe."""
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+    if max(len(os.fsencode(path)), len(os.fsencode(listeners.staging_socket(path)))) > MAX_SOCKET_PATH:
         raise StartupError(f"socket path {path} is longer than the {MAX_SOCKET_PATH} bytes Unix sockets allow")
     try:
         sockets.make_directories(path.parent, 0o755 if shared else 0o700, os.geteuid())
@@ -349,7 +355,7 @@ def _claim_socket(path: Path, lock: sockets.SocketLock, shared: bool = False) ->
     try:
         probe.connect(str(path))
     except OSError:
-        path.unlink()  # left behind by a daemon that died
+        pass  # left behind by a daemon that died: the new socket replaces it
     else:
         lock.release()
         raise StartupError(f"another daemon is already serving on {path} (one that takes no lock); stop it, or "

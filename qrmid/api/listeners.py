@@ -37,6 +37,7 @@ class Listener:
     authenticator: Authenticator
     refusals: RefusalLog  # where its refused calls are logged (one log shared by every listener)
     credentials: grpc.ServerCredentials | None = None
+    binds: str = ""  # the address bound, when not ``address`` itself (see staging_socket)
 
     def describe(self) -> str:
         return f"{self.address} (auth {self.auth}{', TLS' if self.credentials else ''})"
@@ -60,10 +61,18 @@ def listeners(config: Config) -> list[Listener]:
             return tokens
         return DaemonUser()
 
-    found = [Listener(f"unix:{daemon.socket}", daemon.auth, authenticator(daemon.auth), refusals)]
+    found = [Listener(f"unix:{daemon.socket}", daemon.auth, authenticator(daemon.auth), refusals,
+                      binds=f"unix:{staging_socket(daemon.socket)}")]
     if daemon.tcp:
         found.append(Listener(daemon.tcp, daemon.tcp_auth, authenticator(daemon.tcp_auth), refusals, _tls(config)))
     return found
+
+
+def staging_socket(socket: Path) -> Path:
+    """Where the Unix listener binds before the daemon renames it onto ``socket``. gRPC removes the path it bound
+    when it stops, whatever is there by then; bound at this private name, it removes nothing, and the daemon
+    removes the socket only while it is still the one it bound."""
+    return socket.with_name(f".{os.getpid():x}")
 
 
 def _tls(config: Config) -> grpc.ServerCredentials | None:
@@ -116,9 +125,9 @@ def build_servers(found: list[Listener], options: list[tuple[str, int]],
         register(server)
         try:
             if listener.credentials is None:
-                server.add_insecure_port(listener.address)
+                server.add_insecure_port(listener.binds or listener.address)
             else:
-                server.add_secure_port(listener.address, listener.credentials)
+                server.add_secure_port(listener.binds or listener.address, listener.credentials)
         except RuntimeError as exc:
             raise AuthSetupError(f"cannot listen on {listener.address}: {exc}") from None
         servers.append(server)
