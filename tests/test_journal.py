@@ -434,3 +434,22 @@ async def test_an_admins_drain_and_resume_survive_restarts() -> None:
         assert (await qrmid.wait(held.id)).state == pb.TASK_STATE_COMPLETED
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
         assert (await qrmid.resource("noop")).status == pb.RESOURCE_STATUS_ONLINE, "the resume is kept too"
+
+
+async def test_a_task_whose_caller_gave_up_is_still_taken_back_when_its_record_fails(
+        gate: Callable[[bool], Gate]) -> None:
+    cfg = config(NOOP, journal={"commit_timeout_seconds": 1})
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}", timeout=0.2) as hasty, \
+            AsyncClient(f"unix:{daemon.socket}", timeout=30) as patient:
+        held = gate(False)
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await hasty.start_task("noop", PAYLOAD, request_id="hasty")
+        assert gone.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        while daemon.broker._accepting:  # its commit is still awaited on the daemon's side, until the bound
+            await asyncio.sleep(0.05)
+        assert daemon.broker.unfinished("noop") == [], "taken back: it neither waits in the queue nor runs"
+        held.release.set()
+        after = await patient.start_task("noop", PAYLOAD, request_id="hasty")
+        assert (await patient.wait(after.id)).state == pb.TASK_STATE_COMPLETED
+    with sqlite3.connect(cfg.journal.path) as db:
+        assert db.execute("SELECT id FROM tasks").fetchall() == [(after.id,)]

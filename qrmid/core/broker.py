@@ -59,6 +59,7 @@ class Broker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._requests: dict[tuple[str, str], str] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._accepting: set[asyncio.Task[Unavailable | None]] = set()  # tasks waiting for their record
         self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
         self.payloads: PayloadStore | None = None  # where large queued payloads wait (none: in memory)
         self.validation = Validation()  # the daemon sets one from [validation]
@@ -195,13 +196,23 @@ class Broker:
         self._tasks[task.id] = task
         if request_id:
             self._requests[(owner, request_id)] = task.id
-        try:
-            await self.events.recorded(task)  # accepted only once a restarted daemon would find it
-        except Unavailable:
-            self._refuse(task)
-            raise
+        accepting = asyncio.create_task(self._accept(task))  # runs on when the caller gives up waiting
+        self._accepting.add(accepting)
+        accepting.add_done_callback(self._accepting.discard)
+        if (refused := await asyncio.shield(accepting)) is not None:
+            raise refused
         await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting
         return task
+
+    async def _accept(self, task: Task) -> Unavailable | None:
+        """Wait until ``task``'s record is durable: accepted only once a restarted daemon would find it. When it
+        cannot be, take the task back and return why."""
+        try:
+            await self.events.recorded(task)
+        except Unavailable as exc:
+            self._refuse(task)
+            return exc
+        return None
 
     async def _recorded(self, task: Task) -> Task:
         """``task``, made by an earlier call with the same request id, once it is durable as that call's answer
