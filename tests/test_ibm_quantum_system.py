@@ -210,3 +210,25 @@ async def test_a_lost_answer_to_a_submission_is_found_never_posted_as_new(qrmid:
     lanes_first = seen["admission_order"] == "lanes-first"
     assert refused == {"409": 0 if lanes_first else 1, "429": 1 if lanes_first else 0, "503": 1}
     assert [d["id"] for d in seen["deleted"]] == [task.id] and seen["stored"] == 0
+
+
+async def test_get_target_says_why_the_service_cannot_answer(services: tuple[Proc, Proc]) -> None:
+    """Credentials refused: FAILED_PRECONDITION; service unreachable: UNAVAILABLE; each message says so in words,
+    never with an internal class name, and holds no secret."""
+    refused = resource("refused", services, backend="perth", retry_deadline_seconds=1,
+                       QRMI_IBM_QS_IAM_APIKEY="not-the-key-0042")
+    gone = resource("gone", services, backend="perth", retry_deadline_seconds=1,
+                    QRMI_IBM_QS_ENDPOINT="http://127.0.0.1:1", QRMI_IBM_QS_IAM_ENDPOINT="http://127.0.0.1:1")
+    async with running(config([refused, gone])) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await client.target("refused")
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = error.value.details()
+        assert "refused the configured API key (QRMI_IBM_QS_IAM_APIKEY)" in details, details
+        assert "Provided API key could not be found" in details and "not-the-key-0042" not in details
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await client.target("gone")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = error.value.details()
+        assert "the IBM Quantum System API at http://127.0.0.1:1/ cannot be reached" in details, details
+        assert "GaveUp" not in details and "retry later" in details

@@ -262,3 +262,25 @@ async def test_unreachable_service_holds_up_neither_start_up_nor_other_resources
             assert (await client.resource("up")).status == pb.RESOURCE_STATUS_ONLINE
             task = await client.start_task("up", pulser_payload(program(pasqal, "EMU_TN"), 10))
             assert (await client.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+
+
+async def test_get_target_says_why_the_service_cannot_answer(pasqal: Emulator) -> None:
+    """Credentials refused: FAILED_PRECONDITION; service unreachable: UNAVAILABLE; each message says so in words,
+    never with an internal class name, and holds no secret."""
+    refused = resource(pasqal, "refused", "FRESNEL", retry_deadline_seconds=1,
+                       QRMI_PASQAL_CLOUD_CLIENT_SECRET="not-the-secret-0042")
+    gone = resource(pasqal, "gone", "FRESNEL", retry_deadline_seconds=1, QRMI_PASQAL_CLOUD_BASE_URL="http://127.0.0.1:1",
+                    QRMI_PASQAL_CLOUD_AUTH_ENDPOINT="http://127.0.0.1:1/oauth/token")
+    async with running(config([refused, gone])) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await client.target("refused")
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "refused the client credentials grant" in error.value.details(), error.value.details()
+        assert "an admin must fix the resource's credentials" in error.value.details()
+        assert "not-the-secret-0042" not in error.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await client.target("gone")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = error.value.details()
+        assert "Pasqal Cloud at http://127.0.0.1:1/ cannot be reached" in details, details
+        assert "GaveUp" not in details and "retry later" in details

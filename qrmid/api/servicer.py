@@ -36,8 +36,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def GetTarget(self, request: pb.GetTargetRequest, context: Context) -> pb.Target:
         resource = self.broker.resource(required(request.resource, "resource"))
-        return pb.Target(resource=resource.name, content_type="application/json",
-                         value=await resource.adapter.target())
+        return pb.Target(resource=resource.name, content_type="application/json", value=await resource.target())
 
     @unary
     async def GetMetadata(self, request: pb.GetMetadataRequest, context: Context) -> pb.Metadata:

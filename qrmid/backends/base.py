@@ -20,6 +20,14 @@ class Busy(Exception):
     queue and dispatch backs off."""
 
 
+class BackendUnavailable(Exception):
+    """The backend's service cannot answer now (unreachable, failing); asking again later may succeed."""
+
+
+class CredentialsRefused(BackendUnavailable):
+    """The service refused the credentials the daemon is configured with; an admin must fix them."""
+
+
 class BackendState(Enum):
     """Whether the backend takes work now."""
 

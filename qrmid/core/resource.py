@@ -7,8 +7,9 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus
+from qrmid.backends.base import Adapter, BackendState, BackendStatus, CredentialsRefused
 from qrmid.backends.payloads import PayloadKind
+from qrmid.core.errors import FailedPrecondition, Unavailable
 from qrmid.core.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ class Resource:
         running = self.scheduler.running
         return ResourceView(self.name, self.type, status, reason, slots, max(slots - running, 0),
                             self.scheduler.queued, running, self.adapter.payload_kinds)
+
+    async def target(self) -> str:
+        """The backend's device description; a backend that cannot give it is UNAVAILABLE, one whose service refuses
+        the daemon's credentials a FAILED_PRECONDITION, each with the backend's own account of it."""
+        try:
+            return await self.adapter.target()
+        except CredentialsRefused as exc:
+            raise FailedPrecondition(f"resource {self.name!r} cannot give its target: {exc}; an admin must fix the "
+                                     f"resource's credentials in the daemon's config") from None
+        except Exception as exc:  # an unreachable or failing service
+            raise Unavailable(f"resource {self.name!r} cannot give its target now: {exc}; retry later") from None
 
     def drain(self, reason: str) -> None:
         """Stop dispatching: running tasks finish, queued ones wait; ``reason`` is shown as the status reason."""

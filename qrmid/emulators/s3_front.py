@@ -5,8 +5,10 @@ Clients use the front's URL as their S3 endpoint; moto never checks signatures, 
 
 - ``GET /_emulator/record``: every forwarded request, ``{"method", "path", "status", "time"}``, in order.
 - ``/_emulator/faults``: the shared fault rules (``qrmid.emulators.faults``). Injected answers are S3's own XML
-  error bodies; a 403 is ``SignatureDoesNotMatch`` and, as AWS's is, echoes the request's access key id in
-  ``<AWSAccessKeyId>``, so a test can check that a client never passes it on.
+  error bodies, with the code a rule's ``message`` names (``InvalidAccessKeyId``, ``SignatureDoesNotMatch``,
+  ``AccessDenied``, ...) or the status's usual one (a 403 is ``SignatureDoesNotMatch``); as AWS's do, the two
+  about keys echo the request's access key id in ``<AWSAccessKeyId>``, so a test can check that a client never
+  passes it on.
 """
 
 from __future__ import annotations
@@ -32,12 +34,17 @@ from .faults import FaultMiddleware, FaultRule, Faults
 from .ibm_quantum_system.__main__ import serve
 
 HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
-SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check your key and "
-             "signing method.")
-ERRORS = {403: ("SignatureDoesNotMatch", SIGNATURE),
-          404: ("NoSuchKey", "The specified key does not exist."),
-          500: ("InternalError", "We encountered an internal error. Please try again."),
-          503: ("SlowDown", "Please reduce your request rate.")}
+ERRORS = {  # S3 error codes and messages, by code
+    "SignatureDoesNotMatch": "The request signature we calculated does not match the signature you provided. Check "
+                             "your key and signing method.",
+    "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
+    "AccessDenied": "Access Denied",
+    "NoSuchKey": "The specified key does not exist.",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "SlowDown": "Please reduce your request rate.",
+}
+BY_STATUS = {403: "SignatureDoesNotMatch", 404: "NoSuchKey", 500: "InternalError", 503: "SlowDown"}
+ECHO_KEY_ID = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId"})  # AWS names the request's key id in these
 
 
 def access_key_id(scope: Scope) -> str:
@@ -50,9 +57,10 @@ def access_key_id(scope: Scope) -> str:
 
 
 def s3_error(status: int, message: str, key_id: str = "") -> Response:
-    """S3's XML error body."""
-    code, text = ERRORS.get(status, ("ServiceUnavailable", message))
-    extra = f"<AWSAccessKeyId>{escape(key_id)}</AWSAccessKeyId>" if status == 403 and key_id else ""
+    """S3's XML error body: the code ``message`` names (one of ERRORS), else the status's usual one."""
+    code = message if message in ERRORS else BY_STATUS.get(status, "ServiceUnavailable")
+    text = ERRORS.get(code, message)
+    extra = f"<AWSAccessKeyId>{escape(key_id)}</AWSAccessKeyId>" if code in ECHO_KEY_ID and key_id else ""
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(text)}</Message>'
             f"{extra}<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>")
     return Response(body, status_code=status, media_type="application/xml")

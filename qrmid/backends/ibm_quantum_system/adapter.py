@@ -9,12 +9,24 @@ from typing import Any
 
 import httpx
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.base import (
+    Adapter,
+    BackendState,
+    BackendStatus,
+    BackendUnavailable,
+    Busy,
+    CredentialsRefused,
+    InvalidPayload,
+    JobState,
+    JobStatus,
+    Output,
+)
 from qrmid.backends.checks import Check
 from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
 from qrmid.backends.ibm_quantum_system.settings import Settings
 from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
+from qrmid.backends.redact import Redactor, redacting
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,10 @@ class IbmQuantumSystem(Adapter):
         self._resolving: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
-        iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline)
+        self.redact = Redactor(settings.iam_apikey.get_secret_value(), settings.aws_access_key_id.get_secret_value(),
+                               settings.aws_secret_access_key.get_secret_value())
+        iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline,
+                  self.redact)
         self.api = QuantumSystemApi(self._http, str(settings.endpoint), iam, settings.service_crn, deadline)
         self.storage = Storage(
             self._http, endpoint=str(settings.s3_endpoint),
@@ -66,6 +81,7 @@ class IbmQuantumSystem(Adapter):
         await asyncio.gather(*self._removals, *filter(None, [self._resolving]), return_exceptions=True)
         await self._http.aclose()
 
+    @redacting
     async def status(self) -> BackendStatus:
         backend = await self.api.get(f"/v1/backends/{self.backend}")
         if self._orphans and (self._resolving is None or self._resolving.done()):  # in the background: a status check never waits on it
@@ -79,9 +95,23 @@ class IbmQuantumSystem(Adapter):
             return BackendStatus(BackendState.PAUSED, "reserved: the backend runs only its reservation's jobs")
         return BackendStatus(state, backend.get("message", "") if state is not BackendState.ONLINE else "")
 
+    @redacting
     async def target(self) -> str:
         if not self._target:
-            await self._describe()
+            try:
+                await self._describe()
+            except CredentialsRefused:
+                raise
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise CredentialsRefused(f"the IBM Quantum System API at {self.settings.endpoint} refused "
+                                             f"qrmid's credentials ({exc}); check QRMI_IBM_QS_IAM_APIKEY and "
+                                             f"QRMI_IBM_QS_SERVICE_CRN") from None
+                raise BackendUnavailable(f"the IBM Quantum System API at {self.settings.endpoint} could not "
+                                         f"describe backend {self.backend}: {exc}") from None
+            except Exception as exc:
+                raise BackendUnavailable(f"the IBM Quantum System API at {self.settings.endpoint} cannot be "
+                                         f"reached: {exc}") from None
         return self._target
 
     def metadata(self) -> dict[str, str]:
@@ -101,6 +131,7 @@ class IbmQuantumSystem(Adapter):
 
         return Check(check_input, (payload.program_id, payload.input, limits, self._isa))
 
+    @redacting
     async def submit(self, task_id: str, payload: Payload) -> str:
         """Store the input, then POST the job. The job id is the task id, so a POST repeated after a lost answer
         or a restart can never make a twin; and as the service may answer 429 before it looks for a duplicate id,
@@ -165,6 +196,7 @@ class IbmQuantumSystem(Adapter):
         await self._delete_objects(job_id)
         raise failure
 
+    @redacting
     async def attach(self, task_id: str, ref: str | None) -> str | None:
         """A journaled job is followed again. A task caught mid-submission is looked up by its job id (the task
         id): followed if the service stores the job, submitted again only if it surely does not; when the
@@ -175,16 +207,18 @@ class IbmQuantumSystem(Adapter):
             stored = await self._stored(task_id)
         except Exception as exc:
             log.warning("%s: cannot tell whether job %s is stored on the service (%s); it is looked up again "
-                        "before it is submitted", self.settings.name, task_id, exc)
+                        "before it is submitted", self.settings.name, task_id, self.redact(str(exc)))
             self._unsure.add(task_id)
             return None
         return task_id if stored else None
 
+    @redacting
     async def poll(self, ref: str) -> JobStatus:
         job = await self._job(ref)
         state = _STATES.get(job.get("status", ""))
         if state is None:
-            log.warning("%s: job %s has unknown status %r", self.settings.name, ref, job.get("status"))
+            log.warning("%s: job %s has unknown status %s", self.settings.name, ref,
+                        self.redact(repr(job.get("status"))))
             return JobStatus(JobState.RUNNING)
         if state is JobState.FAILED:
             code = job.get("reason_code")
@@ -193,6 +227,7 @@ class IbmQuantumSystem(Adapter):
             return JobStatus(state, job.get("reason_message") or "cancelled on the backend")
         return JobStatus(state)
 
+    @redacting
     async def cancel(self, ref: str) -> None:
         try:
             await self.api.call("POST", f"/v1/jobs/{ref}/cancel", ok=(204,))
@@ -200,6 +235,7 @@ class IbmQuantumSystem(Adapter):
             if exc.status not in (404, 409):  # already gone or already terminal
                 raise
 
+    @redacting
     async def output(self, ref: str) -> Output:
         results, logs = await asyncio.gather(self.storage.get(object_key("results", ref)), self._logs(ref))
         if results is None:
@@ -215,6 +251,7 @@ class IbmQuantumSystem(Adapter):
             await asyncio.sleep(0.2)
         return ""
 
+    @redacting
     async def cleanup(self, ref: str) -> None:
         """DELETE the job, which frees its lane (cancelling it first if it still runs), then its objects."""
         for _ in range(5):
@@ -268,7 +305,8 @@ class IbmQuantumSystem(Adapter):
                 else:
                     await self._delete_objects(job_id)
             except Exception as exc:  # tried again at the next status check
-                log.info("%s: job %s of a failed submission is not resolved yet: %s", self.settings.name, job_id, exc)
+                log.info("%s: job %s of a failed submission is not resolved yet: %s", self.settings.name, job_id,
+                         self.redact(str(exc)))
                 continue
             self._orphans.discard(job_id)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from qrmid.backends.base import CredentialsRefused
+from qrmid.backends.redact import Redactor
 from qrmid.backends.retry import Transient, attempts
 
 RETRYABLE = frozenset({408, 500, 502, 503, 504})
@@ -45,11 +47,13 @@ class Iam:
     """An IAM bearer token for one API key: fetched once, refreshed at 90 % of its life; only refreshes
     are serialised, calls use the cached token concurrently."""
 
-    def __init__(self, http: httpx.AsyncClient, endpoint: str, api_key: str, deadline: float) -> None:
+    def __init__(self, http: httpx.AsyncClient, endpoint: str, api_key: str, deadline: float,
+                 redact: Redactor | None = None) -> None:
         self.http = http
         self.url = endpoint.rstrip("/") + "/identity/token"
         self.api_key = api_key
         self.deadline = deadline
+        self.redact = redact or Redactor()  # learns each token
         self._token = ""
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
@@ -74,10 +78,14 @@ class Iam:
                 response = await self.http.post(self.url, data=form, headers={"Accept": "application/json"})
                 if response.status_code in RETRYABLE:
                     raise Transient(str(ApiError.of(response)))
+        if response.status_code in (400, 401, 403):
+            raise CredentialsRefused(f"IAM at {self.url} refused the configured API key (QRMI_IBM_QS_IAM_APIKEY): "
+                                     f"{ApiError.of(response)}")
         if response.status_code != 200:
             raise ApiError.of(response)
         body = response.json()
         self._token = body["access_token"]
+        self.redact.learn(self._token)
         self._refresh_at = time.monotonic() + 0.9 * float(body.get("expires_in", 3600))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from typing import Any
 
 import httpx
@@ -61,7 +62,7 @@ class Storage:
                 if response.status_code >= 500:
                     raise Transient(f"HTTP {response.status_code}")
         if response.status_code not in ok:
-            raise RuntimeError(f"S3 {method} {key} answered HTTP {response.status_code}: {response.text[:200]}")
+            raise RuntimeError(f"S3 {method} {key} answered HTTP {response.status_code}: {_error(response.text)}")
         return response
 
     def _sign(self, client: Any, method: str, key: str, expires: int) -> str:
@@ -69,6 +70,15 @@ class Storage:
         url: str = client.generate_presigned_url(operation, Params={"Bucket": self.bucket, "Key": key},
                                                  ExpiresIn=expires)
         return url
+
+
+def _error(body: str) -> str:
+    """S3's own account of an error (``Code: Message`` from its XML body), never the body as is: AWS's echoes the
+    request's access key id and what it signed."""
+    code, message = (re.search(rf"<{tag}>([^<]{{0,300}})</{tag}>", body) for tag in ("Code", "Message"))
+    if code is None:
+        return "no S3 error body" if not body.strip() else "an error body that is not S3's XML"
+    return f"{code.group(1)}: {message.group(1) if message else ''}".rstrip(": ")
 
 
 @functools.cache

@@ -13,13 +13,25 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, Busy, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.base import (
+    Adapter,
+    BackendState,
+    BackendStatus,
+    BackendUnavailable,
+    Busy,
+    CredentialsRefused,
+    InvalidPayload,
+    JobState,
+    JobStatus,
+    Output,
+)
 from qrmid.backends.checks import Check
 from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
 from qrmid.backends.pasqal_cloud.auth import Tokens, grant_of
 from qrmid.backends.pasqal_cloud.packer import Limits, Packer
 from qrmid.backends.pasqal_cloud.settings import Settings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
+from qrmid.backends.redact import Redactor, redacting
 
 if TYPE_CHECKING:
     from qrmid.backends.pulser_jobs import Limits as SequenceLimits
@@ -50,12 +62,15 @@ class PasqalCloud(Adapter):
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
         token = settings.auth_token.get_secret_value() if settings.auth_token else ""
-        self.api = PasqalApi(self._http, str(settings.base_url), Tokens(self._http, grant_of(settings), token,
-                                                                       deadline), deadline)
+        self.redact = Redactor(token, settings.client_id,
+                               *(secret.get_secret_value() for secret in (settings.client_secret, settings.password)
+                                 if secret is not None))
+        tokens = Tokens(self._http, grant_of(settings), token, deadline, self.redact)
+        self.api = PasqalApi(self._http, str(settings.base_url), tokens, deadline)
         limits = Limits(window=settings.batch_window_seconds, max_jobs=settings.max_jobs_per_batch,
                         max_runs=settings.max_runs_per_batch, close_when_idle=settings.close_when_idle)
         self.packer = Packer(self.api, self.device_type, settings.project_id, limits, settings.poll_interval,
-                             record=lambda refs: self.record_refs(refs))
+                             record=lambda refs: self.record_refs(refs), redact=self.redact)
         self._spec: Spec | None = None
         self._describing = asyncio.Lock()
 
@@ -70,6 +85,7 @@ class PasqalCloud(Adapter):
         await self.packer.stop()
         await self._http.aclose()
 
+    @redacting
     async def status(self) -> BackendStatus:
         # one attempt: an unreachable service reads OFFLINE now and is asked again on the status interval
         devices = await self.api.once("/api/v1/devices", {"device_type": self.device_type}, auth=False)
@@ -91,8 +107,20 @@ class PasqalCloud(Adapter):
             return BackendStatus(BackendState.PAUSED, f"device {self.device_type} is INACTIVE on Pasqal Cloud")
         return BackendStatus(BackendState.OFFLINE, f"device {self.device_type} is {availability} on Pasqal Cloud")
 
+    @redacting
     async def target(self) -> str:
-        spec = self._spec or await self._describe()
+        try:
+            spec = self._spec or await self._describe()
+        except CredentialsRefused:
+            raise
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise CredentialsRefused(f"Pasqal Cloud at {self.settings.base_url} refused qrmid's credentials "
+                                         f"({exc}); check the resource's QRMI_PASQAL_CLOUD_* credentials") from None
+            raise BackendUnavailable(f"Pasqal Cloud at {self.settings.base_url} could not give the spec of device "
+                                     f"{self.device_type}: {exc}") from None
+        except Exception as exc:
+            raise BackendUnavailable(f"Pasqal Cloud at {self.settings.base_url} cannot be reached: {exc}") from None
         return json.dumps([{"device_type": self.device_type, "specs": spec.text}])
 
     def metadata(self) -> dict[str, str]:
@@ -108,11 +136,13 @@ class PasqalCloud(Adapter):
         limits = dataclasses.replace(spec.limits, max_atoms=spec.max_atoms or sys.maxsize)
         return Check(self.jobs.check, (payload.sequence, payload.job_runs, limits, spec.name))
 
+    @redacting
     async def submit(self, task_id: str, payload: Payload) -> str:
         assert isinstance(payload, PulserSequence)
         self.packer.add(task_id, payload.sequence, payload.job_runs)
         return task_id  # the job is placed in a batch in the background; wait() reports a failure to place it
 
+    @redacting
     async def attach(self, task_id: str, ref: str | None) -> str | None:
         """A task whose placement was journaled is followed in its batch; one whose placing write was
         interrupted is looked up (by the new batch's tag, or in the open batch); one that never got as far as
@@ -127,6 +157,7 @@ class PasqalCloud(Adapter):
         await self.packer.adopt(task_id, *found)
         return task_id
 
+    @redacting
     async def wait(self, ref: str, timeout: float) -> JobStatus:
         job = self.packer.jobs.get(ref)
         if job is None:
@@ -135,15 +166,18 @@ class PasqalCloud(Adapter):
             await asyncio.wait_for(job.settled.wait(), timeout)
         return job.status or JobStatus(JobState.RUNNING)
 
+    @redacting
     async def poll(self, ref: str) -> JobStatus:
         job = self.packer.jobs.get(ref)
         if job is None:
             return JobStatus(JobState.FAILED, "this daemon does not follow the task's job (was it restarted?)")
         return job.status or JobStatus(JobState.RUNNING)
 
+    @redacting
     async def cancel(self, ref: str) -> None:
         await self.packer.cancel(ref)
 
+    @redacting
     async def output(self, ref: str) -> Output:
         job = self.packer.jobs.get(ref)
         if job is None:
@@ -164,6 +198,7 @@ class PasqalCloud(Adapter):
         logs = f"Pasqal Cloud job {job.id} in batch {batch} on {self.device_type}: {sum(counter.values())} runs\n"
         return Output(json.dumps({"counter": counter}).encode(), logs=logs)
 
+    @redacting
     async def cleanup(self, ref: str) -> None:
         self.packer.forget(ref)
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import httpx
 import jwt
 
+from qrmid.backends.base import CredentialsRefused
 from qrmid.backends.pasqal_cloud.settings import PUBLIC_CLIENT_ID, Settings
+from qrmid.backends.redact import Redactor
 from qrmid.backends.retry import Transient, attempts
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -19,7 +21,7 @@ PASSWORD_REALM = "http://auth0.com/oauth/grant-type/password-realm"
 MAX_MARGIN = 60.0  # renew at most this long before expiry (and at 90 % of a short-lived token's life)
 
 
-class AuthError(Exception):
+class AuthError(CredentialsRefused):
     """No usable token: the grant was refused, or a pre-issued token expired with nothing to renew it."""
 
 
@@ -51,10 +53,12 @@ def grant_of(settings: Settings) -> Grant | None:
 class Tokens:
     """The bearer token for API calls. Calls share the cached token; only renewals are serialised."""
 
-    def __init__(self, http: httpx.AsyncClient, grant: Grant | None, initial: str, deadline: float) -> None:
+    def __init__(self, http: httpx.AsyncClient, grant: Grant | None, initial: str, deadline: float,
+                 redact: Redactor | None = None) -> None:
         self.http = http
         self.grant = grant
         self.deadline = deadline
+        self.redact = redact or Redactor()  # learns each token
         self._token = ""
         self._renew_at = 0.0  # wall-clock time, as the JWT's exp
         self._lock = asyncio.Lock()
@@ -99,6 +103,7 @@ class Tokens:
         if expiry == math.inf and lifetime is not None:
             expiry = now + lifetime
         self._token = token
+        self.redact.learn(token)
         self._renew_at = expiry - min(MAX_MARGIN, max(expiry - now, 0.0) / 10)
 
 

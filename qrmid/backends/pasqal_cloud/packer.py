@@ -111,8 +111,10 @@ class Packer:
     """Packs the jobs of one device type and project into open batches and follows them."""
 
     def __init__(self, api: PasqalApi, device_type: str, project_id: str, limits: Limits,
-                 poll_interval: float, record: Callable[[dict[str, str]], Awaitable[None]] | None = None) -> None:
+                 poll_interval: float, record: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+                 redact: Callable[[str], str] = str) -> None:
         self.api = api
+        self.redact = redact  # masks secrets in what it logs
         self.record = record or _unrecorded  # journals {task ref: placement}; returns once durable
         self.device_type = device_type
         self.project_id = project_id
@@ -306,7 +308,7 @@ class Packer:
         try:
             await self.record(placed)
         except Exception as exc:  # the intent is on record: a restart still finds the jobs
-            log.warning("journaling the placement of %d job(s) on %s failed: %s", len(placed), self.device_type, exc)
+            log.warning("journaling the placement of %d job(s) on %s failed: %s", len(placed), self.device_type, self.redact(str(exc)))
 
     # -- after a restart -----------------------------------------------------------------------------------------
 
@@ -373,7 +375,7 @@ class Packer:
         try:
             await self.api.call("PATCH", f"/api/v2/batches/{batch.id}/complete")
         except Exception as exc:  # the poller tries again
-            log.warning("completing batch %s on %s failed: %s", batch.id, self.device_type, exc)
+            log.warning("completing batch %s on %s failed: %s", batch.id, self.device_type, self.redact(str(exc)))
             return
         log.info("completed batch %s on %s (%d jobs)", batch.id, self.device_type, len(batch.known))
         batch.needs_complete = False
@@ -408,7 +410,7 @@ class Packer:
                         job.settle(job_status(str(raw.get("status")), raw.get("errors"), status, batch.id))
                 batch.ended_seen = ended
         except Exception as exc:  # cannot follow the batch any more: its tasks fail with the reason
-            log.warning("lost track of batch %s on %s: %s", batch.id, self.device_type, exc)
+            log.warning("lost track of batch %s on %s: %s", batch.id, self.device_type, self.redact(str(exc)))
             for job in batch.unsettled():
                 job.settle(JobStatus(JobState.FAILED, f"lost track of the job on Pasqal Cloud: {exc}"))
             self._retire(batch)
