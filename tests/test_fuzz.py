@@ -318,6 +318,31 @@ def test_garbled_payloads_are_refused_as_invalid(daemon: Daemon, resource: str) 
     assert daemon.healthy()
 
 
+def test_typed_values_are_refused_as_invalid(daemon: Daemon) -> None:
+    """IBM's typed values in every place of a sampler and an estimator input: decoded, bounded, or refused."""
+    slot = typed() | st.lists(typed(), min_size=1, max_size=3)
+    sampler = st.tuples(st.just(BELL), slot, st.none() | st.integers(1, 64) | slot).map(
+        lambda pub: json.dumps({"pubs": [list(pub)], "version": 2}))
+    estimator = st.tuples(st.just(BELL.replace("c = measure q;", "")), st.just("ZZ") | slot, st.none() | slot,
+                          st.none() | NUMBERS | slot).map(lambda pub: json.dumps({"pubs": [list(pub)], "version": 2}))
+    inputs = st.tuples(st.just("sampler"), sampler) | st.tuples(st.just("estimator"), estimator)
+
+    @settings(FUZZ, max_examples=80)
+    @given(program_input=inputs)
+    def fuzz(program_input: tuple[str, str]) -> None:
+        program, text = program_input
+        payload = pb.Payload(qiskit_primitive=pb.QiskitPrimitive(program_id=program, input=text))
+        try:
+            task = daemon.stub.StartTask(pb.StartTaskRequest(resource="local-qiskit", payload=payload), timeout=30)
+        except grpc.RpcError as exc:
+            assert _refusal(exc) == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            daemon.stub.StopTask(pb.StopTaskRequest(task_id=task.id), timeout=30)
+
+    fuzz()
+    assert daemon.healthy()
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_random_bytes_in_place_of_a_message(daemon: Daemon, method: str) -> None:
     @settings(FUZZ, max_examples=25)
