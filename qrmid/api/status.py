@@ -42,8 +42,11 @@ def unary(handler: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[
         try:
             return await handler(self, request, context)
         except errors.QrmidError as exc:
-            await context.abort(code_of(exc), str(exc))
-            raise AssertionError("abort() ends the RPC by raising") from exc
+            code, message = code_of(exc), str(exc)
+        # aborted outside the except block: chained to the domain error, abort's exception would keep the
+        # refused request (a payload of megabytes) alive until the cycle collector happens to run
+        await context.abort(code, message)
+        raise AssertionError("abort() ends the RPC by raising")
 
     return wrapped
 
