@@ -90,7 +90,8 @@ async def test_a_cancelled_call_stops_its_check_and_frees_the_worker() -> None:
 
 @asynccontextmanager
 async def daemon(**validation_keys: object) -> AsyncIterator[AsyncClient]:
-    cfg = config([{"type": "local-qiskit", "name": "q", "slots": 1, "max_qubits": 4}], validation=validation_keys)
+    cfg = config([{"type": "local-qiskit", "name": "q", "slots": 1, "max_qubits": 4, "max_task_shots": 100}],
+                 validation=validation_keys)
     async with running(cfg) as served, AsyncClient(f"unix:{served.socket}") as client:
         yield client
 
@@ -103,3 +104,8 @@ async def test_the_daemon_answers_a_blown_limit_as_invalid_and_serves_on() -> No
         assert "needed more than 64 MiB of memory, the limit ([validation] memory_mb)" in refused.value.details()
         task, _ = await client.run("q", sampler_payload(SMALL))
         assert task.shots == 8
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # 64 shots for each of two parameter sets
+            await client.start_task("q", sampler_payload(bombs.sampler([bombs.PARAMETRIC, [[0.1], [0.2]], 64])))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "bring the task to 128 shots; this resource takes at most 100 shots per task (max_task_shots)" in \
+            refused.value.details()
