@@ -246,3 +246,23 @@ def test_a_stopping_daemon_leaves_a_socket_that_is_not_its_own() -> None:
         assert process.wait(timeout=60) == 0
     assert path.exists() and path.stat().st_ino == others
     other.close()
+
+
+def server_settings(conn: socket.socket) -> dict[int, int]:
+    """The SETTINGS the server sends first on ``conn``, by identifier."""
+    conn.settimeout(30)
+    data = b""
+    while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+        data += conn.recv(65536)
+    length, kind = int.from_bytes(data[:3], "big"), data[3]
+    assert kind == 4, "a server opens with SETTINGS"
+    payload = data[9:9 + length]
+    return {int.from_bytes(payload[i:i + 2], "big"): int.from_bytes(payload[i + 2:i + 6], "big")
+            for i in range(0, length, 6)}
+
+
+def test_each_connection_carries_a_bounded_number_of_calls() -> None:
+    """max_streams_per_connection is what the daemon advertises as SETTINGS_MAX_CONCURRENT_STREAMS (0x3)."""
+    with subprocess_daemon(f"max_streams_per_connection = 32\n{SLOW_NOOP}") as (address, _), \
+            idle_connection(address.removeprefix("unix:")) as conn:
+        assert server_settings(conn)[0x3] == 32

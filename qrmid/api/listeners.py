@@ -97,9 +97,10 @@ def _tls(config: Config) -> grpc.ServerCredentials | None:
 
 
 def connection_options(daemon: DaemonSettings, listeners: int) -> list[tuple[str, int]]:
-    """gRPC server options bounding connections: idle ones and unfinished handshakes are closed, and each
-    listener takes at most ``max_connections``, lowered so that all of them together leave ``OWN_DESCRIPTORS``
-    of the open files limit to the daemon. gRPC has no per-peer cap (see docs/operations.md)."""
+    """gRPC server options bounding connections: idle ones and unfinished handshakes are closed, each carries at
+    most ``max_streams_per_connection`` calls at once, and each listener takes at most ``max_connections``,
+    lowered so that all of them together leave ``OWN_DESCRIPTORS`` of the open files limit to the daemon. gRPC has
+    no per-peer cap (see docs/operations.md)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     fitting = max(16, (soft - OWN_DESCRIPTORS) // max(listeners, 1))
     if fitting < daemon.max_connections:
@@ -107,7 +108,8 @@ def connection_options(daemon: DaemonSettings, listeners: int) -> list[tuple[str
                     "LimitNOFILE", daemon.max_connections, fitting, soft)
     return [("grpc.max_connection_idle_ms", int(daemon.idle_connection_seconds * 1000)),
             ("grpc.server_handshake_timeout_ms", int(daemon.handshake_timeout_seconds * 1000)),
-            ("grpc.max_allowed_incoming_connections", min(daemon.max_connections, fitting))]
+            ("grpc.max_allowed_incoming_connections", min(daemon.max_connections, fitting)),
+            ("grpc.max_concurrent_streams", daemon.max_streams_per_connection)]
 
 
 def build_servers(found: list[Listener], options: list[tuple[str, int]],

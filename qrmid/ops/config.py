@@ -63,6 +63,8 @@ class DaemonSettings(_Section):
                                              "completed its HTTP/2 (and TLS) handshake after this long")
     max_connections: int = Field(10_000, ge=16, le=1_000_000, description="connections open at once per listener; "
                                  "lowered to fit the open files limit, keeping descriptors for the daemon's own use")
+    max_streams_per_connection: int = Field(1_000, ge=16, le=100_000, description="calls open at once on one "
+                                            "connection; more wait for a free one on the client's side")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="one event per line: key=value text or JSON")
     qrmi_config: Path | None = Field(None, description="QRMI qrmi_config.json whose resources are served too "
