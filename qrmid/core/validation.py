@@ -43,7 +43,7 @@ class ValidationLimits:
     """How payload checks run (``[validation]``)."""
 
     workers: int = 2
-    memory_mb: int = 1024  # address space a check may add to its warmed-up worker
+    memory_mb: int = 1024  # resident memory a check may add to its warmed-up worker
     timeout_seconds: float = 30.0
     running_per_user: int = 1
     waiting_per_user: int = 1000
