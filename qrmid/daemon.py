@@ -22,6 +22,7 @@ from qrmid.api.metrics import MetricsService
 from qrmid.api.servicer import QuantumResources
 from qrmid.api.telemetry import RpcTelemetry
 from qrmid.backends import registry
+from qrmid.backends.checks import InputBounds
 from qrmid.backends.settings import ResourceSettings
 from qrmid.core.broker import Broker, Policy
 from qrmid.core.errors import FailedPrecondition, InvalidArgument
@@ -32,10 +33,11 @@ from qrmid.core.resource import Resource
 from qrmid.core.scheduler import Scheduler
 from qrmid.core.slurm import SlurmJobs
 from qrmid.core.usage import UsageWeights
+from qrmid.core.validation import Validation, ValidationLimits
 from qrmid.ops import logging as logs
 from qrmid.ops import sockets, systemd
 from qrmid.ops.accounting import Ledger
-from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, load
+from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, ValidationSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
 from qrmid.store.spool import Spool, SpoolError
@@ -50,7 +52,7 @@ MAX_SOCKET_PATH = 107
 SERVICE = pb.DESCRIPTOR.services_by_name["QuantumResources"].full_name
 METRICS_SERVICE = "qrmid.v1.MetricsService"
 ADMIN_SERVICE = "qrmid.v1.AdminService"
-RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal", "cluster")  # read once, at start
+RESTART_SECTIONS = ("auth", "metrics", "limits", "scheduling", "journal", "cluster", "validation")  # read once, at start
 
 
 class StartupError(Exception):
@@ -63,6 +65,7 @@ def build_broker(config: Config) -> Broker:
     leases = LeaseTable(config.leases.default_ttl_seconds, config.leases.max_ttl_seconds)
     broker = Broker(resources, leases, _policy(config))
     broker.slurm = _slurm(config.slurm)
+    broker.validation = _validation(config.validation)
     return broker
 
 
@@ -95,6 +98,16 @@ def _store(config: Config) -> Journal | PostgresStore | None:
                              max_result_bytes=max_result_bytes)
     return Journal(journal.path, commit_timeout=journal.commit_timeout_seconds, retain_seconds=retain_seconds,
                    max_result_bytes=max_result_bytes) if journal.enabled else None
+
+
+def _validation(settings: ValidationSettings) -> Validation:
+    bounds = InputBounds(max_decoded_bytes=settings.max_decoded_bytes, max_circuit_bytes=settings.max_circuit_bytes,
+                         max_layout_traps=settings.max_layout_traps)
+    return Validation(ValidationLimits(workers=settings.workers, memory_mb=settings.memory_mb,
+                                       timeout_seconds=settings.timeout_seconds,
+                                       running_per_user=settings.running_per_user,
+                                       waiting_per_user=settings.waiting_per_user,
+                                       waiting_bytes_per_user=settings.waiting_bytes_per_user, bounds=bounds))
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
@@ -205,6 +218,8 @@ class Daemon:
         bound = os.stat(self.socket)
         self._bound = (bound.st_dev, bound.st_ino)
         await listeners.probe_munge(self.config, found)
+        if any(settings.type != "noop" for settings in self.config.resources):  # noop checks nothing
+            await self.broker.validation.start()  # else the workers start with the first payload to check
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
@@ -238,6 +253,7 @@ class Daemon:
         await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
         await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
         await self.metrics.close()
+        await self.broker.validation.close()
         if self.journal is not None:
             await asyncio.to_thread(self.journal.close)
         if self.spool is not None:

@@ -284,6 +284,7 @@ class Config(_Section):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     cluster: ClusterSettings | None = None  # set: the PostgreSQL store instead of the SQLite journal
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
