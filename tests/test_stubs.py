@@ -14,11 +14,15 @@ COMMITTED = ROOT / "stubs" / "python"
 def test_python_stubs_match_the_protos(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(COMMITTED / "generate.py"), str(tmp_path)], check=True,
                    capture_output=True)
-    fresh = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*_pb2*.py*")}
-    committed = {p.relative_to(COMMITTED): p.read_bytes() for p in COMMITTED.rglob("*_pb2*.py*")}
+    fresh, committed = _stubs(tmp_path), _stubs(COMMITTED)
     assert fresh, "the generator wrote nothing"
     stale = sorted(str(name) for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name))
     assert not stale, f"stubs/python is stale; run `python stubs/python/generate.py`: {stale}"
+
+
+def _stubs(root: Path) -> dict[Path, bytes]:
+    """The generated modules and type stubs under ``root`` (not the bytecode Python caches beside them)."""
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*_pb2*") if p.suffix in {".py", ".pyi"}}
 
 
 def test_stubs_are_importable_as_qrmid_v1() -> None:
