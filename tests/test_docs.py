@@ -163,7 +163,7 @@ class Page:
     setup: Setup
     munge_socket: Path | None
     scratch: Path = field(default_factory=short_dir)
-    groups: list[int] = field(default_factory=list)
+    groups: list[subprocess.Popen[bytes]] = field(default_factory=list)  # each leads a process group
     daemon: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -212,7 +212,7 @@ class Page:
             process = subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--net", f"--wd={self.src}",
                                         "--", *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        self.groups.append(process.pid)
+        self.groups.append(process)
         return process
 
     def run(self, argv: list[str], name: str, timeout: float = 300) -> tuple[int, str]:
@@ -280,24 +280,24 @@ class Page:
 
     def close(self) -> None:
         for group in self.groups:  # the daemon and what the page's commands left running, e.g. `qrmid serve &`
-            try:
-                os.killpg(group, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
+            if _alive(group):
+                os.killpg(group.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         for group in self.groups:
             while time.monotonic() < deadline and _alive(group):
                 time.sleep(0.1)
             if _alive(group):
-                os.killpg(group, signal.SIGKILL)
+                os.killpg(group.pid, signal.SIGKILL)
         self.holder.kill()
         self.holder.wait()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _alive(group: int) -> bool:
+def _alive(group: subprocess.Popen[bytes]) -> bool:
+    """Whether a process of the group is still running (its leader reaped first, so that no zombie counts)."""
+    group.poll()
     try:
-        os.killpg(group, 0)
+        os.killpg(group.pid, 0)
     except ProcessLookupError:
         return False
     return True
