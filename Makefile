@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use (installed when missing and running as root): systemd-analyze for the
-# unit; jq for the docs' examples; gRPC core, protobuf-c and their generators for the C stubs; valgrind for the C memory checks;
+# unit; jq for the docs' examples and iproute2 for their test; gRPC core, protobuf-c and their generators
+# for the C stubs; valgrind for the C memory checks;
 # Slurm and MUNGE for the one-node cluster the SPANK plugin is tested on; PostgreSQL for the cluster-mode store.
 DEB_PACKAGES := systemd gcc make pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
-	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev python3 jq \
+	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev python3 jq iproute2 \
 	postgresql
 
 .PHONY: demo test install system-packages
