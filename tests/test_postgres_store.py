@@ -140,6 +140,27 @@ async def test_tasks_results_request_ids_leases_and_accounting_survive_a_restart
         assert conn.execute("SELECT count(*) FROM request_ids").fetchone() == (5,)
 
 
+async def test_a_task_that_cannot_be_read_back_is_left_aside_and_the_daemon_starts(
+        database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = cluster_config(database)
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        tasks = [await qrmid.start_task("noop", PAYLOAD) for _ in range(3)]
+        for task in tasks:
+            await qrmid.wait(task.id)
+    with database.connect() as conn:
+        conn.execute("UPDATE tasks SET payload = 'not json' WHERE id = %s", (tasks[1].id,))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert (await qrmid.task(tasks[0].id)).state == pb.TASK_STATE_COMPLETED
+        assert (await qrmid.task(tasks[2].id)).state == pb.TASK_STATE_COMPLETED
+        with pytest.raises(grpc.RpcError) as error:
+            await qrmid.task(tasks[1].id)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    logged = [record.getMessage() for record in caplog.records if tasks[1].id in record.getMessage()]
+    assert len(logged) == 1 and "cannot be read back" in logged[0] and "stays in the database" in logged[0], logged
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (3,), "the row is kept as it was"
+
+
 async def test_an_admins_drain_and_resume_survive_restarts(database: Database) -> None:
     cfg = config([*NOOP, {"type": "noop", "name": "other", "slots": 1}], cluster=cluster(database))
     async with running(cfg) as daemon, grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:

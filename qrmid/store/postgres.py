@@ -500,7 +500,12 @@ def _read(conn: psycopg.Connection[dict[str, Any]]) -> Recovered:
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
     for row in conn.execute(READ_TASKS):
-        task = _task(row)
+        try:
+            task = _task(row)
+        except Exception as exc:  # one unreadable row must not keep the daemon from starting
+            log.error("PostgreSQL store: task %s cannot be read back (%s: %s); it stays in the database, not served: "
+                      "report this as a bug", row["id"], type(exc).__name__, exc)
+            continue
         recovered.tasks.append(task)
         if task.state.terminal and row["remote_ref"] and not row["released"]:
             recovered.held.add(task.id)
