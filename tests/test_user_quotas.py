@@ -17,9 +17,10 @@ from typing import Any
 
 import grpc
 import pytest
-from daemons import config, running, short_dir
+from daemons import ROOT, config, running, short_dir
 
 from qrmid.backends.payloads import Payload, PulserSequence
+from qrmid.bench.process import QrmidProcess
 from qrmid.core import errors
 from qrmid.core.leases import LeaseTable
 from qrmid.daemon import Daemon
@@ -171,6 +172,35 @@ async def test_a_spooled_task_cancelled_while_queued_leaves_no_file() -> None:
         assert daemon.spool is not None and len(list(daemon.spool.directory.iterdir())) == 1
         await alice.StopTask(pb.StopTaskRequest(task_id=task.id))
         await _until(lambda: not any(daemon.spool.directory.iterdir()))  # type: ignore[union-attr]
+
+
+async def test_kill_9_with_spooled_payloads_loses_no_task_and_leaves_no_file() -> None:
+    scratch = short_dir()
+    socket, cfg = scratch / "qrmid.sock", scratch / "qrmid.toml"
+    spool = scratch / "journal.db.spool"
+    cfg.write_text(f'[daemon]\nsocket = "{socket}"\n[journal]\npath = "{scratch / "journal.db"}"\n'
+                   '[tasks]\nspool_above_bytes = 4096\n[limits]\ncalls_per_second = 0\n'
+                   '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 1\ndelay_seconds = 1\n')
+    daemon = QrmidProcess(cfg, socket, cwd=ROOT)
+    try:
+        daemon.start()
+        async with grpc.aio.insecure_channel(daemon.address) as channel:
+            stub = pb_grpc.QuantumResourcesStub(channel)
+            ids = [(await stub.StartTask(start("noop", sequence(size, str(index))), timeout=60)).id
+                   for index, size in enumerate([1024, 100_000, 100_000, 100_000, 100_000])]
+            assert len(list(spool.iterdir())) >= 3, "the large tasks queued behind the first wait in the spool"
+        daemon.kill()
+        daemon.start()
+        assert list(spool.iterdir()) == [], "files of the killed run are removed; the journal holds the payloads"
+        async with grpc.aio.insecure_channel(daemon.address) as channel:
+            stub = pb_grpc.QuantumResourcesStub(channel)
+            for task_id in ids:
+                while (task := await stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=60)).state in (
+                        pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING):
+                    await asyncio.sleep(0.1)
+                assert task.state == pb.TASK_STATE_COMPLETED
+    finally:
+        daemon.stop()
 
 
 async def test_without_a_journal_large_payloads_stay_in_memory_within_the_limits() -> None:
