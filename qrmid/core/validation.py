@@ -62,6 +62,7 @@ class Validation:
         self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
         self._waiting_bytes = Counter[str]()
         self._arrivals = itertools.count()
+        self._starting = threading.Lock()
 
     async def start(self) -> None:
         """Start the workers now, importing the payload checks' modules the daemon has loaded, so the first
@@ -146,7 +147,7 @@ class Validation:
 
     async def _check(self, check: Check) -> int:
         limits = self.limits
-        pool = self._pool or await asyncio.to_thread(self._started)
+        pool = self._pool if self._pool is not None else await asyncio.to_thread(self._started)
         future = pool.schedule(_checked, args=(check.function, limits.bounds, check.args),
                                timeout=limits.timeout_seconds)
         try:
@@ -168,12 +169,14 @@ class Validation:
         return shots
 
     def _started(self) -> ProcessPool:
-        if self._pool is None:
-            warm = tuple(module for module in CHECK_MODULES if module in sys.modules)
-            self._pool = ProcessPool(max_workers=self.limits.workers, context=multiprocessing.get_context("spawn"),
-                                     initializer=_prepare, initargs=(self.limits.memory_mb << 20, warm))
-            self._pool.schedule(int)  # the pool starts its workers with its first task
-        return self._pool
+        with self._starting:  # two first checks at once start one pool
+            if self._pool is None:
+                warm = tuple(module for module in CHECK_MODULES if module in sys.modules)
+                self._pool = ProcessPool(max_workers=self.limits.workers, initializer=_prepare,
+                                         initargs=(self.limits.memory_mb << 20, warm),
+                                         context=multiprocessing.get_context("spawn"))
+                self._pool.schedule(int)  # the pool starts its workers with its first task
+            return self._pool
 
 
 def _prepare(memory: int, modules: tuple[str, ...]) -> None:
