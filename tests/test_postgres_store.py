@@ -23,10 +23,14 @@ from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_local_simulators import heavy_circuit, sampler
 from test_recovery import ibm_resource
 
+from qrmid.backends.payloads import PulserSequence
 from qrmid.client import AsyncClient, pulser_payload
+from qrmid.core.leases import Lease
+from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.daemon import StartupError
 from qrmid.ops.config import Config, ConfigError, load
 from qrmid.store import schema
+from qrmid.store.postgres import PostgresStore
 from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -207,6 +211,40 @@ async def test_a_second_member_on_the_same_database_is_refused_until_the_first_s
     async with running(second) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
         task = await qrmid.start_task("noop", PAYLOAD)
         assert (await qrmid.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+
+
+async def test_retention_drops_old_tasks_then_the_oldest_past_the_result_size_cap(database: Database) -> None:
+    store = PostgresStore(database.dsn, member="node-a", password_file=password_file(database),
+                          retain_seconds=3600, max_result_bytes=10, cleanup_interval=0)
+    await asyncio.to_thread(store.open)
+    store.start()
+    try:
+        tasks = [Task(resource="noop", owner="alice", payload=PulserSequence('{"x": 1}', 3)) for _ in range(4)]
+        for task in tasks:
+            store.task_queued(task)
+            task.transition(TaskState.RUNNING)
+            task.result = Result(b"123456", "application/json")
+            task.transition(TaskState.COMPLETED)
+            store.task_changed(task)
+        await store.durable()
+        with database.connect() as conn:  # the first ended two hours ago; the others in this order, just now
+            for age, task in zip((7200, 3, 2, 1), tasks, strict=True):
+                conn.execute("UPDATE tasks SET ended_at = %s WHERE id = %s", (time.time() - age, task.id))
+                conn.execute("UPDATE usage SET ended_at = %s WHERE task_id = %s", (time.time() - age, task.id))
+        store.lease_ended(Lease(resource="noop", owner="alice", expires_at=0), "")  # a write: the tidy-up follows
+        await store.durable()
+        store.lease_ended(Lease(resource="noop", owner="alice", expires_at=0), "")  # committed after it
+        await store.durable()
+    finally:
+        await asyncio.to_thread(store.close)
+    with database.connect() as conn:
+        kept = {row[0] for row in conn.execute("SELECT id FROM tasks")}
+        assert kept == {tasks[3].id}, "older than the age dropped, then the oldest until 10 bytes of results fit"
+        assert {row[0] for row in conn.execute("SELECT task_id FROM results")} == kept
+        assert {row[0] for row in conn.execute("SELECT DISTINCT task_id FROM transitions")} == kept
+        assert {row[0] for row in conn.execute("SELECT task_id FROM usage")} == {task.id for task in tasks[1:]}, \
+            "accounting records go by age only"
+        assert conn.execute("SELECT heartbeat > started_at FROM members").fetchone() == (True,)
 
 
 class Member:
