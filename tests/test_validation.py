@@ -4,6 +4,8 @@ fair share of workers between users."""
 from __future__ import annotations
 
 import asyncio
+import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +13,10 @@ import grpc
 import pytest
 from daemons import config, running
 
-from qrmid.backends import qiskit_jobs
+from qrmid.backends import pulser_jobs, qiskit_jobs
 from qrmid.backends.base import InvalidPayload
-from qrmid.backends.checks import Check
+from qrmid.backends.checks import Check, InputBounds
+from qrmid.backends.payloads import PulserSequence, QiskitPrimitive
 from qrmid.bench import hostile as bombs
 from qrmid.client import AsyncClient, sampler_payload
 from qrmid.core.errors import ResourceExhausted
@@ -109,3 +112,26 @@ async def test_the_daemon_answers_a_blown_limit_as_invalid_and_serves_on() -> No
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "bring the task to 128 shots; this resource takes at most 100 shots per task (max_task_shots)" in \
             refused.value.details()
+
+
+def test_atoms_and_layout_traps_are_counted_in_the_json_before_a_register_is_built() -> None:
+    limits = pulser_jobs.Limits(max_atoms=10, max_runs=100, max_duration_ns=None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidPayload, match="sequence has 20000 atoms; this resource emulates at most 10"):
+            pulser_jobs.parse(bombs.pulser_atoms(20_000), 10, limits, InputBounds())
+        doc = json.loads(bombs.pulser_atoms(2))
+        doc["layout"] = {"coordinates": [[5.0 * i, 0.0] for i in range(5000)]}
+        with pytest.raises(InvalidPayload, match=r"layout of 5000 traps; the limit is 1000 \(\[validation\] "
+                                                 r"max_layout_traps\)"):
+            pulser_jobs.parse(json.dumps(doc), 10, limits, InputBounds())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak >> 20} MiB: a register of 20,000 atoms checks 200 million distances in 3 GiB"
+
+
+def test_payload_size_counts_utf8_bytes() -> None:
+    assert PulserSequence("\U0001d4b3" * 1000, 1).size == 4000
+    assert QiskitPrimitive("sampler", "é" * 3_000_000).size == 6_000_007
+    assert QiskitPrimitive("sampler", "{}").size == 9
