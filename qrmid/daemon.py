@@ -225,6 +225,7 @@ class Daemon:
             self.ledger.restore(recovered.tasks)
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
                                       recovered.drains)
+            await self.broker.store_queued()
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:

@@ -249,6 +249,11 @@ class Broker:
                 f"of {_size(limit)} ([tasks] max_queued_bytes_per_user); wait for some of your tasks to start, or "
                 "cancel some")
 
+    async def store_queued(self) -> None:
+        """Move the large payloads of queued tasks (those taken back from the journal at start) out of memory."""
+        for task in [task for task in self._tasks.values() if task.state is TaskState.QUEUED and task.stored is None]:
+            await self._store(task)
+
     async def _store(self, task: Task) -> None:
         """Move a large queued payload out of memory until dispatch, while its task is still queued."""
         if self.payloads is None:
