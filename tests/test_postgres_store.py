@@ -116,6 +116,15 @@ async def test_a_schema_newer_than_the_daemon_knows_is_refused(database: Databas
 # -- what a restart keeps -----------------------------------------------------------------------------------------
 
 
+async def test_a_daemon_in_cluster_mode_starts_where_no_journal_made_the_state_directory(database: Database) -> None:
+    state = short_dir() / "state" / "qrmid"  # the journal would have made it; the payload spool goes there
+    cfg = config(NOOP, cluster=cluster(database), journal={"path": str(state / "journal.db")})
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        task = await qrmid.start_task("noop", PAYLOAD)
+        assert (await qrmid.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+    assert not (state / "journal.db").exists(), "the store is PostgreSQL, not the journal"
+
+
 async def test_tasks_results_request_ids_leases_and_accounting_survive_a_restart(database: Database) -> None:
     cfg = cluster_config(database)
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
