@@ -42,7 +42,6 @@ class Spool:
         """Create the directory (0700), refuse one another user owns or others may write, and empty it of files
         an earlier run left (blocking)."""
         try:
-            self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # no journal made it (cluster mode)
             self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # no journal made it (a cluster)
             self.directory.mkdir(mode=0o700, exist_ok=True)
             info = self.directory.lstat()
