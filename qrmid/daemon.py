@@ -40,8 +40,8 @@ from qrmid.ops.accounting import Ledger
 from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, ValidationSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
-from qrmid.store.spool import Spool, SpoolError
 from qrmid.store.postgres import PostgresStore, StoreError
+from qrmid.store.spool import Spool, SpoolError
 from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
