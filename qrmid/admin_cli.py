@@ -23,8 +23,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Column, Table
 
-from qrmid.client import resolve_address
 from qrmid.client_auth import ClientAuth
+from qrmid.client_members import Members
 from qrmid.v1 import admin_pb2 as apb
 from qrmid.v1 import admin_pb2_grpc as apb_grpc
 from qrmid.v1 import metrics_pb2 as mpb
@@ -57,12 +57,18 @@ def _call(ctx: click.Context, calls: Callable[[Stubs], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
     async def run() -> T:
-        async with auth.channel(resolve_address(options["address"]), options=[]) as channel:
-            return await calls(Stubs(apb_grpc.AdminServiceStub(channel), mpb_grpc.MetricsServiceStub(channel),
-                                     pb_grpc.QuantumResourcesStub(channel)))
+        members = Members(options["address"], auth, options=[])
+        try:
+            return await members.call(lambda channel, _: calls(Stubs(
+                apb_grpc.AdminServiceStub(channel), mpb_grpc.MetricsServiceStub(channel),
+                pb_grpc.QuantumResourcesStub(channel))), None)
+        finally:
+            await members.close()
 
     try:
         return asyncio.run(run())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     except grpc.RpcError as exc:
         code = exc.code().name if exc.code() else "UNKNOWN"
         raise click.ClickException(f"{code}: {exc.details()}") from None

@@ -49,6 +49,8 @@ def _client(ctx: click.Context) -> Iterator[Client]:
     try:
         with Client(ctx.obj["address"], auth=auth) as client:
             yield client
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     except grpc.RpcError as exc:
         code = exc.code().name if exc.code() else "UNKNOWN"
         raise click.ClickException(f"{code}: {exc.details()}") from None
@@ -56,7 +58,8 @@ def _client(ctx: click.Context) -> Iterator[Client]:
 
 @click.group()
 @click.option("--address", envvar="QRMID_ADDRESS", default=None, metavar="ADDR",
-              help="daemon address: unix:PATH, an absolute socket path, or HOST:PORT "
+              help="daemon address: unix:PATH, an absolute socket path, HOST:PORT or a gRPC target such as "
+                   "dns:///NAME:PORT; several cluster members separated by commas "
                    "[env QRMID_ADDRESS; default: the default socket]")
 @click.option("--auth", type=click.Choice(["none", "munge", "token"]), default=None,
               help="how to authenticate [env QRMID_AUTH; default: none]")

@@ -4,20 +4,22 @@
         task, result = qrmid.run("local-qiskit", sampler_payload(bell_input))
 
 Calls return the API's protobuf messages (``qrmid.v1.quantum_resources_pb2``) and raise ``grpc.RpcError``
-with the daemon's status code and message when it refuses.
+with the daemon's status code and message when it refuses. The address may list several members of a
+cluster: a call a member cannot answer moves on to the next (``qrmid.client_members``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Self, TypeVar
 
 from qrmid.client_auth import ClientAuth
-from qrmid.ops.paths import default_address
+from qrmid.client_members import Members
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
@@ -33,15 +35,6 @@ class TaskFailed(Exception):
         super().__init__(f"task {task.id} {pb.TaskState.Name(task.state).removeprefix('TASK_STATE_').lower()}: "
                          f"{task.reason or 'no reason given'}")
         self.task = task
-
-
-def resolve_address(address: str | None = None) -> str:
-    """The gRPC target: ``address``, else ``$QRMID_ADDRESS``, else the default socket.
-
-    A bare absolute path means a Unix socket; ``unix:PATH`` and ``HOST:PORT`` are taken as they are.
-    """
-    target = address or os.environ.get("QRMID_ADDRESS") or default_address()
-    return f"unix:{target}" if target.startswith("/") else target
 
 
 def sampler_payload(input: dict[str, Any] | str) -> pb.Payload:
@@ -80,16 +73,22 @@ def _qiskit(program_id: str, input: dict[str, Any] | str) -> pb.Payload:
 
 
 class AsyncClient:
-    """An asyncio client of one qrmid daemon."""
+    """An asyncio client of a qrmid daemon, or of the members of a cluster."""
 
     def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
-        """``auth``: how calls authenticate and whether over TLS; ``ClientAuth.resolve()`` (the QRMID_AUTH,
+        """``address``: one member or a comma-separated list (``qrmid.client_members.split_address``);
+        ``auth``: how calls authenticate and whether over TLS; ``ClientAuth.resolve()`` (the QRMID_AUTH,
         QRMID_TOKEN_FILE and QRMID_TLS_* environment) when None."""
-        self.address = resolve_address(address)
-        self.timeout = timeout
-        self._channel = (auth or ClientAuth.resolve()).channel(self.address, options=[
+        self._members = Members(address, auth or ClientAuth.resolve(), options=[
             ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
-        self._stub = pb_grpc.QuantumResourcesStub(self._channel)
+        self.address = self._members.address
+        self.timeout = timeout
+        self._stubs = {channel: pb_grpc.QuantumResourcesStub(channel) for channel in self._members.channels}
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        """``method`` on the first member that can answer it."""
+        return await self._members.call(
+            lambda channel, timeout: getattr(self._stubs[channel], method)(request, timeout=timeout), self.timeout)
 
     async def __aenter__(self) -> Self:
         return self
@@ -98,22 +97,22 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._members.close()
 
     async def list_resources(self) -> list[pb.Resource]:
-        response = await self._stub.ListResources(pb.ListResourcesRequest(), timeout=self.timeout)
+        response = await self._unary("ListResources", pb.ListResourcesRequest())
         return list(response.resources)
 
     async def resource(self, name: str) -> pb.Resource:
-        return await self._stub.GetResource(pb.GetResourceRequest(name=name), timeout=self.timeout)
+        return await self._unary("GetResource", pb.GetResourceRequest(name=name))
 
     async def target(self, resource: str) -> str:
         """The resource's device description, as JSON text."""
-        response = await self._stub.GetTarget(pb.GetTargetRequest(resource=resource), timeout=self.timeout)
+        response = await self._unary("GetTarget", pb.GetTargetRequest(resource=resource))
         return response.value
 
     async def metadata(self, resource: str) -> dict[str, str]:
-        response = await self._stub.GetMetadata(pb.GetMetadataRequest(resource=resource), timeout=self.timeout)
+        response = await self._unary("GetMetadata", pb.GetMetadataRequest(resource=resource))
         return dict(response.values)
 
     async def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0,
@@ -121,43 +120,61 @@ class AsyncClient:
         """A lease on ``resource``; admins may name another user (or uid) to hold it in ``on_behalf_of``."""
         request = pb.AcquireRequest(resource=resource, slurm_job_id=slurm_job_id, ttl_seconds=ttl_seconds,
                                     on_behalf_of=on_behalf_of)
-        return await self._stub.Acquire(request, timeout=self.timeout)
+        return await self._unary("Acquire", request)
 
     async def release(self, token: str) -> pb.ReleaseResponse:
-        return await self._stub.Release(pb.ReleaseRequest(token=token), timeout=self.timeout)
+        return await self._unary("Release", pb.ReleaseRequest(token=token))
 
     async def list_leases(self, resource: str = "", slurm_job_id: str = "") -> list[pb.Lease]:
         """The caller's live leases (without tokens), optionally only one resource's or one Slurm job's."""
         request = pb.ListLeasesRequest(resource=resource, slurm_job_id=slurm_job_id)
-        response = await self._stub.ListLeases(request, timeout=self.timeout)
+        response = await self._unary("ListLeases", request)
         return list(response.leases)
 
     async def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
                          request_id: str = "", priority: str = "") -> pb.Task:
-        """Queue a task; ``priority`` names its priority class (empty: the resource's default)."""
+        """Queue a task; ``priority`` names its priority class (empty: the resource's default). Without a
+        ``request_id`` the client makes one, so that a retry on another member cannot start a second task."""
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
-                                      client_request_id=request_id, priority=priority)
-        return await self._stub.StartTask(request, timeout=self.timeout)
+                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority)
+        return await self._unary("StartTask", request)
 
     async def stop_task(self, task_id: str) -> pb.Task:
-        return await self._stub.StopTask(pb.StopTaskRequest(task_id=task_id), timeout=self.timeout)
+        return await self._unary("StopTask", pb.StopTaskRequest(task_id=task_id))
 
     async def task(self, task_id: str) -> pb.Task:
-        return await self._stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=self.timeout)
+        return await self._unary("GetTask", pb.GetTaskRequest(task_id=task_id))
 
     async def watch(self, task_id: str) -> AsyncIterator[pb.Task]:
-        """The task now, then each state change until a terminal one."""
-        async for task in self._stub.WatchTask(pb.WatchTaskRequest(task_id=task_id)):
+        """The task now, then each state change until a terminal one. When its member goes away the watch
+        goes on at another member, without repeating a state already given."""
+        request = pb.WatchTaskRequest(task_id=task_id)
+        last: pb.Task | None = None
+        resumed = False
+
+        def resume() -> None:
+            nonlocal resumed
+            resumed = True
+
+        async for task in self._members.stream(lambda channel: self._stubs[channel].WatchTask(request), resume):
+            if last is not None and (task.state < last.state or (resumed and task.state == last.state)):
+                resumed = False
+                continue
+            last, resumed = task, False
             yield task
 
     async def result(self, task_id: str) -> bytes:
-        """A completed task's whole result."""
-        chunks = [chunk.data async for chunk in self._stub.GetTaskResult(
-            pb.GetTaskResultRequest(task_id=task_id), timeout=self.timeout)]
+        """A completed task's whole result (fetched again from the start when its member goes away)."""
+        request = pb.GetTaskResultRequest(task_id=task_id)
+        deadline = time.monotonic() + self.timeout
+        chunks: list[bytes] = []
+        async for chunk in self._members.stream(lambda channel: self._stubs[channel].GetTaskResult(
+                request, timeout=max(deadline - time.monotonic(), 0.001)), chunks.clear):
+            chunks.append(chunk.data)
         return b"".join(chunks)
 
     async def logs(self, task_id: str) -> str:
-        response = await self._stub.GetTaskLogs(pb.GetTaskLogsRequest(task_id=task_id), timeout=self.timeout)
+        response = await self._unary("GetTaskLogs", pb.GetTaskLogsRequest(task_id=task_id))
         return response.text
 
     async def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:

@@ -12,6 +12,7 @@ daemon's own user), health checks and reflection are not rate- or stream-limited
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,6 +125,8 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(unary, **types)
         if handler.unary_stream:
             inner_stream = handler.unary_stream
+            if not limited and not inspect.isasyncgenfunction(inner_stream):  # context.write: Health.Watch
+                return handler
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 await _refuse_undecodable(request, context)

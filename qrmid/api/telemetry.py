@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +27,8 @@ class RpcTelemetry(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
         if handler.unary_stream is not None:
+            if not inspect.isasyncgenfunction(handler.unary_stream):  # writes with context.write (Health.Watch)
+                return handler._replace(unary_stream=self._unary(method, handler.unary_stream))
             return handler._replace(unary_stream=self._stream(method, handler.unary_stream))
         if handler.stream_unary is not None:
             return handler._replace(stream_unary=self._unary(method, handler.stream_unary))

@@ -1,0 +1,142 @@
+"""The members of a qrmid cluster a client may call, and how a call fails over between them.
+
+An address names one member or several, separated by commas, in any mix of the forms one member takes:
+``unix:/path``, an absolute socket path, ``host:port``, or any gRPC target such as ``dns:///name:port``.
+Each member gets its own gRPC channel, whose service config has gRPC spread calls over the addresses a name
+resolves to (``round_robin``, skipping those the health service reports not serving) and retry a call that
+fails UNAVAILABLE on another of them. Across members — Unix sockets, mixed lists — the client does the same
+itself: a call answered UNAVAILABLE, or whose connection fails, is tried on the next member, each member once
+per call, after a short backoff, within the caller's deadline. An ``ipv4:``/``ipv6:`` target keeps gRPC's
+own comma-separated address list and is one member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from qrmid.client_auth import ClientAuth
+from qrmid.ops.paths import default_address
+
+T = TypeVar("T")
+
+FIRST_BACKOFF = 0.05  # seconds before the second member; doubled for each further one
+MAX_BACKOFF = 0.5
+
+# gRPC's part: retry UNAVAILABLE (on another address of the target when it has several).
+RETRY = {"methodConfig": [{
+    "name": [{"service": "qrmid.v1.QuantumResources"}, {"service": "qrmid.v1.AdminService"},
+             {"service": "qrmid.v1.MetricsService"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]},
+}]}
+# A network target may resolve to several daemons: spread calls over them, skipping those whose health service
+# does not answer SERVING (a daemon draining for shutdown). A Unix socket is one daemon: no health stream.
+BALANCED = {**RETRY, "loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+
+
+def service_config(target: str) -> str:
+    """The gRPC service config of a member's channel."""
+    return json.dumps(RETRY if target.startswith("unix") else BALANCED)
+
+def split_address(address: str | None = None) -> list[str]:
+    """The gRPC target of each member ``address`` names, else ``$QRMID_ADDRESS``, else the default socket.
+
+    A bare absolute path means a Unix socket; ``unix:PATH``, ``HOST:PORT`` and other gRPC targets are taken as
+    they are; ValueError for an empty member (``a,,b``).
+    """
+    text = (address or os.environ.get("QRMID_ADDRESS") or default_address()).strip()
+    if text.startswith(("ipv4:", "ipv6:")):
+        return [text]
+    members = [part.strip() for part in text.split(",")]
+    if not all(members):
+        raise ValueError(f"address {text!r} has an empty member: list members as MEMBER,MEMBER,... "
+                         "(unix:/path, /path, host:port or a gRPC target such as dns:///name:port)")
+    return [f"unix:{member}" if member.startswith("/") else member for member in members]
+
+
+def unavailable(details: str) -> grpc.aio.AioRpcError:
+    """An UNAVAILABLE error raised by the client itself."""
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def _backoff(attempt: int) -> float:
+    return min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF)
+
+
+class Members:
+    """One channel per member; calls go to the member that answered last, and move on when it is unavailable."""
+
+    def __init__(self, address: str | None, auth: ClientAuth, options: list[tuple[str, Any]]) -> None:
+        self.targets = split_address(address)
+        self.channels = [auth.channel(target, options=[*options, ("grpc.service_config", service_config(target))])
+                         for target in self.targets]
+        self.current = 0
+
+    @property
+    def address(self) -> str:
+        return ",".join(self.targets)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels))
+
+    def _order(self) -> list[int]:
+        return [(self.current + step) % len(self.channels) for step in range(len(self.channels))]
+
+    async def call(self, call: Callable[[grpc.aio.Channel, float | None], Awaitable[T]],
+                   timeout: float | None) -> T:
+        """``call(channel, timeout)`` on each member in turn until one does not answer UNAVAILABLE; the
+        caller's ``timeout`` bounds the whole. The last member's error when none could, naming them all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        faults: list[str] = []
+        for attempt, index in enumerate(self._order()):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if attempt:
+                pause = _backoff(attempt)
+                if remaining is not None and remaining <= pause:
+                    break
+                await asyncio.sleep(pause)
+                remaining = None if remaining is None else remaining - pause
+            try:
+                result = await call(self.channels[index], remaining)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                if len(self.channels) == 1:
+                    raise
+                faults.append(f"{self.targets[index]}: {exc.details()}")
+                continue
+            self.current = index
+            return result
+        raise unavailable(f"no member of {self.address} could answer ({'; '.join(faults)}); "
+                          "check that at least one of them runs, or fix the address")
+
+    async def stream(self, open_stream: Callable[[grpc.aio.Channel], AsyncIterator[T]],
+                     resume: Callable[[], None]) -> AsyncIterator[T]:
+        """The messages of ``open_stream(channel)``; when a member fails UNAVAILABLE mid-way, ``resume()`` is
+        called and the stream opened again on the next member, each member once between two messages."""
+        faults: list[str] = []
+        index = self.current
+        while True:
+            try:
+                async for message in open_stream(self.channels[index]):
+                    faults.clear()
+                    self.current = index
+                    yield message
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or len(self.channels) == 1:
+                    raise
+                faults.append(f"{self.targets[index]}: {exc.details()}")
+                if len(faults) >= len(self.channels):
+                    raise unavailable(f"no member of {self.address} could answer ({'; '.join(faults)}); "
+                                      "check that at least one of them runs, or fix the address") from None
+            index = (index + 1) % len(self.channels)
+            resume()
+            await asyncio.sleep(_backoff(len(faults)))

@@ -1,0 +1,173 @@
+"""Clients fail over between the members an address lists: real daemons on real sockets, some of them down,
+stopped or killed with SIGKILL between calls or in the middle of a watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from daemons import ROOT, short_dir, wait_serving, write_config
+
+from qrmid.client import AsyncClient, Client, sampler_payload
+from qrmid.client_members import split_address
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+BELL = json.loads((ROOT / "qrmid" / "examples" / "bell.json").read_text())["parameters"]
+
+
+def noop(delay: float = 0.0) -> str:
+    return f'[[resources]]\ntype = "noop"\nname = "noop"\nslots = 2\ndelay_seconds = {delay}\n'
+
+
+@contextmanager
+def member(sock: Path, journal: Path, delay: float = 0.0) -> Iterator[subprocess.Popen[bytes]]:
+    """``qrmid serve`` on ``sock`` with its journal at ``journal``; SIGTERM at exit unless it is gone already."""
+    cfg = write_config(sock.with_suffix(".toml"),
+                       f'[daemon]\nsocket = "{sock}"\n[journal]\npath = "{journal}"\n{noop(delay)}')
+    process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT)
+    try:
+        wait_serving(f"unix:{sock}", process=process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def refused_port() -> str:
+    """A loopback address nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def qrmid(*args: str, address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qrmid", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "QRMID_ADDRESS": address, "COLUMNS": "200"})
+
+
+def test_address_forms() -> None:
+    assert split_address("/run/a.sock") == ["unix:/run/a.sock"]
+    assert split_address("unix:/a.sock, /b.sock,host1:50051,dns:///qrmid.example.org:443") == [
+        "unix:/a.sock", "unix:/b.sock", "host1:50051", "dns:///qrmid.example.org:443"]
+    assert split_address("ipv4:10.0.0.1:50051,10.0.0.2:50051") == ["ipv4:10.0.0.1:50051,10.0.0.2:50051"]
+    with pytest.raises(ValueError, match="empty member"):
+        split_address("/a.sock,,/b.sock")
+
+
+def test_every_call_is_served_when_the_first_members_are_down() -> None:
+    scratch = short_dir()
+    with member(scratch / "live.sock", scratch / "journal.db"):
+        address = f"unix:{scratch}/none.sock,{refused_port()},unix:{scratch}/live.sock"
+        with Client(address, timeout=30) as client:
+            assert client.address == address
+            assert [r.name for r in client.list_resources()] == ["noop"]
+            assert client.resource("noop").name == "noop"
+            lease = client.acquire("noop", slurm_job_id="7")
+            assert [held.id for held in client.list_leases("noop")] == [lease.id]
+            started = client.start_task("noop", sampler_payload(BELL), lease_token=lease.token)
+            assert started.client_request_id, "StartTask carries a request id the client made"
+            again = client.start_task("noop", sampler_payload(BELL), lease_token=lease.token,
+                                      request_id=started.client_request_id)
+            assert again.id == started.id, "a retried StartTask is the same task"
+            states = [task.state for task in client.watch(started.id)]
+            assert states[-1] == pb.TASK_STATE_COMPLETED and states == sorted(set(states))
+            assert client.task(started.id).state == pb.TASK_STATE_COMPLETED
+            assert client.result(started.id)
+            client.logs(started.id)
+            task, result = client.run("noop", sampler_payload(BELL))
+            assert task.state == pb.TASK_STATE_COMPLETED and result
+            assert client.release(lease.token).lease.id == lease.id
+
+
+def test_no_member_answering_names_them_all() -> None:
+    scratch = short_dir()
+    refused = refused_port()
+    with Client(f"{scratch}/none.sock,{refused}", timeout=30) as client, \
+            pytest.raises(grpc.RpcError) as refused_call:
+        client.list_resources()
+    assert refused_call.value.code() == grpc.StatusCode.UNAVAILABLE
+    message = refused_call.value.details()
+    assert f"unix:{scratch}/none.sock: no daemon at" in message and f"{refused}:" in message
+
+
+async def test_calls_move_on_when_members_are_killed_or_stopped_between_calls() -> None:
+    scratch = short_dir()
+    socks = [scratch / f"m{i}.sock" for i in range(3)]
+    with member(socks[0], scratch / "j0.db") as first, member(socks[1], scratch / "j1.db") as second, \
+            member(socks[2], scratch / "j2.db"):
+        async with AsyncClient(",".join(str(sock) for sock in socks), timeout=30) as client:
+            on_first, _ = await client.run("noop", sampler_payload(BELL))
+            first.kill()
+            first.wait()
+            with pytest.raises(grpc.RpcError) as unknown:
+                await client.task(on_first.id)
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND, "the second member answered, not knowing it"
+            on_second, _ = await client.run("noop", sampler_payload(BELL))
+            assert (await client.task(on_second.id)).state == pb.TASK_STATE_COMPLETED
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=60)
+            with pytest.raises(grpc.RpcError) as unknown:
+                await client.task(on_second.id)
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND, "the third member answered, not knowing it"
+            on_third, result = await client.run("noop", sampler_payload(BELL))
+            assert on_third.state == pb.TASK_STATE_COMPLETED and result
+
+def test_watch_resumes_on_another_member_without_repeating_a_state() -> None:
+    """The member a watch is on is killed; the same store comes up as another member; the watch goes on there."""
+    scratch = short_dir()
+    journal = scratch / "journal.db"
+    a, b = scratch / "a.sock", scratch / "b.sock"
+    with Client(f"unix:{a},unix:{b}", timeout=30) as client:
+        with member(a, journal, delay=0.5) as first:
+            drained = qrmid("admin", "drain", "noop", "--reason", "maintenance", address=f"unix:{a}")
+            assert drained.returncode == 0, drained.stderr
+            task = client.start_task("noop", sampler_payload(BELL))
+            watch = client.watch(task.id)
+            assert next(watch).state == pb.TASK_STATE_QUEUED
+            first.kill()
+            first.wait()
+        with member(b, journal, delay=0.5):
+            resumed = qrmid("admin", "resume", "noop", address=f"unix:{b}")
+            assert resumed.returncode == 0, resumed.stderr
+            states = [pb.TASK_STATE_QUEUED, *(seen.state for seen in watch)]
+    assert states[-1] == pb.TASK_STATE_COMPLETED
+    assert states == sorted(set(states)), f"a state was repeated or went back: {states}"
+
+
+def test_the_cli_fails_over(tmp_path: Path) -> None:
+    scratch = short_dir()
+    with member(scratch / "live.sock", scratch / "journal.db"):
+        address = f"{tmp_path}/none.sock,{refused_port()},{scratch}/live.sock"
+        listed = qrmid("resources", address=address)
+        assert listed.returncode == 0 and "noop" in listed.stdout, listed.stderr
+        run = qrmid("run", "noop", str(ROOT / "qrmid" / "examples" / "bell.json"), "--raw", address=address)
+        assert run.returncode == 0, run.stderr
+        drained = qrmid("admin", "drain", "noop", address=address)
+        assert drained.returncode == 0 and "draining" in drained.stderr.lower(), drained.stderr
+    bad = qrmid("resources", address=f"{tmp_path}/a.sock,,{tmp_path}/b.sock")
+    assert bad.returncode == 1 and "empty member" in bad.stderr
+
+
+def test_the_health_service_streams_serving() -> None:
+    """gRPC's client-side health checking of a network member watches the health service."""
+    scratch = short_dir()
+    with member(scratch / "live.sock", scratch / "journal.db"), \
+            grpc.insecure_channel(f"unix:{scratch}/live.sock") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
