@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from daemons import ROOT, short_dir, wait_serving, write_config
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qrmid.client import AsyncClient, Client, sampler_payload
 from qrmid.client_members import split_address
