@@ -13,7 +13,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from qrmid.core.leases import LeaseTable
+from qrmid.core.leases import Lease, LeaseTable
 
 USERS = 100
 PER_USER = 1_000
@@ -37,7 +37,7 @@ def main() -> None:
         table.grant(f"r{index % RESOURCES}", f"user{index % USERS}", slurm_job_id=str(index))
     user = "user7"
 
-    def scan() -> list[object]:  # the baseline: every live lease looked at, as before the owner index
+    def scan() -> list[Lease]:  # the baseline: every live lease looked at, as before the owner index
         return sorted((lease for lease in table.live() if lease.owner == user), key=lambda lease: lease.created_at)
 
     def acquire_release() -> None:
