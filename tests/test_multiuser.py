@@ -424,7 +424,7 @@ async def _every_read(client: AsyncClient, task_ids: list[str]) -> list[str]:
         for call in (client.task(task_id), client.logs(task_id), client.result(task_id),
                      _collect(client.watch(task_id))):
             await keep(call)
-    channel = client._channel
+    channel = client._members.channels[0]  # the client's own authenticated channel to its one daemon
     metrics, admin = metrics_pb2_grpc.MetricsServiceStub(channel), admin_pb2_grpc.AdminServiceStub(channel)
     for call in (metrics.GetUtilization(metrics_pb2.GetUtilizationRequest()),
                  metrics.ListAccounting(metrics_pb2.ListAccountingRequest()),
