@@ -8,6 +8,8 @@ the way grpcurl does: it learns the services from the server's reflection and tu
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
+from typing import NoReturn
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -16,27 +18,35 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 USAGE = "usage: grpcurl [-plaintext] [-unix] [-d DATA] [-H 'name: value']... ADDRESS (list [SERVICE] | METHOD)"
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     print(message, file=sys.stderr)
     sys.exit(code)
 
 
-def parse(argv: list[str]) -> tuple[dict[str, object], list[str]]:
+@dataclass
+class Flags:
+    plaintext: bool = False
+    unix: bool = False
+    data: str | None = None
+    headers: list[str] = field(default_factory=list)
+
+
+def parse(argv: list[str]) -> tuple[Flags, list[str]]:
     """grpcurl's flags (Go's flag package: every flag before the positional arguments)."""
-    flags: dict[str, object] = {"plaintext": False, "unix": False, "d": None, "H": []}
-    args = list(argv)
+    flags, args = Flags(), list(argv)
     while args and args[0].startswith("-") and args[0] != "-":
         flag = args.pop(0).lstrip("-")
-        if flag in ("plaintext", "unix"):
-            flags[flag] = True
+        if flag == "plaintext":
+            flags.plaintext = True
+        elif flag == "unix":
+            flags.unix = True
         elif flag in ("d", "H"):
             if not args:
                 fail(f"flag needs an argument: -{flag}\n{USAGE}")
-            value = args.pop(0)
             if flag == "H":
-                flags["H"].append(value)  # type: ignore[union-attr]
+                flags.headers.append(args.pop(0))
             else:
-                flags["d"] = value
+                flags.data = args.pop(0)
         else:
             fail(f"flag provided but not defined: -{flag}\n{USAGE}")
     return flags, args
@@ -46,17 +56,17 @@ def main(argv: list[str]) -> None:
     flags, args = parse(argv)
     if not args:
         fail(f"Too few arguments.\n{USAGE}")
-    if not flags["plaintext"]:
+    if not flags.plaintext:
         fail("this stand-in speaks plaintext only: pass -plaintext (the docs' daemons listen on Unix sockets)")
     address, rest = args[0], args[1:]
-    if flags["unix"]:
+    if flags.unix:
         target = f"unix:{address}"
     elif address.count(":") == 1 and not address.startswith("unix"):
         target = address
     else:
         fail(f"Failed to dial target host \"{address}\": not HOST:PORT (use -unix for a socket path)", 1)
     metadata = []
-    for header in flags["H"]:  # type: ignore[union-attr]
+    for header in flags.headers:
         name, sep, value = header.partition(":")
         if not sep:
             fail(f"header {header!r} is not 'name: value'")
@@ -68,7 +78,7 @@ def main(argv: list[str]) -> None:
         if rest[0] == "list":
             listing(channel, pool, rest[1] if len(rest) > 1 else None)
         else:
-            invoke(channel, pool, rest[0], flags["d"], metadata)  # type: ignore[arg-type]
+            invoke(channel, pool, rest[0], flags.data, metadata)
 
 
 def listing(channel: grpc.Channel, pool: descriptor_pool.DescriptorPool, service: str | None) -> None:

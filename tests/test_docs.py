@@ -209,8 +209,8 @@ class Page:
     def spawn(self, argv: list[str], output: Path) -> subprocess.Popen[bytes]:
         """``argv`` in the page's mounts and tree, in a process group of its own (stopped with the page)."""
         with output.open("ab") as sink:
-            process = subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--net", f"--wd={self.src}",
-                                        "--", *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
+            enter = ["nsenter", f"--target={self.holder.pid}", "--mount", "--net", f"--wd={self.src}", "--"]
+            process = subprocess.Popen([*enter, *argv], env=self.env, stdin=subprocess.DEVNULL, stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.groups.append(process)
         return process
@@ -243,7 +243,10 @@ class Page:
         path.write_text(f"[daemon]\nshutdown_grace_seconds = 2\n{self.setup.daemon_keys}{sections}")
         self.daemon = self.spawn(["qrmid", "serve", "--config", "/etc/qrmid/qrmid.toml"], self.scratch / "daemon.log")
         address = f"unix:{self.private(SYSTEM_SOCKET)}"
-        wait_serving(address, process=self.daemon)
+        try:
+            wait_serving(address, process=self.daemon)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{self.page}: its daemon did not start ({exc}):\n{(self.scratch / 'daemon.log').read_text()}")
         if self.setup.busy:
             with Client(address) as qrmid:
                 qrmid.acquire("ibm_fez")
@@ -255,16 +258,16 @@ class Page:
         tls = self.private(Path("/etc/qrmid/tls"))
         tls.mkdir()
         now = datetime.datetime.now(datetime.UTC)
+        valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
         ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "site CA")])
         ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=1))
+              .serial_number(x509.random_serial_number()).not_valid_before(valid[0]).not_valid_after(valid[1])
               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
               .sign(ca_key, hashes.SHA256()))
         server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
                   .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                  .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                  .not_valid_before(valid[0]).not_valid_after(valid[1])
                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
                   .sign(ca_key, hashes.SHA256()))
         (tls / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
