@@ -428,3 +428,9 @@ def test_every_block_not_run_is_still_in_the_docs() -> None:
     for page, marker in NOT_RUN:
         found = [block.id for block in BLOCKS if block.page == page and marker in block.text]
         assert len(found) == 1, f"NOT_RUN entry ({page!r}, {marker!r}) matches {found or 'no block'}"
+
+
+def test_every_fence_opens_or_closes_a_block_the_test_reads() -> None:
+    for path in DOCS:
+        fences = sum(1 for line in path.read_text().splitlines() if re.match(r"\s*(`{3,}|~{3,})", line))
+        assert fences == 2 * len(fenced_blocks(path)), f"{path.name}: a fence the test does not pair up"
