@@ -14,6 +14,7 @@
 #include "qrmid_c.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <grpc/byte_buffer.h>
@@ -36,14 +38,28 @@
 #define SOCKET_OWNER_ENV "QRMID_SOCKET_OWNER"
 #define SYSTEM_SOCKET "/run/qrmid/qrmid.sock"
 
-struct qrmid_client {
+#define FIRST_BACKOFF_MS 50 /* before the second member; doubled for each further one */
+#define MAX_BACKOFF_MS 500
+#define REQUEST_ID_FIELD "client_request_id"
+
+/* One daemon of the address's list. */
+typedef struct member {
+  char *target;       /* its gRPC target */
   grpc_channel *channel;
+  char *socket_path;  /* a unix: target's socket, checked before every call; NULL otherwise */
+  uid_t socket_owner; /* the uid it must belong to (root is accepted too) */
+} member;
+
+struct qrmid_client {
+  member *members;
+  size_t member_count;
+  size_t current;         /* the member that answered last (read and written atomically) */
+  size_t last_attempts;   /* members the last call was sent to */
+  char *address;          /* the target as given, for messages */
   grpc_metadata *metadata; /* sent with every call */
   size_t metadata_count;
   int use_munge;       /* add a fresh MUNGE credential to every call */
   char *munge_socket;  /* munged's socket; NULL: libmunge's default */
-  char *socket_path;   /* a unix: target's socket, checked before every call; NULL otherwise */
-  uid_t socket_owner;  /* the uid it must belong to (root is accepted too) */
 };
 
 /* --- errors ------------------------------------------------------------- */
@@ -238,10 +254,9 @@ static grpc_status_code check_directories(const char *dir, uid_t owner, int hold
   return code;
 }
 
-/* Checks that the client's Unix socket is the expected owner's before a call sends anything. */
-static grpc_status_code check_socket(const qrmid_client *client, const char *method, qrmid_error *error)
+/* Checks that a member's Unix socket is the expected owner's before a call sends anything. */
+static grpc_status_code check_socket(const char *socket, uid_t owner, const char *method, qrmid_error *error)
 {
-  const char *socket = client->socket_path;
   if (socket == NULL)
     return GRPC_STATUS_OK;
   char dir[PATH_MAX];
@@ -251,16 +266,16 @@ static grpc_status_code check_socket(const qrmid_client *client, const char *met
   size_t n = slash == socket ? 1 : (size_t)(slash - socket);
   memcpy(dir, socket, n);
   dir[n] = '\0';
-  grpc_status_code code = check_directories(dir, client->socket_owner, 1, method, socket, error);
+  grpc_status_code code = check_directories(dir, owner, 1, method, socket, error);
   if (code != GRPC_STATUS_OK)
     return code;
   struct stat st;
   if (lstat(socket, &st) != 0)
     return set_error(error, GRPC_STATUS_UNAVAILABLE, "%s: no daemon at %s: %s", method, socket, strerror(errno));
-  if (st.st_uid != 0 && st.st_uid != client->socket_owner) {
+  if (st.st_uid != 0 && st.st_uid != owner) {
     char who[300], expected[300];
     user_label(st.st_uid, who, sizeof who);
-    user_label(client->socket_owner, expected, sizeof expected);
+    user_label(owner, expected, sizeof expected);
     return refuse(error, method, socket, "socket %s belongs to %s, not to %s or root: it is not the daemon expected "
                   "there; if that user runs the daemon you mean, set " SOCKET_OWNER_ENV "=%u", socket, who, expected,
                   (unsigned)st.st_uid);
@@ -269,9 +284,7 @@ static grpc_status_code check_socket(const qrmid_client *client, const char *met
     char *target = realpath(socket, NULL);
     if (target == NULL)
       return refuse(error, method, socket, "%s: %s", socket, strerror(errno));
-    qrmid_client resolved = *client;
-    resolved.socket_path = target;
-    code = check_socket(&resolved, method, error);
+    code = check_socket(target, owner, method, error);
     free(target);
     return code;
   }
@@ -280,27 +293,144 @@ static grpc_status_code check_socket(const qrmid_client *client, const char *met
   return GRPC_STATUS_OK;
 }
 
-/* Sets the client's socket path and expected owner from a "unix:" target. */
-static grpc_status_code set_socket(qrmid_client *c, const char *target, const char *owner, qrmid_error *error)
+/* Sets a member's socket path and expected owner from a "unix:" target. */
+static grpc_status_code set_socket(member *m, const char *owner, qrmid_error *error)
 {
-  if (strncmp(target, "unix:", 5) != 0)
+  if (strncmp(m->target, "unix:", 5) != 0)
     return GRPC_STATUS_OK;
-  const char *path = target + 5;
+  const char *path = m->target + 5;
   if (strncmp(path, "//", 2) == 0)
     path += 2;
-  c->socket_path = strdup(path);
-  if (c->socket_path == NULL)
+  m->socket_path = strdup(path);
+  if (m->socket_path == NULL)
     return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   if (owner == NULL || owner[0] == '\0')
     owner = getenv(SOCKET_OWNER_ENV);
   if (owner != NULL && owner[0] != '\0') {
-    if (parse_owner(owner, &c->socket_owner) != 0)
+    if (parse_owner(owner, &m->socket_owner) != 0)
       return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "socket owner '%s' is neither a user name nor a uid",
                        owner);
   } else {
-    c->socket_owner = strcmp(path, SYSTEM_SOCKET) == 0 ? 0 : geteuid();
+    m->socket_owner = strcmp(path, SYSTEM_SOCKET) == 0 ? 0 : geteuid();
   }
   return GRPC_STATUS_OK;
+}
+
+/* --- members -------------------------------------------------------------- */
+
+/* A malloc'd copy of member text [start, end) without surrounding blanks, an absolute path as "unix:PATH". */
+static char *member_target(const char *start, const char *end)
+{
+  while (start < end && (*start == ' ' || *start == '\t'))
+    start++;
+  while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  size_t len = (size_t)(end - start);
+  const char *prefix = len > 0 && start[0] == '/' ? "unix:" : "";
+  char *target = malloc(strlen(prefix) + len + 1);
+  if (target != NULL) {
+    strcpy(target, prefix);
+    memcpy(target + strlen(prefix), start, len);
+    target[strlen(prefix) + len] = '\0';
+  }
+  return target;
+}
+
+/* Splits `address` into the client's members (see qrmid_client_new); their channels are made later. */
+static grpc_status_code split_members(qrmid_client *c, const char *address, qrmid_error *error)
+{
+  int one = strncmp(address, "ipv4:", 5) == 0 || strncmp(address, "ipv6:", 5) == 0; /* gRPC's own list */
+  size_t count = 1;
+  for (const char *p = address; !one && *p != '\0'; p++)
+    count += *p == ',';
+  c->members = calloc(count, sizeof *c->members);
+  if (c->members == NULL)
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  const char *start = address;
+  for (size_t i = 0; i < count; i++) {
+    const char *end = one ? start + strlen(start) : strchr(start, ',');
+    if (end == NULL)
+      end = start + strlen(start);
+    c->members[i].target = member_target(start, end);
+    c->member_count = i + 1;
+    if (c->members[i].target == NULL)
+      return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (c->members[i].target[0] == '\0')
+      return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
+                       "address '%s' has an empty member: list members as MEMBER,MEMBER,... (unix:/path, /path, "
+                       "host:port or a gRPC target such as dns:///name:port)", address);
+    start = end + 1;
+  }
+  return GRPC_STATUS_OK;
+}
+
+/* The retry policy (and, for a network target, balancing over its addresses and health checking) gRPC applies
+ * inside one member; the same as the Python client's (qrmid/client_members.py). */
+#define RETRY_POLICY                                                                                              \
+  "\"methodConfig\":[{\"name\":[{\"service\":\"qrmid.v1.QuantumResources\"},{\"service\":\"qrmid.v1.AdminService\"}," \
+  "{\"service\":\"qrmid.v1.MetricsService\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.05s\","        \
+  "\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]"
+static const char unix_service_config[] = "{" RETRY_POLICY "}";
+static const char network_service_config[] =
+    "{" RETRY_POLICY ",\"loadBalancingConfig\":[{\"round_robin\":{}}],\"healthCheckConfig\":{\"serviceName\":\"\"}}";
+
+static void free_members(qrmid_client *c)
+{
+  for (size_t i = 0; i < c->member_count; i++) {
+    if (c->members[i].channel != NULL)
+      grpc_channel_destroy(c->members[i].channel);
+    free(c->members[i].target);
+    free(c->members[i].socket_path);
+  }
+  free(c->members);
+  c->members = NULL;
+  c->member_count = 0;
+}
+
+/* An absolute deadline `timeout_ms` from now, or none. */
+static gpr_timespec deadline_after(int64_t timeout_ms)
+{
+  if (timeout_ms <= 0)
+    return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+/* Waits before trying the `attempt`-th member (1: the second); 0 when the deadline would pass first. */
+static int back_off(size_t attempt, gpr_timespec deadline)
+{
+  int64_t ms = FIRST_BACKOFF_MS;
+  for (size_t i = 1; i < attempt && ms < MAX_BACKOFF_MS; i++)
+    ms *= 2;
+  if (ms > MAX_BACKOFF_MS)
+    ms = MAX_BACKOFF_MS;
+  gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+  if (gpr_time_cmp(until, deadline) >= 0)
+    return 0;
+  gpr_sleep_until(until);
+  return 1;
+}
+
+/* Appends "target: message" of a failed member to the malloc'd list *faults. */
+static void add_fault(char **faults, const char *target, const qrmid_error *error)
+{
+  const char *why = error != NULL && error->message != NULL ? error->message : "UNAVAILABLE";
+  size_t old = *faults != NULL ? strlen(*faults) : 0;
+  size_t size = old + strlen(target) + strlen(why) + 5;
+  char *grown = realloc(*faults, size);
+  if (grown == NULL)
+    return;
+  snprintf(grown + old, size - old, "%s%s: %s", old > 0 ? "; " : "", target, why);
+  *faults = grown;
+}
+
+/* Records that no member could answer, naming each one's fault. */
+static grpc_status_code no_member(qrmid_client *client, const char *method, char *faults, qrmid_error *error)
+{
+  grpc_status_code code = set_error(error, GRPC_STATUS_UNAVAILABLE, "%s: no member of %s could answer (%s); check "
+                                    "that at least one of them runs, or fix the address", method, client->address,
+                                    faults != NULL ? faults : "");
+  free(faults);
+  return code;
 }
 
 /* --- client ------------------------------------------------------------- */
@@ -324,13 +454,18 @@ grpc_status_code qrmid_client_new(const char *target,
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "max_receive_bytes is negative");
 
   qrmid_client *c = calloc(1, sizeof *c);
-  if (c == NULL)
-    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-  grpc_status_code socket_code = set_socket(c, target, options->socket_owner, error);
-  if (socket_code != GRPC_STATUS_OK) {
-    free(c->socket_path);
+  if (c == NULL || (c->address = strdup(target)) == NULL) {
     free(c);
-    return socket_code;
+    return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  grpc_status_code code = split_members(c, target, error);
+  for (size_t i = 0; code == GRPC_STATUS_OK && i < c->member_count; i++)
+    code = set_socket(&c->members[i], options->socket_owner, error);
+  if (code != GRPC_STATUS_OK) {
+    free_members(c);
+    free(c->address);
+    free(c);
+    return code;
   }
   grpc_init();
 
@@ -344,13 +479,14 @@ grpc_status_code qrmid_client_new(const char *target,
     creds = grpc_insecure_credentials_create();
   }
   if (creds == NULL) {
-    free(c->socket_path);
+    free_members(c);
+    free(c->address);
     free(c);
     grpc_shutdown();
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create channel credentials");
   }
 
-  grpc_arg args[2];
+  grpc_arg args[3];
   size_t nargs = 0;
   args[nargs].type = GRPC_ARG_INTEGER;
   args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -363,17 +499,37 @@ grpc_status_code qrmid_client_new(const char *target,
     args[nargs].value.string = (char *)options->tls_server_name;
     nargs++;
   }
+  args[nargs].type = GRPC_ARG_STRING;
+  args[nargs].key = (char *)GRPC_ARG_SERVICE_CONFIG;
+  nargs++;
   grpc_channel_args channel_args = {nargs, args};
-  c->channel = grpc_channel_create(target, creds, &channel_args);
+  for (size_t i = 0; code == GRPC_STATUS_OK && i < c->member_count; i++) {
+    member *m = &c->members[i];
+    args[nargs - 1].value.string = (char *)(m->socket_path != NULL ? unix_service_config : network_service_config);
+    m->channel = grpc_channel_create(m->target, creds, &channel_args);
+    if (m->channel == NULL)
+      code = set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create a channel to '%s'", m->target);
+  }
   grpc_channel_credentials_release(creds);
-  if (c->channel == NULL) {
-    free(c->socket_path);
+  if (code != GRPC_STATUS_OK) {
+    free_members(c);
+    free(c->address);
     free(c);
     grpc_shutdown();
-    return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create a channel to '%s'", target);
+    return code;
   }
   *client = c;
   return set_ok(error);
+}
+
+size_t qrmid_client_member_count(const qrmid_client *client)
+{
+  return client != NULL ? client->member_count : 0;
+}
+
+size_t qrmid_client_last_attempts(const qrmid_client *client)
+{
+  return client != NULL ? __atomic_load_n(&client->last_attempts, __ATOMIC_RELAXED) : 0;
 }
 
 void qrmid_client_clear_metadata(qrmid_client *client)
@@ -394,9 +550,9 @@ void qrmid_client_free(qrmid_client *client)
   if (client == NULL)
     return;
   qrmid_client_clear_metadata(client);
-  grpc_channel_destroy(client->channel);
+  free_members(client);
+  free(client->address);
   free(client->munge_socket);
-  free(client->socket_path);
   free(client);
   grpc_shutdown();
 }
@@ -526,6 +682,51 @@ typedef struct call_state {
   const char *debug; /* gRPC's debug string, gpr_malloc'd */
 } call_state;
 
+/* The field number of the request's empty client_request_id, with a fresh random id in `id` (32 hex
+ * digits); 0 when the request has no such field or the caller set it. */
+static size_t request_id_to_add(const ProtobufCMessage *request, char id[40])
+{
+  const ProtobufCFieldDescriptor *field =
+      protobuf_c_message_descriptor_get_field_by_name(request->descriptor, REQUEST_ID_FIELD);
+  if (field == NULL || field->type != PROTOBUF_C_TYPE_STRING || field->label == PROTOBUF_C_LABEL_REPEATED)
+    return 0;
+  const char *value = *(char *const *)((const char *)request + field->offset);
+  if (value != NULL && value[0] != '\0')
+    return 0;
+  unsigned char random[16];
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  ssize_t got = fd >= 0 ? read(fd, random, sizeof random) : -1;
+  if (fd >= 0)
+    close(fd);
+  if (got != (ssize_t)sizeof random)
+    return 0; /* no randomness: sent without an id, as the caller wrote it */
+  for (size_t i = 0; i < sizeof random; i++)
+    snprintf(id + 2 * i, 3, "%02x", random[i]);
+  return field->id;
+}
+
+/* Bytes of the varint key of length-delimited field `number`. */
+static size_t id_field_size(size_t number)
+{
+  size_t size = 1;
+  for (uint64_t key = (uint64_t)number << 3; key >= 0x80; key >>= 7)
+    size++;
+  return size;
+}
+
+/* Writes field `number` = the 32 characters of `id` in protobuf's wire format. */
+static void append_request_id(uint8_t *out, size_t number, const char *id)
+{
+  uint64_t key = ((uint64_t)number << 3) | 2; /* length-delimited */
+  while (key >= 0x80) {
+    *out++ = (uint8_t)(key | 0x80);
+    key >>= 7;
+  }
+  *out++ = (uint8_t)key;
+  *out++ = 32;
+  memcpy(out, id, 32);
+}
+
 /* Checks the common arguments and encodes the request. */
 static grpc_status_code prepare(qrmid_client *client, const char *method,
                                 const ProtobufCMessageDescriptor *request_type,
@@ -551,8 +752,14 @@ static grpc_status_code prepare(qrmid_client *client, const char *method,
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "%s: timeout_ms is negative", method);
 
   size_t size = protobuf_c_message_get_packed_size(request);
-  grpc_slice slice = grpc_slice_malloc(size);
-  protobuf_c_message_pack(request, GRPC_SLICE_START_PTR(slice));
+  char request_id[40];
+  size_t id_field = request_id_to_add(request, request_id);
+  size_t extra = id_field > 0 ? id_field_size(id_field) + 1 + 32 : 0;
+  grpc_slice slice = grpc_slice_malloc(size + extra);
+  uint8_t *out = GRPC_SLICE_START_PTR(slice);
+  protobuf_c_message_pack(request, out);
+  if (id_field > 0) /* a field appended to an encoded message sets it, as if the caller had */
+    append_request_id(out + size, id_field, request_id);
   *payload = grpc_raw_byte_buffer_create(&slice, 1);
   grpc_slice_unref(slice);
   return GRPC_STATUS_OK;
@@ -568,15 +775,13 @@ static void set_send_ops(grpc_op *ops, const call_state *st, grpc_byte_buffer *p
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
 }
 
-static void call_begin(call_state *st, qrmid_client *client, const char *method, int64_t timeout_ms)
+static void call_begin(call_state *st, const qrmid_client *client, const member *m, const char *method,
+                       gpr_timespec deadline)
 {
   memset(st, 0, sizeof *st);
   st->cq = grpc_completion_queue_create_for_next(NULL);
-  gpr_timespec deadline =
-      timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
-                     : gpr_inf_future(GPR_CLOCK_REALTIME);
   grpc_slice method_slice = grpc_slice_from_copied_string(method);
-  st->call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq,
+  st->call = grpc_channel_create_call(m->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq,
                                       method_slice, NULL, deadline, NULL);
   grpc_slice_unref(method_slice);
   grpc_metadata_array_init(&st->initial_metadata);
@@ -697,31 +902,19 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byt
 
 /* --- unary -------------------------------------------------------------- */
 
-grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
-                                  const ProtobufCMessageDescriptor *request_type,
-                                  const ProtobufCMessage *request,
-                                  const ProtobufCMessageDescriptor *response_type,
-                                  ProtobufCMessage **response,
-                                  int64_t timeout_ms, qrmid_error *error)
+/* One unary call on member `m`. */
+static grpc_status_code call_member(qrmid_client *client, const member *m, const char *method,
+                                    grpc_byte_buffer *request, const ProtobufCMessageDescriptor *response_type,
+                                    ProtobufCMessage **response, gpr_timespec deadline, qrmid_error *error)
 {
-  if (response != NULL)
-    *response = NULL;
-  grpc_byte_buffer *payload;
-  grpc_status_code code =
-      prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
-  if (code == GRPC_STATUS_OK && (code = check_socket(client, method, error)) != GRPC_STATUS_OK)
-    grpc_byte_buffer_destroy(payload);
-  if (code != GRPC_STATUS_OK)
-    return code;
-
   call_state st;
-  call_begin(&st, client, method, timeout_ms);
-  code = add_munge_credential(&st, client, method, error);
+  call_begin(&st, client, m, method, deadline);
+  grpc_status_code code = add_munge_credential(&st, client, method, error);
   if (code != GRPC_STATUS_OK) {
-    grpc_byte_buffer_destroy(payload);
     call_end(&st);
     return code;
   }
+  grpc_byte_buffer *payload = grpc_byte_buffer_copy(request);
   grpc_byte_buffer *received = NULL;
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
@@ -760,18 +953,105 @@ grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
   return code;
 }
 
+grpc_status_code qrmid_call_unary(qrmid_client *client, const char *method,
+                                  const ProtobufCMessageDescriptor *request_type,
+                                  const ProtobufCMessage *request,
+                                  const ProtobufCMessageDescriptor *response_type,
+                                  ProtobufCMessage **response,
+                                  int64_t timeout_ms, qrmid_error *error)
+{
+  if (response != NULL)
+    *response = NULL;
+  grpc_byte_buffer *payload;
+  grpc_status_code code =
+      prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
+  if (code != GRPC_STATUS_OK)
+    return code;
+  gpr_timespec deadline = deadline_after(timeout_ms);
+  size_t first = __atomic_load_n(&client->current, __ATOMIC_RELAXED), sent = 0;
+  char *faults = NULL;
+  for (size_t attempt = 0; attempt < client->member_count; attempt++) {
+    if (attempt > 0 && !back_off(attempt, deadline))
+      break;
+    size_t index = (first + attempt) % client->member_count;
+    const member *m = &client->members[index];
+    code = check_socket(m->socket_path, m->socket_owner, method, error);
+    if (code == GRPC_STATUS_OK) {
+      sent++;
+      code = call_member(client, m, method, payload, response_type, response, deadline, error);
+    }
+    if (code != GRPC_STATUS_UNAVAILABLE || client->member_count == 1) {
+      if (code == GRPC_STATUS_OK)
+        __atomic_store_n(&client->current, index, __ATOMIC_RELAXED);
+      __atomic_store_n(&client->last_attempts, sent, __ATOMIC_RELAXED);
+      grpc_byte_buffer_destroy(payload);
+      free(faults);
+      return code;
+    }
+    add_fault(&faults, m->target, error);
+  }
+  __atomic_store_n(&client->last_attempts, sent, __ATOMIC_RELAXED);
+  grpc_byte_buffer_destroy(payload);
+  return no_member(client, method, faults, error);
+}
+
 /* --- server streaming --------------------------------------------------- */
 
 struct qrmid_stream {
   call_state st;
+  qrmid_client *client;
   char *method; /* copied, for messages */
   const ProtobufCMessageDescriptor *response_type;
+  grpc_byte_buffer *request; /* kept to open the call on another member */
+  gpr_timespec deadline;
+  size_t member;   /* index of the member the call is on */
+  size_t tried;    /* members tried so far, while no message has come */
+  int received;    /* a message has come: the call stays on its member */
+  char *faults;    /* what the members tried so far answered */
   int send_failed;          /* the request could not be sent */
   int got_initial_metadata; /* RECV_INITIAL_METADATA has been done */
   int finished;             /* the final status has been received */
   grpc_status_code final_code;
   char *final_message; /* kept to repeat the outcome on later next() calls */
 };
+
+/* Opens the stream's call on its member, or on the next ones whose Unix socket is refused before anything
+ * is sent. UNAVAILABLE when none is left. */
+static grpc_status_code stream_start(qrmid_stream *s, qrmid_error *error)
+{
+  qrmid_client *client = s->client;
+  for (;;) {
+    const member *m = &client->members[s->member];
+    grpc_status_code code = check_socket(m->socket_path, m->socket_owner, s->method, error);
+    if (code == GRPC_STATUS_OK) {
+      call_begin(&s->st, client, m, s->method, s->deadline);
+      code = add_munge_credential(&s->st, client, s->method, error);
+      if (code != GRPC_STATUS_OK)
+        return code;
+      grpc_op ops[3];
+      memset(ops, 0, sizeof ops);
+      grpc_byte_buffer *payload = grpc_byte_buffer_copy(s->request);
+      set_send_ops(ops, &s->st, payload);
+      grpc_call_error start_error;
+      int rc = run_batch(&s->st, ops, 3, &start_error);
+      grpc_byte_buffer_destroy(payload);
+      if (rc < 0)
+        return set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot start the call: %s", s->method,
+                         grpc_call_error_to_string(start_error));
+      s->send_failed = rc == 0; /* the real status comes with the first next() */
+      return set_ok(error);
+    }
+    if (code != GRPC_STATUS_UNAVAILABLE || client->member_count == 1)
+      return code;
+    add_fault(&s->faults, m->target, error);
+    if (++s->tried >= client->member_count || !back_off(s->tried, s->deadline)) {
+      char *faults = s->faults;
+      s->faults = NULL;
+      return no_member(client, s->method, faults, error);
+    }
+    s->member = (s->member + 1) % client->member_count;
+  }
+}
 
 grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
                                    const ProtobufCMessageDescriptor *request_type,
@@ -786,8 +1066,6 @@ grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
   grpc_byte_buffer *payload;
   grpc_status_code code =
       prepare(client, method, request_type, request, response_type, timeout_ms, &payload, error);
-  if (code == GRPC_STATUS_OK && (code = check_socket(client, method, error)) != GRPC_STATUS_OK)
-    grpc_byte_buffer_destroy(payload);
   if (code != GRPC_STATUS_OK)
     return code;
   qrmid_stream *s = calloc(1, sizeof *s);
@@ -795,38 +1073,45 @@ grpc_status_code qrmid_stream_open(qrmid_client *client, const char *method,
     grpc_byte_buffer_destroy(payload);
     return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   }
+  s->request = payload;
   size_t method_len = strlen(method) + 1;
   s->method = malloc(method_len);
   if (s->method == NULL) {
-    free(s);
-    grpc_byte_buffer_destroy(payload);
+    qrmid_stream_close(s);
     return set_error(error, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   }
   memcpy(s->method, method, method_len);
+  s->client = client;
   s->response_type = response_type;
-  call_begin(&s->st, client, method, timeout_ms);
-  code = add_munge_credential(&s->st, client, method, error);
+  s->deadline = deadline_after(timeout_ms);
+  s->member = __atomic_load_n(&client->current, __ATOMIC_RELAXED);
+  code = stream_start(s, error);
   if (code != GRPC_STATUS_OK) {
-    grpc_byte_buffer_destroy(payload);
     qrmid_stream_close(s);
     return code;
   }
-
-  grpc_op ops[3];
-  memset(ops, 0, sizeof ops);
-  set_send_ops(ops, &s->st, payload);
-  grpc_call_error start_error;
-  int rc = run_batch(&s->st, ops, 3, &start_error);
-  grpc_byte_buffer_destroy(payload);
-  if (rc < 0) {
-    code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot start the call: %s", method,
-                     grpc_call_error_to_string(start_error));
-    qrmid_stream_close(s);
-    return code;
-  }
-  s->send_failed = rc == 0; /* the real status comes with the first next() */
   *stream = s;
-  return set_ok(error);
+  return GRPC_STATUS_OK;
+}
+
+/* After the call failed UNAVAILABLE before its first message: opens it on the next member. 1 when it was. */
+static int stream_move_on(qrmid_stream *s, qrmid_error *err)
+{
+  qrmid_client *client = s->client;
+  if (s->received || client->member_count == 1)
+    return 0;
+  add_fault(&s->faults, client->members[s->member].target, err);
+  if (++s->tried >= client->member_count || !back_off(s->tried, s->deadline)) {
+    char *faults = s->faults;
+    s->faults = NULL;
+    no_member(client, s->method, faults, err);
+    return 0;
+  }
+  call_end(&s->st);
+  s->send_failed = 0;
+  s->got_initial_metadata = 0;
+  s->member = (s->member + 1) % client->member_count;
+  return stream_start(s, err) == GRPC_STATUS_OK;
 }
 
 /* Receives the final status and remembers the outcome. */
@@ -883,10 +1168,13 @@ grpc_status_code qrmid_stream_next(qrmid_stream *stream,
   qrmid_error local = QRMID_ERROR_INIT;
   qrmid_error *err = error != NULL ? error : &local;
   grpc_status_code code;
-  if (stream->send_failed) {
-    code = stream_end(stream, stream_finish(stream, err), err);
-    qrmid_error_clear(&local);
-    return code;
+  while (stream->send_failed) {
+    code = stream_finish(stream, err);
+    if (code != GRPC_STATUS_UNAVAILABLE || !stream_move_on(stream, err)) {
+      code = stream_end(stream, err->code, err);
+      qrmid_error_clear(&local);
+      return code;
+    }
   }
 
   grpc_byte_buffer *received = NULL;
@@ -909,8 +1197,16 @@ grpc_status_code qrmid_stream_next(qrmid_stream *stream,
                      grpc_call_error_to_string(start_error));
     code = stream_end(stream, code, err);
   } else if (rc == 0 || received == NULL) {
-    /* End of stream or failure: the status says which. */
-    code = stream_end(stream, stream_finish(stream, err), err);
+    /* End of stream or failure: the status says which. Before any message, UNAVAILABLE moves on. */
+    code = stream_finish(stream, err);
+    if (code == GRPC_STATUS_UNAVAILABLE && stream_move_on(stream, err)) {
+      qrmid_error_clear(&local);
+      return qrmid_stream_next(stream, response_type, message, error);
+    }
+    if (code == GRPC_STATUS_UNAVAILABLE && stream->received && stream->client->member_count > 1)
+      __atomic_store_n(&stream->client->current, (stream->member + 1) % stream->client->member_count,
+                       __ATOMIC_RELAXED); /* a stream opened again goes to the next member */
+    code = stream_end(stream, err->code, err);
   } else {
     ProtobufCMessage *msg = unpack(stream->response_type, received);
     if (msg == NULL) {
@@ -923,6 +1219,8 @@ grpc_status_code qrmid_stream_next(qrmid_stream *stream,
       code = stream_end(stream, code, err);
     } else {
       *message = msg;
+      stream->received = 1;
+      __atomic_store_n(&stream->client->current, stream->member, __ATOMIC_RELAXED);
       code = set_ok(err);
     }
   }
@@ -944,6 +1242,9 @@ void qrmid_stream_close(qrmid_stream *stream)
     run_batch(&stream->st, &op, 1, &start_error);
   }
   call_end(&stream->st);
+  if (stream->request != NULL)
+    grpc_byte_buffer_destroy(stream->request);
+  free(stream->faults);
   free(stream->final_message);
   free(stream->method);
   free(stream);

@@ -82,14 +82,31 @@ typedef struct qrmid_client_options {
 
 #define QRMID_CLIENT_OPTIONS_INIT { 0, NULL, NULL, NULL, NULL, 0, NULL }
 
-/* A connection to one daemon (a gRPC channel, connected lazily). */
+/* A connection to a daemon, or to the members of a cluster (one gRPC
+ * channel each, connected lazily). */
 typedef struct qrmid_client qrmid_client;
 
-/* Creates a client for `target`, a gRPC target such as
- * "unix:/run/qrmid/qrmid.sock", "unix-abstract:name", "localhost:50051" or
- * "dns:///qrmid.example.org:443". Initialises gRPC (reference-counted).
+/* Creates a client for `target`: one member, a gRPC target such as
+ * "unix:/run/qrmid/qrmid.sock", an absolute socket path, "unix-abstract:name",
+ * "localhost:50051" or "dns:///qrmid.example.org:443", or several members
+ * separated by commas in any mix of those forms ("ipv4:" and "ipv6:" targets
+ * keep gRPC's own comma-separated address list and are one member). An
+ * empty member is INVALID_ARGUMENT. Initialises gRPC (reference-counted).
  * On success *client must be freed with qrmid_client_free(). An unknown
  * socket owner is INVALID_ARGUMENT.
+ *
+ * Failover: a call goes to the member that answered last; when it fails
+ * UNAVAILABLE (refused socket, connection refused, a daemon draining for
+ * shutdown) it is made again on the next member, each member once per call,
+ * after a short backoff (50 ms, doubled up to 500 ms), within the call's
+ * deadline; when no member answers, UNAVAILABLE names each member's fault.
+ * A stream moves on the same way until its first message; after that an
+ * UNAVAILABLE ends it and the next stream opened starts at the next member.
+ * Inside one member gRPC retries UNAVAILABLE too, and a network target that
+ * resolves to several addresses is balanced round-robin over those whose
+ * health service answers SERVING. A request with an empty string field
+ * client_request_id (StartTask) is sent with a fresh random one, so that a
+ * retry on another member finds the task the first attempt may have made.
  *
  * Socket owner: before every call on a "unix:" target, the socket and each
  * directory above it must belong to the expected user or root, and no other
@@ -102,7 +119,16 @@ grpc_status_code qrmid_client_new(const char *target,
                                   const qrmid_client_options *options,
                                   qrmid_client **client, qrmid_error *error);
 
-/* Closes the channel, frees the client and releases gRPC (grpc_shutdown once
+/* How many members the client's target names. */
+size_t qrmid_client_member_count(const qrmid_client *client);
+
+/* How many members the client's last unary call was sent to: more than one
+ * means an earlier member failed, possibly after it acted on the request
+ * (an answer lost with its connection). Meaningful when calls on the client
+ * are made one at a time. */
+size_t qrmid_client_last_attempts(const qrmid_client *client);
+
+/* Closes the channels, frees the client and releases gRPC (grpc_shutdown once
  * the last client is gone). NULL is a no-op. */
 void qrmid_client_free(qrmid_client *client);
 
