@@ -201,7 +201,8 @@ class Broker:
         accepting.add_done_callback(self._accepting.discard)
         if (refused := await asyncio.shield(accepting)) is not None:
             raise refused
-        await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting
+        if self.payloads is not None and task.size > self.payloads.threshold:
+            await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting
         return task
 
     async def _accept(self, task: Task) -> Unavailable | None:

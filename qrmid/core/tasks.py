@@ -55,6 +55,8 @@ class StoredPayload(Protocol):
 class PayloadStore(Protocol):
     """Where queued payloads above a size wait for dispatch, out of memory."""
 
+    threshold: int  # payloads of this many bytes or fewer stay in memory
+
     async def put(self, payload: Payload) -> StoredPayload | None:
         """``payload`` stored; None when it stays in memory (small enough, or it could not be stored)."""
         ...
