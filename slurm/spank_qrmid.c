@@ -21,6 +21,10 @@
  * and ends the leases when the step that took them ends (normally, on failure or on scancel), with
  * AdminService.RevokeLease: the plugin calls as root, an admin of the daemon.
  *
+ * With several members, an Acquire whose first member fails after granting the lease (the answer lost with
+ * the connection) is made again on the next member; the plugin then lists the job's leases on the resource
+ * (AdminService.ListAllLeases) and ends those that were neither there before the call nor the one it got.
+ *
  * Hooks (Slurm 22.05 order: init_post_opt [batch, root] -> task_init [batch, user] ->
  * init_post_opt [step, root] -> task_init [step, user] -> exit [step] -> exit [batch]):
  *  - slurm_spank_init: registers --qpu (sbatch/salloc, srun, slurmstepd).
@@ -33,8 +37,9 @@
  *  - slurm_spank_exit (slurmstepd, root): releases the leases this step acquired; failures are logged.
  *
  * plugstack.conf arguments (all optional; see slurm/README.md):
- *   address=TARGET     the daemon's gRPC target (default unix:/run/qrmid/qrmid.sock); also exported
- *                      to the job as QRMID_ADDRESS
+ *   address=TARGET     the daemon's gRPC target (default unix:/run/qrmid/qrmid.sock), or several
+ *                      members of a cluster separated by commas (a call failing UNAVAILABLE moves on to
+ *                      the next); also exported to the job as QRMID_ADDRESS
  *   timeout=SECONDS    deadline of each call to the daemon (default 30)
  *   ttl_margin=SECONDS added to the job's time limit to make the lease's lifetime (default 300)
  *   allow_partial      run the job with the resources that could be leased when others could not
@@ -63,6 +68,7 @@ SPANK_PLUGIN(spank_qrmid, 1);
 #define DEFAULT_TIMEOUT_SECONDS 30
 #define DEFAULT_TTL_MARGIN_SECONDS 300
 #define DEFAULT_DELIMITER ","
+#define LEASE_ENDED "its lease was released: its Slurm job step ended"
 #define MAX_DELIMITER 32
 #define ENV_VALUE_MAX 8192
 
@@ -343,13 +349,66 @@ static grpc_status_code end_lease(qrmid_client *client, const char *id, uint32_t
   Qrmid__V1__RevokeLeaseRequest revoke = QRMID__V1__REVOKE_LEASE_REQUEST__INIT;
   Qrmid__V1__ReleaseResponse *released = NULL;
   revoke.lease_id = (char *)id;
-  revoke.reason = (char *)"its lease was released: its Slurm job step ended";
+  revoke.reason = (char *)LEASE_ENDED;
   grpc_status_code code = qrmid_v1_admin_service_revoke_lease(client, &revoke, &released, settings.timeout_ms, err);
   if (code == GRPC_STATUS_OK) {
     *cancelled = released->cancelled_tasks;
     qrmid__v1__release_response__free_unpacked(released, NULL);
   }
   return code;
+}
+
+/* The ids of job `job_id`'s leases on `name` (malloc'd, *n of them); NULL when they cannot be listed. */
+static char **job_leases(qrmid_client *client, const char *name, const char *job_id, size_t *n, qrmid_error *err)
+{
+  Qrmid__V1__ListAllLeasesRequest request = QRMID__V1__LIST_ALL_LEASES_REQUEST__INIT;
+  Qrmid__V1__ListLeasesResponse *response = NULL;
+  *n = 0;
+  request.resource = (char *)name;
+  if (qrmid_v1_admin_service_list_all_leases(client, &request, &response, settings.timeout_ms, err) !=
+      GRPC_STATUS_OK)
+    return NULL;
+  char **ids = calloc(response->n_leases + 1, sizeof(*ids));
+  for (size_t i = 0; ids != NULL && i < response->n_leases; i++)
+    if (strcmp(response->leases[i]->slurm_job_id, job_id) == 0 && (ids[*n] = copy_string(response->leases[i]->id)))
+      (*n)++;
+  qrmid__v1__list_leases_response__free_unpacked(response, NULL);
+  return ids;
+}
+
+static void free_ids(char **ids, size_t n)
+{
+  for (size_t i = 0; ids != NULL && i < n; i++)
+    free(ids[i]);
+  free(ids);
+}
+
+/* After an Acquire that reached more than one member: an earlier member may have granted a lease whose answer
+ * was lost with its connection. Ends the job's leases on `name` that were neither there before the call
+ * (`before`) nor the one returned (`kept`). */
+static void end_lost_leases(qrmid_client *client, const char *name, const char *job_id, char **before,
+                            size_t n_before, const char *kept)
+{
+  qrmid_error err = QRMID_ERROR_INIT;
+  size_t n_after = 0;
+  char **after = job_leases(client, name, job_id, &n_after, &err);
+  if (after == NULL)
+    defer_call_error("listing the leases of this job on", name, &err);
+  for (size_t i = 0; i < n_after; i++) {
+    int known = strcmp(after[i], kept) == 0;
+    for (size_t j = 0; !known && j < n_before; j++)
+      known = strcmp(after[i], before[j]) == 0;
+    uint32_t cancelled = 0;
+    if (known)
+      continue;
+    if (end_lease(client, after[i], &cancelled, &err) == GRPC_STATUS_OK)
+      slurm_info("%s: ended lease %s on %s for job %s: granted to an attempt whose answer was lost", plugin_name,
+                 after[i], name, job_id);
+    else
+      defer_call_error("ending a lease granted to a lost attempt on", name, &err);
+  }
+  free_ids(after, n_after);
+  qrmid_error_clear(&err);
 }
 
 /* Takes a lease on `name` for user `uid` and exports its token and timeout; records an error on failure. */
@@ -361,6 +420,8 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   Qrmid__V1__Lease *lease = NULL;
   char *token_var = NULL, *timeout_var = NULL;
   struct lease taken = {NULL, NULL, NULL, NULL, NULL};
+  char **before = NULL;
+  size_t n_before = 0;
 
   Qrmid__V1__GetResourceRequest get = QRMID__V1__GET_RESOURCE_REQUEST__INIT;
   get.name = (char *)name;
@@ -377,10 +438,15 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   acquire.slurm_job_id = (char *)job_id;
   acquire.ttl_seconds = ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
   acquire.on_behalf_of = (char *)uid;
+  /* Several members: the job's leases before the call, to find one granted to an attempt whose answer was lost. */
+  if (qrmid_client_member_count(client) > 1)
+    before = job_leases(client, name, job_id, &n_before, &err);
   if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, settings.timeout_ms, &err) != GRPC_STATUS_OK) {
     defer_call_error("acquiring a lease on", name, &err);
     goto out;
   }
+  if (qrmid_client_last_attempts(client) > 1 && before != NULL)
+    end_lost_leases(client, name, job_id, before, n_before, lease->id);
 
   /* The lease exists from here: record it first so that exit releases it whatever happens next. */
   taken.name = copy_string(name);
@@ -430,6 +496,7 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
     set_job_env(sp, timeout_var, taken.timeout);
 
 out:
+  free_ids(before, n_before);
   free(token_var);
   free(timeout_var);
   if (lease != NULL)
