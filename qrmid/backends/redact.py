@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -91,7 +91,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def redacting(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def redacting(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """An adapter method whose errors and returned reasons or logs are masked by the adapter's ``redact``."""
 
     @functools.wraps(method)
