@@ -19,6 +19,7 @@ from daemons import ROOT, short_dir, wait_serving, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qrmid.client import AsyncClient, Client, sampler_payload
+from qrmid.client_auth import ClientAuth
 from qrmid.client_members import split_address
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -30,10 +31,15 @@ def noop(delay: float = 0.0) -> str:
 
 
 @contextmanager
-def member(sock: Path, journal: Path, delay: float = 0.0) -> Iterator[subprocess.Popen[bytes]]:
-    """``qrmid serve`` on ``sock`` with its journal at ``journal``; SIGTERM at exit unless it is gone already."""
+def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    """``qrmid serve`` on ``sock`` (and ``tcp``, with the token in ``TOKENS``) with its journal at ``journal``;
+    SIGTERM at exit unless it is gone already."""
+    listen = ""
+    if tcp:
+        tokens = write_config(sock.with_suffix(".tokens"), TOKENS)
+        listen = f'tcp = "{tcp}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n'
     cfg = write_config(sock.with_suffix(".toml"),
-                       f'[daemon]\nsocket = "{sock}"\n[journal]\npath = "{journal}"\n{noop(delay)}')
+                       f'[daemon]\nsocket = "{sock}"\n{listen}[journal]\npath = "{journal}"\n{noop(delay)}')
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT)
     try:
         wait_serving(f"unix:{sock}", process=process)
@@ -46,6 +52,10 @@ def member(sock: Path, journal: Path, delay: float = 0.0) -> Iterator[subprocess
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+TOKEN = "failover-test-token-5f0c9e2b7a1d4c36"
+TOKENS = f'[[token]]\nname = "portal"\ntoken = "{TOKEN}"\n'
 
 
 def refused_port() -> str:
@@ -171,3 +181,26 @@ def test_the_health_service_streams_serving() -> None:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         watch.cancel()
+
+
+@pytest.mark.parametrize("form", ["members", "one target"])
+def test_network_members_balance_and_fail_over(form: str) -> None:
+    """Over TCP: a list of members (the client's failover), or one ipv4: target over both daemons (gRPC's
+    round_robin with health checking and its retry policy); a member is killed between calls."""
+    scratch = short_dir()
+    ports = [refused_port(), refused_port()]
+    address = ",".join(ports) if form == "members" else "ipv4:" + ",".join(ports)
+    token = scratch / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    with member(scratch / "a.sock", scratch / "a.db", tcp=ports[0]) as first, \
+            member(scratch / "b.sock", scratch / "b.db", tcp=ports[1]), \
+            Client(address, timeout=30, auth=ClientAuth.resolve("token", token_file=token)) as client:
+        assert client.address == address
+        for _ in range(4):  # one target: round_robin spreads these over both daemons, which share no tasks yet
+            assert client.start_task("noop", sampler_payload(BELL)).owner == "portal"
+        first.kill()
+        first.wait()
+        for _ in range(4):
+            assert [r.name for r in client.list_resources()] == ["noop"]
+            assert client.start_task("noop", sampler_payload(BELL)).owner == "portal"
