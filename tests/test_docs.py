@@ -11,8 +11,7 @@
   through ``cc -fsyntax-only`` against the C stubs; ``promql`` queries must name metrics the daemon exports (no
   PromQL parser is installed: Prometheus's promtool comes only in a 96 MB Debian package).
 - ``text`` blocks are output shown to readers and are not run; a block without a language fails.
-- grpcurl is neither a Debian bookworm package nor on PyPI: where it is missing, ``tests/grpcurl.py`` stands in
-  for it, taking grpcurl's command line and calling through the daemon's server reflection as grpcurl does.
+- grpcurl blocks run the real grpcurl, installed into the venv with the test extras.
 """
 
 from __future__ import annotations
@@ -179,10 +178,6 @@ class Page:
         qrmi_config = self.scratch / "upper/etc/slurm/qrmi_config.json"
         qrmi_config.touch(mode=0o600)  # it holds credentials
         qrmi_config.write_text(json.dumps(QRMI_CONFIG, indent=2))
-        if shutil.which("grpcurl") is None:
-            stand_in = self.scratch / "bin/grpcurl"
-            stand_in.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests/grpcurl.py"} "$@"\n')
-            stand_in.chmod(0o755)
         self.env = {"PATH": f"{self.scratch / 'bin'}:{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                             "/sbin:/bin", "HOME": str(self.scratch / "home"), "LANG": "C.UTF-8",
                     "QRMID_ADDRESS": f"unix:{SYSTEM_SOCKET}"}
