@@ -31,15 +31,16 @@ def noop(delay: float = 0.0) -> str:
 
 
 @contextmanager
-def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "") -> Iterator[subprocess.Popen[bytes]]:
-    """``qrmid serve`` on ``sock`` (and ``tcp``, with the token in ``TOKENS``) with its journal at ``journal``;
-    SIGTERM at exit unless it is gone already."""
+def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "",
+           store: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    """``qrmid serve`` on ``sock`` (and ``tcp``, with the token in ``TOKENS``) with its journal at ``journal``, or
+    the ``[cluster]`` section ``store``; SIGTERM at exit unless it is gone already."""
     listen = ""
     if tcp:
         tokens = write_config(sock.with_suffix(".tokens"), TOKENS)
         listen = f'tcp = "{tcp}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n'
     cfg = write_config(sock.with_suffix(".toml"),
-                       f'[daemon]\nsocket = "{sock}"\n{listen}[journal]\npath = "{journal}"\n{noop(delay)}')
+                       f'[daemon]\nsocket = "{sock}"\n{listen}[journal]\npath = "{journal}"\n{store}{noop(delay)}')
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT)
     try:
         wait_serving(f"unix:{sock}", process=process)
@@ -137,13 +138,21 @@ async def test_calls_move_on_when_members_are_killed_or_stopped_between_calls() 
             on_third, result = await client.run("noop", sampler_payload(BELL))
             assert on_third.state == pb.TASK_STATE_COMPLETED and result
 
-def test_watch_resumes_on_another_member_without_repeating_a_state() -> None:
-    """The member a watch is on is killed; the same store comes up as another member; the watch goes on there."""
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_watch_resumes_on_another_member_without_repeating_a_state(kind: str, request: pytest.FixtureRequest) -> None:
+    """The member a watch is on is killed; another member on the same store (the first one's SQLite journal, or
+    one PostgreSQL database) comes up; the watch goes on there."""
     scratch = short_dir()
-    journal = scratch / "journal.db"
     a, b = scratch / "a.sock", scratch / "b.sock"
+    journals, stores = [scratch / "journal.db"] * 2, ["", ""]
+    if kind == "postgresql":
+        db = request.getfixturevalue("database")
+        password = write_config(scratch / "pgpass", db.password + "\n")
+        journals = [scratch / "a.db", scratch / "b.db"]  # only the payload spool sits beside them
+        stores = [f'[cluster]\ndsn = "{db.dsn}"\npassword_file = "{password}"\nmember = "{name}"\n'
+                  for name in ("node-a", "node-b")]
     with Client(f"unix:{a},unix:{b}", timeout=30) as client:
-        with member(a, journal, delay=0.5) as first:
+        with member(a, journals[0], delay=0.5, store=stores[0]) as first:
             drained = qrmid("admin", "drain", "noop", "--reason", "maintenance", address=f"unix:{a}")
             assert drained.returncode == 0, drained.stderr
             task = client.start_task("noop", sampler_payload(BELL))
@@ -151,7 +160,7 @@ def test_watch_resumes_on_another_member_without_repeating_a_state() -> None:
             assert next(watch).state == pb.TASK_STATE_QUEUED
             first.kill()
             first.wait()
-        with member(b, journal, delay=0.5):
+        with member(b, journals[1], delay=0.5, store=stores[1]):
             resumed = qrmid("admin", "resume", "noop", address=f"unix:{b}")
             assert resumed.returncode == 0, resumed.stderr
             states = [pb.TASK_STATE_QUEUED, *(seen.state for seen in watch)]
