@@ -158,8 +158,7 @@ class AsyncClient:
 
         async for task in self._members.stream(lambda channel: self._stubs[channel].WatchTask(request), resume):
             if last is not None and (task.state < last.state or (resumed and task.state == last.state)):
-                resumed = False
-                continue
+                continue  # the new member's stream starts over: skip what was given already
             last, resumed = task, False
             yield task
 

@@ -15,6 +15,7 @@ from daemons import short_dir
 from test_c_stubs_live import check_run
 from test_client_failover import BELL, member
 
+from qrmid.client import Client, sampler_payload
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 
@@ -110,3 +111,22 @@ def test_one_client_moves_on_when_members_are_killed_or_stopped_between_calls(fa
             assert states[-1] == pb.TASK_STATE_COMPLETED and states == sorted(set(states))
         finally:
             probe.close()
+
+
+@pytest.mark.parametrize("wrapper", [[], ["valgrind", *VALGRIND_ARGS]], ids=["plain", "valgrind"])
+def test_a_stream_moves_on_before_its_first_message(failover_probe: Path, wrapper: list[str]) -> None:
+    if wrapper and shutil.which("valgrind") is None:
+        pytest.fail("valgrind is missing: apt-get install valgrind")
+    scratch = short_dir()
+    with member(scratch / "live.sock", scratch / "journal.db"):
+        with Client(f"unix:{scratch}/live.sock", timeout=30) as client:
+            task, _ = client.run("noop", sampler_payload(BELL))
+        address = f"{refused_port()},unix:{scratch}/none.sock,unix:{scratch}/live.sock"
+        probe = subprocess.run([*wrapper, str(failover_probe), address, json.dumps(BELL)], input=f"watch {task.id}\n",
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert probe.returncode == 0, probe.stderr[-6000:]
+    head, watched = probe.stdout.splitlines()
+    states = [int(state) for state in watched.removeprefix("watch: OK ").split()]
+    assert head == "members: 3" and states[-1] == pb.TASK_STATE_COMPLETED and states == sorted(set(states)), watched
+    if wrapper:
+        assert "ERROR SUMMARY: 0 errors" in probe.stderr
