@@ -195,10 +195,11 @@ def test_get_backend_refuses_unknown_and_non_qiskit_resources(local_daemon: str)
 @pytest.fixture(scope="module")
 def ibm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A daemon with an ibm-quantum-system resource ``perth`` on the IBM Quantum System API emulator (noiseless
-    fake Perth, 7 qubits) and a moto S3."""
+    fake Perth, 7 qubits) and a moto S3. The emulator checks estimator pub widths strictly, as IBM's service does: a
+    pub whose circuit and observables differ in width fails its job."""
     path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
-    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n'
-                    '[[backends]]\nname = "perth"\ndevice = "perth"\nseed = 7\nnoise = false\n')
+    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
+                    'device = "perth"\nseed = 7\nnoise = false\npub_widths = "strict"\n')
     s3, emulator = start_moto(), start_emulator(path)
     try:
         boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
@@ -236,3 +237,21 @@ def test_primitives_on_ibm_quantum_system(ibm_daemon: str) -> None:
 @pytest.mark.parametrize("circuit_format", ["qpy", "qasm3"])
 def test_estimator_on_laid_out_circuit_on_ibm_quantum_system(ibm_daemon: str, circuit_format: str) -> None:
     estimate_laid_out(ibm_daemon, "perth", [0, 1, 2, 4], circuit_format)  # Perth's 7 qubits, none above $4
+
+
+@pytest.mark.parametrize("circuit_format", ["qpy", "qasm3"])
+def test_estimator_pub_keeps_the_backend_width_on_a_strict_ibm_quantum_system(ibm_daemon: str,
+                                                                              circuit_format: str) -> None:
+    """The emulator, like IBM's service, fails a pub whose circuit and observables differ in width: a Bell pair
+    transpiled onto Perth's qubits 0 and 1, with observables laid out on all 7, runs in either encoding."""
+    backend = get_backend("perth", address=ibm_daemon)
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    isa = transpile(bell, backend, initial_layout=[0, 1], optimization_level=1, seed_transpiler=3)
+    expectations = {"ZZ": 1.0, "XX": 1.0, "ZI": 0.0}
+    observables = [SparsePauliOp(label).apply_layout(isa.layout) for label in expectations]
+
+    [pub] = EstimatorV2(backend, options={"circuit_format": circuit_format}).run([(isa, observables)],
+                                                                                 precision=0.02).result()
+    np.testing.assert_allclose(pub.data.evs, list(expectations.values()), atol=0.1)

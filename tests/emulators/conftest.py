@@ -48,6 +48,11 @@ name = "faulty"
 [[backends]]
 name = "qrmi_target"
 seed = 99
+
+[[backends]]
+name = "lenient"
+seed = 5
+pub_widths = "lenient"
 """
 
 

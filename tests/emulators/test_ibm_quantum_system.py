@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from qiskit import QuantumCircuit, qasm3, transpile
 from qiskit.circuit import Parameter
 from qiskit.primitives import PrimitiveResult
@@ -22,6 +23,7 @@ from qiskit_ibm_runtime.json import RuntimeEncoder
 from qiskit_ibm_runtime.models import BackendConfiguration, BackendProperties
 from qiskit_ibm_runtime.utils.backend_converter import convert_to_target
 
+from qrmid.emulators.ibm_quantum_system import EmulatorConfig
 from qrmid.emulators.launch import Proc, start_emulator
 
 from .ibm_client import SERVICE_CRN, SystemApi
@@ -48,6 +50,13 @@ def to_qasm(circuit: QuantumCircuit) -> str:
     return qasm3.dumps(
         circuit, disable_constants=True, allow_aliasing=True, experimental=qasm3.ExperimentalFeatures.SWITCH_CASE_V1
     )
+
+
+def full_width(isa: QuantumCircuit) -> QuantumCircuit:
+    """A transpiled circuit with a barrier naming its last qubit, so that OpenQASM 3 keeps the backend's width."""
+    wide = isa.copy()
+    wide.barrier(wide.qubits[-1])
+    return wide
 
 
 def sampler_input(*pubs: Any, shots: int = 200, support_qiskit: bool = True) -> dict[str, Any]:
@@ -212,7 +221,7 @@ async def test_estimator_with_parameters(ibm_api: SystemApi, perth_backend: Any)
     isa = transpile(circuit, perth_backend, optimization_level=1, seed_transpiler=7)
     observables = ObservablesArray.coerce(SparsePauliOp.from_list([("ZZ", 1.0)]).apply_layout(isa.layout)).tolist()
     document = {
-        "pubs": [[to_qasm(isa), observables, [[0.0], [3.141592653589793]], 0.05]],
+        "pubs": [[to_qasm(full_width(isa)), observables, [[0.0], [3.141592653589793]], 0.05]],
         "options": {"default_precision": 0.05},
         "version": 2,
         "support_qiskit": True,
@@ -245,6 +254,93 @@ async def test_non_isa_circuits_fail_with_5203(ibm_api: SystemApi, bell: Quantum
     job = await ibm_api.wait(job_id)
     assert job["status"] == "Failed" and job["reason_code"] == 5203 and "(0, 2)" in job["reason_message"]
     await ibm_api.delete(job_id)
+
+
+@pytest.fixture(scope="module")
+def narrow_bell(perth_backend: Any) -> tuple[QuantumCircuit, list[Any]]:
+    """A Bell pair transpiled onto Perth's qubits 0 and 1, with ZZ and XX laid out the documented way
+    (``apply_layout(isa.layout)``): the observables have the backend's 7 qubits, the circuit read back from
+    OpenQASM 3 only 2."""
+    circuit = QuantumCircuit(2)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    isa = transpile(circuit, perth_backend, initial_layout=[0, 1], optimization_level=1, seed_transpiler=7)
+    observables = ObservablesArray.coerce([SparsePauliOp(label).apply_layout(isa.layout) for label in ("ZZ", "XX")])
+    assert isa.num_qubits == observables.num_qubits == 7 and qasm3.loads(to_qasm(isa)).num_qubits == 2
+    return isa, observables.tolist()
+
+
+def estimator_input(*pubs: Any) -> str:
+    return json.dumps({"pubs": list(pubs), "precision": 0.05, "version": 2, "support_qiskit": True}, cls=RuntimeEncoder)
+
+
+async def estimate(ibm_api: SystemApi, backend: str, *pubs: Any) -> tuple[str, dict[str, Any]]:
+    """Run an estimator job to its end; the job id and the job."""
+    job_id, response = await ibm_api.submit(backend, "estimator", estimator_input(*pubs))
+    assert response.status_code == 204, response.text
+    return job_id, await ibm_api.wait(job_id)
+
+
+def assert_bell_evs(results: str, pubs: int) -> None:
+    """<ZZ> and <XX> of a Bell pair are +1, less the device's noise."""
+    result = ResultDecoder.decode(results)
+    assert len(result) == pubs
+    for pub_result in result:
+        assert pub_result.data.evs.shape == (2,) and all(0.7 < ev < 1.2 for ev in pub_result.data.evs), result
+
+
+async def test_strict_pub_widths_fail_a_pub_whose_circuit_and_observables_differ_in_width(
+    ibm_api: SystemApi, narrow_bell: tuple[QuantumCircuit, list[Any]]
+) -> None:
+    """The default, as IBM's reference simulator: the POST is taken (the input is read only once the job runs) and
+    the job fails, saying both widths and how to make them agree."""
+    isa, observables = narrow_bell
+    assert (await ibm_api.record())["backends"]["fake_perth"]["pub_widths"] == "strict"
+    job_id, job = await estimate(ibm_api, "fake_perth", [to_qasm(isa), observables])
+    assert job["status"] == "Failed" and job["reason_code"] == 1002, job
+    assert "circuit (2)" in job["reason_message"] and "observables (7)" in job["reason_message"]
+    assert "barrier" in job["reason_message"] and "circuit (2)" in await ibm_api.read(f"logs_{job_id}.json")
+    await ibm_api.delete(job_id)
+
+    job_id, job = await estimate(ibm_api, "fake_perth", [to_qasm(full_width(isa)), {"ZZ": 1.0}])
+    assert job["status"] == "Failed" and job["reason_code"] == 1002, job
+    assert "circuit (7)" in job["reason_message"] and "apply_layout" in job["reason_message"]
+    assert "observables (2)" in job["reason_message"]
+    await ibm_api.delete(job_id)
+
+    # Equal widths run: OpenQASM 3 naming the last qubit, and QPY, which keeps every qubit of the circuit.
+    job_id, job = await estimate(ibm_api, "fake_perth", [to_qasm(full_width(isa)), observables], [isa, observables])
+    assert job["status"] == "Completed", job
+    assert_bell_evs(await ibm_api.read(f"results_{job_id}.json"), 2)
+    await ibm_api.delete(job_id)
+
+
+async def test_lenient_pub_widths_pad_the_circuit_and_switch_at_run_time(
+    ibm_api: SystemApi, narrow_bell: tuple[QuantumCircuit, list[Any]]
+) -> None:
+    isa, observables = narrow_bell
+    assert (await ibm_api.record())["backends"]["lenient"]["pub_widths"] == "lenient"
+    job_id, job = await estimate(ibm_api, "lenient", [to_qasm(isa), observables])
+    assert job["status"] == "Completed", job
+    assert_bell_evs(await ibm_api.read(f"results_{job_id}.json"), 1)
+    await ibm_api.delete(job_id)
+
+    try:
+        assert (await ibm_api.control("lenient", pub_widths="strict"))["pub_widths"] == "strict"
+        job_id, job = await estimate(ibm_api, "lenient", [to_qasm(isa), observables])
+        assert job["status"] == "Failed" and "circuit (2)" in job["reason_message"], job
+        await ibm_api.delete(job_id)
+    finally:
+        assert (await ibm_api.control("lenient", pub_widths="lenient"))["pub_widths"] == "lenient"
+    refused = await ibm_api.http.post(f"{ibm_api.url}/_emulator/backends/lenient", json={"pub_widths": "loose"})
+    assert "pub_widths" in assert_error(refused, 400, "1337")["errors"][0]["message"]
+    assert (await ibm_api.record())["backends"]["lenient"]["pub_widths"] == "lenient"
+
+
+def test_pub_widths_is_checked_at_config_load() -> None:
+    assert EmulatorConfig().backends[0].pub_widths == "strict"
+    with pytest.raises(ValidationError, match="pub_widths"):
+        EmulatorConfig.model_validate({"backends": [{"name": "b", "pub_widths": "loose"}]})
 
 
 async def test_bad_input_and_missing_input_fail_the_job(ibm_api: SystemApi, bell_input: dict[str, Any]) -> None:

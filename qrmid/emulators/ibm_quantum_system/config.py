@@ -12,6 +12,7 @@ A file looks like this (TOML; the same keys work in JSON)::
     lanes = { hpc_workload_manager = 5, ibm_quantum_compute = 0 }
     job_duration_s = 0.5        # latency added to every job
     admission_order = "duplicate-first"   # or "lanes-first": 429 before 409 for a duplicate id (see below)
+    pub_widths = "strict"       # or "lenient": pad an estimator pub's circuit to its observables' width (see below)
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ BackendStatus = Literal["online", "offline", "paused"]
 # first, so a duplicate id is refused 429/1232 while the lanes are full (409 only when they are not).
 AdmissionOrder = Literal["duplicate-first", "lanes-first"]
 LANES_FIRST = "lanes-first"
+# How an estimator pub's circuit and observables must agree in width. "strict", as IBM's reference simulator does:
+# a pub whose circuit and observables differ in width fails the job (a transpiled circuit read from OpenQASM 3 is
+# only as wide as its highest used qubit, observables laid out with apply_layout have the backend's width);
+# "lenient": a narrower circuit is padded with idle qubits up to its observables' width.
+PubWidths = Literal["strict", "lenient"]
 
 
 class Lanes(BaseModel):
@@ -62,6 +68,7 @@ class BackendConfig(BaseModel):
     lanes: Lanes = Field(default_factory=Lanes)
     job_duration_s: float = Field(0.0, ge=0)
     admission_order: AdmissionOrder = "duplicate-first"
+    pub_widths: PubWidths = "strict"
     noise: bool = True
     seed: int | None = None
 

@@ -2,11 +2,12 @@
 
 - ``GET /_emulator/record``: per backend, stored jobs now, the peak ever stored, admitted submissions
   (``{"id", "time"}``, so duplicates show), 429/423/409/503 rejections, deletes (a count, and ``deleted``:
-  ``{"id", "time"}`` each) and the admission order; plus the statuses of every ``POST /v1/jobs`` answer, injected
-  faults included.
+  ``{"id", "time"}`` each), the admission order and the pub width check; plus the statuses of every
+  ``POST /v1/jobs`` answer, injected faults included.
 - ``POST /_emulator/backends/{name}``: ``{"status", "locked", "message", "lanes", "job_duration_s",
-  "admission_order", "fail_next"}`` (all optional; ``lanes`` is an int for the HPC share or the ``/lanes``
-  object's numbers; ``admission_order`` is ``"duplicate-first"`` or ``"lanes-first"``; ``fail_next`` is
+  "admission_order", "pub_widths", "fail_next"}`` (all optional; ``lanes`` is an int for the HPC share or the
+  ``/lanes`` object's numbers; ``admission_order`` is ``"duplicate-first"`` or ``"lanes-first"``; ``pub_widths`` is
+  ``"strict"`` or ``"lenient"`` and applies to jobs that start after it; ``fail_next`` is
   ``{"count", "reason_code", "reason_message"}`` and fails the next jobs after admission).
 - ``POST /_emulator/tokens/expire``: invalidate every issued bearer token.
 
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import AdmissionOrder, BackendStatus, Lanes
+from .config import AdmissionOrder, BackendStatus, Lanes, PubWidths
 from .errors import INVALID_REQUEST, ApiError
 from .jobs import JobFailure, JobStore
 
@@ -44,6 +45,7 @@ class BackendUpdate(BaseModel):
     lanes: Annotated[int, Field(ge=0)] | Lanes | None = None
     job_duration_s: float | None = Field(None, ge=0)
     admission_order: AdmissionOrder | None = None
+    pub_widths: PubWidths | None = None
     fail_next: FailNext | None = None
 
 
@@ -73,10 +75,12 @@ async def update_backend(request: Request) -> Response:
         state.job_duration_s = update.job_duration_s
     if update.admission_order is not None:
         state.admission_order = update.admission_order
+    if update.pub_widths is not None:
+        state.pub_widths = update.pub_widths
     if update.fail_next is not None:
         state.failures.append(JobFailure(**update.fail_next.model_dump()))
     body: dict[str, Any] = {**state.to_json(), "lanes": state.lanes.to_json(), "job_duration_s": state.job_duration_s,
-                            "admission_order": state.admission_order}
+                            "admission_order": state.admission_order, "pub_widths": state.pub_widths}
     return JSONResponse(body)
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import LANES_FIRST, AdmissionOrder, BackendConfig, Lanes
+from .config import LANES_FIRST, AdmissionOrder, BackendConfig, Lanes, PubWidths
 from .errors import (
     BACKEND_NOT_FOUND,
     DUPLICATE_JOB,
@@ -121,6 +121,7 @@ class BackendState:
     lanes: Lanes
     job_duration_s: float
     admission_order: AdmissionOrder
+    pub_widths: PubWidths
     failures: list[JobFailure] = field(default_factory=list)
     record: Record = field(default_factory=Record)
 
@@ -142,6 +143,7 @@ class BackendState:
             lanes=config.lanes.model_copy(),
             job_duration_s=config.job_duration_s,
             admission_order=config.admission_order,
+            pub_widths=config.pub_widths,
         )
 
     @property
@@ -290,6 +292,7 @@ class JobStore:
                 "deletes": len(state.record.deletes),
                 "deleted": state.record.deletes,
                 "admission_order": state.admission_order,
+                "pub_widths": state.pub_widths,
             }
             for name, state in self.backends.items()
         }

@@ -21,6 +21,7 @@ class SimulationRequest:
     properties_file: str
     noise: bool
     seed: int | None
+    pad_circuits: bool  # pad an estimator pub's circuit to its observables' width instead of refusing
 
 
 @dataclass

@@ -159,7 +159,13 @@ class Runner:
         state = self.store.backends[job.backend]
         conf, props = state.files
         request = SimulationRequest(
-            job.program_id, input_text, str(conf), str(props), state.config.noise, state.config.seed
+            job.program_id,
+            input_text,
+            str(conf),
+            str(props),
+            state.config.noise,
+            state.config.seed,
+            pad_circuits=state.pub_widths == "lenient",
         )
         pool = self.pool
         try:

@@ -1,4 +1,5 @@
-"""Primitive execution, run in a worker process: decode the input, check ISA circuits, run on Aer, encode results.
+"""Primitive execution, run in a worker process: decode the input, check ISA circuits and estimator pub widths, run
+on Aer, encode results.
 
 The simulator is qiskit-aer's ``AerSimulator.from_backend`` of the device's fake backend, so results carry the
 device's noise (or an ideal ``AerSimulator`` when the backend is configured with ``noise = false``).
@@ -79,7 +80,7 @@ def execute(request: SimulationRequest) -> SimulationOutcome:
         if request.program_id == "sampler":
             result, executions = _sample(document, target, simulator, request.seed, log)
         else:
-            result, executions = _estimate(document, target, simulator, request.seed, log)
+            result, executions = _estimate(document, target, simulator, request.seed, request.pad_circuits, log)
         if document.get("support_qiskit", True):
             outcome.results = json.dumps(result, cls=RuntimeEncoder)
         else:
@@ -156,6 +157,28 @@ def _check_block(block: QuantumCircuit, target: Target, index: int, physical: di
             )
 
 
+def _fit_width(
+    circuit: QuantumCircuit, observables: ObservablesArray, target: Target, pad: bool, index: int
+) -> QuantumCircuit:
+    """The circuit to pair with ``observables``: padded up to their width when ``pad``; otherwise as it is, and the
+    job fails unless both are equally wide (as IBM's service refuses such a pub)."""
+    if pad:
+        return _widen(circuit, min(observables.num_qubits, target.num_qubits))
+    if observables.size and circuit.num_qubits != observables.num_qubits:
+        fix = (
+            "A circuit read from OpenQASM 3 is only as wide as its highest used qubit: name the backend's last qubit "
+            "in it (a barrier will do) or send it as QPY."
+            if circuit.num_qubits < observables.num_qubits
+            else "Lay the observables out on the circuit's qubits (observable.apply_layout(circuit.layout))."
+        )
+        raise JobError(
+            INVALID_INPUT,
+            f"Pub {index}: the number of qubits of the circuit ({circuit.num_qubits}) does not match the number of "
+            f"qubits of the observables ({observables.num_qubits}). {fix}",
+        )
+    return circuit
+
+
 def _widen(circuit: QuantumCircuit, num_qubits: int) -> QuantumCircuit:
     """Pad a circuit read from OpenQASM (which keeps only qubits up to the highest used) to ``num_qubits``."""
     if circuit.num_qubits >= num_qubits:
@@ -198,7 +221,7 @@ def _sample(
 
 
 def _estimate(
-    document: dict[str, Any], target: Target, simulator: AerSimulator, seed: int | None, log: Log
+    document: dict[str, Any], target: Target, simulator: AerSimulator, seed: int | None, pad: bool, log: Log
 ) -> tuple[PrimitiveResult, int]:
     options = document.get("options") or {}
     default_precision = document.get("precision") or options.get("default_precision") or DEFAULT_PRECISION
@@ -211,7 +234,7 @@ def _estimate(
         _check_isa(circuit, target, index)
         try:
             observables = ObservablesArray.coerce(parts[1])
-            circuit = _widen(circuit, min(observables.num_qubits, target.num_qubits))
+            circuit = _fit_width(circuit, observables, target, pad, index)
             if len(parts) > 2:
                 parts[2] = _parameter_values(circuit, parts[2])
             pubs.append(EstimatorPub.coerce((circuit, observables, *parts[2:]), precision=float(default_precision)))
