@@ -213,3 +213,24 @@ def test_network_members_balance_and_fail_over(form: str) -> None:
         for _ in range(4):
             assert [r.name for r in client.list_resources()] == ["noop"]
             assert client.start_task("noop", sampler_payload(BELL)).owner == "portal"
+
+
+def test_a_member_draining_for_shutdown_sends_new_tasks_to_the_next() -> None:
+    scratch = short_dir()
+    a, b = scratch / "a.sock", scratch / "b.sock"
+    with member(a, scratch / "a.db", delay=600) as first, member(b, scratch / "b.db"), \
+            Client(f"unix:{a},unix:{b}", timeout=30) as client, Client(f"unix:{b}", timeout=30) as only_b:
+        running = client.start_task("noop", sampler_payload(BELL))
+        first.send_signal(signal.SIGTERM)  # its running task holds it in its shutdown grace, still answering
+        with Client(f"unix:{a}", timeout=30) as only_a:
+            while True:  # until it has begun to stop
+                try:
+                    only_a.start_task("noop", sampler_payload(BELL))
+                except grpc.RpcError as exc:
+                    draining = exc
+                    break
+        assert draining.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in draining.details()
+        moved = client.start_task("noop", sampler_payload(BELL))
+        assert only_b.task(moved.id).id == moved.id and moved.id != running.id
+        first.kill()
+        first.wait()
