@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -263,10 +264,7 @@ Journal.before_commit = held
 
 async def test_kill_9_while_a_retried_request_waits_for_its_commit_never_makes_a_second_task(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    hooks = short_dir()
-    hold, entered = hooks / "hold", hooks / "entered"
-    (hooks / "sitecustomize.py").write_text(HOLD_COMMITS.format(hold=hold, entered=entered))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])))
+    hold, entered = held_commits(monkeypatch)
     daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\n')
     payload = pulser_payload({"sequence": "x"}, 1)
     try:
@@ -298,6 +296,56 @@ async def test_kill_9_while_a_retried_request_waits_for_its_commit_never_makes_a
         daemon.stop()
     with sqlite3.connect(daemon.journal) as db:
         assert db.execute("SELECT id FROM tasks WHERE client_request_id = 'once'").fetchall() == [(made.id,)]
+
+
+def held_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Files that hold the journal's commits of a daemon started after this (while ``hold`` exists) and tell
+    when one was held (``entered``)."""
+    hooks = short_dir()
+    hold, entered = hooks / "hold", hooks / "entered"
+    (hooks / "sitecustomize.py").write_text(HOLD_COMMITS.format(hold=hold, entered=entered))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])))
+    return hold, entered
+
+
+async def test_a_task_is_shown_finished_only_once_its_end_is_journaled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher that saw a task complete must never see it run again after a kill -9: a state reaches callers
+    only once the journal has it."""
+    hold, entered = held_commits(monkeypatch)
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\ndelay_seconds = 0.5\n')
+    seen: list[int] = []
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address, timeout=30) as qrmid, \
+                grpc.aio.insecure_channel(daemon.address) as channel:
+            task = await qrmid.start_task("noop", pulser_payload({"sequence": "x"}, 1))
+            hold.touch()
+
+            async def watch() -> None:
+                async for view in qrmid.watch(task.id):
+                    seen.append(view.state)
+
+            watcher = asyncio.create_task(watch())
+            queues = admin_pb2_grpc.AdminServiceStub(channel)
+            for _ in range(1500):  # until the daemon has finished the task, its end held out of the journal
+                listed = await queues.ListQueues(admin_pb2.ListQueuesRequest(resource="noop"))
+                if entered.exists() and not listed.tasks:
+                    break
+                await asyncio.sleep(0.02)
+            assert entered.exists() and not listed.tasks, "the task never finished with its commit held"
+            shown = await qrmid.task(task.id)
+            await asyncio.sleep(0.5)  # a late, wrong message would arrive in this time
+            daemon.kill()
+            await asyncio.gather(watcher, return_exceptions=True)
+        assert shown.state != pb.TASK_STATE_COMPLETED and pb.TASK_STATE_COMPLETED not in seen, \
+            f"a completion was shown before the journal had it: GetTask {shown.state}, watched {seen}"
+        hold.unlink()
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            assert (await qrmid.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+    finally:
+        hold.unlink(missing_ok=True)
+        daemon.stop()
 
 
 async def test_an_admins_drain_survives_kill_9() -> None:

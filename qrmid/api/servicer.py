@@ -77,7 +77,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
             required(request.resource, "resource"), convert.payload(request.payload), identity.name,
             lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
             admin=identity.admin)
-        return self._task(task, task.view)
+        return self._task(task, task.shown)
 
     @unary
     async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
@@ -85,12 +85,12 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         task = self.broker.task_for(required(request.task_id, "task_id"), who.name, who.admin)
         reason = "stopped by its owner" if task.owner == who.name else f"stopped by {who.name}, an admin"
         task = self.broker.stop_task(task.id, reason)
-        return self._task(task, task.view)
+        return self._task(task, await task.settled())
 
     @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
         task = self._visible(request.task_id, context)
-        return self._task(task, task.view)
+        return self._task(task, task.shown)
 
     @streaming
     async def WatchTask(self, request: pb.WatchTaskRequest, context: Context) -> AsyncIterator[pb.Task]:
@@ -101,9 +101,10 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @streaming
     async def GetTaskResult(self, request: pb.GetTaskResultRequest, context: Context) -> AsyncIterator[pb.ResultChunk]:
         task = self._visible(request.task_id, context)
-        if task.state is not TaskState.COMPLETED or task.result is None:
-            detail = f": {task.view.reason}" if task.view.reason else ""
-            raise FailedPrecondition(f"task {task.id} is {task.state.value}{detail}; only completed tasks have results")
+        shown = task.shown
+        if shown.state is not TaskState.COMPLETED or task.result is None:
+            detail = f": {shown.reason}" if shown.reason else ""
+            raise FailedPrecondition(f"task {task.id} is {shown.state.value}{detail}; only completed tasks have results")
         data = task.result.data
         yield pb.ResultChunk(content_type=task.result.content_type, total_size=len(data),
                              data=data[:RESULT_CHUNK_BYTES])

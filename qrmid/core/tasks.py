@@ -1,4 +1,7 @@
-"""Tasks and their state machine: QUEUED -> RUNNING -> COMPLETED | FAILED | CANCELLED."""
+"""Tasks and their state machine: QUEUED -> RUNNING -> COMPLETED | FAILED | CANCELLED.
+
+A state is shown to callers (``shown``, ``watch``) only once the listeners have recorded it for good, so no caller
+sees a task finished that a restarted daemon would run again."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from enum import Enum
 from typing import Protocol
 
 from qrmid.backends.payloads import Payload, PayloadKind
-from qrmid.core.errors import FailedPrecondition
+from qrmid.core.errors import FailedPrecondition, Unavailable
 from qrmid.core.events import Listener
+
+RECORD_RETRY_SECONDS = 0.5  # while the journal cannot record a state, how often to try showing it again
 
 
 class TaskState(Enum):
@@ -113,6 +118,8 @@ class Task:
     size: int = field(init=False, default=0)  # the payload's size as submitted, kept when it is stored or emptied
     stored: StoredPayload | None = field(default=None, init=False, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _unshown: int = field(default=0, init=False, repr=False)  # last states of ``history`` not recorded for good yet
+    _publisher: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.size = self.payload.size
@@ -150,6 +157,11 @@ class Task:
     def state(self) -> TaskState:
         return self.view.state
 
+    @property
+    def shown(self) -> TaskView:
+        """The latest state recorded for good: what callers see (``view`` may be a step ahead)."""
+        return self.history[-1 - self._unshown]
+
     def transition(self, state: TaskState, reason: str = "") -> None:
         """Move to ``state``, stamping the time; raise FailedPrecondition when the machine forbids it."""
         current = self.view
@@ -170,16 +182,53 @@ class Task:
             if self.stored is not None:
                 self.stored.discard()
                 self.stored = None
+        self._unshown += 1
+        self.events.task_changed(self)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Show the new state once it is recorded for good (at once with no running loop: nothing records)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._show(self._unshown)
+            return
+        if self._publisher is None:
+            self._publisher = loop.create_task(self._show_when_recorded(), name=f"qrmid show task {self.id}")
+
+    async def _show_when_recorded(self) -> None:
+        try:
+            while self._unshown:
+                pending = self._unshown
+                try:
+                    await self.events.durable()
+                except Unavailable:  # the journal retries the write; show the state once it is in
+                    await asyncio.sleep(RECORD_RETRY_SECONDS)
+                    continue
+                self._show(pending)
+        finally:
+            self._publisher = None
+
+    def _show(self, recorded: int) -> None:
+        """Show the oldest ``recorded`` of the unshown states."""
+        self._unshown -= recorded
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        self.events.task_changed(self)
+
+    async def settled(self) -> TaskView:
+        """The task's latest state once it is recorded for good and shown; Unavailable when it cannot be now."""
+        await self.events.durable()
+        while self._unshown:
+            await self._changed.wait()
+        return self.shown
 
     async def watch(self) -> AsyncIterator[TaskView]:
-        """Yield every state the task has been in, then each new one, until a terminal one."""
+        """Yield every state the task has been in, then each new one, until a terminal one (each once it is
+        recorded for good)."""
         seen = 0
         while True:
             changed = self._changed
-            while seen < len(self.history):
+            while seen < len(self.history) - self._unshown:
                 view = self.history[seen]
                 seen += 1
                 yield view
