@@ -12,6 +12,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# gRPC waits 1 s, then 1.6 s more, and so on, before connecting again to a socket that refused it: polled through
+# a channel that backs off so, a start would be timed to the next step of that backoff rather than to SERVING
+POLL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_backoff_ms", 5),
+                ("grpc.max_reconnect_backoff_ms", 5)]
+
 
 class QrmidProcess:
     """One ``qrmid serve --config`` process on a config whose daemon listens on ``socket``; restartable."""
@@ -31,7 +36,7 @@ class QrmidProcess:
         started = time.perf_counter()
         self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
                                         cwd=self.cwd)
-        with grpc.insecure_channel(self.address) as channel:
+        with grpc.insecure_channel(self.address, options=POLL_OPTIONS) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
