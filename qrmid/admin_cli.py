@@ -17,12 +17,11 @@ from typing import Any, TypeVar
 
 import click
 import grpc
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Column, Table
 
+from qrmid.cli_output import print_json, print_table
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import Members
 from qrmid.v1 import admin_pb2 as apb
@@ -78,14 +77,6 @@ def _name(enum: Any, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
-def _emit_json(messages: list[Message] | Message) -> None:
-    if isinstance(messages, Message):
-        doc: Any = MessageToDict(messages, preserving_proto_field_name=True)
-    else:
-        doc = [MessageToDict(m, preserving_proto_field_name=True) for m in messages]
-    click.echo(json.dumps(doc, indent=2))
-
-
 def _span(seconds: float) -> str:
     """``seconds`` as a short duration: 42s, 3m05s, 2h07m, 3d04h."""
     seconds = max(0, int(seconds))
@@ -115,7 +106,7 @@ def queue(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
     """Unfinished tasks of every user, like squeue: running ones first, then queued in dispatch order."""
     listed = _call(ctx, lambda s: s.admin.ListQueues(apb.ListQueuesRequest(resource=resource, owner=owner)))
     if as_json:
-        _emit_json(list(listed.tasks))
+        print_json(list(listed.tasks))
         return
     now = time.time()
     table = Table(Column("TASK", no_wrap=True), "RESOURCE", "OWNER", "ACCOUNT", "PRIORITY", "STATE",
@@ -128,7 +119,7 @@ def queue(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
         table.add_row(task.id, task.resource, task.owner, task.account or task.owner, task.priority or "-",
                       _name(pb.TaskState, task.state, "TASK_STATE_"), str(task.queue_position or ""), eta,
                       _span(now - task.create_time.ToNanoseconds() / 1e9), task.slurm_job_id or "-")
-    out.print(table)
+    print_table(out, table)
 
 
 @admin.command()
@@ -145,7 +136,7 @@ def resources(ctx: click.Context, window: int, as_json: bool) -> None:
 
     listed, used = _call(ctx, calls)
     if as_json:
-        _emit_json(used)
+        print_json(used)
         return
     usage = {u.resource: u for u in used.resources}
     table = Table("NAME", "TYPE", "STATUS", Column("BUSY/SLOTS", justify="right"), Column("QUEUED", justify="right"),
@@ -157,7 +148,7 @@ def resources(ctx: click.Context, window: int, as_json: bool) -> None:
                       f"{r.running_tasks}/{r.capacity.slots_total}", str(r.queue_length),
                       f"{100 * u.busy_fraction:.1f}", f"{u.tasks_completed}/{u.tasks_failed}/{u.tasks_cancelled}",
                       f"{u.qpu_seconds:.1f}", r.status_reason)
-    out.print(table)
+    print_table(out, table)
 
 
 @admin.command()
@@ -169,14 +160,14 @@ def leases(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None
     """Every user's live leases (their tokens are never shown)."""
     listed = _call(ctx, lambda s: s.admin.ListAllLeases(apb.ListAllLeasesRequest(resource=resource, owner=owner)))
     if as_json:
-        _emit_json(list(listed.leases))
+        print_json(list(listed.leases))
         return
     now = time.time()
     table = Table(Column("ID", no_wrap=True), "RESOURCE", "OWNER", "SLURM JOB", Column("EXPIRES IN", justify="right"))
     for lease in listed.leases:
         table.add_row(lease.id, lease.resource, lease.owner, lease.slurm_job_id or "-",
                       _span(lease.expire_time.ToNanoseconds() / 1e9 - now))
-    out.print(table)
+    print_table(out, table)
 
 
 @admin.command()
@@ -234,7 +225,7 @@ def quarantine(ctx: click.Context, as_json: bool) -> None:
     """Journal rows that could not be read at start-up, set aside in the journal's quarantine table."""
     listed = _call(ctx, lambda s: s.admin.ListQuarantine(apb.ListQuarantineRequest()))
     if as_json:
-        _emit_json(listed)
+        print_json(listed)
         return
     table = Table(Column("ID", justify="right", no_wrap=True), "TABLE", Column("ROW", justify="right", no_wrap=True),
                   Column("KEY", no_wrap=True, min_width=max((len(row.key) for row in listed.rows), default=3)),
@@ -242,7 +233,7 @@ def quarantine(ctx: click.Context, as_json: bool) -> None:
     for row in listed.rows:
         when = datetime.fromtimestamp(row.quarantine_time.ToNanoseconds() / 1e9).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(str(row.id), row.source, str(row.row_id), row.key or "-", when, row.reason)
-    out.print(table)
+    print_table(out, table)
     err.print(f"{len(listed.rows)} quarantined row(s) in {listed.journal}; each raw row stays in its table "
               "`quarantine` (column raw, JSON)")
 
@@ -302,4 +293,4 @@ def accounting(ctx: click.Context, since: datetime | None, until: datetime | Non
         total = totals[name]
         table.add_row(name, str(total["tasks"]), str(total["completed"]), str(total["shots"]),
                       f"{total['qpu_seconds']:.3f}")
-    out.print(table)
+    print_table(out, table)

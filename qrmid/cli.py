@@ -21,6 +21,7 @@ from rich.table import Column, Table
 from qrmid import examples
 from qrmid.admin_cli import admin
 from qrmid.cli_config import config as config_commands
+from qrmid.cli_output import print_json, print_table
 from qrmid.client import Client, TaskFailed, payload_from_task_input
 from qrmid.client_auth import ClientAuth
 from qrmid.results import summarize
@@ -105,17 +106,21 @@ def serve(config_path: Path | None, socket: Path | None, tcp: str | None, journa
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the resources as JSON")
 @click.pass_context
-def resources(ctx: click.Context) -> None:
+def resources(ctx: click.Context, as_json: bool) -> None:
     """List the resources and their state."""
     with _client(ctx) as client:
         listed = client.list_resources()
+    if as_json:
+        print_json(list(listed))
+        return
     table = Table("NAME", "TYPE", "STATUS", "SLOTS FREE/TOTAL", "QUEUED", "RUNNING", "REASON")
     for r in listed:
         table.add_row(r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
                       f"{r.capacity.slots_free}/{r.capacity.slots_total}", str(r.queue_length),
                       str(r.running_tasks), r.status_reason)
-    out.print(table)
+    print_table(out, table)
 
 
 @main.command()
@@ -151,16 +156,20 @@ def release(ctx: click.Context, token: str) -> None:
 @main.command()
 @click.option("--resource", default="", help="only this resource's leases")
 @click.option("--slurm-job-id", default="", help="only this Slurm job's leases")
+@click.option("--json", "as_json", is_flag=True, help="print the leases as JSON")
 @click.pass_context
-def leases(ctx: click.Context, resource: str, slurm_job_id: str) -> None:
+def leases(ctx: click.Context, resource: str, slurm_job_id: str, as_json: bool) -> None:
     """List your live leases (their tokens are never shown)."""
     with _client(ctx) as client:
         listed = client.list_leases(resource, slurm_job_id)
+    if as_json:
+        print_json(list(listed))
+        return
     table = Table(Column("ID", no_wrap=True), "RESOURCE", "OWNER", "SLURM JOB", Column("EXPIRES", no_wrap=True))
     for lease in listed:
         table.add_row(lease.id, lease.resource, lease.owner, lease.slurm_job_id or "-",
                       lease.expire_time.ToDatetime().isoformat(timespec="seconds") + "Z")
-    out.print(table)
+    print_table(out, table)
 
 
 @main.command()
@@ -310,7 +319,7 @@ def _show(task: pb.Task) -> None:
     table = Table(show_header=False, box=None)
     for key, value in rows.items():
         table.add_row(key, value)
-    out.print(table)
+    print_table(out, table)
 
 
 main.add_command(config_commands)

@@ -13,9 +13,9 @@ from daemons import ROOT
 EXAMPLES = ROOT / "qrmid" / "examples"
 
 
-def qrmid(*args: str, address: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def qrmid(*args: str, address: str, check: bool = True, columns: int = 200) -> subprocess.CompletedProcess[str]:
     run = subprocess.run([sys.executable, "-m", "qrmid", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "QRMID_ADDRESS": address, "COLUMNS": "200"})
+                         timeout=300, env={**os.environ, "QRMID_ADDRESS": address, "COLUMNS": str(columns)})
     if check:
         assert run.returncode == 0, run.stderr
     return run
@@ -49,6 +49,25 @@ def test_resources_target_and_leases(local_daemon: str) -> None:
     assert json.loads(qrmid("target", "local-qiskit", address=local_daemon).stdout)["configuration"]
     token = qrmid("acquire", "local-qiskit", "--slurm-job-id", "9", address=local_daemon).stdout.strip()
     assert "released lease" in qrmid("release", token, address=local_daemon).stderr
+
+
+def test_listings_never_cut_a_name_or_an_id_however_narrow_the_output(local_daemon: str) -> None:
+    tokens = [qrmid("acquire", "local-qiskit", "--slurm-job-id", f"{job}", address=local_daemon).stdout.strip()
+              for job in (1234567890123, 1234567890124)]
+    try:
+        leases = json.loads(qrmid("leases", "--json", address=local_daemon).stdout)
+        names = [r["name"] for r in json.loads(qrmid("resources", "--json", address=local_daemon).stdout)]
+        assert len(leases) >= 2 and {"local-qiskit", "local-pulser"} <= set(names)
+        for columns in (20, 80):
+            for listing in (("leases",), ("admin", "leases")):
+                shown = qrmid(*listing, address=local_daemon, columns=columns).stdout
+                for lease in leases:
+                    assert lease["id"] in shown and lease["slurm_job_id"] in shown, (columns, listing, shown)
+            shown = qrmid("resources", address=local_daemon, columns=columns).stdout
+            assert all(name in shown for name in names) and "…" not in shown, shown
+    finally:
+        for token in tokens:
+            qrmid("release", token, address=local_daemon)
 
 
 def test_errors_are_one_clear_line(local_daemon: str, tmp_path: Path) -> None:
