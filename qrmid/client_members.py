@@ -29,13 +29,14 @@ T = TypeVar("T")
 FIRST_BACKOFF = 0.05  # seconds before the second member; doubled for each further one
 MAX_BACKOFF = 0.5
 
-# gRPC's part: retry UNAVAILABLE (on another address of the target when it has several).
+# gRPC's part: retry UNAVAILABLE (on another address of the target when it has several). Not Acquire: it has no
+# request id, so only the client's own retry across members makes it again, where the caller can see it.
 RETRY = {"methodConfig": [{
     "name": [{"service": "qrmid.v1.QuantumResources"}, {"service": "qrmid.v1.AdminService"},
              {"service": "qrmid.v1.MetricsService"}],
     "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s", "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"]},
-}]}
+}, {"name": [{"service": "qrmid.v1.QuantumResources", "method": "Acquire"}]}]}
 # A network target may resolve to several daemons: spread calls over them, skipping those whose health service
 # does not answer SERVING (a daemon draining for shutdown). A Unix socket is one daemon: no health stream.
 BALANCED = {**RETRY, "loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}

@@ -365,11 +365,13 @@ static grpc_status_code split_members(qrmid_client *c, const char *address, qrmi
 }
 
 /* The retry policy (and, for a network target, balancing over its addresses and health checking) gRPC applies
- * inside one member; the same as the Python client's (qrmid/client_members.py). */
+ * inside one member; the same as the Python client's (qrmid/client_members.py). Not for Acquire, which has no
+ * request id: only the retry across members makes it again, and qrmid_client_last_attempts() shows it. */
 #define RETRY_POLICY                                                                                              \
   "\"methodConfig\":[{\"name\":[{\"service\":\"qrmid.v1.QuantumResources\"},{\"service\":\"qrmid.v1.AdminService\"}," \
   "{\"service\":\"qrmid.v1.MetricsService\"}],\"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.05s\","        \
-  "\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]"
+  "\"maxBackoff\":\"0.5s\",\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}},"                     \
+  "{\"name\":[{\"service\":\"qrmid.v1.QuantumResources\",\"method\":\"Acquire\"}]}]"
 static const char unix_service_config[] = "{" RETRY_POLICY "}";
 static const char network_service_config[] =
     "{" RETRY_POLICY ",\"loadBalancingConfig\":[{\"round_robin\":{}}],\"healthCheckConfig\":{\"serviceName\":\"\"}}";
