@@ -32,6 +32,11 @@ AUTHORIZATION = "authorization"
 
 AuthMode = Literal["none", "munge", "token"]
 
+# Each channel gets connections of its own: by default gRPC shares them between the channels of a process, so a
+# new client would wait out the reconnect backoff (1 s, then 1.6 s more, ...) an earlier client started while
+# the daemon was down, failing UNAVAILABLE against a daemon that is serving again
+OWN_CONNECTIONS = ("grpc.use_local_subchannel_pool", 1)
+
 
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
@@ -89,6 +94,7 @@ class ClientAuth:
             interceptors += [_UnarySocketCheck(check), _StreamSocketCheck(check)]
         if self.mode != "none":
             interceptors += [_UnaryMetadata(self._metadata), _StreamMetadata(self._metadata)]
+        options = [*options, OWN_CONNECTIONS]
         if self.tls_ca is None:
             return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
         credentials = grpc.ssl_channel_credentials(self.tls_ca, self.tls_key, self.tls_cert)

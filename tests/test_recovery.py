@@ -362,3 +362,22 @@ async def test_an_admins_drain_survives_kill_9() -> None:
             assert (drained.status, drained.status_reason) == (pb.RESOURCE_STATUS_DRAINING, "cooling down until 16:00")
     finally:
         daemon.stop()
+
+
+async def test_a_new_client_reaches_a_restarted_daemon_at_once() -> None:
+    """A client made after a restart connects afresh, whatever reconnect backoff an earlier client of the same
+    process started while the daemon was down."""
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\n')
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as before:
+            assert [r.name for r in await before.list_resources()] == ["noop"]
+            daemon.kill()
+            with pytest.raises(grpc.aio.AioRpcError) as down:  # connection refused: gRPC backs off reconnecting
+                await before.list_resources()
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        daemon.start()
+        async with AsyncClient(daemon.address) as after:
+            assert [r.name for r in await after.list_resources()] == ["noop"]
+    finally:
+        daemon.stop()
