@@ -17,6 +17,7 @@ import grpc
 import pytest
 from daemons import ROOT, short_dir, wait_serving, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lossy_proxy import LosingProxy
 
 from qrmid.client import AsyncClient, Client, sampler_payload
 from qrmid.client_auth import ClientAuth
@@ -31,14 +32,16 @@ def noop(delay: float = 0.0) -> str:
 
 
 @contextmanager
-def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "",
-           store: str = "") -> Iterator[subprocess.Popen[bytes]]:
-    """``qrmid serve`` on ``sock`` (and ``tcp``, with the token in ``TOKENS``) with its journal at ``journal``, or
-    the ``[cluster]`` section ``store``; SIGTERM at exit unless it is gone already."""
+def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "", store: str = "",
+           tokens_on_socket: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """``qrmid serve`` on ``sock`` (and ``tcp``, with the token in ``TOKENS``, on the socket too when
+    ``tokens_on_socket``) with its journal at ``journal``, or the ``[cluster]`` section ``store``; SIGTERM at exit
+    unless it is gone already."""
     listen = ""
     if tcp:
         tokens = write_config(sock.with_suffix(".tokens"), TOKENS)
-        listen = f'tcp = "{tcp}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n'
+        on_socket = 'auth = "token"\n' if tokens_on_socket else ""
+        listen = f'{on_socket}tcp = "{tcp}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n'
     cfg = write_config(sock.with_suffix(".toml"),
                        f'[daemon]\nsocket = "{sock}"\n{listen}[journal]\npath = "{journal}"\n{store}{noop(delay)}')
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT)
@@ -234,3 +237,26 @@ def test_a_member_draining_for_shutdown_sends_new_tasks_to_the_next() -> None:
         assert only_b.task(moved.id).id == moved.id and moved.id != running.id
         first.kill()
         first.wait()
+
+
+def test_a_start_task_whose_answer_was_lost_is_not_started_twice() -> None:
+    """The first member (over TCP, through a proxy) queues the task and its answer is lost, then it is gone; the
+    call goes on at the next member, the same daemon over its socket: the request id finds the task."""
+    scratch = short_dir()
+    tcp = refused_port()
+    token = scratch / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    with member(scratch / "d.sock", scratch / "d.db", delay=600, tcp=tcp, tokens_on_socket=True) as daemon:
+        proxy = LosingProxy(int(tcp.rsplit(":", 1)[1]), nth=2, refuse_after=True)  # health, StartTask
+        try:
+            with Client(f"{proxy.address},unix:{scratch}/d.sock", timeout=30,
+                        auth=ClientAuth.resolve("token", token_file=token)) as client:
+                task = client.start_task("noop", sampler_payload(BELL))
+                assert proxy.lost.is_set(), "the first member's answer to StartTask was lost"
+                resource = client.resource("noop")
+        finally:
+            proxy.close()
+            daemon.kill()  # not a shutdown grace spent waiting for the task
+    assert resource.queue_length + resource.running_tasks == 1, f"one task, not two: {resource}"
+    assert task.client_request_id

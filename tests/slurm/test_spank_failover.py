@@ -3,16 +3,15 @@ job's Python and C clients all reach the member that runs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 from daemons import subprocess_daemon
+from lossy_proxy import LosingProxy
 from test_spank_qrmid import PYTHON, wait_no_leases
 
 from qrmid.client_auth import MUNGE_METADATA
@@ -50,63 +49,6 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
         assert client.task(python_task[1]).slurm_job_id == job_id, "the Python task ran under the job's lease"
     assert "result of task" in output and "released lease" in output, output  # the C example
     wait_no_leases(cluster, job_id)
-
-
-class LosingProxy:
-    """A TCP proxy to a daemon that loses one answer: it forwards both ways, and at the ``nth`` response the
-    daemon starts (an HTTP/2 HEADERS frame without END_STREAM) it closes the connection instead of passing it on,
-    so the call was made but its caller never hears of it."""
-
-    def __init__(self, upstream: int, nth: int) -> None:
-        self.upstream, self.nth, self.seen = upstream, nth, 0
-        self.lost = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._responses, args=(server, client), daemon=True).start()
-
-    @staticmethod
-    def _requests(client: socket.socket, server: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                server.sendall(data)
-        hang_up(client, server)
-
-    def _responses(self, server: socket.socket, client: socket.socket) -> None:
-        pending = b""
-        with contextlib.suppress(OSError):
-            while data := server.recv(65536):
-                pending += data
-                while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], "big"):
-                    size = 9 + int.from_bytes(pending[:3], "big")
-                    frame, pending = pending[:size], pending[size:]
-                    if frame[3] == 1 and not frame[4] & 1 and not self.lost.is_set():  # a response starts
-                        self.seen += 1
-                        if self.seen == self.nth:
-                            self.lost.set()
-                            raise OSError("the answer is lost")
-                    client.sendall(frame)
-        hang_up(client, server)
-
-
-def hang_up(*ends: socket.socket) -> None:
-    """Ends both directions of each connection at once (a thread blocked reading one wakes up), then closes it."""
-    for end in ends:
-        with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
-        end.close()
 
 
 def test_a_lease_granted_by_a_member_whose_answer_was_lost_is_ended(cluster: Cluster) -> None:
