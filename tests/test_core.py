@@ -208,11 +208,11 @@ async def test_leases_gate_tasks_and_release_cancels_them() -> None:
         await broker.start_task("r", PAYLOAD, "alice", lease_token="forged")
     tasks = [await broker.start_task("r", PAYLOAD, "alice", lease_token=lease.token) for _ in range(2)]
     assert {(t.view.lease_id, t.view.slurm_job_id) for t in tasks} == {(lease.id, "1234")}
-    released, cancelled = broker.release(lease.token, "alice")
+    released, cancelled = await broker.release(lease.token, "alice")
     assert released.id == lease.id and cancelled == 2
     assert {t.view.reason for t in tasks} == {"its lease was released"}
     with pytest.raises(errors.NotFound):
-        broker.release(lease.token, "alice")
+        await broker.release(lease.token, "alice")
     await broker.stop(1)
 
 

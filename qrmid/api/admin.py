@@ -91,6 +91,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
         who = self._admin(context, "CancelTask")
         task = self.broker.stop_task(required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
         log.info("task %s of %s cancelled by %s", task.id, task.owner, who)
+        await task.settled()  # answered once the cancellation is recorded, as StopTask is
         return self._task(task)
 
     @unary
@@ -102,7 +103,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def RevokeLease(self, request: admin_pb.RevokeLeaseRequest, context: Context) -> pb.ReleaseResponse:
         who = self._admin(context, "RevokeLease")
-        lease, cancelled = self.broker.revoke(required(request.lease_id, "lease_id"), request.reason)
+        lease, cancelled = await self.broker.revoke(required(request.lease_id, "lease_id"), request.reason)
         log.info("lease %s of %s revoked by %s", lease.id, lease.owner, who)
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
 

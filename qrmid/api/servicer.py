@@ -61,7 +61,8 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         identity = caller(context)
-        lease, cancelled = self.broker.release(required(request.token, "token"), identity.name, identity.admin)
+        lease, cancelled = await self.broker.release(required(request.token, "token"), identity.name,
+                                                     identity.admin)
         return pb.ReleaseResponse(lease=convert.lease(lease, with_token=False), cancelled_tasks=cancelled)
 
     @unary

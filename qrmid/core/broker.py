@@ -116,25 +116,35 @@ class Broker:
         self.events.lease_granted(lease)
         return lease
 
-    def release(self, token: str, caller: str, admin: bool = False) -> tuple[Lease, int]:
+    async def release(self, token: str, caller: str, admin: bool = False) -> tuple[Lease, int]:
         """End ``caller``'s lease (anyone's for an ``admin``); returns it and how many of its unfinished tasks
-        were cancelled."""
+        were cancelled, once all that is recorded and shown; Unavailable when it cannot be recorded now."""
         lease = self.leases.pop(token, caller, admin)
         self.events.lease_ended(lease, "released")
         by = "" if lease.owner == caller else f" by {caller}, an admin"
         cancelled = self._end_lease(lease, f"its lease was released{by}")
-        log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, cancelled,
+        log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, len(cancelled),
                  extra=_lease_context(lease))
-        return lease, cancelled
+        await self._settled(cancelled)
+        return lease, len(cancelled)
 
-    def revoke(self, lease_id: str, reason: str = "") -> tuple[Lease, int]:
-        """End anyone's lease (admins); returns it and how many of its unfinished tasks were cancelled."""
+    async def revoke(self, lease_id: str, reason: str = "") -> tuple[Lease, int]:
+        """End anyone's lease (admins); returns it and how many of its unfinished tasks were cancelled, once all
+        that is recorded and shown; Unavailable when it cannot be recorded now."""
         lease = self.leases.pop_id(lease_id)
         self.events.lease_ended(lease, "revoked")
         cancelled = self._end_lease(lease, reason or "its lease was revoked by an admin")
-        log.info("lease %s on %s of %s revoked, %d task(s) cancelled", lease.id, lease.resource, lease.owner, cancelled,
-                 extra=_lease_context(lease))
-        return lease, cancelled
+        log.info("lease %s on %s of %s revoked, %d task(s) cancelled", lease.id, lease.resource, lease.owner,
+                 len(cancelled), extra=_lease_context(lease))
+        await self._settled(cancelled)
+        return lease, len(cancelled)
+
+    async def _settled(self, cancelled: list[Task]) -> None:
+        """Return once a lease's end and the cancellation of its tasks are recorded for good and shown, so that
+        a caller told of them never reads a task as still running."""
+        await self.events.durable()
+        for task in cancelled:
+            await task.settled()
 
     async def drain(self, name: str, reason: str) -> Resource:
         """Stop dispatching to resource ``name`` (an admin's drain, kept across restarts) once it is recorded;
@@ -403,13 +413,14 @@ class Broker:
         task_id = self._requests.get((owner, request_id))
         return self._tasks.get(task_id) if task_id else None
 
-    def _end_lease(self, lease: Lease, reason: str) -> int:
+    def _end_lease(self, lease: Lease, reason: str) -> list[Task]:
+        """Cancel the unfinished tasks of an ended lease (when the policy says so); returns them."""
         if not self.policy.cancel_on_release:
-            return 0
+            return []
         doomed = [t for t in self._tasks.values() if t.lease_id == lease.id and not t.state.terminal]
         for task in doomed:
             self.resources[task.resource].scheduler.stop(task, reason)
-        return len(doomed)
+        return doomed
 
     def _finish(self, task: Task) -> None:
         """Keep the records of the last ``retain_tasks`` finished tasks."""
@@ -427,7 +438,7 @@ class Broker:
             for lease in self.leases.pop_expired():
                 self.events.lease_ended(lease, "expired")
                 cancelled = self._end_lease(lease, "its lease expired")
-                log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, cancelled,
+                log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, len(cancelled),
                          extra=_lease_context(lease))
 
 
