@@ -2,10 +2,10 @@
 
 An address names one member or several, separated by commas, in any mix of the forms one member takes:
 ``unix:/path``, an absolute socket path, ``host:port``, or any gRPC target such as ``dns:///name:port``.
-Each member gets its own gRPC channel, whose service config has gRPC spread calls over the addresses a name
-resolves to (``round_robin``, skipping those the health service reports not serving) and retry a call that
-fails UNAVAILABLE on another of them. Across members — Unix sockets, mixed lists — the client does the same
-itself: a call answered UNAVAILABLE, or whose connection fails, is tried on the next member, each member once
+Each member gets its own gRPC channel, whose service config has gRPC retry a call that fails UNAVAILABLE (all but
+Acquire) and, for a network target, spread calls over the addresses its name resolves to (``round_robin``,
+skipping those whose health service does not answer SERVING). Across members — Unix sockets, mixed lists — the
+client does the same itself: a call answered UNAVAILABLE, or whose connection fails, is tried on the next member, each member once
 per call, after a short backoff, within the caller's deadline. An ``ipv4:``/``ipv6:`` target keeps gRPC's
 own comma-separated address list and is one member.
 """
