@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,10 @@ import grpc
 import pytest
 from daemons import ROOT, short_dir, wait_serving, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from impostor import Impostor
+from impostor import impostor as impostor_of
 from lossy_proxy import LosingProxy
+from system_users import system_users
 
 from qrmid.client import AsyncClient, Client, sampler_payload
 from qrmid.client_auth import ClientAuth
@@ -260,3 +264,27 @@ def test_a_start_task_whose_answer_was_lost_is_not_started_twice() -> None:
             daemon.kill()  # not a shutdown grace spent waiting for the task
     assert resource.queue_length + resource.running_tasks == 1, f"one task, not two: {resource}"
     assert task.client_request_id
+
+
+MALLORY = "qrmid-fo-mallory"
+
+
+@pytest.fixture(scope="module")
+def impostor() -> Iterator[Impostor]:
+    """Another user's listener where the first member's socket is said to be."""
+    with system_users((MALLORY,)), impostor_of(MALLORY) as found:
+        yield found
+
+
+def test_another_users_socket_in_the_list_gets_nothing(impostor: Impostor) -> None:
+    scratch = short_dir()
+    token = scratch / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    with member(scratch / "live.sock", scratch / "j.db", tcp=refused_port(), tokens_on_socket=True), \
+            Client(f"unix:{impostor.socket},unix:{scratch}/live.sock", timeout=30,
+                   auth=ClientAuth.resolve("token", token_file=token)) as client:
+        assert [r.name for r in client.list_resources()] == ["noop"]
+        assert client.start_task("noop", sampler_payload(BELL)).owner == "portal"
+    time.sleep(1)  # what a connection would have delivered by now
+    assert impostor.bytes() == b"", "the socket check kept every byte from another user's socket"
