@@ -22,7 +22,9 @@ from impostor import Impostor
 from impostor import impostor as impostor_of
 from lossy_proxy import LosingProxy
 from system_users import system_users
+from test_qrmi_dropin import daemon, job_env, program  # noqa: F401  (fixtures: a daemon, a job's leases)
 
+from qrmid import examples
 from qrmid.client import AsyncClient, Client, sampler_payload
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import split_address
@@ -251,7 +253,7 @@ def test_a_start_task_whose_answer_was_lost_is_not_started_twice() -> None:
     token = scratch / "token"
     token.write_text(TOKEN)
     token.chmod(0o600)
-    with member(scratch / "d.sock", scratch / "d.db", delay=600, tcp=tcp, tokens_on_socket=True) as daemon:
+    with member(scratch / "d.sock", scratch / "d.db", delay=600, tcp=tcp, tokens_on_socket=True) as served:
         proxy = LosingProxy(int(tcp.rsplit(":", 1)[1]), nth=2, refuse_after=True)  # health, StartTask
         try:
             with Client(f"{proxy.address},unix:{scratch}/d.sock", timeout=30,
@@ -261,7 +263,7 @@ def test_a_start_task_whose_answer_was_lost_is_not_started_twice() -> None:
                 resource = client.resource("noop")
         finally:
             proxy.close()
-            daemon.kill()  # not a shutdown grace spent waiting for the task
+            served.kill()  # not a shutdown grace spent waiting for the task
     assert resource.queue_length + resource.running_tasks == 1, f"one task, not two: {resource}"
     assert task.client_request_id
 
@@ -288,3 +290,12 @@ def test_another_users_socket_in_the_list_gets_nothing(impostor: Impostor) -> No
         assert client.start_task("noop", sampler_payload(BELL)).owner == "portal"
     time.sleep(1)  # what a connection would have delivered by now
     assert impostor.bytes() == b"", "the socket check kept every byte from another user's socket"
+
+
+def test_the_qrmi_dropin_fails_over_through_the_client(job_env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    """Framework adapters build on the client: a qrmi program's job address lists a missing member first."""
+    (tmp_path / "bell.json").write_text(json.dumps(examples.load("bell")))
+    listed = {**job_env, "QRMID_ADDRESS": f"unix:{tmp_path}/none.sock,{job_env['QRMID_ADDRESS']}"}
+    report = program(listed, tmp_path, "resource_lifecycle.py", "local-qiskit", "IBMQuantumSystem", "bell.json")
+    assert report["accessible"] and report["online"] and report["statuses"][-1] == "TaskStatus.Completed"
+    assert listed["QRMID_ADDRESS"] in report["repr"]
