@@ -7,15 +7,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from qrmid.bench.process import wait_serving
 from qrmid.daemon import Daemon
 from qrmid.ops.config import Config
 
@@ -55,25 +52,6 @@ def write_config(path: Path, text: str) -> Path:
     path.touch(mode=0o600)
     path.write_text(text)
     return path
-
-
-def wait_serving(address: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the daemon at ``address`` answers its health check with SERVING."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"qrmid exited with {process.returncode} before serving")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"qrmid at {address} not serving after {timeout} s")
-            time.sleep(0.1)
 
 
 @contextmanager

@@ -18,6 +18,26 @@ POLL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_b
                 ("grpc.max_reconnect_backoff_ms", 5)]
 
 
+def wait_serving(address: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the daemon at ``address`` answers its health check with SERVING (RuntimeError when
+    ``process`` exits first, TimeoutError after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address, options=POLL_OPTIONS) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"qrmid exited with {process.returncode} before serving")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"qrmid at {address} not serving after {timeout} s")
+            time.sleep(0.005)
+
+
 class QrmidProcess:
     """One ``qrmid serve --config`` process on a config whose daemon listens on ``socket``; restartable."""
 
@@ -36,20 +56,8 @@ class QrmidProcess:
         started = time.perf_counter()
         self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
                                         cwd=self.cwd)
-        with grpc.insecure_channel(self.address, options=POLL_OPTIONS) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return time.perf_counter() - started
-                except grpc.RpcError:
-                    pass
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"qrmid exited with {self.process.returncode} before serving")
-                if time.perf_counter() - started > timeout:
-                    raise TimeoutError(f"qrmid at {self.address} not serving after {timeout} s")
-                time.sleep(0.005)
+        wait_serving(self.address, timeout, self.process)
+        return time.perf_counter() - started
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
