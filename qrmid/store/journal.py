@@ -29,16 +29,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qrmid.core.errors import Unavailable
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.store import codec
+from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000  # writes per transaction
-MAX_RETRY_SECONDS = 5.0
 SUBMITTING = "submitting"  # journal-only state: handed to the backend, no reference back yet
 
 SCHEMA = """
@@ -65,9 +63,6 @@ INSERT_TASK = """INSERT OR REPLACE INTO tasks (id, resource, owner, account, pri
     lease_id, slurm_job_id, client_request_id, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 UPDATE_TASK = """UPDATE tasks SET state = ?, started_at = ?, ended_at = ?, reason = ?, remote_ref = ?, result = ?,
     result_type = ?, result_bytes = ?, logs = ?, payload = coalesce(?, payload) WHERE id = ?"""
-
-
-Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
 
 
 class JournalError(Exception):
@@ -98,29 +93,22 @@ class Recovered:
     quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
 
-class Journal(Listener):
+class Journal(Commits, Listener):
     """Records the core's events in ``path``; one journal per daemon (a lock file keeps a second one out)."""
 
     before_commit: ClassVar[Callable[[], None] | None] = None  # fault injection: runs in the writer before COMMIT
 
     def __init__(self, path: Path, *, retain_seconds: float = 0, max_result_bytes: int = 0,
                  cleanup_interval: float = 60.0, commit_timeout: float = 10.0) -> None:
+        super().__init__(f"the journal {path}", commit_timeout)
         self.path = path
         self.retain_seconds = retain_seconds
         self.max_result_bytes = max_result_bytes
         self.cleanup_interval = cleanup_interval
-        self.commit_timeout = commit_timeout
-        self.error = ""  # why the last commit failed; empty while the journal is written
         self.quarantined: list[Quarantined] = []
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._enqueued = 0
-        self._committed = 0
-        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
-        self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
-        self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._closing = False
         self._cleaned_at = time.monotonic()
@@ -183,45 +171,9 @@ class Journal(Listener):
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    # -- durability --------------------------------------------------------------------------------------------
-
-    def writable(self) -> None:
-        """Raise Unavailable while the journal cannot be written."""
-        if self.error:
-            raise Unavailable(self.error)
-
-    async def durable(self) -> None:
-        """Return once everything enqueued so far is committed; Unavailable when the disk refuses it or it is not
-        committed within ``commit_timeout`` seconds."""
-        self.writable()
-        if self._committed < self._enqueued:
-            await self._wait(self._enqueued, "")
-
-    async def recorded(self, task: Task) -> None:
-        """Return once ``task``'s record (``task_queued``) is committed; Unavailable when it cannot be written now
-        or never can be (its values), or is not committed within ``commit_timeout`` seconds."""
-        if task.id in self._refused:
-            raise Unavailable(self._refused[task.id])
-        target = self._inserted.get(task.id, 0)
-        if target > self._committed:
-            self.writable()
-            await self._wait(target, task.id)
-
-    async def _wait(self, target: int, task_id: str) -> None:
-        """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
-        assert self._loop is not None
-        waiter = self._loop.create_future()
-        entry = (target, task_id, waiter)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
-        except TimeoutError:
-            raise Unavailable(f"the journal {self.path} has not committed for {self.commit_timeout:g} s (a slow or "
-                              "stuck disk?): the request is not taken; retry later, and check the disk holding it"
-                              ) from None
-        finally:
-            if not waiter.done():
-                self._waiters.remove(entry)
+    def _stalled(self) -> str:
+        return (f"{self.name} has not committed for {self.commit_timeout:g} s (a slow or stuck disk?): the request "
+                "is not taken; retry later, and check the disk holding it")
 
     # -- events (on the event loop: enqueue only) ---------------------------------------------------------------
 
@@ -232,11 +184,10 @@ class Journal(Listener):
                                   task.client_request_id, view.state.value, view.created_at), task.id)
         self._write("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                     (task.id, view.state.value, view.created_at, "", None), task.id)
-        self._inserted[task.id] = self._enqueued
+        self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
-        self._refused.pop(task.id, None)
-        self._inserted.pop(task.id, None)
+        self._forget(task.id)
         self._write("DELETE FROM tasks WHERE id = ?", (task.id,))
         self._write("DELETE FROM transitions WHERE task_id = ?", (task.id,))
 
@@ -295,11 +246,9 @@ class Journal(Listener):
             try:
                 refused = self._commit(batch)
             except Exception as exc:  # the disk, or anything else: the writer lives on and retries
-                message = (f"the journal {self.path} cannot be written ({exc}); free space on its filesystem or "
-                           f"make {self.path.parent} writable: no new tasks are taken until it can be written")
-                if message != self.error:
-                    log.error("%s", message)
-                self.error = message
+                message = (f"{self.name} cannot be written ({exc}); free space on its filesystem or make "
+                           f"{self.path.parent} writable: no new tasks are taken until it can be written")
+                self._broken(message)
                 self._loop.call_soon_threadsafe(self._failed, message)
                 if self._closing:
                     log.error("journal %s: %d write(s) lost at shutdown", self.path, len(batch))
@@ -307,9 +256,7 @@ class Journal(Listener):
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
-            if self.error:
-                log.warning("the journal %s is written again", self.path)
-                self.error = ""
+            self._mended()
             delay = 0.05
             done += len(batch)
             batch = []
@@ -343,11 +290,7 @@ class Journal(Listener):
                 except Exception as exc:
                     if _of_the_disk(exc) or not conn.in_transaction:
                         raise
-                    reason = (f"the journal {self.path} cannot record task {task_id or '-'} ({type(exc).__name__}: "
-                              f"{exc}): it is not taken; check its parameters, or report this as a bug")
-                    if task_id not in refused:
-                        log.error("%s", reason)
-                    refused[task_id] = reason
+                    self._refusal(refused, task_id, f"{type(exc).__name__}: {exc}")
             if Journal.before_commit is not None:
                 Journal.before_commit()
             conn.execute("COMMIT")
@@ -396,30 +339,6 @@ class Journal(Listener):
             conn.execute("DELETE FROM transitions WHERE task_id = ?", (task_id,))
         if doomed:
             log.info("journal %s: dropped %d finished task(s) past retention", self.path, len(doomed))
-
-    # -- back on the event loop --------------------------------------------------------------------------------
-
-    def _settle(self, done: int, refused: dict[str, str]) -> None:
-        self._committed = done
-        self._refused.update(refused)
-        self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > done}
-        waiting = []
-        for target, task_id, waiter in self._waiters:
-            if waiter.done():
-                continue
-            if task_id in self._refused:
-                waiter.set_exception(Unavailable(self._refused[task_id]))
-            elif target <= done:
-                waiter.set_result(None)
-            else:
-                waiting.append((target, task_id, waiter))
-        self._waiters = waiting
-
-    def _failed(self, message: str) -> None:
-        for _, _, waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(Unavailable(message))
-        self._waiters = []
 
 
 def _of_the_disk(exc: Exception) -> bool:

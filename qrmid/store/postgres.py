@@ -29,20 +29,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from qrmid.core.errors import Unavailable
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.store import codec, schema
+from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
 from qrmid.store.journal import SUBMITTING, Recovered
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000  # writes per transaction
-MAX_RETRY_SECONDS = 5.0
 MEMBER_LOCK = 0x71726D69_64000001  # the advisory lock of the member using the database
-
-Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
 
 INSERT_TASK = """INSERT INTO tasks (id, resource, owner, account, priority, payload_kind, payload, shots, lease_id,
     slurm_job_id, client_request_id, state, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -110,34 +106,27 @@ def read_password(path: Path) -> str:
     return password
 
 
-class PostgresStore(Listener):
+class PostgresStore(Commits, Listener):
     """Records the core's events in the PostgreSQL database ``dsn`` as member ``member``."""
 
     def __init__(self, dsn: str, *, member: str, password_file: Path | None = None, connect_timeout: float = 5.0,
                  commit_timeout: float = 10.0, retain_seconds: float = 0, max_result_bytes: int = 0,
                  cleanup_interval: float = 60.0) -> None:
         self.dsn = safe_dsn(dsn)  # for messages
+        super().__init__(f"PostgreSQL at {self.dsn}", commit_timeout)
         self.member = member
         self.password_file = password_file
         self.connect_timeout = connect_timeout
-        self.commit_timeout = commit_timeout
         self.retain_seconds = retain_seconds
         self.max_result_bytes = max_result_bytes
         self.cleanup_interval = cleanup_interval
-        self.error = ""  # why the last commit failed; empty while the store is written
         self._conninfo = dsn
         self._password = ""
         self._pool: AsyncConnectionPool | None = None
         self._guard: psycopg.Connection[Any] | None = None  # holds the member lock
         self._pending: list[Write] = []
-        self._enqueued = 0
-        self._committed = 0
-        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
-        self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
-        self._inserted: dict[str, int] = {}  # task id -> writes enqueued up to its record, until committed
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._cleaned_at = time.monotonic()
 
@@ -210,44 +199,9 @@ class PostgresStore(Listener):
         if self._guard is not None:
             await asyncio.to_thread(self._guard.close)
 
-    # -- durability --------------------------------------------------------------------------------------------
-
-    def writable(self) -> None:
-        """Raise Unavailable while PostgreSQL cannot be written."""
-        if self.error:
-            raise Unavailable(self.error)
-
-    async def durable(self) -> None:
-        """Return once everything enqueued so far is committed; Unavailable when PostgreSQL is lost or it is not
-        committed within ``commit_timeout`` seconds."""
-        self.writable()
-        if self._committed < self._enqueued:
-            await self._wait(self._enqueued, "")
-
-    async def recorded(self, task: Task) -> None:
-        """Return once ``task``'s record (``task_queued``) is committed; Unavailable when it cannot be written now
-        or never can be (its values), or is not committed within ``commit_timeout`` seconds."""
-        if task.id in self._refused:
-            raise Unavailable(self._refused[task.id])
-        target = self._inserted.get(task.id, 0)
-        if target > self._committed:
-            self.writable()
-            await self._wait(target, task.id)
-
-    async def _wait(self, target: int, task_id: str) -> None:
-        """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
-        assert self._loop is not None
-        waiter = self._loop.create_future()
-        entry = (target, task_id, waiter)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
-        except TimeoutError:
-            raise Unavailable(f"PostgreSQL at {self.dsn} has not committed for {self.commit_timeout:g} s: the "
-                              "request is not taken; retry later, and check the database server") from None
-        finally:
-            if not waiter.done():
-                self._waiters.remove(entry)
+    def _stalled(self) -> str:
+        return (f"{self.name} has not committed for {self.commit_timeout:g} s: the request is not taken; retry "
+                "later, and check the database server")
 
     # -- events (on the event loop: enqueue only) ---------------------------------------------------------------
 
@@ -260,11 +214,10 @@ class PostgresStore(Listener):
         if task.client_request_id:
             self._write(INSERT_REQUEST, (task.owner, task.client_request_id, task.id), task.id)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
-        self._inserted[task.id] = self._enqueued
+        self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
-        self._refused.pop(task.id, None)
-        self._inserted.pop(task.id, None)
+        self._forget(task.id)
         self._write("DELETE FROM tasks WHERE id = %s", (task.id,))  # its other rows go with it
 
     def task_submitting(self, task: Task) -> None:
@@ -348,13 +301,10 @@ class PostgresStore(Listener):
                 await self._pause(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
-            if self.error:
-                log.warning("PostgreSQL at %s is written again", self.dsn)
-                self.error = ""
+            self._mended()
             delay = 0.05
             del self._pending[:len(batch)]
-            self._committed += len(batch)
-            self._settle(refused)
+            self._settle(self._committed + len(batch), refused)
             await self._tidy()
 
     async def _idle(self) -> None:
@@ -397,11 +347,7 @@ class PostgresStore(Listener):
                     except psycopg.Error as exc:
                         if not _refused(exc):
                             raise
-                        reason = (f"PostgreSQL at {self.dsn} cannot record task {task_id or '-'} ({type(exc).__name__}: "
-                                  f"{self._scrub(exc)}): it is not taken; check its parameters, or report this as a bug")
-                        if task_id not in refused:
-                            log.error("%s", reason)
-                        refused[task_id] = reason
+                        self._refusal(refused, task_id, f"{type(exc).__name__}: {self._scrub(exc)}")
         refused.pop("", None)
         return refused
 
@@ -439,21 +385,6 @@ class PostgresStore(Listener):
 
     # -- on the event loop -------------------------------------------------------------------------------------
 
-    def _settle(self, refused: dict[str, str]) -> None:
-        self._refused.update(refused)
-        self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > self._committed}
-        waiting = []
-        for target, task_id, waiter in self._waiters:
-            if waiter.done():
-                continue
-            if task_id in self._refused:
-                waiter.set_exception(Unavailable(self._refused[task_id]))
-            elif target <= self._committed:
-                waiter.set_result(None)
-            else:
-                waiting.append((target, task_id, waiter))
-        self._waiters = waiting
-
     async def _why(self, exc: Exception) -> str:
         """Why a commit failed: for a pool that has no connection to give, the fault of a fresh connection."""
         if isinstance(exc, PoolTimeout):
@@ -465,15 +396,10 @@ class PostgresStore(Listener):
         return self._scrub(exc)
 
     def _lost(self, reason: str) -> None:
-        message = (f"PostgreSQL at {self.dsn} cannot be written ({reason}): no new tasks are taken until it can; "
-                   "the daemon reconnects on its own")
-        if message != self.error:
-            log.error("%s", message)
-        self.error = message
-        for _, _, waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(Unavailable(message))
-        self._waiters = []
+        message = (f"{self.name} cannot be written ({reason}): no new tasks are taken until it can; the daemon "
+                   "reconnects on its own")
+        self._broken(message)
+        self._failed(message)
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text, on one line, with the password blanked should a server or driver ever echo it."""

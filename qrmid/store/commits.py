@@ -1,0 +1,136 @@
+"""Commit tracking shared by the stores: which writes are committed, who waits for them, and which tasks can never
+be recorded.
+
+A store counts every write it enqueues; its writer reports each commit (``_settle``) or failure (``_broken`` and
+``_failed``). ``durable()`` waits for the commit of everything enqueued so far, ``recorded(task)`` for that task's
+record, each for at most ``commit_timeout`` seconds; both raise Unavailable while the store cannot be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from qrmid.core.errors import Unavailable
+from qrmid.core.tasks import Task
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 5_000  # writes per transaction
+MAX_RETRY_SECONDS = 5.0  # the longest pause between two attempts to commit
+
+Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
+
+
+class Commits:
+    """The commit bookkeeping of a store; ``name`` is how its messages call it (never with a password)."""
+
+    def __init__(self, name: str, commit_timeout: float) -> None:
+        self.name = name
+        self.commit_timeout = commit_timeout
+        self.error = ""  # why the last commit failed; empty while the store is written
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._enqueued = 0
+        self._committed = 0
+        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
+        self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
+
+    def _stalled(self) -> str:
+        """The answer when nothing is committed within ``commit_timeout`` seconds: what to check."""
+        raise NotImplementedError
+
+    # -- on the event loop -------------------------------------------------------------------------------------
+
+    def writable(self) -> None:
+        """Raise Unavailable while the store cannot be written."""
+        if self.error:
+            raise Unavailable(self.error)
+
+    async def durable(self) -> None:
+        """Return once everything enqueued so far is committed; Unavailable when the store cannot be written or it
+        is not committed within ``commit_timeout`` seconds."""
+        self.writable()
+        if self._committed < self._enqueued:
+            await self._wait(self._enqueued, "")
+
+    async def recorded(self, task: Task) -> None:
+        """Return once ``task``'s record (``task_queued``) is committed; Unavailable when it cannot be written now
+        or never can be (its values), or is not committed within ``commit_timeout`` seconds."""
+        if task.id in self._refused:
+            raise Unavailable(self._refused[task.id])
+        target = self._inserted.get(task.id, 0)
+        if target > self._committed:
+            self.writable()
+            await self._wait(target, task.id)
+
+    async def _wait(self, target: int, task_id: str) -> None:
+        """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        entry = (target, task_id, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
+        except TimeoutError:
+            raise Unavailable(self._stalled()) from None
+        finally:
+            if not waiter.done():
+                self._waiters.remove(entry)
+
+    def _queued(self, task_id: str) -> None:
+        """Note that the writes enqueued so far record ``task_id`` (call after enqueuing them)."""
+        self._inserted[task_id] = self._enqueued
+
+    def _forget(self, task_id: str) -> None:
+        """Drop what is known of ``task_id``'s record (the core gave the task up)."""
+        self._refused.pop(task_id, None)
+        self._inserted.pop(task_id, None)
+
+    def _settle(self, committed: int, refused: dict[str, str]) -> None:
+        """The first ``committed`` writes are committed, but for those ``refused`` (why, by task id): answer their
+        waiters."""
+        self._committed = committed
+        self._refused.update(refused)
+        self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > committed}
+        waiting = []
+        for target, task_id, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if task_id in self._refused:
+                waiter.set_exception(Unavailable(self._refused[task_id]))
+            elif target <= committed:
+                waiter.set_result(None)
+            else:
+                waiting.append((target, task_id, waiter))
+        self._waiters = waiting
+
+    def _failed(self, message: str) -> None:
+        """A commit failed: every waiter gets Unavailable with ``message``."""
+        for _, _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable(message))
+        self._waiters = []
+
+    # -- in the writer (a task on the loop, or a thread of its own) ------------------------------------------
+
+    def _broken(self, message: str) -> None:
+        """Report that the store cannot be written, logging ``message`` once while it lasts."""
+        if message != self.error:
+            log.error("%s", message)
+        self.error = message
+
+    def _mended(self) -> None:
+        """Report that the store is written again."""
+        if self.error:
+            log.warning("%s is written again", self.name)
+            self.error = ""
+
+    def _refusal(self, refused: dict[str, str], task_id: str, error: str) -> None:
+        """Note in ``refused`` that a write of ``task_id`` can never be recorded, for ``error`` (its values)."""
+        reason = (f"{self.name} cannot record task {task_id or '-'} ({error}): it is not taken; check its "
+                  "parameters, or report this as a bug")
+        if task_id not in refused:
+            log.error("%s", reason)
+        refused[task_id] = reason
