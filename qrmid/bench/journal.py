@@ -14,6 +14,7 @@ import asyncio
 import functools
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -27,6 +28,8 @@ from qrmid.client import AsyncClient, pulser_payload
 PAYLOAD = pulser_payload({}, 1)
 RESOURCES = ('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n'
              '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n')
+
+Rates = dict[bool, list[tuple[float, float]]]  # (tasks/s, StartTask calls/s) of each run: measured (True), baseline
 
 
 def qrmid_process(scratch: Path, journal: bool) -> QrmidProcess:
@@ -56,6 +59,31 @@ async def _rates(address: str, seconds: float, clients: int) -> tuple[float, flo
     return tasks_ps, starts_ps
 
 
+def _rate_runs(daemon: Callable[[bool, int], QrmidProcess], seconds: float, clients: int) -> Rates:
+    """The rates of the processes ``daemon(measured, turn)`` makes: baseline and measured alternately, twice (on a
+    machine others share, the best of each counts)."""
+    rates: Rates = {False: [], True: []}
+    for turn in range(2):
+        for measured in (False, True):
+            process = daemon(measured, turn)
+            process.start()
+            try:
+                rates[measured].append(asyncio.run(_rates(process.address, seconds, clients)))
+            finally:
+                process.stop()
+    return rates
+
+
+def _rate_rows(table: Table, rates: Rates, clients: int) -> None:
+    """The best rates of each side, with their ratio, as rows of ``table``."""
+    tasks, starts = (max(rate[i] for rate in rates[True]) for i in (0, 1))
+    base_tasks, base_starts = (max(rate[i] for rate in rates[False]) for i in (0, 1))
+    table.add_row(f"tasks end to end (noop), {clients} clients", f"{tasks:.0f} tasks/s", f"{base_tasks:.0f} tasks/s",
+                  f"{tasks / base_tasks:.2f}x")
+    table.add_row(f"StartTask, {clients} clients", f"{starts:.0f} calls/s", f"{base_starts:.0f} calls/s",
+                  f"{starts / base_starts:.2f}x")
+
+
 async def _fill(address: str, count: int) -> list[str]:
     """``count`` tasks: half completed on ``noop``, half queued behind a day-long task on ``stuck``."""
     async with AsyncClient(address) as qrmid:
@@ -78,15 +106,8 @@ async def _restored(address: str, ids: list[str]) -> int:
 def main(seconds: float, clients: int, tasks: int) -> None:
     """Measure the journal's cost and the recovery time, against the same daemon without it, in one run."""
     scratch = Path(tempfile.mkdtemp(prefix="qj"))
-    rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-    for turn in range(2):  # off and on alternately, twice: the best of each, on a machine others share
-        for journal in (False, True):
-            daemon = qrmid_process(scratch / f"rate-{journal}-{turn}", journal)
-            daemon.start()
-            try:
-                rates[journal].append(asyncio.run(_rates(daemon.address, seconds, clients)))
-            finally:
-                daemon.stop()
+    rates = _rate_runs(lambda journal, turn: qrmid_process(scratch / f"rate-{journal}-{turn}", journal), seconds,
+                       clients)
 
     daemon = qrmid_process(scratch / "recovery", journal=True)
     daemon.start()
@@ -105,12 +126,7 @@ def main(seconds: float, clients: int, tasks: int) -> None:
     recovery, cold = statistics.median(recoveries), statistics.median(colds)
 
     table = Table("measure", "journal on", "journal off (baseline)", "ratio", title="qrmid journal benchmark")
-    tasks_on, starts_on = (max(rate[i] for rate in rates[True]) for i in (0, 1))
-    tasks_off, starts_off = (max(rate[i] for rate in rates[False]) for i in (0, 1))
-    table.add_row(f"tasks end to end (noop), {clients} clients", f"{tasks_on:.0f} tasks/s", f"{tasks_off:.0f} tasks/s",
-                  f"{tasks_on / tasks_off:.2f}x")
-    table.add_row(f"StartTask, {clients} clients", f"{starts_on:.0f} calls/s", f"{starts_off:.0f} calls/s",
-                  f"{starts_on / starts_off:.2f}x")
+    _rate_rows(table, rates, clients)
     table.add_row(f"exec to SERVING after kill -9, {len(ids)} tasks restored (median of 3)",
                   f"{recovery * 1e3:.0f} ms", f"{cold * 1e3:.0f} ms (empty journal)", f"{recovery / cold:.2f}x")
     Console().print(table)

@@ -7,28 +7,16 @@ a full scan of every lease measured in the same run (what each lookup cost befor
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from rich.console import Console
 from rich.table import Table
 
+from qrmid.bench.timing import timed
 from qrmid.core.leases import Lease, LeaseTable
 
 USERS = 100
 PER_USER = 1_000
 RESOURCES = 4
-
-
-def timed(action: Callable[[], object], repeat: int = 20) -> float:
-    """Seconds per call of ``action``, the best of three rounds of ``repeat`` calls."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            action()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best
+REPEAT = 20  # calls per timed round
 
 
 def main() -> None:
@@ -44,10 +32,10 @@ def main() -> None:
         lease = table.grant("r0", "newcomer", owner_limit=PER_USER, limit=0)
         table.pop(lease.token, "newcomer")
 
-    baseline = timed(scan)
-    rows = [("ListLeases of one user", timed(lambda: table.matching(owner=user))),
-            ("ListLeases of one user on one resource", timed(lambda: table.matching("r1", user))),
-            ("Acquire + Release (per-user cap checked)", timed(acquire_release))]
+    baseline = timed(scan, REPEAT)
+    rows = [("ListLeases of one user", timed(lambda: table.matching(owner=user), REPEAT)),
+            ("ListLeases of one user on one resource", timed(lambda: table.matching("r1", user), REPEAT)),
+            ("Acquire + Release (per-user cap checked)", timed(acquire_release, REPEAT))]
     out = Table(title=f"{USERS * PER_USER:,} live leases, {USERS} users, {RESOURCES} resources")
     out.add_column("operation")
     out.add_column("ms", justify="right")

@@ -25,7 +25,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from qrmid.bench.journal import RESOURCES, _fill, _rates, _restored
+from qrmid.bench.journal import RESOURCES, _fill, _rate_rows, _rate_runs, _restored
 from qrmid.bench.process import QrmidProcess
 
 TABLES = "tasks, leases, drains, usage"  # emptied with what refers to them
@@ -82,27 +82,17 @@ def main(dsn: str, password_file: Path | None, seconds: float, clients: int, tas
     def empty() -> None:
         _empty(dsn, password)
 
-    rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-    for turn in range(2):  # alternately, twice: the best of each, on a machine others share
-        for postgres in (False, True):
-            empty()
-            daemon = qrmid_process(scratch / f"rate-{postgres}-{turn}", store if postgres else None)
-            daemon.start()
-            try:
-                rates[postgres].append(asyncio.run(_rates(daemon.address, seconds, clients)))
-            finally:
-                daemon.stop()
+    def daemon(postgres: bool, turn: int) -> QrmidProcess:
+        empty()
+        return qrmid_process(scratch / f"rate-{postgres}-{turn}", store if postgres else None)
+
+    rates = _rate_runs(daemon, seconds, clients)
     recovery = {postgres: asyncio.run(_recovery(scratch / f"recovery-{postgres}", store if postgres else None, tasks,
                                                 empty)) for postgres in (False, True)}
 
     table = Table("measure", "PostgreSQL store", "SQLite journal (baseline)", "ratio",
                   title="qrmid PostgreSQL store benchmark")
-    tasks_pg, starts_pg = (max(rate[i] for rate in rates[True]) for i in (0, 1))
-    tasks_sq, starts_sq = (max(rate[i] for rate in rates[False]) for i in (0, 1))
-    table.add_row(f"tasks end to end (noop), {clients} clients", f"{tasks_pg:.0f} tasks/s", f"{tasks_sq:.0f} tasks/s",
-                  f"{tasks_pg / tasks_sq:.2f}x")
-    table.add_row(f"StartTask, {clients} clients", f"{starts_pg:.0f} calls/s", f"{starts_sq:.0f} calls/s",
-                  f"{starts_pg / starts_sq:.2f}x")
+    _rate_rows(table, rates, clients)
     table.add_row(f"exec to SERVING after kill -9, {tasks} tasks restored (median of 3)",
                   f"{recovery[True] * 1e3:.0f} ms", f"{recovery[False] * 1e3:.0f} ms",
                   f"{recovery[True] / recovery[False]:.2f}x")

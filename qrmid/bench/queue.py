@@ -15,22 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from qrmid.backends.payloads import PulserSequence
+from qrmid.bench.timing import timed
 from qrmid.core.queue import FairQueue
 from qrmid.core.tasks import Task
 
 QUEUED = 10_000
 PAYLOAD = PulserSequence(sequence="{}", job_runs=1)
-
-
-def timed(action: Callable[[], object], repeat: int = 1) -> float:
-    """Seconds per call of ``action``, the best of three rounds of ``repeat`` calls."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            action()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best
 
 
 def measure(accounts: int) -> list[tuple[str, float, float]]:
