@@ -92,6 +92,28 @@ class Recovered:
     drains: dict[str, str] = field(default_factory=dict)  # resources an admin drained, with the reason
     quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
+    def add(self, task: Task, stored_state: str, released: bool) -> None:
+        """A task read back, whose state column holds ``stored_state`` and whose backend job is ``released`` or not."""
+        self.tasks.append(task)
+        if task.state.terminal and task.remote_ref and not released:
+            self.held.add(task.id)
+        if stored_state == SUBMITTING:
+            self.submitting.add(task.id)
+
+
+def with_history(task: Task, state: TaskState, reason: str, created_at: float, started_at: float | None,
+                 ended_at: float | None) -> Task:
+    """``task`` with the history its stored columns tell: queued at ``created_at``, running from ``started_at`` when
+    it started, and ``state`` (with ``reason``) at ``ended_at`` when that is terminal."""
+    queued = replace(task.history[0], created_at=created_at)
+    history = [queued]
+    if started_at is not None:
+        history.append(replace(queued, state=TaskState.RUNNING, started_at=started_at))
+    if state.terminal:
+        history.append(replace(history[-1], state=state, reason=reason, ended_at=ended_at))
+    task.history = history
+    return task
+
 
 class Journal(Commits, Listener):
     """Records the core's events in ``path``; one journal per daemon (a lock file keeps a second one out)."""
@@ -365,11 +387,7 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
             except Exception as exc:
                 bad.append(("tasks", row, _why(exc)))
                 continue
-            recovered.tasks.append(task)
-            if task.state.terminal and row["remote_ref"] and not row["released"]:
-                recovered.held.add(task.id)
-            if row["state"] == SUBMITTING:
-                recovered.submitting.add(task.id)
+            recovered.add(task, row["state"], bool(row["released"]))
         for row in conn.execute("SELECT rowid AS row_id, * FROM drains ORDER BY rowid"):
             if isinstance(row["resource"], str) and isinstance(row["reason"], str):
                 recovered.drains[row["resource"]] = row["reason"]
@@ -472,11 +490,4 @@ def _task(row: sqlite3.Row) -> Task:
                 account=text["account"])
     if (result := _column(row, "result", bytes, type(None))) is not None:
         task.result = Result(result, _column(row, "result_type", str))
-    queued = replace(task.history[0], created_at=created_at)
-    history = [queued]
-    if started_at is not None:
-        history.append(replace(queued, state=TaskState.RUNNING, started_at=started_at))
-    if state.terminal:
-        history.append(replace(history[-1], state=state, reason=text["reason"], ended_at=ended_at))
-    task.history = history
-    return task
+    return with_history(task, state, text["reason"], created_at, started_at, ended_at)

@@ -20,7 +20,6 @@ import logging
 import os
 import stat
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
-from qrmid.store.journal import SUBMITTING, Recovered
+from qrmid.store.journal import SUBMITTING, Recovered, with_history
 
 log = logging.getLogger(__name__)
 
@@ -432,11 +431,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]]) -> Recovered:
             log.error("PostgreSQL store: task %s cannot be read back (%s: %s); it stays in the database, not served: "
                       "report this as a bug", row["id"], type(exc).__name__, exc)
             continue
-        recovered.tasks.append(task)
-        if task.state.terminal and row["remote_ref"] and not row["released"]:
-            recovered.held.add(task.id)
-        if row["state"] == SUBMITTING:
-            recovered.submitting.add(task.id)
+        recovered.add(task, row["state"], row["released"])
     return recovered
 
 
@@ -448,12 +443,5 @@ def _task(row: dict[str, Any]) -> Task:
                 logs=row["logs"], priority=row["priority"], account=row["account"])
     if row["result"] is not None:
         task.result = Result(bytes(row["result"]), row["result_type"])
-    queued = replace(task.history[0], created_at=row["created_at"])
-    history = [queued]
-    if row["started_at"] is not None:
-        history.append(replace(queued, state=TaskState.RUNNING, started_at=row["started_at"]))
     state = TaskState.QUEUED if row["state"] == SUBMITTING else TaskState(row["state"])
-    if state.terminal:
-        history.append(replace(history[-1], state=state, reason=row["reason"], ended_at=row["ended_at"]))
-    task.history = history
-    return task
+    return with_history(task, state, row["reason"], row["created_at"], row["started_at"], row["ended_at"])
