@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,14 +15,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-from daemons import ROOT, config, running, short_dir, wait_serving, write_config
-from ibm_services import Services, emulator, ibm_services
+from daemons import ROOT, config, running, short_dir, write_config
+from ibm_services import Services, emulator
 from postgres import Database, PostgresServer
-from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
+from test_ibm_quantum_system import isa_bell
 from test_local_simulators import heavy_circuit, sampler
-from test_recovery import ibm_resource
+from test_recovery import ibm_resource, perth
 
 from qrmid.backends.payloads import PulserSequence
+from qrmid.bench.process import QrmidProcess
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
@@ -256,40 +256,20 @@ async def test_retention_drops_old_tasks_then_the_oldest_past_the_result_size_ca
         assert conn.execute("SELECT heartbeat > started_at FROM members").fetchone() == (True,)
 
 
-class Member:
+class Member(QrmidProcess):
     """``qrmid serve`` with ``[cluster]`` in its own process, restartable, killable with SIGKILL; its log output
     (at debug level) collected in one file across runs."""
+
+    output: Path
 
     def __init__(self, db: Database, resources: str) -> None:
         scratch = short_dir()
         socket = scratch / "qrmid.sock"
-        self.address = f"unix:{socket}"
-        self.output = scratch / "output.log"
-        self.process: subprocess.Popen[bytes] | None = None
         text = (f'[daemon]\nsocket = "{socket}"\nshutdown_grace_seconds = 2\nlog_level = "debug"\n'
                 f'[journal]\npath = "{scratch / "journal.db"}"\n'  # the payload spool sits beside it
                 f'[cluster]\ndsn = "{db.dsn}"\npassword_file = "{password_file(db)}"\nmember = "node-a"\n'
                 f'[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n{resources}')
-        self.config = write_config(scratch / "qrmid.toml", text)
-
-    def start(self) -> None:
-        with self.output.open("ab") as sink:  # the child keeps its own descriptor
-            self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
-                                            cwd=ROOT, stdout=sink, stderr=sink)
-        wait_serving(self.address, process=self.process)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().__init__(write_config(scratch / "qrmid.toml", text), socket, cwd=ROOT, output=scratch / "output.log")
 
 
 async def test_kill_9_mid_run_then_restart_runs_every_local_qiskit_task_exactly_once(database: Database) -> None:
@@ -332,12 +312,7 @@ async def test_kill_9_mid_run_then_restart_runs_every_local_qiskit_task_exactly_
 
 @pytest.fixture(scope="module")
 def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    """The IBM emulator (4 lanes, jobs of 0.2 s) and a moto S3 with the job bucket."""
-    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
-    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
-                    'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 0.2\n'
-                    'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
-    with ibm_services(path, BUCKET) as services:
+    with perth(tmp_path_factory.mktemp("ibm")) as services:
         yield services
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ import pytest
 from daemons import ROOT, short_dir
 from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
 from emulators.pasqal_fixtures import start_emulator as start_pasqal
-from ibm_services import emulator, ibm_services
+from ibm_services import Services, emulator, ibm_services
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_pasqal_cloud import program
 from test_pasqal_cloud import resource as pasqal_resource
@@ -32,15 +33,21 @@ TASKS = 200
 TERMINAL = {pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED}
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    """The IBM emulator (4 lanes, jobs of 0.2 s) and a moto S3 with the job bucket."""
-    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
+@contextmanager
+def perth(directory: Path) -> Iterator[Services]:
+    """The IBM emulator (4 lanes, jobs of 0.2 s) and a moto S3 with the job bucket; its config in ``directory``."""
+    path = directory / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
                     'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 0.2\n'
                     'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
     with ibm_services(path, BUCKET) as services:
         yield services
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with perth(tmp_path_factory.mktemp("ibm")) as found:
+        yield found
 
 
 class Qrmid(QrmidProcess):

@@ -71,18 +71,25 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.wait(timeout=60)
 
 
-def test_the_daemon_refuses_a_socket_directory_another_user_made(users: tuple[str, ...], python: UserPython) -> None:
+def refused_start(python: UserPython, owner: str) -> tuple[Path, str]:
+    """ALICE's daemon started after ``owner`` made the directory of her default socket (without XDG_RUNTIME_DIR),
+    open to all: that directory, and what the daemon said as it exited with an error."""
     tmp = shared_tmp()
-    planted = tmp / f"qrmid-{uid(ALICE)}"  # where ALICE's daemon puts its socket without XDG_RUNTIME_DIR
-    planted.mkdir()
-    os.chown(planted, uid(MALLORY), uid(MALLORY))
-    planted.chmod(0o777)
+    made = tmp / f"qrmid-{uid(ALICE)}"
+    made.mkdir()
+    os.chown(made, uid(owner), uid(owner))
+    made.chmod(0o777)
     daemon = serve_as(python, ALICE, tmp)
     try:
         _, err = daemon.communicate(timeout=120)
     finally:
         stop(daemon)
     assert daemon.returncode != 0
+    return made, err
+
+
+def test_the_daemon_refuses_a_socket_directory_another_user_made(users: tuple[str, ...], python: UserPython) -> None:
+    planted, err = refused_start(python, MALLORY)
     assert f"refusing to serve on {planted}/qrmid/qrmid.sock" in err
     assert f"{planted} belongs to {MALLORY} (uid {uid(MALLORY)}) (mode 0777)" in err
     assert "remove it" in err
@@ -90,17 +97,7 @@ def test_the_daemon_refuses_a_socket_directory_another_user_made(users: tuple[st
 
 
 def test_the_daemon_refuses_its_own_directory_when_others_can_write_it(users: tuple[str, ...], python: UserPython) -> None:
-    tmp = shared_tmp()
-    loose = tmp / f"qrmid-{uid(ALICE)}"
-    loose.mkdir()
-    os.chown(loose, uid(ALICE), uid(ALICE))
-    loose.chmod(0o777)
-    daemon = serve_as(python, ALICE, tmp)
-    try:
-        _, err = daemon.communicate(timeout=120)
-    finally:
-        stop(daemon)
-    assert daemon.returncode != 0
+    loose, err = refused_start(python, ALICE)
     assert f"{loose} (owner {ALICE} (uid {uid(ALICE)}), mode 0777) is writable by group or other users" in err
     assert f"run: chmod go-w {loose}" in err
 

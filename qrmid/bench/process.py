@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,12 +40,14 @@ def wait_serving(address: str, timeout: float = 120.0, process: subprocess.Popen
 
 
 class QrmidProcess:
-    """One ``qrmid serve --config`` process on a config whose daemon listens on ``socket``; restartable."""
+    """One ``qrmid serve --config`` process on a config whose daemon listens on ``socket``; restartable. With
+    ``output``, what it prints goes to that file, appended across runs."""
 
-    def __init__(self, config: Path, socket: Path, cwd: Path | None = None) -> None:
+    def __init__(self, config: Path, socket: Path, cwd: Path | None = None, output: Path | None = None) -> None:
         self.config = config
         self.socket = socket
         self.cwd = cwd
+        self.output = output
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,8 +57,9 @@ class QrmidProcess:
     def start(self, timeout: float = 120.0) -> float:
         """Start it; seconds from exec until it answers its health check with SERVING."""
         started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
-                                        cwd=self.cwd)
+        with self.output.open("ab") if self.output else contextlib.nullcontext() as sink:  # the child has its own
+            self.process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(self.config)],
+                                            cwd=self.cwd, stdout=sink, stderr=sink)
         wait_serving(self.address, timeout, self.process)
         return time.perf_counter() - started
 
