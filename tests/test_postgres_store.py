@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 from daemons import ROOT, config, running, short_dir, write_config
-from ibm_services import Services, emulator
+from ibm_services import Services
 from postgres import Database, PostgresServer
 from test_ibm_quantum_system import isa_bell
 from test_local_simulators import heavy_circuit, sampler
-from test_recovery import ibm_resource, perth
+from test_recovery import ibm_resource, perth, ran_once_and_released
 
 from qrmid.backends.payloads import PulserSequence
 from qrmid.bench.process import QrmidProcess
@@ -339,15 +339,7 @@ async def test_kill_9_mid_run_then_restart_runs_every_ibm_task_exactly_once(data
             finished = await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids))
         assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * count, \
             [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
-        seen = (await emulator(ibm, "GET", "/_emulator/record"))["backends"]["perth"]
-        assert sorted(submission["id"] for submission in seen["submissions"]) == sorted(ids), \
-            "every task reached the backend exactly once"
-        for _ in range(100):  # jobs that ended around the crash are released after the restart
-            seen = (await emulator(ibm, "GET", "/_emulator/record"))["backends"]["perth"]
-            if seen["stored"] == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert seen["stored"] == 0 and seen["deletes"] == count, "no job is left holding a lane"
+        await ran_once_and_released(ibm, ids)
     finally:
         member.stop()
     with database.connect() as conn:

@@ -18,7 +18,7 @@ import pytest
 from daemons import ROOT, short_dir
 from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
 from emulators.pasqal_fixtures import start_emulator as start_pasqal
-from ibm_services import Services, emulator, ibm_services
+from ibm_services import Services, emulator, ibm_services, record
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_pasqal_cloud import program
 from test_pasqal_cloud import resource as pasqal_resource
@@ -84,6 +84,20 @@ async def finish(address: str, ids: list[str]) -> list[pb.Task]:
         return list(await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids)))
 
 
+async def ran_once_and_released(services: Services, ids: list[str]) -> None:
+    """Check that each of ``ids`` reached perth exactly once and that every job was deleted, those that ended around
+    the crash after the restart."""
+    seen = await record(services, "perth")
+    assert sorted(submission["id"] for submission in seen["submissions"]) == sorted(ids), \
+        "every task reached the backend exactly once"
+    for _ in range(100):
+        if seen["stored"] == 0:
+            break
+        await asyncio.sleep(0.1)
+        seen = await record(services, "perth")
+    assert seen["stored"] == 0 and seen["deletes"] == len(ids), "no job is left holding a lane"
+
+
 async def test_kill_9_mid_run_then_restart_runs_every_ibm_task_exactly_once(services: tuple[Proc, Proc]) -> None:
     daemon = Qrmid(ibm_resource(services))
     payload = isa_bell(shots=20)
@@ -111,15 +125,7 @@ async def test_kill_9_mid_run_then_restart_runs_every_ibm_task_exactly_once(serv
         assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * TASKS, \
             [task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED]
 
-        seen = (await emulator(services, "GET", "/_emulator/record"))["backends"]["perth"]
-        submitted = [submission["id"] for submission in seen["submissions"]]
-        assert sorted(submitted) == sorted(ids), "every task reached the backend exactly once"
-        for _ in range(100):  # jobs that ended around the crash are released after the restart
-            seen = (await emulator(services, "GET", "/_emulator/record"))["backends"]["perth"]
-            if seen["stored"] == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert seen["stored"] == 0 and seen["deletes"] == TASKS, "no job is left holding a lane"
+        await ran_once_and_released(services, ids)
 
         results = {}
         async with AsyncClient(daemon.address) as qrmid:
