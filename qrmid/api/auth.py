@@ -18,7 +18,6 @@ import grp
 import hmac
 import os
 import pwd
-import stat
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from qrmid.api.identity import Identity, bind, daemon_user
 from qrmid.api.refusals import RefusalLog
 from qrmid.client_auth import AUTHORIZATION, MUNGE_METADATA
 from qrmid.ops import munge
+from qrmid.ops.private_files import exposed
 
 UNAUTHENTICATED_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -168,13 +168,8 @@ def load_tokens(path: Path) -> Tokens:
         raise AuthSetupError(f"tokens file {path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AuthSetupError(f"tokens file {path}: not valid TOML: {exc}") from None
-    if info.st_uid != os.getuid():
-        raise AuthSetupError(f"tokens file {path} is owned by uid {info.st_uid}, not by the daemon's uid "
-                             f"{os.getuid()}; run: chown {os.getuid()} {path}")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise AuthSetupError(f"tokens file {path} has mode {mode:04o}, readable by group or other users; "
-                             f"run: chmod 600 {path}")
+    if fault := exposed(path, info, "tokens file"):
+        raise AuthSetupError(fault)
     entries = doc.get("token")
     if not isinstance(entries, list) or not entries:
         raise AuthSetupError(f"tokens file {path}: no [[token]] entries")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
+from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
 from qrmid.store.journal import SUBMITTING, Recovered, with_history
@@ -92,13 +91,8 @@ def read_password(path: Path) -> str:
         text = path.read_text()
     except OSError as exc:
         raise StoreError(f"[cluster] password_file {path}: cannot read: {exc.strerror}") from None
-    if info.st_uid != os.getuid():
-        raise StoreError(f"[cluster] password_file {path} is owned by uid {info.st_uid}, not by the daemon's uid "
-                         f"{os.getuid()}; run: chown {os.getuid()} {path}")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise StoreError(f"[cluster] password_file {path} has mode {mode:04o}, readable by group or other users; "
-                         f"run: chmod 600 {path}")
+    if fault := exposed(path, info, "[cluster] password_file"):
+        raise StoreError(fault)
     password = text.splitlines()[0] if text else ""
     if not password:
         raise StoreError(f"[cluster] password_file {path} is empty: put the password on its first line")
