@@ -55,18 +55,14 @@ def write_config(path: Path, text: str) -> Path:
 
 
 @contextmanager
-def subprocess_daemon(config_text: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``qrmid serve`` in its own process on a fresh socket; yields (address, process); SIGTERM at exit."""
-    scratch = short_dir()
-    socket = scratch / "qrmid.sock"
-    journal = "" if "[journal]" in config_text else f'[journal]\npath = "{scratch / "journal.db"}"\n'
-    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{socket}"\n{config_text}\n{journal}')
+def serving(cfg: Path, address: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``qrmid serve --config cfg`` in its own process, yielded once it serves at ``address``; SIGTERM at exit
+    (SIGKILL after a minute) unless it is gone already."""
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)],
                                env={**os.environ, **(env or {})}, cwd=ROOT)
-    address = f"unix:{socket}"
     try:
         wait_serving(address, process=process)
-        yield address, process
+        yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -75,3 +71,15 @@ def subprocess_daemon(config_text: str, env: dict[str, str] | None = None) -> It
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def subprocess_daemon(config_text: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``qrmid serve`` in its own process on a fresh socket; yields (address, process); SIGTERM at exit."""
+    scratch = short_dir()
+    socket = scratch / "qrmid.sock"
+    journal = "" if "[journal]" in config_text else f'[journal]\npath = "{scratch / "journal.db"}"\n'
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{socket}"\n{config_text}\n{journal}')
+    address = f"unix:{socket}"
+    with serving(cfg, address, env) as process:
+        yield address, process

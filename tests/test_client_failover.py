@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from daemons import ROOT, short_dir, wait_serving, write_config
+from daemons import ROOT, serving, short_dir, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from impostor import Impostor
 from impostor import impostor as impostor_of
@@ -50,18 +50,8 @@ def member(sock: Path, journal: Path, delay: float = 0.0, tcp: str = "", store: 
         listen = f'{on_socket}tcp = "{tcp}"\ntcp_auth = "token"\n[auth]\ntokens_file = "{tokens}"\n'
     cfg = write_config(sock.with_suffix(".toml"),
                        f'[daemon]\nsocket = "{sock}"\n{listen}[journal]\npath = "{journal}"\n{store}{noop(delay)}')
-    process = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--config", str(cfg)], cwd=ROOT)
-    try:
-        wait_serving(f"unix:{sock}", process=process)
+    with serving(cfg, f"unix:{sock}") as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 TOKEN = "failover-test-token-5f0c9e2b7a1d4c36"
