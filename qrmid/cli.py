@@ -20,6 +20,7 @@ from rich.table import Column, Table
 
 from qrmid import examples
 from qrmid.admin_cli import admin
+from qrmid.cli_cluster import cluster as cluster_commands
 from qrmid.cli_config import config as config_commands
 from qrmid.cli_output import print_json, print_table
 from qrmid.client import Client, TaskFailed, payload_from_task_input
@@ -323,4 +324,5 @@ def _show(task: pb.Task) -> None:
 
 
 main.add_command(config_commands)
+main.add_command(cluster_commands)
 main.add_command(admin)
