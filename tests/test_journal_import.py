@@ -124,3 +124,21 @@ async def test_a_database_a_member_uses_is_refused(database: Database) -> None:
     assert "is in use by qrmid node-a: stop the members using it, then import" in refused.stderr, refused.stderr
     with database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+
+
+async def test_quarantined_journal_rows_are_reported_not_moved(database: Database) -> None:
+    single = config(RESOURCES)
+    async with running(single) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        tasks = [await qrmid.start_task("noop", PAYLOAD) for _ in range(3)]
+        for task in tasks:
+            await qrmid.wait(task.id)
+    with sqlite3.connect(single.journal.path) as conn:
+        conn.execute("UPDATE tasks SET state = 'exploded' WHERE id = ?", (tasks[1].id,))
+    moved = import_journal(single.journal.path, database)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith("imported 2 task(s) (2 completed)"), moved.stdout
+    assert f"not imported: quarantined row 2 of table tasks ({tasks[1].id}): column state is 'exploded', not a " \
+           "task state" in moved.stderr, moved.stderr
+    with database.connect() as conn:
+        assert {row[0] for row in conn.execute("SELECT id FROM tasks")} == {tasks[0].id, tasks[2].id}
+        assert conn.execute("SELECT count(*) FROM transitions WHERE task_id = %s", (tasks[1].id,)).fetchone() == (0,)
