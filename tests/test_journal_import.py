@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from daemons import ROOT, config, running, short_dir, write_config
 from postgres import Database
+from test_identity import free_port
 from test_postgres_store import NOOP, PAYLOAD, cluster, password_file
 
 from qrmid.client import AsyncClient
@@ -142,3 +143,19 @@ async def test_quarantined_journal_rows_are_reported_not_moved(database: Databas
     with database.connect() as conn:
         assert {row[0] for row in conn.execute("SELECT id FROM tasks")} == {tasks[0].id, tasks[2].id}
         assert conn.execute("SELECT count(*) FROM transitions WHERE task_id = %s", (tasks[1].id,)).fetchone() == (0,)
+
+
+async def test_an_unreachable_database_is_named_without_its_password_and_the_journal_is_unchanged(
+        database: Database) -> None:
+    single = config(RESOURCES)
+    async with running(single) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        await qrmid.wait((await qrmid.start_task("noop", PAYLOAD)).id)
+    before = journal_transitions(single.journal.path)
+    gone = Database(database.server, f"host=127.0.0.1 port={free_port()} dbname=qrmid user=qrmid", database.password)
+    refused = import_journal(single.journal.path, gone)
+    assert refused.returncode == 1
+    assert f"cannot import into PostgreSQL at {gone.dsn}: connection failed" in refused.stderr, refused.stderr
+    assert "nothing was imported" in refused.stderr and gone.password not in refused.stderr + refused.stdout
+    assert journal_transitions(single.journal.path) == before
+    moved = import_journal(single.journal.path, database)
+    assert moved.returncode == 0, moved.stderr

@@ -66,24 +66,29 @@ def import_journal(path: Path, dsn: str, password_file: Path | None, connect_tim
     """Blocking: move the journal at ``path`` into the PostgreSQL database ``dsn``; ImportRefused when it cannot."""
     if not path.is_file():
         raise ImportRefused(f"{path}: no such journal file; give the [journal] path of the daemon to import")
-    _check_stopped(path)
-    journal = Journal(path)
-    try:
-        recovered = journal.open()
-    except JournalError as exc:
-        raise ImportRefused(str(exc)) from None
-    try:
-        transitions = _transitions(path, [task.id for task in recovered.tasks])
-    finally:
-        journal.close()
-    writes, imported = _replay(recovered, transitions)
     try:
         password = postgres.read_password(password_file) if password_file else ""
     except postgres.StoreError as exc:
         raise ImportRefused(str(exc)) from None
     conninfo = make_conninfo(dsn, connect_timeout=max(2, round(connect_timeout)), application_name="qrmid import",
                              **({"password": password} if password else {}))
-    where = f"PostgreSQL at {postgres.safe_dsn(dsn)}"
+    _check_stopped(path)
+    journal = Journal(path)
+    try:
+        recovered = journal.open()
+    except JournalError as exc:
+        raise ImportRefused(str(exc)) from None
+    try:  # the journal stays locked until the commit: no daemon starts on it meanwhile
+        writes, imported = _replay(recovered, _transitions(path, [task.id for task in recovered.tasks]))
+        _store(conninfo, postgres.safe_dsn(dsn), recovered, writes)
+    finally:
+        journal.close()
+    return imported
+
+
+def _store(conninfo: str, dsn: str, recovered: Recovered, writes: list[Write]) -> None:
+    """Create or upgrade the schema, then commit ``writes``; ImportRefused, without the password, when it fails."""
+    where = f"PostgreSQL at {dsn}"
     try:
         schema.migrate(conninfo)
         with psycopg.connect(conninfo) as conn:
@@ -92,7 +97,6 @@ def import_journal(path: Path, dsn: str, password_file: Path | None, connect_tim
         raise ImportRefused(f"{where}: {exc}") from None
     except psycopg.Error as exc:
         raise ImportRefused(f"cannot import into {where}: {_scrub(exc, conninfo)}; nothing was imported") from None
-    return imported
 
 
 def _check_stopped(path: Path) -> None:
