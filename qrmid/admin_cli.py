@@ -219,10 +219,10 @@ def reload(ctx: click.Context) -> None:
 
 
 @admin.command()
-@click.option("--json", "as_json", is_flag=True, help="print the rows and the journal file as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the rows and where they are kept as JSON")
 @click.pass_context
 def quarantine(ctx: click.Context, as_json: bool) -> None:
-    """Journal rows that could not be read at start-up, set aside in the journal's quarantine table."""
+    """Stored rows (journal or PostgreSQL) that could not be read at start-up, set aside in a quarantine table."""
     listed = _call(ctx, lambda s: s.admin.ListQuarantine(apb.ListQuarantineRequest()))
     if as_json:
         print_json(listed)

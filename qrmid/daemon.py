@@ -191,7 +191,7 @@ class Daemon:
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
         admin = AdminService(self.broker, self.reload, self.config.auth.admin_group,
-                             quarantine=self.journal if isinstance(self.journal, Journal) else None)
+                             quarantine=self.journal)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)

@@ -5,6 +5,10 @@ and down at start; the password never shown."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import getpass
+import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from daemons import ROOT, config, running, short_dir, write_config
 from ibm_services import Services
 from postgres import Database, PostgresServer
@@ -24,6 +29,7 @@ from test_recovery import ibm_resource, perth, ran_once_and_released
 
 from qrmid.backends.payloads import PulserSequence
 from qrmid.bench.process import QrmidProcess
+from qrmid.cli import main
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
@@ -37,7 +43,7 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 NOOP = [{"type": "noop", "name": "noop", "slots": 4}]
 PAYLOAD = pulser_payload({"sequence": "x"}, 3)
 TABLES = {"tasks", "transitions", "request_ids", "remote_refs", "results", "leases", "drains", "usage", "members",
-          "resource_epoch"}
+          "resource_epoch", "quarantine"}
 
 
 def password_file(db: Database) -> Path:
@@ -153,25 +159,61 @@ async def test_tasks_results_request_ids_leases_and_accounting_survive_a_restart
         assert conn.execute("SELECT count(*) FROM request_ids").fetchone() == (5,)
 
 
-async def test_a_task_that_cannot_be_read_back_is_left_aside_and_the_daemon_starts(
+async def test_unreadable_task_rows_are_quarantined_listed_and_the_daemon_serves_the_rest(
         database: Database, caplog: pytest.LogCaptureFixture) -> None:
     cfg = cluster_config(database)
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
-        tasks = [await qrmid.start_task("noop", PAYLOAD) for _ in range(3)]
+        tasks = [await qrmid.start_task("noop", PAYLOAD, request_id=f"r{i}") for i in range(4)]
         for task in tasks:
             await qrmid.wait(task.id)
+    broken = {tasks[0].id: ("state", "exploded"), tasks[1].id: ("payload", b"{not json"),
+              tasks[2].id: ("payload_kind", "quantum_annealer")}
     with database.connect() as conn:
-        conn.execute("UPDATE tasks SET payload = 'not json' WHERE id = %s", (tasks[1].id,))
+        for task_id, (column, value) in broken.items():
+            conn.execute(f"UPDATE tasks SET {column} = %s WHERE id = %s", (value, task_id))
+        seqs = dict(conn.execute("SELECT id, seq FROM tasks").fetchall())
+
+    caplog.set_level(logging.ERROR, logger="qrmid.store.postgres")
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
-        assert (await qrmid.task(tasks[0].id)).state == pb.TASK_STATE_COMPLETED
-        assert (await qrmid.task(tasks[2].id)).state == pb.TASK_STATE_COMPLETED
-        with pytest.raises(grpc.RpcError) as error:
-            await qrmid.task(tasks[1].id)
-        assert error.value.code() == grpc.StatusCode.NOT_FOUND
-    logged = [record.getMessage() for record in caplog.records if tasks[1].id in record.getMessage()]
-    assert len(logged) == 1 and "cannot be read back" in logged[0] and "stays in the database" in logged[0], logged
+        for task_id in broken:
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await qrmid.task(task_id)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert (await qrmid.task(tasks[3].id)).state == pb.TASK_STATE_COMPLETED, "readable rows are restored"
+        assert (await qrmid.start_task("noop", PAYLOAD, request_id="r3")).id == tasks[3].id
+        async with grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            listed = await admin_pb2_grpc.AdminServiceStub(channel).ListQuarantine(admin_pb2.ListQuarantineRequest())
+        cli = await asyncio.to_thread(CliRunner().invoke, main,
+                                      ["--address", f"unix:{daemon.socket}", "admin", "quarantine", "--json"])
+    assert listed.journal == database.dsn and database.password not in str(listed)
+    rows = {row.key: row for row in listed.rows}
+    assert set(rows) == set(broken), "every id in full"
+    assert rows[tasks[0].id].reason == "column state is 'exploded', not a task state"
+    assert rows[tasks[1].id].reason.startswith("the payload is not JSON")
+    assert rows[tasks[2].id].reason == "unknown payload kind 'quantum_annealer'"
+    for task_id in broken:
+        assert (rows[task_id].source, rows[task_id].row_id) == ("tasks", seqs[task_id])
+        logged = [r.getMessage() for r in caplog.records if task_id in r.getMessage()]
+        assert logged == [(f"PostgreSQL at {database.dsn}: row {seqs[task_id]} of table tasks ({task_id}) cannot be "
+                           f"read: {rows[task_id].reason}; it was moved to the quarantine table and start-up goes on "
+                           "(`qrmid admin quarantine` lists it)")]
+    assert cli.exit_code == 0, cli.output
+    printed = json.loads(cli.output)
+    assert printed["journal"] == database.dsn
+    assert {(row["source"], row["key"], row["reason"]) for row in printed["rows"]} == \
+        {("tasks", task_id, row.reason) for task_id, row in rows.items()}
+
     with database.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (3,), "the row is kept as it was"
+        assert [row[0] for row in conn.execute("SELECT id FROM tasks")] == [tasks[3].id], "moved, not copied"
+        assert conn.execute("SELECT count(*) FROM transitions WHERE task_id <> %s", (tasks[3].id,)).fetchone() == (0,)
+        raw = json.loads(conn.execute("SELECT raw FROM quarantine WHERE key = %s", (tasks[0].id,)).fetchone()[0])
+        assert (raw["id"], raw["state"], raw["owner"]) == (tasks[0].id, "exploded", getpass.getuser())
+        raw = json.loads(conn.execute("SELECT raw FROM quarantine WHERE key = %s", (tasks[1].id,)).fetchone()[0])
+        assert base64.b64decode(raw["payload"]["base64"]) == b"{not json", "the raw row is kept as it was"
+    caplog.clear()
+    async with running(cfg) as daemon:  # quarantined once: the next start is clean, the listing stays
+        assert daemon.journal is not None and len(daemon.journal.quarantined) == 3
+    assert not caplog.records
 
 
 async def test_an_admins_drain_and_resume_survive_restarts(database: Database) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Protocol
 
 from qrmid.api import convert
@@ -29,15 +28,17 @@ log = logging.getLogger(__name__)
 
 
 class Quarantine(Protocol):
-    """Where the journal rows that could not be read are listed (the SQLite journal)."""
+    """Where the stored rows that could not be read are listed (the SQLite journal or the PostgreSQL store)."""
 
-    path: Path
+    @property
+    def location(self) -> str: ...
+
     quarantined: list[Quarantined]
 
 
 class AdminService(admin_grpc.AdminServiceServicer):
     """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file; ``quarantine`` lists the
-    journal's unreadable rows (None: the daemon keeps no SQLite journal)."""
+    store's unreadable rows (None: the daemon keeps no record)."""
 
     def __init__(self, broker: Broker, reload: Callable[[], Awaitable[Changes]], admin_group: str = "",
                  quarantine: Quarantine | None = None) -> None:
@@ -123,12 +124,12 @@ class AdminService(admin_grpc.AdminServiceServicer):
                              ) -> admin_pb.ListQuarantineResponse:
         self._admin(context, "ListQuarantine")
         if self.quarantine is None:
-            raise FailedPrecondition("this daemon keeps no SQLite journal ([journal] enabled = false, or [cluster] "
-                                     "is set): there is no quarantine to list")
+            raise FailedPrecondition("this daemon keeps no record of its tasks ([journal] enabled = false and no "
+                                     "[cluster]): there is no quarantine to list")
         rows = [admin_pb.QuarantinedRow(id=row.id, source=row.source, row_id=row.row_id, key=row.key,
                                         reason=row.reason, quarantine_time=convert.timestamp(row.at))
                 for row in self.quarantine.quarantined]
-        return admin_pb.ListQuarantineResponse(journal=str(self.quarantine.path), rows=rows)
+        return admin_pb.ListQuarantineResponse(journal=self.quarantine.location, rows=rows)
 
     def _task(self, task: Task) -> pb.Task:
         view = task.view

@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,11 +71,11 @@ class JournalError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Quarantined:
-    """A journal row that could not be read back, kept aside in the ``quarantine`` table with its raw values."""
+    """A stored row that could not be read back, kept aside in the ``quarantine`` table with its raw values."""
 
     id: int
     source: str  # the table it came from: tasks or leases
-    row_id: int  # its rowid there
+    row_id: int  # its rowid there (the journal), or its seq (PostgreSQL's tasks)
     key: str  # the task or lease id it holds, as far as it could be read
     reason: str
     at: float  # when it was quarantined
@@ -134,6 +134,11 @@ class Journal(Commits, Listener):
         self._writer: threading.Thread | None = None
         self._closing = False
         self._cleaned_at = time.monotonic()
+
+    @property
+    def location(self) -> str:
+        """Where the quarantine table is, as admins are shown it."""
+        return str(self.path)
 
     # -- lifecycle (blocking: run in a thread) --------------------------------------------------------------------
 
@@ -380,12 +385,12 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
             try:
                 recovered.leases.append(_lease(row))
             except Exception as exc:
-                bad.append(("leases", row, _why(exc)))
+                bad.append(("leases", row, why_unreadable(exc)))
         for row in conn.execute("SELECT rowid AS row_id, * FROM tasks ORDER BY rowid"):
             try:
-                task = _task(row)
+                task = read_task(row)
             except Exception as exc:
-                bad.append(("tasks", row, _why(exc)))
+                bad.append(("tasks", row, why_unreadable(exc)))
                 continue
             recovered.add(task, row["state"], bool(row["released"]))
         for row in conn.execute("SELECT rowid AS row_id, * FROM drains ORDER BY rowid"):
@@ -408,14 +413,11 @@ def _quarantine(conn: sqlite3.Connection, path: Path, bad: list[tuple[str, sqlit
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, row, why in bad:
-            raw = {name: _plain(value) for name, value in zip(row.keys(), row, strict=True) if name != "row_id"}
-            key = str(raw.get("id", raw.get("resource", "")))
+            key, raw = raw_row({name: value for name, value in zip(row.keys(), row, strict=True) if name != "row_id"})
             conn.execute("INSERT INTO quarantine (source, row_id, key, reason, at, raw) VALUES (?, ?, ?, ?, ?, ?)",
-                         (table, row["row_id"], key, why, now, json.dumps(raw)))
+                         (table, row["row_id"], key, why, now, raw))
             conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row["row_id"],))  # table: one of ours
-            log.error("journal %s: row %d of table %s (%s) cannot be read: %s; it was moved to the quarantine "
-                      "table and start-up goes on (`qrmid admin quarantine` lists it)", path, row["row_id"], table,
-                      key or "no id", why)
+            log_quarantined(log, f"journal {path}", row["row_id"], table, key, why)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -423,22 +425,39 @@ def _quarantine(conn: sqlite3.Connection, path: Path, bad: list[tuple[str, sqlit
         raise
 
 
-def _why(exc: Exception) -> str:
+def why_unreadable(exc: Exception) -> str:
+    """Why a row could not be read back, as the quarantine records it."""
     return str(exc) if isinstance(exc, codec.CorruptPayload | CorruptRow) else f"{type(exc).__name__}: {exc}"
 
 
+def raw_row(columns: Mapping[str, Any]) -> tuple[str, str]:
+    """An unreadable row's key (the task or lease id, or the resource, as far as it can be read) and its raw
+    values as the quarantine keeps them: JSON, with bytes as base64 in an object."""
+    raw = {name: _plain(value) for name, value in columns.items()}
+    return str(raw.get("id", raw.get("resource", ""))), json.dumps(raw)
+
+
+def log_quarantined(logger: logging.Logger, store: str, row_id: int, table: str, key: str, why: str) -> None:
+    """The error a store logs for each row it moved to its quarantine table."""
+    logger.error("%s: row %d of table %s (%s) cannot be read: %s; it was moved to the quarantine table and start-up "
+                 "goes on (`qrmid admin quarantine` lists it)", store, row_id, table, key or "no id", why)
+
+
 def _plain(value: object) -> object:
-    """A column's value as JSON can hold it: bytes as base64 in an object, the rest as SQLite gave it."""
-    if isinstance(value, bytes):
+    """A column's value as JSON can hold it: bytes (and memoryviews) as base64 in an object, the rest as read."""
+    if isinstance(value, bytes | memoryview):
         return {"base64": base64.b64encode(value).decode()}
     return value
 
 
 class CorruptRow(ValueError):
-    """A journal row whose columns do not hold what qrmid wrote; the message names the column."""
+    """A stored row whose columns do not hold what qrmid wrote; the message names the column."""
 
 
-def _column(row: sqlite3.Row, name: str, *kinds: type) -> Any:
+Row = sqlite3.Row | Mapping[str, Any]  # a row read back, by column name
+
+
+def _column(row: Row, name: str, *kinds: type) -> Any:
     """``row[name]`` when it is one of ``kinds`` (a finite number for float); CorruptRow otherwise."""
     value = row[name]
     if float in kinds and isinstance(value, int | float) and not isinstance(value, bool):
@@ -456,16 +475,17 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _lease(row: sqlite3.Row) -> Lease:
+def _lease(row: Row) -> Lease:
     return Lease(id=_column(row, "id", str), token=_column(row, "token", str), resource=_column(row, "resource", str),
                  owner=_column(row, "owner", str), slurm_job_id=_column(row, "slurm_job_id", str),
                  created_at=_column(row, "created_at", float), expires_at=_column(row, "expires_at", float),
                  account=_column(row, "account", str))
 
 
-def _task(row: sqlite3.Row) -> Task:
-    """A task as the journal left it: QUEUED (also when it was being submitted), RUNNING or finished; CorruptRow
-    or CorruptPayload when a column does not hold what qrmid wrote."""
+def read_task(row: Row) -> Task:
+    """A task as a store left it (a row of the journal's or the PostgreSQL store's columns): QUEUED (also when it
+    was being submitted), RUNNING or finished; CorruptRow or CorruptPayload when a column does not hold what qrmid
+    wrote."""
     text = {name: _column(row, name, str) for name in (
         "id", "resource", "owner", "account", "priority", "payload_kind", "lease_id", "slurm_job_id",
         "client_request_id", "state", "reason", "logs")}

@@ -28,11 +28,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
-from qrmid.core.tasks import Result, Task, TaskState
+from qrmid.core.tasks import Task
 from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
-from qrmid.store.journal import SUBMITTING, Recovered, with_history
+from qrmid.store.journal import SUBMITTING, Quarantined, Recovered, log_quarantined, raw_row, read_task, why_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class PostgresStore(Commits, Listener):
         self.cleanup_interval = cleanup_interval
         self._conninfo = dsn
         self._password = ""
+        self.quarantined: list[Quarantined] = []
         self._pool: AsyncConnectionPool | None = None
         self._guard: psycopg.Connection[Any] | None = None  # holds the member lock
         self._pending: list[Write] = []
@@ -122,6 +123,11 @@ class PostgresStore(Commits, Listener):
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._cleaned_at = time.monotonic()
+
+    @property
+    def location(self) -> str:
+        """Where the quarantine table is, as admins are shown it: the DSN without its password."""
+        return self.dsn
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class PostgresStore(Commits, Listener):
             applied = schema.migrate(self._conninfo)
             with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
                 conn.execute(MEMBER_STARTED, (self.member,))
-                recovered = _read(conn)
+                recovered = _read(conn, self.dsn)
         except (schema.SchemaError, psycopg.Error) as exc:
             if self._guard is not None:
                 self._guard.close()
@@ -146,6 +152,7 @@ class PostgresStore(Commits, Listener):
                 raise StoreError(f"PostgreSQL at {self.dsn}: {exc}") from None
             raise StoreError(f"cannot use PostgreSQL at {self.dsn}: {self._scrub(exc)}; check [cluster] dsn, the "
                              "password, and that the server runs and takes connections") from None
+        self.quarantined = recovered.quarantined
         if applied:
             log.info("PostgreSQL at %s: schema migrations applied: %s", self.dsn, ", ".join(applied))
         log.info("PostgreSQL at %s: member %s, %d task(s) and %d lease(s) recovered", self.dsn, self.member,
@@ -411,31 +418,38 @@ def _scalar(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) ->
     return row[0] if row else None
 
 
-def _read(conn: psycopg.Connection[dict[str, Any]]) -> Recovered:
+def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
+    """Everything the database holds, with each task row that cannot be read moved to the quarantine table."""
     recovered = Recovered()
     conn.execute("DELETE FROM leases WHERE expires_at <= %s", (time.time(),))
     recovered.leases = [Lease(**row) for row in conn.execute(
         "SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account FROM leases")]
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
-    for row in conn.execute(READ_TASKS):
+    bad: list[tuple[dict[str, Any], str]] = []  # row, why
+    for row in conn.execute(READ_TASKS).fetchall():
         try:
-            task = _task(row)
+            task = read_task(row)
         except Exception as exc:  # one unreadable row must not keep the daemon from starting
-            log.error("PostgreSQL store: task %s cannot be read back (%s: %s); it stays in the database, not served: "
-                      "report this as a bug", row["id"], type(exc).__name__, exc)
+            bad.append((row, why_unreadable(exc)))
             continue
         recovered.add(task, row["state"], row["released"])
+    if bad:
+        _quarantine(conn, dsn, bad)
+    recovered.quarantined = [Quarantined(**row) for row in conn.execute(
+        "SELECT id, source, row_id, key, reason, at FROM quarantine ORDER BY id")]
     return recovered
 
 
-def _task(row: dict[str, Any]) -> Task:
-    """A task as the store left it: QUEUED (also when it was being submitted), RUNNING or finished."""
-    task = Task(resource=row["resource"], owner=row["owner"], payload=codec.load(row["payload_kind"], row["payload"]),
-                shots=row["shots"], lease_id=row["lease_id"], slurm_job_id=row["slurm_job_id"],
-                client_request_id=row["client_request_id"], id=row["id"], remote_ref=row["remote_ref"],
-                logs=row["logs"], priority=row["priority"], account=row["account"])
-    if row["result"] is not None:
-        task.result = Result(bytes(row["result"]), row["result_type"])
-    state = TaskState.QUEUED if row["state"] == SUBMITTING else TaskState(row["state"])
-    return with_history(task, state, row["reason"], row["created_at"], row["started_at"], row["ended_at"])
+def _quarantine(conn: psycopg.Connection[dict[str, Any]], dsn: str, bad: list[tuple[dict[str, Any], str]]) -> None:
+    """Move unreadable task rows, raw (with their reference, result and logs), to the quarantine table in one
+    transaction; their transitions and request ids go with them."""
+    now = time.time()
+    with conn.transaction():
+        for row, why in bad:
+            key, raw = raw_row({name: value for name, value in row.items() if name != "seq"})
+            conn.execute("INSERT INTO quarantine (source, row_id, key, reason, at, raw) VALUES (%s, %s, %s, %s, %s, "
+                         "%s)", ("tasks", row["seq"], key, why, now, raw))
+            conn.execute("DELETE FROM tasks WHERE seq = %s", (row["seq"],))
+    for row, why in bad:  # once committed
+        log_quarantined(log, f"PostgreSQL at {dsn}", row["seq"], "tasks", str(row["id"]), why)
