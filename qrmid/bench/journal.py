@@ -23,12 +23,14 @@ from rich.table import Table
 
 from qrmid.bench.process import QrmidProcess
 from qrmid.bench.throughput import throughput
+from qrmid.bench.timing import spread
 from qrmid.client import AsyncClient, pulser_payload
 
 PAYLOAD = pulser_payload({}, 1)
 RESOURCES = ('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n'
              '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n')
 
+TURNS = 3  # runs of each side, alternating
 Rates = dict[bool, list[tuple[float, float]]]  # (tasks/s, StartTask calls/s) of each run: measured (True), baseline
 
 
@@ -60,10 +62,10 @@ async def _rates(address: str, seconds: float, clients: int) -> tuple[float, flo
 
 
 def _rate_runs(daemon: Callable[[bool, int], QrmidProcess], seconds: float, clients: int) -> Rates:
-    """The rates of the processes ``daemon(measured, turn)`` makes: baseline and measured alternately, twice (on a
-    machine others share, the best of each counts)."""
+    """The rates of the processes ``daemon(measured, turn)`` makes: baseline and measured alternately, ``TURNS``
+    times each."""
     rates: Rates = {False: [], True: []}
-    for turn in range(2):
+    for turn in range(TURNS):
         for measured in (False, True):
             process = daemon(measured, turn)
             process.start()
@@ -75,13 +77,12 @@ def _rate_runs(daemon: Callable[[bool, int], QrmidProcess], seconds: float, clie
 
 
 def _rate_rows(table: Table, rates: Rates, clients: int) -> None:
-    """The best rates of each side, with their ratio, as rows of ``table``."""
-    tasks, starts = (max(rate[i] for rate in rates[True]) for i in (0, 1))
-    base_tasks, base_starts = (max(rate[i] for rate in rates[False]) for i in (0, 1))
-    table.add_row(f"tasks end to end (noop), {clients} clients", f"{tasks:.0f} tasks/s", f"{base_tasks:.0f} tasks/s",
-                  f"{tasks / base_tasks:.2f}x")
-    table.add_row(f"StartTask, {clients} clients", f"{starts:.0f} calls/s", f"{base_starts:.0f} calls/s",
-                  f"{starts / base_starts:.2f}x")
+    """Each side's rates as min–median–max, with the ratio of the medians, as rows of ``table``."""
+    for i, (measure, unit) in enumerate(((f"tasks end to end (noop), {clients} clients", "tasks/s"),
+                                         (f"StartTask, {clients} clients", "calls/s"))):
+        measured, base = ([rate[i] for rate in rates[side]] for side in (True, False))
+        table.add_row(measure, spread(measured, unit), spread(base, unit),
+                      f"{statistics.median(measured) / statistics.median(base):.2f}x")
 
 
 async def _fill(address: str, count: int) -> list[str]:
@@ -123,12 +124,12 @@ def main(seconds: float, clients: int, tasks: int) -> None:
         colds.append(empty.start())
         empty.stop()
     daemon.kill()  # the day-long task is not waited for
-    recovery, cold = statistics.median(recoveries), statistics.median(colds)
 
     table = Table("measure", "journal on", "journal off (baseline)", "ratio", title="qrmid journal benchmark")
     _rate_rows(table, rates, clients)
-    table.add_row(f"exec to SERVING after kill -9, {len(ids)} tasks restored (median of 3)",
-                  f"{recovery * 1e3:.0f} ms", f"{cold * 1e3:.0f} ms (empty journal)", f"{recovery / cold:.2f}x")
+    table.add_row(f"exec to SERVING after kill -9, {len(ids)} tasks restored (min–median–max of 3)",
+                  spread(recoveries, "ms", 1e3), spread(colds, "ms", 1e3) + " (empty journal)",
+                  f"{statistics.median(recoveries) / statistics.median(colds):.2f}x")
     Console().print(table)
 
 

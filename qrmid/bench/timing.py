@@ -1,7 +1,8 @@
-"""Timing of synchronous calls, for the benchmarks."""
+"""Timing of synchronous calls, and the spread of repeated measures, for the benchmarks."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -15,3 +16,9 @@ def timed(action: Callable[[], object], repeat: int = 1) -> float:
             action()
         best = min(best, (time.perf_counter() - start) / repeat)
     return best
+
+
+def spread(values: list[float], unit: str, scale: float = 1.0) -> str:
+    """``values`` (times ``scale``) as min–median–max with their unit, e.g. ``412–421–479 ms``."""
+    low, mid, high = (v * scale for v in (min(values), statistics.median(values), max(values)))
+    return f"{low:.0f}–{mid:.0f}–{high:.0f} {unit}"
