@@ -1,6 +1,7 @@
 """A cluster of real qrmid members for tests: ``qrmid serve`` processes named m1, m2, ... sharing one fresh
 PostgreSQL database (``[cluster]``), each with its own Unix socket, journal path (the payload spool sits beside
-it), log file and a TCP listener on a free loopback port (service-token auth, the token an admin's).
+it), log file, a TCP listener (service-token auth, the token an admin's) and a metrics endpoint, each on a free
+loopback port.
 
     with Cluster(database, resources_toml, members=3, tmp=tmp_path) as cluster:
         Client(cluster.address)          # every member's socket, for failover
@@ -27,10 +28,11 @@ TOKEN = "cluster-admin-token-3b8e51c07f2d49a6"
 class Member(QrmidProcess):
     """One member: its name, sockets and config; ``log`` collects what it prints (at debug level) across runs."""
 
-    def __init__(self, name: str, config: Path, socket: Path, tcp: str, log: Path) -> None:
+    def __init__(self, name: str, config: Path, socket: Path, tcp: str, metrics: str, log: Path) -> None:
         super().__init__(config, socket, cwd=ROOT, output=log)
         self.name = name
         self.tcp = tcp  # HOST:PORT of its TCP listener (token auth: ``Cluster.token_file``)
+        self.metrics = f"http://{metrics}/metrics"
         self.log = log
 
     @property
@@ -59,16 +61,16 @@ class Cluster:
             home = root / name
             home.mkdir(parents=True, exist_ok=True)
             socket = short_dir() / "qrmid.sock"  # Unix socket paths are limited to 107 bytes
-            tcp = f"127.0.0.1:{free_port()}"
+            tcp, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
             text = (f'[daemon]\nsocket = "{socket}"\ntcp = "{tcp}"\ntcp_auth = "token"\n'
                     f'shutdown_grace_seconds = 2\nlog_level = "debug"\n'
                     f'[auth]\ntokens_file = "{tokens}"\n'
                     f'[journal]\npath = "{home / "journal.db"}"\n'
                     f'[cluster]\ndsn = "{database.dsn}"\npassword_file = "{secret}"\nmember = "{name}"\n'
                     'connect_timeout_seconds = 2\n'
-                    f'[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                    f'[metrics]\naddress = "{metrics}"\n[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
                     f'{(own or {}).get(name, resources)}\n')
-            self._members[name] = Member(name, write_config(home / "qrmid.toml", text), socket, tcp,
+            self._members[name] = Member(name, write_config(home / "qrmid.toml", text), socket, tcp, metrics,
                                          home / "qrmid.log")
 
     @property
