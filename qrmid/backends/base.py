@@ -28,6 +28,15 @@ class CredentialsRefused(BackendUnavailable):
     """The service refused the credentials the daemon is configured with; an admin must fix them."""
 
 
+class NotDispatching(BackendUnavailable):
+    """This member does not dispatch the resource (``dispatch = false``): it holds no credentials and never calls
+    the backend."""
+
+    def __init__(self, resource: str) -> None:
+        super().__init__(f"resource {resource} is dispatched by another cluster member (dispatch = false here): this "
+                         "member holds no credentials for it and does not call its backend")
+
+
 class BackendState(Enum):
     """Whether the backend takes work now."""
 
@@ -113,6 +122,11 @@ class Adapter(ABC):
     @abstractmethod
     async def target(self) -> str:
         """The vendor's device description as JSON text (QRMI target)."""
+
+    async def adopt_target(self, target: str) -> None:
+        """Take the device description another member published (the text ``target()`` returns there) so that
+        ``validate`` and ``target`` work without reaching the backend; default: nothing to take. ValueError when
+        ``target`` is not such a description."""
 
     def metadata(self) -> dict[str, str]:
         """QRMI metadata of the resource."""

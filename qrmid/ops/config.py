@@ -336,6 +336,15 @@ class Config(_Section):
             raise ValueError("a listener uses auth = token, but [auth] tokens_file is not set")
         return self
 
+    @model_validator(mode="after")
+    def _dispatch_needs_a_cluster(self) -> Config:
+        for resource in self.resources:
+            if not resource.dispatch and self.cluster is None:
+                raise ValueError(f"resource {resource.name!r} has dispatch = false, but only a cluster member can "
+                                 "serve a resource that another member dispatches: add a [cluster] section "
+                                 "(docs/cluster.md), or remove dispatch = false")
+        return self
+
     def secret_keys(self) -> list[str]:
         """The keys of resource settings holding a secret (API keys, tokens, passwords) that is set."""
         listed = [(index, resource) for index, resource in enumerate(self.resources)

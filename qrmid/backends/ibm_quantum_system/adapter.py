@@ -19,6 +19,7 @@ from qrmid.backends.base import (
     InvalidPayload,
     JobState,
     JobStatus,
+    NotDispatching,
     Output,
 )
 from qrmid.backends.checks import Check
@@ -27,6 +28,7 @@ from qrmid.backends.ibm_quantum_system.settings import Settings
 from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
 from qrmid.backends.redact import Redactor, redacting
+from qrmid.backends.settings import given
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +56,55 @@ class IbmQuantumSystem(Adapter):
         self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
         self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
         self._resolving: asyncio.Task[None] | None = None
+        self.redact = Redactor()
+        self._http: httpx.AsyncClient | None = None
+        self._api: QuantumSystemApi | None = None
+        self._storage: Storage | None = None
+        if settings.dispatch:  # else the member holds no credentials: the target comes through adopt_target
+            self._connect()
+
+    def _connect(self) -> None:
+        """The service's and S3's clients, with the resource's credentials."""
+        settings = self.settings
+        apikey, key_id, secret_key = (given(secret).get_secret_value() for secret in (
+            settings.iam_apikey, settings.aws_access_key_id, settings.aws_secret_access_key))
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
-        self.redact = Redactor(settings.iam_apikey.get_secret_value(), settings.aws_access_key_id.get_secret_value(),
-                               settings.aws_secret_access_key.get_secret_value())
-        iam = Iam(self._http, str(settings.iam_endpoint), settings.iam_apikey.get_secret_value(), deadline,
-                  self.redact)
-        self.api = QuantumSystemApi(self._http, str(settings.endpoint), iam, settings.service_crn, deadline)
-        self.storage = Storage(
+        self.redact = Redactor(apikey, key_id, secret_key)
+        iam = Iam(self._http, str(settings.iam_endpoint), apikey, deadline, self.redact)
+        self._api = QuantumSystemApi(self._http, str(settings.endpoint), iam, given(settings.service_crn), deadline)
+        self._storage = Storage(
             self._http, endpoint=str(settings.s3_endpoint),
             service_endpoint=str(settings.s3_endpoint_for_qsapi or settings.s3_endpoint),
-            bucket=settings.s3_bucket, region=settings.s3_region,
-            access_key=settings.aws_access_key_id.get_secret_value(),
-            secret_key=settings.aws_secret_access_key.get_secret_value(), deadline=deadline)
+            bucket=given(settings.s3_bucket), region=given(settings.s3_region), access_key=key_id,
+            secret_key=secret_key, deadline=deadline)
+
+    @property
+    def api(self) -> QuantumSystemApi:
+        if self._api is None:
+            raise NotDispatching(self.settings.name)
+        return self._api
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise NotDispatching(self.settings.name)
+        return self._storage
 
     @property
     def slots(self) -> int:
         return min(self._lanes, self.settings.max_lanes) if self.settings.max_lanes else self._lanes
 
     async def start(self) -> None:
-        await self.storage.start()  # the description is read by the first status check, off the start-up path
+        if self._storage is not None:
+            await self._storage.start()  # the description is read by the first status check, off the start-up path
 
     async def close(self) -> None:
         if self._resolving is not None:
             self._resolving.cancel()
         await asyncio.gather(*self._removals, *filter(None, [self._resolving]), return_exceptions=True)
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     @redacting
     async def status(self) -> BackendStatus:
@@ -100,7 +125,7 @@ class IbmQuantumSystem(Adapter):
         if not self._target:
             try:
                 await self._describe()
-            except CredentialsRefused:
+            except BackendUnavailable:  # credentials refused, or not this member's to read
                 raise
             except ApiError as exc:
                 if exc.status in (401, 403):
@@ -313,8 +338,39 @@ class IbmQuantumSystem(Adapter):
     async def _describe(self) -> None:
         configuration = await self.api.get(f"/v1/backends/{self.backend}/configuration")
         properties = await self.api.get(f"/v1/backends/{self.backend}/properties")
-        self._isa = await asyncio.to_thread(_isa_of, configuration)
-        self._target = json.dumps({"configuration": configuration, "properties": properties})
+        isa = await asyncio.to_thread(_isa_of, configuration)
+        self._hold(json.dumps({"configuration": configuration, "properties": properties}), configuration, isa)
+
+    async def adopt_target(self, target: str) -> None:
+        configuration, isa = await asyncio.to_thread(self._read_target, target)
+        self._hold(target, configuration, isa)
+
+    def _read_target(self, text: str) -> tuple[dict[str, Any], Any]:
+        """The configuration and instruction set in a published target; ValueError when it holds none."""
+        where = f"the target published for resource {self.settings.name}"
+        try:
+            target = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{where} is not JSON: {exc}") from None
+        if not (isinstance(target, dict) and isinstance(target.get("configuration"), dict)
+                and isinstance(target.get("properties"), dict)):
+            raise ValueError(f"{where} is not an IBM backend description: a JSON object with "  # noqa: TRY004 - bad text
+                             "a 'configuration' and a 'properties' object")
+        configuration = target["configuration"]
+        for key in ("n_qubits", "max_shots"):
+            if key in configuration and not (type(configuration[key]) is int and configuration[key] > 0):
+                raise ValueError(f"{where}: configuration.{key} must be a positive integer, not "
+                                 f"{str(configuration[key])[:40]!r}")
+        try:
+            return configuration, _isa_of(configuration)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: its configuration has no usable instruction set "
+                             f"(basis_gates, supported_instructions, coupling_map): {exc}") from None
+
+    def _hold(self, target: str, configuration: dict[str, Any], isa: Any) -> None:
+        """Keep the backend's description: ``validate`` checks payloads against it, ``target`` returns it."""
+        self._isa = isa
+        self._target = target
         self._configuration = configuration
 
     async def _read_lanes(self) -> None:

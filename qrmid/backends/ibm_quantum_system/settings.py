@@ -18,15 +18,19 @@ class Settings(ResourceSettings, populate_by_name=True):
     poll_interval: float = Field(0.25, gt=0, le=3600, description="seconds between polls of a running job: a lane "
                                  "stays held until qrmid sees its job end")
     backend: str = Field("", description="backend name on the service; default: the resource name")
-    endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_ENDPOINT")
-    iam_endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_IAM_ENDPOINT")
-    iam_apikey: SecretStr = Field(alias="QRMI_IBM_QS_IAM_APIKEY")
-    service_crn: str = Field(alias="QRMI_IBM_QS_SERVICE_CRN")
-    aws_access_key_id: SecretStr = Field(alias="QRMI_IBM_QS_AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: SecretStr = Field(alias="QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY")
-    s3_endpoint: AnyHttpUrl = Field(alias="QRMI_IBM_QS_S3_ENDPOINT")
-    s3_bucket: str = Field(alias="QRMI_IBM_QS_S3_BUCKET")
-    s3_region: str = Field(alias="QRMI_IBM_QS_S3_REGION")
+    DISPATCH_KEYS = ("endpoint", "iam_endpoint", "iam_apikey", "service_crn", "aws_access_key_id",
+                     "aws_secret_access_key", "s3_endpoint", "s3_bucket", "s3_region")
+
+    # required unless dispatch = false (DISPATCH_KEYS)
+    endpoint: AnyHttpUrl | None = Field(alias="QRMI_IBM_QS_ENDPOINT")
+    iam_endpoint: AnyHttpUrl | None = Field(alias="QRMI_IBM_QS_IAM_ENDPOINT")
+    iam_apikey: SecretStr | None = Field(alias="QRMI_IBM_QS_IAM_APIKEY")
+    service_crn: str | None = Field(alias="QRMI_IBM_QS_SERVICE_CRN")
+    aws_access_key_id: SecretStr | None = Field(alias="QRMI_IBM_QS_AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(alias="QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY")
+    s3_endpoint: AnyHttpUrl | None = Field(alias="QRMI_IBM_QS_S3_ENDPOINT")
+    s3_bucket: str | None = Field(alias="QRMI_IBM_QS_S3_BUCKET")
+    s3_region: str | None = Field(alias="QRMI_IBM_QS_S3_REGION")
     s3_endpoint_for_qsapi: AnyHttpUrl | None = Field(
         None, alias="QRMI_IBM_QS_S3_ENDPOINT_FOR_QSAPI", description="S3 endpoint as the service reaches it")
     job_timeout_seconds: int = Field(3600, ge=1, le=MAX_PRESIGN_SECONDS, alias="QRMI_JOB_TIMEOUT_SECONDS",

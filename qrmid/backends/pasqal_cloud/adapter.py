@@ -23,6 +23,7 @@ from qrmid.backends.base import (
     InvalidPayload,
     JobState,
     JobStatus,
+    NotDispatching,
     Output,
 )
 from qrmid.backends.checks import Check
@@ -32,6 +33,7 @@ from qrmid.backends.pasqal_cloud.packer import Limits, Packer
 from qrmid.backends.pasqal_cloud.settings import Settings
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence
 from qrmid.backends.redact import Redactor, redacting
+from qrmid.backends.settings import given
 
 if TYPE_CHECKING:
     from qrmid.backends.pulser_jobs import Limits as SequenceLimits
@@ -59,6 +61,18 @@ class PasqalCloud(Adapter):
         self.settings = settings
         self.jobs = pulser_jobs
         self.device_type = settings.device
+        self.redact = Redactor()
+        self._http: httpx.AsyncClient | None = None
+        self._api: PasqalApi | None = None
+        self._packer: Packer | None = None
+        self._spec: Spec | None = None
+        self._describing = asyncio.Lock()
+        if settings.dispatch:  # else the member holds no credentials: the spec comes through adopt_target
+            self._connect()
+
+    def _connect(self) -> None:
+        """The service's client and the batch packer, with the resource's credentials."""
+        settings = self.settings
         self._http = httpx.AsyncClient(timeout=settings.request_timeout_seconds)
         deadline = settings.retry_deadline_seconds
         token = settings.auth_token.get_secret_value() if settings.auth_token else ""
@@ -66,24 +80,37 @@ class PasqalCloud(Adapter):
                                *(secret.get_secret_value() for secret in (settings.client_secret, settings.password)
                                  if secret is not None))
         tokens = Tokens(self._http, grant_of(settings), token, deadline, self.redact)
-        self.api = PasqalApi(self._http, str(settings.base_url), tokens, deadline)
+        self._api = PasqalApi(self._http, str(settings.base_url), tokens, deadline)
         limits = Limits(window=settings.batch_window_seconds, max_jobs=settings.max_jobs_per_batch,
                         max_runs=settings.max_runs_per_batch, close_when_idle=settings.close_when_idle)
-        self.packer = Packer(self.api, self.device_type, settings.project_id, limits, settings.poll_interval,
-                             record=lambda refs: self.record_refs(refs), redact=self.redact)
-        self._spec: Spec | None = None
-        self._describing = asyncio.Lock()
+        self._packer = Packer(self._api, self.device_type, given(settings.project_id), limits, settings.poll_interval,
+                              record=lambda refs: self.record_refs(refs), redact=self.redact)
+
+    @property
+    def api(self) -> PasqalApi:
+        if self._api is None:
+            raise NotDispatching(self.settings.name)
+        return self._api
+
+    @property
+    def packer(self) -> Packer:
+        if self._packer is None:
+            raise NotDispatching(self.settings.name)
+        return self._packer
 
     @property
     def slots(self) -> int:
         return self.settings.slots
 
     async def start(self) -> None:
-        self.packer.start()  # the device spec is read by the status check, off the start-up path
+        if self._packer is not None:
+            self._packer.start()  # the device spec is read by the status check, off the start-up path
 
     async def close(self) -> None:
-        await self.packer.stop()
-        await self._http.aclose()
+        if self._packer is not None:
+            await self._packer.stop()
+        if self._http is not None:
+            await self._http.aclose()
 
     @redacting
     async def status(self) -> BackendStatus:
@@ -111,7 +138,7 @@ class PasqalCloud(Adapter):
     async def target(self) -> str:
         try:
             spec = self._spec or await self._describe()
-        except CredentialsRefused:
+        except BackendUnavailable:  # credentials refused, or not this member's to read
             raise
         except ApiError as exc:
             if exc.status in (401, 403):
@@ -203,7 +230,8 @@ class PasqalCloud(Adapter):
         self.packer.forget(ref)
 
     async def flush(self) -> None:
-        self.packer.idle()
+        if self._packer is not None:
+            self._packer.idle()
 
     async def _describe(self) -> Spec:
         """Read and cache the device spec (``devices/specs/{type}``, else the public specs)."""
@@ -219,9 +247,32 @@ class PasqalCloud(Adapter):
                 specs = next((e["specs"] for e in listing if e.get("device_type") == self.device_type), None)
                 if specs is None:
                     raise RuntimeError(f"Pasqal Cloud publishes no spec for device type {self.device_type}") from None
-            text = specs if isinstance(specs, str) else json.dumps(specs)
-            self._spec = await asyncio.to_thread(self._parse_spec, text)
+            self._spec = await asyncio.to_thread(self._parse_spec, _spec_text(specs))
             return self._spec
+
+    async def adopt_target(self, target: str) -> None:
+        self._spec = await asyncio.to_thread(self._read_target, target)
+
+    def _read_target(self, text: str) -> Spec:
+        """The spec of the resource's device type in a published target; ValueError when it holds none."""
+        where = f"the target published for resource {self.settings.name}"
+        try:
+            entries = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{where} is not JSON: {exc}") from None
+        if not (isinstance(entries, list) and all(isinstance(entry, dict) for entry in entries)):
+            raise ValueError(f"{where} is not a Pasqal device list: a JSON array of "
+                             f'{{"device_type": ..., "specs": ...}} objects')
+        specs = next((entry.get("specs") for entry in entries if entry.get("device_type") == self.device_type), None)
+        if specs is None:
+            listed = ", ".join(str(entry.get("device_type")) for entry in entries) or "none"
+            raise ValueError(f"{where} has no spec of device type {self.device_type} (it lists {listed}); is "
+                             f"device_type the same on every member?")
+        try:
+            return self._parse_spec(_spec_text(specs))
+        except Exception as exc:  # pulser's deserializer raises many kinds (schema, key, type errors)
+            raise ValueError(f"{where}: the spec of device type {self.device_type} is not a Pulser device: "
+                             f"{str(exc)[:500]}") from None
 
     def _parse_spec(self, text: str) -> Spec:
         from pulser.abstract_repr import deserialize_device
@@ -231,3 +282,8 @@ class PasqalCloud(Adapter):
         limits = self.jobs.Limits(max_atoms=sys.maxsize, max_runs=device.max_runs or sys.maxsize,
                                   max_duration_ns=device.max_sequence_duration)
         return Spec(text, device.name, device.max_atom_num, limits)
+
+
+def _spec_text(specs: object) -> str:
+    """A device spec as published (JSON text, or its object), as the JSON text Pulser reads."""
+    return specs if isinstance(specs, str) else json.dumps(specs)

@@ -16,9 +16,11 @@ class Settings(ResourceSettings, populate_by_name=True):
     """One Pasqal Cloud device type, reached through Pasqal Cloud Services, with its tasks packed into open
     batches."""
 
+    DISPATCH_KEYS = ("project_id",)
+
     type: Literal["pasqal-cloud"]
     device_type: str = Field("", description="device type (FRESNEL, EMU_MPS, ...); default: the resource name")
-    project_id: str = Field(alias="QRMI_PASQAL_CLOUD_PROJECT_ID")
+    project_id: str | None = Field(alias="QRMI_PASQAL_CLOUD_PROJECT_ID", description="required unless dispatch = false")
     base_url: AnyHttpUrl = Field(AnyHttpUrl("https://apis.pasqal.cloud"), alias="QRMI_PASQAL_CLOUD_BASE_URL",
                                  description="service root; the core API is under /core-fast")
     auth_endpoint: str = Field("authenticate.pasqal.cloud/oauth/token", alias="QRMI_PASQAL_CLOUD_AUTH_ENDPOINT",
@@ -46,6 +48,8 @@ class Settings(ResourceSettings, populate_by_name=True):
 
     @model_validator(mode="after")
     def _credentials(self) -> Settings:
+        if not self.dispatch:  # none are needed (and none are held: ResourceSettings)
+            return self
         # a "missing" error: config errors then name the keys without echoing the table and its secrets
         if bool(self.client_id) != bool(self.client_secret):
             raise PydanticCustomError("missing", "QRMI_PASQAL_CLOUD_CLIENT_ID and _CLIENT_SECRET go together")

@@ -8,7 +8,16 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from qrmid.backends.base import Adapter, BackendState, BackendStatus, InvalidPayload, JobState, JobStatus, Output
+from qrmid.backends.base import (
+    Adapter,
+    BackendState,
+    BackendStatus,
+    InvalidPayload,
+    JobState,
+    JobStatus,
+    NotDispatching,
+    Output,
+)
 from qrmid.backends.checks import Check, InputBounds
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
 from qrmid.backends.qrmi_package.settings import PAYLOAD_KINDS, RESOURCE_TYPES, Settings
@@ -47,26 +56,36 @@ class QrmiPackage(Adapter):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.qrmi = qrmi = _load_qrmi()
         self.payload_kinds = PAYLOAD_KINDS[settings.resource_type]
         # the payload checks' modules load here, off the event loop: Qiskit and Pulser only for the types using them
         self._qiskit: Any = _jobs("qiskit_jobs") if PayloadKind.QISKIT_PRIMITIVE in self.payload_kinds else None
         self._pulser: Any = _jobs("pulser_jobs") if PayloadKind.PULSER_SEQUENCE in self.payload_kinds else None
-        resource_type = getattr(qrmi.ResourceType, RESOURCE_TYPES[settings.resource_type])
         config = {key: value.get_secret_value() for key, value in settings.environment.items()}
         self._secrets = sorted((value for value in config.values() if len(value) >= 4), key=len, reverse=True)
-        self.workers = Workers(settings.name, settings.slots,
-                               lambda: qrmi.QuantumResource.from_config(settings.qrmi_id, resource_type, dict(config)))
+        self._workers: Workers | None = None
+        self.qrmi: Any = None
+        if settings.dispatch:  # else the member calls no QRMI code: the target comes through adopt_target
+            self.qrmi = qrmi = _load_qrmi()
+            resource_type = getattr(qrmi.ResourceType, RESOURCE_TYPES[settings.resource_type])
+            self._workers = Workers(settings.name, settings.slots, lambda: qrmi.QuantumResource.from_config(
+                settings.qrmi_id, resource_type, dict(config)))
         self._target = ""
         self._metadata: dict[str, str] | None = None
         self._stopped: set[str] = set()
+
+    @property
+    def workers(self) -> Workers:
+        if self._workers is None:
+            raise NotDispatching(self.settings.name)
+        return self._workers
 
     @property
     def slots(self) -> int:
         return self.settings.slots
 
     async def close(self) -> None:
-        self.workers.close()
+        if self._workers is not None:
+            self._workers.close()
 
     async def status(self) -> BackendStatus:
         try:
@@ -91,6 +110,9 @@ class QrmiPackage(Adapter):
             self._target = str((await self._call(lambda handle: handle.target())).value)
         return self._target
 
+    async def adopt_target(self, target: str) -> None:
+        self._target = target  # QRMI's target text is the vendor's own: payload checks do not read it
+
     def metadata(self) -> dict[str, str]:
         return {"resource_type": self.settings.resource_type, **(self._metadata or {})}
 
@@ -112,13 +134,13 @@ class QrmiPackage(Adapter):
         return Check(self._pulser.check, (payload.sequence, payload.job_runs, limits))
 
     async def submit(self, task_id: str, payload: Payload) -> str:
-        qrmi = self.qrmi
+        workers, qrmi = self.workers, self.qrmi
         if isinstance(payload, QiskitPrimitive):
             request = qrmi.Payload.QiskitPrimitive(input=payload.input, program_id=payload.program_id)
         else:
             request = qrmi.Payload.PasqalCloud(sequence=payload.sequence, job_runs=payload.job_runs)
         try:
-            return await self.workers.start(lambda handle: str(handle.task_start(request)))
+            return await workers.start(lambda handle: str(handle.task_start(request)))
         except self.qrmi.QrmiError as exc:
             raise self._failed(exc) from None
 
@@ -174,8 +196,9 @@ class QrmiPackage(Adapter):
     async def _call(self, call: Callable[[Any], T], ref: str = "") -> T:
         """``call(handle)`` on the worker of task ``ref`` (any worker without one); QRMI errors come back with the
         configured secrets masked."""
+        workers = self.workers
         try:
-            return await self.workers.call(call, ref)
+            return await workers.call(call, ref)
         except self.qrmi.QrmiError as exc:
             raise self._failed(exc) from None
 
