@@ -4,6 +4,7 @@ exactly as the dispatching member validates them, against the real emulators."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -174,8 +175,6 @@ async def test_an_ibm_member_without_credentials_validates_as_the_dispatcher(
 
 def crowded_sequence(pasqal: Emulator) -> str:
     """81 atoms, on a copy of FRESNEL8 that allows them: the resource's FRESNEL8 takes 80."""
-    import dataclasses
-
     device = fetch_device(pasqal.url, "FRESNEL8")
     crowded = Sequence(Register.square(9, spacing=5, prefix="q"), dataclasses.replace(device, max_atom_num=200))
     crowded.declare_channel("ryd", "rydberg_global")
