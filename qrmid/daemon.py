@@ -40,6 +40,7 @@ from qrmid.ops.accounting import Ledger
 from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, ValidationSettings, load
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
+from qrmid.store.members import Members
 from qrmid.store.postgres import PostgresStore, StoreError
 from qrmid.store.spool import Spool, SpoolError
 from qrmid.v1 import admin_pb2_grpc, metrics_pb2_grpc
@@ -75,8 +76,11 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
     scheduler = Scheduler(settings.name, adapter, queue_limit=settings.queue_limit,
                           poll_interval=settings.poll_interval, busy_deadline=settings.busy_deadline_seconds,
                           policy=_scheduling(config.scheduling, settings))
-    return Resource(settings.name, settings.type, adapter, scheduler,
-                    status_interval=settings.status_interval, max_leases=settings.max_leases)
+    scheduler.leading = config.cluster is None  # a cluster member dispatches a resource once elected for it
+    resource = Resource(settings.name, settings.type, adapter, scheduler,
+                        status_interval=settings.status_interval, max_leases=settings.max_leases)
+    resource.dispatch = settings.dispatch
+    return resource
 
 
 def _policy(config: Config) -> Policy:
@@ -98,6 +102,11 @@ def _store(config: Config) -> Journal | PostgresStore | None:
                              max_result_bytes=max_result_bytes)
     return Journal(journal.path, commit_timeout=journal.commit_timeout_seconds, retain_seconds=retain_seconds,
                    max_result_bytes=max_result_bytes) if journal.enabled else None
+
+
+def _eligible(config: Config) -> list[str]:
+    """The resources this member may dispatch (cluster mode)."""
+    return [settings.name for settings in config.resources if settings.dispatch]
 
 
 def _validation(settings: ValidationSettings) -> Validation:
@@ -152,6 +161,7 @@ class Daemon:
         self.broker.events.subscribe(logs.TaskLog())
         self.metrics_address: tuple[str, int] | None = None  # where /metrics is served, once started
         self.journal = _store(config)
+        self.members: Members | None = None  # cluster mode: this member's link to the others, once started
         self.spool = Spool(config.journal.path.with_name(config.journal.path.name + ".spool"),
                            config.tasks.spool_above_bytes) if self.journal is not None else None
         self.servers: list[grpc.aio.Server] = []  # one per listener
@@ -190,7 +200,7 @@ class Daemon:
         limit = self.config.daemon.max_message_bytes
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
-        admin = AdminService(self.broker, self.reload, self.config.auth.admin_group,
+        admin = AdminService(self.broker, self._reload_everywhere, self.config.auth.admin_group,
                              quarantine=self.journal)
 
         def register(server: grpc.aio.Server) -> None:
@@ -226,6 +236,12 @@ class Daemon:
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
                                       recovered.drains)
             await self.broker.store_queued()
+        if isinstance(self.journal, PostgresStore):
+            self.members = Members(self.journal, self.broker, _eligible(self.config),
+                                   failover_seconds=self.config.cluster.failover_seconds if self.config.cluster else 10,
+                                   on_reload=self._reload_on_signal)
+            self.members.start()
+            self.broker.cluster = self.members
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:
@@ -252,6 +268,8 @@ class Daemon:
         await self.health.enter_graceful_shutdown()
         await self.reloader.close()
         await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
+        if self.members is not None:
+            await self.members.close()
         await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
         await self.metrics.close()
         await self.broker.validation.close()
@@ -324,11 +342,20 @@ class Daemon:
             self.broker.leases.default_ttl = self.config.leases.default_ttl_seconds
             self.broker.leases.max_ttl = self.config.leases.max_ttl_seconds
             self.broker.slurm = _slurm(self.config.slurm)
+            if self.members is not None:
+                self.members.eligible = _eligible(self.config)
             if daemon.log_level != old.daemon.log_level:
                 logs.set_level(daemon.log_level)
             log.info("reloaded %s: added %s, removed %s, changed %s", self.path, ", ".join(changes.added) or "none",
                      ", ".join(changes.removed) or "none", ", ".join(changes.changed) or "none")
             return changes
+
+    async def _reload_everywhere(self) -> Changes:
+        """An admin's reload: this member's config file, then (cluster mode) every other member's own."""
+        changes = await self.reload()
+        if self.members is not None:
+            await self.members.announce_reload()
+        return changes
 
     async def _reload_on_signal(self) -> None:
         log.info("SIGHUP: reloading %s", self.path)

@@ -122,7 +122,7 @@ async def test_a_database_a_member_uses_is_refused(database: Database) -> None:
     async with running(config(RESOURCES, cluster=cluster(database))):
         refused = await asyncio.to_thread(import_journal, single.journal.path, database)
     assert refused.returncode == 1
-    assert "is in use by qrmid node-a: stop the members using it, then import" in refused.stderr, refused.stderr
+    assert "is in use by qrmid member node-a: stop the members using it, then import" in refused.stderr, refused.stderr
     with database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
 

@@ -85,8 +85,8 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         who = caller(context)
         task = self.broker.task_for(required(request.task_id, "task_id"), who.name, who.admin)
         reason = "stopped by its owner" if task.owner == who.name else f"stopped by {who.name}, an admin"
-        task = self.broker.stop_task(task.id, reason)
-        return self._task(task, await task.settled())
+        task, view = await self.broker.cancel(task.id, reason)
+        return self._task(task, view)
 
     @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from qrmid.backends.base import Adapter, Busy, InvalidPayload
+from qrmid.backends.base import Adapter, BackendStatus, Busy, InvalidPayload
 from qrmid.backends.payloads import Payload
+from qrmid.core.cluster import Membership
 from qrmid.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -23,13 +25,14 @@ from qrmid.core.leases import Lease, LeaseTable
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
-from qrmid.core.tasks import PayloadStore, Task, TaskState
+from qrmid.core.tasks import PayloadStore, Task, TaskState, TaskView
 from qrmid.core.validation import Validation
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID = 128
 FIRST_CHECK_SECONDS = 5.0
+CANCEL_WAIT = 10.0  # how long a cancel waits for the member that dispatches the task (cluster mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,9 @@ class Broker:
         self.slurm: SlurmJobs | None = None  # set when [slurm] check_jobs is on
         self.payloads: PayloadStore | None = None  # where large queued payloads wait (none: in memory)
         self.validation = Validation()  # the daemon sets one from [validation]
+        self.cluster: Membership | None = None  # cluster mode: the members sharing the store
         for resource in self.resources.values():
-            resource.scheduler.on_done = self._finish
-            self.bind(resource.adapter)
+            self._bind(resource)
 
     async def start(self) -> None:
         """Start every adapter and dispatching. Each backend's first status check gets a few seconds; one
@@ -73,7 +76,8 @@ class Broker:
         await asyncio.gather(*(resource.adapter.start() for resource in self.resources.values()))
         self._loops = [asyncio.create_task(resource.run(), name=f"qrmid resource {name}")
                        for name, resource in self.resources.items()]
-        checks = [asyncio.create_task(resource.checked.wait()) for resource in self.resources.values()]
+        checks = [asyncio.create_task(resource.checked.wait()) for resource in self.resources.values()
+                  if resource.dispatch]  # a cluster member without credentials waits for its dispatcher's word
         _, late = await asyncio.wait(checks, timeout=FIRST_CHECK_SECONDS)
         for check in late:
             check.cancel()
@@ -234,7 +238,7 @@ class Broker:
     def _refuse(self, task: Task) -> None:
         """Take back a task whose record could not be made durable: it leaves its queue, is forgotten (a retry
         of its request id makes a new one) and its record, should it still land, is deleted."""
-        self.stop_task(task.id, "the journal could not record it")
+        self.resources[task.resource].scheduler.stop(task, "the journal could not record it")
         self._tasks.pop(task.id, None)
         self._finished.pop(task.id, None)
         if self._requests.get((task.owner, task.client_request_id)) == task.id:
@@ -301,9 +305,14 @@ class Broker:
             if task.state.terminal:
                 if resource is not None:
                     resource.scheduler.restore_usage(task)
-                if resource is not None and resource.adapter.remote and task.id in held and task.remote_ref:
+                if resource is not None and resource.adapter.remote and resource.scheduler.leading and \
+                        task.id in held and task.remote_ref:
                     self._loops.append(asyncio.create_task(self._release(resource, task, task.remote_ref)))
                 self._finish(task)
+                continue
+            if resource is not None and not resource.scheduler.leading:  # another member may dispatch it
+                resource.scheduler.adopt(task, None) if task.state is TaskState.QUEUED else \
+                    resource.scheduler.mirrored(task)
                 continue
             ref = task.remote_ref if task.state is TaskState.RUNNING else None
             try:
@@ -320,6 +329,14 @@ class Broker:
                 del task.history[1:]  # it never ran, or its run died with the daemon: it is queued again
             resource.scheduler.adopt(task, ref)
         log.info("restored %d task(s) and %d lease(s) from the journal", len(self._tasks), len(self.leases.live()))
+
+    def _bind(self, resource: Resource) -> None:
+        resource.scheduler.on_done = self._finish
+        resource.on_checked = self._checked
+        self.bind(resource.adapter)
+
+    def _checked(self, resource: Resource, target: str) -> None:
+        self.events.resource_checked(resource.name, resource.backend, resource.scheduler.slots, target)
 
     def bind(self, adapter: Adapter) -> None:
         """Have ``adapter`` journal the references of its jobs through this broker."""
@@ -358,10 +375,159 @@ class Broker:
         return task
 
     def stop_task(self, task_id: str, reason: str = "stopped by its owner") -> Task:
+        """Cancel task ``task_id``; in cluster mode, on a member that does not dispatch its resource, ask the one
+        that does (``cancel`` waits for the outcome)."""
         task = self.task(task_id)
         if not task.state.terminal:  # a finished task's resource may have left the config since
-            self.resources[task.resource].scheduler.stop(task, reason)
+            self._stop(task, reason)
         return task
+
+    async def cancel(self, task_id: str, reason: str) -> tuple[Task, TaskView]:
+        """Cancel task ``task_id`` and return it with the state callers may be shown: its end once recorded, or,
+        when another member dispatches it, its state once that member cancelled it (at most ``CANCEL_WAIT``
+        seconds: the request stays in the store for its dispatcher meanwhile)."""
+        task = self.stop_task(task_id, reason)
+        if task.state.terminal or self.resources[task.resource].scheduler.leading:
+            return task, await task.settled()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task.wait(), CANCEL_WAIT)
+        return task, task.shown
+
+    def _stop(self, task: Task, reason: str) -> None:
+        scheduler = self.resources[task.resource].scheduler
+        if scheduler.leading:
+            scheduler.stop(task, reason)
+        else:
+            self.events.cancel_requested(task, reason)
+
+    # -- cluster mode: what other members recorded, and the dispatch of a resource moving between members ----
+
+    def mirror(self, stored: Task) -> None:
+        """Take task ``stored`` as another member recorded it: a new task joins its resource's queue (the
+        dispatcher's, or a standby's), a known one of a resource this member does not dispatch takes its new
+        states. This member's own record of the tasks it dispatches is never older than the store's."""
+        task = self._tasks.get(stored.id)
+        resource = self.resources.get(stored.resource)
+        if task is None:
+            stored.events = self.events
+            self._tasks[stored.id] = stored
+            if stored.client_request_id:
+                self._requests[(stored.owner, stored.client_request_id)] = stored.id
+            if stored.state.terminal or resource is None:
+                if resource is not None:
+                    resource.scheduler.restore_usage(stored)
+                self._finish(stored)
+            elif stored.state is TaskState.QUEUED:
+                resource.scheduler.adopt(stored, None)
+            else:
+                resource.scheduler.mirrored(stored)
+            return
+        if resource is not None and resource.scheduler.leading:
+            return
+        if not task.state.terminal:
+            task.remote_ref = stored.remote_ref  # a standby attaches by the latest reference
+        if task.mirror(stored):
+            if resource is not None:
+                resource.scheduler.mirrored(task)
+            elif task.state.terminal:
+                self._finish(task)
+
+    async def lead(self, name: str, stored: list[Task], submitting: set[str], held: set[str]) -> None:
+        """Start dispatching resource ``name`` (this member was elected): catch up with its unfinished tasks as
+        the store holds them (``stored``), then re-attach every task another member left on the backend, exactly as
+        a restart does (``submitting``: tasks that were being handed to it; ``held``: finished tasks whose job may
+        still hold room there)."""
+        resource = self.resources[name]
+        scheduler = resource.scheduler
+        for task in stored:
+            self.mirror(task)
+            if (own := self._tasks.get(task.id)) is not None and own.stored is None and not own.state.terminal:
+                own.payload = task.payload  # a copy that ended here but whose end the store refused lost it
+        unsure = [self._tasks[task_id] for task_id in submitting if task_id in self._tasks]
+        attached: dict[Task, str | None] = {}
+        for task in [*scheduler.elsewhere, *(task for task in unsure if task.state is TaskState.QUEUED)]:
+            ref = task.remote_ref if task.state is TaskState.RUNNING else None
+            try:
+                if ref is not None or task.id in submitting:
+                    ref = await resource.adapter.attach(task.id, ref)
+            except Exception as exc:  # its fate is unknown: fail it rather than run it twice
+                task.transition(TaskState.FAILED, f"lost in a change of dispatcher: {exc}")
+                scheduler.mirrored(task)
+                continue
+            attached[task] = ref
+        scheduler.lead(attached)
+        for done in filter(None, map(self._tasks.get, held)):
+            if done.remote_ref and resource.adapter.remote:
+                self._loops.append(asyncio.create_task(self._release(resource, done, done.remote_ref)))
+        log.info("dispatching %s: %d task(s) re-attached on the backend, %d queued again, %d queued", name,
+                 sum(ref is not None for ref in attached.values()), sum(ref is None for ref in attached.values()),
+                 scheduler.queued)
+
+    def step_down(self, name: str, fenced: Iterable[str] = ()) -> None:
+        """Stop dispatching resource ``name`` (another member was elected, or this one lost its hold); the states of
+        ``fenced`` tasks, which the store refused, are taken back."""
+        resource = self.resources.get(name)
+        if resource is None:
+            return
+        if resource.scheduler.leading:
+            log.warning("no longer dispatching %s (another member may take it over)", name)
+        resource.scheduler.step_down()
+        for task_id in fenced:
+            if (task := self._tasks.get(task_id)) is not None:
+                task.rewind()
+
+    async def hand_over(self, name: str) -> None:
+        """Stop dispatching resource ``name`` and return once no submission to its backend is in flight, so that the
+        member taking it over finds every job its tasks have."""
+        self.step_down(name)
+        if name in self.resources:
+            await self.resources[name].scheduler.submitted()
+
+    async def mirror_state(self, name: str, status: BackendStatus, slots: int, target: str) -> None:
+        """Take the status, slots and target resource ``name``'s dispatcher published, when this member holds no
+        credentials for it."""
+        resource = self.resources.get(name)
+        if resource is None or resource.dispatch:
+            return
+        try:
+            await resource.adopt(status, slots, target)
+        except ValueError as exc:
+            log.error("resource %s: the target its dispatcher published cannot be used: %s", name, exc)
+
+    def lease_ids(self) -> set[str]:
+        return {lease.id for lease in self.leases.live()}
+
+    def resource_names(self) -> list[str]:
+        return list(self.resources)
+
+    def cancel_requested(self, task_id: str, reason: str) -> bool:
+        """Cancel task ``task_id`` as another member asked, when this member dispatches it; whether it did."""
+        task = self._tasks.get(task_id)
+        if task is None or not self.resources.get(task.resource) or not self.resources[task.resource].scheduler.leading:
+            return False
+        if not task.state.terminal:
+            self.resources[task.resource].scheduler.stop(task, reason)
+        return True
+
+    def mirror_lease(self, lease_id: str, stored: Lease | None) -> None:
+        """Take lease ``lease_id`` as the store holds it (None: it ended on another member)."""
+        known = self.leases.find(lease_id)
+        if stored is not None and known is None:
+            self.leases.restore(stored)
+        elif stored is None and known is not None:
+            lease = self.leases.pop_id(lease_id)
+            self._end_lease(lease, "its lease ended", here=True)
+
+    def mirror_drain(self, name: str, reason: str | None) -> None:
+        """Take resource ``name``'s drain as the store holds it (None: resumed) from another member."""
+        resource = self.resources.get(name)
+        if resource is None:
+            return
+        if reason is None:
+            if resource.draining:
+                resource.resume()
+        elif not resource.draining or resource.drain_reason != reason:
+            resource.drain(reason)
 
     def unfinished(self, name: str) -> list[Task]:
         """Resource ``name``'s unfinished tasks: running ones by start, then queued ones in dispatch order."""
@@ -373,8 +539,7 @@ class Broker:
     async def add_resource(self, resource: Resource) -> None:
         """Start serving a resource added to the config while the daemon runs."""
         await resource.adapter.start()
-        resource.scheduler.on_done = self._finish
-        self.bind(resource.adapter)
+        self._bind(resource)
         self.resources[resource.name] = resource
         self._loops.append(asyncio.create_task(resource.run(), name=f"qrmid resource {resource.name}"))
 
@@ -413,13 +578,15 @@ class Broker:
         task_id = self._requests.get((owner, request_id))
         return self._tasks.get(task_id) if task_id else None
 
-    def _end_lease(self, lease: Lease, reason: str) -> list[Task]:
-        """Cancel the unfinished tasks of an ended lease (when the policy says so); returns them."""
+    def _end_lease(self, lease: Lease, reason: str, here: bool = False) -> list[Task]:
+        """Cancel the unfinished tasks of an ended lease (when the policy says so); returns them. ``here``: only those
+        this member dispatches (the member that ended the lease asked for the others)."""
         if not self.policy.cancel_on_release:
             return []
         doomed = [t for t in self._tasks.values() if t.lease_id == lease.id and not t.state.terminal]
         for task in doomed:
-            self.resources[task.resource].scheduler.stop(task, reason)
+            if not here or self.resources[task.resource].scheduler.leading:
+                self._stop(task, reason)
         return doomed
 
     def _finish(self, task: Task) -> None:

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from qrmid.backends.base import BackendStatus
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
 
@@ -35,6 +36,13 @@ class Listener:
 
     def job_released(self, task: Task) -> None:
         """The backend no longer holds the finished ``task``'s job (its cleanup ran)."""
+
+    def cancel_requested(self, task: Task, reason: str) -> None:
+        """Ask the member that dispatches ``task``'s resource to cancel it, for ``reason`` (cluster mode)."""
+
+    def resource_checked(self, name: str, status: BackendStatus, slots: int, target: str) -> None:
+        """This daemon, dispatching resource ``name``, found its backend in ``status`` with ``slots`` and device
+        description ``target`` ('' when it could not be read)."""
 
     def writable(self) -> None:
         """Raise Unavailable when this listener cannot record events now (a journal on a full disk)."""
@@ -91,6 +99,14 @@ class Events(Listener):
     def job_released(self, task: Task) -> None:
         for listener in self._listeners:
             _safely(listener.job_released, task)
+
+    def cancel_requested(self, task: Task, reason: str) -> None:
+        for listener in self._listeners:
+            _safely(listener.cancel_requested, task, reason)
+
+    def resource_checked(self, name: str, status: BackendStatus, slots: int, target: str) -> None:
+        for listener in self._listeners:
+            _safely(listener.resource_checked, name, status, slots, target)
 
     def writable(self) -> None:
         for listener in self._listeners:

@@ -81,6 +81,10 @@ class LeaseTable:
         """Take back a lease an earlier run of the daemon granted (from the journal)."""
         self._add(lease)
 
+    def find(self, lease_id: str) -> Lease | None:
+        """The live lease whose id is ``lease_id``, if any."""
+        return next((lease for lease in self._by_token.values() if lease.id == lease_id), None)
+
     def pop_id(self, lease_id: str) -> Lease:
         """Remove and return the lease whose id is ``lease_id``, whoever owns it (admins revoking)."""
         for lease in self._by_token.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -55,6 +56,9 @@ class Resource:
         self.drain_reason = ""
         self.backend = BackendStatus(BackendState.OFFLINE, "not checked yet")
         self.checked = asyncio.Event()
+        self.dispatch = True  # cluster mode: false when this member holds no credentials for it (never dispatches)
+        self.published_target = ""  # cluster mode: the target its dispatcher published, on members without credentials
+        self.on_checked: Callable[[Resource, str], None] = lambda resource, target: None  # publishes status, target
 
     def view(self) -> ResourceView:
         if self.draining or self.retiring:
@@ -69,7 +73,13 @@ class Resource:
 
     async def target(self) -> str:
         """The backend's device description; a backend that cannot give it is UNAVAILABLE, one whose service refuses
-        the daemon's credentials a FAILED_PRECONDITION, each with the backend's own account of it."""
+        the daemon's credentials a FAILED_PRECONDITION, each with the backend's own account of it. A cluster member
+        without the resource's credentials answers what its dispatcher published."""
+        if not self.dispatch:
+            if not self.published_target:
+                raise Unavailable(f"resource {self.name!r} cannot give its target yet: no member that dispatches it "
+                                  "has published it; retry once one has checked the backend")
+            return self.published_target
         try:
             return await self.adapter.target()
         except CredentialsRefused as exc:
@@ -92,19 +102,40 @@ class Resource:
         self.scheduler.wake()
 
     async def refresh(self) -> None:
-        """Ask the backend for its status and let the scheduler dispatch only while it is online."""
+        """Ask the backend for its status and let the scheduler dispatch only while it is online; the dispatcher of a
+        cluster's resource publishes what it found, with the target, for the members without credentials."""
         try:
             self.backend = await self.adapter.status()
         except Exception as exc:  # an unreachable backend is offline, not a crash
             self.backend = BackendStatus(BackendState.OFFLINE, f"status check failed: {exc}")
+        self._checked()
+        if self.scheduler.leading:
+            try:
+                target = await self.adapter.target()
+            except Exception:  # the status says why; published without a target until it can be read
+                target = ""
+            self.on_checked(self, target)
+
+    async def adopt(self, status: BackendStatus, slots: int, target: str) -> None:
+        """Take the status, slots and target the resource's dispatcher published (a member without credentials):
+        payloads are checked against that target from now on. ValueError when the target cannot be read."""
+        self.backend = status
+        self.scheduler.published_slots = slots
+        if target and target != self.published_target:
+            await self.adapter.adopt_target(target)
+            self.published_target = target
+        self._checked()
+
+    def _checked(self) -> None:
         self.scheduler.dispatching = self.backend.state is BackendState.ONLINE and not self.draining
         self.scheduler.wake()
         self.checked.set()
 
     async def run(self) -> None:
-        """Dispatch tasks and refresh the backend status every ``status_interval`` seconds, forever."""
+        """Dispatch tasks and refresh the backend status every ``status_interval`` seconds, forever (a member without
+        the resource's credentials only keeps its standby queue: its dispatcher publishes the status)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.scheduler.run())
-            while True:
+            while self.dispatch:
                 await self.refresh()
                 await asyncio.sleep(self.status_interval)

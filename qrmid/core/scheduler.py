@@ -1,5 +1,9 @@
 """Per-resource dispatch: queued tasks are submitted one at a time, in queue order, whenever one of the
-resource's slots is free; each submitted task is then followed to its end on its own."""
+resource's slots is free; each submitted task is then followed to its end on its own.
+
+In cluster mode one member dispatches a resource (it *leads*); on the others the scheduler is a standby: it keeps
+the same queue from the store's notifications (``mirrored``), so positions and ETAs are answered everywhere, and
+takes over with ``lead`` when elected."""
 
 from __future__ import annotations
 
@@ -40,11 +44,14 @@ class Scheduler:
         self.on_done = on_done
         self.dispatching = True
         self.suspended = False
+        self.leading = True  # this daemon dispatches the resource (in cluster mode: it was elected to)
+        self.published_slots: int | None = None  # the dispatcher's count, on a cluster member without credentials
         self._queue = FairQueue(policy)
         self.policy = self._queue.policy
         self.run_seconds: float | None = None  # moving average of how long a task holds a slot
         self._submitting: Task | None = None
         self._running: dict[Task, asyncio.Task[None]] = {}
+        self._elsewhere: dict[Task, None] = {}  # on the backend under another member (standby), in start order
         self._wakeup = asyncio.Event()
         self._busy_since: dict[Task, float] = {}
         self._refusals = 0
@@ -53,7 +60,7 @@ class Scheduler:
 
     @property
     def slots(self) -> int:
-        return self.adapter.slots
+        return self.adapter.slots if self.published_slots is None else self.published_slots
 
     @property
     def queued(self) -> int:
@@ -73,7 +80,7 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return len(self._running) + (self._submitting is not None)
+        return len(self._running) + len(self._elsewhere) + (self._submitting is not None)
 
     def enqueue(self, task: Task) -> None:
         """Queue ``task``; ResourceExhausted when the queue or its owner is at a limit."""
@@ -132,6 +139,9 @@ class Scheduler:
                 if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
                     task.events.task_submitting(task)
                     await task.events.durable()
+                if not self.leading:  # deposed meanwhile (its write-ahead was refused): the task stays queued
+                    self._queue.push_front(task)
+                    continue
                 ref = await self.adapter.submit(task.id, payload)
             except (Busy, Unavailable) as busy:
                 self._refused(task, str(busy))
@@ -152,6 +162,10 @@ class Scheduler:
                 self._submitting = None
             self._busy_since.pop(task, None)
             self._refusals = 0
+            if not self.leading:  # deposed during the submission: the new dispatcher re-attaches the job
+                task.remote_ref = task.remote_ref or ref
+                self._elsewhere[task] = None
+                continue
             self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
             if not self._queue:
                 self._flushing = asyncio.create_task(_quietly(self.adapter.flush(), f"flush of {self.name}"))
@@ -168,6 +182,54 @@ class Scheduler:
         else:
             self._queue.dispatched(task)  # counts toward its owner's running limit and its account's usage
             self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
+
+    def mirrored(self, task: Task) -> None:
+        """Follow a state another member gave ``task`` (standby): it left the queue for the backend, or ended."""
+        if task.state is TaskState.QUEUED:
+            return
+        if task in self._queue:
+            self._queue.remove(task)
+            self._busy_since.pop(task, None)
+            if task.state is TaskState.RUNNING:
+                self._queue.dispatched(task)
+        if task.state is TaskState.RUNNING:
+            self._elsewhere[task] = None
+            return
+        self._elsewhere.pop(task, None)
+        self._finished(task)
+
+    def step_down(self) -> None:
+        """Stop dispatching (another member leads now): tasks being followed are left on the backend for the new
+        dispatcher, the queue stays as a standby's."""
+        self.leading = False
+        for task, follower in self._running.items():
+            if not task.state.terminal:  # an ended one is being released: it sees the step-down itself
+                follower.cancel()
+
+    def lead(self, attached: dict[Task, str | None]) -> None:
+        """Dispatch from now on (elected): follow each task of ``attached`` on the backend by its reference, or queue
+        it first in line when its job does not exist (None)."""
+        for task, ref in attached.items():
+            self._elsewhere.pop(task, None)
+            if task in self._queue:
+                self._queue.remove(task)
+            if ref is None:
+                self._queue.push_front(task)
+            else:
+                self._queue.dispatched(task)
+                self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
+        self.leading = True
+        self.wake()
+
+    async def submitted(self) -> None:
+        """Return once no submission is in flight."""
+        while self._submitting is not None:
+            await asyncio.sleep(0.05)
+
+    @property
+    def elsewhere(self) -> list[Task]:
+        """Tasks on the backend under another member, in the order they started."""
+        return list(self._elsewhere)
 
     async def suspend(self, grace: float) -> None:
         """Stop dispatching and give running tasks ``grace`` seconds; then leave queued and running tasks as
@@ -196,7 +258,7 @@ class Scheduler:
     async def _ready(self) -> None:
         """Return once a task may be submitted: one is queued, dispatch is on, a slot is free, no backoff."""
         while True:
-            if self._queue.ready() and self.dispatching and len(self._running) < self.slots:
+            if self._queue.ready() and self.dispatching and self.leading and len(self._running) < self.slots:
                 hold = self._resume_at - time.monotonic()
                 if hold <= 0:
                     return
@@ -223,14 +285,14 @@ class Scheduler:
                 task.logs = output.logs
             task.transition(_FINAL[status.state], status.reason)
         except asyncio.CancelledError:
-            if not self.suspended:
+            if not self.suspended and self.leading:
                 await _quietly(self.adapter.cancel(ref), f"cancel of task {task.id}")
         except Exception as exc:  # a backend failure fails the task, never the scheduler
             log.warning("task %s on %s failed: %s", task.id, self.name, exc, exc_info=exc, extra=log_context(task))
             if not task.state.terminal:
                 task.transition(TaskState.FAILED, f"backend error: {exc}")
         finally:
-            if self.suspended and not task.state.terminal:  # left for a restarted daemon to re-attach
+            if self.suspended and self.leading and not task.state.terminal:  # for a restarted daemon to re-attach
                 del self._running[task]
             else:
                 await self._release(task, ref)
@@ -238,7 +300,15 @@ class Scheduler:
     async def _release(self, task: Task, ref: str) -> None:
         """Free the slot of a task that ended. A remote job is released only once its end is journaled: a
         restart in between finds it again."""
-        if not self.adapter.remote or await _recorded(task):
+        recorded = not self.adapter.remote or await _recorded(task)
+        if not self.leading:  # deposed meanwhile: the new dispatcher follows the job again, or releases it
+            del self._running[task]
+            if task.state.terminal:
+                self._finished(task)
+            else:
+                self._elsewhere[task] = None
+            return
+        if recorded:
             await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
             task.events.job_released(task)
         self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once

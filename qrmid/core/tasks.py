@@ -35,6 +35,7 @@ class TaskState(Enum):
 
 
 _TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+_RANK = {TaskState.QUEUED: 0, TaskState.RUNNING: 1, **dict.fromkeys(_TERMINAL, 2)}  # how far along a state is
 _ALLOWED = {
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.RUNNING: _TERMINAL,
@@ -214,6 +215,32 @@ class Task:
         self._unshown -= recorded
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def mirror(self, stored: Task) -> bool:
+        """Take the states this copy lacks from ``stored``, the task as another member recorded it (cluster mode),
+        with its result and logs; they are shown at once, being recorded. Whether anything was new."""
+        new = [view for view in stored.history if _RANK[view.state] > _RANK[self.state]]
+        if not new:
+            return False
+        for view in new:
+            self.history.append(replace(self.view, state=view.state, reason=view.reason, started_at=view.started_at,
+                                        ended_at=view.ended_at))
+        self.remote_ref = stored.remote_ref
+        self.result, self.logs = stored.result, stored.logs
+        if self.state.terminal:
+            self.payload = self.payload.emptied()
+        self._show(0)
+        return True
+
+    def rewind(self) -> None:
+        """Drop the states not recorded for good: the store refused them (this member no longer dispatches the
+        task), so no caller has seen them and another member decides them now."""
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
+        if self._unshown:
+            del self.history[-self._unshown:]
+            self._unshown = 0
 
     async def settled(self) -> TaskView:
         """The task's latest state once it is recorded for good and shown; Unavailable when it cannot be now."""

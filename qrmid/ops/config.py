@@ -183,6 +183,8 @@ class ClusterSettings(_Section):
                         description="this member's name, unique in the cluster (default: the host name)")
     connect_timeout_seconds: float = Field(5.0, ge=1, le=300, description="how long connecting may take")
     commit_timeout_seconds: float = Field(10.0, gt=0, le=600, description="how long a call waits for its commit")
+    failover_seconds: float = Field(10.0, ge=2, le=300, description="at most how long a resource goes without a "
+                                    "dispatcher when its dispatcher dies or is cut off")
 
     @field_validator("dsn")
     @classmethod

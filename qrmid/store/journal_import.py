@@ -22,7 +22,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from qrmid.core.tasks import TaskState
 from qrmid.store import postgres, schema
-from qrmid.store.commits import Write
 from qrmid.store.journal import Journal, JournalError, Quarantined, Recovered
 
 
@@ -56,10 +55,11 @@ class _Writes(postgres.PostgresStore):
 
     def __init__(self) -> None:
         super().__init__("", member="import")
-        self.writes: list[Write] = []
+        self.writes: list[postgres.Write] = []
 
-    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "") -> None:
-        self.writes.append((sql, params, task_id))
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any], task_id: str = "", fence: Any = None,
+               notice: str = "") -> None:
+        self.writes.append(postgres.Write(sql, params, task_id))
 
 
 def import_journal(path: Path, dsn: str, password_file: Path | None, connect_timeout: float) -> Imported:
@@ -86,7 +86,7 @@ def import_journal(path: Path, dsn: str, password_file: Path | None, connect_tim
     return imported
 
 
-def _store(conninfo: str, dsn: str, recovered: Recovered, writes: list[Write]) -> None:
+def _store(conninfo: str, dsn: str, recovered: Recovered, writes: list[postgres.Write]) -> None:
     """Create or upgrade the schema, then commit ``writes``; ImportRefused, without the password, when it fails."""
     where = f"PostgreSQL at {dsn}"
     try:
@@ -122,7 +122,7 @@ def _transitions(path: Path, task_ids: list[str]) -> list[tuple[Any, ...]]:
         return [row for row in rows if row[0] in wanted]
 
 
-def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[list[Write], Imported]:
+def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[list[postgres.Write], Imported]:
     """The store's writes of everything ``recovered`` holds, with the journal's ``transitions`` in place of those
     the events would derive."""
     store = _Writes()
@@ -148,11 +148,11 @@ def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[l
     for name, reason in recovered.drains.items():
         store.resource_drained(name, reason)
     writes = [write for write in store.writes if write[0] != postgres.INSERT_TRANSITION]
-    writes += [(postgres.INSERT_TRANSITION, row, row[0]) for row in transitions]
+    writes += [postgres.Write(postgres.INSERT_TRANSITION, row, row[0]) for row in transitions]
     return writes, imported
 
 
-def _commit(conn: psycopg.Connection[Any], where: str, recovered: Recovered, writes: list[Write]) -> None:
+def _commit(conn: psycopg.Connection[Any], where: str, recovered: Recovered, writes: list[postgres.Write]) -> None:
     """All ``writes`` in one transaction, unless a member uses the database or it holds any task or lease."""
     with conn.transaction():
         key = postgres.MEMBER_LOCK
@@ -168,8 +168,8 @@ def _commit(conn: psycopg.Connection[Any], where: str, recovered: Recovered, wri
             raise ImportRefused(f"{where} already holds {' and '.join(held)}: was this journal imported before? "
                                 "Nothing was imported; nothing is merged into a database that holds them")
         with conn.pipeline():
-            for sql, params, _ in writes:
-                conn.execute(sql, params)
+            for write in writes:
+                conn.execute(write.sql, write.params)
 
 
 def _scrub(exc: psycopg.Error, conninfo: str) -> str:

@@ -18,31 +18,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from qrmid.backends.base import BackendStatus
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
 from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
-from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
+from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits
 from qrmid.store.journal import SUBMITTING, Quarantined, Recovered, log_quarantined, raw_row, read_task, why_unreadable
 
 log = logging.getLogger(__name__)
 
-MEMBER_LOCK = 0x71726D69_64000001  # the advisory lock of the member using the database
+POOL_SIZE = 4  # connections: the writer's, and reads by the cluster link and the admin calls
+MEMBER_LOCK = 0x71726D69_64000001  # held shared by every member using the database; an import takes it exclusive
 
 INSERT_TASK = """INSERT INTO tasks (id, resource, owner, account, priority, payload_kind, payload, shots, lease_id,
     slurm_job_id, client_request_id, state, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (id) DO NOTHING"""
-INSERT_REQUEST = """INSERT INTO request_ids (owner, client_request_id, task_id) VALUES (%s, %s, %s)
-    ON CONFLICT DO NOTHING"""
+INSERT_REQUEST = """INSERT INTO request_ids (owner, client_request_id, task_id) SELECT %(owner)s, %(request)s, %(task)s
+    WHERE NOT EXISTS (SELECT 1 FROM request_ids WHERE owner = %(owner)s AND client_request_id = %(request)s
+    AND task_id = %(task)s)"""  # again for its task: nothing; for another task (another member took it): refused
 INSERT_TRANSITION = "INSERT INTO transitions VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 UPDATE_TASK = """UPDATE tasks SET state = %s, started_at = %s, ended_at = %s, reason = %s,
     payload = coalesce(%s, payload) WHERE id = %s"""
@@ -58,14 +63,31 @@ UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, 
     resource = excluded.resource, owner = excluded.owner, slurm_job_id = excluded.slurm_job_id,
     created_at = excluded.created_at, expires_at = excluded.expires_at, account = excluded.account"""
 MEMBER_STARTED = """INSERT INTO members (name) VALUES (%s)
-    ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now()"""
-HEARTBEAT = "UPDATE members SET heartbeat = now() WHERE name = %s"
-HOLDER = """SELECT coalesce(nullif(a.application_name, ''), 'a session of PID ' || l.pid) FROM pg_locks l
+    ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now(), handover = false"""
+HOLDER = r"""SELECT coalesce(nullif(regexp_replace(a.application_name, '^qrmid (\S+) \S+$', 'qrmid member \1'), ''),
+    'a session of PID ' || l.pid) FROM pg_locks l
     JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s
     AND l.objid::bigint = %s AND l.objsubid = 1"""
 READ_TASKS = """SELECT t.*, r.remote_ref, coalesce(r.released, false) AS released, s.data AS result,
     s.content_type AS result_type, coalesce(s.logs, '') AS logs
-    FROM tasks t LEFT JOIN remote_refs r ON r.task_id = t.id LEFT JOIN results s ON s.task_id = t.id ORDER BY t.seq"""
+    FROM tasks t LEFT JOIN remote_refs r ON r.task_id = t.id LEFT JOIN results s ON s.task_id = t.id"""
+PUBLISH = """INSERT INTO resource_state (resource, state, reason, slots, target, at) VALUES (%s, %s, %s, %s,
+    coalesce(%s, (SELECT target FROM resource_state WHERE resource = %s)), %s) ON CONFLICT (resource) DO UPDATE SET
+    state = excluded.state, reason = excluded.reason, slots = excluded.slots, target = excluded.target, at = excluded.at"""
+EPOCHS = "SELECT resource, epoch FROM resource_epoch WHERE resource = ANY(%s) FOR SHARE"
+CHANNEL = "qrmid"  # the LISTEN/NOTIFY channel of the members: 't:' task id, 'l:' lease id, 'd:' resource, ...
+NOTIFY = "SELECT pg_notify('qrmid', %s)"
+
+
+class Write(NamedTuple):
+    """One write: SQL and its parameters; the task it records ('' for none); the (resource, epoch) of this member's
+    dispatch it belongs to, checked in its transaction (None: not a dispatch write); what to notify members of."""
+
+    sql: str
+    params: tuple[Any, ...] | dict[str, Any]
+    task_id: str = ""
+    fence: tuple[str, int] | None = None
+    notice: str = ""
 
 
 class StoreError(Exception):
@@ -117,7 +139,9 @@ class PostgresStore(Commits, Listener):
         self._password = ""
         self.quarantined: list[Quarantined] = []
         self._pool: AsyncConnectionPool | None = None
-        self._guard: psycopg.Connection[Any] | None = None  # holds the member lock
+        self.epochs: dict[str, int] = {}  # resource -> epoch of this member's dispatch of it (cluster mode)
+        self._published: dict[str, tuple[str, str, int, str | None]] = {}  # resource -> the state last published
+        self.on_fenced: Callable[[str, list[str]], None] = lambda resource, task_ids: None
         self._pending: list[Write] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -140,17 +164,14 @@ class PostgresStore(Commits, Listener):
         self._conninfo = make_conninfo(self._conninfo, connect_timeout=timeout, application_name=f"qrmid {self.member}",
                                        **({"password": self._password} if self._password else {}))
         try:
-            self._guard = self._claim()
             applied = schema.migrate(self._conninfo)
             with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
                 conn.execute(MEMBER_STARTED, (self.member,))
                 recovered = _read(conn, self.dsn)
         except (schema.SchemaError, psycopg.Error) as exc:
-            if self._guard is not None:
-                self._guard.close()
             if isinstance(exc, schema.SchemaError):
                 raise StoreError(f"PostgreSQL at {self.dsn}: {exc}") from None
-            raise StoreError(f"cannot use PostgreSQL at {self.dsn}: {self._scrub(exc)}; check [cluster] dsn, the "
+            raise StoreError(f"cannot use PostgreSQL at {self.dsn}: {self.scrub(exc)}; check [cluster] dsn, the "
                              "password, and that the server runs and takes connections") from None
         self.quarantined = recovered.quarantined
         if applied:
@@ -159,26 +180,20 @@ class PostgresStore(Commits, Listener):
                  len(recovered.tasks), len(recovered.leases))
         return recovered
 
-    def _claim(self) -> psycopg.Connection[Any]:
-        """A connection of its own holding the database's member lock for the daemon's life: one member uses a
-        database until dispatch is elected among members. A killed member's session may take a moment to end, so
-        the lock is tried for ``connect_timeout`` seconds; StoreError naming the member that holds it."""
-        conn = psycopg.connect(self._conninfo, autocommit=True)
-        deadline = time.monotonic() + self.connect_timeout
-        while not _scalar(conn, "SELECT pg_try_advisory_lock(%s)", (MEMBER_LOCK,)):
-            if time.monotonic() > deadline:
-                holder = _scalar(conn, HOLDER, (MEMBER_LOCK >> 32, MEMBER_LOCK & 0xFFFFFFFF)) or "another qrmid"
-                conn.close()
-                raise StoreError(f"PostgreSQL at {self.dsn} is in use by {holder}: until dispatch is elected among "
-                                 "members, one member at a time may use a database; stop that one, or give this "
-                                 "one its own database")
-            time.sleep(0.2)
-        return conn
+    @property
+    def conninfo(self) -> str:
+        """The connection string, password included: for this member's own connections only, never shown."""
+        return self._conninfo
+
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A connection of the pool for a read or a short transaction of its own (autocommit)."""
+        assert self._pool is not None
+        return self._pool.connection()
 
     def start(self) -> None:
         """Open the connection pool and start the writer task; call on the event loop, after ``open``."""
         self._loop = asyncio.get_running_loop()
-        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=1, open=False, name="qrmid store",
+        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=POOL_SIZE, open=False, name="qrmid store",
                                          timeout=self.connect_timeout, kwargs={"autocommit": True},
                                          check=AsyncConnectionPool.check_connection)
         self._writer = asyncio.create_task(self._run(), name="qrmid store writer")
@@ -196,8 +211,6 @@ class PostgresStore(Commits, Listener):
             await self._writer
         if self._pool is not None:
             await self._pool.close()
-        if self._guard is not None:
-            await asyncio.to_thread(self._guard.close)
 
     def _stalled(self) -> str:
         return (f"{self.name} has not committed for {self.commit_timeout:g} s: the request is not taken; retry "
@@ -207,68 +220,99 @@ class PostgresStore(Commits, Listener):
 
     def task_queued(self, task: Task) -> None:
         view = task.view
+        if task.client_request_id:  # first: a request id another member took refuses the task before its insert
+            self._write(INSERT_REQUEST, {"owner": task.owner, "request": task.client_request_id, "task": task.id},
+                        task.id)
         self._write(INSERT_TASK, (task.id, task.resource, task.owner, task.account, task.priority,
                                   task.payload.kind.value, codec.dump(task.payload), task.shots, task.lease_id,
                                   task.slurm_job_id, task.client_request_id, view.state.value, view.created_at),
                     task.id)
-        if task.client_request_id:
-            self._write(INSERT_REQUEST, (task.owner, task.client_request_id, task.id), task.id)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
         self._forget(task.id)
-        self._write("DELETE FROM tasks WHERE id = %s", (task.id,))  # its other rows go with it
+        self._write("DELETE FROM tasks WHERE id = %s", (task.id,), notice=f"t:{task.id}")  # its other rows go with it
 
     def task_submitting(self, task: Task) -> None:
-        self._write("UPDATE tasks SET state = %s WHERE id = %s", (SUBMITTING, task.id), task.id)
+        self._write("UPDATE tasks SET state = %s WHERE id = %s", (SUBMITTING, task.id), task.id,
+                    self._fence(task))
 
     def task_changed(self, task: Task) -> None:
         view = task.view
         payload = codec.dump(task.payload) if view.state.terminal else None  # emptied: only its kind stays
+        fence = self._fence(task)
         self._write(UPDATE_TASK, (view.state.value, view.started_at, view.ended_at, view.reason, payload, task.id),
-                    task.id)
+                    task.id, fence)
         self._ref(task)
         if task.result is not None or task.logs:
             result = task.result
             self._write(SET_RESULT, (task.id, result.data if result else None, result.content_type if result else None,
-                                     len(result.data) if result else 0, task.logs), task.id)
+                                     len(result.data) if result else 0, task.logs), task.id, fence)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.ended_at or view.started_at or time.time(),
-                                        view.reason, task.remote_ref), task.id)
+                                        view.reason, task.remote_ref), task.id, fence)
         if view.state.terminal:
             self._write(INSERT_USAGE, (task.id, task.resource, task.owner, task.account or task.owner,
                                        task.slurm_job_id, task.lease_id, view.state.value, view.created_at,
-                                       view.started_at, view.ended_at or time.time(), task.shots), task.id)
+                                       view.started_at, view.ended_at or time.time(), task.shots), task.id, fence)
+            self._write("DELETE FROM cancels WHERE task_id = %s", (task.id,), task.id, fence)
 
     def task_ref(self, task: Task) -> None:
         self._ref(task)
 
     def job_released(self, task: Task) -> None:
-        self._write("UPDATE remote_refs SET released = true WHERE task_id = %s", (task.id,), task.id)
+        self._write("UPDATE remote_refs SET released = true WHERE task_id = %s", (task.id,), task.id,
+                    self._fence(task))
+
+    def cancel_requested(self, task: Task, reason: str) -> None:
+        self._write("INSERT INTO cancels (task_id, reason, at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (task.id, reason, time.time()), notice=f"c:{task.id}")
+
+    def resource_checked(self, name: str, status: BackendStatus, slots: int, target: str) -> None:
+        state = (status.state.value, status.reason, slots, target or None)
+        epoch = self.epochs.get(name)
+        if epoch is None or self._published.get(name) == state:
+            return
+        self._published[name] = state
+        self._write(PUBLISH, (name, *state, name, time.time()), fence=(name, epoch), notice=f"s:{name}")
 
     def lease_granted(self, lease: Lease) -> None:
         self._write(UPSERT_LEASE, (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id,
-                                   lease.created_at, lease.expires_at, lease.account))
+                                   lease.created_at, lease.expires_at, lease.account), notice=f"l:{lease.id}")
 
     def lease_ended(self, lease: Lease, reason: str) -> None:
-        self._write("DELETE FROM leases WHERE id = %s", (lease.id,))
+        self._write("DELETE FROM leases WHERE id = %s", (lease.id,), notice=f"l:{lease.id}")
 
     def resource_drained(self, name: str, reason: str) -> None:
         self._write("INSERT INTO drains (resource, reason, at) VALUES (%s, %s, %s) ON CONFLICT (resource) DO UPDATE "
-                    "SET reason = excluded.reason, at = excluded.at", (name, reason, time.time()))
+                    "SET reason = excluded.reason, at = excluded.at", (name, reason, time.time()), notice=f"d:{name}")
 
     def resource_resumed(self, name: str) -> None:
-        self._write("DELETE FROM drains WHERE resource = %s", (name,))
+        self._write("DELETE FROM drains WHERE resource = %s", (name,), notice=f"d:{name}")
 
     def _ref(self, task: Task) -> None:
         if task.remote_ref is None:
-            self._write("DELETE FROM remote_refs WHERE task_id = %s", (task.id,), task.id)
+            self._write("DELETE FROM remote_refs WHERE task_id = %s", (task.id,), task.id, self._fence(task))
         else:
-            self._write(SET_REF, (task.id, task.remote_ref), task.id)
+            self._write(SET_REF, (task.id, task.remote_ref), task.id, self._fence(task))
 
-    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "") -> None:
+    def dispatching(self, name: str, epoch: int | None) -> None:
+        """This member dispatches resource ``name`` from now on, elected at ``epoch`` (None: no longer)."""
+        self._published.pop(name, None)
+        if epoch is None:
+            self.epochs.pop(name, None)
+        else:
+            self.epochs[name] = epoch
+
+    def _fence(self, task: Task) -> tuple[str, int] | None:
+        """The dispatch a write about ``task`` belongs to, when this member dispatches its resource."""
+        epoch = self.epochs.get(task.resource)
+        return None if epoch is None else (task.resource, epoch)
+
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any], task_id: str = "",
+               fence: tuple[str, int] | None = None, notice: str = "") -> None:
         self._enqueued += 1
-        self._pending.append((sql, params, task_id))
+        self._pending.append(Write(sql, params, task_id, fence, notice or (f"t:{task_id}" if task_id else "")))
         self._wake.set()
 
     # -- the writer task ---------------------------------------------------------------------------------------
@@ -325,45 +369,88 @@ class PostgresStore(Commits, Listener):
             pass
 
     async def _commit(self, batch: list[Write]) -> dict[str, str]:
-        """Commit ``batch`` in one pipelined transaction. When PostgreSQL refuses a write for its values, commit
-        the batch again write by write (each in a savepoint), leaving those out; returns why, by task id. A lost
-        connection raises, and nothing is committed."""
+        """Commit ``batch`` in one transaction, with the notifications of what it changed. The dispatch writes of an
+        epoch that is no longer the resource's are left out (``on_fenced`` learns of them before anyone waiting is
+        answered). When PostgreSQL refuses a write for its values, commit the batch again write by write (each in a
+        savepoint), leaving out that write and the task's later ones; returns why, by task id. A lost connection
+        raises, and nothing is committed."""
         assert self._pool is not None
         async with self._pool.connection() as conn:
             try:
-                async with conn.pipeline(), conn.transaction():
-                    for sql, params, _ in batch:
-                        await conn.execute(sql, params)
+                async with conn.transaction():
+                    writes, fenced = await self._unfenced(conn, batch)
+                    async with conn.pipeline():
+                        for write in writes:
+                            await conn.execute(write.sql, write.params)
+                        for notice in dict.fromkeys(write.notice for write in writes if write.notice):
+                            await conn.execute(NOTIFY, (notice,))
+                self._fenced(fenced)
                 return {}
             except psycopg.Error as exc:
                 if not _refused(exc):
                     raise
             refused: dict[str, str] = {}
             async with conn.transaction():
-                for sql, params, task_id in batch:
+                writes, fenced = await self._unfenced(conn, batch)
+                notices: dict[str, None] = {}
+                for write in writes:
+                    if write.task_id in refused:
+                        continue
                     try:
                         async with conn.transaction():
-                            await conn.execute(sql, params)
+                            await conn.execute(write.sql, write.params)
                     except psycopg.Error as exc:
                         if not _refused(exc):
                             raise
-                        self._refusal(refused, task_id, f"{type(exc).__name__}: {self._scrub(exc)}")
+                        self._refusal(refused, write.task_id, f"{type(exc).__name__}: {self.scrub(exc)}")
+                        continue
+                    if write.notice:
+                        notices[write.notice] = None
+                for notice in notices:
+                    await conn.execute(NOTIFY, (notice,))
+        self._fenced(fenced)
         refused.pop("", None)
         return refused
 
+    async def _unfenced(self, conn: psycopg.AsyncConnection, batch: list[Write]) -> tuple[list[Write],
+                                                                                          dict[str, list[str]]]:
+        """The writes of ``batch`` whose dispatch epoch is still their resource's, read in the transaction with a
+        share lock, so that no member is elected for the resource before it commits; and the task ids of the others,
+        by resource."""
+        fences = {write.fence for write in batch if write.fence is not None}
+        if not fences:
+            return batch, {}
+        rows = await (await conn.execute(EPOCHS, ([resource for resource, _ in fences],))).fetchall()
+        current: dict[str, int] = {resource: epoch for resource, epoch in rows}
+        stale = {fence for fence in fences if current.get(fence[0]) != fence[1]}
+        if not stale:
+            return batch, {}
+        fenced: dict[str, list[str]] = {}
+        for write in batch:
+            if write.fence in stale:
+                fenced.setdefault(write.fence[0], []).append(write.task_id)
+        return [write for write in batch if write.fence not in stale], fenced
+
+    def _fenced(self, fenced: dict[str, list[str]]) -> None:
+        """Tell the member that its dispatch of each resource in ``fenced`` ended (another member was elected), with
+        the tasks whose writes were left out."""
+        for resource, task_ids in fenced.items():
+            log.warning("PostgreSQL at %s: this member no longer dispatches %s (another member was elected); %d "
+                        "write(s) of its dispatch were not made", self.dsn, resource, len(task_ids))
+            self.dispatching(resource, None)
+            self.on_fenced(resource, list(dict.fromkeys(task_ids)))
+
     async def _tidy(self) -> None:
-        """About every ``cleanup_interval`` seconds, in its own transaction: refresh this member's heartbeat and
-        apply retention. A failure is logged and retried later, never holding up the writes."""
+        """About every ``cleanup_interval`` seconds, in its own transaction: apply retention. A failure is logged and retried later, never holding up the writes."""
         if time.monotonic() - self._cleaned_at < self.cleanup_interval:
             return
         assert self._pool is not None
         self._cleaned_at = time.monotonic()
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(HEARTBEAT, (self.member,))
                 dropped = await self._clean(conn)
         except psycopg.Error as exc:
-            log.warning("PostgreSQL at %s: retention failed, retried later: %s", self.dsn, self._scrub(exc))
+            log.warning("PostgreSQL at %s: retention failed, retried later: %s", self.dsn, self.scrub(exc))
             return
         if dropped:
             log.info("PostgreSQL at %s: dropped %d finished task(s) past retention", self.dsn, dropped)
@@ -391,9 +478,9 @@ class PostgresStore(Commits, Listener):
             try:
                 probe = await psycopg.AsyncConnection.connect(self._conninfo)
             except psycopg.Error as fault:
-                return self._scrub(fault)
+                return self.scrub(fault)
             await probe.close()
-        return self._scrub(exc)
+        return self.scrub(exc)
 
     def _lost(self, reason: str) -> None:
         message = (f"{self.name} cannot be written ({reason}): no new tasks are taken until it can; the daemon "
@@ -401,7 +488,7 @@ class PostgresStore(Commits, Listener):
         self._broken(message)
         self._failed(message)
 
-    def _scrub(self, exc: BaseException) -> str:
+    def scrub(self, exc: BaseException) -> str:
         """An error's text, on one line, with the password blanked should a server or driver ever echo it."""
         text = " ".join(str(exc).split()) or type(exc).__name__
         return text.replace(self._password, "***") if self._password else text
@@ -427,7 +514,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
     bad: list[tuple[dict[str, Any], str]] = []  # row, why
-    for row in conn.execute(READ_TASKS).fetchall():
+    for row in conn.execute(READ_TASKS + " ORDER BY t.seq").fetchall():
         try:
             task = read_task(row)
         except Exception as exc:  # one unreadable row must not keep the daemon from starting

@@ -1,0 +1,100 @@
+"""What the core knows of cluster mode: the members sharing one store, as admins are shown them, and what the link
+to that store drives in the core. The store side (``qrmid.store.members``) implements ``Membership`` and drives a
+``Replica`` (the broker); a single daemon has neither."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qrmid.backends.base import BackendStatus
+    from qrmid.core.leases import Lease
+    from qrmid.core.tasks import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One resource's dispatcher: the member elected for it and the epoch of that election."""
+
+    resource: str
+    member: str
+    epoch: int
+    since: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member of the cluster as the store knows it."""
+
+    name: str
+    started_at: float  # epoch seconds
+    heartbeat_at: float  # epoch seconds of its last heartbeat
+    healthy: bool  # its heartbeat is recent
+    handing_over: bool  # told to hand over its resources: it dispatches none until it restarts or is told back
+    dispatches: tuple[str, ...]  # the resources it dispatches now
+
+
+class Membership(Protocol):
+    """The cluster's members, read from and steered through the shared store."""
+
+    member: str  # this member's name
+
+    async def members(self) -> list[MemberView]:
+        """Every member that ever joined, this one included, by name."""
+        ...
+
+    async def dispatchers(self) -> list[Dispatch]:
+        """Each resource's current dispatcher, by resource name."""
+        ...
+
+    async def handover(self, member: str, back: bool = False) -> MemberView:
+        """Tell ``member`` to hand over every resource it dispatches and take none until it restarts (or, with
+        ``back``, to take resources again); NotFound when no such member ever joined."""
+        ...
+
+
+class Replica(Protocol):
+    """What a member's link to the shared store drives in the core (the broker): other members' records to take,
+    and the dispatch of resources moving to and from this member."""
+
+    def mirror(self, stored: Task) -> None:
+        """Take a task as the store holds it."""
+        ...
+
+    async def lead(self, name: str, stored: list[Task], submitting: set[str], held: set[str]) -> None:
+        """Dispatch resource ``name`` from now on, taking over the tasks the store holds for it."""
+        ...
+
+    def step_down(self, name: str, fenced: Iterable[str] = ()) -> None:
+        """Stop dispatching resource ``name``; ``fenced``: tasks whose latest writes the store refused."""
+        ...
+
+    async def hand_over(self, name: str) -> None:
+        """Stop dispatching resource ``name`` and return once no submission to its backend is in flight."""
+        ...
+
+    def cancel_requested(self, task_id: str, reason: str) -> bool:
+        """Cancel a task another member was asked to cancel, when this member dispatches it; whether it did."""
+        ...
+
+    def mirror_lease(self, lease_id: str, stored: Lease | None) -> None:
+        """Take a lease as the store holds it (None: ended)."""
+        ...
+
+    def mirror_drain(self, name: str, reason: str | None) -> None:
+        """Take a resource's drain as the store holds it (None: resumed)."""
+        ...
+
+    async def mirror_state(self, name: str, status: BackendStatus, slots: int, target: str) -> None:
+        """Take the status, slots and target a resource's dispatcher published."""
+        ...
+
+    def lease_ids(self) -> set[str]:
+        """The ids of the live leases this member knows."""
+        ...
+
+    def resource_names(self) -> list[str]:
+        """The resources this member serves."""
+        ...

@@ -1,0 +1,353 @@
+"""A cluster member's link to the shared PostgreSQL store: the election of one dispatcher per resource, and the
+notifications that keep every member's copy of the tasks, leases and drains current.
+
+Election: on a connection of its own, the member holds a session-level advisory lock per resource it dispatches
+(``pg_try_advisory_lock``; PostgreSQL frees it when that session ends: the member died, was cut off, or its host went
+away, which TCP keepalives detect). Taking a lock bumps the resource's epoch; every dispatch write carries that
+epoch and is checked against it in its own transaction (``PostgresStore``), so a deposed member that has not noticed
+yet cannot change anything. A member whose connection fails, or whose heartbeat does not answer within a quarter of
+``failover_seconds``, stops dispatching at once.
+
+Notifications: every commit notifies channel ``qrmid`` of what it changed (``t:`` task id, ``l:`` lease id, ``d:``
+resource, ``c:`` task id whose cancellation was asked, ``h:`` member told to hand over, ``r`` reload); one listening
+connection per member reads the rows named and hands them to the core. After a lost connection it reads again
+everything that may have changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from qrmid.backends.base import BackendState, BackendStatus
+from qrmid.core.cluster import Dispatch, MemberView, Replica
+from qrmid.core.errors import NotFound
+from qrmid.core.leases import Lease
+from qrmid.core.tasks import Task
+from qrmid.store.journal import SUBMITTING, read_task
+from qrmid.store.postgres import CHANNEL, MEMBER_LOCK, NOTIFY, READ_TASKS, PostgresStore
+
+log = logging.getLogger(__name__)
+
+TICK = 0.5  # seconds between two rounds of heartbeat and election
+LOCKS = 0x71726D69  # the advisory locks of dispatch (two-key form): this key, then the resource's lock_key
+RESYNC_SLACK = 60.0  # seconds: after a lost listener, tasks that ended this long before it was lost are read again
+LEASE_COLUMNS = "id, token, resource, owner, slurm_job_id, created_at, expires_at, account"
+MEMBERS = """SELECT name, extract(epoch FROM started_at) AS started_at, extract(epoch FROM heartbeat) AS heartbeat_at,
+    extract(epoch FROM now() - heartbeat) AS age, handover FROM members ORDER BY name"""
+DISPATCHERS = f"""SELECT resource, dispatcher, epoch, extract(epoch FROM since) AS since FROM resource_epoch e
+    WHERE dispatcher IS NOT NULL AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+    AND l.objsubid = 2 AND l.classid::bigint = {LOCKS} AND l.objid::bigint = e.lock_key) ORDER BY resource"""
+STATES = "SELECT resource, state, reason, slots, target FROM resource_state"
+ELECTED = """UPDATE resource_epoch SET epoch = epoch + 1, dispatcher = %s, since = now() WHERE resource = %s
+    RETURNING epoch"""
+
+
+class Members:
+    """This member's place in the cluster: it campaigns for the resources in ``eligible`` (those it may dispatch),
+    keeps ``replica`` (the broker) in step with the store, and answers admins' questions about the members."""
+
+    def __init__(self, store: PostgresStore, replica: Replica, eligible: list[str], *, failover_seconds: float = 10.0,
+                 on_reload: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.store = store
+        self.member = store.member
+        self.replica = replica
+        self.eligible = eligible
+        self.failover_seconds = failover_seconds
+        self.on_reload = on_reload
+        self.leading: dict[str, int] = {}  # resource -> epoch, while this member dispatches it
+        self._keys: dict[str, int] = {}  # resource -> its lock_key
+        self._held: set[str] = set()  # resources whose lock the election connection holds (fenced: not leading)
+        self._notices: set[str] = set()
+        self._noticed = asyncio.Event()
+        self._nudge = asyncio.Event()  # wakes the election round early (told to hand over, or back)
+        self._since = time.time() - RESYNC_SLACK
+        self._loops: list[asyncio.Task[None]] = []
+        store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start campaigning and listening; call on the event loop once the store is started and the core restored."""
+        self._loops = [asyncio.create_task(self._elect(), name="qrmid cluster election"),
+                       asyncio.create_task(self._listen(), name="qrmid cluster listener"),
+                       asyncio.create_task(self._apply_loop(), name="qrmid cluster notices")]
+
+    async def close(self) -> None:
+        """Stop dispatching and listening; the other members take over this member's resources."""
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    def _conninfo(self, role: str) -> str:
+        """The store's connection string for this member's ``role`` connection (its application name), with TCP
+        keepalives on both ends so that a member or a server gone from the network is noticed within
+        ``failover_seconds``: PostgreSQL then ends the session, and with it the member's locks."""
+        idle = count = max(1, int(self.failover_seconds // 3))
+        return make_conninfo(self.store.conninfo, application_name=f"qrmid {self.member} {role}", keepalives=1,
+                             keepalives_idle=idle, keepalives_interval=1, keepalives_count=count,
+                             options=f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval=1 "
+                                     f"-c tcp_keepalives_count={count}")
+
+    # -- election ----------------------------------------------------------------------------------------------
+
+    async def _elect(self) -> None:
+        """Campaign for the eligible resources, forever: one round every ``TICK`` on a connection of its own; a
+        lost connection ends every dispatch of this member, and a new one campaigns again."""
+        failure = ""
+        while True:
+            conn = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo("election"), autocommit=True)
+                self._held.clear()
+                await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MEMBER_LOCK,))
+                if failure:
+                    log.warning("PostgreSQL at %s: member %s is connected again for dispatch", self.store.dsn,
+                                self.member)
+                    failure = ""
+                while True:
+                    won = await asyncio.wait_for(self._round(conn), self.failover_seconds / 4)
+                    for name in won:
+                        await self._lead(conn, name)
+                    self._nudge.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._nudge.wait(), TICK)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                reason = self.store.scrub(exc) if isinstance(exc, psycopg.Error) else "it did not answer in time"
+                if reason != failure:
+                    log.error("PostgreSQL at %s: member %s lost its connection for dispatch (%s): it dispatches "
+                              "nothing until it is back", self.store.dsn, self.member, reason)
+                failure = reason
+            finally:
+                self._lost()
+                if conn is not None:
+                    await conn.close()
+            await asyncio.sleep(TICK)
+
+    async def _round(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+        """One round: the heartbeat (which also proves the connection), then the locks of the eligible resources
+        no one holds; the resources won. Told to hand over, give up every resource instead."""
+        cursor = await conn.execute("UPDATE members SET heartbeat = now() WHERE name = %s RETURNING handover",
+                                    (self.member,))
+        row = await cursor.fetchone()
+        if row is None or row[0]:  # told to hand over (or the row is gone: it joins again at its restart)
+            for name in [*self.leading, *(self._held - set(self.leading))]:
+                await self._hand_over(conn, name)
+            return []
+        won = []
+        for name in self.eligible:
+            if name in self.leading:
+                continue
+            if name not in self._held:  # held but fenced: its epoch moved on without this member noticing
+                key = await self._key(conn, name)
+                locked = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCKS, key))).fetchone()
+                if not (locked and locked[0]):
+                    continue
+                self._held.add(name)
+            won.append(name)
+        return won
+
+    async def _key(self, conn: psycopg.AsyncConnection[Any], name: str) -> int:
+        if name not in self._keys:
+            await conn.execute("INSERT INTO resource_epoch (resource) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            row = await (await conn.execute("SELECT lock_key FROM resource_epoch WHERE resource = %s",
+                                            (name,))).fetchone()
+            self._keys[name] = int(row[0])  # type: ignore[index]
+        return self._keys[name]
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+        """Dispatch resource ``name``, whose lock this member just took: a new epoch fences the writes of its last
+        dispatcher, then the core takes over its tasks as a restart would."""
+        row = await (await conn.execute(ELECTED, (self.member, name))).fetchone()
+        epoch = int(row[0])  # type: ignore[index]
+        self.store.dispatching(name, epoch)
+        self.leading[name] = epoch
+        started = time.monotonic()
+        try:
+            stored, submitting, held = await self._unfinished(name)
+            await self.replica.lead(name, stored, submitting, held)
+            await self._cancels(await self._read_cancels(None))
+        except Exception:  # a failed takeover leaves the resource to another member
+            log.exception("member %s could not take over dispatching %s", self.member, name)
+            self._deposed(name, [])
+            await self._unlock(conn, name)
+            return
+        log.info("member %s dispatches %s from now on (epoch %d, took over in %.2f s)", self.member, name, epoch,
+                 time.monotonic() - started)
+
+    async def _hand_over(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+        """Give resource ``name`` up for another member: stop dispatching, let the submission in flight and the
+        writes of this dispatch land, then free its lock."""
+        await self.replica.hand_over(name)
+        with contextlib.suppress(Exception):
+            await self.store.durable()
+        self.store.dispatching(name, None)
+        self.leading.pop(name, None)
+        await self._unlock(conn, name)
+        log.warning("member %s handed over %s: it was told to", self.member, name)
+
+    async def _unlock(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+        self._held.discard(name)
+        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCKS, self._keys[name]))
+
+    def _deposed(self, name: str, fenced: list[str]) -> None:
+        """This member no longer dispatches ``name``: ``fenced`` tasks' refused writes are taken back."""
+        self.store.dispatching(name, None)
+        self.leading.pop(name, None)
+        self.replica.step_down(name, fenced)
+
+    def _lost(self) -> None:
+        """The election connection is gone, and with it every lock: stop dispatching everything."""
+        for name in list(self.leading):
+            self._deposed(name, [])
+
+    async def _unfinished(self, name: str) -> tuple[list[Task], set[str], set[str]]:
+        """Resource ``name``'s unfinished tasks as the store holds them, those of them being submitted, and the
+        finished ones whose backend job was not released."""
+        rows = await self._query(READ_TASKS + " WHERE t.resource = %s AND (t.ended_at IS NULL OR (r.remote_ref IS NOT "
+                                 "NULL AND NOT r.released)) ORDER BY t.seq", (name,))
+        tasks = [read_task(row) for row in rows]
+        submitting = {row["id"] for row in rows if row["state"] == SUBMITTING}
+        held = {task.id for task in tasks if task.state.terminal}
+        return tasks, submitting, held
+
+    # -- notifications -----------------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Collect the notifications of channel ``qrmid`` on a connection of its own; after connecting (again),
+        read what may have changed while it was not listening."""
+        failure = ""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo("listener"), autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    if failure:
+                        log.warning("PostgreSQL at %s: member %s listens again", self.store.dsn, self.member)
+                        failure = ""
+                    await self._resync()
+                    async for notify in conn.notifies():
+                        self._notices.add(notify.payload)
+                        self._noticed.set()
+            except (psycopg.Error, OSError) as exc:
+                reason = self.store.scrub(exc) if isinstance(exc, psycopg.Error) else str(exc)
+                if reason != failure:
+                    log.error("PostgreSQL at %s: member %s stopped hearing of other members' changes (%s); it "
+                              "reconnects", self.store.dsn, self.member, reason)
+                failure = reason
+                self._since = time.time() - RESYNC_SLACK
+            await asyncio.sleep(TICK)
+
+    async def _apply_loop(self) -> None:
+        """Apply the collected notifications, all that piled up at once."""
+        while True:
+            await self._noticed.wait()
+            self._noticed.clear()
+            notices, self._notices = self._notices, set()
+            try:
+                await self._apply(notices)
+            except psycopg.Error as exc:  # read again once the store answers
+                log.warning("PostgreSQL at %s: could not read what other members changed (%s); retrying",
+                            self.store.dsn, self.store.scrub(exc))
+                self._notices |= notices
+                self._noticed.set()
+                await asyncio.sleep(TICK)
+
+    async def _apply(self, notices: set[str]) -> None:
+        by_kind: dict[str, list[str]] = {}
+        for notice in notices:
+            kind, _, key = notice.partition(":")
+            by_kind.setdefault(kind, []).append(key)
+        if tasks := by_kind.get("t"):
+            for row in await self._query(READ_TASKS + " WHERE t.id = ANY(%s) ORDER BY t.seq", (tasks,)):
+                self.replica.mirror(read_task(row))
+        if leases := by_kind.get("l"):
+            stored = {row["id"]: Lease(**row) for row in await self._query(
+                f"SELECT {LEASE_COLUMNS} FROM leases WHERE id = ANY(%s)", (leases,))}
+            for lease_id in leases:
+                self.replica.mirror_lease(lease_id, stored.get(lease_id))
+        if drains := by_kind.get("d"):
+            reasons = {row["resource"]: row["reason"] for row in await self._query(
+                "SELECT resource, reason FROM drains WHERE resource = ANY(%s)", (drains,))}
+            for name in drains:
+                self.replica.mirror_drain(name, reasons.get(name))
+        if names := by_kind.get("s"):
+            await self._states(await self._query(STATES + " WHERE resource = ANY(%s)", (names,)))
+        if cancels := by_kind.get("c"):
+            await self._cancels(await self._read_cancels(cancels))
+        if self.member in by_kind.get("h", []):
+            self._nudge.set()
+        if any(member != self.member for member in by_kind.get("r", [])) and self.on_reload is not None:
+            await self.on_reload()
+
+    async def _resync(self) -> None:
+        """Read again everything that may have changed while this member was not listening: unfinished tasks and
+        those that ended since, leases, drains and cancellations asked."""
+        for row in await self._query(READ_TASKS + " WHERE t.ended_at IS NULL OR t.ended_at >= %s ORDER BY t.seq",
+                                     (self._since,)):
+            self.replica.mirror(read_task(row))
+        stored = {row["id"]: Lease(**row) for row in await self._query(f"SELECT {LEASE_COLUMNS} FROM leases", ())}
+        for lease_id in self.replica.lease_ids() | set(stored):
+            self.replica.mirror_lease(lease_id, stored.get(lease_id))
+        reasons = {row["resource"]: row["reason"] for row in await self._query("SELECT resource, reason FROM drains",
+                                                                              ())}
+        for name in self.replica.resource_names():
+            self.replica.mirror_drain(name, reasons.get(name))
+        await self._cancels(await self._read_cancels(None))
+        await self._states(await self._query(STATES, ()))
+
+    async def _states(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            status = BackendStatus(BackendState(row["state"]), row["reason"])
+            await self.replica.mirror_state(row["resource"], status, row["slots"], row["target"] or "")
+
+    async def _read_cancels(self, task_ids: list[str] | None) -> list[dict[str, Any]]:
+        if task_ids is None:
+            return await self._query("SELECT task_id, reason FROM cancels ORDER BY at", ())
+        return await self._query("SELECT task_id, reason FROM cancels WHERE task_id = ANY(%s) ORDER BY at",
+                                 (task_ids,))
+
+    async def _cancels(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.replica.cancel_requested(row["task_id"], row["reason"])
+
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        async with self.store.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(sql, params)
+            return await cursor.fetchall()
+
+    # -- what admins see and ask ------------------------------------------------------------------------------
+
+    async def members(self) -> list[MemberView]:
+        dispatchers = await self.dispatchers()
+        return [MemberView(row["name"], float(row["started_at"]), float(row["heartbeat_at"]),
+                           healthy=float(row["age"]) <= self.failover_seconds, handing_over=row["handover"],
+                           dispatches=tuple(d.resource for d in dispatchers if d.member == row["name"]))
+                for row in await self._query(MEMBERS, ())]
+
+    async def dispatchers(self) -> list[Dispatch]:
+        return [Dispatch(row["resource"], row["dispatcher"], int(row["epoch"]), float(row["since"]))
+                for row in await self._query(DISPATCHERS, ())]
+
+    async def handover(self, member: str, back: bool = False) -> MemberView:
+        async with self.store.connection() as conn, conn.transaction():
+            updated = await conn.execute("UPDATE members SET handover = %s WHERE name = %s", (not back, member))
+            if updated.rowcount:
+                await conn.execute(NOTIFY, (f"h:{member}",))
+        views = {view.name: view for view in await self.members()}
+        if member not in views:
+            raise NotFound(f"no member named {member!r} (members: {', '.join(views) or 'none'})")
+        return views[member]
+
+    async def announce_reload(self) -> None:
+        """Have every other member re-read its own config file, as this one just did."""
+        async with self.store.connection() as conn:
+            await conn.execute(NOTIFY, ("r:" + self.member,))

@@ -1,0 +1,198 @@
+"""Cluster mode with members in this process, on a real PostgreSQL: one member dispatches each resource, every member
+serves every call (tasks started, watched, fetched and cancelled on another member than the dispatcher's; request ids,
+leases and drains across members), the dispatch moves when its member stops or is cut off, and a deposed member's
+writes are fenced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import tomllib
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from daemons import config, running
+from ibm_services import Services, record
+from postgres import Database
+from test_ibm_quantum_system import isa_bell
+from test_postgres_store import cluster, ibm  # noqa: F401 (a fixture)
+from test_recovery import ibm_resource
+
+from qrmid.client import AsyncClient, pulser_payload
+from qrmid.daemon import Daemon
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+PAYLOAD = pulser_payload({"sequence": "x"}, 3)
+
+
+def noop(delay: float = 0.0, slots: int = 2) -> list[dict[str, Any]]:
+    return [{"type": "noop", "name": "noop", "slots": slots, "delay_seconds": delay}]
+
+
+@contextlib.asynccontextmanager
+async def member(db: Database, name: str, resources: list[dict[str, Any]], **keys: Any) -> AsyncIterator[Daemon]:
+    async with running(config(resources, cluster={**cluster(db, name), "failover_seconds": 4, **keys})) as daemon:
+        yield daemon
+
+
+async def dispatcher(*daemons: Daemon, resource: str = "noop", timeout: float = 10.0) -> Daemon:
+    """The one member that dispatches ``resource``, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leading = [d for d in daemons if d.broker.resources[resource].scheduler.leading]
+        assert len(leading) <= 1, "two members dispatch one resource"
+        if leading:
+            return leading[0]
+        assert time.monotonic() < deadline, f"no member dispatches {resource} after {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_task_started_on_one_member_is_dispatched_by_the_other_and_watched_and_fetched_everywhere(
+        database: Database) -> None:
+    async with member(database, "a", noop(0.3)) as a, member(database, "b", noop(0.3)) as b:
+        leader = await dispatcher(a, b)
+        other = b if leader is a else a
+        async with AsyncClient(f"unix:{other.socket}") as there, AsyncClient(f"unix:{leader.socket}") as here:
+            task = await there.start_task("noop", PAYLOAD)
+            states = [message.state async for message in there.watch(task.id)]
+            assert states == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING, pb.TASK_STATE_COMPLETED]
+            assert (await here.task(task.id)).state == pb.TASK_STATE_COMPLETED
+            assert await there.result(task.id) == await here.result(task.id)
+        assert task.id in leader.broker._tasks and task.id in other.broker._tasks
+
+
+async def test_a_task_queued_behind_others_is_cancelled_from_a_member_that_does_not_dispatch_it(
+        database: Database) -> None:
+    async with member(database, "a", noop(30, slots=1)) as a, member(database, "b", noop(30, slots=1)) as b:
+        leader = await dispatcher(a, b)
+        other = b if leader is a else a
+        async with AsyncClient(f"unix:{other.socket}") as there:
+            running_task = await there.start_task("noop", PAYLOAD)
+            queued = await there.start_task("noop", PAYLOAD)
+            await _started(there, running_task.id)
+            assert (await there.task(queued.id)).queue_position == 1
+            for task in (queued, running_task):
+                stopped = await there.stop_task(task.id)
+                assert stopped.state == pb.TASK_STATE_CANCELLED, stopped
+        for task in (queued, running_task):
+            assert leader.broker.task(task.id).state.value == "cancelled"
+
+
+async def test_a_request_id_names_one_task_on_every_member(database: Database) -> None:
+    async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
+            AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
+        first = await on_a.start_task("noop", PAYLOAD, request_id="job-42-step-1")
+        await _known(b, first.id)
+        again = await on_b.start_task("noop", PAYLOAD, request_id="job-42-step-1")
+        assert again.id == first.id
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+
+
+async def test_leases_and_drains_act_on_every_member(database: Database) -> None:
+    async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
+            AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
+        lease = await on_a.acquire("noop")
+        await _until(lambda: any(held.id == lease.id for held in b.broker.leases.live()))
+        task = await on_b.start_task("noop", PAYLOAD, lease_token=lease.token)
+        await on_b.wait(task.id)
+        await on_b.release(lease.token)
+        await _until(lambda: not a.broker.leases.live())
+        a.broker.events.resource_drained("noop", "calibration")  # as AdminService.DrainResource records it
+        a.broker.resources["noop"].drain("calibration")
+        await _until(lambda: b.broker.resources["noop"].draining)
+        assert (await on_b.resource("noop")).status_reason == "calibration"
+
+
+async def test_the_dispatch_moves_to_another_member_when_its_member_stops(database: Database) -> None:
+    async with member(database, "a", noop(0.2)) as a:
+        await dispatcher(a)
+        async with member(database, "b", noop(0.2)) as b, AsyncClient(f"unix:{b.socket}") as on_b:
+            assert not b.broker.resources["noop"].scheduler.leading
+            tasks = [await on_b.start_task("noop", PAYLOAD) for _ in range(6)]
+            await a.stop()
+            started = time.monotonic()
+            assert await dispatcher(b) is b
+            assert time.monotonic() - started < 4, "failover_seconds = 4"
+            for task in tasks:
+                assert (await on_b.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+            await a.start()  # back, as a standby
+
+
+async def test_a_dispatcher_cut_from_postgresql_stops_and_its_successor_runs_every_ibm_task_exactly_once(
+        database: Database, ibm: Services) -> None:
+    resource = load_resource(ibm_resource(ibm))
+    async with member(database, "a", resource) as a, member(database, "b", resource) as b:
+        leader = await dispatcher(a, b, resource="perth")
+        other = b if leader is a else a
+        async with AsyncClient(f"unix:{other.socket}", timeout=120) as there:
+            ids = [(await there.start_task("perth", isa_bell(shots=20))).id for _ in range(24)]
+            await _started(there, ids[0])
+            with database.connect() as conn:  # only the election connection: the leader's pool writes on
+                cut = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                                   (f"qrmid {leader.members.member} election",)).fetchall()
+            assert cut == [(True,)]
+            finished = await asyncio.gather(*(there.wait(task_id) for task_id in ids))
+        assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * len(ids)
+        await ran_once(ibm, ids)
+        seen = await record(ibm, "perth")
+        assert seen["max_stored"] <= seen["lanes"] and seen["rejected_429"] == 0, seen
+
+
+async def test_a_dispatcher_whose_epoch_moved_on_has_its_writes_refused_and_runs_nothing_twice(
+        database: Database, ibm: Services, caplog: pytest.LogCaptureFixture) -> None:
+    resource = load_resource(ibm_resource(ibm))
+    async with member(database, "a", resource) as a, AsyncClient(f"unix:{a.socket}", timeout=120) as qrmid:
+        await dispatcher(a, resource="perth")
+        ids = [(await qrmid.start_task("perth", isa_bell(shots=20))).id for _ in range(24)]
+        await _started(qrmid, ids[0])
+        with database.connect() as conn:  # as if another member had been elected unbeknown to this one
+            conn.execute("UPDATE resource_epoch SET epoch = epoch + 1 WHERE resource = 'perth'")
+        finished = await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids))
+    assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * len(ids)
+    assert "this member no longer dispatches perth" in caplog.text, "a write of the old epoch was refused"
+    await ran_once(ibm, ids)
+    with database.connect() as conn:
+        assert conn.execute("SELECT epoch FROM resource_epoch WHERE resource = 'perth'").fetchone() == (3,), \
+            "elected, fenced by the bump, elected again"
+
+
+async def ran_once(ibm: Services, ids: list[str]) -> None:
+    """Each of ``ids`` reached the emulator exactly once, and its job was deleted once it ended."""
+    wanted = set(ids)
+    deadline = time.monotonic() + 10
+    while True:
+        seen = await record(ibm, "perth")
+        submitted = Counter(entry["id"] for entry in seen["submissions"] if entry["id"] in wanted)
+        assert submitted == Counter(ids), "every task reached the backend exactly once"
+        if wanted <= {entry["id"] for entry in seen["deleted"]} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert wanted <= {entry["id"] for entry in seen["deleted"]}, "every job was released"
+
+
+def load_resource(toml: str) -> list[dict[str, Any]]:
+    return list(tomllib.loads(toml)["resources"])
+
+
+async def _started(client: AsyncClient, task_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.task(task_id)).state == pb.TASK_STATE_QUEUED:
+        assert time.monotonic() < deadline, f"task {task_id} never started"
+        await asyncio.sleep(0.02)
+
+
+async def _known(daemon: Daemon, task_id: str) -> None:
+    await _until(lambda: task_id in daemon.broker._tasks)
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.02)
+
