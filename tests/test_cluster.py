@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from daemons import config, running
@@ -22,7 +23,7 @@ from test_ibm_quantum_system import isa_bell
 from test_postgres_store import cluster, ibm  # noqa: F401 (a fixture)
 from test_recovery import ibm_resource
 
-from qrmid.client import AsyncClient, pulser_payload
+from qrmid.client import AsyncClient, pulser_payload, sampler_payload
 from qrmid.daemon import Daemon
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -173,6 +174,29 @@ async def ran_once(ibm: Services, ids: list[str]) -> None:
             break
         await asyncio.sleep(0.1)
     assert wanted <= {entry["id"] for entry in seen["deleted"]}, "every job was released"
+
+
+async def test_a_member_without_credentials_serves_the_published_status_and_target_and_checks_payloads(
+        database: Database, ibm: Services) -> None:
+    resource = load_resource(ibm_resource(ibm))
+    bare = [{key: value for key, value in resource[0].items() if not key.startswith("QRMI_IBM_QS_")} | {
+        "dispatch": False}]
+    async with member(database, "a", resource) as a, member(database, "b", bare) as b, \
+            AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}", timeout=60) as on_b:
+        assert await dispatcher(a, b, resource="perth") is a
+        await _until(lambda: b.broker.resources["perth"].published_target != "")
+        assert await on_b.target("perth") == await on_a.target("perth")
+        shown = await on_b.resource("perth")
+        assert shown.status == pb.RESOURCE_STATUS_ONLINE and shown.capacity.slots_total == 4, shown
+        plain = sampler_payload({"pubs": [['OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nqubit[2] q;\nh q[0];\n'
+                                           'cx q[0], q[1];\nc = measure q;\n', None, 10]], "version": 2})
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await on_b.start_task("perth", plain)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        task = await on_b.start_task("perth", isa_bell(shots=20))
+        assert (await on_b.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+        await ran_once(ibm, [task.id])
+    assert not b.broker.resources["perth"].scheduler.leading
 
 
 def load_resource(toml: str) -> list[dict[str, Any]]:

@@ -78,9 +78,10 @@ class Broker:
                        for name, resource in self.resources.items()]
         checks = [asyncio.create_task(resource.checked.wait()) for resource in self.resources.values()
                   if resource.dispatch]  # a cluster member without credentials waits for its dispatcher's word
-        _, late = await asyncio.wait(checks, timeout=FIRST_CHECK_SECONDS)
-        for check in late:
-            check.cancel()
+        if checks:
+            _, late = await asyncio.wait(checks, timeout=FIRST_CHECK_SECONDS)
+            for check in late:
+                check.cancel()
         self._loops.append(asyncio.create_task(self._expire_leases(), name="qrmid lease expiry"))
 
     async def stop(self, grace: float, keep: bool = False) -> None:
