@@ -1,5 +1,5 @@
-"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level, accounting and the
-journal's quarantine.
+"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level, accounting, the
+journal's quarantine, and the members of a cluster.
 
 Built on AdminService and MetricsService over the same address and authentication as the rest of the CLI.
 """
@@ -84,6 +84,11 @@ def _span(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}{(seconds % size) // sub_size:02d}{sub}"
     return f"{seconds}s"
+
+
+def _local(stamp: Timestamp) -> str:
+    """``stamp`` as local time, to the second."""
+    return datetime.fromtimestamp(stamp.ToNanoseconds() / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _stamp(seconds: float) -> Timestamp:
@@ -231,11 +236,50 @@ def quarantine(ctx: click.Context, as_json: bool) -> None:
                   Column("KEY", no_wrap=True, min_width=max((len(row.key) for row in listed.rows), default=3)),
                   Column("QUARANTINED", no_wrap=True), "REASON")
     for row in listed.rows:
-        when = datetime.fromtimestamp(row.quarantine_time.ToNanoseconds() / 1e9).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(row.id), row.source, str(row.row_id), row.key or "-", when, row.reason)
+        table.add_row(str(row.id), row.source, str(row.row_id), row.key or "-", _local(row.quarantine_time),
+                      row.reason)
     print_table(out, table)
     err.print(f"{len(listed.rows)} quarantined row(s) in {listed.journal}; each raw row stays in its table "
               "`quarantine` (column raw, JSON)")
+
+
+@admin.command()
+@click.option("--json", "as_json", is_flag=True, help="print the members and dispatchers as JSON")
+@click.pass_context
+def cluster(ctx: click.Context, as_json: bool) -> None:
+    """The members of the daemon's cluster, their health and the resources each dispatches."""
+    listed = _call(ctx, lambda s: s.admin.ListMembers(apb.ListMembersRequest()))
+    if as_json:
+        print_json(listed)
+        return
+    now = time.time()
+    table = Table(Column("MEMBER", no_wrap=True), Column("HEALTH", no_wrap=True),
+                  Column("LAST HEARTBEAT", justify="right", no_wrap=True), Column("STARTED", no_wrap=True),
+                  "DISPATCHES")
+    for member in listed.members:
+        health = "healthy" if member.healthy else "no heartbeat"
+        table.add_row(f"{member.name} *" if member.name == listed.member else member.name,
+                      f"{health}, handing over" if member.handing_over else health,
+                      f"{_span(now - member.heartbeat_time.ToNanoseconds() / 1e9)} ago", _local(member.start_time),
+                      ", ".join(member.dispatches) or "-")
+    print_table(out, table)
+    err.print(f"{len(listed.members)} member(s); * the member that answered", soft_wrap=True)
+
+
+@admin.command()
+@click.argument("member")
+@click.option("--back", is_flag=True, help="let MEMBER take resources again")
+@click.pass_context
+def handover(ctx: click.Context, member: str, back: bool) -> None:
+    """Tell MEMBER to hand over the resources it dispatches to the other members and take none until it
+    restarts (or, with --back, to take resources again)."""
+    shown = _call(ctx, lambda s: s.admin.Handover(apb.HandoverRequest(member=member, back=back)))
+    if back:
+        err.print(f"{shown.name}: takes resources again", soft_wrap=True)
+        return
+    now = f" (now: {', '.join(shown.dispatches)})" if shown.dispatches else ""
+    err.print(f"{shown.name}: hands over its resources{now} to the other members and takes none until it restarts "
+              f"or `qrmid admin handover {shown.name} --back`", soft_wrap=True)
 
 
 @admin.command("log-level")

@@ -15,7 +15,8 @@ from qrmid.api.identity import caller
 from qrmid.api.requests import Context, required
 from qrmid.api.status import unary
 from qrmid.core.broker import Broker
-from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from qrmid.core.cluster import Dispatch, Membership, MemberView
+from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from qrmid.core.reload import Changes
 from qrmid.core.tasks import Task, TaskState
 from qrmid.ops import logging as logs
@@ -131,9 +132,49 @@ class AdminService(admin_grpc.AdminServiceServicer):
                 for row in self.quarantine.quarantined]
         return admin_pb.ListQuarantineResponse(journal=self.quarantine.location, rows=rows)
 
+    @unary
+    async def ListMembers(self, request: admin_pb.ListMembersRequest, context: Context
+                          ) -> admin_pb.ListMembersResponse:
+        self._admin(context, "ListMembers")
+        cluster = self._cluster("ListMembers")
+        members, dispatchers = await cluster.members(), await cluster.dispatchers()
+        return admin_pb.ListMembersResponse(member=cluster.member, members=[_member(view) for view in members],
+                                            dispatchers=[_dispatcher(dispatch) for dispatch in dispatchers])
+
+    @unary
+    async def Handover(self, request: admin_pb.HandoverRequest, context: Context) -> admin_pb.ClusterMember:
+        who = self._admin(context, "Handover")
+        cluster = self._cluster("Handover")
+        name = required(request.member, "member")
+        known = [view.name for view in await cluster.members()]
+        if name not in known:
+            raise NotFound(f"no member {name!r} ever joined this cluster; its members are: {', '.join(known)}")
+        view = await cluster.handover(name, back=request.back)
+        log.warning("member %s told by %s to %s", name, who,
+                    "take resources again" if request.back else "hand over its resources and take none")
+        return _member(view)
+
+    def _cluster(self, what: str) -> Membership:
+        """The cluster this daemon is a member of; FailedPrecondition on a single daemon."""
+        if self.broker.cluster is None:
+            raise FailedPrecondition(f"this daemon is not a cluster member (its config has no [cluster] section): "
+                                     f"{what} applies to daemons sharing one PostgreSQL database (docs/cluster.md)")
+        return self.broker.cluster
+
     def _task(self, task: Task) -> pb.Task:
         view = task.view
         if view.state is not TaskState.QUEUED:
             return convert.task(view)
         scheduler = self.broker.resources[task.resource].scheduler
         return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))
+
+
+def _member(view: MemberView) -> admin_pb.ClusterMember:
+    return admin_pb.ClusterMember(name=view.name, start_time=convert.timestamp(view.started_at),
+                                  heartbeat_time=convert.timestamp(view.heartbeat_at), healthy=view.healthy,
+                                  handing_over=view.handing_over, dispatches=view.dispatches)
+
+
+def _dispatcher(dispatch: Dispatch) -> admin_pb.Dispatcher:
+    return admin_pb.Dispatcher(resource=dispatch.resource, member=dispatch.member, epoch=dispatch.epoch,
+                               since_time=convert.timestamp(dispatch.since))

@@ -125,7 +125,7 @@ class Metrics(Listener):
 
 
 class _LiveGauges(Collector):
-    """Queue depth, slots and leases per resource, read on the broker's event loop at each scrape (the HTTP
+    """Queue depth, slots, leases and dispatch per resource, read on the broker's event loop at each scrape (the HTTP
     endpoint answers from its own thread, so it asks the loop for a snapshot rather than reading the broker
     while the loop changes it)."""
 
@@ -143,32 +143,36 @@ class _LiveGauges(Collector):
         future = asyncio.run_coroutine_threadsafe(self._snapshot_async(), self.loop)
         yield from self._families(future.result(SCRAPE_TIMEOUT))
 
-    async def _snapshot_async(self) -> dict[str, tuple[int, int, int, int, str]]:
+    async def _snapshot_async(self) -> dict[str, tuple[int, int, int, int, str, bool]]:
         return self._snapshot()
 
-    def _snapshot(self) -> dict[str, tuple[int, int, int, int, str]]:
+    def _snapshot(self) -> dict[str, tuple[int, int, int, int, str, bool]]:
         leases: dict[str, int] = {}
         for lease in self.broker.leases.live():
             leases[lease.resource] = leases.get(lease.resource, 0) + 1
         return {name: (view.queue_length, view.running_tasks, view.slots_total, leases.get(name, 0),
-                       view.status.value)
-                for name, view in ((name, r.view()) for name, r in self.broker.resources.items())}
+                       view.status.value, r.scheduler.leading)
+                for name, r, view in ((name, r, r.view()) for name, r in self.broker.resources.items())}
 
     @staticmethod
-    def _families(snapshot: dict[str, tuple[int, int, int, int, str]]) -> Iterator[GaugeMetricFamily]:
+    def _families(snapshot: dict[str, tuple[int, int, int, int, str, bool]]) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("qrmid_queue_depth", "Tasks waiting in the queue", labels=["resource"])
         busy = GaugeMetricFamily("qrmid_slots_busy", "Backend slots (lanes, workers) in use", labels=["resource"])
         total = GaugeMetricFamily("qrmid_slots_total", "Backend slots (lanes, workers)", labels=["resource"])
         leases = GaugeMetricFamily("qrmid_leases_active", "Live leases", labels=["resource"])
         status = GaugeMetricFamily("qrmid_resource_status", "1 for the resource's current status",
                                    labels=["resource", "status"])
-        for name, (queued, running, slots, held, state) in snapshot.items():
+        dispatching = GaugeMetricFamily("qrmid_resource_dispatching", "1 when this daemon dispatches the resource "
+                                        "(always on a single daemon; in a cluster, on its elected member), else 0",
+                                        labels=["resource"])
+        for name, (queued, running, slots, held, state, leading) in snapshot.items():
             depth.add_metric([name], queued)
             busy.add_metric([name], running)
             total.add_metric([name], slots)
             leases.add_metric([name], held)
             status.add_metric([name, state], 1)
-        yield from (depth, busy, total, leases, status)
+            dispatching.add_metric([name], int(leading))
+        yield from (depth, busy, total, leases, status, dispatching)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -115,3 +115,53 @@ class ListQuarantineResponse(_message.Message):
     journal: str
     rows: _containers.RepeatedCompositeFieldContainer[QuarantinedRow]
     def __init__(self, journal: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[QuarantinedRow, _Mapping]]] = ...) -> None: ...
+
+class ListMembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterMember(_message.Message):
+    __slots__ = ("name", "start_time", "heartbeat_time", "healthy", "handing_over", "dispatches")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    HANDING_OVER_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    heartbeat_time: _timestamp_pb2.Timestamp
+    healthy: bool
+    handing_over: bool
+    dispatches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., healthy: _Optional[bool] = ..., handing_over: _Optional[bool] = ..., dispatches: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Dispatcher(_message.Message):
+    __slots__ = ("resource", "member", "epoch", "since_time")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    member: str
+    epoch: int
+    since_time: _timestamp_pb2.Timestamp
+    def __init__(self, resource: _Optional[str] = ..., member: _Optional[str] = ..., epoch: _Optional[int] = ..., since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListMembersResponse(_message.Message):
+    __slots__ = ("member", "members", "dispatchers")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHERS_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    members: _containers.RepeatedCompositeFieldContainer[ClusterMember]
+    dispatchers: _containers.RepeatedCompositeFieldContainer[Dispatcher]
+    def __init__(self, member: _Optional[str] = ..., members: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ..., dispatchers: _Optional[_Iterable[_Union[Dispatcher, _Mapping]]] = ...) -> None: ...
+
+class HandoverRequest(_message.Message):
+    __slots__ = ("member", "back")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    BACK_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    back: bool
+    def __init__(self, member: _Optional[str] = ..., back: _Optional[bool] = ...) -> None: ...

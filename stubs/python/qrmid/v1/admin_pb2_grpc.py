@@ -81,6 +81,16 @@ class AdminServiceStub:
                 request_serializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.FromString,
                 _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/qrmid.v1.AdminService/ListMembers',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.Handover = channel.unary_unary(
+                '/qrmid.v1.AdminService/Handover',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.HandoverRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_admin__pb2.ClusterMember.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -159,6 +169,26 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMembers(self, request, context):
+        """Lists the members of the cluster this daemon belongs to (daemons sharing
+        one PostgreSQL database, [cluster]) and the member dispatching each
+        resource. FAILED_PRECONDITION on a daemon that is not a cluster member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Handover(self, request, context):
+        """Tells a member to hand over every resource it dispatches to the other
+        members and to take none until it restarts; with back, to take resources
+        again. Answers that member as the store then knows it. NOT_FOUND naming
+        the members when no such member ever joined; FAILED_PRECONDITION on a
+        daemon that is not a cluster member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +236,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListQuarantine,
                     request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListMembersRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_admin__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'Handover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Handover,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.HandoverRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_admin__pb2.ClusterMember.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +492,60 @@ class AdminService:
             '/qrmid.v1.AdminService/ListQuarantine',
             qrmid_dot_v1_dot_admin__pb2.ListQuarantineRequest.SerializeToString,
             qrmid_dot_v1_dot_admin__pb2.ListQuarantineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/ListMembers',
+            qrmid_dot_v1_dot_admin__pb2.ListMembersRequest.SerializeToString,
+            qrmid_dot_v1_dot_admin__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/Handover',
+            qrmid_dot_v1_dot_admin__pb2.HandoverRequest.SerializeToString,
+            qrmid_dot_v1_dot_admin__pb2.ClusterMember.FromString,
             options,
             channel_credentials,
             insecure,

@@ -637,6 +637,231 @@ void   qrmid__v1__list_quarantine_response__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__list_quarantine_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__list_members_request__init
+                     (Qrmid__V1__ListMembersRequest         *message)
+{
+  static const Qrmid__V1__ListMembersRequest init_value = QRMID__V1__LIST_MEMBERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_members_request__get_packed_size
+                     (const Qrmid__V1__ListMembersRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_members_request__pack
+                     (const Qrmid__V1__ListMembersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_members_request__pack_to_buffer
+                     (const Qrmid__V1__ListMembersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListMembersRequest *
+       qrmid__v1__list_members_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListMembersRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_members_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_members_request__free_unpacked
+                     (Qrmid__V1__ListMembersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_members_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__cluster_member__init
+                     (Qrmid__V1__ClusterMember         *message)
+{
+  static const Qrmid__V1__ClusterMember init_value = QRMID__V1__CLUSTER_MEMBER__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__cluster_member__get_packed_size
+                     (const Qrmid__V1__ClusterMember *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__cluster_member__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__cluster_member__pack
+                     (const Qrmid__V1__ClusterMember *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__cluster_member__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__cluster_member__pack_to_buffer
+                     (const Qrmid__V1__ClusterMember *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__cluster_member__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ClusterMember *
+       qrmid__v1__cluster_member__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ClusterMember *)
+     protobuf_c_message_unpack (&qrmid__v1__cluster_member__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__cluster_member__free_unpacked
+                     (Qrmid__V1__ClusterMember *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__cluster_member__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__dispatcher__init
+                     (Qrmid__V1__Dispatcher         *message)
+{
+  static const Qrmid__V1__Dispatcher init_value = QRMID__V1__DISPATCHER__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__dispatcher__get_packed_size
+                     (const Qrmid__V1__Dispatcher *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__dispatcher__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__dispatcher__pack
+                     (const Qrmid__V1__Dispatcher *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__dispatcher__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__dispatcher__pack_to_buffer
+                     (const Qrmid__V1__Dispatcher *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__dispatcher__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__Dispatcher *
+       qrmid__v1__dispatcher__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__Dispatcher *)
+     protobuf_c_message_unpack (&qrmid__v1__dispatcher__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__dispatcher__free_unpacked
+                     (Qrmid__V1__Dispatcher *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__dispatcher__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_members_response__init
+                     (Qrmid__V1__ListMembersResponse         *message)
+{
+  static const Qrmid__V1__ListMembersResponse init_value = QRMID__V1__LIST_MEMBERS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_members_response__get_packed_size
+                     (const Qrmid__V1__ListMembersResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_members_response__pack
+                     (const Qrmid__V1__ListMembersResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_members_response__pack_to_buffer
+                     (const Qrmid__V1__ListMembersResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_members_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListMembersResponse *
+       qrmid__v1__list_members_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListMembersResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_members_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_members_response__free_unpacked
+                     (Qrmid__V1__ListMembersResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_members_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__handover_request__init
+                     (Qrmid__V1__HandoverRequest         *message)
+{
+  static const Qrmid__V1__HandoverRequest init_value = QRMID__V1__HANDOVER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__handover_request__get_packed_size
+                     (const Qrmid__V1__HandoverRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__handover_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__handover_request__pack
+                     (const Qrmid__V1__HandoverRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__handover_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__handover_request__pack_to_buffer
+                     (const Qrmid__V1__HandoverRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__handover_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__HandoverRequest *
+       qrmid__v1__handover_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__HandoverRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__handover_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__handover_request__free_unpacked
+                     (Qrmid__V1__HandoverRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__handover_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor qrmid__v1__drain_resource_request__field_descriptors[2] =
 {
   {
@@ -1298,7 +1523,320 @@ const ProtobufCMessageDescriptor qrmid__v1__list_quarantine_response__descriptor
   (ProtobufCMessageInit) qrmid__v1__list_quarantine_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[9] =
+#define qrmid__v1__list_members_request__field_descriptors NULL
+#define qrmid__v1__list_members_request__field_indices_by_name NULL
+#define qrmid__v1__list_members_request__number_ranges NULL
+const ProtobufCMessageDescriptor qrmid__v1__list_members_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListMembersRequest",
+  "ListMembersRequest",
+  "Qrmid__V1__ListMembersRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListMembersRequest),
+  0,
+  qrmid__v1__list_members_request__field_descriptors,
+  qrmid__v1__list_members_request__field_indices_by_name,
+  0,  qrmid__v1__list_members_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_members_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__cluster_member__field_descriptors[6] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ClusterMember, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_time",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ClusterMember, start_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heartbeat_time",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ClusterMember, heartbeat_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "healthy",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ClusterMember, healthy),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "handing_over",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ClusterMember, handing_over),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dispatches",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__ClusterMember, n_dispatches),
+    offsetof(Qrmid__V1__ClusterMember, dispatches),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__cluster_member__field_indices_by_name[] = {
+  5,   /* field[5] = dispatches */
+  4,   /* field[4] = handing_over */
+  3,   /* field[3] = healthy */
+  2,   /* field[2] = heartbeat_time */
+  0,   /* field[0] = name */
+  1,   /* field[1] = start_time */
+};
+static const ProtobufCIntRange qrmid__v1__cluster_member__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__cluster_member__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ClusterMember",
+  "ClusterMember",
+  "Qrmid__V1__ClusterMember",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ClusterMember),
+  6,
+  qrmid__v1__cluster_member__field_descriptors,
+  qrmid__v1__cluster_member__field_indices_by_name,
+  1,  qrmid__v1__cluster_member__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__cluster_member__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__dispatcher__field_descriptors[4] =
+{
+  {
+    "resource",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Dispatcher, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "member",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Dispatcher, member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epoch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Dispatcher, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "since_time",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Dispatcher, since_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__dispatcher__field_indices_by_name[] = {
+  2,   /* field[2] = epoch */
+  1,   /* field[1] = member */
+  0,   /* field[0] = resource */
+  3,   /* field[3] = since_time */
+};
+static const ProtobufCIntRange qrmid__v1__dispatcher__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__dispatcher__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.Dispatcher",
+  "Dispatcher",
+  "Qrmid__V1__Dispatcher",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__Dispatcher),
+  4,
+  qrmid__v1__dispatcher__field_descriptors,
+  qrmid__v1__dispatcher__field_indices_by_name,
+  1,  qrmid__v1__dispatcher__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__dispatcher__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_members_response__field_descriptors[3] =
+{
+  {
+    "member",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListMembersResponse, member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "members",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListMembersResponse, n_members),
+    offsetof(Qrmid__V1__ListMembersResponse, members),
+    &qrmid__v1__cluster_member__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dispatchers",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListMembersResponse, n_dispatchers),
+    offsetof(Qrmid__V1__ListMembersResponse, dispatchers),
+    &qrmid__v1__dispatcher__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_members_response__field_indices_by_name[] = {
+  2,   /* field[2] = dispatchers */
+  0,   /* field[0] = member */
+  1,   /* field[1] = members */
+};
+static const ProtobufCIntRange qrmid__v1__list_members_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_members_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListMembersResponse",
+  "ListMembersResponse",
+  "Qrmid__V1__ListMembersResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListMembersResponse),
+  3,
+  qrmid__v1__list_members_response__field_descriptors,
+  qrmid__v1__list_members_response__field_indices_by_name,
+  1,  qrmid__v1__list_members_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_members_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__handover_request__field_descriptors[2] =
+{
+  {
+    "member",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__HandoverRequest, member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "back",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__HandoverRequest, back),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__handover_request__field_indices_by_name[] = {
+  1,   /* field[1] = back */
+  0,   /* field[0] = member */
+};
+static const ProtobufCIntRange qrmid__v1__handover_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__handover_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.HandoverRequest",
+  "HandoverRequest",
+  "Qrmid__V1__HandoverRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__HandoverRequest),
+  2,
+  qrmid__v1__handover_request__field_descriptors,
+  qrmid__v1__handover_request__field_indices_by_name,
+  1,  qrmid__v1__handover_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__handover_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[11] =
 {
   { "DrainResource", &qrmid__v1__drain_resource_request__descriptor, &qrmid__v1__resource__descriptor },
   { "ResumeResource", &qrmid__v1__resume_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -1309,11 +1847,15 @@ static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descript
   { "RevokeLease", &qrmid__v1__revoke_lease_request__descriptor, &qrmid__v1__release_response__descriptor },
   { "SetLogLevel", &qrmid__v1__set_log_level_request__descriptor, &qrmid__v1__set_log_level_response__descriptor },
   { "ListQuarantine", &qrmid__v1__list_quarantine_request__descriptor, &qrmid__v1__list_quarantine_response__descriptor },
+  { "ListMembers", &qrmid__v1__list_members_request__descriptor, &qrmid__v1__list_members_response__descriptor },
+  { "Handover", &qrmid__v1__handover_request__descriptor, &qrmid__v1__cluster_member__descriptor },
 };
 const unsigned qrmid__v1__admin_service__method_indices_by_name[] = {
   4,        /* CancelTask */
   0,        /* DrainResource */
+  10,        /* Handover */
   5,        /* ListAllLeases */
+  9,        /* ListMembers */
   8,        /* ListQuarantine */
   3,        /* ListQueues */
   2,        /* ReloadConfig */
@@ -1328,7 +1870,7 @@ const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor =
   "AdminService",
   "Qrmid__V1__AdminService",
   "qrmid.v1",
-  9,
+  11,
   qrmid__v1__admin_service__method_descriptors,
   qrmid__v1__admin_service__method_indices_by_name
 };
@@ -1403,6 +1945,22 @@ void qrmid__v1__admin_service__list_quarantine(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
   service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__list_members(ProtobufCService *service,
+                                            const Qrmid__V1__ListMembersRequest *input,
+                                            Qrmid__V1__ListMembersResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__handover(ProtobufCService *service,
+                                        const Qrmid__V1__HandoverRequest *input,
+                                        Qrmid__V1__ClusterMember_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
                                      Qrmid__V1__AdminService_ServiceDestroy destroy)

@@ -31,6 +31,11 @@ typedef struct Qrmid__V1__SetLogLevelResponse Qrmid__V1__SetLogLevelResponse;
 typedef struct Qrmid__V1__ListQuarantineRequest Qrmid__V1__ListQuarantineRequest;
 typedef struct Qrmid__V1__QuarantinedRow Qrmid__V1__QuarantinedRow;
 typedef struct Qrmid__V1__ListQuarantineResponse Qrmid__V1__ListQuarantineResponse;
+typedef struct Qrmid__V1__ListMembersRequest Qrmid__V1__ListMembersRequest;
+typedef struct Qrmid__V1__ClusterMember Qrmid__V1__ClusterMember;
+typedef struct Qrmid__V1__Dispatcher Qrmid__V1__Dispatcher;
+typedef struct Qrmid__V1__ListMembersResponse Qrmid__V1__ListMembersResponse;
+typedef struct Qrmid__V1__HandoverRequest Qrmid__V1__HandoverRequest;
 
 
 /* --- enums --- */
@@ -311,6 +316,130 @@ struct  Qrmid__V1__ListQuarantineResponse
     , (char *)protobuf_c_empty_string, 0,NULL }
 
 
+/*
+ * Request of ListMembers.
+ */
+struct  Qrmid__V1__ListMembersRequest
+{
+  ProtobufCMessage base;
+};
+#define QRMID__V1__LIST_MEMBERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_members_request__descriptor) \
+     }
+
+
+/*
+ * One member of the cluster.
+ */
+struct  Qrmid__V1__ClusterMember
+{
+  ProtobufCMessage base;
+  /*
+   * Its name ([cluster] member).
+   */
+  char *name;
+  /*
+   * When it last started.
+   */
+  Google__Protobuf__Timestamp *start_time;
+  /*
+   * Its last heartbeat.
+   */
+  Google__Protobuf__Timestamp *heartbeat_time;
+  /*
+   * Its heartbeat is recent: it is running and reaches the database.
+   */
+  protobuf_c_boolean healthy;
+  /*
+   * It was told to hand over its resources (Handover) and takes none until
+   * it restarts or is told back.
+   */
+  protobuf_c_boolean handing_over;
+  /*
+   * The resources it dispatches now.
+   */
+  size_t n_dispatches;
+  char **dispatches;
+};
+#define QRMID__V1__CLUSTER_MEMBER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__cluster_member__descriptor) \
+    , (char *)protobuf_c_empty_string, NULL, NULL, 0, 0, 0,NULL }
+
+
+/*
+ * The member dispatching one resource.
+ */
+struct  Qrmid__V1__Dispatcher
+{
+  ProtobufCMessage base;
+  /*
+   * Resource name.
+   */
+  char *resource;
+  /*
+   * The member elected to dispatch it.
+   */
+  char *member;
+  /*
+   * The epoch of that election; it grows by one at each election.
+   */
+  int64_t epoch;
+  /*
+   * When that member was elected.
+   */
+  Google__Protobuf__Timestamp *since_time;
+};
+#define QRMID__V1__DISPATCHER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__dispatcher__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL }
+
+
+/*
+ * Response of ListMembers.
+ */
+struct  Qrmid__V1__ListMembersResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The member that answered.
+   */
+  char *member;
+  /*
+   * Every member that ever joined, by name.
+   */
+  size_t n_members;
+  Qrmid__V1__ClusterMember **members;
+  /*
+   * Each resource's dispatcher, by resource name.
+   */
+  size_t n_dispatchers;
+  Qrmid__V1__Dispatcher **dispatchers;
+};
+#define QRMID__V1__LIST_MEMBERS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_members_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
+/*
+ * Request of Handover.
+ */
+struct  Qrmid__V1__HandoverRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The member to hand over.
+   */
+  char *member;
+  /*
+   * Take resources again instead.
+   */
+  protobuf_c_boolean back;
+};
+#define QRMID__V1__HANDOVER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__handover_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
 /* Qrmid__V1__DrainResourceRequest methods */
 void   qrmid__v1__drain_resource_request__init
                      (Qrmid__V1__DrainResourceRequest         *message);
@@ -577,6 +706,101 @@ Qrmid__V1__ListQuarantineResponse *
 void   qrmid__v1__list_quarantine_response__free_unpacked
                      (Qrmid__V1__ListQuarantineResponse *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListMembersRequest methods */
+void   qrmid__v1__list_members_request__init
+                     (Qrmid__V1__ListMembersRequest         *message);
+size_t qrmid__v1__list_members_request__get_packed_size
+                     (const Qrmid__V1__ListMembersRequest   *message);
+size_t qrmid__v1__list_members_request__pack
+                     (const Qrmid__V1__ListMembersRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_members_request__pack_to_buffer
+                     (const Qrmid__V1__ListMembersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListMembersRequest *
+       qrmid__v1__list_members_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_members_request__free_unpacked
+                     (Qrmid__V1__ListMembersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ClusterMember methods */
+void   qrmid__v1__cluster_member__init
+                     (Qrmid__V1__ClusterMember         *message);
+size_t qrmid__v1__cluster_member__get_packed_size
+                     (const Qrmid__V1__ClusterMember   *message);
+size_t qrmid__v1__cluster_member__pack
+                     (const Qrmid__V1__ClusterMember   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__cluster_member__pack_to_buffer
+                     (const Qrmid__V1__ClusterMember   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ClusterMember *
+       qrmid__v1__cluster_member__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__cluster_member__free_unpacked
+                     (Qrmid__V1__ClusterMember *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__Dispatcher methods */
+void   qrmid__v1__dispatcher__init
+                     (Qrmid__V1__Dispatcher         *message);
+size_t qrmid__v1__dispatcher__get_packed_size
+                     (const Qrmid__V1__Dispatcher   *message);
+size_t qrmid__v1__dispatcher__pack
+                     (const Qrmid__V1__Dispatcher   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__dispatcher__pack_to_buffer
+                     (const Qrmid__V1__Dispatcher   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__Dispatcher *
+       qrmid__v1__dispatcher__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__dispatcher__free_unpacked
+                     (Qrmid__V1__Dispatcher *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListMembersResponse methods */
+void   qrmid__v1__list_members_response__init
+                     (Qrmid__V1__ListMembersResponse         *message);
+size_t qrmid__v1__list_members_response__get_packed_size
+                     (const Qrmid__V1__ListMembersResponse   *message);
+size_t qrmid__v1__list_members_response__pack
+                     (const Qrmid__V1__ListMembersResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_members_response__pack_to_buffer
+                     (const Qrmid__V1__ListMembersResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListMembersResponse *
+       qrmid__v1__list_members_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_members_response__free_unpacked
+                     (Qrmid__V1__ListMembersResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__HandoverRequest methods */
+void   qrmid__v1__handover_request__init
+                     (Qrmid__V1__HandoverRequest         *message);
+size_t qrmid__v1__handover_request__get_packed_size
+                     (const Qrmid__V1__HandoverRequest   *message);
+size_t qrmid__v1__handover_request__pack
+                     (const Qrmid__V1__HandoverRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__handover_request__pack_to_buffer
+                     (const Qrmid__V1__HandoverRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__HandoverRequest *
+       qrmid__v1__handover_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__handover_request__free_unpacked
+                     (Qrmid__V1__HandoverRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Qrmid__V1__DrainResourceRequest_Closure)
@@ -621,6 +845,21 @@ typedef void (*Qrmid__V1__QuarantinedRow_Closure)
 typedef void (*Qrmid__V1__ListQuarantineResponse_Closure)
                  (const Qrmid__V1__ListQuarantineResponse *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__ListMembersRequest_Closure)
+                 (const Qrmid__V1__ListMembersRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ClusterMember_Closure)
+                 (const Qrmid__V1__ClusterMember *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__Dispatcher_Closure)
+                 (const Qrmid__V1__Dispatcher *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListMembersResponse_Closure)
+                 (const Qrmid__V1__ListMembersResponse *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__HandoverRequest_Closure)
+                 (const Qrmid__V1__HandoverRequest *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -664,6 +903,14 @@ struct Qrmid__V1__AdminService_Service
                           const Qrmid__V1__ListQuarantineRequest *input,
                           Qrmid__V1__ListQuarantineResponse_Closure closure,
                           void *closure_data);
+  void (*list_members)(Qrmid__V1__AdminService_Service *service,
+                       const Qrmid__V1__ListMembersRequest *input,
+                       Qrmid__V1__ListMembersResponse_Closure closure,
+                       void *closure_data);
+  void (*handover)(Qrmid__V1__AdminService_Service *service,
+                   const Qrmid__V1__HandoverRequest *input,
+                   Qrmid__V1__ClusterMember_Closure closure,
+                   void *closure_data);
 };
 typedef void (*Qrmid__V1__AdminService_ServiceDestroy)(Qrmid__V1__AdminService_Service *);
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
@@ -680,7 +927,9 @@ void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
       function_prefix__ ## list_all_leases,\
       function_prefix__ ## revoke_lease,\
       function_prefix__ ## set_log_level,\
-      function_prefix__ ## list_quarantine  }
+      function_prefix__ ## list_quarantine,\
+      function_prefix__ ## list_members,\
+      function_prefix__ ## handover  }
 void qrmid__v1__admin_service__drain_resource(ProtobufCService *service,
                                               const Qrmid__V1__DrainResourceRequest *input,
                                               Qrmid__V1__Resource_Closure closure,
@@ -717,6 +966,14 @@ void qrmid__v1__admin_service__list_quarantine(ProtobufCService *service,
                                                const Qrmid__V1__ListQuarantineRequest *input,
                                                Qrmid__V1__ListQuarantineResponse_Closure closure,
                                                void *closure_data);
+void qrmid__v1__admin_service__list_members(ProtobufCService *service,
+                                            const Qrmid__V1__ListMembersRequest *input,
+                                            Qrmid__V1__ListMembersResponse_Closure closure,
+                                            void *closure_data);
+void qrmid__v1__admin_service__handover(ProtobufCService *service,
+                                        const Qrmid__V1__HandoverRequest *input,
+                                        Qrmid__V1__ClusterMember_Closure closure,
+                                        void *closure_data);
 
 /* --- descriptors --- */
 
@@ -734,6 +991,11 @@ extern const ProtobufCMessageDescriptor qrmid__v1__set_log_level_response__descr
 extern const ProtobufCMessageDescriptor qrmid__v1__list_quarantine_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__quarantined_row__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_quarantine_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_members_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__cluster_member__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__dispatcher__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_members_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__handover_request__descriptor;
 extern const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor;
 
 PROTOBUF_C__END_DECLS

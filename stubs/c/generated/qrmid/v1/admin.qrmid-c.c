@@ -153,3 +153,37 @@ grpc_status_code qrmid_v1_admin_service_list_quarantine(
     *response = (Qrmid__V1__ListQuarantineResponse *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_admin_service_list_members(
+    qrmid_client *client,
+    const Qrmid__V1__ListMembersRequest *request,
+    Qrmid__V1__ListMembersResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_LIST_MEMBERS_METHOD,
+      &qrmid__v1__list_members_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_members_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListMembersResponse *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_handover(
+    qrmid_client *client,
+    const Qrmid__V1__HandoverRequest *request,
+    Qrmid__V1__ClusterMember **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_HANDOVER_METHOD,
+      &qrmid__v1__handover_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__cluster_member__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ClusterMember *)out;
+  return code;
+}

@@ -171,6 +171,44 @@ grpc_status_code qrmid_v1_admin_service_list_quarantine(
     int64_t timeout_ms,
     qrmid_error *error);
 
+/*
+ * /qrmid.v1.AdminService/ListMembers
+ *
+ * Lists the members of the cluster this daemon belongs to (daemons sharing
+ * one PostgreSQL database, [cluster]) and the member dispatching each
+ * resource. FAILED_PRECONDITION on a daemon that is not a cluster member.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_members_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_LIST_MEMBERS_METHOD "/qrmid.v1.AdminService/ListMembers"
+grpc_status_code qrmid_v1_admin_service_list_members(
+    qrmid_client *client,
+    const Qrmid__V1__ListMembersRequest *request,
+    Qrmid__V1__ListMembersResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/Handover
+ *
+ * Tells a member to hand over every resource it dispatches to the other
+ * members and to take none until it restarts; with back, to take resources
+ * again. Answers that member as the store then knows it. NOT_FOUND naming
+ * the members when no such member ever joined; FAILED_PRECONDITION on a
+ * daemon that is not a cluster member.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__cluster_member__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_HANDOVER_METHOD "/qrmid.v1.AdminService/Handover"
+grpc_status_code qrmid_v1_admin_service_handover(
+    qrmid_client *client,
+    const Qrmid__V1__HandoverRequest *request,
+    Qrmid__V1__ClusterMember **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
 #ifdef __cplusplus
 }
 #endif
