@@ -108,7 +108,7 @@ def dispatching(cluster: Cluster, member: str) -> float:
                 if sample.name == "qrmid_resource_dispatching" and sample.labels == {"resource": "noop"})
 
 
-def test_members_are_listed_and_a_handover_moves_the_dispatch_and_back(database: Database, tmp_path: Path) -> None:
+def test_members_listed_handed_over_and_back_and_a_killed_one_unhealthy(database: Database, tmp_path: Path) -> None:
     with Cluster(database, NOOP_TOML, members=2, tmp=tmp_path) as cluster:
         listed = listing(cluster)
         assert listed["member"] == "m1", "the first member of the address answers"
@@ -150,3 +150,12 @@ def test_members_are_listed_and_a_handover_moves_the_dispatch_and_back(database:
 
         unknown = qrmid(cluster, "handover", "m9", ok=False)
         assert "NOT_FOUND: no member 'm9' ever joined this cluster; its members are: m1, m2" in unknown.stderr
+
+        cluster.kill(other)  # its heartbeat stops: listed, unhealthy, until it starts again
+        deadline = time.monotonic() + 60
+        while (health := {m["name"]: m.get("healthy", False) for m in listing(cluster)["members"]}) != \
+                {first: True, other: False}:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.5)
+        table = qrmid(cluster, "cluster").stdout
+        assert any(line.startswith(f"│ {other} ") and "│ no heartbeat │" in line for line in table.splitlines()), table
