@@ -1,6 +1,6 @@
 """spank_qrmid.so against a cluster of three qrmid members on one PostgreSQL database, the plugin's ``address=`` and the
-job's ``QRMID_ADDRESS`` naming every member, whose member dispatching the job's resource is killed (SIGKILL): before
-the job, or once it holds a lease that member granted. The job's Python client runs its task to COMPLETED through the
+job's ``QRMID_ADDRESS`` naming every member (Unix sockets and TCP listeners, all with MUNGE), whose member dispatching
+the job's resource is killed (SIGKILL): before the job, or once it holds a lease that member granted. The job's Python client runs its task to COMPLETED through the
 cluster address, the task dispatched by the successor, and the lease ends with the job on every surviving member."""
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ delay_seconds = 1
 
 
 def members_with_munge(database: Database, munge_socket: Path) -> Members:
-    """Three members (not started) that authenticate the callers on their Unix sockets with the Slurm cluster's MUNGE
-    and let every user reach them, as the Slurm tests' daemon does (the harness' members trust their socket's owner)."""
+    """Three members (not started) that authenticate the callers on their Unix sockets and TCP listeners with the Slurm
+    cluster's MUNGE and let every user reach them, as the Slurm tests' daemon does (the harness' members trust their
+    socket's owner and take tokens over TCP)."""
     members = Members(database, MEMBERS_TOML, members=3)
     for name in members.names:
         path = members.member(name).config
         doc = tomllib.loads(path.read_text())
-        doc["daemon"] |= {"auth": "munge", "socket_mode": "0666"}
+        doc["daemon"] |= {"auth": "munge", "socket_mode": "0666", "tcp_auth": "munge"}
         doc["auth"]["munge_socket"] = str(munge_socket)
         path.write_text(tomli_w.dumps(doc))
     return members
@@ -135,8 +136,8 @@ def test_a_job_runs_through_the_survivors_of_a_cluster_whose_dispatcher_was_kill
         killed, killed_epoch, _ = dispatcher(database)
         members.kill(killed)
         survivors = [members.member(name) for name in members.names if name != killed]
-        # the killed member first: every client meets its stale socket before a survivor
-        address = ",".join([members.member(killed).address, *(member.address for member in survivors)])
+        # the killed member first: every client meets its stale socket before the survivors' TCP listeners
+        address = ",".join([members.member(killed).address, *(member.tcp for member in survivors)])
         held: dict[str, list[tuple[str, str, str]]] = {}
         job, output = run_job(cluster, address, "cluster-killed-before",
                               lambda job_id: held.update(leases_of(cluster, job_id, survivors)))
@@ -151,7 +152,8 @@ def test_a_job_whose_lease_was_granted_by_the_dispatcher_killed_during_it_runs_a
     with members_with_munge(database, cluster.munge_socket) as members:
         killed, killed_epoch, _ = dispatcher(database)
         survivors = [members.member(name) for name in members.names if name != killed]
-        address = ",".join([members.member(killed).address, *(member.address for member in survivors)])
+        # the killed member first, over TCP: once it is gone, its port refuses every client
+        address = ",".join([members.member(killed).tcp, *(member.address for member in survivors)])
         held: dict[str, list[tuple[str, str, str]]] = {}
 
         def kill_the_granting_dispatcher(job_id: str) -> None:
