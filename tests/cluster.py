@@ -10,7 +10,7 @@ loopback port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -46,7 +46,7 @@ class Cluster:
     starts them one after another, m1 first, each once it serves; leaving stops every one still running."""
 
     def __init__(self, database: Database, resources: str, members: int = 2, tmp: Path | None = None,
-                 own: Mapping[str, str] | None = None) -> None:
+                 own: Mapping[str, str] | None = None, users: Sequence[str] = ()) -> None:
         names = [f"m{n}" for n in range(1, members + 1)]
         unknown = set(own or {}) - set(names)
         if unknown:
@@ -54,7 +54,9 @@ class Cluster:
         root = tmp or short_dir()
         self.database = database
         self.token_file = write_config(root / "token", TOKEN + "\n")
-        tokens = write_config(root / "tokens.toml", f'[[token]]\nname = "ops"\ntoken = "{TOKEN}"\nadmin = true\n')
+        self.user_token_files = {user: write_config(root / f"token-{user}", f"{TOKEN}-{user}\n") for user in users}
+        tokens = write_config(root / "tokens.toml", f'[[token]]\nname = "ops"\ntoken = "{TOKEN}"\nadmin = true\n' + "".join(
+            f'[[token]]\nname = "{user}"\ntoken = "{TOKEN}-{user}"\n' for user in users))
         secret = password_file(database)
         self._members: dict[str, Member] = {}
         for name in names:
@@ -76,6 +78,11 @@ class Cluster:
     @property
     def names(self) -> list[str]:
         return list(self._members)
+
+    @property
+    def tcp_address(self) -> str:
+        """Every member's TCP listener, comma-separated (token auth: ``token_file`` or ``user_token_files``)."""
+        return ",".join(member.tcp for member in self._members.values())
 
     @property
     def address(self) -> str:

@@ -10,24 +10,30 @@ import contextlib
 import time
 import tomllib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
-
 from daemons import config, running
 from ibm_services import Services, record
 from postgres import Database
 from test_ibm_quantum_system import isa_bell
-from test_postgres_store import cluster, ibm  # noqa: F401 (a fixture)
-from test_recovery import ibm_resource
+from test_postgres_store import cluster
+from test_recovery import ibm_resource, perth
 
 from qrmid.client import AsyncClient, pulser_payload, sampler_payload
 from qrmid.daemon import Daemon
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 PAYLOAD = pulser_payload({"sequence": "x"}, 3)
+PLAIN_BELL = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\nc = measure q;\n'
+
+
+@pytest.fixture(scope="module")
+def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with perth(tmp_path_factory.mktemp("ibm")) as services:
+        yield services
 
 
 def noop(delay: float = 0.0, slots: int = 2) -> list[dict[str, Any]]:
@@ -92,6 +98,23 @@ async def test_a_request_id_names_one_task_on_every_member(database: Database) -
         assert again.id == first.id
     with database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+
+
+async def test_a_member_that_has_not_heard_of_a_task_yet_reads_it_from_the_store(database: Database) -> None:
+    async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
+            AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
+        assert b.members is not None
+        listening = b.members._loops[1]
+        listening.cancel()  # b hears nothing of a from now on
+        await asyncio.gather(listening, return_exceptions=True)
+        task = await on_a.start_task("noop", PAYLOAD, request_id="step-7")
+        assert (await on_b.task(task.id)).id == task.id
+        again = await on_b.start_task("noop", PAYLOAD, request_id="step-8")
+        assert (await on_a.start_task("noop", PAYLOAD, request_id="step-8")).id == again.id
+        taken = await on_a.start_task("noop", PAYLOAD, request_id="step-9")  # b inserts it too, and is refused
+        assert (await on_b.start_task("noop", PAYLOAD, request_id="step-9")).id == taken.id
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
 
 
 async def test_leases_and_drains_act_on_every_member(database: Database) -> None:
@@ -162,12 +185,12 @@ async def test_a_dispatcher_whose_epoch_moved_on_has_its_writes_refused_and_runs
             "elected, fenced by the bump, elected again"
 
 
-async def ran_once(ibm: Services, ids: list[str]) -> None:
+async def ran_once(services: Services, ids: list[str]) -> None:
     """Each of ``ids`` reached the emulator exactly once, and its job was deleted once it ended."""
     wanted = set(ids)
     deadline = time.monotonic() + 10
     while True:
-        seen = await record(ibm, "perth")
+        seen = await record(services, "perth")
         submitted = Counter(entry["id"] for entry in seen["submissions"] if entry["id"] in wanted)
         assert submitted == Counter(ids), "every task reached the backend exactly once"
         if wanted <= {entry["id"] for entry in seen["deleted"]} or time.monotonic() > deadline:
@@ -188,8 +211,7 @@ async def test_a_member_without_credentials_serves_the_published_status_and_targ
         assert await on_b.target("perth") == await on_a.target("perth")
         shown = await on_b.resource("perth")
         assert shown.status == pb.RESOURCE_STATUS_ONLINE and shown.capacity.slots_total == 4, shown
-        plain = sampler_payload({"pubs": [['OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nqubit[2] q;\nh q[0];\n'
-                                           'cx q[0], q[1];\nc = measure q;\n', None, 10]], "version": 2})
+        plain = sampler_payload({"pubs": [[PLAIN_BELL, None, 10]], "version": 2})
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await on_b.start_task("perth", plain)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()

@@ -91,9 +91,8 @@ class AdminService(admin_grpc.AdminServiceServicer):
     @unary
     async def CancelTask(self, request: admin_pb.CancelTaskRequest, context: Context) -> pb.Task:
         who = self._admin(context, "CancelTask")
-        task = self.broker.stop_task(required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
-        log.info("task %s of %s cancelled by %s", task.id, task.owner, who)
-        await task.settled()  # answered once the cancellation is recorded, as StopTask is
+        task, _ = await self.broker.cancel(required(request.task_id, "task_id"), request.reason or "cancelled by an admin")
+        log.info("task %s of %s cancelled by %s", task.id, task.owner, who)  # answered once recorded, as StopTask is
         return self._task(task)
 
     @unary

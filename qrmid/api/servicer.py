@@ -83,25 +83,25 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
         who = caller(context)
-        task = self.broker.task_for(required(request.task_id, "task_id"), who.name, who.admin)
+        task = await self.broker.task_for(required(request.task_id, "task_id"), who.name, who.admin)
         reason = "stopped by its owner" if task.owner == who.name else f"stopped by {who.name}, an admin"
         task, view = await self.broker.cancel(task.id, reason)
         return self._task(task, view)
 
     @unary
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.Task:
-        task = self._visible(request.task_id, context)
+        task = await self._visible(request.task_id, context)
         return self._task(task, task.shown)
 
     @streaming
     async def WatchTask(self, request: pb.WatchTaskRequest, context: Context) -> AsyncIterator[pb.Task]:
-        task = self._visible(request.task_id, context)
+        task = await self._visible(request.task_id, context)
         async for view in task.watch():
             yield self._task(task, view)
 
     @streaming
     async def GetTaskResult(self, request: pb.GetTaskResultRequest, context: Context) -> AsyncIterator[pb.ResultChunk]:
-        task = self._visible(request.task_id, context)
+        task = await self._visible(request.task_id, context)
         shown = task.shown
         if shown.state is not TaskState.COMPLETED or task.result is None:
             detail = f": {shown.reason}" if shown.reason else ""
@@ -114,13 +114,13 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Context) -> pb.TaskLogs:
-        task = self._visible(request.task_id, context)
+        task = await self._visible(request.task_id, context)
         return pb.TaskLogs(task_id=task.id, text=task.logs)
 
-    def _visible(self, task_id: str, context: Context) -> Task:
+    async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
         who = caller(context)
-        return self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
+        return await self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
     def _task(self, task: Task, view: TaskView) -> pb.Task:
         if view.state is not TaskState.QUEUED:

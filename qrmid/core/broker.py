@@ -215,6 +215,10 @@ class Broker:
         self._accepting.add(accepting)
         accepting.add_done_callback(self._accepting.discard)
         if (refused := await asyncio.shield(accepting)) is not None:
+            if request_id and self.cluster is not None:  # another member may have taken the request id meanwhile
+                found = await self.cluster.fetch_request(owner, request_id)
+                if found is not None and found != task.id and found in self._tasks:
+                    return await self._recorded(self._tasks[found])
             raise refused
         if self.payloads is not None and task.size > self.payloads.threshold:
             await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting
@@ -368,8 +372,12 @@ class Broker:
         except KeyError:
             raise NotFound(f"no task with id {task_id!r} (unknown, or its record has expired)") from None
 
-    def task_for(self, task_id: str, owner: str, admin: bool = False) -> Task:
-        """Task ``task_id`` when ``owner`` may see and stop it: it is theirs, or they are an admin."""
+    async def task_for(self, task_id: str, owner: str, admin: bool = False) -> Task:
+        """Task ``task_id`` when ``owner`` may see and stop it: it is theirs, or they are an admin. In cluster mode a
+        task this member has not heard of yet is read from the store (it may have been taken by another member an
+        instant ago)."""
+        if task_id not in self._tasks and self.cluster is not None:
+            await self.cluster.fetch(task_id)
         task = self.task(task_id)
         if task.owner != owner and not admin:
             raise PermissionDenied(f"task {task_id} belongs to another user")

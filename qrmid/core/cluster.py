@@ -49,6 +49,16 @@ class Membership(Protocol):
         """Each resource's current dispatcher, by resource name."""
         ...
 
+    async def fetch(self, task_id: str) -> None:
+        """Read task ``task_id`` from the store into the core, if the store has it: another member took it and its
+        notification has not arrived yet."""
+        ...
+
+    async def fetch_request(self, owner: str, request_id: str) -> str | None:
+        """The id of the task ``owner`` started with ``request_id`` on any member, read into the core; None when
+        there is none."""
+        ...
+
     async def handover(self, member: str, back: bool = False) -> MemberView:
         """Tell ``member`` to hand over every resource it dispatches and take none until it restarts (or, with
         ``back``, to take resources again); NotFound when no such member ever joined."""

@@ -337,6 +337,18 @@ class Members:
         return [Dispatch(row["resource"], row["dispatcher"], int(row["epoch"]), float(row["since"]))
                 for row in await self._query(DISPATCHERS, ())]
 
+    async def fetch(self, task_id: str) -> None:
+        for row in await self._query(READ_TASKS + " WHERE t.id = %s", (task_id,)):
+            self.replica.mirror(read_task(row))
+
+    async def fetch_request(self, owner: str, request_id: str) -> str | None:
+        rows = await self._query("SELECT task_id FROM request_ids WHERE owner = %s AND client_request_id = %s",
+                                 (owner, request_id))
+        if not rows:
+            return None
+        await self.fetch(rows[0]["task_id"])
+        return str(rows[0]["task_id"])
+
     async def handover(self, member: str, back: bool = False) -> MemberView:
         async with self.store.connection() as conn, conn.transaction():
             updated = await conn.execute("UPDATE members SET handover = %s WHERE name = %s", (not back, member))

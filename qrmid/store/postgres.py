@@ -402,6 +402,10 @@ class PostgresStore(Commits, Listener):
                     except psycopg.Error as exc:
                         if not _refused(exc):
                             raise
+                        if isinstance(exc, psycopg.errors.UniqueViolation) and write.sql == INSERT_REQUEST:
+                            refused[write.task_id] = (f"request id {write.params['request']!r} was taken by another "
+                                                      "member's task an instant ago: ask for that task")
+                            continue
                         self._refusal(refused, write.task_id, f"{type(exc).__name__}: {self.scrub(exc)}")
                         continue
                     if write.notice:
