@@ -239,7 +239,7 @@ class Daemon:
         if isinstance(self.journal, PostgresStore):
             self.members = Members(self.journal, self.broker, _eligible(self.config),
                                    failover_seconds=self.config.cluster.failover_seconds if self.config.cluster else 10,
-                                   on_reload=self._reload_on_signal)
+                                   on_reload=self._reload_as_asked)
             self.members.start()
             self.broker.cluster = self.members
         for server in self.servers:
@@ -359,6 +359,13 @@ class Daemon:
 
     async def _reload_on_signal(self) -> None:
         log.info("SIGHUP: reloading %s", self.path)
+        await self._reload_logged()
+
+    async def _reload_as_asked(self) -> None:
+        log.info("another member reloaded its config at an admin's request: reloading %s", self.path)
+        await self._reload_logged()
+
+    async def _reload_logged(self) -> None:
         try:
             await self.reload()
         except (InvalidArgument, FailedPrecondition) as exc:

@@ -24,6 +24,7 @@ from test_recovery import ibm_resource, perth
 
 from qrmid.client import AsyncClient, pulser_payload, sampler_payload
 from qrmid.daemon import Daemon
+from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 PAYLOAD = pulser_payload({"sequence": "x"}, 3)
@@ -69,7 +70,12 @@ async def test_a_task_started_on_one_member_is_dispatched_by_the_other_and_watch
             assert states == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING, pb.TASK_STATE_COMPLETED]
             assert (await here.task(task.id)).state == pb.TASK_STATE_COMPLETED
             assert await there.result(task.id) == await here.result(task.id)
-        assert task.id in leader.broker._tasks and task.id in other.broker._tasks
+        for daemon in (leader, other):  # every member keeps the whole cluster's accounting records
+            async with grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+                accounting = await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
+                    metrics_pb2.ListAccountingRequest())
+            assert [(record.task_id, record.state) for record in accounting.records] == [
+                (task.id, pb.TASK_STATE_COMPLETED)]
 
 
 async def test_a_task_queued_behind_others_is_cancelled_from_a_member_that_does_not_dispatch_it(
@@ -117,7 +123,7 @@ async def test_a_member_that_has_not_heard_of_a_task_yet_reads_it_from_the_store
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
 
 
-async def test_leases_and_drains_act_on_every_member(database: Database) -> None:
+async def test_leases_revocations_drains_and_resumes_act_on_every_member(database: Database) -> None:
     async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
             AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
         lease = await on_a.acquire("noop")
@@ -126,10 +132,18 @@ async def test_leases_and_drains_act_on_every_member(database: Database) -> None
         await on_b.wait(task.id)
         await on_b.release(lease.token)
         await _until(lambda: not a.broker.leases.live())
-        a.broker.events.resource_drained("noop", "calibration")  # as AdminService.DrainResource records it
-        a.broker.resources["noop"].drain("calibration")
-        await _until(lambda: b.broker.resources["noop"].draining)
+        revoked = await on_a.acquire("noop")
+        await _until(lambda: any(held.id == revoked.id for held in b.broker.leases.live()))
+        async with grpc.aio.insecure_channel(f"unix:{a.socket}") as channel:  # root: an admin
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            await admin.RevokeLease(admin_pb2.RevokeLeaseRequest(lease_id=revoked.id))
+            await admin.DrainResource(admin_pb2.DrainResourceRequest(resource="noop", reason="calibration"))
+        await _until(lambda: not b.broker.leases.live() and b.broker.resources["noop"].draining)
         assert (await on_b.resource("noop")).status_reason == "calibration"
+        async with grpc.aio.insecure_channel(f"unix:{b.socket}") as channel:
+            await admin_pb2_grpc.AdminServiceStub(channel).ResumeResource(admin_pb2.ResumeResourceRequest(
+                resource="noop"))
+        await _until(lambda: not a.broker.resources["noop"].draining)
 
 
 async def test_the_dispatch_moves_to_another_member_when_its_member_stops(database: Database) -> None:

@@ -430,6 +430,8 @@ class Broker:
                 resource.scheduler.adopt(stored, None)
             else:
                 resource.scheduler.mirrored(stored)
+            if stored.state is not TaskState.QUEUED:
+                self.events.task_mirrored(stored)
             return
         if resource is not None and resource.scheduler.leading:
             return
@@ -440,6 +442,7 @@ class Broker:
                 resource.scheduler.mirrored(task)
             elif task.state.terminal:
                 self._finish(task)
+            self.events.task_mirrored(task)
 
     async def lead(self, name: str, stored: list[Task], submitting: set[str], held: set[str]) -> None:
         """Start dispatching resource ``name`` (this member was elected): catch up with its unfinished tasks as

@@ -37,6 +37,9 @@ class Listener:
     def job_released(self, task: Task) -> None:
         """The backend no longer holds the finished ``task``'s job (its cleanup ran)."""
 
+    def task_mirrored(self, task: Task) -> None:
+        """``task`` moved to ``task.view.state`` on another member, which recorded it (cluster mode)."""
+
     def cancel_requested(self, task: Task, reason: str) -> None:
         """Ask the member that dispatches ``task``'s resource to cancel it, for ``reason`` (cluster mode)."""
 
@@ -99,6 +102,10 @@ class Events(Listener):
     def job_released(self, task: Task) -> None:
         for listener in self._listeners:
             _safely(listener.job_released, task)
+
+    def task_mirrored(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.task_mirrored, task)
 
     def cancel_requested(self, task: Task, reason: str) -> None:
         for listener in self._listeners:

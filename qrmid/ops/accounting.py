@@ -105,6 +105,10 @@ class Ledger(Listener):
         self._running.pop(task.id, None)
         self._record(task)
 
+    def task_mirrored(self, task: Task) -> None:
+        """Every member keeps the accounting records of the whole cluster."""
+        self.task_changed(task)
+
     def task_refused(self, task: Task) -> None:
         """A task whose record could not be made durable was never taken: it leaves no accounting record."""
         self._running.pop(task.id, None)

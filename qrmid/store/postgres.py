@@ -402,7 +402,7 @@ class PostgresStore(Commits, Listener):
                     except psycopg.Error as exc:
                         if not _refused(exc):
                             raise
-                        if isinstance(exc, psycopg.errors.UniqueViolation) and write.sql == INSERT_REQUEST:
+                        if isinstance(exc, psycopg.errors.UniqueViolation) and isinstance(write.params, dict):  # a request id's
                             refused[write.task_id] = (f"request id {write.params['request']!r} was taken by another "
                                                       "member's task an instant ago: ask for that task")
                             continue
