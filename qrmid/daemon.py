@@ -264,12 +264,13 @@ class Daemon:
 
     async def stop(self) -> None:
         """Take no new tasks, let running ones finish within the grace period, then leave the unfinished ones
-        in the journal for the next start (or cancel them when there is no journal), close."""
+        in the journal for the next start (or cancel them when there is no journal), close. A cluster member first
+        hands its resources over to the others."""
         await self.health.enter_graceful_shutdown()
         await self.reloader.close()
-        await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
-        if self.members is not None:
+        if self.members is not None:  # its resources move to other members at once, their tasks re-attached there
             await self.members.close()
+        await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
         await asyncio.gather(*(server.stop(grace=1.0) for server in self.servers))
         await self.metrics.close()
         await self.broker.validation.close()

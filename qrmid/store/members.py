@@ -71,6 +71,8 @@ class Members:
         self._nudge = asyncio.Event()  # wakes the election round early (told to hand over, or back)
         self._since = time.time() - RESYNC_SLACK
         self._loops: list[asyncio.Task[None]] = []
+        self._conn: psycopg.AsyncConnection[Any] | None = None  # the election connection, while it is up
+        self._closing = False
         store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -82,7 +84,16 @@ class Members:
                        asyncio.create_task(self._apply_loop(), name="qrmid cluster notices")]
 
     async def close(self) -> None:
-        """Stop dispatching and listening; the other members take over this member's resources."""
+        """Hand over the resources this member dispatches (the others take them over at once, re-attaching their
+        tasks), then stop listening."""
+        self._closing = True
+        if self._conn is not None and not self._conn.closed:
+            try:
+                for name in [*self.leading, *(self._held - set(self.leading))]:
+                    await asyncio.wait_for(self._hand_over(self._conn, name, "it is stopping"), self.failover_seconds)
+            except (psycopg.Error, OSError, TimeoutError) as exc:  # its locks go with its connection anyway
+                log.warning("member %s could not hand over its resources one by one (%s); they are freed as it "
+                            "disconnects", self.member, exc)
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -106,7 +117,7 @@ class Members:
         while True:
             conn = None
             try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo("election"), autocommit=True)
+                conn = self._conn = await psycopg.AsyncConnection.connect(self._conninfo("election"), autocommit=True)
                 self._held.clear()
                 await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MEMBER_LOCK,))
                 if failure:
@@ -138,9 +149,11 @@ class Members:
         cursor = await conn.execute("UPDATE members SET heartbeat = now() WHERE name = %s RETURNING handover",
                                     (self.member,))
         row = await cursor.fetchone()
+        if self._closing:
+            return []
         if row is None or row[0]:  # told to hand over (or the row is gone: it joins again at its restart)
             for name in [*self.leading, *(self._held - set(self.leading))]:
-                await self._hand_over(conn, name)
+                await self._hand_over(conn, name, "it was told to")
             return []
         won = []
         for name in self.eligible:
@@ -183,7 +196,7 @@ class Members:
         log.info("member %s dispatches %s from now on (epoch %d, took over in %.2f s)", self.member, name, epoch,
                  time.monotonic() - started)
 
-    async def _hand_over(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+    async def _hand_over(self, conn: psycopg.AsyncConnection[Any], name: str, why: str) -> None:
         """Give resource ``name`` up for another member: stop dispatching, let the submission in flight and the
         writes of this dispatch land, then free its lock."""
         await self.replica.hand_over(name)
@@ -192,7 +205,7 @@ class Members:
         self.store.dispatching(name, None)
         self.leading.pop(name, None)
         await self._unlock(conn, name)
-        log.warning("member %s handed over %s: it was told to", self.member, name)
+        log.warning("member %s handed over %s: %s", self.member, name, why)
 
     async def _unlock(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
         self._held.discard(name)
