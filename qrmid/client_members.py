@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 FIRST_BACKOFF = 0.05  # seconds before the second member; doubled for each further one
 MAX_BACKOFF = 0.5
+# With several members, how long one has to take a connection before its calls fail UNAVAILABLE and move on (gRPC
+# waits 20 s by default): a stopped member, or a host gone from the network, does not use up a call's deadline.
+CONNECT_TIMEOUT_MS = 5000
 
 # gRPC's part: retry UNAVAILABLE (on another address of the target when it has several). Not Acquire: it has no
 # request id, so only the client's own retry across members makes it again, where the caller can see it.
@@ -76,6 +79,8 @@ class Members:
 
     def __init__(self, address: str | None, auth: ClientAuth, options: list[tuple[str, Any]]) -> None:
         self.targets = split_address(address)
+        if len(self.targets) > 1:
+            options = [*options, ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS)]  # its connect timeout
         self.channels = [auth.channel(target, options=[*options, ("grpc.service_config", service_config(target))])
                          for target in self.targets]
         self.current = 0

@@ -40,6 +40,9 @@
 
 #define FIRST_BACKOFF_MS 50 /* before the second member; doubled for each further one */
 #define MAX_BACKOFF_MS 500
+/* With several members, how long one has to take a connection before its calls fail UNAVAILABLE and move on (gRPC
+ * waits 20 s by default): a stopped member, or a host gone from the network, does not use up a call's deadline. */
+#define CONNECT_TIMEOUT_MS 5000
 #define REQUEST_ID_FIELD "client_request_id"
 
 /* One daemon of the address's list. */
@@ -488,7 +491,7 @@ grpc_status_code qrmid_client_new(const char *target,
     return set_error(error, GRPC_STATUS_INVALID_ARGUMENT, "cannot create channel credentials");
   }
 
-  grpc_arg args[3];
+  grpc_arg args[4];
   size_t nargs = 0;
   args[nargs].type = GRPC_ARG_INTEGER;
   args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -499,6 +502,12 @@ grpc_status_code qrmid_client_new(const char *target,
     args[nargs].type = GRPC_ARG_STRING;
     args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
     args[nargs].value.string = (char *)options->tls_server_name;
+    nargs++;
+  }
+  if (c->member_count > 1) {
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS; /* gRPC's connect timeout */
+    args[nargs].value.integer = CONNECT_TIMEOUT_MS;
     nargs++;
   }
   args[nargs].type = GRPC_ARG_STRING;
