@@ -1,11 +1,14 @@
 """spank_qrmid.so against a cluster of three qrmid members on one PostgreSQL database, the plugin's ``address=`` and the
-job's ``QRMID_ADDRESS`` naming every member (Unix sockets and TCP listeners, all with MUNGE), whose member dispatching
-the job's resource is killed (SIGKILL): before the job, or once it holds a lease that member granted. The job's Python client runs its task to COMPLETED through the
-cluster address, the task dispatched by the successor, and the lease ends with the job on every surviving member."""
+job's ``QRMID_ADDRESS`` naming every member (Unix sockets and TCP listeners, all with MUNGE). The member dispatching
+the job's resource is killed (SIGKILL) before the job, or once the job holds a lease that member granted; or the first
+member of the address hangs (SIGSTOP). The job's Python client runs its task to COMPLETED through the cluster address,
+the task dispatched by the member elected after the kill, and the lease ends with the job on every other member."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 import tomllib
 from collections.abc import Callable
@@ -108,9 +111,9 @@ def leases_of(cluster: Cluster, job_id: str, members: list[Member]) -> dict[str,
 
 
 def check_ran_and_released(cluster: Cluster, database: Database, job: Job, output: str, survivors: list[Member],
-                           killed_epoch: int) -> None:
-    """The job's task completed under the job on every survivor, dispatched by a survivor elected after the kill, and
-    the job's lease is gone from every survivor."""
+                           elected: int) -> None:
+    """The job's task completed under the job on every survivor, dispatched by a survivor elected at epoch ``elected``
+    or later, and the job's lease is gone from every survivor."""
     ran = re.search(r"^task (\S+): completed$", output, re.MULTILINE)
     assert ran, output
     for member in survivors:
@@ -119,7 +122,7 @@ def check_ran_and_released(cluster: Cluster, database: Database, job: Job, outpu
         assert (task.state, task.slurm_job_id) == (pb.TASK_STATE_COMPLETED, job.id), member.name
 
     successor, epoch, since = dispatcher(database)
-    assert successor in {member.name for member in survivors} and epoch > killed_epoch
+    assert successor in {member.name for member in survivors} and epoch >= elected
     with database.connect() as conn:
         (started_at,), = conn.execute("SELECT started_at FROM tasks WHERE id = %s", (ran[1],)).fetchall()
     assert started_at >= since, f"the task started at {started_at}, before {successor} took over at {since}"
@@ -144,7 +147,7 @@ def test_a_job_runs_through_the_survivors_of_a_cluster_whose_dispatcher_was_kill
         (lease_id, _, _), = held[survivors[0].name]
         assert held == {member.name: [(lease_id, RESOURCE, "root")] for member in survivors}, \
             "every surviving member lists the job's one lease"
-        check_ran_and_released(cluster, database, job, output, survivors, killed_epoch)
+        check_ran_and_released(cluster, database, job, output, survivors, killed_epoch + 1)
 
 
 def test_a_job_whose_lease_was_granted_by_the_dispatcher_killed_during_it_runs_and_releases_through_the_survivors(
@@ -166,4 +169,26 @@ def test_a_job_whose_lease_was_granted_by_the_dispatcher_killed_during_it_runs_a
             "every member lists the job's one lease"
         assert f"lease {lease_id} granted on {RESOURCE}" in members.member(killed).log.read_text(), \
             "the killed member, first in the address, granted the lease"
-        check_ran_and_released(cluster, database, job, output, survivors, killed_epoch)
+        check_ran_and_released(cluster, database, job, output, survivors, killed_epoch + 1)
+
+
+def test_a_job_runs_through_the_others_when_the_first_member_of_its_address_hangs(
+        cluster: Cluster, database: Database) -> None:
+    """A stopped member (SIGSTOP: its socket and port take connections, it never answers, as a host gone from the
+    network) first in the address: each client gives it a few seconds to connect and moves on, within the plugin's
+    timeout=20."""
+    with members_with_munge(database, cluster.munge_socket) as members:
+        leader, epoch, _ = dispatcher(database)
+        hung = next(members.member(name) for name in members.names if name != leader)
+        others = [members.member(name) for name in members.names if name != hung.name]
+        address = ",".join([hung.tcp, *(member.address for member in others)])
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        try:
+            held: dict[str, list[tuple[str, str, str]]] = {}
+            job, output = run_job(cluster, address, "cluster-hung",
+                                  lambda job_id: held.update(leases_of(cluster, job_id, others)))
+            (lease_id, _, _), = held[others[0].name]
+            assert held == {member.name: [(lease_id, RESOURCE, "root")] for member in others}
+            check_ran_and_released(cluster, database, job, output, others, epoch)
+        finally:
+            os.kill(hung.process.pid, signal.SIGCONT)
