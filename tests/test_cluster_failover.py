@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from cluster import Cluster
-from emulators.pasqal_fixtures import CONFIG, Emulator
-from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from emulators.pasqal_fixtures import Emulator, running_emulator
 from ibm_services import Services, record
 from postgres import Database
 from test_ibm_quantum_system import isa_bell
@@ -38,13 +37,8 @@ def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture(scope="module")
 def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    path = tmp_path_factory.mktemp("pasqal") / "config.json"
-    path.write_text(json.dumps({**CONFIG, "job_duration_s": 0.3}))
-    process = start_pasqal(path)
-    try:
+    with running_emulator(tmp_path_factory.mktemp("pasqal"), job_duration_s=0.3) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def dispatcher(database: Database, resource: str, timeout: float = 30.0) -> str:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,8 +23,8 @@ from emulators.pasqal_fixtures import (
     USERNAME,
     Emulator,
     fetch_device,
+    running_emulator,
     sequence,
-    start_emulator,
 )
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
@@ -39,13 +38,8 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 @pytest.fixture(scope="module")
 def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """One emulator process for the module; each test uses its own device type, as QPUs run one batch at once."""
-    path: Path = tmp_path_factory.mktemp("pasqal") / "config.json"
-    path.write_text(json.dumps(CONFIG))
-    process = start_emulator(path)
-    try:
+    with running_emulator(tmp_path_factory.mktemp("pasqal")) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,15 @@ from typing import Any
 
 import pytest
 import tomli_w
-from emulators.pasqal_fixtures import CLIENT_ID, CLIENT_SECRET, CONFIG, PROJECT, Emulator, fetch_device, sequence
-from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from emulators.pasqal_fixtures import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PROJECT,
+    Emulator,
+    fetch_device,
+    running_emulator,
+    sequence,
+)
 from ibm_services import Services, ibm_services
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
@@ -43,13 +50,8 @@ def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture(scope="module")
 def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    path = tmp_path_factory.mktemp("pasqal") / "config.json"
-    path.write_text(json.dumps(CONFIG))
-    process = start_pasqal(path)
-    try:
+    with running_emulator(tmp_path_factory.mktemp("pasqal")) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import grpc
 import httpx
 import pytest
 from daemons import ROOT, short_dir
-from emulators.pasqal_fixtures import CONFIG, PROJECT, Emulator, password_grant
-from emulators.pasqal_fixtures import start_emulator as start_pasqal
+from emulators.pasqal_fixtures import PROJECT, Emulator, password_grant, running_emulator
 from ibm_services import Services, emulator, ibm_services, record
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_pasqal_cloud import program
@@ -172,13 +171,8 @@ def test_journal_file_is_private() -> None:
 
 @pytest.fixture(scope="module")
 def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    path = tmp_path_factory.mktemp("pasqal") / "config.json"
-    path.write_text(json.dumps({**CONFIG, "job_duration_s": 0.3}))
-    process = start_pasqal(path)
-    try:
+    with running_emulator(tmp_path_factory.mktemp("pasqal"), job_duration_s=0.3) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def test_kill_9_mid_run_then_restart_runs_every_pasqal_task_exactly_once(pasqal: Emulator) -> None:

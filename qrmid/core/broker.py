@@ -319,12 +319,10 @@ class Broker:
                 resource.scheduler.adopt(task, None) if task.state is TaskState.QUEUED else \
                     resource.scheduler.mirrored(task)
                 continue
-            ref = task.remote_ref if task.state is TaskState.RUNNING else None
             try:
                 if resource is None:
                     raise RuntimeError(f"resource {task.resource!r} is no longer configured")
-                if ref is not None or task.id in submitting:
-                    ref = await resource.adapter.attach(task.id, ref)
+                ref = await _reattach(resource, task, submitting)
             except Exception as exc:  # its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost across a restart of the daemon: {exc}")
                 self._finish(task)
@@ -458,10 +456,8 @@ class Broker:
         unsure = [self._tasks[task_id] for task_id in submitting if task_id in self._tasks]
         attached: dict[Task, str | None] = {}
         for task in [*scheduler.elsewhere, *(task for task in unsure if task.state is TaskState.QUEUED)]:
-            ref = task.remote_ref if task.state is TaskState.RUNNING else None
             try:
-                if ref is not None or task.id in submitting:
-                    ref = await resource.adapter.attach(task.id, ref)
+                ref = await _reattach(resource, task, submitting)
             except Exception as exc:  # its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost in a change of dispatcher: {exc}")
                 scheduler.mirrored(task)
@@ -619,6 +615,15 @@ class Broker:
                 cancelled = self._end_lease(lease, "its lease expired")
                 log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, len(cancelled),
                          extra=_lease_context(lease))
+
+
+async def _reattach(resource: Resource, task: Task, submitting: set[str]) -> str | None:
+    """The reference to follow ``task``'s job by after a restart or a change of dispatcher, as the backend confirms
+    it; None when the task is to run (again). Raises when the job's fate cannot be known."""
+    ref = task.remote_ref if task.state is TaskState.RUNNING else None
+    if ref is not None or task.id in submitting:
+        return await resource.adapter.attach(task.id, ref)
+    return None
 
 
 def _size(size: int) -> str:

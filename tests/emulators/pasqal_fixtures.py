@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,23 @@ def start_emulator(config_path: Path) -> Emulator:
     return Emulator(proc.popen, proc.url)
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """One emulator process per test module."""
-    path = tmp_path_factory.mktemp("pasqal") / "config.json"
-    path.write_text(json.dumps(CONFIG))
+@contextmanager
+def running_emulator(directory: Path, **config: Any) -> Iterator[Emulator]:
+    """An emulator on ``CONFIG`` updated with ``config`` (its file in ``directory``), stopped on leaving."""
+    path = directory / "config.json"
+    path.write_text(json.dumps({**CONFIG, **config}))
     process = start_emulator(path)
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """One emulator process per test module."""
+    with running_emulator(tmp_path_factory.mktemp("pasqal")) as process:
+        yield process
 
 
 def password_grant(url: str, **overrides: str) -> httpx.Response:
