@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,8 +42,9 @@ def pasqal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
         yield process
 
 
-def dispatcher(database: Database, resource: str, timeout: float = 30.0) -> str:
-    """The member dispatching ``resource`` now: the one named in its epoch row that holds its lock."""
+def dispatcher(database: Database, resource: str, timeout: float = 30.0, exclude: str = "") -> str:
+    """The member dispatching ``resource`` now (other than ``exclude``): the one named in its epoch row that holds
+    its lock."""
     deadline = time.monotonic() + timeout
     while True:
         with database.connect() as conn:
@@ -50,7 +52,7 @@ def dispatcher(database: Database, resource: str, timeout: float = 30.0) -> str:
                 "SELECT dispatcher FROM resource_epoch e WHERE resource = %s AND EXISTS (SELECT 1 FROM pg_locks l "
                 "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.objid::bigint = e.lock_key)",
                 (resource,)).fetchone()
-        if row:
+        if row and row[0] != exclude:
             return str(row[0])
         assert time.monotonic() < deadline, f"no member dispatches {resource}"
         time.sleep(0.1)
@@ -156,6 +158,33 @@ async def test_postgresql_restarted_mid_run_loses_nothing_and_the_members_serve_
         finished = await finish(cluster, first + second)
         assert all(member.running for member in map(cluster.member, cluster.names))
     assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * 60, \
+        Counter(task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED)
+    seen = await record(ibm, "perth")
+    submitted = Counter(entry["id"] for entry in seen["submissions"] if entry["id"] in set(first + second))
+    assert submitted == Counter(first + second), "every task reached the backend exactly once"
+
+
+async def test_a_hung_dispatcher_loses_its_resource_and_when_it_wakes_up_runs_nothing_twice(
+        database: Database, ibm: Services, tmp_path: Path) -> None:
+    with Cluster(database, ibm_resource(ibm), members=2, tmp=tmp_path, users=USERS) as cluster:
+        victim = dispatcher(database, "perth")
+        process = cluster.member(victim).process
+        assert process is not None
+        bell = isa_bell(shots=20)
+        first = await submit(cluster, "alice", lambda n: bell, 20, "perth")
+        while await started(cluster, first) < 3:
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGSTOP)  # hung: its sessions stay open, it sends nothing
+        stopped_at = time.monotonic()
+        try:
+            successor = dispatcher(database, "perth", exclude=victim)
+            took = time.monotonic() - stopped_at
+            second = await submit(cluster, "bob", lambda n: bell, 20, "perth")
+        finally:
+            process.send_signal(signal.SIGCONT)
+        finished = await finish(cluster, first + second)
+    assert successor != victim and took <= 10 + 1, f"failover_seconds (10) passed: {took:.1f} s"
+    assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * 40, \
         Counter(task.reason for task in finished if task.state != pb.TASK_STATE_COMPLETED)
     seen = await record(ibm, "perth")
     submitted = Counter(entry["id"] for entry in seen["submissions"] if entry["id"] in set(first + second))

@@ -72,6 +72,7 @@ class Members:
         self._since = time.time() - RESYNC_SLACK
         self._loops: list[asyncio.Task[None]] = []
         self._conn: psycopg.AsyncConnection[Any] | None = None  # the election connection, while it is up
+        self._takeovers: set[asyncio.Task[None]] = set()
         self._closing = False
         store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
 
@@ -103,10 +104,12 @@ class Members:
         keepalives on both ends so that a member or a server gone from the network is noticed within
         ``failover_seconds``: PostgreSQL then ends the session, and with it the member's locks."""
         idle = count = max(1, int(self.failover_seconds // 3))
+        options = f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval=1 -c tcp_keepalives_count={count}"
+        if role == "election":  # it sends a heartbeat every TICK: a member that stops sending them (hung,
+            # stopped) loses its session, and its locks, as a dead one does
+            options += f" -c idle_session_timeout={max(2000, int(self.failover_seconds * 500))}"
         return make_conninfo(self.store.conninfo, application_name=f"qrmid {self.member} {role}", keepalives=1,
-                             keepalives_idle=idle, keepalives_interval=1, keepalives_count=count,
-                             options=f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval=1 "
-                                     f"-c tcp_keepalives_count={count}")
+                             keepalives_idle=idle, keepalives_interval=1, keepalives_count=count, options=options)
 
     # -- election ----------------------------------------------------------------------------------------------
 
@@ -125,9 +128,10 @@ class Members:
                                 self.member)
                     failure = ""
                 while True:
-                    won = await asyncio.wait_for(self._round(conn), self.failover_seconds / 4)
-                    for name in won:
-                        await self._lead(conn, name)
+                    for name, epoch in await asyncio.wait_for(self._round(conn), self.failover_seconds / 4):
+                        takeover = asyncio.create_task(self._lead(conn, name, epoch), name=f"qrmid take over {name}")
+                        self._takeovers.add(takeover)  # heartbeats go on meanwhile: a takeover may take a while
+                        takeover.add_done_callback(self._takeovers.discard)
                     self._nudge.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._nudge.wait(), TICK)
@@ -143,9 +147,10 @@ class Members:
                     await conn.close()
             await asyncio.sleep(TICK)
 
-    async def _round(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    async def _round(self, conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, int]]:
         """One round: the heartbeat (which also proves the connection), then the locks of the eligible resources
-        no one holds; the resources won. Told to hand over, give up every resource instead."""
+        no one holds; the resources won, each with its new epoch (which fences the writes of its last dispatcher).
+        Told to hand over, give up every resource instead."""
         cursor = await conn.execute("UPDATE members SET heartbeat = now() WHERE name = %s RETURNING handover",
                                     (self.member,))
         row = await cursor.fetchone()
@@ -165,7 +170,11 @@ class Members:
                 if not (locked and locked[0]):
                     continue
                 self._held.add(name)
-            won.append(name)
+            row = await (await conn.execute(ELECTED, (self.member, name))).fetchone()
+            epoch = int(row[0])  # type: ignore[index]
+            self.store.dispatching(name, epoch)
+            self.leading[name] = epoch
+            won.append((name, epoch))
         return won
 
     async def _key(self, conn: psycopg.AsyncConnection[Any], name: str) -> int:
@@ -176,13 +185,8 @@ class Members:
             self._keys[name] = int(row[0])  # type: ignore[index]
         return self._keys[name]
 
-    async def _lead(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
-        """Dispatch resource ``name``, whose lock this member just took: a new epoch fences the writes of its last
-        dispatcher, then the core takes over its tasks as a restart would."""
-        row = await (await conn.execute(ELECTED, (self.member, name))).fetchone()
-        epoch = int(row[0])  # type: ignore[index]
-        self.store.dispatching(name, epoch)
-        self.leading[name] = epoch
+    async def _lead(self, conn: psycopg.AsyncConnection[Any], name: str, epoch: int) -> None:
+        """Dispatch resource ``name``, won at ``epoch``: the core takes over its tasks as a restart would."""
         started = time.monotonic()
         try:
             stored, submitting, held = await self._unfinished(name)
@@ -191,7 +195,11 @@ class Members:
         except Exception:  # a failed takeover leaves the resource to another member
             log.exception("member %s could not take over dispatching %s", self.member, name)
             self._deposed(name, [])
-            await self._unlock(conn, name)
+            with contextlib.suppress(psycopg.Error):
+                await self._unlock(conn, name)
+            return
+        if self.leading.get(name) != epoch:  # lost meanwhile (its connection, or fenced)
+            self.replica.step_down(name)
             return
         log.info("member %s dispatches %s from now on (epoch %d, took over in %.2f s)", self.member, name, epoch,
                  time.monotonic() - started)

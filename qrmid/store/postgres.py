@@ -79,6 +79,9 @@ CHANNEL = "qrmid"  # the LISTEN/NOTIFY channel of the members: 't:' task id, 'l:
 NOTIFY = "SELECT pg_notify('qrmid', %s)"
 
 
+Fenced = dict[tuple[str, int], list[str]]  # (resource, epoch) -> ids of the tasks whose writes were left out
+
+
 class Write(NamedTuple):
     """One write: SQL and its parameters; the task it records ('' for none); the (resource, epoch) of this member's
     dispatch it belongs to, checked in its transaction (None: not a dispatch write); what to notify members of."""
@@ -304,10 +307,10 @@ class PostgresStore(Commits, Listener):
         else:
             self.epochs[name] = epoch
 
-    def _fence(self, task: Task) -> tuple[str, int] | None:
-        """The dispatch a write about ``task`` belongs to, when this member dispatches its resource."""
-        epoch = self.epochs.get(task.resource)
-        return None if epoch is None else (task.resource, epoch)
+    def _fence(self, task: Task) -> tuple[str, int]:
+        """The dispatch a write about ``task``'s run belongs to: epoch 0, which no election gives, when this member
+        does not dispatch its resource (such a write is not made)."""
+        return task.resource, self.epochs.get(task.resource, 0)
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any], task_id: str = "",
                fence: tuple[str, int] | None = None, notice: str = "") -> None:
@@ -416,29 +419,31 @@ class PostgresStore(Commits, Listener):
         refused.pop("", None)
         return refused
 
-    async def _unfenced(self, conn: psycopg.AsyncConnection, batch: list[Write]) -> tuple[list[Write],
-                                                                                          dict[str, list[str]]]:
+    async def _unfenced(self, conn: psycopg.AsyncConnection, batch: list[Write]) -> tuple[list[Write], Fenced]:
         """The writes of ``batch`` whose dispatch epoch is still their resource's, read in the transaction with a
         share lock, so that no member is elected for the resource before it commits; and the task ids of the others,
-        by resource."""
+        by (resource, epoch)."""
         fences = {write.fence for write in batch if write.fence is not None}
         if not fences:
             return batch, {}
         rows = await (await conn.execute(EPOCHS, ([resource for resource, _ in fences],))).fetchall()
         current: dict[str, int] = {resource: epoch for resource, epoch in rows}
         stale = {fence for fence in fences if current.get(fence[0]) != fence[1]}
-        if not stale:
-            return batch, {}
-        fenced: dict[str, list[str]] = {}
+        fenced: Fenced = {}
         for write in batch:
             if write.fence in stale:
-                fenced.setdefault(write.fence[0], []).append(write.task_id)
+                fenced.setdefault(write.fence, []).append(write.task_id)
         return [write for write in batch if write.fence not in stale], fenced
 
-    def _fenced(self, fenced: dict[str, list[str]]) -> None:
-        """Tell the member that its dispatch of each resource in ``fenced`` ended (another member was elected), with
-        the tasks whose writes were left out."""
-        for resource, task_ids in fenced.items():
+    def _fenced(self, fenced: Fenced) -> None:
+        """Tell the member that its dispatch of a resource ended (another member was elected) when writes of its
+        current epoch were left out, with their tasks; writes made before (an earlier epoch of this member) or after
+        it stopped dispatching (epoch 0) are simply not made."""
+        for (resource, epoch), task_ids in fenced.items():
+            if self.epochs.get(resource) != epoch:
+                log.debug("PostgreSQL at %s: %d write(s) about %s of a dispatch that ended left out", self.dsn,
+                          len(task_ids), resource)
+                continue
             log.warning("PostgreSQL at %s: this member no longer dispatches %s (another member was elected); %d "
                         "write(s) of its dispatch were not made", self.dsn, resource, len(task_ids))
             self.dispatching(resource, None)
