@@ -15,7 +15,8 @@ from typing import Any
 
 import grpc
 import pytest
-from daemons import config, running
+import tomli_w
+from daemons import config, running, short_dir, write_config
 from ibm_services import Services, record
 from postgres import Database
 from test_ibm_quantum_system import isa_bell
@@ -24,6 +25,7 @@ from test_recovery import ibm_resource, perth
 
 from qrmid.client import AsyncClient, pulser_payload, sampler_payload
 from qrmid.daemon import Daemon
+from qrmid.ops.config import load
 from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -144,6 +146,28 @@ async def test_leases_revocations_drains_and_resumes_act_on_every_member(databas
             await admin_pb2_grpc.AdminServiceStub(channel).ResumeResource(admin_pb2.ResumeResourceRequest(
                 resource="noop"))
         await _until(lambda: not a.broker.resources["noop"].draining)
+
+
+async def test_a_reload_asked_of_one_member_reloads_every_member_from_its_own_file(database: Database) -> None:
+    daemons = []
+    for name in ("a", "b"):
+        text = tomli_w.dumps(config(noop(), cluster=cluster(database, name)).model_dump(mode="json", exclude_none=True))
+        path = write_config(short_dir() / f"{name}.toml", text)
+        daemons.append(Daemon(load(path), path))
+    a, b = daemons
+    await a.start()
+    await b.start()
+    try:
+        path = b.path
+        assert path is not None
+        path.write_text(path.read_text().replace("slots = 2", "slots = 5"))
+        async with grpc.aio.insecure_channel(f"unix:{a.socket}") as channel:  # root: an admin
+            await admin_pb2_grpc.AdminServiceStub(channel).ReloadConfig(admin_pb2.ReloadConfigRequest())
+        await _until(lambda: b.broker.resources["noop"].adapter.slots == 5)
+        assert a.broker.resources["noop"].adapter.slots == 2, "a read its own file, unchanged"
+    finally:
+        await b.stop()
+        await a.stop()
 
 
 async def test_the_dispatch_moves_to_another_member_when_its_member_stops(database: Database) -> None:
