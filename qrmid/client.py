@@ -15,7 +15,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Self, TypeVar
 
 from qrmid.client_auth import ClientAuth
@@ -176,6 +176,15 @@ class AsyncClient:
         response = await self._unary("GetTaskLogs", pb.GetTaskLogsRequest(task_id=task_id))
         return response.text
 
+    async def list_tasks(self, resource: str = "", states: Iterable[int] = (), owner: str = "",
+                         all_users: bool = False, limit: int = 0) -> list[pb.Task]:
+        """The tasks the daemon keeps of the caller (of ``owner``, or of every user, for admins), oldest first;
+        only ``resource``'s and in ``states`` (``pb.TASK_STATE_*``) when given; the ``limit`` newest when not 0."""
+        request = pb.ListTasksRequest(resource=resource, states=list(states), owner=owner, all_users=all_users,
+                                      limit=limit)
+        response = await self._unary("ListTasks", request)
+        return list(response.tasks)
+
     async def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
         """The task's terminal state, once it has one; TimeoutError when it has none after ``timeout`` s."""
         last = None
@@ -273,6 +282,10 @@ class Client:
 
     def logs(self, task_id: str) -> str:
         return self._call(self._async.logs, task_id)
+
+    def list_tasks(self, resource: str = "", states: Iterable[int] = (), owner: str = "", all_users: bool = False,
+                   limit: int = 0) -> list[pb.Task]:
+        return self._call(lambda: self._async.list_tasks(resource, states, owner, all_users, limit))
 
     def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
         return self._call(self._async.wait, task_id, timeout)

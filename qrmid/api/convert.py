@@ -73,6 +73,14 @@ def task(view: TaskView, queue_position: int = 0, estimated_start: float | None 
     )
 
 
+def task_state(value: int) -> TaskState:
+    """The domain state of API ``TaskState`` ``value``; InvalidArgument for UNSPECIFIED or an unknown value."""
+    for state, number in _TASK_STATE.items():
+        if number == value:
+            return state
+    raise InvalidArgument(f"states: {value} is not a task state (queued, running, completed, failed, cancelled)")
+
+
 def lease(value: Lease, with_token: bool) -> pb.Lease:
     return pb.Lease(
         id=value.id,

@@ -11,7 +11,7 @@ from qrmid.api.identity import caller, user_name
 from qrmid.api.requests import Context, required
 from qrmid.api.status import streaming, unary
 from qrmid.core.broker import Broker
-from qrmid.core.errors import FailedPrecondition, PermissionDenied
+from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
@@ -117,13 +117,27 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         task = await self._visible(request.task_id, context)
         return pb.TaskLogs(task_id=task.id, text=task.logs)
 
+    @unary
+    async def ListTasks(self, request: pb.ListTasksRequest, context: Context) -> pb.ListTasksResponse:
+        who = caller(context)
+        if request.all_users and request.owner:
+            raise InvalidArgument("give either owner or all_users, not both")
+        if (request.all_users or request.owner not in ("", who.name)) and not who.admin:
+            asked = "every user's tasks" if request.all_users else f"the tasks of {request.owner}"
+            raise PermissionDenied(f"only admins may list {asked}; {who.name} is not one (your own: leave owner "
+                                   "empty)")
+        states = frozenset(convert.task_state(state) for state in request.states)
+        owner = None if request.all_users else request.owner or who.name
+        tasks = self.broker.tasks(owner, request.resource, states, request.limit)
+        return pb.ListTasksResponse(tasks=[self._task(task, task.shown) for task in tasks])
+
     async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
         who = caller(context)
         return await self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
     def _task(self, task: Task, view: TaskView) -> pb.Task:
-        if view.state is not TaskState.QUEUED:
+        if view.state is not TaskState.QUEUED or task.resource not in self.broker.resources:
             return convert.task(view)
         scheduler = self.broker.resources[task.resource].scheduler
         return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))

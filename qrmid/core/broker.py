@@ -544,6 +544,17 @@ class Broker:
         positions = {task: scheduler.position(task) for task in mine}
         return sorted(mine, key=lambda task: (positions[task], task.view.started_at or task.view.created_at))
 
+    def tasks(self, owner: str | None, resource: str = "", states: frozenset[TaskState] = frozenset(),
+              limit: int = 0) -> list[Task]:
+        """The tasks kept (unfinished ones and the last finished ones) of ``owner`` (None: every user's), only
+        ``resource``'s and in ``states`` when given, oldest first; the ``limit`` most recent when not 0."""
+        if resource and resource not in self.resources and all(t.resource != resource for t in self._tasks.values()):
+            self.resource(resource)  # NotFound naming the resources served
+        found = [task for task in self._tasks.values() if (owner is None or task.owner == owner)
+                 and (not resource or task.resource == resource) and (not states or task.shown.state in states)]
+        found.sort(key=lambda task: task.view.created_at)
+        return found[-limit:] if limit else found
+
     async def add_resource(self, resource: Resource) -> None:
         """Start serving a resource added to the config while the daemon runs."""
         await resource.adapter.start()

@@ -311,3 +311,23 @@ class TaskLogs(_message.Message):
     task_id: str
     text: str
     def __init__(self, task_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("resource", "states", "owner", "all_users", "limit")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    states: _containers.RepeatedScalarFieldContainer[TaskState]
+    owner: str
+    all_users: bool
+    limit: int
+    def __init__(self, resource: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., owner: _Optional[str] = ..., all_users: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...

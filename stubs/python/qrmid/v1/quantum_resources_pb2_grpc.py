@@ -100,6 +100,11 @@ class QuantumResourcesStub:
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskLogsRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.TaskLogs.FromString,
                 _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/qrmid.v1.QuantumResources/ListTasks',
+                request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
 
 
 class QuantumResourcesServicer:
@@ -200,6 +205,16 @@ class QuantumResourcesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasks(self, request, context):
+        """Lists tasks the daemon keeps (every unfinished task and the most recent
+        finished ones), oldest first: the caller's own; admins may list another
+        user's or every user's. PERMISSION_DENIED when a non-admin names another
+        user or asks for every user's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuantumResourcesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +282,11 @@ def add_QuantumResourcesServicer_to_server(servicer, server):
                     servicer.GetTaskLogs,
                     request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskLogsRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.TaskLogs.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +641,33 @@ class QuantumResources:
             '/qrmid.v1.QuantumResources/GetTaskLogs',
             qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskLogsRequest.SerializeToString,
             qrmid_dot_v1_dot_quantum__resources__pb2.TaskLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.QuantumResources/ListTasks',
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1228,6 +1228,96 @@ void   qrmid__v1__task_logs__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__task_logs__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__list_tasks_request__init
+                     (Qrmid__V1__ListTasksRequest         *message)
+{
+  static const Qrmid__V1__ListTasksRequest init_value = QRMID__V1__LIST_TASKS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_tasks_request__get_packed_size
+                     (const Qrmid__V1__ListTasksRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_tasks_request__pack
+                     (const Qrmid__V1__ListTasksRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_tasks_request__pack_to_buffer
+                     (const Qrmid__V1__ListTasksRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListTasksRequest *
+       qrmid__v1__list_tasks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListTasksRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_tasks_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_tasks_request__free_unpacked
+                     (Qrmid__V1__ListTasksRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_tasks_response__init
+                     (Qrmid__V1__ListTasksResponse         *message)
+{
+  static const Qrmid__V1__ListTasksResponse init_value = QRMID__V1__LIST_TASKS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_tasks_response__get_packed_size
+                     (const Qrmid__V1__ListTasksResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_tasks_response__pack
+                     (const Qrmid__V1__ListTasksResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_tasks_response__pack_to_buffer
+                     (const Qrmid__V1__ListTasksResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListTasksResponse *
+       qrmid__v1__list_tasks_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListTasksResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_tasks_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_tasks_response__free_unpacked
+                     (Qrmid__V1__ListTasksResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_tasks_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor qrmid__v1__capacity__field_descriptors[2] =
 {
   {
@@ -2922,6 +3012,134 @@ const ProtobufCMessageDescriptor qrmid__v1__task_logs__descriptor =
   (ProtobufCMessageInit) qrmid__v1__task_logs__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_request__field_descriptors[5] =
+{
+  {
+    "resource",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "states",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_ENUM,
+    offsetof(Qrmid__V1__ListTasksRequest, n_states),
+    offsetof(Qrmid__V1__ListTasksRequest, states),
+    &qrmid__v1__task_state__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, owner),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "all_users",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, all_users),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_tasks_request__field_indices_by_name[] = {
+  3,   /* field[3] = all_users */
+  4,   /* field[4] = limit */
+  2,   /* field[2] = owner */
+  0,   /* field[0] = resource */
+  1,   /* field[1] = states */
+};
+static const ProtobufCIntRange qrmid__v1__list_tasks_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListTasksRequest",
+  "ListTasksRequest",
+  "Qrmid__V1__ListTasksRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListTasksRequest),
+  5,
+  qrmid__v1__list_tasks_request__field_descriptors,
+  qrmid__v1__list_tasks_request__field_indices_by_name,
+  1,  qrmid__v1__list_tasks_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_tasks_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_response__field_descriptors[1] =
+{
+  {
+    "tasks",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListTasksResponse, n_tasks),
+    offsetof(Qrmid__V1__ListTasksResponse, tasks),
+    &qrmid__v1__task__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_tasks_response__field_indices_by_name[] = {
+  0,   /* field[0] = tasks */
+};
+static const ProtobufCIntRange qrmid__v1__list_tasks_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListTasksResponse",
+  "ListTasksResponse",
+  "Qrmid__V1__ListTasksResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListTasksResponse),
+  1,
+  qrmid__v1__list_tasks_response__field_descriptors,
+  qrmid__v1__list_tasks_response__field_indices_by_name,
+  1,  qrmid__v1__list_tasks_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_tasks_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue qrmid__v1__resource_status__enum_values_by_number[5] =
 {
   { "RESOURCE_STATUS_UNSPECIFIED", "QRMID__V1__RESOURCE_STATUS__RESOURCE_STATUS_UNSPECIFIED", 0 },
@@ -3022,7 +3240,7 @@ const ProtobufCEnumDescriptor qrmid__v1__payload_kind__descriptor =
   qrmid__v1__payload_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[13] =
+static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[14] =
 {
   { "ListResources", &qrmid__v1__list_resources_request__descriptor, &qrmid__v1__list_resources_response__descriptor },
   { "GetResource", &qrmid__v1__get_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -3037,6 +3255,7 @@ static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_desc
   { "WatchTask", &qrmid__v1__watch_task_request__descriptor, &qrmid__v1__task__descriptor },
   { "GetTaskResult", &qrmid__v1__get_task_result_request__descriptor, &qrmid__v1__result_chunk__descriptor },
   { "GetTaskLogs", &qrmid__v1__get_task_logs_request__descriptor, &qrmid__v1__task_logs__descriptor },
+  { "ListTasks", &qrmid__v1__list_tasks_request__descriptor, &qrmid__v1__list_tasks_response__descriptor },
 };
 const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   4,        /* Acquire */
@@ -3048,6 +3267,7 @@ const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   11,        /* GetTaskResult */
   6,        /* ListLeases */
   0,        /* ListResources */
+  13,        /* ListTasks */
   5,        /* Release */
   7,        /* StartTask */
   8,        /* StopTask */
@@ -3060,7 +3280,7 @@ const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor =
   "QuantumResources",
   "Qrmid__V1__QuantumResources",
   "qrmid.v1",
-  13,
+  14,
   qrmid__v1__quantum_resources__method_descriptors,
   qrmid__v1__quantum_resources__method_indices_by_name
 };
@@ -3167,6 +3387,14 @@ void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
   service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
+                                              const Qrmid__V1__ListTasksRequest *input,
+                                              Qrmid__V1__ListTasksResponse_Closure closure,
+                                              void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
                                          Qrmid__V1__QuantumResources_ServiceDestroy destroy)

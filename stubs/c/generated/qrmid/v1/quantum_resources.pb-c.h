@@ -44,6 +44,8 @@ typedef struct Qrmid__V1__GetTaskResultRequest Qrmid__V1__GetTaskResultRequest;
 typedef struct Qrmid__V1__ResultChunk Qrmid__V1__ResultChunk;
 typedef struct Qrmid__V1__GetTaskLogsRequest Qrmid__V1__GetTaskLogsRequest;
 typedef struct Qrmid__V1__TaskLogs Qrmid__V1__TaskLogs;
+typedef struct Qrmid__V1__ListTasksRequest Qrmid__V1__ListTasksRequest;
+typedef struct Qrmid__V1__ListTasksResponse Qrmid__V1__ListTasksResponse;
 
 
 /* --- enums --- */
@@ -794,6 +796,59 @@ struct  Qrmid__V1__TaskLogs
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Request of ListTasks.
+ */
+struct  Qrmid__V1__ListTasksRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Only this resource's tasks; empty for all. NOT_FOUND for a name that is
+   * neither served nor the resource of a task kept.
+   */
+  char *resource;
+  /*
+   * Only tasks in one of these states; empty for every state.
+   */
+  size_t n_states;
+  Qrmid__V1__TaskState *states;
+  /*
+   * Only this user's tasks (the owner their records show); empty for the
+   * caller's. Admins only for another user.
+   */
+  char *owner;
+  /*
+   * Every user's tasks (admins only); `owner` must then be empty.
+   */
+  protobuf_c_boolean all_users;
+  /*
+   * At most this many tasks, the most recently created; 0 for all.
+   */
+  uint32_t limit;
+};
+#define QRMID__V1__LIST_TASKS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_tasks_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * Response of ListTasks.
+ */
+struct  Qrmid__V1__ListTasksResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The matching tasks, oldest first; queued ones carry their position and
+   * estimated start as GetTask gives them.
+   */
+  size_t n_tasks;
+  Qrmid__V1__Task **tasks;
+};
+#define QRMID__V1__LIST_TASKS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_tasks_response__descriptor) \
+    , 0,NULL }
+
+
 /* Qrmid__V1__Capacity methods */
 void   qrmid__v1__capacity__init
                      (Qrmid__V1__Capacity         *message);
@@ -1310,6 +1365,44 @@ Qrmid__V1__TaskLogs *
 void   qrmid__v1__task_logs__free_unpacked
                      (Qrmid__V1__TaskLogs *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListTasksRequest methods */
+void   qrmid__v1__list_tasks_request__init
+                     (Qrmid__V1__ListTasksRequest         *message);
+size_t qrmid__v1__list_tasks_request__get_packed_size
+                     (const Qrmid__V1__ListTasksRequest   *message);
+size_t qrmid__v1__list_tasks_request__pack
+                     (const Qrmid__V1__ListTasksRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_tasks_request__pack_to_buffer
+                     (const Qrmid__V1__ListTasksRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListTasksRequest *
+       qrmid__v1__list_tasks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_tasks_request__free_unpacked
+                     (Qrmid__V1__ListTasksRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListTasksResponse methods */
+void   qrmid__v1__list_tasks_response__init
+                     (Qrmid__V1__ListTasksResponse         *message);
+size_t qrmid__v1__list_tasks_response__get_packed_size
+                     (const Qrmid__V1__ListTasksResponse   *message);
+size_t qrmid__v1__list_tasks_response__pack
+                     (const Qrmid__V1__ListTasksResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_tasks_response__pack_to_buffer
+                     (const Qrmid__V1__ListTasksResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListTasksResponse *
+       qrmid__v1__list_tasks_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_tasks_response__free_unpacked
+                     (Qrmid__V1__ListTasksResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Qrmid__V1__Capacity_Closure)
@@ -1396,6 +1489,12 @@ typedef void (*Qrmid__V1__GetTaskLogsRequest_Closure)
 typedef void (*Qrmid__V1__TaskLogs_Closure)
                  (const Qrmid__V1__TaskLogs *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__ListTasksRequest_Closure)
+                 (const Qrmid__V1__ListTasksRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListTasksResponse_Closure)
+                 (const Qrmid__V1__ListTasksResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1455,6 +1554,10 @@ struct Qrmid__V1__QuantumResources_Service
                         const Qrmid__V1__GetTaskLogsRequest *input,
                         Qrmid__V1__TaskLogs_Closure closure,
                         void *closure_data);
+  void (*list_tasks)(Qrmid__V1__QuantumResources_Service *service,
+                     const Qrmid__V1__ListTasksRequest *input,
+                     Qrmid__V1__ListTasksResponse_Closure closure,
+                     void *closure_data);
 };
 typedef void (*Qrmid__V1__QuantumResources_ServiceDestroy)(Qrmid__V1__QuantumResources_Service *);
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
@@ -1475,7 +1578,8 @@ void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *se
       function_prefix__ ## get_task,\
       function_prefix__ ## watch_task,\
       function_prefix__ ## get_task_result,\
-      function_prefix__ ## get_task_logs  }
+      function_prefix__ ## get_task_logs,\
+      function_prefix__ ## list_tasks  }
 void qrmid__v1__quantum_resources__list_resources(ProtobufCService *service,
                                                   const Qrmid__V1__ListResourcesRequest *input,
                                                   Qrmid__V1__ListResourcesResponse_Closure closure,
@@ -1528,6 +1632,10 @@ void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
                                                  const Qrmid__V1__GetTaskLogsRequest *input,
                                                  Qrmid__V1__TaskLogs_Closure closure,
                                                  void *closure_data);
+void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
+                                              const Qrmid__V1__ListTasksRequest *input,
+                                              Qrmid__V1__ListTasksResponse_Closure closure,
+                                              void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1562,6 +1670,8 @@ extern const ProtobufCMessageDescriptor qrmid__v1__get_task_result_request__desc
 extern const ProtobufCMessageDescriptor qrmid__v1__result_chunk__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__get_task_logs_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__task_logs__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor;
 extern const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor;
 
 PROTOBUF_C__END_DECLS

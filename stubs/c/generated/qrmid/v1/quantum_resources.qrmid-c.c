@@ -247,3 +247,20 @@ grpc_status_code qrmid_v1_quantum_resources_get_task_logs(
     *response = (Qrmid__V1__TaskLogs *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_quantum_resources_list_tasks(
+    qrmid_client *client,
+    const Qrmid__V1__ListTasksRequest *request,
+    Qrmid__V1__ListTasksResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_QUANTUM_RESOURCES_LIST_TASKS_METHOD,
+      &qrmid__v1__list_tasks_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_tasks_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListTasksResponse *)out;
+  return code;
+}

@@ -244,6 +244,25 @@ grpc_status_code qrmid_v1_quantum_resources_get_task_logs(
     int64_t timeout_ms,
     qrmid_error *error);
 
+/*
+ * /qrmid.v1.QuantumResources/ListTasks
+ *
+ * Lists tasks the daemon keeps (every unfinished task and the most recent
+ * finished ones), oldest first: the caller's own; admins may list another
+ * user's or every user's. PERMISSION_DENIED when a non-admin names another
+ * user or asks for every user's.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_tasks_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_QUANTUM_RESOURCES_LIST_TASKS_METHOD "/qrmid.v1.QuantumResources/ListTasks"
+grpc_status_code qrmid_v1_quantum_resources_list_tasks(
+    qrmid_client *client,
+    const Qrmid__V1__ListTasksRequest *request,
+    Qrmid__V1__ListTasksResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
 #ifdef __cplusplus
 }
 #endif
