@@ -163,7 +163,7 @@ async def test_utilization_and_accounting(daemon: Daemon) -> None:
     assert fast.qpu_seconds == pytest.approx(run_seconds, abs=1e-3)
     assert fast.busy_fraction == pytest.approx(run_seconds / (2 * 600), abs=1e-5)
     held = seconds(cancelled.end_time) - seconds(cancelled.start_time) if cancelled.HasField("start_time") else 0
-    assert (slow.tasks_cancelled, slow.shots, fast.window_seconds) == (1, 9, 600)
+    assert (slow.tasks_cancelled, slow.shots, fast.window_seconds) == (1, 0, 600), "a cancelled task: no shots"
     assert slow.qpu_seconds == pytest.approx(held, abs=1e-3)
     records = list(first.records) + list(second.records)
     assert len(first.records) == 2 and first.next_page_token and not second.next_page_token

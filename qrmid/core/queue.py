@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from qrmid.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
 from qrmid.core.tasks import Task
-from qrmid.core.usage import UsageLedger, UsageWeights
+from qrmid.core.usage import UsageLedger, UsageWeights, shots_used
 
 LARGE_QUEUE = 1000  # above this many tasks, positions may come from an order up to STALE_SECONDS old
 STALE_SECONDS = 0.5
@@ -187,7 +187,8 @@ class FairQueue:
 
     def finished(self, task: Task) -> None:
         """A dispatched task ended: free its owner's running count and charge its real usage (QPU-seconds
-        from its start to its end, and its shots) to its account. Nothing for a task never dispatched."""
+        from its start to its end, and its shots if it completed) to its account. Nothing for a task never
+        dispatched."""
         if task not in self._charges:
             return
         self._undispatch(task)
@@ -200,7 +201,7 @@ class FairQueue:
     def _charge(self, task: Task, ago: float = 0.0) -> None:
         view = task.view
         seconds = view.ended_at - view.started_at if view.started_at and view.ended_at else 0.0
-        self.ledger.charge(_account(task), max(seconds, 0.0), task.shots, ago)
+        self.ledger.charge(_account(task), max(seconds, 0.0), shots_used(task), ago)
 
     def position(self, task: Task) -> int:
         """1-based place of ``task`` in the taking order; 0 when it is not queued. In a queue longer than

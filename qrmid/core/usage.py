@@ -2,6 +2,10 @@
 
 An account's usage is ``qpu_second_weight * seconds + shot_weight * shots`` summed over its finished tasks,
 each charge halving every ``half_life`` seconds after it was made.
+
+A finished task is charged what it used: the seconds it held a backend slot (none if it never started, all of
+them if it failed or was cancelled while running), and its shots only if it completed. A failed or cancelled
+task delivered no result, and no backend reports how many of its shots ran before it stopped.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from qrmid.core.tasks import Task, TaskState
 
 FORGOTTEN = 1e-9  # usage below this is dropped from the ledger
 
@@ -24,6 +30,11 @@ class UsageWeights:
 
     def cost(self, seconds: float, shots: int) -> float:
         return self.qpu_second * seconds + self.shot * shots
+
+
+def shots_used(task: Task) -> int:
+    """The shots a finished task is charged: a completed task's, none otherwise."""
+    return task.shots if task.state is TaskState.COMPLETED else 0
 
 
 class UsageLedger:

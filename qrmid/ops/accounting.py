@@ -14,11 +14,13 @@ from typing import Protocol
 
 from qrmid.core.events import Listener
 from qrmid.core.tasks import Task, TaskState
+from qrmid.core.usage import shots_used
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """What one finished task used. ``qpu_seconds`` is the time it held a backend slot (started to ended)."""
+    """What one finished task used. ``qpu_seconds`` is the time it held a backend slot (started to ended);
+    ``shots`` are those it was charged (:func:`qrmid.core.usage.shots_used`: a completed task's only)."""
 
     seq: int
     task_id: str
@@ -128,7 +130,7 @@ class Ledger(Listener):
         self._done.append(UsageRecord(
             seq=self._seq, task_id=task.id, resource=task.resource, owner=task.owner, account=account_of(task),
             slurm_job_id=task.slurm_job_id, lease_id=task.lease_id, state=view.state, created_at=view.created_at,
-            started_at=view.started_at, ended_at=view.ended_at or time.time(), shots=task.shots))
+            started_at=view.started_at, ended_at=view.ended_at or time.time(), shots=shots_used(task)))
 
     def records(self, filters: Filters) -> Iterator[UsageRecord]:
         return (record for record in list(self._done) if filters.match(record))

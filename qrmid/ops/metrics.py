@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from qrmid.backends import retry
 from qrmid.core.events import Listener
 from qrmid.core.tasks import TaskState
+from qrmid.core.usage import shots_used
 from qrmid.ops.accounting import account_of
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Metrics(Listener):
         usage = ["owner", "account", "resource"]
         self.usage_tasks = Counter("qrmid_usage_tasks", "Finished tasks per owner, account and resource", usage,
                                    registry=registry)
-        self.usage_shots = Counter("qrmid_usage_shots", "Shots of finished tasks per owner, account and resource",
+        self.usage_shots = Counter("qrmid_usage_shots", "Shots of completed tasks per owner, account and resource",
                                    usage, registry=registry)
         self.usage_qpu = Counter("qrmid_usage_qpu_seconds", "Backend slot time of finished tasks per owner, "
                                  "account and resource", usage, registry=registry)
@@ -81,7 +82,7 @@ class Metrics(Listener):
         self.outcomes.labels(task.resource, view.state.value).inc()
         labels = (task.owner, account_of(task), task.resource)
         self.usage_tasks.labels(*labels).inc()
-        self.usage_shots.labels(*labels).inc(task.shots)
+        self.usage_shots.labels(*labels).inc(shots_used(task))
         if view.started_at is None:
             self.queue_wait.labels(task.resource).observe(view.ended_at - view.created_at)
         else:

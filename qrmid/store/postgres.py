@@ -32,6 +32,7 @@ from qrmid.backends.base import BackendStatus
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
+from qrmid.core.usage import shots_used
 from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits
@@ -257,7 +258,7 @@ class PostgresStore(Commits, Listener):
         if view.state.terminal:
             self._write(INSERT_USAGE, (task.id, task.resource, task.owner, task.account or task.owner,
                                        task.slurm_job_id, task.lease_id, view.state.value, view.created_at,
-                                       view.started_at, view.ended_at or time.time(), task.shots), task.id, fence)
+                                       view.started_at, view.ended_at or time.time(), shots_used(task)), task.id, fence)
             self._write("DELETE FROM cancels WHERE task_id = %s", (task.id,), task.id, fence)
 
     def task_ref(self, task: Task) -> None:
