@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Literal
 
@@ -49,7 +50,9 @@ class LocalPulser(PoolAdapter):
         self.name = settings.name
         self.device = getattr(pulser.devices, settings.device)
         self.limits = pulser_jobs.limits_of(self.device, settings.max_atoms, settings.max_runs)
-        self._target = json.dumps([{"device_type": self.device.name, "specs": self.device.to_abstract_repr()}])
+        # The device as this resource runs it: its atom and run caps are the resource's, not the hardware's.
+        own = dataclasses.replace(self.device, max_atom_num=self.limits.max_atoms, max_runs=self.limits.max_runs)
+        self._target = json.dumps([{"device_type": self.device.name, "specs": own.to_abstract_repr()}])
 
     async def target(self) -> str:
         return self._target
