@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qrmid.ops import qrmi_import
+from qrmid.ops import config_default, qrmi_import
 from qrmid.ops.config import ConfigError, load
 
 
@@ -27,6 +27,17 @@ def check(path: Path) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{path}: OK; resources: {', '.join(r.name for r in loaded.resources)}")
+
+
+@config.command("default")
+def default() -> None:
+    """Print the embedded default config (what `qrmid serve` uses without --config) as TOML, every key with its
+    description and bounds as a comment.
+
+    A start for a site's file: `qrmid config default > qrmid.toml`, then keep what you change. The socket and
+    journal paths shown are those of the user running the command.
+    """
+    click.echo(config_default.render(), nl=False)
 
 
 @config.command("import-qrmi")
