@@ -19,9 +19,8 @@ import click
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
-from rich.table import Column, Table
 
-from qrmid.cli_output import print_json, print_table
+from qrmid.cli_output import Col, local_time, output_options, print_json, print_listing, span, wants_json
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import Members
 from qrmid.v1 import admin_pb2 as apb
@@ -77,20 +76,6 @@ def _name(enum: Any, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
-def _span(seconds: float) -> str:
-    """``seconds`` as a short duration: 42s, 3m05s, 2h07m, 3d04h."""
-    seconds = max(0, int(seconds))
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}{(seconds % size) // sub_size:02d}{sub}"
-    return f"{seconds}s"
-
-
-def _local(stamp: Timestamp) -> str:
-    """``stamp`` as local time, to the second."""
-    return datetime.fromtimestamp(stamp.ToNanoseconds() / 1e9).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _stamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
@@ -102,37 +87,47 @@ def admin() -> None:
     """Administer the daemon (admins only: root, or the configured admin group)."""
 
 
+QUEUE_COLUMNS = (Col("TASK", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("ACCOUNT", drop=3),
+                 Col("PRIORITY", drop=4), Col("STATE"), Col("POS", right=True), Col("ETA", right=True, drop=1),
+                 Col("AGE", right=True, drop=2), Col("SLURM JOB", drop=5), Col("SHOTS", right=True, wide=True),
+                 Col("SUBMITTED", wide=True), Col("STARTED", wide=True))
+
+
 @admin.command()
 @click.option("--resource", default="", help="only this resource")
 @click.option("--owner", default="", help="only this user's tasks")
-@click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON")
+@output_options
 @click.pass_context
-def queue(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
+def queue(ctx: click.Context, resource: str, owner: str, output: str, as_json: bool) -> None:
     """Unfinished tasks of every user, like squeue: running ones first, then queued in dispatch order."""
     listed = _call(ctx, lambda s: s.admin.ListQueues(apb.ListQueuesRequest(resource=resource, owner=owner)))
-    if as_json:
+    if wants_json(output, as_json):
         print_json(list(listed.tasks))
         return
     now = time.time()
-    table = Table(Column("TASK", no_wrap=True), "RESOURCE", "OWNER", "ACCOUNT", "PRIORITY", "STATE",
-                  Column("POS", justify="right"), Column("ETA", justify="right"), Column("AGE", justify="right"),
-                  "SLURM JOB")
+    rows = []
     for task in listed.tasks:
         eta = ""
         if task.HasField("estimated_start_time"):
-            eta = _span(task.estimated_start_time.ToNanoseconds() / 1e9 - now)
-        table.add_row(task.id, task.resource, task.owner, task.account or task.owner, task.priority or "-",
-                      _name(pb.TaskState, task.state, "TASK_STATE_"), str(task.queue_position or ""), eta,
-                      _span(now - task.create_time.ToNanoseconds() / 1e9), task.slurm_job_id or "-")
-    print_table(out, table)
+            eta = span(task.estimated_start_time.ToNanoseconds() / 1e9 - now)
+        rows.append((task.id, task.resource, task.owner, task.account or task.owner, task.priority,
+                     _name(pb.TaskState, task.state, "TASK_STATE_"), str(task.queue_position or ""), eta,
+                     span(now - task.create_time.ToNanoseconds() / 1e9), task.slurm_job_id, str(task.shots),
+                     local_time(task.create_time), local_time(task.start_time)))
+    print_listing(out, QUEUE_COLUMNS, rows, wide=output == "wide")
+
+
+ADMIN_RESOURCE_COLUMNS = (Col("NAME", key=True), Col("TYPE", drop=1), Col("STATUS"), Col("BUSY/SLOTS", right=True),
+                          Col("QUEUED", right=True), Col("BUSY %", right=True),
+                          Col("DONE/FAILED/CANCELLED", right=True, drop=2), Col("QPU-S", right=True), Col("REASON", drop=3))
 
 
 @admin.command()
 @click.option("--window", type=click.IntRange(1), default=3600, show_default=True,
               help="seconds of history for BUSY % and task counts")
-@click.option("--json", "as_json", is_flag=True, help="print the utilization as JSON")
+@output_options
 @click.pass_context
-def resources(ctx: click.Context, window: int, as_json: bool) -> None:
+def resources(ctx: click.Context, window: int, output: str, as_json: bool) -> None:
     """Every resource's state, slots, queue and utilization over the last WINDOW seconds."""
 
     async def calls(s: Stubs) -> tuple[pb.ListResourcesResponse, mpb.GetUtilizationResponse]:
@@ -140,39 +135,39 @@ def resources(ctx: click.Context, window: int, as_json: bool) -> None:
                 await s.metrics.GetUtilization(mpb.GetUtilizationRequest(window_seconds=window)))
 
     listed, used = _call(ctx, calls)
-    if as_json:
+    if wants_json(output, as_json):
         print_json(used)
         return
     usage = {u.resource: u for u in used.resources}
-    table = Table("NAME", "TYPE", "STATUS", Column("BUSY/SLOTS", justify="right"), Column("QUEUED", justify="right"),
-                  Column("BUSY %", justify="right"), Column("DONE/FAILED/CANCELLED", justify="right"),
-                  Column("QPU-S", justify="right"), "REASON")
+    rows = []
     for r in listed.resources:
         u = usage.get(r.name, mpb.ResourceUtilization())
-        table.add_row(r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
-                      f"{r.running_tasks}/{r.capacity.slots_total}", str(r.queue_length),
-                      f"{100 * u.busy_fraction:.1f}", f"{u.tasks_completed}/{u.tasks_failed}/{u.tasks_cancelled}",
-                      f"{u.qpu_seconds:.1f}", r.status_reason)
-    print_table(out, table)
+        rows.append((r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
+                     f"{r.running_tasks}/{r.capacity.slots_total}", str(r.queue_length), f"{100 * u.busy_fraction:.1f}",
+                     f"{u.tasks_completed}/{u.tasks_failed}/{u.tasks_cancelled}", f"{u.qpu_seconds:.1f}",
+                     r.status_reason))
+    print_listing(out, ADMIN_RESOURCE_COLUMNS, rows, wide=output == "wide")
+
+
+ADMIN_LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("SLURM JOB"),
+                       Col("EXPIRES IN", right=True), Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
 
 
 @admin.command()
 @click.option("--resource", default="", help="only this resource's leases")
 @click.option("--owner", default="", help="only this user's leases")
-@click.option("--json", "as_json", is_flag=True, help="print the leases as JSON")
+@output_options
 @click.pass_context
-def leases(ctx: click.Context, resource: str, owner: str, as_json: bool) -> None:
+def leases(ctx: click.Context, resource: str, owner: str, output: str, as_json: bool) -> None:
     """Every user's live leases (their tokens are never shown)."""
     listed = _call(ctx, lambda s: s.admin.ListAllLeases(apb.ListAllLeasesRequest(resource=resource, owner=owner)))
-    if as_json:
+    if wants_json(output, as_json):
         print_json(list(listed.leases))
         return
     now = time.time()
-    table = Table(Column("ID", no_wrap=True), "RESOURCE", "OWNER", "SLURM JOB", Column("EXPIRES IN", justify="right"))
-    for lease in listed.leases:
-        table.add_row(lease.id, lease.resource, lease.owner, lease.slurm_job_id or "-",
-                      _span(lease.expire_time.ToNanoseconds() / 1e9 - now))
-    print_table(out, table)
+    print_listing(out, ADMIN_LEASE_COLUMNS, [
+        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, span(lease.expire_time.ToNanoseconds() / 1e9 - now),
+         lease.account, local_time(lease.create_time)) for lease in listed.leases], wide=output == "wide")
 
 
 @admin.command()
@@ -223,46 +218,48 @@ def reload(ctx: click.Context) -> None:
         err.print(f"{label}: {', '.join(names) or '-'}")
 
 
+QUARANTINE_COLUMNS = (Col("ID", key=True, right=True), Col("TABLE"), Col("ROW", key=True, right=True),
+                      Col("KEY", key=True), Col("QUARANTINED"), Col("REASON"))
+
+
 @admin.command()
-@click.option("--json", "as_json", is_flag=True, help="print the rows and where they are kept as JSON")
+@output_options
 @click.pass_context
-def quarantine(ctx: click.Context, as_json: bool) -> None:
+def quarantine(ctx: click.Context, output: str, as_json: bool) -> None:
     """Stored rows (journal or PostgreSQL) that could not be read at start-up, set aside in a quarantine table."""
     listed = _call(ctx, lambda s: s.admin.ListQuarantine(apb.ListQuarantineRequest()))
-    if as_json:
+    if wants_json(output, as_json):
         print_json(listed)
         return
-    table = Table(Column("ID", justify="right", no_wrap=True), "TABLE", Column("ROW", justify="right", no_wrap=True),
-                  Column("KEY", no_wrap=True, min_width=max((len(row.key) for row in listed.rows), default=3)),
-                  Column("QUARANTINED", no_wrap=True), "REASON")
-    for row in listed.rows:
-        table.add_row(str(row.id), row.source, str(row.row_id), row.key or "-", _local(row.quarantine_time),
-                      row.reason)
-    print_table(out, table)
+    print_listing(out, QUARANTINE_COLUMNS, [
+        (str(row.id), row.source, str(row.row_id), row.key, local_time(row.quarantine_time), row.reason)
+        for row in listed.rows], wide=output == "wide")
     err.print(f"{len(listed.rows)} quarantined row(s) in {listed.journal}; each raw row stays in its table "
               "`quarantine` (column raw, JSON)")
 
 
+MEMBER_COLUMNS = (Col("MEMBER", key=True), Col("HEALTH"), Col("LAST HEARTBEAT", right=True), Col("STARTED", drop=1),
+                  Col("DISPATCHES"))
+
+
 @admin.command()
-@click.option("--json", "as_json", is_flag=True, help="print the members and dispatchers as JSON")
+@output_options
 @click.pass_context
-def cluster(ctx: click.Context, as_json: bool) -> None:
+def cluster(ctx: click.Context, output: str, as_json: bool) -> None:
     """The members of the daemon's cluster, their health and the resources each dispatches."""
     listed = _call(ctx, lambda s: s.admin.ListMembers(apb.ListMembersRequest()))
-    if as_json:
+    if wants_json(output, as_json):
         print_json(listed)
         return
     now = time.time()
-    table = Table(Column("MEMBER", no_wrap=True), Column("HEALTH", no_wrap=True),
-                  Column("LAST HEARTBEAT", justify="right", no_wrap=True), Column("STARTED", no_wrap=True),
-                  "DISPATCHES")
+    rows = []
     for member in listed.members:
         health = "healthy" if member.healthy else "no heartbeat"
-        table.add_row(f"{member.name} *" if member.name == listed.member else member.name,
-                      f"{health}, handing over" if member.handing_over else health,
-                      f"{_span(now - member.heartbeat_time.ToNanoseconds() / 1e9)} ago", _local(member.start_time),
-                      ", ".join(member.dispatches) or "-")
-    print_table(out, table)
+        rows.append((f"{member.name} *" if member.name == listed.member else member.name,
+                     f"{health}, handing over" if member.handing_over else health,
+                     f"{span(now - member.heartbeat_time.ToNanoseconds() / 1e9)} ago", local_time(member.start_time),
+                     ", ".join(member.dispatches)))
+    print_listing(out, MEMBER_COLUMNS, rows, wide=output == "wide")
     err.print(f"{len(listed.members)} member(s); * the member that answered", soft_wrap=True)
 
 
@@ -299,10 +296,10 @@ def log_level(ctx: click.Context, level: str) -> None:
 @click.option("--resource", default="", help="only this resource")
 @click.option("--owner", default="", help="only this user")
 @click.option("--account", default="", help="only this account")
-@click.option("--json", "as_json", is_flag=True, help="print the totals as JSON")
+@output_options
 @click.pass_context
 def accounting(ctx: click.Context, since: datetime | None, until: datetime | None, group: str, resource: str,
-               owner: str, account: str, as_json: bool) -> None:
+               owner: str, account: str, output: str, as_json: bool) -> None:
     """Tasks, shots and QPU-seconds of finished tasks, totalled per user, account or resource."""
     request = mpb.ListAccountingRequest(resource=resource, owner=owner, account=account, page_size=ACCOUNTING_PAGE)
     if since is not None:
@@ -328,13 +325,11 @@ def accounting(ctx: click.Context, since: datetime | None, until: datetime | Non
         total["completed"] += record.state == pb.TASK_STATE_COMPLETED
         total["shots"] += record.shots
         total["qpu_seconds"] += record.qpu_seconds
-    if as_json:
+    if wants_json(output, as_json):
         click.echo(json.dumps({name: totals[name] for name in sorted(totals)}, indent=2))
         return
-    table = Table(group.upper(), Column("TASKS", justify="right"), Column("COMPLETED", justify="right"),
-                  Column("SHOTS", justify="right"), Column("QPU-SECONDS", justify="right"))
-    for name in sorted(totals):
-        total = totals[name]
-        table.add_row(name, str(total["tasks"]), str(total["completed"]), str(total["shots"]),
-                      f"{total['qpu_seconds']:.3f}")
-    print_table(out, table)
+    columns = (Col(group.upper(), key=True), Col("TASKS", right=True), Col("COMPLETED", right=True),
+               Col("SHOTS", right=True), Col("QPU-SECONDS", right=True))
+    print_listing(out, columns, [
+        (name, str(total["tasks"]), str(total["completed"]), str(total["shots"]), f"{total['qpu_seconds']:.3f}")
+        for name, total in sorted(totals.items())], wide=output == "wide")
