@@ -11,23 +11,31 @@ DEB_PACKAGES := systemd gcc make pkg-config libgrpc-dev libprotobuf-c-dev protob
 	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev python3 jq iproute2 \
 	postgresql
 
-.PHONY: demo test install system-packages
+.PHONY: demo test runtime install system-packages
 
-## Install qrmid into $(VENV) and run a Bell-state sampler and a Pulser sequence through a private daemon.
-demo: install
-	$(BIN)/qrmid demo
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+## Install qrmid's runtime set into $(VENV) (not the test extras) and run a Bell-state sampler and a Pulser
+## sequence through a private daemon: prints their results and nothing else.
+demo: runtime
+	@$(BIN)/qrmid demo
 
 ## Install everything the tests need, then run them.
 test: system-packages install
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
+runtime: $(VENV)/.runtime
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.runtime: pyproject.toml
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e .
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
+	$(PIP) -e '.[test]'
 	touch $@
 
 system-packages:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,10 +17,10 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 
-from qrmid import examples
 from qrmid.admin_cli import admin
 from qrmid.cli_cluster import cluster as cluster_commands
 from qrmid.cli_config import config as config_commands
+from qrmid.cli_demo import demo
 from qrmid.cli_output import (
     Col,
     local_time,
@@ -40,7 +38,6 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 
 out = Console()
 err = Console(stderr=True)
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SHOTS = 1024  # of a circuit given with --qasm, as IBM's Sampler V2 defaults
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C, as the shell's
@@ -453,40 +450,6 @@ def cancel(ctx: click.Context, task_id: str) -> None:
     _show(task)
 
 
-@main.command()
-def demo() -> None:
-    """Start a private daemon on the embedded default, run a Bell-state sampler and a Pulser sequence
-    through it, print their results, and stop it."""
-    with tempfile.TemporaryDirectory(prefix="qrmid-") as scratch:
-        socket = Path(scratch) / "qrmid.sock"
-        err.print(f"starting qrmid on {socket} ...")
-        daemon = subprocess.Popen([sys.executable, "-m", "qrmid", "serve", "--socket", str(socket),
-                                   "--journal", str(Path(scratch) / "journal.db")])
-        try:
-            with Client(f"unix:{socket}") as client:
-                _until(client.list_resources, alive=lambda: daemon.poll() is None, timeout=120)
-                for resource, name in (("local-qiskit", "bell"), ("local-pulser", "pulser")):
-                    err.print(f"running examples/{name}.json on {resource} ...")
-                    task, data = client.run(resource, payload_from_task_input(examples.load(name)))
-                    err.print(f"task {task.id}: {_state(task)}")
-                    out.print_json(json.dumps(summarize(data)))
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=60)
-
-
-def _until(call: Callable[[], T], alive: Callable[[], bool], timeout: float) -> T:
-    """``call()``'s value once it stops failing with UNAVAILABLE (the daemon is starting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline or not alive():
-                raise
-            time.sleep(0.2)
-
-
 def _emit(data: bytes, output: Path | None, raw: bool) -> None:
     if output is not None:
         output.write_bytes(data)
@@ -516,6 +479,7 @@ def _show(task: pb.Task) -> None:
         click.echo(f"{key.ljust(width)}  {value}")
 
 
+main.add_command(demo)
 main.add_command(config_commands)
 main.add_command(cluster_commands)
 main.add_command(admin)
