@@ -238,8 +238,8 @@ def run(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: P
         if detach:
             click.echo(task.id)
             return
-        click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
         try:
+            click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
             task = _follow(client, task)
         except KeyboardInterrupt:
             _interrupted(ctx, client, task.id, on_interrupt)
@@ -431,7 +431,8 @@ def logs(ctx: click.Context, task_id: str) -> None:
         text = client.logs(task_id)
         if not text:
             task = client.task(task_id)
-            why = "it has not run yet" if task.state == pb.TASK_STATE_QUEUED else "its resource keeps none"
+            why = "its resource keeps none" if task.HasField("start_time") else \
+                "it has not run yet" if task.state == pb.TASK_STATE_QUEUED else "it never ran"
             click.echo(f"task {task_id} has no logs: {why}", err=True)
     click.echo(text, nl=False)
 
