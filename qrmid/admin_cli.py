@@ -88,7 +88,7 @@ def admin() -> None:
 
 
 QUEUE_COLUMNS = (Col("TASK", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("ACCOUNT", drop=3),
-                 Col("PRIORITY", drop=4), Col("STATE"), Col("POS", right=True), Col("ETA", right=True, drop=1),
+                 Col("PRIORITY", drop=4), Col("STATE"), Col("POS", right=True, drop=6), Col("ETA", right=True, drop=1),
                  Col("AGE", right=True, drop=2), Col("SLURM JOB", drop=5), Col("SHOTS", right=True, wide=True),
                  Col("SUBMITTED", wide=True), Col("STARTED", wide=True))
 
@@ -149,8 +149,8 @@ def resources(ctx: click.Context, window: int, output: str, as_json: bool) -> No
     print_listing(out, ADMIN_RESOURCE_COLUMNS, rows, wide=output == "wide")
 
 
-ADMIN_LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("SLURM JOB"),
-                       Col("EXPIRES IN", right=True), Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
+ADMIN_LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("SLURM JOB", drop=1),
+                       Col("EXPIRES IN", right=True, drop=2), Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
 
 
 @admin.command()

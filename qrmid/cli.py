@@ -174,8 +174,9 @@ def release(ctx: click.Context, token: str) -> None:
     err.print(f"released lease {response.lease.id}; {response.cancelled_tasks} task(s) cancelled")
 
 
-LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", drop=1), Col("SLURM JOB"),
-                 Col("EXPIRES"), Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
+LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", drop=2), Col("SLURM JOB"),
+                 Col("EXPIRES IN", right=True, drop=1), Col("ACCOUNT", wide=True), Col("CREATED", wide=True),
+                 Col("EXPIRES", wide=True))
 
 
 @main.command()
@@ -190,9 +191,11 @@ def leases(ctx: click.Context, resource: str, slurm_job_id: str, output: str, as
     if wants_json(output, as_json):
         print_json(list(listed))
         return
+    now = time.time()
     print_listing(out, LEASE_COLUMNS, [
-        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, local_time(lease.expire_time), lease.account,
-         local_time(lease.create_time)) for lease in listed], wide=output == "wide")
+        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, span(lease.expire_time.ToNanoseconds() / 1e9 - now),
+         lease.account, local_time(lease.create_time), local_time(lease.expire_time)) for lease in listed],
+        wide=output == "wide")
 
 
 def _task_options(command: F) -> F:

@@ -94,7 +94,7 @@ def print_listing(console: Console, columns: Sequence[Col], rows: Sequence[Seque
         keep.remove(n)
     table = Table(*(Column(cols[n].header, no_wrap=cols[n].key, min_width=widths[n] if cols[n].key else None,
                            justify="right" if cols[n].right else "left", overflow="fold") for n in keep),
-                  box=None, pad_edge=False, padding=(0, GAP, 0, 0), header_style="bold")
+                  box=None, pad_edge=False, padding=(0, GAP // 2), header_style="bold")
     for row in cells:
         table.add_row(*(row[n] for n in keep))
     print_table(console, table)
