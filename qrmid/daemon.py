@@ -13,9 +13,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from qrmid.api import listeners
+from qrmid.api import listeners, reflection
 from qrmid.api.admin import AdminService
 from qrmid.api.limits import ClientLimits, LimitsInterceptor
 from qrmid.api.metrics import MetricsService
@@ -208,8 +207,7 @@ class Daemon:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             metrics_pb2_grpc.add_MetricsServiceServicer_to_server(metrics_service, server)
             admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-            reflection.enable_server_reflection([SERVICE, METRICS_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME,
-                                                 reflection.SERVICE_NAME], server)
+            reflection.enable([SERVICE, METRICS_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME], server)
 
         try:
             found = listeners.listeners(self.config)
