@@ -5,6 +5,7 @@ Imported by simulator and validation worker processes; nothing here touches the 
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import time
@@ -16,7 +17,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_ibm_runtime.json import RuntimeEncoder
 
-from qrmid.backends import runtime_json
+from qrmid.backends import qasm_errors, runtime_json
 from qrmid.backends.base import InvalidPayload
 from qrmid.backends.checks import InputBounds
 from qrmid.backends.payloads import utf8_bytes
@@ -25,6 +26,14 @@ PROGRAMS = ("sampler", "estimator")
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 0.015625
 DEFAULT_MAX_TASK_SHOTS = 10**9
+# The keys IBM's Sampler V2 and Estimator V2 inputs may have (ibm-quantum-schemas, and what qiskit-ibm-runtime
+# sends), at the top level and in "options"; anything else is a mistake that would otherwise be ignored silently.
+INPUT_KEYS = {"sampler": ("pubs", "shots", "options", "version", "support_qiskit"),
+              "estimator": ("pubs", "precision", "options", "version", "support_qiskit", "resilience_level",
+                            "seed_estimator")}
+_COMMON_OPTIONS = ("default_shots", "dynamical_decoupling", "execution", "twirling", "simulator", "experimental")
+OPTION_KEYS = {"sampler": _COMMON_OPTIONS,
+               "estimator": ("default_precision", *_COMMON_OPTIONS, "resilience", "seed_estimator")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,7 @@ def parse(program_id: str, text: str, limits: Limits,
     doc = runtime_json.loads(text, bounds.max_decoded_bytes if bounds else None)
     if not isinstance(doc, dict):
         raise InvalidPayload("input must be a JSON object with 'pubs' and 'version': 2")
+    _known_keys(program_id, doc)
     if doc.get("version") != 2:
         raise InvalidPayload(f"input 'version' must be 2 (Qiskit primitives V2), not {doc.get('version')!r}")
     raw_pubs = doc.get("pubs")
@@ -66,6 +76,7 @@ def parse(program_id: str, text: str, limits: Limits,
     options = doc.get("options") or {}
     if not isinstance(options, dict):
         raise InvalidPayload("input 'options' must be an object")
+    _known_keys(program_id, options, options=True)
     counter = _ShotCounter(limits.max_task_shots)
     pubs: list[Any]
     if program_id == "sampler":
@@ -107,6 +118,25 @@ class _ShotCounter:
                                  "(max_task_shots): send fewer parameter sets or shots, or split the task")
 
 
+def _known_keys(program_id: str, doc: dict[str, Any], options: bool = False) -> None:
+    """InvalidPayload naming the first key of a ``program_id`` input (or of its ``options``) that IBM's schema does
+    not have, with the keys it may have and the one the user likely meant."""
+    keys = OPTION_KEYS if options else INPUT_KEYS
+    other = "estimator" if program_id == "sampler" else "sampler"
+    article = {"sampler": "a", "estimator": "an"}
+    for key in doc:
+        if key in keys[program_id]:
+            continue
+        if key in keys[other]:
+            hint = f" ({article[other]} {other} key: is this {article[other]} {other} task?)"
+        else:
+            close = difflib.get_close_matches(str(key), keys[program_id], n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        what = f"{article[program_id]} {program_id} input" + ("'s 'options'" if options else "")
+        raise InvalidPayload(f"unknown key {key!r}{hint}: {what} takes only {', '.join(keys[program_id])} "
+                             "(IBM's primitive V2 input schema)")
+
+
 def _first(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
@@ -125,7 +155,7 @@ def _circuit(where: str, value: Any, limits: Limits, bounds: InputBounds | None)
         except MemoryError:  # the worker's memory limit: not the input's syntax
             raise
         except Exception as exc:  # the importer raises several types, all meaning "not valid OpenQASM 3"
-            raise InvalidPayload(f"{where}: circuit is not valid OpenQASM 3: {exc}") from None
+            raise InvalidPayload(f"{where}: circuit is not valid OpenQASM 3: {qasm_errors.describe(exc)}") from None
     elif isinstance(value, QuantumCircuit):
         circuit = value
     else:
