@@ -37,8 +37,6 @@ from cryptography.x509.oid import NameOID
 from daemons import ROOT, short_dir, wait_serving
 from munged import munged
 
-from qrmid import examples
-from qrmid.client import Client, payload_from_task_input
 from qrmid.ops.paths import SYSTEM_SOCKET
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -52,18 +50,15 @@ PRIVATE = {Path("/run/qrmid"): "run-qrmid", Path("/etc/qrmid"): "etc-qrmid", Pat
 
 # Blocks that are not run, each with its reason: (page, a text the block contains) -> why. Keep it short.
 NOT_RUN = {
-    ("README.md", "make demo"): "`make demo` and `make test` are CI's runs: `make test` is this test run itself",
+    ("README.md", "make demo"): "`make test` is this test run itself; tests/test_demo.py runs `make demo`",
     ("README.md", "systemctl daemon-reload"): "installs into /opt and /etc and enables a systemd service: the test "
                                               "machine has no systemd running as PID 1 (tests/test_systemd.py "
-                                              "checks the unit)",
+                                              "checks the unit, tests/test_config_tooling.py the config it "
+                                              "installs)",
     ("docs/python.md", "srun --qpu"): "needs slurmd with the SPANK plugin: tests/slurm/ runs jobs with --qpu on the "
                                       "one-node test cluster, tests/test_qrmi_dropin.py the task runner with the "
                                       "variables the plugin exports",
 }
-
-# A busy site for the admin pages: a resource named as in their examples (a noop: the admin calls do not depend
-# on the type) with a running task, a queued one and a live lease.
-BUSY_SITE = '[[resources]]\ntype = "noop"\nname = "ibm_fez"\nslots = 1\ndelay_seconds = 600\n'
 
 # A shared node as in security.md: users over the socket with MUNGE, services over TCP with TLS and tokens, from
 # the host name in the daemon's certificate (qrmid.example.org, resolved to the page's own loopback).
@@ -111,15 +106,13 @@ class Block:
 
 @dataclass(frozen=True)
 class Setup:
-    """What a page expects to find: its daemon's [daemon] and [auth] keys and further sections, or no daemon at all
-    when the page starts its own; a busy site (tasks and a lease on ibm_fez); a munged; a metrics endpoint; TLS
-    and tokens for services over TCP."""
+    """What a page expects to find: its daemon's [daemon] and [auth] keys (its resources are always the embedded
+    default's: a page sets up anything else it uses itself), or no daemon at all when the page starts its own; a
+    munged; a metrics endpoint; TLS and tokens for services over TCP."""
 
     own_daemon: bool = False
     daemon_keys: str = ""
     auth_keys: str = ""
-    sections: str = ""
-    busy: bool = False
     munge: bool = False
     metrics: bool = False
     tls: bool = False
@@ -127,8 +120,7 @@ class Setup:
 
 SETUPS = {
     "README.md": Setup(own_daemon=True),
-    "docs/admin.md": Setup(sections=BUSY_SITE, busy=True),
-    "docs/operations.md": Setup(sections=BUSY_SITE, busy=True, metrics=True),
+    "docs/operations.md": Setup(metrics=True),
     "docs/security.md": Setup(daemon_keys=SHARED_NODE, auth_keys='tokens_file = "/etc/qrmid/tokens.toml"\n',
                               munge=True, tls=True),
 }
@@ -228,7 +220,7 @@ class Page:
         if self.daemon is not None or self.setup.own_daemon:
             return
         auth = self.setup.auth_keys + (f'munge_socket = "{self.munge_socket}"\n' if self.munge_socket else "")
-        sections = f"[auth]\n{auth}{self.setup.sections}"
+        sections = f"[auth]\n{auth}"
         if self.setup.metrics:
             sections += f'[metrics]\naddress = "{METRICS}"\n'
         if self.setup.tls:
@@ -242,11 +234,6 @@ class Page:
             wait_serving(address, process=self.daemon)
         except (RuntimeError, TimeoutError) as exc:
             pytest.fail(f"{self.page}: its daemon did not start ({exc}):\n{(self.scratch / 'daemon.log').read_text()}")
-        if self.setup.busy:
-            with Client(address) as qrmid:
-                qrmid.acquire("ibm_fez")
-                for _ in range(2):
-                    qrmid.start_task("ibm_fez", payload_from_task_input(examples.load("bell")))
 
     def tls_site(self) -> None:
         """The daemon's certificate for HOST from a CA, its tokens file, and a service's token file and CA bundle."""
