@@ -33,6 +33,7 @@ from qrmid.cli_output import (
 )
 from qrmid.client import TERMINAL, Client, TaskFailed, payload_from_task_input, sampler_payload
 from qrmid.client_auth import ClientAuth
+from qrmid.client_members import Address
 from qrmid.results import summarize
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -72,7 +73,7 @@ def _client(ctx: click.Context) -> Iterator[Client]:
 @click.option("--address", envvar="QRMID_ADDRESS", default=None, metavar="ADDR",
               help="daemon address: unix:PATH, an absolute socket path, HOST:PORT or a gRPC target such as "
                    "dns:///NAME:PORT; several cluster members separated by commas "
-                   "[env QRMID_ADDRESS; default: the default socket]")
+                   "[env QRMID_ADDRESS; default: /run/qrmid/qrmid.sock for root, else a private daemon's socket]")
 @click.option("--auth", type=click.Choice(["none", "munge", "token"]), default=None,
               help="how to authenticate [env QRMID_AUTH; default: none]")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -88,7 +89,9 @@ def main(ctx: click.Context, address: str | None, auth: str | None, token_file: 
     Documentation: README.md ("Using it") and docs/ in qrmid's source tree; docs/operations.md for running
     and administering the daemon, docs/python.md for Python code. `qrmid COMMAND --help` describes each command.
     """
-    ctx.obj = {"address": address, "auth": auth, "token_file": token_file, "tls_ca": tls_ca}
+    from_env = ctx.get_parameter_source("address") is click.core.ParameterSource.ENVIRONMENT
+    given = Address(address, "QRMID_ADDRESS" if from_env else "--address") if address else None  # named in errors
+    ctx.obj = {"address": given, "auth": auth, "token_file": token_file, "tls_ca": tls_ca}
 
 
 @main.command()

@@ -3,9 +3,11 @@
     with Client() as qrmid:                       # $QRMID_ADDRESS or the default socket
         task, result = qrmid.run("local-qiskit", sampler_payload(bell_input))
 
-Calls return the API's protobuf messages (``qrmid.v1.quantum_resources_pb2``) and raise ``grpc.RpcError``
-with the daemon's status code and message when it refuses. The address may list several members of a
-cluster: a call a member cannot answer moves on to the next (``qrmid.client_members``).
+Calls return the API's protobuf messages (``qrmid.v1.quantum_resources_pb2``) and raise a ``QrmidError``
+(``qrmid.client_errors``: a ``grpc.RpcError`` of one subclass per status code, e.g. ``InvalidArgument``) with the
+daemon's status code and message when it refuses, or ``Unreachable`` naming the address tried when no daemon
+answers. The address may list several members of a cluster: a call a member cannot answer moves on to the next
+(``qrmid.client_members``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import Any, Self, TypeVar
 
 from qrmid.client_auth import ClientAuth
-from qrmid.client_members import Members
+from qrmid.client_errors import QrmidError  # noqa: F401  (re-exported: what every failed call raises)
+from qrmid.client_members import Address, Members
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
@@ -55,16 +58,25 @@ def pulser_payload(sequence: dict[str, Any] | str, runs: int) -> pb.Payload:
 
 def payload_from_task_input(doc: dict[str, Any]) -> pb.Payload:
     """A payload from QRMI's task_runner input schema: ``{"program_id", "parameters"}`` or
-    ``{"sequence", "job_runs"}``; ValueError naming what is missing otherwise."""
+    ``{"sequence", "job_runs"}``; ValueError naming what is missing or not part of the schema otherwise."""
     if "program_id" in doc:
+        _only_keys(doc, "a Qiskit", ("program_id", "parameters"))
         if "parameters" not in doc:
             raise ValueError('a Qiskit task input needs "parameters" next to "program_id"')
         return _qiskit(str(doc["program_id"]), doc["parameters"])
     if "sequence" in doc:
+        _only_keys(doc, "a Pulser", ("sequence", "job_runs"))
         if not isinstance(doc.get("job_runs"), int):
             raise ValueError('a Pulser task input needs an integer "job_runs" next to "sequence"')
         return pulser_payload(doc["sequence"], doc["job_runs"])
     raise ValueError('task input must have "program_id" and "parameters", or "sequence" and "job_runs"')
+
+
+def _only_keys(doc: dict[str, Any], kind: str, keys: tuple[str, str]) -> None:
+    unknown = [key for key in doc if key not in keys]
+    if unknown:
+        raise ValueError(f"task input has unknown key {unknown[0]!r}: {kind} task input takes only {keys[0]!r} and "
+                         f"{keys[1]!r} (QRMI's task_runner input schema)")
 
 
 def _qiskit(program_id: str, input: dict[str, Any] | str) -> pb.Payload:
@@ -75,7 +87,8 @@ def _qiskit(program_id: str, input: dict[str, Any] | str) -> pb.Payload:
 class AsyncClient:
     """An asyncio client of a qrmid daemon, or of the members of a cluster."""
 
-    def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
+    def __init__(self, address: str | Address | None = None, *, timeout: float = 60.0,
+                 auth: ClientAuth | None = None) -> None:
         """``address``: one member or a comma-separated list (``qrmid.client_members.split_address``);
         ``auth``: how calls authenticate and whether over TLS; ``ClientAuth.resolve()`` (the QRMID_AUTH,
         QRMID_TOKEN_FILE and QRMID_TLS_* environment) when None."""
@@ -213,7 +226,8 @@ class Client:
     The thread is a daemon thread, so a script that never closes its client still exits.
     """
 
-    def __init__(self, address: str | None = None, *, timeout: float = 60.0, auth: ClientAuth | None = None) -> None:
+    def __init__(self, address: str | Address | None = None, *, timeout: float = 60.0,
+                 auth: ClientAuth | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="qrmid client", daemon=True).start()
         self._async = self._call(_make_async, address, timeout, auth)
@@ -295,6 +309,6 @@ class Client:
         return self._call(lambda: self._async.run(resource, payload, lease_token=lease_token, priority=priority))
 
 
-async def _make_async(address: str | None, timeout: float, auth: ClientAuth | None) -> AsyncClient:
+async def _make_async(address: str | Address | None, timeout: float, auth: ClientAuth | None) -> AsyncClient:
     """Create the async client on the portal's loop, which its channel belongs to."""
     return AsyncClient(address, timeout=timeout, auth=auth)

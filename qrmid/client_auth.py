@@ -24,6 +24,7 @@ from typing import Any, Literal, cast, get_args
 
 import grpc
 
+from qrmid.client_errors import Unavailable, Unreachable
 from qrmid.ops import munge, sockets
 from qrmid.ops.paths import SYSTEM_SOCKET
 
@@ -161,14 +162,15 @@ class _SocketCheck:
                                                     f"{sockets.OWNER_ENV}={sockets.login(exc.foreign)}")
             raise _unavailable(f"not connecting to {self.path}: {exc}; nothing was sent{trust}") from None
         except FileNotFoundError as exc:
-            raise _unavailable(f"no daemon at {self.path}: {exc.filename} does not exist") from None
+            raise Unreachable.make(grpc.StatusCode.UNAVAILABLE,
+                                   f"no daemon at {self.path}: {exc.filename} does not exist") from None
         except OSError as exc:
             raise _unavailable(f"cannot check the socket {self.path}: {exc.filename}: {exc.strerror}") from None
         self._passed = (found.st_dev, found.st_ino)
 
 
-def _unavailable(details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def _unavailable(details: str) -> Unavailable:
+    return Unavailable.make(grpc.StatusCode.UNAVAILABLE, details)
 
 
 class _UnarySocketCheck(grpc.aio.UnaryUnaryClientInterceptor):

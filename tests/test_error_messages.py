@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
-from daemons import config, running
+from daemons import ROOT, config, running, short_dir
 
-from qrmid.client import AsyncClient, QrmidError, estimator_payload, payload_from_task_input, sampler_payload
-from qrmid.client_errors import InvalidArgument, NotFound
+from qrmid.client import (
+    AsyncClient,
+    Client,
+    QrmidError,
+    estimator_payload,
+    payload_from_task_input,
+    sampler_payload,
+)
+from qrmid.client_errors import InvalidArgument, NotFound, Unreachable
+from qrmid.client_members import resolve_address, split_address
 from qrmid.daemon import Daemon
+from qrmid.ops.paths import default_socket
 
 BELL = ('OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] meas;\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\n'
         'meas[0] = measure q[0];\nmeas[1] = measure q[1];\n')
@@ -109,3 +123,68 @@ async def test_refusals_are_qrmid_errors_of_their_code_and_still_grpc_errors(qrm
     with pytest.raises(NotFound):
         async for _ in qrmid.watch("no-such-task"):  # a stream's refusal too
             pass
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qrmid", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})
+
+
+def test_no_daemon_names_the_address_tried_and_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = short_dir() / "qrmid.sock"
+    with Client(str(missing), timeout=10) as qrmid, pytest.raises(Unreachable) as refused:
+        qrmid.list_resources()
+    assert isinstance(refused.value, grpc.aio.AioRpcError) and refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert str(refused.value) == (f"UNAVAILABLE: no daemon at {missing}: {missing} does not exist (address from the "
+                                  "client's address argument). Is `qrmid serve` running there, and is this its "
+                                  "address?")
+    port = free_port()
+    monkeypatch.setenv("QRMID_ADDRESS", f"127.0.0.1:{port}")
+    with Client(timeout=10) as qrmid, pytest.raises(Unreachable) as refused:
+        qrmid.list_resources()
+    assert f"no qrmid daemon answers at 127.0.0.1:{port} (address from QRMID_ADDRESS): " in refused.value.details()
+    assert "Connection refused" in refused.value.details()
+
+
+def test_the_default_address_says_roots_socket_is_the_system_daemons(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QRMID_ADDRESS", raising=False)
+    default = resolve_address(None)
+    assert default.text == f"unix:{default_socket()}"
+    if os.geteuid() == 0:
+        assert default.origin == "the default for root: the system daemon's socket"
+    else:
+        assert default.origin.endswith("(the system daemon's socket, root's default, is /run/qrmid/qrmid.sock)")
+
+
+@pytest.mark.parametrize("address", ["localhost", "dns:///qrmid.example.org", "ipv4:127.0.0.1", "[::1]"])
+def test_a_network_address_without_a_port_is_refused_rather_than_sent_to_port_443(
+        monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    monkeypatch.setenv("QRMID_ADDRESS", address)
+    with pytest.raises(ValueError, match=rf"address '{re.escape(address)}' \(from QRMID_ADDRESS\) has no port, so "
+                                         r"gRPC would call port 443, where no qrmid listens: write .*:PORT"):
+        Client()
+    for good in ("localhost:50051", "dns:///qrmid.example.org:50051", "ipv4:127.0.0.1:50051", "[::1]:50051"):
+        assert split_address(good) == [good]
+
+
+def test_the_cli_says_which_option_gave_the_address_and_what_to_check() -> None:
+    missing = short_dir() / "qrmid.sock"
+    given = cli("--address", str(missing), "resources", env={})
+    assert given.returncode == 1
+    assert (f"Error: UNAVAILABLE: no daemon at {missing}: {missing} does not exist (address from --address). "
+            "Is `qrmid serve` running there, and is this its address?") in given.stderr
+    port = free_port()
+    from_env = cli("leases", env={"QRMID_ADDRESS": f"127.0.0.1:{port}"})
+    assert from_env.returncode == 1
+    assert f"no qrmid daemon answers at 127.0.0.1:{port} (address from QRMID_ADDRESS)" in from_env.stderr
+    assert "Traceback" not in from_env.stderr and "AioRpcError" not in from_env.stderr
+    no_port = cli("resources", env={"QRMID_ADDRESS": "localhost"})
+    assert no_port.returncode == 1
+    assert "address 'localhost' (from QRMID_ADDRESS) has no port, so gRPC would call port 443" in no_port.stderr
