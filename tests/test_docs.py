@@ -416,3 +416,9 @@ def test_every_fence_opens_or_closes_a_block_the_test_reads() -> None:
     for path in DOCS:
         fences = sum(1 for line in path.read_text().splitlines() if re.match(r"\s*(`{3,}|~{3,})", line))
         assert fences == 2 * len(fenced_blocks(path)), f"{path.name}: a fence the test does not pair up"
+
+
+def test_no_block_leaves_anything_out() -> None:
+    """What a block shows is all there is to run: no '...' standing for code or values left out."""
+    elided = [block.id for block in BLOCKS if "..." in block.text or "\u2026" in block.text]
+    assert not elided, f"blocks with '...' in place of what a reader must write: {elided}"
