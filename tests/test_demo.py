@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -43,3 +44,13 @@ def test_make_demo_prints_the_results_only() -> None:
     bell, pulser = (result for _, _, result in shown)
     assert set(bell["pubs"][0]["meas"]) == {"00", "11"} and sum(bell["pubs"][0]["meas"].values()) == 1024
     assert sum(pulser["counter"].values()) == 100
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_log() -> None:
+    scratch = short_dir() / ("x" * 100)  # the private daemon's socket path would pass the 107 bytes allowed
+    scratch.mkdir()
+    run = subprocess.run([sys.executable, "-m", "qrmid", "demo"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
+    assert run.returncode == 1 and run.stdout == ""
+    assert "qrmid demo failed: qrmid exited with 1 before serving\nthe daemon's log:\n" in run.stderr
+    assert "is longer than the 107 bytes Unix sockets allow" in run.stderr
