@@ -189,7 +189,7 @@ class AsyncClient:
         response = await self._unary("GetTaskLogs", pb.GetTaskLogsRequest(task_id=task_id))
         return response.text
 
-    async def list_tasks(self, resource: str = "", states: Iterable[int] = (), owner: str = "",
+    async def list_tasks(self, resource: str = "", states: Iterable[pb.TaskState] = (), owner: str = "",
                          all_users: bool = False, limit: int = 0) -> list[pb.Task]:
         """The tasks the daemon keeps of the caller (of ``owner``, or of every user, for admins), oldest first;
         only ``resource``'s and in ``states`` (``pb.TASK_STATE_*``) when given; the ``limit`` newest when not 0."""
@@ -297,8 +297,8 @@ class Client:
     def logs(self, task_id: str) -> str:
         return self._call(self._async.logs, task_id)
 
-    def list_tasks(self, resource: str = "", states: Iterable[int] = (), owner: str = "", all_users: bool = False,
-                   limit: int = 0) -> list[pb.Task]:
+    def list_tasks(self, resource: str = "", states: Iterable[pb.TaskState] = (), owner: str = "",
+                   all_users: bool = False, limit: int = 0) -> list[pb.Task]:
         return self._call(lambda: self._async.list_tasks(resource, states, owner, all_users, limit))
 
     def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
