@@ -253,6 +253,9 @@ async def test_retention_drops_old_tasks_then_the_oldest_past_the_result_size_ca
     store = PostgresStore(database.dsn, member="node-a", password_file=password_file(database),
                           retain_seconds=3600, max_result_bytes=10, cleanup_interval=0)
     await asyncio.to_thread(store.open)
+    with database.connect() as conn:  # as an election leaves it: only the dispatcher writes a task's run
+        conn.execute("INSERT INTO resource_epoch (resource, dispatcher, epoch) VALUES ('noop', 'node-a', 1)")
+    store.dispatching("noop", 1)
     store.start()
     try:
         tasks = [Task(resource="noop", owner="alice", payload=PulserSequence('{"x": 1}', 3)) for _ in range(4)]

@@ -216,9 +216,10 @@ class Broker:
         accepting.add_done_callback(self._accepting.discard)
         if (refused := await asyncio.shield(accepting)) is not None:
             if request_id and self.cluster is not None:  # another member may have taken the request id meanwhile
-                found = await self.cluster.fetch_request(owner, request_id)
-                if found is not None and found != task.id and found in self._tasks:
-                    return await self._recorded(self._tasks[found])
+                with contextlib.suppress(Unavailable):
+                    found = await self.cluster.fetch_request(owner, request_id)
+                    if found is not None and found != task.id and found in self._tasks:
+                        return await self._recorded(self._tasks[found])
             raise refused
         if self.payloads is not None and task.size > self.payloads.threshold:
             await asyncio.shield(self._store(task))  # stored even when the caller gives up waiting

@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 
 from qrmid.backends.base import BackendState, BackendStatus
 from qrmid.core.cluster import Dispatch, MemberView, Replica
-from qrmid.core.errors import NotFound
+from qrmid.core.errors import NotFound, Unavailable
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
 from qrmid.store.journal import SUBMITTING, read_task
@@ -359,16 +359,25 @@ class Members:
                 for row in await self._query(DISPATCHERS, ())]
 
     async def fetch(self, task_id: str) -> None:
-        for row in await self._query(READ_TASKS + " WHERE t.id = %s", (task_id,)):
+        for row in await self._read(READ_TASKS + " WHERE t.id = %s", (task_id,)):
             self.replica.mirror(read_task(row))
 
     async def fetch_request(self, owner: str, request_id: str) -> str | None:
-        rows = await self._query("SELECT task_id FROM request_ids WHERE owner = %s AND client_request_id = %s",
-                                 (owner, request_id))
+        rows = await self._read("SELECT task_id FROM request_ids WHERE owner = %s AND client_request_id = %s",
+                                (owner, request_id))
         if not rows:
             return None
         await self.fetch(rows[0]["task_id"])
         return str(rows[0]["task_id"])
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """A read for a caller: no rows for values the store cannot hold; Unavailable when it cannot be read."""
+        try:
+            return await self._query(sql, params)
+        except psycopg.DataError:  # e.g. a NUL byte: no row can hold it
+            return []
+        except psycopg.Error as exc:  # lost, or no connection to be had (PoolTimeout)
+            raise Unavailable(f"{self.store.name} cannot be read ({self.store.scrub(exc)}): retry later") from None
 
     async def handover(self, member: str, back: bool = False) -> MemberView:
         async with self.store.connection() as conn, conn.transaction():
