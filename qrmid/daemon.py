@@ -238,7 +238,7 @@ class Daemon:
             self.members = Members(self.journal, self.broker, _eligible(self.config),
                                    failover_seconds=self.config.cluster.failover_seconds if self.config.cluster else 10,
                                    on_reload=self._reload_as_asked)
-            self.members.start()
+            await self.members.start()
             self.broker.cluster = self.members
         for server in self.servers:
             await server.start()

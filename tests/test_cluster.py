@@ -112,7 +112,7 @@ async def test_a_member_that_has_not_heard_of_a_task_yet_reads_it_from_the_store
     async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
             AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
         assert b.members is not None
-        listening = b.members._loops[1]
+        listening = next(loop for loop in b.members._loops if loop.get_name() == "qrmid cluster listener")
         listening.cancel()  # b hears nothing of a from now on
         await asyncio.gather(listening, return_exceptions=True)
         task = await on_a.start_task("noop", PAYLOAD, request_id="step-7")

@@ -68,6 +68,7 @@ class Members:
         self._held: set[str] = set()  # resources whose lock the election connection holds (fenced: not leading)
         self._notices: set[str] = set()
         self._noticed = asyncio.Event()
+        self._listening = asyncio.Event()  # set once the listener has connected and read what it missed
         self._nudge = asyncio.Event()  # wakes the election round early (told to hand over, or back)
         self._since = time.time() - RESYNC_SLACK
         self._loops: list[asyncio.Task[None]] = []
@@ -78,11 +79,17 @@ class Members:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start campaigning and listening; call on the event loop once the store is started and the core restored."""
-        self._loops = [asyncio.create_task(self._elect(), name="qrmid cluster election"),
-                       asyncio.create_task(self._listen(), name="qrmid cluster listener"),
+    async def start(self) -> None:
+        """Start listening and campaigning, once the store is started and the core restored; return once this member
+        hears the others (or after ``connect_timeout`` seconds, listening on in the background)."""
+        self._loops = [asyncio.create_task(self._listen(), name="qrmid cluster listener"),
                        asyncio.create_task(self._apply_loop(), name="qrmid cluster notices")]
+        try:
+            await asyncio.wait_for(self._listening.wait(), self.store.connect_timeout)
+        except TimeoutError:
+            log.warning("PostgreSQL at %s: member %s does not hear the other members yet; it serves meanwhile",
+                        self.store.dsn, self.member)
+        self._loops.append(asyncio.create_task(self._elect(), name="qrmid cluster election"))
 
     async def close(self) -> None:
         """Hand over the resources this member dispatches (the others take them over at once, re-attaching their
@@ -254,6 +261,7 @@ class Members:
                         log.warning("PostgreSQL at %s: member %s listens again", self.store.dsn, self.member)
                         failure = ""
                     await self._resync()
+                    self._listening.set()
                     async for notify in conn.notifies():
                         self._notices.add(notify.payload)
                         self._noticed.set()
