@@ -102,9 +102,9 @@ class Members:
             except (psycopg.Error, OSError, TimeoutError) as exc:  # its locks go with its connection anyway
                 log.warning("member %s could not hand over its resources one by one (%s); they are freed as it "
                             "disconnects", self.member, exc)
-        for loop in self._loops:
+        for loop in [*self._loops, *self._takeovers]:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._takeovers, return_exceptions=True)
 
     def _conninfo(self, role: str) -> str:
         """The store's connection string for this member's ``role`` connection (its application name), with TCP
