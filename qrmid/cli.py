@@ -313,7 +313,8 @@ def _start(client: Client, resource: str, payload: pb.Payload, lease_token: str,
 
 
 def _follow(client: Client, started: pb.Task) -> pb.Task:
-    """Watch task ``started`` until it ends, showing its state and queue position on a terminal; its last state."""
+    """Watch task ``started`` until it ends, showing its state and queue position on a terminal (elsewhere, a line
+    on each change of state before the last); its last state."""
     task = started
     with err.status(f"task {task.id}: {_state(task)}") as status:
         for task in client.watch(started.id):
@@ -321,6 +322,9 @@ def _follow(client: Client, started: pb.Task) -> pb.Task:
             if task.HasField("estimated_start_time"):
                 where += f", expected to start at {local_time(task.estimated_start_time)}"
             status.update(f"task {task.id}: {_state(task)}{where}")
+            if not err.is_terminal and task.state != started.state and task.state not in TERMINAL:
+                click.echo(f"task {task.id}: {_state(task)}", err=True)
+                started = task
     return task
 
 

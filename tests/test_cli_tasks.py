@@ -148,6 +148,13 @@ def test_each_user_lists_only_their_tasks_and_admins_every_users(tmp_path: Path,
         assert started["bob"][0] in table and not any(task_id in table for task_id in started["alice"])
 
 
+def test_run_reports_each_state_on_stderr_when_not_on_a_terminal(address: str, task_input: Path) -> None:
+    run = qrmid("run", "slow", str(task_input), address=address)
+    task_id = run.stderr.split(":")[0].removeprefix("task ")
+    assert run.stderr.splitlines() == [f"task {task_id}: queued on slow", f"task {task_id}: running",
+                                       f"task {task_id}: completed"]
+
+
 def _start_run(address: str, task_input: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     """``qrmid run slow`` in its own process, and the task id it printed on stderr once queued."""
     process = subprocess.Popen([sys.executable, "-m", "qrmid", "run", "slow", str(task_input), *args], cwd=ROOT,
