@@ -29,7 +29,7 @@ runtime: $(VENV)/.runtime
 install: $(VENV)/.installed
 
 $(VENV)/.runtime: pyproject.toml
-	@$(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip
 	@$(PIP) -e .
 	@touch $@
