@@ -83,7 +83,8 @@ struct  Qrmid__V1__ResourceUtilization
   uint32_t tasks_failed;
   uint32_t tasks_cancelled;
   /*
-   * Shots and backend (QPU) seconds of the tasks that ended in the window.
+   * Shots charged to the tasks that ended in the window (those of completed
+   * tasks) and the backend (QPU) seconds they held.
    */
   uint64_t shots;
   double qpu_seconds;
@@ -169,7 +170,8 @@ struct  Qrmid__V1__AccountingRecord
   Google__Protobuf__Timestamp *start_time;
   Google__Protobuf__Timestamp *end_time;
   /*
-   * Shots the task asked for.
+   * Shots charged: those the task asked for if it completed; 0 if it failed
+   * or was cancelled (no result; its slot time is in qpu_seconds).
    */
   uint64_t shots;
   /*
