@@ -192,11 +192,17 @@ class AsyncClient:
     async def list_tasks(self, resource: str = "", states: Iterable[pb.TaskState] = (), owner: str = "",
                          all_users: bool = False, limit: int = 0) -> list[pb.Task]:
         """The tasks the daemon keeps of the caller (of ``owner``, or of every user, for admins), oldest first;
-        only ``resource``'s and in ``states`` (``pb.TASK_STATE_*``) when given; the ``limit`` newest when not 0."""
+        only ``resource``'s and in ``states`` (``pb.TASK_STATE_*``) when given; the ``limit`` newest when not 0.
+        Every page of the listing, asked for one after the other."""
         request = pb.ListTasksRequest(resource=resource, states=list(states), owner=owner, all_users=all_users,
                                       limit=limit)
-        response = await self._unary("ListTasks", request)
-        return list(response.tasks)
+        tasks: list[pb.Task] = []
+        while True:
+            response = await self._unary("ListTasks", request)
+            tasks.extend(response.tasks)
+            if not response.next_page_token:
+                return tasks
+            request.page_token = response.next_page_token
 
     async def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
         """The task's terminal state, once it has one; TimeoutError when it has none after ``timeout`` s."""

@@ -87,7 +87,7 @@ def _policy(config: Config) -> Policy:
                   cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain,
                   max_queued_bytes_per_user=config.tasks.max_queued_bytes_per_user,
                   max_queued_bytes_per_resource=config.tasks.max_queued_bytes_per_resource,
-                  max_leases_per_user=config.leases.max_per_user)
+                  max_leases_per_user=config.leases.max_per_user, list_page_size=config.tasks.list_page_size)
 
 
 def _store(config: Config) -> Journal | PostgresStore | None:

@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import grpc
 import pytest
 from daemons import ROOT, subprocess_daemon
 
 from qrmid.client import Client, pulser_payload
 from qrmid.v1 import quantum_resources_pb2 as pb
+from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
 RESOURCES = """shutdown_grace_seconds = 1
 
@@ -38,6 +40,9 @@ type = "noop"
 name = "busy"
 slots = 1
 delay_seconds = 600
+
+[tasks]
+list_page_size = 2  # listings of more tasks come in pages
 """
 SEQUENCE = {"sequence": {"version": "1"}, "job_runs": 1}
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "boss": "boss-token-0123456789a"}
@@ -153,6 +158,31 @@ def test_run_reports_each_state_on_stderr_when_not_on_a_terminal(address: str, t
     task_id = run.stderr.split(":")[0].removeprefix("task ")
     assert run.stderr.splitlines() == [f"task {task_id}: queued on slow", f"task {task_id}: running",
                                        f"task {task_id}: completed"]
+
+
+def test_listings_longer_than_a_page_come_in_pages(address: str) -> None:
+    with Client(address) as client:
+        for _ in range(5):
+            client.run("quick", pulser_payload(SEQUENCE["sequence"], 1))
+        everything = [task.id for task in client.list_tasks()]
+        assert len(everything) >= 5 and len(set(everything)) == len(everything)
+        newest = [task.id for task in client.list_tasks(limit=3)]
+    assert newest == everything[-3:], "the newest three, oldest first, over two pages"
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.QuantumResourcesStub(channel)
+        pages, token = [], ""
+        while True:
+            page = stub.ListTasks(pb.ListTasksRequest(page_size=100, page_token=token))  # capped to the daemon's 2
+            pages.append([task.id for task in page.tasks])
+            if not (token := page.next_page_token):
+                break
+        assert [len(page) for page in pages[:-1]] == [2] * (len(pages) - 1)
+        assert [task_id for page in pages for task_id in page] == everything
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListTasks(pb.ListTasksRequest(page_token="garbage"))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token 'garbage' is not one a ListTasks answer gave" in refused.value.details()
+    assert [t["id"] for t in json.loads(qrmid("tasks", "--json", address=address).stdout)] == everything
 
 
 def _start_run(address: str, task_input: Path, *args: str) -> tuple[subprocess.Popen[str], str]:

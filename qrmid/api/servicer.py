@@ -10,7 +10,7 @@ from qrmid.api import convert
 from qrmid.api.identity import caller, user_name
 from qrmid.api.requests import Context, required
 from qrmid.api.status import streaming, unary
-from qrmid.core.broker import Broker
+from qrmid.core.broker import Broker, listing_key
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -128,8 +128,10 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
                                    "empty)")
         states = frozenset(convert.task_state(state) for state in request.states)
         owner = None if request.all_users else request.owner or who.name
-        tasks = self.broker.tasks(owner, request.resource, states, request.limit)
-        return pb.ListTasksResponse(tasks=[self._task(task, task.shown) for task in tasks])
+        tasks, more = self.broker.tasks(owner, request.resource, states, request.limit,
+                                        _after(request.page_token), request.page_size)
+        return pb.ListTasksResponse(tasks=[self._task(task, task.shown) for task in tasks],
+                                    next_page_token=_page_token(listing_key(tasks[-1])) if more else "")
 
     async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
@@ -141,3 +143,19 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
             return convert.task(view)
         scheduler = self.broker.resources[task.resource].scheduler
         return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))
+
+
+def _page_token(key: tuple[float, str]) -> str:
+    """The page token of a listing that goes on after the task of ``key``."""
+    return f"{key[0]!r}/{key[1]}"
+
+
+def _after(token: str) -> tuple[float, str] | None:
+    """The listing key a page token goes on after; None for the first page."""
+    if not token:
+        return None
+    created, _, task_id = token.partition("/")
+    try:
+        return float(created), task_id
+    except ValueError:
+        raise InvalidArgument(f"page_token {token!r} is not one a ListTasks answer gave") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections import OrderedDict
@@ -46,6 +47,7 @@ class Policy:
     require_lease: bool = False
     cancel_on_release: bool = True
     retain_tasks: int = 10_000
+    list_page_size: int = 1000  # most tasks in one listing's page
     lease_check_interval: float = 5.0
 
 
@@ -546,15 +548,22 @@ class Broker:
         return sorted(mine, key=lambda task: (positions[task], task.view.started_at or task.view.created_at))
 
     def tasks(self, owner: str | None, resource: str = "", states: frozenset[TaskState] = frozenset(),
-              limit: int = 0) -> list[Task]:
-        """The tasks kept (unfinished ones and the last finished ones) of ``owner`` (None: every user's), only
-        ``resource``'s and in ``states`` when given, oldest first; the ``limit`` most recent when not 0."""
+              limit: int = 0, after: tuple[float, str] | None = None, page_size: int = 0) -> tuple[list[Task], bool]:
+        """A page of the tasks kept (unfinished ones and the last finished ones) of ``owner`` (None: every user's),
+        only ``resource``'s and in ``states`` when given, oldest first: the ``limit`` most recent when not 0, from
+        the one after ``after`` (a task's ``listing_key``), at most ``page_size`` (the policy's when 0 or more);
+        with whether more follow."""
         if resource and resource not in self.resources and all(t.resource != resource for t in self._tasks.values()):
             self.resource(resource)  # NotFound naming the resources served
-        found = [task for task in self._tasks.values() if (owner is None or task.owner == owner)
-                 and (not resource or task.resource == resource) and (not states or task.shown.state in states)]
-        found.sort(key=lambda task: task.view.created_at)
-        return found[-limit:] if limit else found
+        found = sorted((task for task in self._tasks.values() if (owner is None or task.owner == owner)
+                        and (not resource or task.resource == resource)
+                        and (not states or task.shown.state in states)), key=listing_key)
+        if limit:
+            found = found[-limit:]
+        if after is not None:
+            found = found[bisect.bisect_right(found, after, key=listing_key):]
+        size = min(page_size or self.policy.list_page_size, self.policy.list_page_size)
+        return found[:size], len(found) > size
 
     async def add_resource(self, resource: Resource) -> None:
         """Start serving a resource added to the config while the daemon runs."""
@@ -636,6 +645,11 @@ async def _reattach(resource: Resource, task: Task, submitting: set[str]) -> str
     if ref is not None or task.id in submitting:
         return await resource.adapter.attach(task.id, ref)
     return None
+
+
+def listing_key(task: Task) -> tuple[float, str]:
+    """Where ``task`` sorts in a listing of tasks: by creation, then id."""
+    return task.history[0].created_at, task.id
 
 
 def _size(size: int) -> str:

@@ -126,6 +126,8 @@ class TaskSettings(_Section):
     max_payload_bytes: int = Field(8 << 20, ge=1024, le=1 << 30, description="largest payload accepted")
     retain: int = Field(10_000, ge=1, le=10_000_000, description="finished tasks whose status and result stay "
                         "available")
+    list_page_size: int = Field(1000, ge=1, le=100_000, description="most tasks in one ListTasks answer; clients "
+                                "ask for the next page")
     max_queued_bytes_per_user: int = Field(256 << 20, ge=1 << 20, le=1 << 40, description="payload bytes one user "
                                            "may have queued, all resources together")
     max_queued_bytes_per_resource: int = Field(1 << 30, ge=1 << 20, le=1 << 40, description="payload bytes queued "

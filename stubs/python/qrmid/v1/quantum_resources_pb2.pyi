@@ -313,21 +313,27 @@ class TaskLogs(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("resource", "states", "owner", "all_users", "limit")
+    __slots__ = ("resource", "states", "owner", "all_users", "limit", "page_size", "page_token")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ALL_USERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     resource: str
     states: _containers.RepeatedScalarFieldContainer[TaskState]
     owner: str
     all_users: bool
     limit: int
-    def __init__(self, resource: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., owner: _Optional[str] = ..., all_users: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, resource: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., owner: _Optional[str] = ..., all_users: _Optional[bool] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "next_page_token")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

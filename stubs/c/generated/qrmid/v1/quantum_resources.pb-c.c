@@ -3012,7 +3012,7 @@ const ProtobufCMessageDescriptor qrmid__v1__task_logs__descriptor =
   (ProtobufCMessageInit) qrmid__v1__task_logs__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_request__field_descriptors[7] =
 {
   {
     "resource",
@@ -3074,18 +3074,44 @@ static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_size",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__list_tasks_request__field_indices_by_name[] = {
   3,   /* field[3] = all_users */
   4,   /* field[4] = limit */
   2,   /* field[2] = owner */
+  5,   /* field[5] = page_size */
+  6,   /* field[6] = page_token */
   0,   /* field[0] = resource */
   1,   /* field[1] = states */
 };
 static const ProtobufCIntRange qrmid__v1__list_tasks_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor =
 {
@@ -3095,14 +3121,14 @@ const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor =
   "Qrmid__V1__ListTasksRequest",
   "qrmid.v1",
   sizeof(Qrmid__V1__ListTasksRequest),
-  5,
+  7,
   qrmid__v1__list_tasks_request__field_descriptors,
   qrmid__v1__list_tasks_request__field_indices_by_name,
   1,  qrmid__v1__list_tasks_request__number_ranges,
   (ProtobufCMessageInit) qrmid__v1__list_tasks_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_response__field_descriptors[2] =
 {
   {
     "tasks",
@@ -3116,14 +3142,27 @@ static const ProtobufCFieldDescriptor qrmid__v1__list_tasks_response__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListTasksResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__list_tasks_response__field_indices_by_name[] = {
+  1,   /* field[1] = next_page_token */
   0,   /* field[0] = tasks */
 };
 static const ProtobufCIntRange qrmid__v1__list_tasks_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor =
 {
@@ -3133,7 +3172,7 @@ const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor =
   "Qrmid__V1__ListTasksResponse",
   "qrmid.v1",
   sizeof(Qrmid__V1__ListTasksResponse),
-  1,
+  2,
   qrmid__v1__list_tasks_response__field_descriptors,
   qrmid__v1__list_tasks_response__field_indices_by_name,
   1,  qrmid__v1__list_tasks_response__number_ranges,

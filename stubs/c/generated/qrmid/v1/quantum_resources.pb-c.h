@@ -825,10 +825,19 @@ struct  Qrmid__V1__ListTasksRequest
    * At most this many tasks, the most recently created; 0 for all.
    */
   uint32_t limit;
+  /*
+   * Most tasks in one answer; 0 or more than the daemon's page size
+   * ([tasks] list_page_size) takes that.
+   */
+  uint32_t page_size;
+  /*
+   * The previous answer's next_page_token, for the page after it.
+   */
+  char *page_token;
 };
 #define QRMID__V1__LIST_TASKS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_tasks_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -843,10 +852,14 @@ struct  Qrmid__V1__ListTasksResponse
    */
   size_t n_tasks;
   Qrmid__V1__Task **tasks;
+  /*
+   * Set when more tasks match: pass it as page_token for the next page.
+   */
+  char *next_page_token;
 };
 #define QRMID__V1__LIST_TASKS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_tasks_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /* Qrmid__V1__Capacity methods */
