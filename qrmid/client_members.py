@@ -96,9 +96,9 @@ def split_address(address: str | Address | None = None) -> list[str]:
                          "MEMBER,MEMBER,... (unix:/path, /path, host:port or a gRPC target such as dns:///name:port)")
     for host in hosts:
         if _lacks_port(host):
-            raise ValueError(f"address {host!r} (from {resolved.origin}) has no port, so gRPC would call port 443, where "
-                             f"no qrmid listens: write {host}:PORT with the port of the daemon's [daemon] tcp "
-                             "setting, or a Unix socket path")
+            raise ValueError(f"address {host!r} (from {resolved.origin}) has no port, so gRPC would call port 443, "
+                             f"where no qrmid listens: write {host}:PORT with the port of the daemon's [daemon] "
+                             "tcp setting, or a Unix socket path")
     return [f"unix:{member}" if member.startswith("/") else member for member in members]
 
 
@@ -196,7 +196,8 @@ class Members:
             details = f"{error.details()} (address from {self.origin})"
         elif (error.code() == grpc.StatusCode.UNAVAILABLE and not isinstance(error, QrmidError)
               and self.channels[index].get_state() != grpc.ChannelConnectivity.READY):  # nothing took the connection
-            details = f"no qrmid daemon answers at {self.targets[index]} (address from {self.origin}): {error.details()}"
+            details = (f"no qrmid daemon answers at {self.targets[index]} (address from {self.origin}): "
+                       f"{error.details()}")
         else:
             return QrmidError.of(error)
         return Unreachable.make(grpc.StatusCode.UNAVAILABLE, f"{details}. {self._check()}")

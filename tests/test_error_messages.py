@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import boto3
 import grpc
 import pytest
 from daemons import ROOT, config, running, short_dir
@@ -26,7 +30,9 @@ from qrmid.client import (
 from qrmid.client_errors import InvalidArgument, NotFound, Unreachable
 from qrmid.client_members import resolve_address, split_address
 from qrmid.daemon import Daemon
+from qrmid.emulators.launch import start_emulator, start_moto
 from qrmid.ops.paths import default_socket
+from qrmid.v1 import quantum_resources_pb2 as pb
 
 BELL = ('OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] meas;\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\n'
         'meas[0] = measure q[0];\nmeas[1] = measure q[1];\n')
@@ -188,3 +194,54 @@ def test_the_cli_says_which_option_gave_the_address_and_what_to_check() -> None:
     no_port = cli("resources", env={"QRMID_ADDRESS": "localhost"})
     assert no_port.returncode == 1
     assert "address 'localhost' (from QRMID_ADDRESS) has no port, so gRPC would call port 443" in no_port.stderr
+
+
+async def test_an_unreachable_backend_shows_its_first_failure_at_once_and_comes_online_when_it_answers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The IBM Quantum System API is not there yet: the resource says so at once (not "not checked yet" for the
+    retry deadline's two minutes), offers no free slot, logs one warning naming the endpoint, keeps checking, and
+    runs tasks once the service answers."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = start_moto()
+    try:
+        boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="k",
+                     aws_secret_access_key="s").create_bucket(Bucket="jobs")
+        resource = {"type": "ibm-quantum-system", "name": "perth", "status_interval": 0.2,
+                    "retry_deadline_seconds": 600, "QRMI_IBM_QS_ENDPOINT": endpoint,
+                    "QRMI_IBM_QS_IAM_ENDPOINT": endpoint, "QRMI_IBM_QS_IAM_APIKEY": "key",
+                    "QRMI_IBM_QS_SERVICE_CRN": "crn:v1:local:tests", "QRMI_IBM_QS_AWS_ACCESS_KEY_ID": "k",
+                    "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY": "s", "QRMI_IBM_QS_S3_ENDPOINT": s3.url,
+                    "QRMI_IBM_QS_S3_BUCKET": "jobs", "QRMI_IBM_QS_S3_REGION": "us-east-1"}
+        caplog.set_level(logging.INFO, logger="qrmid.core.resource")
+        async with running(config([resource])) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+            shown = await qrmid.resource("perth")
+            assert shown.status == pb.RESOURCE_STATUS_OFFLINE
+            assert shown.status_reason.startswith("status check failing, retrying: IAM token request (at "
+                                                  f"127.0.0.1:{port}): ")
+            assert shown.capacity.slots_free == 0
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0], warnings
+
+            emulator_config = tmp_path / "emulator.toml"
+            emulator_config.write_text('api_keys = ["key"]\nservice_crn = "crn:v1:local:tests"\n[[backends]]\n'
+                                       'name = "perth"\ndevice = "perth"\nseed = 7\nnoise = false\n'
+                                       'lanes = { hpc_workload_manager = 4, ibm_quantum_compute = 2 }\n')
+            emulator = start_emulator(emulator_config, "--port", str(port))
+            try:
+                for _ in range(600):  # the check retries at most every 5 s
+                    shown = await qrmid.resource("perth")
+                    if shown.status == pb.RESOURCE_STATUS_ONLINE:
+                        break
+                    await asyncio.sleep(0.1)
+                assert shown.status == pb.RESOURCE_STATUS_ONLINE, shown.status_reason
+                assert shown.capacity.slots_free == 4
+                assert any("its backend answers again" in r.getMessage() for r in caplog.records)
+                assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1, "warned once"
+                circuit = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nx $0;\nc[0] = measure $0;\n'
+                _, data = await qrmid.run("perth", sampler_payload({"pubs": [[circuit, None, 10]], "version": 2}))
+                assert json.loads(data)["__type__"] == "PrimitiveResult"
+            finally:
+                emulator.stop()
+    finally:
+        s3.stop()

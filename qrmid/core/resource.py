@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from qrmid.backends import retry
 from qrmid.backends.base import Adapter, BackendState, BackendStatus, CredentialsRefused
 from qrmid.backends.payloads import PayloadKind
 from qrmid.core.errors import FailedPrecondition, Unavailable
@@ -59,6 +60,8 @@ class Resource:
         self.dispatch = True  # cluster mode: false when this member holds no credentials for it (never dispatches)
         self.published_target = ""  # cluster mode: the target its dispatcher published, on members without credentials
         self.on_checked: Callable[[Resource, str], None] = lambda resource, target: None  # publishes status, target
+        self.failing = False  # its status checks fail: warned of once, until one succeeds
+        self._checking = False  # a status check is in progress
 
     def view(self) -> ResourceView:
         if self.draining or self.retiring:
@@ -68,8 +71,9 @@ class Resource:
             status, reason = ResourceStatus(self.backend.state.value), self.backend.reason
         slots = self.scheduler.slots
         running = self.scheduler.running
-        return ResourceView(self.name, self.type, status, reason, slots, max(slots - running, 0),
-                            self.scheduler.queued, running, self.adapter.payload_kinds)
+        free = max(slots - running, 0) if status is ResourceStatus.ONLINE else 0  # none takes a task now
+        return ResourceView(self.name, self.type, status, reason, slots, free, self.scheduler.queued, running,
+                            self.adapter.payload_kinds)
 
     async def target(self) -> str:
         """The backend's device description; a backend that cannot give it is UNAVAILABLE, one whose service refuses
@@ -103,11 +107,22 @@ class Resource:
 
     async def refresh(self) -> None:
         """Ask the backend for its status and let the scheduler dispatch only while it is online; the dispatcher of a
-        cluster's resource publishes what it found, with the target, for the members without credentials."""
+        cluster's resource publishes what it found, with the target, for the members without credentials. A backend
+        not known online shows its first failed attempt at once, while the check retries."""
+        listening = retry.failed_attempt.set(self._attempt_failed)
+        self._checking = True
         try:
             self.backend = await self.adapter.status()
         except Exception as exc:  # an unreachable backend is offline, not a crash
-            self.backend = BackendStatus(BackendState.OFFLINE, f"status check failed: {exc}")
+            self.backend = BackendStatus(BackendState.OFFLINE, f"status check failed: {_at(str(exc), exc)}")
+            self._warn(self.backend.reason)
+        else:
+            if self.failing:
+                log.info("resource %s: its backend answers again (%s)", self.name, self.backend.state.value)
+            self.failing = False
+        finally:
+            self._checking = False
+            retry.failed_attempt.reset(listening)
         self._checked()
         if self.scheduler.leading:
             try:
@@ -115,6 +130,25 @@ class Resource:
             except Exception:  # the status says why; published without a target until it can be read
                 target = ""
             self.on_checked(self, target)
+
+    def _attempt_failed(self, what: str, error: BaseException) -> None:
+        """An attempt of the status check failed and will be retried: a resource not known online shows it now
+        (rather than "not checked yet" until the retries run out), and the first failure is logged."""
+        if not self._checking:  # a task the check started, failing after it ended
+            return
+        reason = f"status check failing, retrying: {_at(what, error)}: {str(error) or type(error).__name__}"
+        self._warn(reason)
+        if self.backend.state is not BackendState.ONLINE:
+            self.backend = BackendStatus(BackendState.OFFLINE, reason)
+            self._checked()
+            if self.scheduler.leading:
+                self.on_checked(self, "")  # the target published already stays
+
+    def _warn(self, reason: str) -> None:
+        """Log the first failure of the backend's status checks, once until one succeeds."""
+        if not self.failing:
+            log.warning("resource %s: %s; checked again in the background until it answers", self.name, reason)
+        self.failing = True
 
     async def adopt(self, status: BackendStatus, slots: int, target: str) -> None:
         """Take the status, slots and target the resource's dispatcher published (a member without credentials):
@@ -139,3 +173,9 @@ class Resource:
             while self.dispatch:
                 await self.refresh()
                 await asyncio.sleep(self.status_interval)
+
+
+def _at(text: str, error: BaseException) -> str:
+    """``text`` naming the endpoint that failed, when ``error`` says which."""
+    endpoint = retry.endpoint_of(error)
+    return f"{text} (at {endpoint})" if endpoint and endpoint not in text else text
