@@ -260,8 +260,9 @@ def requests(descriptor: Descriptor, daemon: Daemon) -> st.SearchStrategy[Messag
     """Random messages of type ``descriptor``: each field left out or set to a random value, with names,
     ids and tokens often those of real resources, tasks and leases."""
     cls = getattr(pb, descriptor.name)
-    fields = {field.name: values(field, daemon) for field in descriptor.fields
-              if field.message_type is None or field.message_type.name == "Payload"}
+    fields = {field.name: st.lists(values(field, daemon), max_size=4)
+              if field.is_repeated else values(field, daemon)
+              for field in descriptor.fields if field.message_type is None or field.message_type.name == "Payload"}
     return st.fixed_dictionaries({}, optional=fields).map(lambda kwargs: cls(**kwargs))
 
 
