@@ -89,7 +89,7 @@ async def test_unknown_input_keys_are_refused_naming_the_key_and_the_accepted_on
             "precision, options, version, support_qiskit, resilience_level, seed_estimator") in refused.details()
     refused = await refusal(qrmid, "sampler", {"pubs": [[BELL]], "options": {"noise": True}, "version": 2})
     assert "unknown key 'noise': a sampler input's 'options' takes only" in refused.details()
-    assert daemon.broker.tasks(None) == [], "nothing refused was queued"
+    assert daemon.broker.unfinished("local-qiskit") == [], "nothing refused was queued"
 
 
 async def test_every_key_of_ibms_schema_is_accepted(qrmid: AsyncClient) -> None:
