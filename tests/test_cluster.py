@@ -97,6 +97,17 @@ async def test_a_task_queued_behind_others_is_cancelled_from_a_member_that_does_
             assert leader.broker.task(task.id).state.value == "cancelled"
 
 
+async def test_every_member_shows_the_same_queue_positions(database: Database) -> None:
+    async with member(database, "a", noop(30, slots=1)) as a, member(database, "b", noop(30, slots=1)) as b, \
+            AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:
+        started = await asyncio.gather(*(client.start_task("noop", PAYLOAD) for _ in range(6) for client in (on_a, on_b)))
+        ids = [task.id for task in started]
+        await _until(lambda: all(task_id in a.broker._tasks and task_id in b.broker._tasks for task_id in ids))
+        positions = [[(await client.task(task_id)).queue_position for task_id in ids] for client in (on_a, on_b)]
+        assert positions[0] == positions[1], positions
+        assert sorted(positions[0]) == [0, *range(1, len(ids))], "one runs, the others queue in one order"
+
+
 async def test_a_request_id_names_one_task_on_every_member(database: Database) -> None:
     async with member(database, "a", noop()) as a, member(database, "b", noop()) as b, \
             AsyncClient(f"unix:{a.socket}") as on_a, AsyncClient(f"unix:{b.socket}") as on_b:

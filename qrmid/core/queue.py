@@ -12,7 +12,6 @@ already has its maximum of tasks running.
 from __future__ import annotations
 
 import heapq
-import itertools
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
@@ -101,8 +100,7 @@ class FairQueue:
         self.ledger = ledger or UsageLedger(self.policy.weights)
         self.expected_seconds: float | None = None  # recent run time of one task, set by the scheduler
         self._classes = {cls.name: _Class() for cls in self.policy.classes}
-        self._seq: dict[Task, int] = {}
-        self._counter = itertools.count()
+        self._seq: dict[Task, Arrival] = {}
         self._queued = Counter[str]()  # owner -> tasks queued
         self._queued_bytes = Counter[str]()  # owner -> payload bytes queued
         self.total_bytes = 0  # payload bytes queued, all owners
@@ -136,16 +134,21 @@ class FairQueue:
         return self.ledger.usage(account, now) + self._account_charge[account]
 
     def push(self, task: Task) -> None:
-        """Queue at the back of its account's line."""
-        lines = self._class(task).accounts.setdefault(_account(task), {})
-        lines.setdefault(task.owner, deque()).append(task)
-        self._added(task, next(self._counter))
+        """Queue in its owner's line by the time it was created (at the back, but for a task another cluster member
+        took a moment earlier: every member orders the same tasks alike)."""
+        line = self._class(task).accounts.setdefault(_account(task), {}).setdefault(task.owner, deque())
+        key = _arrival(task)
+        index = len(line)
+        while index and self._seq[line[index - 1]] > key:
+            index -= 1
+        line.insert(index, task)
+        self._added(task, key)
 
     def push_front(self, task: Task) -> None:
         """Put back a task that was taken and refused: it is taken next (within its class), uncharged."""
         self._undispatch(task)
         self._class(task).front.appendleft(task)
-        self._added(task, next(self._counter))
+        self._added(task, _arrival(task))
 
     def ready(self) -> bool:
         """Whether some queued task's owner is below its running limit."""
@@ -232,7 +235,7 @@ class FairQueue:
                 cls.front.remove(task)
                 return task
         now = self.ledger.clock()
-        best: tuple[float, int, str, str] | None = None
+        best: tuple[float, Arrival, str, str] | None = None
         for account, lines in cls.accounts.items():
             heads = [(self._seq[line[0]], owner) for owner, line in lines.items() if self._eligible(owner)]
             if not heads:
@@ -252,7 +255,7 @@ class FairQueue:
                 del cls.accounts[account]
         return task
 
-    def _added(self, task: Task, seq: int) -> None:
+    def _added(self, task: Task, seq: Arrival) -> None:
         self._seq[task] = seq
         self._queued[task.owner] += 1
         self._queued_bytes[task.owner] += task.size
@@ -298,7 +301,7 @@ class FairQueue:
         order: list[Task] = []
         for cls in self._classes.values():
             order.extend(cls.front)
-            heap: list[tuple[float, int, str, Task, Iterator[Task]]] = []
+            heap: list[tuple[float, Arrival, str, Task, Iterator[Task]]] = []
             for account, lines in cls.accounts.items():
                 tasks = iter(next(iter(lines.values())) if len(lines) == 1 else
                              heapq.merge(*lines.values(), key=self._seq.__getitem__))
@@ -316,6 +319,13 @@ class FairQueue:
         self._order = _Order(self._version, time.monotonic(), order,
                              {task: index for index, task in enumerate(order, 1)})
         return self._order
+
+
+Arrival = tuple[float, str]  # when a task was created, and its id to break ties
+
+
+def _arrival(task: Task) -> Arrival:
+    return task.history[0].created_at, task.id
 
 
 def _account(task: Task) -> str:
