@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import boto3
 import grpc
 import pytest
+from cluster import Cluster
 from daemons import ROOT, config, running, short_dir
+from postgres import Database
 
 from qrmid.client import (
     AsyncClient,
@@ -245,3 +248,32 @@ async def test_an_unreachable_backend_shows_its_first_failure_at_once_and_comes_
                 emulator.stop()
     finally:
         s3.stop()
+
+
+def test_a_cluster_member_without_credentials_shows_the_dispatchers_first_failure(database: Database,
+                                                                                 tmp_path: Path) -> None:
+    """The dispatcher publishes the first failed attempt at once: a member serving the resource without its
+    credentials shows it offline with the same reason, and no free slot, within a moment."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    dispatcher = ('[[resources]]\ntype = "ibm-quantum-system"\nname = "perth"\nstatus_interval = 0.5\n'
+                  f'retry_deadline_seconds = 600\nQRMI_IBM_QS_ENDPOINT = "{endpoint}"\n'
+                  f'QRMI_IBM_QS_IAM_ENDPOINT = "{endpoint}"\nQRMI_IBM_QS_IAM_APIKEY = "key"\n'
+                  'QRMI_IBM_QS_SERVICE_CRN = "crn:v1:local:tests"\nQRMI_IBM_QS_AWS_ACCESS_KEY_ID = "k"\n'
+                  f'QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY = "s"\nQRMI_IBM_QS_S3_ENDPOINT = "{endpoint}"\n'
+                  'QRMI_IBM_QS_S3_BUCKET = "jobs"\nQRMI_IBM_QS_S3_REGION = "us-east-1"\n')
+    without = '[[resources]]\ntype = "ibm-quantum-system"\nname = "perth"\ndispatch = false\n'
+    with Cluster(database, dispatcher, members=2, tmp=tmp_path, own={"m2": without}) as cluster, \
+            Client(cluster.member("m2").address, timeout=30) as m2:
+        for _ in range(300):
+            shown = m2.resource("perth")
+            if shown.status_reason != "not checked yet":
+                break
+            time.sleep(0.1)
+        assert shown.status == pb.RESOURCE_STATUS_OFFLINE
+        assert shown.status_reason.startswith(
+            f"status check failing, retrying: IAM token request (at 127.0.0.1:{port}): "), shown.status_reason
+        assert shown.capacity.slots_free == 0
+        log = cluster.member("m1").log.read_text()
+        assert (f"WARNING qrmid.core.resource: resource perth: status check failing, retrying: IAM token request (at "
+                f"127.0.0.1:{port})") in log
