@@ -121,6 +121,22 @@ def test_unknown_task_runner_keys_are_refused_naming_the_accepted_ones() -> None
         payload_from_task_input({"sequence": {}, "job_runs": 10, "runs": 5})
 
 
+def test_qrmid_run_and_the_task_runner_refuse_an_unknown_task_input_key_before_any_call(tmp_path: Path) -> None:
+    doc = json.loads((ROOT / "qrmid" / "examples" / "bell.json").read_text())
+    bad = tmp_path / "bell.json"
+    bad.write_text(json.dumps({**doc, "shots": 10}))
+    nowhere = {"QRMID_ADDRESS": str(short_dir() / "none.sock")}  # refused before any call: no daemon needed
+    message = ("task input has unknown key 'shots': a Qiskit task input takes only 'program_id' and 'parameters' "
+               "(QRMI's task_runner input schema)")
+    run = cli("run", "local-qiskit", str(bad), env=nowhere)
+    assert run.returncode == 1 and f"Error: {bad}: {message}" in run.stderr
+    runner = subprocess.run([sys.executable, "-m", "qrmid.task_runner", "local-qiskit", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **nowhere, "QRMI_JOB_QPU_RESOURCES": "local-qiskit",
+                                 "QRMI_JOB_QPU_TYPES": "ibm-quantum-system"})
+    assert runner.returncode == 2 and f"ERROR {message}" in runner.stdout
+
+
 async def test_refusals_are_qrmid_errors_of_their_code_and_still_grpc_errors(qrmid: AsyncClient) -> None:
     with pytest.raises(NotFound) as missing:
         await qrmid.task("no-such-task")
