@@ -50,8 +50,11 @@ def _syntax(error: Any) -> str:
     where = f"line {token.line}, column {token.column + 1}"
     found = "end of the circuit" if token.type == -1 else repr(token.text)
     message = f"{where}: unexpected {found}"
-    expected = error.getExpectedTokens()
-    names = [] if expected is None else _names(expected, error.recognizer)
+    try:
+        expected = error.getExpectedTokens()
+        names = [] if expected is None else _names(expected, error.recognizer)
+    except Exception:  # the parser could not say what it expected (no state): the token alone says enough
+        names = []
     if names and len(names) <= MAX_EXPECTED:
         message += f", expected {' or '.join(names)}"
     previous = error.recognizer.getInputStream().LT(-1)
