@@ -6,6 +6,7 @@ Imported by simulator and validation worker processes; nothing here touches the 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import time
@@ -26,6 +27,7 @@ PROGRAMS = ("sampler", "estimator")
 DEFAULT_SHOTS = 1024
 DEFAULT_PRECISION = 0.015625
 DEFAULT_MAX_TASK_SHOTS = 10**9
+PARSED_CIRCUITS = 256  # circuits each process keeps parsed, by their text
 # The keys IBM's Sampler V2 and Estimator V2 inputs may have (ibm-quantum-schemas, and what qiskit-ibm-runtime
 # sends), at the top level and in "options"; anything else is a mistake that would otherwise be ignored silently.
 INPUT_KEYS = {"sampler": ("pubs", "shots", "options", "version", "support_qiskit"),
@@ -149,7 +151,7 @@ def _circuit(where: str, value: Any, limits: Limits, bounds: InputBounds | None)
                                  f"{bounds.max_circuit_bytes} bytes per circuit ([validation] max_circuit_bytes): "
                                  "split the work, or send the circuit as an encoded QuantumCircuit (QPY)")
         try:
-            circuit = qasm3.loads(value)
+            circuit = _parsed(value).copy()  # a copy: whoever runs it may change it
         except RecursionError:
             raise InvalidPayload(f"{where}: the OpenQASM 3 circuit nests too deeply to be read") from None
         except MemoryError:  # the worker's memory limit: not the input's syntax
@@ -164,6 +166,13 @@ def _circuit(where: str, value: Any, limits: Limits, bounds: InputBounds | None)
         raise InvalidPayload(f"{where}: circuit has {circuit.num_qubits} qubits; this resource simulates at most "
                              f"{limits.max_qubits}")
     return circuit
+
+
+@functools.lru_cache(maxsize=PARSED_CIRCUITS)
+def _parsed(text: str) -> QuantumCircuit:
+    """OpenQASM 3 ``text`` parsed, once per process while it is among the last ``PARSED_CIRCUITS`` texts seen: a
+    hybrid loop sends the same circuit again and again (only its parameter values change)."""
+    return qasm3.loads(text)
 
 
 def _as_list(where: str, pub: Any) -> list[Any]:
