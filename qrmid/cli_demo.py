@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from qrmid import examples
-from qrmid.bench.process import wait_serving
 from qrmid.client import Client, payload_from_task_input
+from qrmid.client_health import wait_serving
 from qrmid.results import summarize
 
 RUNS = (("bell", "local-qiskit", "a Bell-state sampler: about half 00, half 11"),

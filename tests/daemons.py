@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from qrmid.bench.process import wait_serving
+from qrmid.client_health import wait_serving
 from qrmid.daemon import Daemon
 from qrmid.ops.config import Config
 
