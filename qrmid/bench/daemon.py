@@ -4,15 +4,19 @@ In one run, against servers in their own processes on Unix sockets:
 
 - baseline: a bare grpc.aio echo server (the cost of gRPC itself on this machine);
 - ``GetTask`` on qrmid: latency of one caller, and throughput of 16 concurrent callers;
-- end to end: tasks/s through qrmid on the ``noop`` backend (StartTask, WatchTask to the end, GetTaskResult).
+- end to end: tasks/s through qrmid on the ``noop`` backend (``AsyncClient.run``: start, wait for the end, fetch the
+  result), and the daemon's own CPU time per task (read from ``/proc/<pid>/stat`` before and after each run, divided
+  by the tasks completed), with the journal on and with it off: the two daemons run side by side and are measured
+  round by round, alternately.
 
-Every figure is printed with its ratio to the baseline measured in the same run.
+Every figure is printed with its ratio to the baseline measured in the same run; repeated ones as min–median–max.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import statistics
 import subprocess
 import sys
@@ -26,11 +30,14 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from qrmid.bench.throughput import throughput
+from qrmid.bench.process import QrmidProcess
+from qrmid.bench.throughput import counted, throughput
+from qrmid.bench.timing import spread
 from qrmid.client import AsyncClient, pulser_payload
-from qrmid.emulators.launch import start_qrmid
 
 ECHO = "/bench.Echo/Echo"
+PAYLOAD = pulser_payload({}, 1)
+TICK = 1 / os.sysconf("SC_CLK_TCK")  # seconds per unit of /proc/<pid>/stat's CPU times
 
 
 async def _echo_server(socket: str) -> None:
@@ -71,56 +78,94 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if q < 100 else max(values)
 
 
-async def _measure(echo_socket: Path, qrmid_socket: Path, count: int, seconds: float, clients: int) -> dict[str, float]:
+def _daemon(scratch: Path, journal: bool) -> QrmidProcess:
+    """A qrmid process with a ``noop`` resource, on its own socket and journal (or none), without rate limits."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    socket, config = scratch / "qrmid.sock", scratch / "qrmid.toml"
+    config.write_text(f'[daemon]\nsocket = "{socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
+                      f'[journal]\nenabled = {"true" if journal else "false"}\npath = "{scratch / "journal.db"}"\n'
+                      '[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
+                      '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n')
+    return QrmidProcess(config, socket)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * TICK  # utime and stime, fields 14 and 15 of proc(5)
+
+
+async def _tasks(clients: list[AsyncClient], pid: int, seconds: float) -> tuple[float, float]:
+    """(tasks/s end to end, daemon CPU seconds per task) with each of ``clients`` running no-op tasks back to back."""
+    async def one_task(client: AsyncClient) -> None:
+        await client.run("noop", PAYLOAD)
+
+    before = cpu_seconds(pid)
+    done, elapsed = await counted([functools.partial(one_task, client) for client in clients], seconds)
+    return done / elapsed, (cpu_seconds(pid) - before) / done
+
+
+async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: int, seconds: float, clients: int,
+                   rounds: int) -> dict[str, float | dict[bool, list[tuple[float, float]]]]:
     channels = [grpc.aio.insecure_channel(f"unix:{echo_socket}") for _ in range(clients)]
     echoes = [channel.unary_unary(ECHO) for channel in channels]
     request = b"x" * 64
     base = await _latencies(lambda: echoes[0](request), count)
     base_rps = await throughput([functools.partial(echo, request) for echo in echoes], seconds)
 
-    qrmids = [AsyncClient(f"unix:{qrmid_socket}") for _ in range(clients)]
-    task = await qrmids[0].start_task("noop", pulser_payload({}, 1))
-    await qrmids[0].wait(task.id)
-    get = await _latencies(lambda: qrmids[0].task(task.id), count)
-    get_rps = await throughput([functools.partial(q.task, task.id) for q in qrmids], seconds)
+    qrmids = {journal: [AsyncClient(daemon.address) for _ in range(clients)] for journal, daemon in daemons.items()}
+    on = qrmids[True]
+    task, _ = await on[0].run("noop", PAYLOAD)
+    get = await _latencies(lambda: on[0].task(task.id), count)
+    get_rps = await throughput([functools.partial(q.task, task.id) for q in on], seconds)
 
-    async def one_task(client: AsyncClient) -> None:
-        started = await client.start_task("noop", pulser_payload({}, 1))
-        await client.wait(started.id)
-        await client.result(started.id)
-
-    tasks_ps = await throughput([functools.partial(one_task, q) for q in qrmids], seconds)
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for journal, daemon in daemons.items():  # warm-up
+        await _tasks(qrmids[journal], _pid(daemon), min(seconds, 1.0))
+    for _ in range(rounds):
+        for journal, daemon in daemons.items():
+            runs[journal].append(await _tasks(qrmids[journal], _pid(daemon), seconds))
     for channel in channels:
         await channel.close()
-    for client in qrmids:
+    for client in (*qrmids[False], *on):
         await client.close()
     return {"base_p50": _p(base, 50), "base_p99": _p(base, 99), "base_rps": base_rps,
-            "get_p50": _p(get, 50), "get_p99": _p(get, 99), "get_rps": get_rps, "tasks_ps": tasks_ps}
+            "get_p50": _p(get, 50), "get_p99": _p(get, 99), "get_rps": get_rps, "runs": runs}
+
+
+def _pid(daemon: QrmidProcess) -> int:
+    assert daemon.process is not None
+    return daemon.process.pid
 
 
 @click.command()
 @click.option("--count", default=3000, help="sequential calls for the latency figures")
 @click.option("--seconds", default=5.0, help="duration of each throughput run")
 @click.option("--clients", default=16, help="concurrent callers for the throughput runs")
+@click.option("--rounds", default=3, help="end-to-end runs of each daemon (journal on, off), alternating")
 @click.option("--echo-server", hidden=True, default=None)
-def main(count: int, seconds: float, clients: int, echo_server: str | None) -> None:
-    """Measure qrmid against a bare gRPC echo server in the same run."""
+def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str | None) -> None:
+    """Measure qrmid against a bare gRPC echo server, and with its journal against without, in the same run."""
     if echo_server:
         asyncio.run(_echo_server(echo_server))
         return
     scratch = Path(tempfile.mkdtemp(prefix="qb"))
-    echo_socket, qrmid_socket = scratch / "echo.sock", scratch / "qrmid.sock"
-    config = scratch / "qrmid.toml"
-    config.write_text(f'[daemon]\nsocket = "{qrmid_socket}"\nlog_level = "warning"\n[tasks]\nretain = 1000000\n'
-                      '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n')
+    echo_socket = scratch / "echo.sock"
     echo = _spawn_echo(echo_socket)
-    qrmid = start_qrmid(config, qrmid_socket)
+    daemons = {False: _daemon(scratch / "off", journal=False), True: _daemon(scratch / "on", journal=True)}
     try:
-        r = asyncio.run(_measure(echo_socket, qrmid_socket, count, seconds, clients))
+        for daemon in daemons.values():
+            daemon.start()
+        r = asyncio.run(_measure(echo_socket, daemons, count, seconds, clients, rounds))
     finally:
-        qrmid.stop()
+        for daemon in daemons.values():
+            daemon.stop()
         echo.terminate()
         echo.wait()
+    runs = r["runs"]
+    assert isinstance(runs, dict)
+    rates = {journal: [rate for rate, _ in runs[journal]] for journal in runs}
+    cpus = {journal: [cpu for _, cpu in runs[journal]] for journal in runs}
     table = Table("measure", "value", "baseline (bare gRPC echo)", "ratio", title="qrmid benchmark")
     ms = 1e3
     table.add_row("GetTask latency p50", f"{r['get_p50'] * ms:.3f} ms", f"{r['base_p50'] * ms:.3f} ms",
@@ -129,8 +174,15 @@ def main(count: int, seconds: float, clients: int, echo_server: str | None) -> N
                   f"{r['get_p99'] / r['base_p99']:.2f}x")
     table.add_row(f"GetTask throughput, {clients} clients", f"{r['get_rps']:.0f} calls/s",
                   f"{r['base_rps']:.0f} calls/s", f"{r['get_rps'] / r['base_rps']:.2f}x")
-    table.add_row(f"tasks end to end (noop), {clients} clients", f"{r['tasks_ps']:.0f} tasks/s",
-                  f"{r['base_rps']:.0f} calls/s", f"{r['tasks_ps'] / r['base_rps']:.3f}x")
+    tasks_ps = statistics.median(rates[True])
+    table.add_row(f"tasks end to end (noop, journal on), {clients} clients", f"{tasks_ps:.0f} tasks/s",
+                  f"{r['base_rps']:.0f} calls/s", f"{tasks_ps / r['base_rps']:.3f}x")
     Console().print(table)
 
-
+    table = Table("measure (min–median–max)", "journal on", "journal off (baseline)", "ratio",
+                  title=f"qrmid end to end, no-op tasks, {clients} clients, {rounds} alternating runs of {seconds:g} s")
+    table.add_row("tasks end to end", spread(rates[True], "tasks/s"), spread(rates[False], "tasks/s"),
+                  f"{statistics.median(rates[True]) / statistics.median(rates[False]):.2f}x")
+    table.add_row("daemon CPU per task", spread(cpus[True], "ms", ms, 3), spread(cpus[False], "ms", ms, 3),
+                  f"{statistics.median(cpus[True]) / statistics.median(cpus[False]):.2f}x")
+    Console().print(table)

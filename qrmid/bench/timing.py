@@ -18,7 +18,8 @@ def timed(action: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
-def spread(values: list[float], unit: str, scale: float = 1.0) -> str:
-    """``values`` (times ``scale``) as min–median–max with their unit, e.g. ``412–421–479 ms``."""
+def spread(values: list[float], unit: str, scale: float = 1.0, digits: int = 0) -> str:
+    """``values`` (times ``scale``) as min–median–max with their unit and ``digits`` decimals, e.g. ``412–421–479
+    ms``."""
     low, mid, high = (v * scale for v in (min(values), statistics.median(values), max(values)))
-    return f"{low:.0f}–{mid:.0f}–{high:.0f} {unit}"
+    return f"{low:.{digits}f}–{mid:.{digits}f}–{high:.{digits}f} {unit}"
