@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Slurm and MUNGE for the one-node cluster the SPANK plugin is tested on; PostgreSQL for the cluster-mode store.
 DEB_PACKAGES := systemd gcc make pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
 	valgrind openssl slurmctld slurmd slurm-client munge libmunge2 libmunge-dev libslurm-dev python3 jq iproute2 \
-	postgresql gfortran openmpi-bin libopenmpi-dev
+	postgresql gfortran openmpi-bin libopenmpi-dev libjansson-dev
 
 .PHONY: demo test runtime install system-packages
 
