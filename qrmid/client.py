@@ -18,6 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for
 from typing import Any, Self, TypeVar
 
 from qrmid.client_auth import ClientAuth
@@ -29,6 +32,8 @@ from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 TERMINAL = frozenset({pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED})
 
 T = TypeVar("T")
+
+MAX_LAUNCHED = 32  # RunTask calls Client.launch keeps open at once: half the daemon's default streams per client
 
 
 class TaskFailed(Exception):
@@ -216,14 +221,39 @@ class AsyncClient:
         assert last is not None and last.state in TERMINAL, "WatchTask ends on a terminal state"
         return last
 
-    async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-                  priority: str = "") -> tuple[pb.Task, bytes]:
-        """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed."""
-        started = await self.start_task(resource, payload, lease_token=lease_token, priority=priority)
-        task = await self.wait(started.id)
-        if task.state != pb.TASK_STATE_COMPLETED:
-            raise TaskFailed(task)
-        return task, await self.result(task.id)
+    async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "",
+                  request_id: str = "", on_state: Callable[[pb.Task], None] | None = None) -> tuple[pb.Task, bytes]:
+        """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed.
+
+        One RunTask call: ``on_state(task)`` is called with the task as it was queued, then at each change of
+        state. When its member goes away mid-way, the call is made again on the next member with the same request
+        id (made here when not given), which finds the same task: no state is given twice. Giving up (cancelling
+        this coroutine) leaves the task running."""
+        request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
+                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority)
+        last: pb.Task | None = None
+        chunks: list[bytes] = []
+        resumed = False
+
+        def resume() -> None:
+            nonlocal resumed
+            resumed = True
+            chunks.clear()  # the new member's stream starts over, result included
+
+        async for message in self._members.stream(lambda channel: self._stubs[channel].RunTask(request), resume):
+            if message.HasField("result_chunk"):
+                chunks.append(message.result_chunk.data)
+                continue
+            task = message.task
+            if last is not None and (task.state < last.state or (resumed and task.state == last.state)):
+                continue
+            last, resumed = task, False
+            if on_state is not None:
+                on_state(task)
+        assert last is not None and last.state in TERMINAL, "RunTask ends on a terminal state"
+        if last.state != pb.TASK_STATE_COMPLETED:
+            raise TaskFailed(last)
+        return last, b"".join(chunks)
 
 
 class Client:
@@ -238,13 +268,20 @@ class Client:
         threading.Thread(target=self._loop.run_forever, name="qrmid client", daemon=True).start()
         self._async = self._call(_make_async, address, timeout, auth)
         self.address = self._async.address
+        self._launch_lock = threading.Lock()
+        self._launched = 0  # RunTask calls of launch() going on
 
     def _call(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Await ``call(*args)`` on the client's loop and return its value (or raise its error) here."""
         async def on_loop() -> T:
             return await call(*args)
 
-        return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(on_loop(), self._loop)
+        try:
+            return future.result()
+        except BaseException:  # Ctrl-C here: the call stops too (a task it started runs on)
+            future.cancel()
+            raise
 
     def __enter__(self) -> Self:
         return self
@@ -310,9 +347,87 @@ class Client:
     def wait(self, task_id: str, timeout: float | None = None) -> pb.Task:
         return self._call(self._async.wait, task_id, timeout)
 
-    def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-            priority: str = "") -> tuple[pb.Task, bytes]:
-        return self._call(lambda: self._async.run(resource, payload, lease_token=lease_token, priority=priority))
+    def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "",
+            request_id: str = "", on_state: Callable[[pb.Task], None] | None = None) -> tuple[pb.Task, bytes]:
+        """As ``AsyncClient.run``; ``on_state`` is called on the client's thread."""
+        return self._call(lambda: self._async.run(resource, payload, lease_token=lease_token, priority=priority,
+                                                  request_id=request_id, on_state=on_state))
+
+    def launch(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "") -> Run:
+        """Start a task and return at once, as soon as it is queued, with a ``Run`` that follows it.
+
+        The task is run by one RunTask call going on in the client's thread, which keeps its latest state and
+        its result; at most ``MAX_LAUNCHED`` such calls at once (the daemon caps each client's open streams), so
+        beyond them the task is started with StartTask and followed when its outcome is asked for. Refusals
+        (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) are raised here."""
+        with self._launch_lock:
+            streamed = self._launched < MAX_LAUNCHED
+            self._launched += streamed
+        if not streamed:
+            return Run(self, self.start_task(resource, payload, lease_token=lease_token, priority=priority))
+        run = Run(self)
+        queued: Future[None] = Future()
+
+        def on_state(task: pb.Task) -> None:
+            run.task = task
+            if not queued.done():
+                queued.set_result(None)
+
+        run._outcome = outcome = asyncio.run_coroutine_threadsafe(self._async.run(
+            resource, payload, lease_token=lease_token, priority=priority, on_state=on_state), self._loop)
+        outcome.add_done_callback(self._landed)
+        try:
+            wait_for((queued, outcome), return_when=FIRST_COMPLETED)
+        except BaseException:
+            outcome.cancel()
+            raise
+        if not queued.done():
+            outcome.result()  # refused: raises why
+        return run
+
+    def _landed(self, outcome: Future[tuple[pb.Task, bytes]]) -> None:
+        with self._launch_lock:
+            self._launched -= 1
+
+
+class Run:
+    """A task started by ``Client.launch``: its latest known state, and its outcome once it ends."""
+
+    def __init__(self, client: Client, task: pb.Task | None = None) -> None:
+        self._client = client
+        self._outcome: Future[tuple[pb.Task, bytes]] | None = None  # the RunTask call following the task, if any
+        self.task = task if task is not None else pb.Task()
+        """The task's latest state known here (its RunTask call updates it as it goes)."""
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+    def state(self) -> pb.TaskState:
+        """The task's state now: as its RunTask call last told, or asked with GetTask when it has none."""
+        outcome = self._outcome
+        followed = outcome is not None and not (outcome.done() and (outcome.cancelled() or outcome.exception()))
+        if not followed and self.task.state not in TERMINAL:
+            self.task = self._client.task(self.id)
+        return self.task.state
+
+    def outcome(self, timeout: float | None = None) -> tuple[pb.Task, bytes]:
+        """The task's final state and result once it has ended; TaskFailed unless it completed, TimeoutError when
+        it has not ended after ``timeout`` s."""
+        if self._outcome is not None:
+            try:
+                task, result = self._outcome.result(timeout)
+            except FutureTimeout:
+                raise TimeoutError(f"task {self.id} has not finished after {timeout} s") from None
+            except TaskFailed as exc:
+                self.task = exc.task
+                raise
+            self.task = task
+            return task, result
+        self.task = self._client.wait(self.id, timeout)
+        if self.task.state != pb.TASK_STATE_COMPLETED:
+            raise TaskFailed(self.task)
+        return self.task, self._client.result(self.id)
 
 
 async def _make_async(address: str | Address | None, timeout: float, auth: ClientAuth | None) -> AsyncClient:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pwd
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from qrmid.api import convert
 from qrmid.api.identity import caller, user_name
@@ -73,12 +73,25 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @unary
     async def StartTask(self, request: pb.StartTaskRequest, context: Context) -> pb.Task:
-        identity = caller(context)
-        task = await self.broker.start_task(
-            required(request.resource, "resource"), convert.payload(request.payload), identity.name,
-            lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
-            admin=identity.admin)
+        task = await self._start(request, context)
         return self._task(task, task.shown)
+
+    @streaming
+    async def RunTask(self, request: pb.StartTaskRequest, context: Context) -> AsyncIterator[pb.RunTaskResponse]:
+        task = await self._start(request, context)
+        first = task.shown
+        yield pb.RunTaskResponse(task=self._task(task, first))
+        last = first
+        if not first.state.terminal:
+            views = task.watch()
+            async for view in views:  # every state so far: up to the one just sent
+                if view.state is first.state:
+                    break
+            async for last in views:
+                yield pb.RunTaskResponse(task=self._task(task, last))
+        if last.state is TaskState.COMPLETED:
+            for chunk in _result_chunks(task):
+                yield pb.RunTaskResponse(result_chunk=chunk)
 
     @unary
     async def StopTask(self, request: pb.StopTaskRequest, context: Context) -> pb.Task:
@@ -101,16 +114,8 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @streaming
     async def GetTaskResult(self, request: pb.GetTaskResultRequest, context: Context) -> AsyncIterator[pb.ResultChunk]:
-        task = await self._visible(request.task_id, context)
-        shown = task.shown
-        if shown.state is not TaskState.COMPLETED or task.result is None:
-            detail = f": {shown.reason}" if shown.reason else ""
-            raise FailedPrecondition(f"task {task.id} is {shown.state.value}{detail}; only completed tasks have results")
-        data = task.result.data
-        yield pb.ResultChunk(content_type=task.result.content_type, total_size=len(data),
-                             data=data[:RESULT_CHUNK_BYTES])
-        for start in range(RESULT_CHUNK_BYTES, len(data), RESULT_CHUNK_BYTES):
-            yield pb.ResultChunk(data=data[start:start + RESULT_CHUNK_BYTES])
+        for chunk in _result_chunks(await self._visible(request.task_id, context)):
+            yield chunk
 
     @unary
     async def GetTaskLogs(self, request: pb.GetTaskLogsRequest, context: Context) -> pb.TaskLogs:
@@ -133,6 +138,14 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         return pb.ListTasksResponse(tasks=[self._task(task, task.shown) for task in tasks],
                                     next_page_token=_page_token(listing_key(tasks[-1])) if more else "")
 
+    async def _start(self, request: pb.StartTaskRequest, context: Context) -> Task:
+        """The task ``request`` starts (or the one its request id started before), once it is durable."""
+        identity = caller(context)
+        return await self.broker.start_task(
+            required(request.resource, "resource"), convert.payload(request.payload), identity.name,
+            lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
+            admin=identity.admin)
+
     async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""
         who = caller(context)
@@ -143,6 +156,19 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
             return convert.task(view)
         scheduler = self.broker.resources[task.resource].scheduler
         return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))
+
+
+def _result_chunks(task: Task) -> Iterator[pb.ResultChunk]:
+    """A completed task's result in chunks of at most RESULT_CHUNK_BYTES; FailedPrecondition for any other
+    task."""
+    shown = task.shown
+    if shown.state is not TaskState.COMPLETED or task.result is None:
+        detail = f": {shown.reason}" if shown.reason else ""
+        raise FailedPrecondition(f"task {task.id} is {shown.state.value}{detail}; only completed tasks have results")
+    data = task.result.data
+    yield pb.ResultChunk(content_type=task.result.content_type, total_size=len(data), data=data[:RESULT_CHUNK_BYTES])
+    for start in range(RESULT_CHUNK_BYTES, len(data), RESULT_CHUNK_BYTES):
+        yield pb.ResultChunk(data=data[start:start + RESULT_CHUNK_BYTES])
 
 
 def _page_token(key: tuple[float, str]) -> str:

@@ -298,6 +298,14 @@ class ResultChunk(_message.Message):
     data: bytes
     def __init__(self, content_type: _Optional[str] = ..., total_size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class RunTaskResponse(_message.Message):
+    __slots__ = ("task", "result_chunk")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    result_chunk: ResultChunk
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., result_chunk: _Optional[_Union[ResultChunk, _Mapping]] = ...) -> None: ...
+
 class GetTaskLogsRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -95,6 +95,11 @@ class QuantumResourcesStub:
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskResultRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ResultChunk.FromString,
                 _registered_method=True)
+        self.RunTask = channel.unary_stream(
+                '/qrmid.v1.QuantumResources/RunTask',
+                request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.StartTaskRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.RunTaskResponse.FromString,
+                _registered_method=True)
         self.GetTaskLogs = channel.unary_unary(
                 '/qrmid.v1.QuantumResources/GetTaskLogs',
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskLogsRequest.SerializeToString,
@@ -198,6 +203,27 @@ class QuantumResourcesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunTask(self, request, context):
+        """Starts a task and follows it to its end in one call: StartTask, then
+        WatchTask, then GetTaskResult when it completes. The request, its
+        validation, limits, lease checks and errors are StartTask's, and so is
+        the idempotence of client_request_id: a retried RunTask with the same id
+        re-attaches to the task the first call made (and streams it again from
+        its first state). The first message is sent only once a restarted daemon
+        would find the task, as StartTask's answer. Then comes one message per
+        state change (as WatchTask streams them, from the first state after the
+        one already sent) up to a terminal one; a COMPLETED task's result follows
+        in chunks (as GetTaskResult streams it), and the stream ends. A task
+        that ends FAILED or CANCELLED ends the stream normally (status OK) on
+        that state, its `reason` saying why: only a refused request, or a
+        daemon that goes away, ends the stream with an error status. Cancelling
+        the call (the caller gives up, or is gone) does not stop the task: it
+        runs on as one started with StartTask; StopTask stops it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTaskLogs(self, request, context):
         """Returns a task's logs (QRMI task_logs); empty when the backend keeps none.
         """
@@ -277,6 +303,11 @@ def add_QuantumResourcesServicer_to_server(servicer, server):
                     servicer.GetTaskResult,
                     request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskResultRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ResultChunk.SerializeToString,
+            ),
+            'RunTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunTask,
+                    request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.StartTaskRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.RunTaskResponse.SerializeToString,
             ),
             'GetTaskLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskLogs,
@@ -614,6 +645,33 @@ class QuantumResources:
             '/qrmid.v1.QuantumResources/GetTaskResult',
             qrmid_dot_v1_dot_quantum__resources__pb2.GetTaskResultRequest.SerializeToString,
             qrmid_dot_v1_dot_quantum__resources__pb2.ResultChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qrmid.v1.QuantumResources/RunTask',
+            qrmid_dot_v1_dot_quantum__resources__pb2.StartTaskRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.RunTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1138,6 +1138,51 @@ void   qrmid__v1__result_chunk__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__result_chunk__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__run_task_response__init
+                     (Qrmid__V1__RunTaskResponse         *message)
+{
+  static const Qrmid__V1__RunTaskResponse init_value = QRMID__V1__RUN_TASK_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__run_task_response__get_packed_size
+                     (const Qrmid__V1__RunTaskResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__run_task_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__run_task_response__pack
+                     (const Qrmid__V1__RunTaskResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__run_task_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__run_task_response__pack_to_buffer
+                     (const Qrmid__V1__RunTaskResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__run_task_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__RunTaskResponse *
+       qrmid__v1__run_task_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__RunTaskResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__run_task_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__run_task_response__free_unpacked
+                     (Qrmid__V1__RunTaskResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__run_task_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   qrmid__v1__get_task_logs_request__init
                      (Qrmid__V1__GetTaskLogsRequest         *message)
 {
@@ -2923,6 +2968,57 @@ const ProtobufCMessageDescriptor qrmid__v1__result_chunk__descriptor =
   (ProtobufCMessageInit) qrmid__v1__result_chunk__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor qrmid__v1__run_task_response__field_descriptors[2] =
+{
+  {
+    "task",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__RunTaskResponse, update_case),
+    offsetof(Qrmid__V1__RunTaskResponse, task),
+    &qrmid__v1__task__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "result_chunk",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__RunTaskResponse, update_case),
+    offsetof(Qrmid__V1__RunTaskResponse, result_chunk),
+    &qrmid__v1__result_chunk__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__run_task_response__field_indices_by_name[] = {
+  1,   /* field[1] = result_chunk */
+  0,   /* field[0] = task */
+};
+static const ProtobufCIntRange qrmid__v1__run_task_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__run_task_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.RunTaskResponse",
+  "RunTaskResponse",
+  "Qrmid__V1__RunTaskResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__RunTaskResponse),
+  2,
+  qrmid__v1__run_task_response__field_descriptors,
+  qrmid__v1__run_task_response__field_indices_by_name,
+  1,  qrmid__v1__run_task_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__run_task_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor qrmid__v1__get_task_logs_request__field_descriptors[1] =
 {
   {
@@ -3279,7 +3375,7 @@ const ProtobufCEnumDescriptor qrmid__v1__payload_kind__descriptor =
   qrmid__v1__payload_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[14] =
+static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[15] =
 {
   { "ListResources", &qrmid__v1__list_resources_request__descriptor, &qrmid__v1__list_resources_response__descriptor },
   { "GetResource", &qrmid__v1__get_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -3293,6 +3389,7 @@ static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_desc
   { "GetTask", &qrmid__v1__get_task_request__descriptor, &qrmid__v1__task__descriptor },
   { "WatchTask", &qrmid__v1__watch_task_request__descriptor, &qrmid__v1__task__descriptor },
   { "GetTaskResult", &qrmid__v1__get_task_result_request__descriptor, &qrmid__v1__result_chunk__descriptor },
+  { "RunTask", &qrmid__v1__start_task_request__descriptor, &qrmid__v1__run_task_response__descriptor },
   { "GetTaskLogs", &qrmid__v1__get_task_logs_request__descriptor, &qrmid__v1__task_logs__descriptor },
   { "ListTasks", &qrmid__v1__list_tasks_request__descriptor, &qrmid__v1__list_tasks_response__descriptor },
 };
@@ -3302,12 +3399,13 @@ const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   1,        /* GetResource */
   2,        /* GetTarget */
   9,        /* GetTask */
-  12,        /* GetTaskLogs */
+  13,        /* GetTaskLogs */
   11,        /* GetTaskResult */
   6,        /* ListLeases */
   0,        /* ListResources */
-  13,        /* ListTasks */
+  14,        /* ListTasks */
   5,        /* Release */
+  12,        /* RunTask */
   7,        /* StartTask */
   8,        /* StopTask */
   10         /* WatchTask */
@@ -3319,7 +3417,7 @@ const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor =
   "QuantumResources",
   "Qrmid__V1__QuantumResources",
   "qrmid.v1",
-  14,
+  15,
   qrmid__v1__quantum_resources__method_descriptors,
   qrmid__v1__quantum_resources__method_indices_by_name
 };
@@ -3419,13 +3517,21 @@ void qrmid__v1__quantum_resources__get_task_result(ProtobufCService *service,
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
   service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void qrmid__v1__quantum_resources__run_task(ProtobufCService *service,
+                                            const Qrmid__V1__StartTaskRequest *input,
+                                            Qrmid__V1__RunTaskResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
                                                  const Qrmid__V1__GetTaskLogsRequest *input,
                                                  Qrmid__V1__TaskLogs_Closure closure,
                                                  void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
                                               const Qrmid__V1__ListTasksRequest *input,
@@ -3433,7 +3539,7 @@ void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
                                               void *closure_data)
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
-  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
                                          Qrmid__V1__QuantumResources_ServiceDestroy destroy)

@@ -42,6 +42,7 @@ typedef struct Qrmid__V1__GetTaskRequest Qrmid__V1__GetTaskRequest;
 typedef struct Qrmid__V1__WatchTaskRequest Qrmid__V1__WatchTaskRequest;
 typedef struct Qrmid__V1__GetTaskResultRequest Qrmid__V1__GetTaskResultRequest;
 typedef struct Qrmid__V1__ResultChunk Qrmid__V1__ResultChunk;
+typedef struct Qrmid__V1__RunTaskResponse Qrmid__V1__RunTaskResponse;
 typedef struct Qrmid__V1__GetTaskLogsRequest Qrmid__V1__GetTaskLogsRequest;
 typedef struct Qrmid__V1__TaskLogs Qrmid__V1__TaskLogs;
 typedef struct Qrmid__V1__ListTasksRequest Qrmid__V1__ListTasksRequest;
@@ -760,6 +761,40 @@ struct  Qrmid__V1__ResultChunk
     , (char *)protobuf_c_empty_string, 0, {0,NULL} }
 
 
+typedef enum {
+  QRMID__V1__RUN_TASK_RESPONSE__UPDATE__NOT_SET = 0,
+  QRMID__V1__RUN_TASK_RESPONSE__UPDATE_TASK = 1,
+  QRMID__V1__RUN_TASK_RESPONSE__UPDATE_RESULT_CHUNK = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(QRMID__V1__RUN_TASK_RESPONSE__UPDATE__CASE)
+} Qrmid__V1__RunTaskResponse__UpdateCase;
+
+/*
+ * One message of RunTask's stream: the task's state, or a piece of its
+ * result.
+ */
+struct  Qrmid__V1__RunTaskResponse
+{
+  ProtobufCMessage base;
+  Qrmid__V1__RunTaskResponse__UpdateCase update_case;
+  union {
+    /*
+     * The task: first as it was queued, then at each change of state, the
+     * last one terminal.
+     */
+    Qrmid__V1__Task *task;
+    /*
+     * After a COMPLETED task, the next piece of its result, as GetTaskResult
+     * streams it: content_type and total_size on the first chunk only;
+     * concatenate `data` over the chunks.
+     */
+    Qrmid__V1__ResultChunk *result_chunk;
+  };
+};
+#define QRMID__V1__RUN_TASK_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__run_task_response__descriptor) \
+    , QRMID__V1__RUN_TASK_RESPONSE__UPDATE__NOT_SET, {0} }
+
+
 /*
  * Request of GetTaskLogs.
  */
@@ -1340,6 +1375,25 @@ Qrmid__V1__ResultChunk *
 void   qrmid__v1__result_chunk__free_unpacked
                      (Qrmid__V1__ResultChunk *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__RunTaskResponse methods */
+void   qrmid__v1__run_task_response__init
+                     (Qrmid__V1__RunTaskResponse         *message);
+size_t qrmid__v1__run_task_response__get_packed_size
+                     (const Qrmid__V1__RunTaskResponse   *message);
+size_t qrmid__v1__run_task_response__pack
+                     (const Qrmid__V1__RunTaskResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__run_task_response__pack_to_buffer
+                     (const Qrmid__V1__RunTaskResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__RunTaskResponse *
+       qrmid__v1__run_task_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__run_task_response__free_unpacked
+                     (Qrmid__V1__RunTaskResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Qrmid__V1__GetTaskLogsRequest methods */
 void   qrmid__v1__get_task_logs_request__init
                      (Qrmid__V1__GetTaskLogsRequest         *message);
@@ -1496,6 +1550,9 @@ typedef void (*Qrmid__V1__GetTaskResultRequest_Closure)
 typedef void (*Qrmid__V1__ResultChunk_Closure)
                  (const Qrmid__V1__ResultChunk *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__RunTaskResponse_Closure)
+                 (const Qrmid__V1__RunTaskResponse *message,
+                  void *closure_data);
 typedef void (*Qrmid__V1__GetTaskLogsRequest_Closure)
                  (const Qrmid__V1__GetTaskLogsRequest *message,
                   void *closure_data);
@@ -1563,6 +1620,10 @@ struct Qrmid__V1__QuantumResources_Service
                           const Qrmid__V1__GetTaskResultRequest *input,
                           Qrmid__V1__ResultChunk_Closure closure,
                           void *closure_data);
+  void (*run_task)(Qrmid__V1__QuantumResources_Service *service,
+                   const Qrmid__V1__StartTaskRequest *input,
+                   Qrmid__V1__RunTaskResponse_Closure closure,
+                   void *closure_data);
   void (*get_task_logs)(Qrmid__V1__QuantumResources_Service *service,
                         const Qrmid__V1__GetTaskLogsRequest *input,
                         Qrmid__V1__TaskLogs_Closure closure,
@@ -1591,6 +1652,7 @@ void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *se
       function_prefix__ ## get_task,\
       function_prefix__ ## watch_task,\
       function_prefix__ ## get_task_result,\
+      function_prefix__ ## run_task,\
       function_prefix__ ## get_task_logs,\
       function_prefix__ ## list_tasks  }
 void qrmid__v1__quantum_resources__list_resources(ProtobufCService *service,
@@ -1641,6 +1703,10 @@ void qrmid__v1__quantum_resources__get_task_result(ProtobufCService *service,
                                                    const Qrmid__V1__GetTaskResultRequest *input,
                                                    Qrmid__V1__ResultChunk_Closure closure,
                                                    void *closure_data);
+void qrmid__v1__quantum_resources__run_task(ProtobufCService *service,
+                                            const Qrmid__V1__StartTaskRequest *input,
+                                            Qrmid__V1__RunTaskResponse_Closure closure,
+                                            void *closure_data);
 void qrmid__v1__quantum_resources__get_task_logs(ProtobufCService *service,
                                                  const Qrmid__V1__GetTaskLogsRequest *input,
                                                  Qrmid__V1__TaskLogs_Closure closure,
@@ -1681,6 +1747,7 @@ extern const ProtobufCMessageDescriptor qrmid__v1__get_task_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__watch_task_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__get_task_result_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__result_chunk__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__run_task_response__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__get_task_logs_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__task_logs__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor;

@@ -231,6 +231,36 @@ void qrmid_v1_quantum_resources_get_task_result_close(qrmid_stream *stream)
   qrmid_stream_close(stream);
 }
 
+grpc_status_code qrmid_v1_quantum_resources_run_task_open(
+    qrmid_client *client,
+    const Qrmid__V1__StartTaskRequest *request,
+    int64_t timeout_ms,
+    qrmid_stream **stream,
+    qrmid_error *error)
+{
+  return qrmid_stream_open(client, QRMID_V1_QUANTUM_RESOURCES_RUN_TASK_METHOD,
+                           &qrmid__v1__start_task_request__descriptor, (const ProtobufCMessage *)request,
+                           &qrmid__v1__run_task_response__descriptor, timeout_ms, stream, error);
+}
+
+grpc_status_code qrmid_v1_quantum_resources_run_task_next(
+    qrmid_stream *stream,
+    Qrmid__V1__RunTaskResponse **message,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code =
+      qrmid_stream_next(stream, &qrmid__v1__run_task_response__descriptor, &out, error);
+  if (message != NULL)
+    *message = (Qrmid__V1__RunTaskResponse *)out;
+  return code;
+}
+
+void qrmid_v1_quantum_resources_run_task_close(qrmid_stream *stream)
+{
+  qrmid_stream_close(stream);
+}
+
 grpc_status_code qrmid_v1_quantum_resources_get_task_logs(
     qrmid_client *client,
     const Qrmid__V1__GetTaskLogsRequest *request,

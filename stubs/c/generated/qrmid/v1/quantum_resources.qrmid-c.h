@@ -229,6 +229,44 @@ grpc_status_code qrmid_v1_quantum_resources_get_task_result_next(
 void qrmid_v1_quantum_resources_get_task_result_close(qrmid_stream *stream);
 
 /*
+ * /qrmid.v1.QuantumResources/RunTask
+ *
+ * Starts a task and follows it to its end in one call: StartTask, then
+ * WatchTask, then GetTaskResult when it completes. The request, its
+ * validation, limits, lease checks and errors are StartTask's, and so is
+ * the idempotence of client_request_id: a retried RunTask with the same id
+ * re-attaches to the task the first call made (and streams it again from
+ * its first state). The first message is sent only once a restarted daemon
+ * would find the task, as StartTask's answer. Then comes one message per
+ * state change (as WatchTask streams them, from the first state after the
+ * one already sent) up to a terminal one; a COMPLETED task's result follows
+ * in chunks (as GetTaskResult streams it), and the stream ends. A task
+ * that ends FAILED or CANCELLED ends the stream normally (status OK) on
+ * that state, its `reason` saying why: only a refused request, or a
+ * daemon that goes away, ends the stream with an error status. Cancelling
+ * the call (the caller gives up, or is gone) does not stop the task: it
+ * runs on as one started with StartTask; StopTask stops it.
+ *
+ * Server streaming: _open() starts the call; each _next() returns
+ * GRPC_STATUS_OK with a new message (free it with
+ * qrmid__v1__run_task_response__free_unpacked(msg, NULL)), GRPC_STATUS_OK with
+ * *message == NULL at the end of the stream, or an error status.
+ * _close() ends the call (cancelling it if unfinished) and frees the stream.
+ */
+#define QRMID_V1_QUANTUM_RESOURCES_RUN_TASK_METHOD "/qrmid.v1.QuantumResources/RunTask"
+grpc_status_code qrmid_v1_quantum_resources_run_task_open(
+    qrmid_client *client,
+    const Qrmid__V1__StartTaskRequest *request,
+    int64_t timeout_ms,
+    qrmid_stream **stream,
+    qrmid_error *error);
+grpc_status_code qrmid_v1_quantum_resources_run_task_next(
+    qrmid_stream *stream,
+    Qrmid__V1__RunTaskResponse **message,
+    qrmid_error *error);
+void qrmid_v1_quantum_resources_run_task_close(qrmid_stream *stream);
+
+/*
  * /qrmid.v1.QuantumResources/GetTaskLogs
  *
  * Returns a task's logs (QRMI task_logs); empty when the backend keeps none.
