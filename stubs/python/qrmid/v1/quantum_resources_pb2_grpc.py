@@ -208,11 +208,11 @@ class QuantumResourcesServicer:
         WatchTask, then GetTaskResult when it completes. The request, its
         validation, limits, lease checks and errors are StartTask's, and so is
         the idempotence of client_request_id: a retried RunTask with the same id
-        re-attaches to the task the first call made (and streams it again from
-        its first state). The first message is sent only once a restarted daemon
-        would find the task, as StartTask's answer. Then comes one message per
-        state change (as WatchTask streams them, from the first state after the
-        one already sent) up to a terminal one; a COMPLETED task's result follows
+        re-attaches to the task the first call made, whatever its state. The
+        first message is the task as StartTask answers it, sent only once a
+        restarted daemon would find the task. Then comes one message per later
+        state (as WatchTask streams them) up to a terminal one, which may be the
+        first message itself; a COMPLETED task's result follows
         in chunks (as GetTaskResult streams it), and the stream ends. A task
         that ends FAILED or CANCELLED ends the stream normally (status OK) on
         that state, its `reason` saying why: only a refused request, or a
