@@ -84,7 +84,8 @@ class PasqalCloud(Adapter):
         limits = Limits(window=settings.batch_window_seconds, max_jobs=settings.max_jobs_per_batch,
                         max_runs=settings.max_runs_per_batch, close_when_idle=settings.close_when_idle)
         self._packer = Packer(self._api, self.device_type, given(settings.project_id), limits, settings.poll_interval,
-                              record=lambda refs: self.record_refs(refs), redact=self.redact)
+                              record=lambda refs: self.record_refs(refs), redact=self.redact,
+                              min_poll_interval=settings.min_poll_interval)
 
     @property
     def api(self) -> PasqalApi:

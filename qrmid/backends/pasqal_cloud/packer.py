@@ -11,9 +11,14 @@ A batch is completed (``PATCH /api/v2/batches/{id}/complete``) when
   of the batch has finished, so the batch would only hold the device idle. Completing at the first empty queue
   instead would close a batch after nearly every task, as tasks reach the queue one by one.
 
-One poll per interval per batch (its status counts, and the list of its finished jobs only when those counts
-moved) settles every task of that batch. A write is never sent twice: before retrying one, the packer looks for
-the effect of the earlier attempt (the batch's unique tag, or new job ids in the batch).
+One poll of a batch (its status counts, and the list of its finished jobs only when those counts moved) settles
+every task of that batch. A batch is polled every ``poll_interval``, or sooner when its running and pending jobs
+are expected to end sooner (their count times the moving average of the run times the service reports), but never
+more often than ``min_poll_interval``, and less often each time a look finds no job ended: the last tasks of a batch
+are seen to end about one job's run time after they do, not up to a poll interval later, for a few requests more.
+
+A write is never sent twice: before retrying one, the packer looks for the effect of the earlier attempt (the
+batch's unique tag, or new job ids in the batch).
 
 Across a restart of the daemon: before each write that creates jobs, the packer has the journal record where
 they will land (the new batch's tag, or the open batch and its job count), and once they exist, their ids. A
@@ -30,6 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from qrmid.backends.base import JobState, JobStatus
@@ -38,6 +44,8 @@ from qrmid.backends.pasqal_cloud.api import ApiError, PasqalApi
 log = logging.getLogger(__name__)
 
 ENDED = ("DONE", "ERROR", "CANCELED")
+RUN_TIME_WEIGHT = 0.2  # weight of each newly finished job in the moving average of run times
+MAX_BACKOFF = 6  # a look that finds no job ended doubles the next wait, up to 2**MAX_BACKOFF times the expected
 BATCH_ENDED = frozenset({"DONE", "ERROR", "CANCELED", "TIMED_OUT"})
 STOP_SECONDS = 5.0  # at shutdown, how long completing the open batches may take
 
@@ -99,9 +107,12 @@ class Batch:
     jobs: dict[str, Job] = field(default_factory=dict)
     drained: bool = False  # last poll: every job of the batch finished
     ended_seen: int = -1  # finished-job count behind the last listing of finished jobs
+    ended_polled: int = -1  # finished-job count at the last poll
     needs_complete: bool = False
     completing: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
+    due: float = 0.0  # event-loop time of the next poll
+    fruitless: int = 0  # polls in a row that found no job ended
 
     def unsettled(self) -> list[Job]:
         return [job for job in self.jobs.values() if job.status is None]
@@ -112,7 +123,7 @@ class Packer:
 
     def __init__(self, api: PasqalApi, device_type: str, project_id: str, limits: Limits,
                  poll_interval: float, record: Callable[[dict[str, str]], Awaitable[None]] | None = None,
-                 redact: Callable[[str], str] = str) -> None:
+                 redact: Callable[[str], str] = str, min_poll_interval: float | None = None) -> None:
         self.api = api
         self.redact = redact  # masks secrets in what it logs
         self.record = record or _unrecorded  # journals {task ref: placement}; returns once durable
@@ -120,6 +131,8 @@ class Packer:
         self.project_id = project_id
         self.limits = limits
         self.poll_interval = poll_interval
+        self.min_poll_interval = min(min_poll_interval or poll_interval, poll_interval)
+        self.run_time: float | None = None  # moving average of the jobs' run times, seconds
         self.jobs: dict[str, Job] = {}  # by task reference
         self._batches: dict[str, Batch] = {}
         self._current: Batch | None = None
@@ -282,7 +295,7 @@ class Packer:
         await self.record({job.ref: json.dumps({"placing": "new", "tag": tag, "index": index})
                            for index, job in enumerate(group)})
         data = await self.api.call("POST", "/api/v1/batches", body=body, compress=True, landed=landed)
-        batch = Batch(str(data["id"]), open=not full)
+        batch = Batch(str(data["id"]), open=not full, due=asyncio.get_running_loop().time() + self.poll_interval)
         self._batches[batch.id] = batch
         if batch.open:
             self._current = batch
@@ -388,13 +401,20 @@ class Packer:
     # -- following jobs ----------------------------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        retry_at = loop.time() + self.poll_interval  # completions that failed are tried again on the interval
         while True:
-            await asyncio.sleep(self.poll_interval)
-            for batch in list(self._batches.values()):
-                if batch.needs_complete:
-                    self._start_completing(batch)
+            followed = [batch for batch in self._batches.values() if batch.open or batch.unsettled()]
+            wake = min([retry_at, *(batch.due for batch in followed)])
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+            now = loop.time()
+            if now >= retry_at:
+                retry_at = now + self.poll_interval
+                for batch in list(self._batches.values()):
+                    if batch.needs_complete:
+                        self._start_completing(batch)
             await asyncio.gather(*(self._poll(batch) for batch in list(self._batches.values())
-                                   if batch.open or batch.unsettled()))
+                                   if (batch.open or batch.unsettled()) and batch.due <= now))
 
     async def _poll(self, batch: Batch) -> None:
         """One look at ``batch``: settle its finished jobs, notice its end, and close it when it went idle."""
@@ -402,11 +422,14 @@ class Packer:
             status, counts = await self._status(batch)
             ended = sum(counts.get(name, 0) for name in ENDED)
             over = status in BATCH_ENDED
+            batch.fruitless = 0 if ended != batch.ended_polled else batch.fruitless + 1
+            batch.ended_polled = ended
             if batch.unsettled() and (ended != batch.ended_seen or over):
                 params = {"batch_id": batch.id, "status": list(ENDED), "order_by": "creation_order",
                           "order_by_direction": "ASC"}
                 for raw in await self.api.listing("/api/v2/jobs", params):
-                    if (job := batch.jobs.get(str(raw.get("id")))) is not None:
+                    if (job := batch.jobs.get(str(raw.get("id")))) is not None and job.status is None:
+                        self._learn_run_time(raw)
                         job.settle(job_status(str(raw.get("status")), raw.get("errors"), status, batch.id))
                 batch.ended_seen = ended
         except Exception as exc:  # cannot follow the batch any more: its tasks fail with the reason
@@ -422,8 +445,30 @@ class Packer:
             return
         batch.drained = counts.get("PENDING", 0) + counts.get("RUNNING", 0) == 0 and \
             sum(counts.values()) >= len(batch.known)
+        batch.due = asyncio.get_running_loop().time() + self._next_poll(batch, counts)
         if batch is self._current and batch.drained and self._idle and self.limits.close_when_idle:
             self._close_soon(batch, only_if_idle=True)
+
+    def _next_poll(self, batch: Batch, counts: dict[str, int]) -> float:
+        """Seconds until the next look at ``batch``: when its unfinished jobs are expected to have ended, if that is
+        sooner than the poll interval and a job of it runs now; doubled for each look in a row that found none
+        ended."""
+        left = counts.get("PENDING", 0) + counts.get("RUNNING", 0)
+        if not counts.get("RUNNING") or self.run_time is None:  # queued, starting, waiting for jobs: nothing to pace
+            return self.poll_interval
+        expected = max(self.min_poll_interval, left * self.run_time) * 2 ** min(batch.fruitless, MAX_BACKOFF)
+        return min(self.poll_interval, expected)
+
+    def _learn_run_time(self, raw: dict[str, Any]) -> None:
+        """Fold a finished job's run time (its service timestamps) into the moving average."""
+        try:
+            seconds = (datetime.fromisoformat(str(raw["end_timestamp"]))
+                       - datetime.fromisoformat(str(raw["start_timestamp"]))).total_seconds()
+        except (KeyError, TypeError, ValueError):  # not run (cancelled while pending), or no timestamps given
+            return
+        if seconds >= 0:
+            self.run_time = seconds if self.run_time is None else \
+                (1 - RUN_TIME_WEIGHT) * self.run_time + RUN_TIME_WEIGHT * seconds
 
     async def _status(self, batch: Batch) -> tuple[str, dict[str, int]]:
         """The batch's status and job counts per status (from the batch object on services without

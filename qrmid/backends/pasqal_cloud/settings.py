@@ -43,6 +43,8 @@ class Settings(ResourceSettings, populate_by_name=True):
                                     "runs; 0: no limit")
     close_when_idle: bool = Field(True, description="complete the open batch once the resource's queue is "
                                   "empty and every job of the batch has finished")
+    min_poll_interval: float = Field(0.05, ge=0.01, le=3600, description="shortest wait between two polls of a "
+                                     "batch, when its jobs are expected to end before poll_interval is up")
     request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     retry_deadline_seconds: float = Field(120.0, gt=0, le=86_400, description="give up a failing call after this long")
 

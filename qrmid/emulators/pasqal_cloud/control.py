@@ -41,6 +41,8 @@ def _record(request: Request) -> dict[str, Any]:
                 "status": job.status,
                 "fingerprint": store.fingerprints[job.id],
                 "created_at": job.created_at,
+                "started_at": job.start_timestamp,
+                "ended_at": job.end_timestamp,
             }
             for job in sorted(store.jobs.values(), key=lambda j: j.order)
         ],
