@@ -16,6 +16,7 @@ import click
 import grpc
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
+from rich.status import Status
 
 from qrmid.admin_cli import admin
 from qrmid.cli_cluster import cluster as cluster_commands
@@ -240,19 +241,24 @@ def run(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: P
     """
     payload = _payload(resource, input_path, qasm_path, shots)
     with _client(ctx) as client:
-        task = _start(client, resource, payload, lease_token, priority)
         if detach:
-            click.echo(task.id)
+            click.echo(_start(client, resource, payload, lease_token, priority).id)
             return
+        progress = _Progress()
         try:
-            click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
-            task = _follow(client, task)
+            with err.status("starting the task") as progress.status:
+                task, result = client.run(resource, payload, lease_token=lease_token, priority=priority,
+                                          on_state=progress.show)
+        except TaskFailed as exc:
+            task, result = exc.task, None
         except KeyboardInterrupt:
-            _interrupted(ctx, client, task.id, on_interrupt)
+            if progress.last is None:
+                _interrupted_before_queued()
+            _interrupted(ctx, client, progress.last.id, on_interrupt)
         err.print(f"task {task.id}: {_state(task)}")
-        if task.state != pb.TASK_STATE_COMPLETED:
+        if result is None:
             raise click.ClickException(str(TaskFailed(task)))
-        _emit(client.result(task.id), output, raw)
+        _emit(result, output, raw)
 
 
 @main.command()
@@ -307,25 +313,34 @@ def _start(client: Client, resource: str, payload: pb.Payload, lease_token: str,
     try:
         return client.start_task(resource, payload, lease_token=lease_token, priority=priority)
     except KeyboardInterrupt:
-        click.echo("interrupted before the daemon answered: the task may have been queued; `qrmid tasks` lists "
-                   "yours", err=True)
-        raise click.exceptions.Exit(INTERRUPTED) from None
+        _interrupted_before_queued()
 
 
-def _follow(client: Client, started: pb.Task) -> pb.Task:
-    """Watch task ``started`` until it ends, showing its state and queue position on a terminal (elsewhere, a line
-    on each change of state before the last); its last state."""
-    task = started
-    with err.status(f"task {task.id}: {_state(task)}") as status:
-        for task in client.watch(started.id):
-            where = f" (position {task.queue_position})" if task.queue_position else ""
-            if task.HasField("estimated_start_time"):
-                where += f", expected to start at {local_time(task.estimated_start_time)}"
-            status.update(f"task {task.id}: {_state(task)}{where}")
-            if not err.is_terminal and task.state != started.state and task.state not in TERMINAL:
-                click.echo(f"task {task.id}: {_state(task)}", err=True)
-                started = task
-    return task
+def _interrupted_before_queued() -> NoReturn:
+    click.echo("interrupted before the daemon answered: the task may have been queued; `qrmid tasks` lists "
+               "yours", err=True)
+    raise click.exceptions.Exit(INTERRUPTED) from None
+
+
+class _Progress:
+    """What ``qrmid run`` shows of its task as RunTask streams it: a line once it is queued, then its state and
+    queue position on a terminal (elsewhere, a line on each change of state before the last)."""
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+        self.last: pb.Task | None = None  # the latest state streamed
+
+    def show(self, task: pb.Task) -> None:
+        if self.last is None:
+            click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
+        elif not err.is_terminal and task.state != self.last.state and task.state not in TERMINAL:
+            click.echo(f"task {task.id}: {_state(task)}", err=True)
+        self.last = task
+        where = f" (position {task.queue_position})" if task.queue_position else ""
+        if task.HasField("estimated_start_time"):
+            where += f", expected to start at {local_time(task.estimated_start_time)}"
+        if self.status is not None:
+            self.status.update(f"task {task.id}: {_state(task)}{where}")
 
 
 def _interrupted(ctx: click.Context, client: Client, task_id: str, on_interrupt: str) -> NoReturn:
