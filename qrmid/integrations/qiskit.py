@@ -30,7 +30,7 @@ from qiskit_ibm_runtime.json import RuntimeEncoder
 from qiskit_ibm_runtime.utils.backend_converter import convert_to_target
 from qiskit_ibm_runtime.utils.backend_decoder import configuration_from_server_data, properties_from_server_data
 
-from qrmid.client import Client, TaskFailed, estimator_payload, sampler_payload
+from qrmid.client import Client, Run, TaskFailed, estimator_payload, sampler_payload
 from qrmid.integrations.job_env import lease_token
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -138,34 +138,31 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
 
 
 class QrmidJob(PrimitiveJob):
-    """A primitive job running as a qrmid task; its ``job_id()`` is the task id."""
+    """A primitive job running as a qrmid task; its ``job_id()`` is the task id.
 
-    def __init__(self, connection: Client, task: pb.Task) -> None:
-        super().__init__(task.id)
+    The task runs in one RunTask call, followed on the connection's thread from ``run()`` on: ``status()`` reads the
+    state that call last streamed and ``result()`` waits for the result it brings, without further calls.
+    """
+
+    def __init__(self, connection: Client, run: Run) -> None:
+        super().__init__(run.id)
         self._connection = connection
-        self._task = task
+        self._run = run
         self._result: PrimitiveResult | None = None
 
-    def _refresh(self) -> pb.Task:
-        if JOB_STATUS[self._task.state] not in JOB_FINAL_STATES:
-            self._task = self._connection.task(self.job_id())
-        return self._task
-
     def status(self) -> JobStatus:
-        return JOB_STATUS[self._refresh().state]
+        return JOB_STATUS[self._run.state()]
 
     def cancel(self) -> None:
         """Cancel the task (a finished task stays as it is)."""
-        self._task = self._connection.stop_task(self.job_id())
+        self._run.task = self._connection.stop_task(self.job_id())
 
     def result(self, timeout: float | None = None) -> PrimitiveResult:
         """Wait for the task (TimeoutError after ``timeout`` seconds) and decode its result; ``TaskFailed`` if it
         failed or was cancelled."""
         if self._result is None:
-            self._task = self._connection.wait(self.job_id(), timeout)
-            if self._task.state != pb.TASK_STATE_COMPLETED:
-                raise TaskFailed(self._task)
-            self._result = ResultDecoder.decode(self._connection.result(self.job_id()).decode())
+            _, data = self._run.outcome(timeout)
+            self._result = ResultDecoder.decode(data.decode())
         return self._result
 
     def logs(self) -> str:
@@ -174,7 +171,8 @@ class QrmidJob(PrimitiveJob):
     @property
     def reason(self) -> str:
         """Why the task failed or was cancelled, as qrmid reports it."""
-        return self._refresh().reason
+        self._run.state()
+        return self._run.task.reason
 
 
 class _Runner:
@@ -188,7 +186,7 @@ class _Runner:
         self.lease = lease_token(self.resource) if lease is None else lease
 
     def submit(self, payload: pb.Payload) -> QrmidJob:
-        return QrmidJob(self.connection, self.connection.start_task(self.resource, payload, lease_token=self.lease))
+        return QrmidJob(self.connection, self.connection.launch(self.resource, payload, lease_token=self.lease))
 
 
 class SamplerV2(BaseSamplerV2):
