@@ -14,69 +14,78 @@ program qrmi_example
   character(len=*), parameter :: BELL = '{"pubs": [["OPENQASM 3.0;\ninclude \"stdgates.inc\";\nbit[2] meas;\n' // &
     'qubit[2] q;\nh q[0];\ncx q[0], q[1];\nmeas[0] = measure q[0];\nmeas[1] = measure q[1];\n", null, 1000]], ' // &
     '"version": 2}'
-  type(qrmi_resource) :: qpu
-  character(len=:), allocatable :: name, kind, input, task, text, msg
-  integer :: ierr, state, job_runs
 
-  name = argument(1)
-  if (len(name) == 0) name = qrmi_job_resource(1)
-  kind = argument(2)
-  if (len(kind) == 0) kind = 'sampler'
-  input = BELL
-  if (command_argument_count() >= 3) input = read_file(argument(3))
-  job_runs = 100
-  if (command_argument_count() >= 4) then
-    text = argument(4)
-    read (text, *) job_runs
-  end if
-
-  call qpu%open(name, ierr, msg)
-  call check('opening ' // name)
-  select case (kind)
-  case ('sampler', 'estimator')
-    call qpu%start_primitive(kind, input, task, ierr, msg)
-  case ('pulser')
-    call qpu%start_pulser(input, job_runs, task, ierr, msg)
-  case default
-    ierr = QRMI_RETURN_CODE_INVALID_INPUT_ERROR
-    msg = 'unknown task kind ' // kind // ': sampler, estimator or pulser'
-  end select
-  call check('starting a ' // kind // ' task on ' // name)
-  write (*, '(a)') 'task ' // task
-
-  call qpu%wait(task, state, ierr, msg)
-  call check('waiting for task ' // task)
-  write (*, '(a)') 'state ' // qrmi_task_status_name(state)
-  if (state == QRMI_TASK_STATUS_COMPLETED) then
-    call qpu%result(task, text, ierr, msg)
-    call check('reading the result of task ' // task)
-    write (*, '(a)') text
-  else
-    call qpu%logs(task, text, ierr, msg)
-    if (ierr == QRMI_RETURN_CODE_SUCCESS) write (0, '(a)') text
-  end if
-  call qpu%stop(task, ierr, msg)
-  call check('stopping task ' // task)
-  call qpu%close()
-  if (state /= QRMI_TASK_STATUS_COMPLETED) error stop 1
+  if (.not. run_task()) stop 1
 
 contains
 
+  !> Runs the task; .true. when it completed. Its variables are freed on return, finalizing the resource.
+  logical function run_task()
+    type(qrmi_resource) :: qpu
+    character(len=:), allocatable :: name, kind, input, task, text, msg
+    integer :: ierr, state, job_runs
+
+    name = argument(1)
+    if (len(name) == 0) name = qrmi_job_resource(1)
+    kind = argument(2)
+    if (len(kind) == 0) kind = 'sampler'
+    input = BELL
+    if (command_argument_count() >= 3) input = read_file(argument(3))
+    job_runs = 100
+    if (command_argument_count() >= 4) then
+      text = argument(4)
+      read (text, *) job_runs
+    end if
+
+    call qpu%open(name, ierr, msg)
+    call check(qpu, ierr, msg, 'opening ' // name)
+    select case (kind)
+    case ('sampler', 'estimator')
+      call qpu%start_primitive(kind, input, task, ierr, msg)
+    case ('pulser')
+      call qpu%start_pulser(input, job_runs, task, ierr, msg)
+    case default
+      ierr = QRMI_RETURN_CODE_INVALID_INPUT_ERROR
+      msg = 'unknown task kind ' // kind // ': sampler, estimator or pulser'
+    end select
+    call check(qpu, ierr, msg, 'starting a ' // kind // ' task on ' // name)
+    write (*, '(a)') 'task ' // task
+
+    call qpu%wait(task, state, ierr, msg)
+    call check(qpu, ierr, msg, 'waiting for task ' // task)
+    write (*, '(a)') 'state ' // qrmi_task_status_name(state)
+    if (state == QRMI_TASK_STATUS_COMPLETED) then
+      call qpu%result(task, text, ierr, msg)
+      call check(qpu, ierr, msg, 'reading the result of task ' // task)
+      write (*, '(a)') text
+    else
+      call qpu%logs(task, text, ierr, msg)
+      if (ierr == QRMI_RETURN_CODE_SUCCESS) write (0, '(a)') text
+    end if
+    call qpu%stop(task, ierr, msg)
+    call check(qpu, ierr, msg, 'stopping task ' // task)
+    run_task = state == QRMI_TASK_STATUS_COMPLETED
+  end function run_task
+
   !> Ends the program with status 2 and the library's message when the last call failed.
-  subroutine check(what)
-    character(len=*), intent(in) :: what
+  subroutine check(qpu, ierr, msg, what)
+    type(qrmi_resource), intent(inout) :: qpu
+    integer, intent(in) :: ierr
+    character(len=*), intent(in) :: msg, what
     if (ierr == QRMI_RETURN_CODE_SUCCESS) return
     write (0, '(a, i0, a)') 'qrmi_example: ' // what // ' failed (QRMI return code ', ierr, '): ' // msg
     call qpu%close()
-    error stop 2
+    stop 2
   end subroutine check
 
   function argument(n) result(value)
     integer, intent(in) :: n
     character(len=:), allocatable :: value
     integer :: length
-    value = ''
-    if (n > command_argument_count()) return
+    if (n > command_argument_count()) then
+      value = ''
+      return
+    end if
     call get_command_argument(n, length=length)
     allocate (character(len=length) :: value)
     call get_command_argument(n, value)
@@ -89,7 +98,7 @@ contains
     open (newunit=unit, file=path, access='stream', form='unformatted', status='old', action='read', iostat=stat)
     if (stat /= 0) then
       write (0, '(a)') 'qrmi_example: cannot read ' // path
-      error stop 2
+      stop 2
     end if
     inquire (unit=unit, size=size)
     allocate (character(len=size) :: text)

@@ -171,39 +171,42 @@ module qrmid_qrmi
 
 contains
 
+  ! Each public procedure hands its optional `message` only the text an internal one wrote into `why`: gfortran
+  ! loses an optional deferred-length string passed on from one procedure to the next.
+
   !> Opens resource `name` (e.g. qrmi_job_resource(1)) with the job's type for it (QRMI_JOB_QPU_TYPES), or
-  !> `resource_type` when given.
+  !> `resource_type` (a QRMI_RESOURCE_TYPE_* value) when given.
   subroutine resource_open(self, name, status, message, resource_type)
     class(qrmi_resource), intent(inout) :: self
     character(len=*), intent(in) :: name
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
     integer, intent(in), optional :: resource_type
+    character(len=:), allocatable :: why
     integer(c_int) :: kind
 
     call self%close()
-    if (len_trim(name) == 0) then
-      status = QRMI_RETURN_CODE_ENV_VAR_NOT_SET_ERROR
-      if (present(message)) message = 'no resource name: pass one, or run in a job started with --qpu'
-      return
-    end if
     kind = int(qrmi_resource_type_of(name), c_int)
     if (present(resource_type)) kind = int(resource_type, c_int)
-    if (kind < 0) then
+    if (len_trim(name) == 0) then
+      status = QRMI_RETURN_CODE_ENV_VAR_NOT_SET_ERROR
+      why = 'no resource name: pass one, or run in a job started with --qpu'
+    else if (kind < 0) then
       status = QRMI_RETURN_CODE_UNSUPPORTED_RESOURCE_TYPE_ERROR
-      if (present(message)) message = 'the job has no resource type for ' // trim(name) // &
-        ' (QRMI_JOB_QPU_RESOURCES/QRMI_JOB_QPU_TYPES): pass resource_type'
-      return
+      why = 'the job has no resource type for ' // trim(name) // &
+        ' (QRMI_JOB_QPU_RESOURCES, QRMI_JOB_QPU_TYPES): pass resource_type'
+    else
+      self%handle = c_qrmi_resource_new(c_string(trim(name)), kind)
+      status = QRMI_RETURN_CODE_SUCCESS
+      if (c_associated(self%handle)) then
+        self%name = trim(name)
+      else
+        status = c_qrmi_get_last_error_kind()
+        if (status == QRMI_RETURN_CODE_SUCCESS) status = QRMI_RETURN_CODE_ERROR
+      end if
+      why = last_error(status)
     end if
-    self%handle = c_qrmi_resource_new(c_string(trim(name)), kind)
-    if (.not. c_associated(self%handle)) then
-      status = c_qrmi_get_last_error_kind()
-      if (status == QRMI_RETURN_CODE_SUCCESS) status = QRMI_RETURN_CODE_ERROR
-      call failed(status, message)
-      return
-    end if
-    self%name = trim(name)
-    status = QRMI_RETURN_CODE_SUCCESS
+    if (present(message)) message = why
   end subroutine resource_open
 
   logical function resource_is_open(self)
@@ -220,12 +223,14 @@ contains
     character(len=:), allocatable, intent(out), optional :: message
     type(qiskit_payload), target :: payload
     character(kind=c_char), allocatable, target :: input_c(:), program_c(:)
+    character(len=:), allocatable :: why
 
     call to_c_chars(input, input_c)
     call to_c_chars(program_id, program_c)
     payload%input = c_loc(input_c)
     payload%program_id = c_loc(program_c)
-    call start(self, c_loc(payload), task_id, status, message)
+    call start(self, c_loc(payload), task_id, status, why)
+    if (present(message)) message = why
   end subroutine resource_start_primitive
 
   !> Starts a Pulser task: `sequence` the sequence's abstract representation (JSON), run `job_runs` times.
@@ -238,30 +243,28 @@ contains
     character(len=:), allocatable, intent(out), optional :: message
     type(pasqal_payload), target :: payload
     character(kind=c_char), allocatable, target :: sequence_c(:)
+    character(len=:), allocatable :: why
 
     call to_c_chars(sequence, sequence_c)
     payload%sequence = c_loc(sequence_c)
     payload%job_runs = int(job_runs, c_int32_t)
-    call start(self, c_loc(payload), task_id, status, message)
+    call start(self, c_loc(payload), task_id, status, why)
+    if (present(message)) message = why
   end subroutine resource_start_pulser
 
-  subroutine start(self, payload, task_id, status, message)
+  subroutine start(self, payload, task_id, status, why)
     class(qrmi_resource), intent(inout) :: self
     type(c_ptr), intent(in) :: payload
-    character(len=:), allocatable, intent(out) :: task_id
+    character(len=:), allocatable, intent(out) :: task_id, why
     integer, intent(out) :: status
-    character(len=:), allocatable, intent(out), optional :: message
     type(c_ptr) :: id
 
     task_id = ''
-    if (.not. opened(self, status, message)) return
+    if (.not. opened(self, status, why)) return
     id = c_null_ptr
     status = c_qrmi_resource_task_start(self%handle, payload, id)
-    if (status /= QRMI_RETURN_CODE_SUCCESS) then
-      call failed(status, message)
-      return
-    end if
-    task_id = owned_string(id)
+    why = last_error(status)
+    if (status == QRMI_RETURN_CODE_SUCCESS) task_id = owned_string(id)
   end subroutine start
 
   !> The task's state now (one of the QRMI_TASK_STATUS_* values).
@@ -271,17 +274,25 @@ contains
     integer, intent(out) :: state
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
+
+    call poll(self, task_id, state, status, why)
+    if (present(message)) message = why
+  end subroutine resource_task_status
+
+  subroutine poll(self, task_id, state, status, why)
+    class(qrmi_resource), intent(inout) :: self
+    character(len=*), intent(in) :: task_id
+    integer, intent(out) :: state, status
+    character(len=:), allocatable, intent(out) :: why
     integer(c_int) :: c_state
 
     state = -1
-    if (.not. opened(self, status, message)) return
+    if (.not. opened(self, status, why)) return
     status = c_qrmi_resource_task_status(self%handle, c_string(task_id), c_state)
-    if (status /= QRMI_RETURN_CODE_SUCCESS) then
-      call failed(status, message)
-      return
-    end if
-    state = c_state
-  end subroutine resource_task_status
+    why = last_error(status)
+    if (status == QRMI_RETURN_CODE_SUCCESS) state = c_state
+  end subroutine poll
 
   !> Polls the task's status every `poll_seconds` (default 0.5) until it is completed, failed or cancelled; `state`
   !> is that final state. With `timeout_seconds`, gives up after that long with QRMI_RETURN_CODE_TASK_NOT_READY_ERROR
@@ -293,6 +304,7 @@ contains
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
     real, intent(in), optional :: poll_seconds, timeout_seconds
+    character(len=:), allocatable :: why
     integer(c_int) :: pause_us, ignored
     real :: waited
 
@@ -300,20 +312,20 @@ contains
     if (present(poll_seconds)) pause_us = int(max(poll_seconds, 0.001) * 1.0e6, c_int)
     waited = 0.0
     do
-      call self%task_status(task_id, state, status, message)
-      if (status /= QRMI_RETURN_CODE_SUCCESS) return
-      if (state /= QRMI_TASK_STATUS_QUEUED .and. state /= QRMI_TASK_STATUS_RUNNING) return
+      call poll(self, task_id, state, status, why)
+      if (status /= QRMI_RETURN_CODE_SUCCESS) exit
+      if (state /= QRMI_TASK_STATUS_QUEUED .and. state /= QRMI_TASK_STATUS_RUNNING) exit
       if (present(timeout_seconds)) then
         if (waited >= timeout_seconds) then
           status = QRMI_RETURN_CODE_TASK_NOT_READY_ERROR
-          if (present(message)) message = 'task ' // task_id // ' is still ' // qrmi_task_status_name(state) // &
-            ' after the time given to wait'
-          return
+          why = 'task ' // task_id // ' is still ' // qrmi_task_status_name(state) // ' after the time given to wait'
+          exit
         end if
       end if
       ignored = c_usleep(pause_us)
       waited = waited + real(pause_us) / 1.0e6
     end do
+    if (present(message)) message = why
   end subroutine resource_wait
 
   !> The result of a completed task: the backend's JSON text.
@@ -323,8 +335,10 @@ contains
     character(len=:), allocatable, intent(out) :: text
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
 
-    call task_text(self, c_qrmi_resource_task_result, task_id, text, status, message)
+    call task_text(self, c_qrmi_resource_task_result, task_id, text, status, why)
+    if (present(message)) message = why
   end subroutine resource_result
 
   !> The task's log messages.
@@ -334,28 +348,26 @@ contains
     character(len=:), allocatable, intent(out) :: text
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
 
-    call task_text(self, c_qrmi_resource_task_logs, task_id, text, status, message)
+    call task_text(self, c_qrmi_resource_task_logs, task_id, text, status, why)
+    if (present(message)) message = why
   end subroutine resource_logs
 
-  subroutine task_text(self, call, task_id, text, status, message)
+  subroutine task_text(self, call, task_id, text, status, why)
     class(qrmi_resource), intent(inout) :: self
     procedure(c_qrmi_resource_task_text) :: call
     character(len=*), intent(in) :: task_id
-    character(len=:), allocatable, intent(out) :: text
+    character(len=:), allocatable, intent(out) :: text, why
     integer, intent(out) :: status
-    character(len=:), allocatable, intent(out), optional :: message
     type(c_ptr) :: out
 
     text = ''
-    if (.not. opened(self, status, message)) return
+    if (.not. opened(self, status, why)) return
     out = c_null_ptr
     status = call(self%handle, c_string(task_id), out)
-    if (status /= QRMI_RETURN_CODE_SUCCESS) then
-      call failed(status, message)
-      return
-    end if
-    text = owned_string(out)
+    why = last_error(status)
+    if (status == QRMI_RETURN_CODE_SUCCESS) text = owned_string(out)
   end subroutine task_text
 
   !> Stops the task: an unfinished task is cancelled; a finished one keeps its result with qrmid.
@@ -364,10 +376,13 @@ contains
     character(len=*), intent(in) :: task_id
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
 
-    if (.not. opened(self, status, message)) return
-    status = c_qrmi_resource_task_stop(self%handle, c_string(task_id))
-    if (status /= QRMI_RETURN_CODE_SUCCESS) call failed(status, message)
+    if (opened(self, status, why)) then
+      status = c_qrmi_resource_task_stop(self%handle, c_string(task_id))
+      why = last_error(status)
+    end if
+    if (present(message)) message = why
   end subroutine resource_stop
 
   !> Frees the handle (the job's lease stays); the resource may be opened again.
@@ -452,29 +467,29 @@ contains
     end do
   end function type_value
 
-  logical function opened(self, status, message)
+  logical function opened(self, status, why)
     class(qrmi_resource), intent(in) :: self
     integer, intent(out) :: status
-    character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable, intent(out) :: why
     opened = c_associated(self%handle)
     status = QRMI_RETURN_CODE_SUCCESS
+    why = ''
     if (opened) return
     status = QRMI_RETURN_CODE_NULL_POINTER_ERROR
-    if (present(message)) message = 'the resource is not open: call open first'
+    why = 'the resource is not open: call open first'
   end function opened
 
-  !> After a call failed with `status`: message = the library's last error (its C string freed here), or a
-  !> generic text when it has none.
-  subroutine failed(status, message)
+  !> '' after a call that returned `status` SUCCESS; otherwise the library's last error (its C string freed here),
+  !> or a generic text when it has none.
+  function last_error(status) result(why)
     integer, intent(in) :: status
-    character(len=:), allocatable, intent(out), optional :: message
-    character(len=:), allocatable :: last
+    character(len=:), allocatable :: why
 
-    last = owned_string(c_qrmi_get_last_error())
-    if (.not. present(message)) return
-    message = last
-    if (len(message) == 0) message = 'QRMI call failed with return code ' // itoa(status)
-  end subroutine failed
+    why = ''
+    if (status == QRMI_RETURN_CODE_SUCCESS) return
+    why = owned_string(c_qrmi_get_last_error())
+    if (len(why) == 0) why = 'QRMI call failed with return code ' // itoa(status)
+  end function last_error
 
   !> A Fortran copy of a C string the library allocated; the C string is freed with qrmi_string_free.
   function owned_string(ptr) result(text)

@@ -1,0 +1,214 @@
+"""The Fortran module's example and the MPI example, built with gfortran and Open MPI against libqrmid-qrmi, run
+against a real qrmid serving local-qiskit and local-pulser that requires a lease for every task, in the environment
+the Slurm plugin gives a job (resource lists, the lease token); the MPI ranks run with mpirun as root allows. Their
+tasks are checked with the daemon itself: which lease they ran under, and that their results outlive task_stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemons import short_dir, subprocess_daemon
+from qrmi_hpc_programs import MPIRUN, Programs, build_programs, counts, mpi_reports, without_job
+
+from qrmid import examples
+from qrmid.client import Client
+from qrmid.results import summarize
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+CONFIG = """
+[leases]
+required = true
+
+[[resources]]
+type = "local-qiskit"
+name = "local-qiskit"
+slots = 2
+max_qubits = 8
+
+[[resources]]
+type = "local-pulser"
+name = "local-pulser"
+slots = 1
+"""
+
+VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+            "--show-leak-kinds=definite,indirect", "--error-exitcode=99", "--num-callers=30"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def programs() -> Iterator[Programs]:
+    scratch = short_dir()
+    yield build_programs(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[str]:
+    with subprocess_daemon(CONFIG) as (address, _):
+        yield address
+
+
+@pytest.fixture(scope="module")
+def client(daemon: str) -> Iterator[Client]:
+    with Client(daemon) as qrmid:
+        yield qrmid
+
+
+@pytest.fixture
+def job(daemon: str, client: Client) -> Iterator[tuple[dict[str, str], dict[str, pb.Lease]]]:
+    """A job's environment as the Slurm plugin makes it: both resources leased, their names, types and tokens."""
+    leases = {name: client.acquire(name, slurm_job_id="4242") for name in ("local-qiskit", "local-pulser")}
+    env = {**without_job(dict(os.environ)), "QRMID_ADDRESS": daemon, "QRMI_JOB_ID": "4242",
+           "QRMI_JOB_QPU_RESOURCES": "local-qiskit,local-pulser", "QRMI_JOB_QPU_TYPES": "local-qiskit,local-pulser",
+           **{f"{name}_QRMI_JOB_ACQUISITION_TOKEN": lease.token for name, lease in leases.items()}}
+    yield env, leases
+    for lease in leases.values():
+        client.release(lease.token)
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+def fortran_task(stdout: str) -> tuple[str, str, str]:
+    """(task id, state, result) from what the Fortran example prints."""
+    lines = stdout.splitlines()
+    assert lines[0].startswith("task ") and lines[1].startswith("state "), stdout
+    return lines[0].removeprefix("task "), lines[1].removeprefix("state "), "\n".join(lines[2:])
+
+
+def test_fortran_runs_a_bell_sampler_on_the_jobs_first_resource_under_its_lease(
+        programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]], client: Client) -> None:
+    env, leases = job
+    proc = run([str(programs.fortran)], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task_id, state, result = fortran_task(proc.stdout)
+    assert state == "Completed"
+    bell = counts(result)
+    assert set(bell) <= {"00", "11"} and sum(bell.values()) == 1000, bell
+    task = client.task(task_id)  # stopped by the program, yet still there with its result
+    assert (task.resource, task.state, task.lease_id) == ("local-qiskit", pb.TASK_STATE_COMPLETED, leases["local-qiskit"].id)
+    assert client.result(task_id).decode() == result
+
+
+def test_fortran_runs_a_pulser_sequence_and_an_estimator_from_json_files(
+        programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]], tmp_path: Path) -> None:
+    env, _ = job
+    sequence = tmp_path / "sequence.json"
+    sequence.write_text(json.dumps(examples.load("pulser")["sequence"]))
+    proc = run([str(programs.fortran), "local-pulser", "pulser", str(sequence), "50"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, state, result = fortran_task(proc.stdout)
+    assert state == "Completed"
+    counter = json.loads(result)["counter"]
+    assert sum(counter.values()) == 50 and all(set(key) <= {"0", "1"} and len(key) == 2 for key in counter), counter
+
+    estimator = tmp_path / "estimator.json"
+    estimator.write_text(json.dumps(examples.load("estimator")["parameters"]))
+    proc = run([str(programs.fortran), "local-qiskit", "estimator", str(estimator)], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, state, result = fortran_task(proc.stdout)
+    assert state == "Completed"
+    evs = summarize(result.encode())["pubs"][0]["evs"]
+    # <IZ> + 0.5 <XX> for ry(theta) then cx: 1 at theta = 0; 0.5 at theta = pi/2
+    assert evs == pytest.approx([1.0, 0.5], abs=0.1), evs
+
+
+def test_fortran_reports_each_failure_with_the_librarys_code_and_message(
+        programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]], tmp_path: Path) -> None:
+    env, _ = job
+    no_job = {name: value for name, value in env.items() if not name.startswith("QRMI_JOB_QPU")}
+    proc = run([str(programs.fortran)], no_job)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert "opening  failed (QRMI return code 102): no resource name: pass one, or run in a job started with --qpu" \
+        in proc.stderr
+
+    proc = run([str(programs.fortran), "elsewhere"], env)
+    assert proc.returncode == 2
+    assert "opening elsewhere failed (QRMI return code 104): the job has no resource type for elsewhere" in proc.stderr
+
+    ghost = {**env, "QRMI_JOB_QPU_RESOURCES": "ghost", "QRMI_JOB_QPU_TYPES": "local-qiskit"}
+    proc = run([str(programs.fortran)], ghost)
+    assert proc.returncode == 2
+    assert "starting a sampler task on ghost failed (QRMI return code 111): " in proc.stderr, proc.stderr
+    assert "ghost" in proc.stderr.split("return code 111): ", 1)[1]
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"pubs": [["OPENQASM 3.0; qubit[2] q; h q[5];", null, 10]], "version": 2}')
+    proc = run([str(programs.fortran), "local-qiskit", "sampler", str(broken)], env)
+    assert proc.returncode == 2
+    assert "starting a sampler task on local-qiskit failed (QRMI return code 109): " in proc.stderr, proc.stderr
+
+    unleased = {name: value for name, value in env.items() if not name.endswith("_QRMI_JOB_ACQUISITION_TOKEN")}
+    proc = run([str(programs.fortran), "local-qiskit"], unleased)
+    assert proc.returncode == 2
+    assert "starting a sampler task on local-qiskit failed (QRMI return code " in proc.stderr, proc.stderr
+    assert "lease" in proc.stderr
+
+
+def test_fortran_program_is_valgrind_clean(programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]]) -> None:
+    env, leases = job
+    # valgrind passes on no variable whose name is not an identifier, such as local-qiskit_QRMI_JOB_...: the job's
+    # lease goes in QRMI_JOB_ACQUISITION_TOKEN, which the library reads next
+    env["QRMI_JOB_ACQUISITION_TOKEN"] = leases["local-qiskit"].token
+    proc = run([*VALGRIND, str(programs.fortran)], env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
+    assert fortran_task(proc.stdout)[1] == "Completed"
+    assert "ERROR SUMMARY: 0 errors" in proc.stderr, proc.stderr[-6000:]
+
+
+def check_ranks(stdout: str, ranks: int, tasks_per_rank: int) -> list[str]:
+    """Every rank's tasks completed, reported in rank order with 100 * (rank + 1) Bell shots each; their ids."""
+    reports = mpi_reports(stdout)
+    assert [report.rank for report in reports] == [r for r in range(ranks) for _ in range(tasks_per_rank)], stdout
+    for report in reports:
+        assert report.state == "Completed", report
+        bell = counts(report.result)
+        assert set(bell) <= {"00", "11"} and sum(bell.values()) == 100 * (report.rank + 1), (report.rank, bell)
+    ids = [report.task_id for report in reports]
+    assert len(set(ids)) == len(ids)
+    return ids
+
+
+def test_mpi_ranks_run_their_tasks_under_one_lease_rank_0_acquires_and_releases(
+        programs: Programs, daemon: str, client: Client) -> None:
+    env = {**without_job(dict(os.environ)), "QRMID_ADDRESS": daemon}
+    before = {lease.id for lease in client.list_leases()}
+    proc = run([*MPIRUN, "-np", "4", str(programs.mpi), "local-qiskit", "local-qiskit", "2"], env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = check_ranks(proc.stdout, 4, 2)
+    lease_ids = {client.task(task_id).lease_id for task_id in ids}
+    assert len(lease_ids) == 1 and lease_ids != {""}, lease_ids
+    assert lease_ids.isdisjoint(before)
+    assert {lease.id for lease in client.list_leases()} == before  # rank 0 released its lease
+
+
+def test_mpi_ranks_use_the_jobs_lease_when_the_job_has_one(
+        programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]], client: Client) -> None:
+    env, leases = job
+    proc = run([*MPIRUN, "-np", "2", str(programs.mpi)], env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = check_ranks(proc.stdout, 2, 2)
+    assert Counter(client.task(task_id).lease_id for task_id in ids) == {leases["local-qiskit"].id: 4}
+    assert leases["local-qiskit"].id in {lease.id for lease in client.list_leases()}  # the job's lease stays
+
+
+def test_mpi_gathers_each_ranks_failure_on_rank_0(
+        programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]]) -> None:
+    env, _ = job
+    env["local-qiskit_QRMI_JOB_ACQUISITION_TOKEN"] = "not-a-lease-token"
+    proc = run([*MPIRUN, "-np", "3", str(programs.mpi), "local-qiskit", "local-qiskit", "1"], env, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    reports = mpi_reports(proc.stdout)
+    assert [(report.rank, report.task_id, report.state) for report in reports] == [
+        (rank, "-", "NotStarted") for rank in range(3)], proc.stdout
+    assert len({report.result for report in reports}) == 1 and "lease" in reports[0].result, reports
