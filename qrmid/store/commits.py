@@ -68,15 +68,16 @@ class Commits:
     async def _wait(self, target: int, task_id: str) -> None:
         """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
         assert self._loop is not None
-        waiter = self._loop.create_future()
+        waiter = self._loop.create_future()  # this call's own: cancelled with it (on a timeout too)
         entry = (target, task_id, waiter)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
+            async with asyncio.timeout(self.commit_timeout):
+                await waiter
         except TimeoutError:
             raise Unavailable(self._stalled()) from None
         finally:
-            if not waiter.done():
+            if waiter.cancelled() and entry in self._waiters:
                 self._waiters.remove(entry)
 
     def _queued(self, task_id: str) -> None:

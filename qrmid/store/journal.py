@@ -2,8 +2,11 @@
 last one stopped.
 
 Callers on the event loop only enqueue writes; one writer thread commits whatever has piled up in a single
-transaction (group commit), so a burst of tasks costs one fsync, not one each. ``durable()`` waits for the commit
-of everything enqueued so far, for at most ``commit_timeout`` seconds. When the disk is full or read-only the
+transaction (group commit), so a burst of tasks costs one fsync, not one each, and its task inserts, task updates and
+transitions each go to SQLite as one statement of many rows. A task's start needs no commit of its own: its writes
+wait up to ``LAZY_SECONDS`` for the next write to commit with (a short task's end), so a task costs two commits, its
+acceptance and its end. ``durable()`` waits for the commit of everything enqueued so far, for at most
+``commit_timeout`` seconds. When the disk is full or read-only the
 writer keeps the pending writes, reports the error (``writable()`` raises it) and retries until the disk takes
 them again. A write that can never succeed (a value SQLite cannot store) is refused on its own: the rest of its
 batch commits, and whoever waits for that task's record gets Unavailable. A row that cannot be read back at
@@ -38,6 +41,7 @@ from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
 log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting"  # journal-only state: handed to the backend, no reference back yet
+LAZY_SECONDS = 0.05  # the longest a task's start waits for another write to commit with
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -63,6 +67,14 @@ INSERT_TASK = """INSERT OR REPLACE INTO tasks (id, resource, owner, account, pri
     lease_id, slurm_job_id, client_request_id, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 UPDATE_TASK = """UPDATE tasks SET state = ?, started_at = ?, ended_at = ?, reason = ?, remote_ref = ?, result = ?,
     result_type = ?, result_bytes = ?, logs = ?, payload = coalesce(?, payload) WHERE id = ?"""
+INSERT_TRANSITION = "INSERT INTO transitions VALUES (?, ?, ?, ?, ?)"
+# the same writes, many rows to a statement: VALUES rows follow each, and the updates' rows are named column1...
+INSERT_TASKS = INSERT_TASK.partition("VALUES")[0] + "VALUES "
+INSERT_TRANSITIONS = "INSERT INTO transitions VALUES "
+UPDATE_TASKS = """UPDATE tasks SET state = v.column1, started_at = v.column2, ended_at = v.column3, reason = v.column4,
+    remote_ref = v.column5, result = v.column6, result_type = v.column7, result_bytes = v.column8, logs = v.column9,
+    payload = coalesce(v.column10, tasks.payload) FROM (VALUES {rows}) AS v WHERE tasks.id = v.column11"""
+PAYLOAD_COLUMN = 9  # the payload's place in UPDATE_TASK's parameters (None: kept)
 
 
 class JournalError(Exception):
@@ -131,6 +143,9 @@ class Journal(Commits, Listener):
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._lazy: list[Write] = []  # enqueued writes held back for the next one (a task's start)
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        self._variables = 999  # the most parameters SQLite takes in one statement (read at open)
         self._writer: threading.Thread | None = None
         self._closing = False
         self._cleaned_at = time.monotonic()
@@ -162,6 +177,7 @@ class Journal(Commits, Listener):
             os.chmod(self.path, 0o600)  # it holds lease tokens and payloads
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
+            self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             conn.executescript(SCHEMA)
             if "account" not in {row[1] for row in conn.execute("PRAGMA table_info(leases)")}:  # an early journal
                 conn.execute("ALTER TABLE leases ADD COLUMN account TEXT NOT NULL DEFAULT ''")
@@ -186,6 +202,7 @@ class Journal(Commits, Listener):
     def close(self) -> None:
         """Commit what is pending (giving up if the disk still refuses it) and close."""
         self._closing = True
+        self._hand_over()
         if self._writer is not None:
             self._pending.put(None)
             self._writer.join()
@@ -209,8 +226,7 @@ class Journal(Commits, Listener):
         self._write(INSERT_TASK, (task.id, task.resource, task.owner, task.account, task.priority, task.payload.kind.value,
                                   codec.dump(task.payload), task.shots, task.lease_id, task.slurm_job_id,
                                   task.client_request_id, view.state.value, view.created_at), task.id)
-        self._write("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
-                    (task.id, view.state.value, view.created_at, "", None), task.id)
+        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
@@ -225,12 +241,13 @@ class Journal(Commits, Listener):
         view = task.view
         result = task.result
         payload = codec.dump(task.payload) if view.state.terminal else None  # emptied: only its kind stays
+        lazy = view.state is TaskState.RUNNING  # a restart finds the task queued, or being submitted, and so runs
+        # or re-attaches it as when it crashes just before this write: the start is committed with what comes next
         self._write(UPDATE_TASK, (view.state.value, view.started_at, view.ended_at, view.reason, task.remote_ref,
                                   result.data if result else None, result.content_type if result else None,
-                                  len(result.data) if result else 0, task.logs, payload, task.id), task.id)
-        self._write("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
-                    (task.id, view.state.value, view.ended_at or view.started_at or time.time(), view.reason,
-                     task.remote_ref), task.id)
+                                  len(result.data) if result else 0, task.logs, payload, task.id), task.id, lazy)
+        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.ended_at or view.started_at or time.time(),
+                                        view.reason, task.remote_ref), task.id, lazy)
 
     def task_ref(self, task: Task) -> None:
         self._write("UPDATE tasks SET remote_ref = ? WHERE id = ?", (task.remote_ref, task.id), task.id)
@@ -253,9 +270,27 @@ class Journal(Commits, Listener):
     def resource_resumed(self, name: str) -> None:
         self._write("DELETE FROM drains WHERE resource = ?", (name,))
 
-    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "") -> None:
+    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "", lazy: bool = False) -> None:
+        """Enqueue a write; a ``lazy`` one is handed to the writer with the next write that is not, or after
+        ``LAZY_SECONDS``, so that it shares that write's commit (it counts as enqueued at once: ``durable()`` waits
+        for it)."""
         self._enqueued += 1
+        if lazy and self._loop is not None:
+            self._lazy.append((sql, params, task_id))
+            if self._lazy_timer is None:
+                self._lazy_timer = self._loop.call_later(LAZY_SECONDS, self._hand_over)
+            return
+        self._hand_over()
         self._pending.put((sql, params, task_id))
+
+    def _hand_over(self) -> None:
+        """Hand the lazy writes to the writer, in the order they were enqueued."""
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        for write in self._lazy:
+            self._pending.put(write)
+        self._lazy = []
 
     # -- the writer thread ---------------------------------------------------------------------------------------
 
@@ -305,19 +340,25 @@ class Journal(Commits, Listener):
 
     def _commit(self, batch: list[Write]) -> dict[str, str]:
         """Commit ``batch`` in one transaction, leaving out the writes SQLite refuses for their values; returns
-        why, by task id. A failure of the disk (or of the transaction) raises, and nothing is committed."""
+        why, by task id. A failure of the disk (or of the transaction) raises, and nothing is committed.
+
+        The writes go as few statements of many rows (each statement is a wait for the interpreter's lock, which
+        the event loop holds while busy); when SQLite refuses one for its values, the batch is written again one
+        write at a time, leaving out only the writes refused."""
         assert self._conn is not None
         conn = self._conn
         refused: dict[str, str] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params, task_id in batch:
-                try:
+            try:
+                for sql, params in merged(batch, self._variables):
                     conn.execute(sql, params)
-                except Exception as exc:
-                    if _of_the_disk(exc) or not conn.in_transaction:
-                        raise
-                    self._refusal(refused, task_id, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                if _of_the_disk(exc) or not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                refused = self._one_by_one(batch)
             if Journal.before_commit is not None:
                 Journal.before_commit()
             conn.execute("COMMIT")
@@ -326,6 +367,20 @@ class Journal(Commits, Listener):
                 conn.execute("ROLLBACK")
             raise
         refused.pop("", None)
+        return refused
+
+    def _one_by_one(self, batch: list[Write]) -> dict[str, str]:
+        """Execute ``batch`` a write at a time in the open transaction, leaving out those SQLite refuses for their
+        values; returns why, by task id."""
+        assert self._conn is not None
+        refused: dict[str, str] = {}
+        for sql, params, task_id in batch:
+            try:
+                self._conn.execute(sql, params)
+            except Exception as exc:
+                if _of_the_disk(exc) or not self._conn.in_transaction:
+                    raise
+                self._refusal(refused, task_id, f"{type(exc).__name__}: {exc}")
         return refused
 
     def _tidy(self) -> None:
@@ -366,6 +421,54 @@ class Journal(Commits, Listener):
             conn.execute("DELETE FROM transitions WHERE task_id = ?", (task_id,))
         if doomed:
             log.info("journal %s: dropped %d finished task(s) past retention", self.path, len(doomed))
+
+
+def merged(batch: list[Write], variables: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """``batch`` as statements that write the same, fewer: each run of task inserts, task updates and transitions
+    becomes one statement of the inserts, one of the updates (a task's last, with the payload the last of them that
+    set one gave) and one of the transitions, each of at most ``variables`` parameters; other writes stay as they are,
+    in their place."""
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    inserts: list[tuple[Any, ...]] = []
+    updates: dict[str, tuple[Any, ...]] = {}
+    transitions: list[tuple[Any, ...]] = []
+
+    def close_run() -> None:
+        statements.extend(_rows(INSERT_TASKS + "{rows}", inserts, variables))
+        statements.extend(_rows(UPDATE_TASKS, list(updates.values()), variables))
+        statements.extend(_rows(INSERT_TRANSITIONS + "{rows}", transitions, variables))
+        inserts.clear()
+        updates.clear()
+        transitions.clear()
+
+    for sql, params, _ in batch:
+        if sql == INSERT_TASK:
+            if params[0] in updates:  # replaced after an update in this run: in order
+                close_run()
+            inserts.append(params)
+        elif sql == UPDATE_TASK:
+            earlier = updates.get(params[-1])
+            if earlier is not None and params[PAYLOAD_COLUMN] is None:
+                params = (*params[:PAYLOAD_COLUMN], earlier[PAYLOAD_COLUMN], *params[PAYLOAD_COLUMN + 1:])
+            updates[params[-1]] = params
+        elif sql == INSERT_TRANSITION:
+            transitions.append(params)
+        else:
+            close_run()
+            statements.append((sql, params))
+    close_run()
+    return statements
+
+
+def _rows(template: str, rows: list[tuple[Any, ...]], variables: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """Statements of ``template`` with ``rows`` as its ``{rows}`` of VALUES, as many rows to each as ``variables``
+    parameters allow."""
+    if not rows:
+        return []
+    row = "(" + ", ".join("?" * len(rows[0])) + ")"
+    per = max(1, variables // len(rows[0]))
+    return [(template.format(rows=", ".join([row] * len(chunk))), tuple(value for params in chunk for value in params))
+            for chunk in (rows[start:start + per] for start in range(0, len(rows), per))]
 
 
 def _of_the_disk(exc: Exception) -> bool:
