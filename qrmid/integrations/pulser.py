@@ -5,7 +5,8 @@
     results = QPUBackend(sequence, connection).run([{"runs": 500}], wait=True)
     counts = results[0].final_bitstrings
 
-Each job (one entry of ``job_params``) is one qrmid task. A batch is a group of tasks: a closed batch's id is
+Each job (one entry of ``job_params``) is one qrmid task, run by one RunTask call that this connection follows
+in the background (``qrmid.client.Client.launch``): statuses and results come from that call. A batch is a group of tasks: a closed batch's id is
 its task ids joined by ``|``, so any connection to the daemon can follow it; an open batch
 (``backend.open_batch()``) has an ``open-…`` id known to this connection, and takes jobs until it is closed.
 qrmid itself packs tasks into Pasqal Cloud batches, so grouping here only affects status and results.
@@ -13,6 +14,7 @@ qrmid itself packs tasks into Pasqal Cloud batches, so grouping here only affect
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -31,7 +33,7 @@ from pulser.backend.results import Results
 from pulser.devices import Device
 from pulser.json.abstract_repr.deserializer import deserialize_device
 
-from qrmid.client import Client, pulser_payload
+from qrmid.client import Client, Run, TaskFailed, pulser_payload
 from qrmid.integrations.job_env import lease_token as job_lease_token
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -63,6 +65,7 @@ class QrmidConnection(RemoteConnection):
         self.connection = Client(address)
         self.lease = job_lease_token(resource) if lease_token is None else lease_token
         self._sequences: dict[str, Sequence] = {}      # task id -> the built sequence it runs
+        self._runs: dict[str, Run] = {}                # task id -> the call running it
         self._open: dict[str, list[str]] = {}          # open batch id -> its task ids
         self._closed: set[str] = set()
 
@@ -90,7 +93,8 @@ class QrmidConnection(RemoteConnection):
             batch_id = "|".join(task_ids)
         if wait:
             for task_id in task_ids:
-                self.connection.wait(task_id)
+                with contextlib.suppress(TaskFailed):
+                    self._runs[task_id].outcome()
         return RemoteResults(batch_id, self, job_ids=task_ids or None)
 
     def _start(self, sequence: Sequence, params: JobParams) -> str:
@@ -100,9 +104,10 @@ class QrmidConnection(RemoteConnection):
         if sequence.is_parametrized() or sequence.is_register_mappable():
             built = sequence.build(**params.get("variables", {}))
         payload = pulser_payload(built.to_abstract_repr(), int(params["runs"]))
-        task = self.connection.start_task(self.resource, payload, lease_token=self.lease)
-        self._sequences[task.id] = built
-        return task.id
+        run = self.connection.launch(self.resource, payload, lease_token=self.lease)
+        self._sequences[run.id] = built
+        self._runs[run.id] = run
+        return run.id
 
     def _close_batch(self, batch_id: str) -> None:
         self._closed.add(batch_id)
@@ -111,7 +116,11 @@ class QrmidConnection(RemoteConnection):
         return list(self._open[batch_id]) if batch_id in self._open else batch_id.split("|")
 
     def _statuses(self, batch_id: str) -> dict[str, JobStatus]:
-        return {task_id: JOB_STATUS[self.connection.task(task_id).state] for task_id in self._get_job_ids(batch_id)}
+        return {task_id: JOB_STATUS[self._state(task_id)] for task_id in self._get_job_ids(batch_id)}
+
+    def _state(self, task_id: str) -> pb.TaskState:
+        run = self._runs.get(task_id)
+        return run.state() if run is not None else self.connection.task(task_id).state
 
     def _get_batch_status(self, batch_id: str) -> BatchStatus:
         statuses = set(self._statuses(batch_id).values())
@@ -146,7 +155,7 @@ class QrmidConnection(RemoteConnection):
         if sequence is None:
             raise RemoteResultsError(f"job {task_id} was not submitted through this connection; its register "
                                      "is unknown here (read its counts with qrmid's GetTaskResult)")
-        counts = json.loads(self.connection.result(task_id))["counter"]
+        counts = json.loads(self._runs[task_id].outcome()[1])["counter"]
         return Results.from_final_bitstrings(atom_order=tuple(sequence.register.qubit_ids),
                                              total_duration=sequence.get_duration(), final_bitstrings=counts)
 
