@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
-from qrmid.client import Client, pulser_payload
+from qrmid.client import Client, Run, TaskFailed, pulser_payload
 from qrmid.integrations.job_env import lease_token
 from qrmid.qrmi.errors import (
     ConfigError,
@@ -55,6 +56,7 @@ class QuantumResource:
         self._type = resource_type
         self._connection = Client(address)
         self._lease = ""  # the token of this handle's latest acquire()
+        self._runs: dict[str, Run] = {}  # task id -> the RunTask call following it, until its result is taken
 
     @classmethod
     def from_config(cls, resource_id: str, resource_type: ResourceType, config: dict[str, str]) -> QuantumResource:
@@ -106,7 +108,10 @@ class QuantumResource:
             self._lease = ""
 
     def task_start(self, payload: Any) -> str:
-        """Start a task; its id. Runs under this handle's lease, else the job's (``<id>_QRMI_JOB_ACQUISITION_TOKEN``)."""
+        """Start a task; its id. Runs under this handle's lease, else the job's (``<id>_QRMI_JOB_ACQUISITION_TOKEN``).
+
+        The task runs in one RunTask call followed in the background: ``task_status`` and ``task_result`` read what
+        it streamed, without further calls."""
         if isinstance(payload, QiskitPrimitive):
             message = pb.Payload(qiskit_primitive=pb.QiskitPrimitive(program_id=payload.program_id,
                                                                      input=payload.input))
@@ -116,20 +121,29 @@ class QuantumResource:
             raise UnsupportedPayloadError(f"qrmid runs QiskitPrimitive and PasqalCloud payloads, "
                                           f"not {type(payload).__name__}")
         with translated():
-            return self._connection.start_task(self._id, message, lease_token=self._lease or lease_token(self._id)).id
+            run = self._connection.launch(self._id, message, lease_token=self._lease or lease_token(self._id))
+        self._runs[run.id] = run
+        return run.id
 
     def task_stop(self, task_id: str) -> None:
         """Cancel the task if it has not finished; its result and logs stay available."""
         with translated(TaskNotFoundError):
-            self._connection.stop_task(task_id)
+            stopped = self._connection.stop_task(task_id)
+        if (run := self._runs.get(task_id)) is not None:
+            run.task = stopped  # its call streams the same state soon after
 
     def task_status(self, task_id: str) -> TaskStatus:
         with translated(TaskNotFoundError):
-            return TASK_STATUS[self._connection.task(task_id).state]
+            run = self._runs.get(task_id)
+            return TASK_STATUS[run.state() if run is not None else self._connection.task(task_id).state]
 
     def task_result(self, task_id: str) -> TaskResult:
         """The completed task's result; ``TaskNotReadyError`` (with the reason) otherwise."""
         with translated(TaskNotFoundError):
+            run = self._runs.get(task_id)
+            if run is not None and run.state() == pb.TASK_STATE_COMPLETED:
+                del self._runs[task_id]
+                return TaskResult(value=run.outcome()[1].decode())
             return TaskResult(value=self._connection.result(task_id).decode())
 
     def task_logs(self, task_id: str) -> str:
@@ -147,7 +161,12 @@ class QuantumResource:
     def _wait(self, task_id: str) -> TaskStatus:
         """Block until the task finishes (one streamed call instead of polling); its final status."""
         with translated(TaskNotFoundError):
-            return TASK_STATUS[self._connection.wait(task_id).state]
+            run = self._runs.get(task_id)
+            if run is None:
+                return TASK_STATUS[self._connection.wait(task_id).state]
+            with contextlib.suppress(TaskFailed):
+                run.outcome()
+            return TASK_STATUS[run.task.state]
 
 
 def _job_list(name: str, legacy: str) -> list[str]:
