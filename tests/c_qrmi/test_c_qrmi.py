@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -314,6 +315,29 @@ def test_the_failure_paths_under_valgrind(programs: dict[str, Path], inputs: dic
                {"QRMID_ADDRESS": daemon}, timeout=900)
     assert proc.returncode == 0 and "failures=0" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "ERROR SUMMARY: 0 errors" in proc.stderr, proc.stderr[-6000:]
+
+
+# --- the README section -------------------------------------------------------------------------------------------
+
+
+def test_the_readme_section_runs_as_written(daemon: str, tmp_path: Path) -> None:
+    """stubs/c/README.md's libqrmid-qrmi section: its C block is myjob.c, its shell blocks run in order in a copy of
+    the tree, with HOME a scratch directory, against a daemon that requires leases."""
+    readme = (ROOT / "stubs" / "c" / "README.md").read_text()
+    section = readme.split("\n## QRMI's C API (libqrmid-qrmi)\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, flags=re.S | re.M)
+    assert [language for language, _ in blocks] == ["sh", "c", "sh"]
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "stubs" / "c", tree / "stubs" / "c", ignore=shutil.ignore_patterns("build"))
+    (tree / "myjob.c").write_text(blocks[1][1])
+    env = {"HOME": str(tmp_path / "home"), "QRMID_ADDRESS": daemon}
+    for language, code in blocks:
+        if language == "sh":
+            proc = subprocess.run(["bash", "-e", "-c", code], cwd=tree, capture_output=True, text=True, timeout=900,
+                                  env={**os.environ, **env}, check=False)
+            assert proc.returncode == 0, f"{code}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    [counts] = summarize(proc.stdout.strip().encode())["pubs"][0].values()
+    assert set(counts) <= {"00", "11"} and sum(counts.values()) == 100, counts
 
 
 # --- emulated vendor resources -------------------------------------------------------------------------------------
