@@ -139,8 +139,8 @@ def test_fortran_reports_each_failure_with_the_librarys_code_and_message(
     ghost = {**env, "QRMI_JOB_QPU_RESOURCES": "ghost", "QRMI_JOB_QPU_TYPES": "local-qiskit"}
     proc = run([str(programs.fortran)], ghost)
     assert proc.returncode == 2
-    assert "starting a sampler task on ghost failed (QRMI return code 111): " in proc.stderr, proc.stderr
-    assert "ghost" in proc.stderr.split("return code 111): ", 1)[1]
+    assert "leasing ghost failed (QRMI return code 111): " in proc.stderr, proc.stderr  # the job has no lease on it
+    assert "no resource named 'ghost'" in proc.stderr.split("return code 111): ", 1)[1]
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"pubs": [["OPENQASM 3.0; qubit[2] q; h q[5];", null, 10]], "version": 2}')
@@ -148,11 +148,23 @@ def test_fortran_reports_each_failure_with_the_librarys_code_and_message(
     assert proc.returncode == 2
     assert "starting a sampler task on local-qiskit failed (QRMI return code 109): " in proc.stderr, proc.stderr
 
-    unleased = {name: value for name, value in env.items() if not name.endswith("_QRMI_JOB_ACQUISITION_TOKEN")}
-    proc = run([str(programs.fortran), "local-qiskit"], unleased)
+    proc = run([str(programs.fortran)], {**env, "local-qiskit_QRMI_JOB_ACQUISITION_TOKEN": "not-a-lease-token"})
     assert proc.returncode == 2
     assert "starting a sampler task on local-qiskit failed (QRMI return code " in proc.stderr, proc.stderr
-    assert "lease" in proc.stderr
+    assert "lease" in proc.stderr.split("failed (QRMI return code ", 1)[1]
+
+
+def test_fortran_outside_a_job_takes_a_lease_for_its_task_and_releases_it(
+        programs: Programs, daemon: str, client: Client) -> None:
+    env = {**without_job(dict(os.environ)), "QRMID_ADDRESS": daemon}
+    before = {lease.id for lease in client.list_leases()}
+    proc = run([str(programs.fortran), "local-qiskit"], {**env, "QRMI_JOB_QPU_RESOURCES": "local-qiskit",
+                                                         "QRMI_JOB_QPU_TYPES": "local-qiskit"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task_id, state, _ = fortran_task(proc.stdout)
+    lease_id = client.task(task_id).lease_id
+    assert state == "Completed" and lease_id not in before | {""}
+    assert {lease.id for lease in client.list_leases()} == before
 
 
 def test_fortran_program_is_valgrind_clean(programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]]) -> None:

@@ -5,6 +5,8 @@
 ! RESOURCE defaults to the job's first resource (QRMI_JOB_QPU_RESOURCES); without a task, a Bell-state sampler
 ! of 1000 shots runs. INPUT.json is a Qiskit primitive's input (the `parameters` of QRMI's task_runner input),
 ! SEQUENCE.json a Pulser sequence's abstract representation, run JOB_RUNS times (default 100).
+! The task runs under the job's lease ($RESOURCE_QRMI_JOB_ACQUISITION_TOKEN, else $QRMI_JOB_ACQUISITION_TOKEN); outside
+! a job that has one, the program takes a lease for the task and releases it at the end.
 ! Prints `task ID`, then `state STATE` and the result (the backend's JSON) on stdout, or the task's logs on stderr.
 ! Exit status: 0 when the task completed, 1 when it failed or was cancelled, 2 when it could not start.
 program qrmi_example
@@ -22,8 +24,8 @@ contains
   !> Runs the task; .true. when it completed. Its variables are freed on return, finalizing the resource.
   logical function run_task()
     type(qrmi_resource) :: qpu
-    character(len=:), allocatable :: name, kind, input, task, text, msg
-    integer :: ierr, state, job_runs
+    character(len=:), allocatable :: name, kind, input, task, text, msg, lease
+    integer :: ierr, state, job_runs, length
 
     name = argument(1)
     if (len(name) == 0) name = qrmi_job_resource(1)
@@ -39,6 +41,13 @@ contains
 
     call qpu%open(name, ierr, msg)
     call check(qpu, ierr, msg, 'opening ' // name)
+    lease = ''
+    call get_environment_variable(name // '_QRMI_JOB_ACQUISITION_TOKEN', length=length)
+    if (length == 0) call get_environment_variable('QRMI_JOB_ACQUISITION_TOKEN', length=length)
+    if (length == 0) then
+      call qpu%acquire(lease, ierr, msg)
+      call check(qpu, ierr, msg, 'leasing ' // name)
+    end if
     select case (kind)
     case ('sampler', 'estimator')
       call qpu%start_primitive(kind, input, task, ierr, msg)
@@ -48,32 +57,41 @@ contains
       ierr = QRMI_RETURN_CODE_INVALID_INPUT_ERROR
       msg = 'unknown task kind ' // kind // ': sampler, estimator or pulser'
     end select
-    call check(qpu, ierr, msg, 'starting a ' // kind // ' task on ' // name)
+    call check(qpu, ierr, msg, 'starting a ' // kind // ' task on ' // name, lease)
     write (*, '(a)') 'task ' // task
 
     call qpu%wait(task, state, ierr, msg)
-    call check(qpu, ierr, msg, 'waiting for task ' // task)
+    call check(qpu, ierr, msg, 'waiting for task ' // task, lease)
     write (*, '(a)') 'state ' // qrmi_task_status_name(state)
     if (state == QRMI_TASK_STATUS_COMPLETED) then
       call qpu%result(task, text, ierr, msg)
-      call check(qpu, ierr, msg, 'reading the result of task ' // task)
+      call check(qpu, ierr, msg, 'reading the result of task ' // task, lease)
       write (*, '(a)') text
     else
       call qpu%logs(task, text, ierr, msg)
       if (ierr == QRMI_RETURN_CODE_SUCCESS) write (0, '(a)') text
     end if
     call qpu%stop(task, ierr, msg)
-    call check(qpu, ierr, msg, 'stopping task ' // task)
+    call check(qpu, ierr, msg, 'stopping task ' // task, lease)
+    if (len(lease) > 0) then
+      call qpu%release(lease, ierr, msg)
+      call check(qpu, ierr, msg, 'releasing the lease on ' // name)
+    end if
     run_task = state == QRMI_TASK_STATUS_COMPLETED
   end function run_task
 
-  !> Ends the program with status 2 and the library's message when the last call failed.
-  subroutine check(qpu, ierr, msg, what)
+  !> Ends the program with status 2 and the library's message when the last call failed, releasing `lease` if any.
+  subroutine check(qpu, ierr, msg, what, lease)
     type(qrmi_resource), intent(inout) :: qpu
     integer, intent(in) :: ierr
     character(len=*), intent(in) :: msg, what
+    character(len=*), intent(in), optional :: lease
+    integer :: ignored
     if (ierr == QRMI_RETURN_CODE_SUCCESS) return
     write (0, '(a, i0, a)') 'qrmi_example: ' // what // ' failed (QRMI return code ', ierr, '): ' // msg
+    if (present(lease)) then
+      if (len(lease) > 0) call qpu%release(lease, ignored)
+    end if
     call qpu%close()
     stop 2
   end subroutine check

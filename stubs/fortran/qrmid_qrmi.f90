@@ -72,6 +72,9 @@ module qrmid_qrmi
   contains
     procedure :: open => resource_open
     procedure :: is_open => resource_is_open
+    procedure :: is_accessible => resource_is_accessible
+    procedure :: acquire => resource_acquire
+    procedure :: release => resource_release
     procedure :: start_primitive => resource_start_primitive
     procedure :: start_pulser => resource_start_pulser
     procedure :: task_status => resource_task_status
@@ -98,6 +101,27 @@ module qrmid_qrmi
       type(c_ptr), value :: qrmi
       integer(c_int) :: c_qrmi_resource_free
     end function c_qrmi_resource_free
+
+    function c_qrmi_resource_is_accessible(qrmi, outp) bind(c, name='qrmi_resource_is_accessible')
+      import :: c_bool, c_int, c_ptr
+      type(c_ptr), value :: qrmi
+      logical(c_bool), intent(out) :: outp
+      integer(c_int) :: c_qrmi_resource_is_accessible
+    end function c_qrmi_resource_is_accessible
+
+    function c_qrmi_resource_acquire(qrmi, acquisition_token) bind(c, name='qrmi_resource_acquire')
+      import :: c_int, c_ptr
+      type(c_ptr), value :: qrmi
+      type(c_ptr), intent(out) :: acquisition_token
+      integer(c_int) :: c_qrmi_resource_acquire
+    end function c_qrmi_resource_acquire
+
+    function c_qrmi_resource_release(qrmi, acquisition_token) bind(c, name='qrmi_resource_release')
+      import :: c_char, c_int, c_ptr
+      type(c_ptr), value :: qrmi
+      character(kind=c_char), intent(in) :: acquisition_token(*)
+      integer(c_int) :: c_qrmi_resource_release
+    end function c_qrmi_resource_release
 
     function c_qrmi_resource_task_start(qrmi, payload, task_id) bind(c, name='qrmi_resource_task_start')
       import :: c_int, c_ptr
@@ -213,6 +237,59 @@ contains
     class(qrmi_resource), intent(in) :: self
     resource_is_open = c_associated(self%handle)
   end function resource_is_open
+
+  !> Whether the daemon has the resource and it is online.
+  subroutine resource_is_accessible(self, accessible, status, message)
+    class(qrmi_resource), intent(inout) :: self
+    logical, intent(out) :: accessible
+    integer, intent(out) :: status
+    character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
+    logical(c_bool) :: c_accessible
+
+    accessible = .false.
+    if (opened(self, status, why)) then
+      status = c_qrmi_resource_is_accessible(self%handle, c_accessible)
+      why = last_error(status)
+      accessible = status == QRMI_RETURN_CODE_SUCCESS .and. logical(c_accessible)
+    end if
+    if (present(message)) message = why
+  end subroutine resource_is_accessible
+
+  !> Takes a lease on the resource (bound to the job, $QRMI_JOB_ID, when set): the handle's later tasks run under it
+  !> until it is released. Not needed in a job started with --qpu, which has the Slurm plugin's lease.
+  subroutine resource_acquire(self, token, status, message)
+    class(qrmi_resource), intent(inout) :: self
+    character(len=:), allocatable, intent(out) :: token
+    integer, intent(out) :: status
+    character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
+    type(c_ptr) :: out
+
+    token = ''
+    if (opened(self, status, why)) then
+      out = c_null_ptr
+      status = c_qrmi_resource_acquire(self%handle, out)
+      why = last_error(status)
+      if (status == QRMI_RETURN_CODE_SUCCESS) token = owned_string(out)
+    end if
+    if (present(message)) message = why
+  end subroutine resource_acquire
+
+  !> Ends the lease with this token; the daemon may cancel its unfinished tasks (its [leases] settings).
+  subroutine resource_release(self, token, status, message)
+    class(qrmi_resource), intent(inout) :: self
+    character(len=*), intent(in) :: token
+    integer, intent(out) :: status
+    character(len=:), allocatable, intent(out), optional :: message
+    character(len=:), allocatable :: why
+
+    if (opened(self, status, why)) then
+      status = c_qrmi_resource_release(self%handle, c_string(token))
+      why = last_error(status)
+    end if
+    if (present(message)) message = why
+  end subroutine resource_release
 
   !> Starts a Qiskit primitive task: `program_id` 'sampler' or 'estimator', `input` the primitive's input as JSON.
   subroutine resource_start_primitive(self, program_id, input, task_id, status, message)
