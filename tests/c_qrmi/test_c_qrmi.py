@@ -325,7 +325,7 @@ def test_the_readme_section_runs_as_written(daemon: str, tmp_path: Path) -> None
     the tree, with HOME a scratch directory, against a daemon that requires leases."""
     readme = (ROOT / "stubs" / "c" / "README.md").read_text()
     section = readme.split("\n## QRMI's C API (libqrmid-qrmi)\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, flags=re.S | re.M)
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```$", section, flags=re.DOTALL | re.MULTILINE)
     assert [language for language, _ in blocks] == ["sh", "c", "sh"]
     tree = tmp_path / "tree"
     shutil.copytree(ROOT / "stubs" / "c", tree / "stubs" / "c", ignore=shutil.ignore_patterns("build"))
