@@ -142,7 +142,7 @@ class QuantumResource:
         with translated(TaskNotFoundError):
             run = self._runs.get(task_id)
             if run is not None and run.state() == pb.TASK_STATE_COMPLETED:
-                del self._runs[task_id]
+                self._runs.pop(task_id, None)
                 return TaskResult(value=run.outcome()[1].decode())
             return TaskResult(value=self._connection.result(task_id).decode())
 
