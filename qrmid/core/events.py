@@ -57,6 +57,10 @@ class Listener:
         """Return once ``task``'s acceptance (``task_queued``) is recorded for good; Unavailable when it cannot be
         now, or never can be."""
 
+    async def states_recorded(self, task: Task) -> None:
+        """Return once every event of ``task`` so far is recorded for good (other tasks' later ones aside);
+        Unavailable when it cannot be now."""
+
     def lease_granted(self, lease: Lease) -> None:
         """A lease was granted."""
 
@@ -126,6 +130,10 @@ class Events(Listener):
     async def recorded(self, task: Task) -> None:
         for listener in self._listeners:
             await listener.recorded(task)
+
+    async def states_recorded(self, task: Task) -> None:
+        for listener in self._listeners:
+            await listener.states_recorded(task)
 
     def lease_granted(self, lease: Lease) -> None:
         for listener in self._listeners:

@@ -202,7 +202,7 @@ class Task:
             while self._unshown:
                 pending = self._unshown
                 try:
-                    await self.events.durable()
+                    await self.events.states_recorded(self)
                 except Unavailable:  # the journal retries the write; show the state once it is in
                     await asyncio.sleep(RECORD_RETRY_SECONDS)
                     continue
@@ -244,7 +244,7 @@ class Task:
 
     async def settled(self) -> TaskView:
         """The task's latest state once it is recorded for good and shown; Unavailable when it cannot be now."""
-        await self.events.durable()
+        await self.events.states_recorded(self)
         while self._unshown:
             await self._changed.wait()
         return self.shown

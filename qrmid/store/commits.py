@@ -3,7 +3,8 @@ be recorded.
 
 A store counts every write it enqueues; its writer reports each commit (``_settle``) or failure (``_broken`` and
 ``_failed``). ``durable()`` waits for the commit of everything enqueued so far, ``recorded(task)`` for that task's
-record, each for at most ``commit_timeout`` seconds; both raise Unavailable while the store cannot be written.
+record, ``states_recorded(task)`` for its writes so far, each for at most ``commit_timeout`` seconds; they raise
+Unavailable while the store cannot be written.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Commits:
         self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
         self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
         self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
+        self._latest: dict[str, int] = {}  # task id -> how many writes must commit for all of its own to be
 
     def _stalled(self) -> str:
         """The answer when nothing is committed within ``commit_timeout`` seconds: what to check."""
@@ -65,6 +67,14 @@ class Commits:
             self.writable()
             await self._wait(target, task.id)
 
+    async def states_recorded(self, task: Task) -> None:
+        """Return once the writes of ``task`` enqueued so far are committed (a write refused for its values counts
+        as done, as for ``durable``), not waiting for other tasks' later writes; Unavailable as ``durable``."""
+        target = self._latest.get(task.id, 0)
+        if target > self._committed:
+            self.writable()
+            await self._wait(target, "")
+
     async def _wait(self, target: int, task_id: str) -> None:
         """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
         assert self._loop is not None
@@ -79,6 +89,12 @@ class Commits:
         finally:
             if waiter.cancelled() and entry in self._waiters:
                 self._waiters.remove(entry)
+
+    def _enqueue(self, task_id: str) -> None:
+        """Count a write enqueued, of task ``task_id`` ('' for none)."""
+        self._enqueued += 1
+        if task_id:
+            self._latest[task_id] = self._enqueued
 
     def _queued(self, task_id: str) -> None:
         """Note that the writes enqueued so far record ``task_id`` (call after enqueuing them)."""
@@ -95,6 +111,7 @@ class Commits:
         self._committed = committed
         self._refused.update(refused)
         self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > committed}
+        self._latest = {task_id: target for task_id, target in self._latest.items() if target > committed}
         waiting = []
         for target, task_id, waiter in self._waiters:
             if waiter.done():

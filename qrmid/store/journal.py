@@ -274,7 +274,7 @@ class Journal(Commits, Listener):
         """Enqueue a write; a ``lazy`` one is handed to the writer with the next write that is not, or after
         ``LAZY_SECONDS``, so that it shares that write's commit (it counts as enqueued at once: ``durable()`` waits
         for it)."""
-        self._enqueued += 1
+        self._enqueue(task_id)
         if lazy and self._loop is not None:
             self._lazy.append((sql, params, task_id))
             if self._lazy_timer is None:

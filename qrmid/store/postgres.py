@@ -315,7 +315,7 @@ class PostgresStore(Commits, Listener):
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any], task_id: str = "",
                fence: tuple[str, int] | None = None, notice: str = "") -> None:
-        self._enqueued += 1
+        self._enqueue(task_id)
         self._pending.append(Write(sql, params, task_id, fence, notice or (f"t:{task_id}" if task_id else "")))
         self._wake.set()
 
