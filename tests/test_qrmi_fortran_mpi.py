@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemons import short_dir, subprocess_daemon
-from qrmi_hpc_programs import MPIRUN, Programs, build_programs, counts, mpi_reports, without_job
+from qrmi_hpc_programs import MPIRUN, ROOT, Programs, build_programs, counts, mpi_reports, without_job
 
 from qrmid import examples
 from qrmid.client import Client
@@ -224,3 +226,37 @@ def test_mpi_gathers_each_ranks_failure_on_rank_0(
     assert [(report.rank, report.task_id, report.state) for report in reports] == [
         (rank, "-", "NotStarted") for rank in range(3)], proc.stdout
     assert len({report.result for report in reports}) == 1 and "lease" in reports[0].result, reports
+
+
+def test_the_readmes_run_as_written(daemon: str, tmp_path: Path) -> None:
+    """stubs/fortran/README.md then stubs/mpi/README.md, each page's shell blocks in one shell as a reader types them,
+    in a copy of the tree with HOME a scratch directory, against the daemon that requires leases; the Fortran block is
+    myjob.f90. mpirun runs as root here, which Open MPI allows through its environment."""
+    tree = tmp_path / "tree"
+    for part in ("stubs/c", "stubs/fortran", "stubs/mpi", "qrmid/examples"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("build", "__pycache__"))
+    env = {**without_job(dict(os.environ)), "HOME": str(tmp_path / "home"), "QRMID_ADDRESS": daemon,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    outputs = {}
+    for page in ("fortran", "mpi"):
+        blocks = re.findall(r"^```(\w+)\n(.*?)^```$", (ROOT / "stubs" / page / "README.md").read_text(),
+                            flags=re.DOTALL | re.MULTILINE)
+        for language, code in blocks:
+            if language == "fortran":
+                (tree / "myjob.f90").write_text(code)
+            else:
+                assert language in ("sh", "text"), language
+        script = "".join(code for language, code in blocks if language == "sh")
+        proc = subprocess.run(["bash", "-e", "-c", script], cwd=tree, capture_output=True, text=True, timeout=900,
+                              env=env, check=False)
+        assert proc.returncode == 0, f"{page}:\n{script}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        outputs[page] = proc.stdout
+
+    results = [line for line in outputs["fortran"].splitlines() if line.startswith('{"__type__": "PrimitiveResult"')]
+    assert len(results) == 3, outputs["fortran"]  # myjob's, then the example's Bell sampler and estimator
+    assert sum(summarize(results[0].encode())["pubs"][0]["c"].values()) == 100
+    assert outputs["fortran"].count("state Completed") == 3, outputs["fortran"]
+    assert len([line for line in outputs["fortran"].splitlines() if line.startswith('{"counter"')]) == 1
+    assert [(report.rank, report.state) for report in mpi_reports(outputs["mpi"])] == [
+        (rank, "Completed") for rank in range(4) for _ in range(2)], outputs["mpi"]
