@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from qrmid.backends.base import (
 )
 from qrmid.backends.checks import Check
 from qrmid.backends.ibm_quantum_system.api import ApiError, Iam, QuantumSystemApi
+from qrmid.backends.ibm_quantum_system.follow import Follower
 from qrmid.backends.ibm_quantum_system.settings import Settings
 from qrmid.backends.ibm_quantum_system.storage import OBJECTS, Storage, object_key
 from qrmid.backends.payloads import Payload, PayloadKind, QiskitPrimitive
@@ -32,6 +34,7 @@ from qrmid.backends.settings import given
 
 log = logging.getLogger(__name__)
 
+JOB_ROUTE, LANES_ROUTE = "GET /v1/jobs/{id}", "GET /v1/backends/{name}/lanes"  # missing on older servers
 _STATES = {"Running": JobState.RUNNING, "Completed": JobState.COMPLETED, "Failed": JobState.FAILED,
            "Cancelled": JobState.CANCELLED}
 
@@ -56,6 +59,7 @@ class IbmQuantumSystem(Adapter):
         self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
         self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
         self._resolving: asyncio.Task[None] | None = None
+        self.follower = Follower(self._look, settings.poll_interval)
         self.redact = Redactor()
         self._http: httpx.AsyncClient | None = None
         self._api: QuantumSystemApi | None = None
@@ -102,6 +106,7 @@ class IbmQuantumSystem(Adapter):
     async def close(self) -> None:
         if self._resolving is not None:
             self._resolving.cancel()
+        await self.follower.close()
         await asyncio.gather(*self._removals, *filter(None, [self._resolving]), return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
@@ -171,6 +176,7 @@ class IbmQuantumSystem(Adapter):
                 raise Busy(f"cannot tell whether job {job_id} is stored on the service ({exc})") from None
             self._unsure.discard(job_id)
             if stored:
+                self.follower.follow(job_id)
                 return job_id
         expires = self.settings.job_timeout_seconds
         await self.storage.put(object_key("input", job_id), payload.input.encode())
@@ -184,10 +190,12 @@ class IbmQuantumSystem(Adapter):
             await self.api.call("POST", "/v1/jobs", json=job, ok=(204,))
         except ApiError as exc:
             if exc.status == 409 and exc.code == "1231":
+                self.follower.follow(job_id)
                 return job_id  # already stored by an earlier attempt of this very task
             return await self._refused(job_id, exc)
         except Exception as exc:  # retries ran out or the connection broke: the POST may have landed
             return await self._unanswered(job_id, exc)
+        self.follower.follow(job_id, time.monotonic())
         return job_id
 
     async def _refused(self, job_id: str, refusal: ApiError) -> str:
@@ -239,7 +247,19 @@ class IbmQuantumSystem(Adapter):
 
     @redacting
     async def poll(self, ref: str) -> JobStatus:
-        job = await self._job(ref)
+        return self._status(ref, await self._job(ref))
+
+    @redacting
+    async def wait(self, ref: str, timeout: float) -> JobStatus:
+        """The job's state once it ended or ``timeout`` passed; the follower looks at it when it is due to end."""
+        try:
+            job = await self.follower.ended(ref, timeout)
+        except asyncio.CancelledError:
+            self.follower.forget(ref)
+            raise
+        return JobStatus(JobState.RUNNING) if job is None else self._status(ref, job)
+
+    def _status(self, ref: str, job: dict[str, Any]) -> JobStatus:
         state = _STATES.get(job.get("status", ""))
         if state is None:
             log.warning("%s: job %s has unknown status %s", self.settings.name, ref,
@@ -279,6 +299,7 @@ class IbmQuantumSystem(Adapter):
     @redacting
     async def cleanup(self, ref: str) -> None:
         """DELETE the job, which frees its lane (cancelling it first if it still runs), then its objects."""
+        self.follower.forget(ref)
         for _ in range(5):
             try:
                 await self.api.call("DELETE", f"/v1/jobs/{ref}", ok=(204, 404))
@@ -305,19 +326,46 @@ class IbmQuantumSystem(Adapter):
 
     async def _lookup(self, ref: str) -> dict[str, Any] | None:
         """The stored job, or None when the service says it has no such job."""
+        return (await self._look([ref])).get(ref)
+
+    async def _look(self, refs: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The stored jobs ``refs`` (None for those the service does not have): each by GET /v1/jobs/{id}, or, on
+        an older server without that route, all from one GET /v1/jobs, which then answers for every job it lists."""
+        if JOB_ROUTE not in self.api.lacks:
+            found: dict[str, dict[str, Any] | None] = {}
+            if JOB_ROUTE not in self.api.has and len(refs) > 1:  # learn with one call whether the route exists
+                found = await self._look(refs[:1])
+                if JOB_ROUTE in self.api.lacks:  # that call fell back to the job list, which answers for all
+                    return {**dict.fromkeys(refs), **found}
+                refs = refs[1:]
+            looks = await asyncio.gather(*(self._get_job(ref) for ref in refs), return_exceptions=True)
+            for ref, look in zip(refs, looks, strict=True):
+                if isinstance(look, BaseException):
+                    if not isinstance(look, _NoJobRoute):
+                        raise look
+                else:
+                    found[ref] = look
+            if JOB_ROUTE not in self.api.lacks:
+                return found
+        listed = {job.get("id"): dict(job) for job in (await self.api.get("/v1/jobs")).get("jobs", [])}
+        return {**dict.fromkeys(refs), **listed}
+
+    async def _get_job(self, ref: str) -> dict[str, Any] | None:
         try:
             job: dict[str, Any] = await self.api.get(f"/v1/jobs/{ref}")
+            self.api.has.add(JOB_ROUTE)
             return job
         except ApiError as exc:
             if exc.status == 404 and exc.code == "1291":
+                self.api.has.add(JOB_ROUTE)
                 return None
             if exc.status not in (404, 405):
                 raise
-        # older servers have no GET /v1/jobs/{id}: find the job in the list
-        for job in (await self.api.get("/v1/jobs")).get("jobs", []):
-            if job.get("id") == ref:
-                return dict(job)
-        return None
+            if JOB_ROUTE not in self.api.lacks:
+                log.info("%s: the service has no %s (HTTP %d): jobs are looked up in GET /v1/jobs from now on",
+                         self.settings.name, JOB_ROUTE, exc.status)
+                self.api.lacks.add(JOB_ROUTE)
+        raise _NoJobRoute
 
     async def _resolve_orphans(self) -> None:
         """Jobs whose POST went unanswered while their task failed: gone ones leave their objects behind to
@@ -374,16 +422,23 @@ class IbmQuantumSystem(Adapter):
         self._configuration = configuration
 
     async def _read_lanes(self) -> None:
+        if LANES_ROUTE in self.api.lacks:
+            return
         try:
             lanes = await self.api.get(f"/v1/backends/{self.backend}/lanes")
         except ApiError as exc:
             if exc.status == 404 and exc.code != "1216":
-                return  # an older server without /lanes: keep the configured count
+                self.api.lacks.add(LANES_ROUTE)  # an older server without /lanes: keep the configured count
+                return
             raise
         self._lanes = int(lanes["hpc_workload_manager"]["lanes"])
 
     async def _delete_objects(self, job_id: str) -> None:
         await asyncio.gather(*(self.storage.delete(object_key(kind, job_id)) for kind in OBJECTS))
+
+
+class _NoJobRoute(Exception):
+    """The service has no GET /v1/jobs/{id} (an older server)."""
 
 
 def _isa_of(configuration: dict[str, Any]) -> Any:

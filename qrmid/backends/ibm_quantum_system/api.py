@@ -91,7 +91,9 @@ class Iam:
 
 class QuantumSystemApi:
     """Calls to one service instance. Transient failures are retried until ``deadline``; a 401 fetches a
-    new token and replays the call once; any other refusal raises ApiError."""
+    new token and replays the call once; any other refusal raises ApiError. ``lacks`` holds the routes the
+    service was found not to have (older servers), so that they are never asked for again; ``has`` the ones it
+    was found to have."""
 
     def __init__(self, http: httpx.AsyncClient, endpoint: str, iam: Iam, service_crn: str, deadline: float) -> None:
         self.http = http
@@ -99,6 +101,8 @@ class QuantumSystemApi:
         self.iam = iam
         self.service_crn = service_crn
         self.deadline = deadline
+        self.lacks: set[str] = set()
+        self.has: set[str] = set()
 
     async def call(self, method: str, path: str, *, json: Any = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
         async for attempt in attempts(f"{method} {path}", self.deadline):

@@ -47,7 +47,18 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": "1.0.0"})
 
 
+def _older(request: Request) -> bool:
+    return bool(request.app.state.config.server != "current")
+
+
+def _missing_route(status: int = 404) -> Response:
+    """An older server's answer for a route it does not have: the web framework's own body, not the API's."""
+    return JSONResponse({"detail": "Method Not Allowed" if status == 405 else "Not Found"}, status_code=status)
+
+
 async def versions(request: Request) -> Response:
+    if _older(request):
+        return _missing_route()
     return JSONResponse({"versions": request.app.state.config.versions})
 
 
@@ -83,6 +94,8 @@ async def get_defaults(request: Request) -> Response:
 
 @v1
 async def get_lanes(request: Request) -> Response:
+    if _older(request):
+        return _missing_route()
     return JSONResponse(_backend(request).lanes.to_json())
 
 
@@ -154,8 +167,11 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse({"jobs": [job.to_json() for job in _store(request).jobs.values()]})
 
 
-@v1
 async def get_job(request: Request) -> Response:
+    server = request.app.state.config.server
+    if server != "current":  # the route is missing, so no bearer check either
+        return _missing_route(405 if server == "older-405" else 404)
+    check_request(request)
     return JSONResponse(_store(request).job(request.path_params["job_id"]).to_json())
 
 
@@ -202,24 +218,37 @@ ROUTES = [
 ]
 
 
-class SubmitCounter:
-    """Counts the statuses of every ``POST /v1/jobs`` answer, injected faults included."""
+class RequestCounter:
+    """Counts every API request by ``METHOD /route STATUS`` (job ids and backend names replaced by ``{id}`` and
+    ``{name}``), and the statuses of every ``POST /v1/jobs`` answer, injected faults included."""
 
-    def __init__(self, app: ASGIApp, counts: Counter[str]) -> None:
+    def __init__(self, app: ASGIApp, requests: Counter[str], submits: Counter[str]) -> None:
         self.app = app
-        self.counts = counts
+        self.requests = requests
+        self.submits = submits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/jobs":
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
             await self.app(scope, receive, send)
             return
+        route = f"{scope['method']} {_route(scope['path'])}"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.counts[str(message["status"])] += 1
+                self.requests[f"{route} {message['status']}"] += 1
+                if route == "POST /v1/jobs":
+                    self.submits[str(message["status"])] += 1
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+def _route(path: str) -> str:
+    """``/v1/jobs/abc/cancel`` -> ``/v1/jobs/{id}/cancel``; ``/v1/backends/x/lanes`` -> ``/v1/backends/{name}/lanes``."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "v1" and parts[2] in ("jobs", "backends"):
+        parts[3] = "{id}" if parts[2] == "jobs" else "{name}"
+    return "/".join(parts)
 
 
 def build_app(config: EmulatorConfig) -> ASGIApp:
@@ -242,4 +271,5 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
     app.state.store = store
     app.state.tokens = TokenStore(config)
     app.state.submit_statuses = Counter()
-    return SubmitCounter(FaultMiddleware(app, Faults(), error_body), app.state.submit_statuses)
+    app.state.requests = Counter()
+    return RequestCounter(FaultMiddleware(app, Faults(), error_body), app.state.requests, app.state.submit_statuses)

@@ -5,12 +5,13 @@ A file looks like this (TOML; the same keys work in JSON)::
     api_keys = ["my-key"]
     service_crn = "crn:v1:local:emulator"
     token_expires_in = 3600
+    server = "current"          # or "older-405" / "older-404": a server from before GET /v1/jobs/{id} (see below)
 
     [[backends]]
     name = "fake_perth"
     device = "perth"            # qiskit-ibm-runtime fake backend providing configuration and properties
     lanes = { hpc_workload_manager = 5, ibm_quantum_compute = 0 }
-    job_duration_s = 0.5        # latency added to every job
+    job_duration_s = 0.5        # how long each job runs, from admission (reading input and simulating included)
     admission_order = "duplicate-first"   # or "lanes-first": 429 before 409 for a duplicate id (see below)
     pub_widths = "strict"       # or "lenient": pad an estimator pub's circuit to its observables' width (see below)
 """
@@ -36,6 +37,10 @@ LANES_FIRST = "lanes-first"
 # only as wide as its highest used qubit, observables laid out with apply_layout have the backend's width);
 # "lenient": a narrower circuit is padded with idle qubits up to its observables' width.
 PubWidths = Literal["strict", "lenient"]
+# Which server generation is emulated. "current": every route of the spec. "older-405" and "older-404", IBM's
+# reference behaviour as of mid-2025: no GET /v1/jobs/{id} (answered 405 Method Not Allowed, as the path serves
+# DELETE, or 404 Not Found, in the web framework's own {"detail": ...} body), no /lanes and no /versions (404).
+Server = Literal["current", "older-405", "older-404"]
 
 
 class Lanes(BaseModel):
@@ -106,6 +111,7 @@ class EmulatorConfig(BaseModel):
     max_request_bytes: int = Field(1_000_000, ge=1)
     storage_timeout_s: float = Field(30.0, gt=0)
     enforce_timeout: bool = True
+    server: Server = "current"
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="fake_perth")], min_length=1)
 
     @model_validator(mode="after")

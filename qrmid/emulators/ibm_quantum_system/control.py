@@ -3,7 +3,8 @@
 - ``GET /_emulator/record``: per backend, stored jobs now, the peak ever stored, admitted submissions
   (``{"id", "time"}``, so duplicates show), 429/423/409/503 rejections, deletes (a count, and ``deleted``:
   ``{"id", "time"}`` each), the admission order and the pub width check; plus the statuses of every
-  ``POST /v1/jobs`` answer, injected faults included.
+  ``POST /v1/jobs`` answer, injected faults included, and ``requests``: every API request counted by
+  ``"METHOD /route STATUS"`` (e.g. ``"GET /v1/jobs/{id} 200"``).
 - ``POST /_emulator/backends/{name}``: ``{"status", "locked", "message", "lanes", "job_duration_s",
   "admission_order", "pub_widths", "fail_next"}`` (all optional; ``lanes`` is an int for the HPC share or the
   ``/lanes`` object's numbers; ``admission_order`` is ``"duplicate-first"`` or ``"lanes-first"``; ``pub_widths`` is
@@ -51,7 +52,8 @@ class BackendUpdate(BaseModel):
 
 async def record(request: Request) -> Response:
     store: JobStore = request.app.state.store
-    return JSONResponse({"backends": store.record(), "submit_statuses": dict(request.app.state.submit_statuses)})
+    return JSONResponse({"backends": store.record(), "submit_statuses": dict(request.app.state.submit_statuses),
+                         "requests": dict(request.app.state.requests)})
 
 
 async def update_backend(request: Request) -> Response:

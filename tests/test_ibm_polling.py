@@ -1,0 +1,129 @@
+"""How qrmid follows IBM jobs, counted from the emulator's own request log: on an older server without
+``GET /v1/jobs/{id}`` one job list per round covers every running job and the missing routes are asked for once;
+on a current server a job is looked at when it is expected to end, not at every poll interval."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from daemons import config, running
+from ibm_services import emulator, ibm_services
+from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell, resource
+
+from qrmid.client import AsyncClient
+from qrmid.emulators.launch import Proc
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+LANES = 5
+
+
+def services_for(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
+    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\nserver = "{server}"\n'
+                    '[[backends]]\nname = "perth"\ndevice = "perth"\nseed = 7\nnoise = false\n'
+                    f'admission_order = "lanes-first"\nlanes = {{ hpc_workload_manager = {LANES}, '
+                    'ibm_quantum_compute = 0 }\n')
+    with ibm_services(path, BUCKET) as services:
+        yield services
+
+
+@pytest.fixture(scope="module", params=["older-405", "older-404"])
+def older(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    yield from services_for(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def current(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    yield from services_for("current", tmp_path_factory)
+
+
+async def requests(services: tuple[Proc, Proc]) -> Counter[str]:
+    """The emulator's count of API requests by ``METHOD /route STATUS``."""
+    return Counter((await emulator(services, "GET", "/_emulator/record"))["requests"])
+
+
+def answered(counts: Counter[str], route: str) -> int:
+    """Requests to ``route`` (``METHOD /route``), whatever their status."""
+    return sum(n for key, n in counts.items() if key.rsplit(" ", 1)[0] == route)
+
+
+async def test_an_older_server_lacks_the_job_route_lanes_and_versions(older: tuple[Proc, Proc]) -> None:
+    """The emulator's switch: the routes an older server lacks answer in the web framework's body, not IBM's."""
+    async with httpx.AsyncClient(base_url=older[0].url) as http:
+        missing = await http.get("/v1/jobs/some-job")
+        assert missing.status_code in (404, 405) and "detail" in missing.json()
+        assert (await http.get("/versions")).status_code == 404
+        token = (await http.post("/identity/token", data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey",
+                                                           "apikey": API_KEY})).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Service-CRN": CRN}
+        assert (await http.get("/v1/backends/perth/lanes", headers=headers)).status_code == 404
+        assert (await http.get("/v1/jobs", headers=headers)).json() == {"jobs": []}
+    counts = await requests(older)
+    assert counts[f"GET /v1/jobs/{{id}} {missing.status_code}"] >= 1 and counts["GET /versions 404"] >= 1
+
+
+async def test_one_job_list_per_round_covers_every_running_job(older: tuple[Proc, Proc]) -> None:
+    poll = 0.2
+    await emulator(older, "POST", "/_emulator/backends/perth", {"job_duration_s": 60})
+    before = await requests(older)
+    cfg = config([resource("perth", older, poll_interval=poll, status_interval=0.5, lanes=LANES)])
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        tasks = [await client.start_task("perth", isa_bell(shots=10)) for _ in range(LANES)]
+        for task in tasks:
+            async for update in client.watch(task.id):
+                if update.state == pb.TASK_STATE_RUNNING:
+                    break
+        start = await requests(older)
+        window = 2.0
+        await asyncio.sleep(window)
+        end = await requests(older)
+        lists = answered(end, "GET /v1/jobs") - answered(start, "GET /v1/jobs")
+        assert 1 <= lists <= window / poll + 2, \
+            f"{lists} job lists in {window} s for {LANES} running jobs: one list per round, never one per job"
+        for task in tasks:
+            assert (await client.stop_task(task.id)).state == pb.TASK_STATE_CANCELLED
+    seen = Counter(end) - before
+    assert answered(seen, "GET /v1/jobs/{id}") == 1, "the missing job route is asked for once, then never again"
+    assert answered(Counter(await requests(older)) - before, "GET /v1/backends/{name}/lanes") == 1, \
+        "the missing /lanes route is asked for once, however many status checks follow"
+
+
+async def test_jobs_are_looked_at_when_they_are_expected_to_end(current: tuple[Proc, Proc]) -> None:
+    """With a 0.025 s poll interval, a job of 1 s would be looked at 40 times; once the run time is known, each job
+    is looked at a few times on the way to its expected end and just after it."""
+    await emulator(current, "POST", "/_emulator/backends/perth", {"job_duration_s": 1.0})
+    cfg = config([resource("perth", current, poll_interval=0.025, status_interval=0.5, lanes=LANES)])
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        first, _ = await client.run("perth", isa_bell(shots=10))  # teaches the run time
+        assert first.state == pb.TASK_STATE_COMPLETED
+        before = await requests(current)
+        outcomes = await asyncio.gather(*(client.run("perth", isa_bell(shots=10)) for _ in range(LANES)))
+        assert all(task.state == pb.TASK_STATE_COMPLETED for task, _ in outcomes)
+        looks = answered(Counter(await requests(current)) - before, "GET /v1/jobs/{id}")
+    assert looks / LANES <= 20, f"{looks / LANES:.1f} looks per job of 1 s, where polling every 0.025 s makes 40"
+
+
+def test_the_follower_schedules_looks_by_the_expected_end() -> None:
+    """Halfway while more than two intervals remain, at the expected end, then short steps growing to the interval."""
+    from qrmid.backends.ibm_quantum_system.follow import Followed, Follower
+
+    async def nothing(refs: list[str]) -> dict[str, Any]:
+        return {}
+
+    async def check() -> None:
+        follower = Follower(nothing, interval=0.25)
+        job = Followed(started=100.0, due=0.0)
+        assert follower._next_look(job, 100.0) == 100.25, "no run time known yet: every interval"
+        follower.expected = 2.0
+        assert follower._next_look(job, 100.0) == 101.0
+        assert follower._next_look(job, 101.0) == 101.5
+        assert follower._next_look(job, 101.5) == 102.0, "two intervals or less remain: at the expected end"
+        steps = [follower._next_look(job, 102.0) - 102.0 for _ in range(5)]
+        assert steps == pytest.approx([0.04, 0.08, 0.16, 0.25, 0.25])
+
+    asyncio.run(check())
