@@ -80,6 +80,14 @@ def _start_task(request: bytes, context: grpc.ServicerContext) -> bytes:
     return _len_field(1, b"t2") + _int_field(3, 1)
 
 
+def _run_task(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    _start_task(request, context)
+    for state in (1, 2, 3):  # QUEUED, RUNNING, COMPLETED
+        yield _len_field(1, _len_field(1, b"t2") + _int_field(3, state))
+    for chunk in _get_task_result(b"t2", context):
+        yield _len_field(2, chunk)
+
+
 def _release(request: bytes, context: grpc.ServicerContext) -> bytes:
     if b"tok" not in request:
         context.abort(grpc.StatusCode.NOT_FOUND, "no such lease")
@@ -104,6 +112,7 @@ def _server() -> grpc.Server:
         "StopTask": grpc.unary_unary_rpc_method_handler(_stop_task),
         "Acquire": grpc.unary_unary_rpc_method_handler(_acquire),
         "StartTask": grpc.unary_unary_rpc_method_handler(_start_task),
+        "RunTask": grpc.unary_stream_rpc_method_handler(_run_task),
         "Release": grpc.unary_unary_rpc_method_handler(_release),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -227,11 +236,10 @@ def test_calling_convention_under_valgrind(c_probe: Path, unix_server: str) -> N
 EXAMPLE_EXPECTED = [
     "resource fake-qpu (): RESOURCE_STATUS_UNSPECIFIED, slots 0/0 free, 0 queued",
     "lease l1 on local-qiskit",
-    "started task t2",
-    "task t1: TASK_STATE_QUEUED",
-    "task t1: TASK_STATE_RUNNING",
-    "task t1: TASK_STATE_COMPLETED",
-    "result of task t2 (application/json, 22 bytes in 2 chunks):",
+    "task t2: TASK_STATE_QUEUED",
+    "task t2: TASK_STATE_RUNNING",
+    "task t2: TASK_STATE_COMPLETED",
+    "result of task t2 (application/json, 22 bytes in one RunTask call):",
     '{"counts": {"00": 1}}',
     "",
     "released lease l1 (0 task(s) cancelled)",

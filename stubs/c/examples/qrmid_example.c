@@ -11,21 +11,21 @@
  * spank_qrmid plugin's auth=munge gets) or QRMID_AUTH=token with
  * QRMID_TOKEN_FILE; unset or none: no credential.
  *
- * Steps: list resources, acquire a lease on local-qiskit, start a Sampler
- * task under the lease, watch it until it ends, fetch its result (streamed
- * in chunks), print it, release the lease. Exits 1 with the gRPC status and
- * message on any error.
+ * Steps: list resources, acquire a lease on local-qiskit, run a Sampler task
+ * under the lease in one RunTask call (qrmid_run_task: its states as they
+ * come, then its result), print it, release the lease. Exits 1 with the gRPC
+ * status and message on any error.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "qrmid/v1/quantum_resources.qrmid-c.h"
+#include "qrmid_run.h"
 
 #define RESOURCE "local-qiskit"
 #define CALL_TIMEOUT_MS 30000     /* each unary call */
-#define TASK_TIMEOUT_MS 600000    /* the whole watch of the task */
-#define RESULT_TIMEOUT_MS 120000  /* the whole result download */
+#define TASK_TIMEOUT_MS 600000    /* the whole run of the task, result included */
 
 static char sampler_input[] =
     "{\"pubs\":[[\"OPENQASM 3.0;\\ninclude \\\"stdgates.inc\\\";\\nbit[2] meas;\\nqubit[2] q;\\n"
@@ -43,15 +43,6 @@ static void report(const char *what, const qrmid_error *err)
 {
   fprintf(stderr, "qrmid_example: %s failed: %s: %s\n", what, qrmid_status_name(err->code),
           err->message != NULL ? err->message : "");
-}
-
-static char *copy_string(const char *s)
-{
-  size_t n = strlen(s) + 1;
-  char *out = malloc(n);
-  if (out != NULL)
-    memcpy(out, s, n);
-  return out;
 }
 
 /* Prints every resource. */
@@ -74,91 +65,30 @@ static int list_resources(qrmid_client *client, qrmid_error *err)
   return 0;
 }
 
-/* Follows the task until it is terminal; returns 0 when it COMPLETED. */
-static int watch_task(qrmid_client *client, const char *task_id, qrmid_error *err)
+/* Prints each state of the task as it streams in. */
+static void print_state(const Qrmid__V1__Task *task, void *arg)
 {
-  Qrmid__V1__WatchTaskRequest req = QRMID__V1__WATCH_TASK_REQUEST__INIT;
-  req.task_id = (char *)task_id;
-  qrmid_stream *stream = NULL;
-  if (qrmid_v1_quantum_resources_watch_task_open(client, &req, TASK_TIMEOUT_MS, &stream, err) != GRPC_STATUS_OK) {
-    report("WatchTask", err);
-    return -1;
-  }
-  Qrmid__V1__TaskState last = QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED;
-  char *reason = NULL;
-  Qrmid__V1__Task *task = NULL;
-  grpc_status_code code;
-  while ((code = qrmid_v1_quantum_resources_watch_task_next(stream, &task, err)) == GRPC_STATUS_OK &&
-         task != NULL) {
-    printf("task %s: %s\n", task->id, enum_name(&qrmid__v1__task_state__descriptor, (int)task->state));
-    last = task->state;
-    free(reason);
-    reason = copy_string(task->reason);
-    qrmid__v1__task__free_unpacked(task, NULL);
-  }
-  qrmid_v1_quantum_resources_watch_task_close(stream);
-  int rc = 0;
-  if (code != GRPC_STATUS_OK) {
-    report("WatchTask", err);
-    rc = -1;
-  } else if (last != QRMID__V1__TASK_STATE__TASK_STATE_COMPLETED) {
-    fprintf(stderr, "qrmid_example: task %s ended %s: %s\n", task_id,
-            enum_name(&qrmid__v1__task_state__descriptor, (int)last), reason != NULL ? reason : "");
-    rc = -1;
-  }
-  free(reason);
-  return rc;
+  (void)arg;
+  printf("task %s: %s\n", task->id, enum_name(&qrmid__v1__task_state__descriptor, (int)task->state));
 }
 
-/* Downloads the result and prints it. */
-static int print_result(qrmid_client *client, const char *task_id, qrmid_error *err)
+/* Runs the task to its end in one RunTask call and prints its result; returns 0 when it COMPLETED. */
+static int run_task(qrmid_client *client, const Qrmid__V1__StartTaskRequest *start, qrmid_error *err)
 {
-  Qrmid__V1__GetTaskResultRequest req = QRMID__V1__GET_TASK_RESULT_REQUEST__INIT;
-  req.task_id = (char *)task_id;
-  qrmid_stream *stream = NULL;
-  if (qrmid_v1_quantum_resources_get_task_result_open(client, &req, RESULT_TIMEOUT_MS, &stream, err) !=
-      GRPC_STATUS_OK) {
-    report("GetTaskResult", err);
-    return -1;
+  qrmid_run_result run = QRMID_RUN_RESULT_INIT;
+  int rc = -1;
+  if (qrmid_run_task(client, start, print_state, NULL, TASK_TIMEOUT_MS, &run, err) != GRPC_STATUS_OK) {
+    report("RunTask", err);
+  } else if (run.task->state != QRMID__V1__TASK_STATE__TASK_STATE_COMPLETED) {
+    fprintf(stderr, "qrmid_example: task %s ended %s: %s\n", run.task->id,
+            enum_name(&qrmid__v1__task_state__descriptor, (int)run.task->state), run.task->reason);
+  } else {
+    printf("result of task %s (%s, %zu bytes in one RunTask call):\n%s\n", run.task->id,
+           run.content_type != NULL ? run.content_type : "unknown type", run.size,
+           run.data != NULL ? (const char *)run.data : "");
+    rc = 0;
   }
-  unsigned char *data = NULL;
-  size_t size = 0;
-  size_t chunks = 0;
-  char *content_type = NULL;
-  int rc = 0;
-  Qrmid__V1__ResultChunk *chunk = NULL;
-  grpc_status_code code;
-  while ((code = qrmid_v1_quantum_resources_get_task_result_next(stream, &chunk, err)) == GRPC_STATUS_OK &&
-         chunk != NULL) {
-    if (content_type == NULL && chunk->content_type[0] != '\0')
-      content_type = copy_string(chunk->content_type);
-    unsigned char *grown = realloc(data, size + chunk->data.len + 1);
-    if (grown == NULL) {
-      fprintf(stderr, "qrmid_example: out of memory\n");
-      qrmid__v1__result_chunk__free_unpacked(chunk, NULL);
-      rc = -1;
-      break;
-    }
-    data = grown;
-    if (chunk->data.len > 0)
-      memcpy(data + size, chunk->data.data, chunk->data.len);
-    size += chunk->data.len;
-    data[size] = '\0';
-    chunks++;
-    qrmid__v1__result_chunk__free_unpacked(chunk, NULL);
-  }
-  qrmid_v1_quantum_resources_get_task_result_close(stream);
-  if (rc == 0 && code != GRPC_STATUS_OK) {
-    report("GetTaskResult", err);
-    rc = -1;
-  }
-  if (rc == 0) {
-    printf("result of task %s (%s, %zu bytes in %zu chunks):\n%s\n", task_id,
-           content_type != NULL ? content_type : "unknown type", size, chunks,
-           data != NULL ? (const char *)data : "");
-  }
-  free(content_type);
-  free(data);
+  qrmid_run_result_clear(&run);
   return rc;
 }
 
@@ -173,7 +103,6 @@ int main(int argc, char **argv)
   qrmid_error err = QRMID_ERROR_INIT;
   qrmid_client *client = NULL;
   Qrmid__V1__Lease *lease = NULL;
-  Qrmid__V1__Task *task = NULL;
 
   if (qrmid_client_new(argv[1], NULL, &client, &err) != GRPC_STATUS_OK) {
     report("connecting", &err);
@@ -217,15 +146,7 @@ int main(int argc, char **argv)
   start.resource = RESOURCE;
   start.payload = &payload;
   start.lease_token = lease->token;
-  if (qrmid_v1_quantum_resources_start_task(client, &start, &task, CALL_TIMEOUT_MS, &err) != GRPC_STATUS_OK) {
-    report("StartTask", &err);
-    goto out;
-  }
-  printf("started task %s\n", task->id);
-
-  if (watch_task(client, task->id, &err) != 0)
-    goto out;
-  if (print_result(client, task->id, &err) != 0)
+  if (run_task(client, &start, &err) != 0)
     goto out;
   rc = 0;
 
@@ -243,8 +164,6 @@ out:
     }
     qrmid__v1__lease__free_unpacked(lease, NULL);
   }
-  if (task != NULL)
-    qrmid__v1__task__free_unpacked(task, NULL);
   qrmid_error_clear(&err);
   qrmid_client_free(client);
   return rc;
