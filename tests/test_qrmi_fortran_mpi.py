@@ -180,6 +180,69 @@ def test_fortran_program_is_valgrind_clean(programs: Programs, job: tuple[dict[s
     assert "ERROR SUMMARY: 0 errors" in proc.stderr, proc.stderr[-6000:]
 
 
+# The module's QrmiPayload variants and constants, printed by a Fortran program and by a C program from qrmi.h.
+NAMES = [f"QRMI_RETURN_CODE_{name}" for name in (
+    "SUCCESS", "ERROR", "NULL_POINTER_ERROR", "ENV_VAR_NOT_SET_ERROR", "PARSE_ERROR",
+    "UNSUPPORTED_RESOURCE_TYPE_ERROR", "UNSUPPORTED_FUNCTION_ERROR", "UNSUPPORTED_PAYLOAD_ERROR",
+    "TASK_NOT_READY_ERROR", "MISSING_CONFIG_KEY_ERROR", "INVALID_INPUT_ERROR", "RESOURCE_NOT_FOUND_ERROR",
+    "TASK_NOT_FOUND_ERROR", "AUTHENTICATION_FAILED_ERROR", "INVALID_CONFIG_ERROR")] + [
+    f"QRMI_TASK_STATUS_{name}" for name in ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")] + [
+    f"QRMI_RESOURCE_TYPE_{name}" for name in (
+        "IBM_QUANTUM_SYSTEM", "QISKIT_RUNTIME_SERVICE", "IBM_QUANTUM_COMPUTE_SERVICE", "PASQAL_CLOUD", "PASQAL_LOCAL",
+        "ALICE_BOB_FELIS", "IQM_SERVER", "OQTOPUS", "LOCAL_QISKIT", "LOCAL_PULSER")] + [
+    "QRMI_PAYLOAD_QISKIT_PRIMITIVE", "QRMI_PAYLOAD_PASQAL_CLOUD"]
+LAYOUT_C = """#include <stddef.h>
+#include <stdio.h>
+#include "qrmi.h"
+int main(void)
+{
+  printf("%zu %zu %zu %zu %zu\\n", sizeof(QrmiPayload), offsetof(QrmiPayload, QISKIT_PRIMITIVE.input),
+         offsetof(QrmiPayload, QISKIT_PRIMITIVE.program_id), offsetof(QrmiPayload, PASQAL_CLOUD.sequence),
+         offsetof(QrmiPayload, PASQAL_CLOUD.job_runs));
+""" + "".join(f'  printf("%d\\n", (int){name});\n' for name in NAMES) + "  return 0;\n}\n"
+LAYOUT_FORTRAN = """program layout
+  use, intrinsic :: iso_c_binding, only: c_intptr_t, c_loc, c_sizeof
+  use qrmid_qrmi
+  implicit none
+  type(qrmi_qiskit_primitive_payload), target :: qiskit
+  type(qrmi_pasqal_cloud_payload), target :: pasqal
+  print '(5(i0, 1x))', c_sizeof(qiskit), at(c_loc(qiskit%input)) - at(c_loc(qiskit)), &
+    at(c_loc(qiskit%program_id)) - at(c_loc(qiskit)), at(c_loc(pasqal%sequence)) - at(c_loc(pasqal)), &
+    at(c_loc(pasqal%job_runs)) - at(c_loc(pasqal))
+  if (c_sizeof(pasqal) /= c_sizeof(qiskit)) error stop 'the two variants differ in size'
+""" + "".join(f"  print '(i0)', {name}\n" for name in NAMES) + """contains
+  integer(c_intptr_t) function at(pointer)
+    use, intrinsic :: iso_c_binding, only: c_ptr
+    type(c_ptr), intent(in) :: pointer
+    at = transfer(pointer, at)
+  end function at
+end program layout
+"""
+
+
+def test_the_modules_payloads_and_constants_match_qrmi_h(programs: Programs, tmp_path: Path) -> None:
+    """The module's payload types lay out their fields where qrmi.h's QrmiPayload has them, and are at least as large;
+    every constant the module declares has qrmi.h's value."""
+    env = {**os.environ, "PKG_CONFIG_PATH": str(programs.prefix / "lib" / "pkgconfig")}
+    cflags, libs = (subprocess.run(["pkg-config", option, "qrmid-qrmi"], capture_output=True, text=True, env=env,
+                                   check=True).stdout.split() for option in ("--cflags", "--libs"))
+    (tmp_path / "layout.c").write_text(LAYOUT_C)
+    (tmp_path / "layout.f90").write_text(LAYOUT_FORTRAN)
+    builds = [["cc", "-std=c11", "-Wall", "-Werror", *cflags, "-o", "layout_c", "layout.c"],
+              ["gfortran", "-std=f2008", "-Wall", "-Werror", f"-I{programs.fortran.parent}", "-o", "layout_f",
+               "layout.f90", str(programs.fortran.parent / "qrmid_qrmi.o"), *libs,
+               f"-Wl,-rpath,{programs.prefix / 'lib'}"]]
+    for build in builds:
+        proc = subprocess.run(build, cwd=tmp_path, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    c_lines = subprocess.run(["./layout_c"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split("\n")
+    f_lines = subprocess.run(["./layout_f"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split("\n")
+    c_size, *c_offsets = map(int, c_lines[0].split())
+    f_size, *f_offsets = map(int, f_lines[0].split())
+    assert f_offsets == c_offsets and f_size >= c_size, (f_lines[0], c_lines[0])
+    assert dict(zip(NAMES, f_lines[1:], strict=False)) == dict(zip(NAMES, c_lines[1:], strict=False))
+
+
 def check_ranks(stdout: str, ranks: int, tasks_per_rank: int) -> list[str]:
     """Every rank's tasks completed, reported in rank order with 100 * (rank + 1) Bell shots each; their ids."""
     reports = mpi_reports(stdout)

@@ -46,24 +46,26 @@ module qrmid_qrmi
     QRMI_RESOURCE_TYPE_LOCAL_PULSER]
 
   ! QrmiPayload_Tag
-  integer(c_int), parameter :: QRMI_PAYLOAD_QISKIT_PRIMITIVE = 0, QRMI_PAYLOAD_PASQAL_CLOUD = 1
+  integer(c_int), parameter, public :: QRMI_PAYLOAD_QISKIT_PRIMITIVE = 0, QRMI_PAYLOAD_PASQAL_CLOUD = 1
 
-  ! QrmiPayload is a tag and a union of bodies, the largest two pointers, an int and a pointer (IQM_SERVER). Each
-  ! variant this module starts is laid out as the tag, its body, and `spare` up to the size of the whole union.
-  type, bind(c) :: qiskit_payload
+  ! QrmiPayload (a tag, then a union of one body per payload kind) as the two kinds this module starts fill it: the
+  ! tag, the body's fields, then `spare` room up to 128 bytes of union, more than any body of qrmi.h needs (its
+  ! largest is 64), so the library never reads past the object. tests/test_qrmi_fortran_mpi.py compares the layout
+  ! with the header's.
+  type, bind(c), public :: qrmi_qiskit_primitive_payload
     integer(c_int) :: tag = QRMI_PAYLOAD_QISKIT_PRIMITIVE
     type(c_ptr) :: input = c_null_ptr
     type(c_ptr) :: program_id = c_null_ptr
-    type(c_ptr) :: spare(2) = c_null_ptr
-  end type qiskit_payload
+    type(c_ptr) :: spare(14) = c_null_ptr
+  end type qrmi_qiskit_primitive_payload
 
-  type, bind(c) :: pasqal_payload
+  type, bind(c), public :: qrmi_pasqal_cloud_payload
     integer(c_int) :: tag = QRMI_PAYLOAD_PASQAL_CLOUD
     type(c_ptr) :: sequence = c_null_ptr
     integer(c_int32_t) :: job_runs = 0
     integer(c_int) :: spare_int = 0
-    type(c_ptr) :: spare(2) = c_null_ptr
-  end type pasqal_payload
+    type(c_ptr) :: spare(14) = c_null_ptr
+  end type qrmi_pasqal_cloud_payload
 
   !> A QrmiQuantumResource handle and the resource's name.
   type, public :: qrmi_resource
@@ -298,7 +300,7 @@ contains
     character(len=:), allocatable, intent(out) :: task_id
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
-    type(qiskit_payload), target :: payload
+    type(qrmi_qiskit_primitive_payload), target :: payload
     character(kind=c_char), allocatable, target :: input_c(:), program_c(:)
     character(len=:), allocatable :: why
 
@@ -318,7 +320,7 @@ contains
     character(len=:), allocatable, intent(out) :: task_id
     integer, intent(out) :: status
     character(len=:), allocatable, intent(out), optional :: message
-    type(pasqal_payload), target :: payload
+    type(qrmi_pasqal_cloud_payload), target :: payload
     character(kind=c_char), allocatable, target :: sequence_c(:)
     character(len=:), allocatable :: why
 
