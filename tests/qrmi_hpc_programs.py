@@ -18,8 +18,7 @@ from qrmid.results import summarize
 ROOT = Path(__file__).resolve().parents[1]
 APT_PACKAGES = ("gfortran openmpi-bin libopenmpi-dev gcc make pkg-config libgrpc-dev libprotobuf-c-dev "
                 "protobuf-c-compiler libprotobuf-dev libmunge-dev libjansson-dev valgrind")
-# Open MPI refuses to start as root without this, and warns about fork() after MPI_Init with verbs/ucx stacks that
-# are not present here.
+# Open MPI refuses to run as root without --allow-run-as-root; --oversubscribe lets more ranks than cores run.
 MPIRUN = ("mpirun", "--allow-run-as-root", "--oversubscribe")
 
 
