@@ -115,7 +115,8 @@ def _validation(settings: ValidationSettings) -> Validation:
                                        timeout_seconds=settings.timeout_seconds,
                                        running_per_user=settings.running_per_user,
                                        waiting_per_user=settings.waiting_per_user,
-                                       waiting_bytes_per_user=settings.waiting_bytes_per_user, bounds=bounds))
+                                       waiting_bytes_per_user=settings.waiting_bytes_per_user,
+                                       remembered=settings.remembered, bounds=bounds))
 
 
 def _slurm(settings: SlurmSettings) -> SlurmJobs | None:

@@ -3,13 +3,14 @@ with its own parameter values."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import Parameter
 
-from qrmid.backends import qiskit_jobs
+from qrmid.backends import circuit_cache, qiskit_jobs
 from qrmid.client import Client, estimator_payload
 from qrmid.results import summarize
 
@@ -27,11 +28,11 @@ def test_a_circuit_seen_before_is_not_parsed_again_and_each_caller_gets_its_own_
     limits = qiskit_jobs.Limits(max_qubits=10, max_shots=10**6)
     text = json.dumps({"pubs": [[BELL, None, 10]], "version": 2})
     qiskit_jobs.parse("sampler", text, limits)
-    before = qiskit_jobs._parsed.cache_info()
+    before = dataclasses.replace(circuit_cache.counts)
     (first,), _ = qiskit_jobs.parse("sampler", text, limits)
     (second,), _ = qiskit_jobs.parse("sampler", text, limits)
-    after = qiskit_jobs._parsed.cache_info()
-    assert (after.hits - before.hits, after.misses - before.misses) == (2, 0), "parsed once, then taken from the cache"
+    after = circuit_cache.counts
+    assert (after.reused - before.reused, after.parsed - before.parsed) == (2, 0), "parsed once, then reused"
     assert first.circuit == second.circuit and first.circuit is not second.circuit
     first.circuit.x(0)  # a caller changing its circuit changes nobody else's
     assert qiskit_jobs.parse("sampler", text, limits)[0][0].circuit == second.circuit

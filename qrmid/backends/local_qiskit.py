@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any, Literal
 
 from pydantic import Field
@@ -39,7 +40,7 @@ class LocalQiskit(PoolAdapter):
         from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
 
         self.jobs = qiskit_jobs
-        super().__init__(settings.slots, settings.max_run_seconds, qiskit_jobs.warm_up)
+        super().__init__(settings.slots, settings.max_run_seconds, prepare_worker)
         self.name = settings.name
         self.seed = settings.seed
         self.limits = qiskit_jobs.Limits(max_qubits=settings.max_qubits, max_shots=settings.max_shots,
@@ -67,6 +68,17 @@ class LocalQiskit(PoolAdapter):
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, QiskitPrimitive)
         return self.jobs.run, (payload.program_id, payload.input, self.limits, self.seed)
+
+
+def prepare_worker() -> None:
+    """Set up a simulator worker before qiskit-aer loads: its OpenMP threads sleep as soon as a simulation ends
+    instead of spinning on the cores that the daemon, the validation workers and the next task need (unless the
+    site sets OMP_WAIT_POLICY itself); then warm it up. Defined here, not in ``qiskit_jobs``: importing that module
+    loads qiskit-aer and its OpenMP runtime, which reads the policy once, as it loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from qrmid.backends import qiskit_jobs
+
+    qiskit_jobs.warm_up()
 
 
 def describe(name: str, qubits: int, max_shots: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 from qiskit import qpy
 from qiskit_ibm_runtime.json import RuntimeDecoder
 
+from qrmid.backends import circuit_cache
 from qrmid.backends.base import InvalidPayload
 
 REFUSED = frozenset({"spmatrix"})  # a zip archive inflated by SciPy, no bound possible; never a primitive input
@@ -59,7 +60,7 @@ class _Decoder(json.JSONDecoder):
             if kind == "ndarray" and isinstance(value, str) and value not in EXTRAPOLATORS:
                 return self._array(value)
             if kind in ("QuantumCircuit", "Instruction"):
-                circuit = qpy.load(io.BytesIO(self._inflate(kind, value)))[0]
+                circuit = self._circuit(kind, value)
                 return circuit if kind == "QuantumCircuit" else circuit.data[0].operation
             return self._ibm(obj)
         except InvalidPayload:
@@ -70,6 +71,29 @@ class _Decoder(json.JSONDecoder):
             raise
         except Exception as exc:  # IBM's decoder and Qiskit's classes raise many types, all meaning "unusable"
             raise InvalidPayload(f"cannot decode an encoded {kind:.40} value: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+    def _circuit(self, kind: str, value: Any) -> Any:
+        """A QPY blob's circuit, read once per process (``circuit_cache``); its inflated bytes count every time."""
+        if not isinstance(value, str):
+            raise InvalidPayload(f"an encoded {kind:.40} value's '__value__' must be base64 text")
+
+        def read(text: str) -> tuple[Any, int]:
+            data = self._inflate(kind, text)
+            return qpy.load(io.BytesIO(data))[0], len(data)
+
+        circuit, decoded, reused = circuit_cache.circuit("qpy", value, read)
+        if reused:
+            self._charge(kind, decoded)
+        return circuit
+
+    def _charge(self, kind: str, size: int) -> None:
+        """Count ``size`` decoded bytes against the input's budget."""
+        if self.left is None:
+            return
+        if size > self.left:
+            raise InvalidPayload(f"an encoded {kind:.40} value inflates past the {self.limit} bytes one input may decode "
+                                 "to in all (arrays and circuits; [validation] max_decoded_bytes); send less data")
+        self.left -= size
 
     def _inflate(self, kind: str, value: Any) -> bytes:
         """The zlib blob in base64 text ``value``, inflated only as far as the budget allows."""
@@ -85,11 +109,7 @@ class _Decoder(json.JSONDecoder):
             data = inflater.decompress(packed, room + 1 if room >= 0 else 0)
         except zlib.error as exc:
             raise InvalidPayload(f"an encoded {kind:.40} value is not a valid zlib blob: {exc}") from None
-        if self.left is not None:
-            if len(data) > self.left or inflater.unconsumed_tail:
-                raise InvalidPayload(f"an encoded {kind:.40} value inflates past the {self.limit} bytes one input may decode "
-                                     "to in all (arrays and circuits; [validation] max_decoded_bytes); send less data")
-            self.left -= len(data)
+        self._charge(kind, len(data))  # past the budget when the room ran out (its bound is one byte over)
         if not inflater.eof:
             raise InvalidPayload(f"an encoded {kind:.40} value is a truncated zlib blob")
         return data

@@ -7,15 +7,20 @@ the fewest checks running, the longest waiting first among equals: with the defa
 and two workers, a user with a slow input always leaves a worker for everyone else. What waits is bounded per user
 (``waiting_per_user`` checks, ``waiting_bytes_per_user`` bytes of payload held in memory meanwhile): past either, a
 StartTask is refused with RESOURCE_EXHAUSTED at once.
+
+An input that passed is remembered by the hash of its content (the check, the bounds and the input), the last
+``remembered`` of them: the same input sent again (a hybrid loop's next call) is answered at once, with no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import itertools
 import multiprocessing
 import os
+import pickle
 import resource
 import sys
 import threading
@@ -26,6 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import LRUCache
 from pebble import ProcessExpired, ProcessPool
 
 from qrmid.backends.base import InvalidPayload
@@ -35,6 +41,8 @@ from qrmid.core.errors import ResourceExhausted, Unavailable
 OUT_OF_MEMORY = 75  # exit status of a worker whose check ran out of memory (the worker is then replaced)
 WATCH_SECONDS = 0.02  # how often a worker's memory is looked at
 ADDRESS_SLACK = 1 << 30  # address space a worker may reserve beyond twice its memory limit
+INLINE_HASH_BYTES = 64 << 10  # payloads hashed on the event loop; larger ones in a thread
+_checking = threading.Event()  # set in a worker while it runs a check: its memory is watched only then
 CHECK_MODULES = ("qrmid.backends.qiskit_jobs", "qrmid.backends.pulser_jobs", "qrmid.backends.ibm_quantum_system.isa")
 
 
@@ -48,6 +56,7 @@ class ValidationLimits:
     running_per_user: int = 1
     waiting_per_user: int = 1000
     waiting_bytes_per_user: int = 64 << 20
+    remembered: int = 4096  # inputs that passed, kept by content hash (0: every input is checked)
     bounds: InputBounds = field(default_factory=InputBounds)
 
 
@@ -63,6 +72,8 @@ class Validation:
         self._waiting_bytes = Counter[str]()
         self._arrivals = itertools.count()
         self._starting = threading.Lock()
+        self._passed: LRUCache[bytes, int] | None = LRUCache(self.limits.remembered) if self.limits.remembered else None
+        self.reused = 0  # checks answered from an identical input that passed before
 
     async def start(self) -> None:
         """Start the workers now, importing the payload checks' modules the daemon has loaded, so the first
@@ -82,11 +93,21 @@ class Validation:
         many checks waiting."""
         if isinstance(check, int):
             return check
+        key = None
+        if self._passed is not None:
+            key = _key(check, self.limits.bounds) if size <= INLINE_HASH_BYTES else \
+                await asyncio.to_thread(_key, check, self.limits.bounds)
+            if (shots := self._passed.get(key)) is not None:
+                self.reused += 1
+                return shots
         await self._turn(owner, size)
         try:
-            return await self._check(check)
+            shots = await self._check(check)
         finally:
             self._release(owner)
+        if key is not None:
+            self._passed[key] = shots
+        return shots
 
     async def _turn(self, owner: str, size: int) -> None:
         limits = self.limits
@@ -179,6 +200,11 @@ class Validation:
             return self._pool
 
 
+def _key(check: Check, bounds: InputBounds) -> bytes:
+    """The content hash of a check: its function, the bounds and the input with the limits it is checked against."""
+    return hashlib.sha256(pickle.dumps((check.function, bounds, check.args), protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
 def _prepare(memory: int, modules: tuple[str, ...]) -> None:
     """Set up a validation worker: one BLAS thread and the check modules imported; then a watchdog ends the worker
     once its resident memory grows ``memory`` bytes past its size now, and its address space is capped well above
@@ -203,13 +229,15 @@ def _memory() -> tuple[int, int]:
 
 
 def _watch(limit: int) -> None:
-    while _memory()[1] <= limit:
+    """End the worker once its resident memory passes ``limit`` while a check runs (an idle worker costs nothing)."""
+    while _checking.wait() and _memory()[1] <= limit:
         time.sleep(WATCH_SECONDS)
     os._exit(OUT_OF_MEMORY)
 
 
 def _checked(function: Any, bounds: InputBounds, args: tuple[Any, ...]) -> int:
     """Run one check in a worker; every failure becomes an InvalidPayload, running out of memory ends the worker."""
+    _checking.set()
     try:
         shots: int = function(bounds, *args)
     except InvalidPayload:
@@ -220,4 +248,6 @@ def _checked(function: Any, bounds: InputBounds, args: tuple[Any, ...]) -> int:
         raise InvalidPayload("the payload nests too deeply to be read") from None
     except Exception as exc:  # a check is meant to raise InvalidPayload only: say what went wrong, never crash
         raise InvalidPayload(f"the payload cannot be read: {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        _checking.clear()
     return shots

@@ -155,6 +155,8 @@ class ValidationSettings(_Section):
                                   "more StartTask calls are refused")
     waiting_bytes_per_user: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="payload bytes of one user's "
                                         "checks waiting for a worker (a first one always waits)")
+    remembered: int = Field(4096, ge=0, le=1_000_000, description="inputs that passed their check kept by content "
+                            "hash, so the same input sent again is not checked again (0: check every input)")
     max_decoded_bytes: int = Field(64 << 20, ge=1 << 20, le=1 << 40, description="bytes the typed values of one "
                                    "Qiskit input (arrays, circuits) may inflate to, in all")
     max_circuit_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="OpenQASM 3 text of one circuit")
