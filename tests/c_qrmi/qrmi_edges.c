@@ -158,6 +158,14 @@ static void test_payloads(const char *slow_input)
   payload.ALICE_BOB_FELIS.input_params = "{}";
   check(qrmi_resource_task_start(qrmi, &payload, &task_id) == QRMI_RETURN_CODE_UNSUPPORTED_PAYLOAD_ERROR,
         "an ALICE_BOB_FELIS payload is UNSUPPORTED_PAYLOAD");
+  memset(&payload, 0, sizeof payload);
+  payload.tag = QRMI_PAYLOAD_OQTOPUS;
+  payload.OQTOPUS.job_type = "sampling";
+  payload.OQTOPUS.program = "OPENQASM 3;";
+  payload.OQTOPUS.shots = 10;
+  check(qrmi_resource_task_start(qrmi, &payload, &task_id) == QRMI_RETURN_CODE_UNSUPPORTED_PAYLOAD_ERROR &&
+            last_error_says("not OQTOPUS"),
+        "an OQTOPUS payload is UNSUPPORTED_PAYLOAD");
 
   /* A task that takes a while: its result is not ready, and stopping it keeps its record. */
   payload.tag = QRMI_PAYLOAD_QISKIT_PRIMITIVE;
@@ -356,11 +364,27 @@ static void test_status_accessors(void)
   QrmiResourceStatus *status = NULL;
   bool healthy;
   QrmiResourceCapacity *capacity = NULL;
+  bool accessible = false;
   check(qrmi_resource_status(qrmi, &status) == QRMI_RETURN_CODE_SUCCESS &&
+            qrmi_resource_status_is_accessible(status, &accessible) == QRMI_RETURN_CODE_SUCCESS && accessible &&
             qrmi_resource_status_healthy(status, &healthy) == QRMI_RETURN_CODE_UNSUPPORTED_FUNCTION_ERROR &&
             qrmi_resource_status_capacity(status, &capacity) == QRMI_RETURN_CODE_SUCCESS &&
             capacity->max_slots == 1 && qrmi_resource_status_reason(status) == NULL,
-        "status: health unsupported, one slot, no reason");
+        "status: accessible, health unsupported, one slot, no reason");
+  QrmiQuantumResourceInfo *info = NULL;
+  uint32_t qubits = 0;
+  char *name = NULL;
+  check(qrmi_resource_describe(qrmi, &info) == QRMI_RETURN_CODE_SUCCESS &&
+            (name = qrmi_quantum_resource_info_backend_display_name(info)) != NULL &&
+            strcmp(name, "local-pulser") == 0 &&
+            qrmi_quantum_resource_info_num_qubits(info, &qubits) == QRMI_RETURN_CODE_SUCCESS && qubits > 0,
+        "describe: the Pulser device's name and its atoms");
+  if (name != NULL)
+    qrmi_string_free(name);
+  qrmi_quantum_resource_info_free(info);
+  check(qrmi_quantum_resource_info_free(NULL) == QRMI_RETURN_CODE_NULL_POINTER_ERROR &&
+            qrmi_quantum_resource_info_backend_display_name(NULL) == NULL,
+        "describe: NULL handles");
   qrmi_resource_capacity_free(capacity);
   qrmi_resource_status_free(status);
   qrmi_resource_free(qrmi);

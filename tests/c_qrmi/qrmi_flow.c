@@ -12,7 +12,7 @@
  * from qrmi_service_resources() (the Slurm plugin's variables). TYPE is a qrmi_config.json type name;
  * PAYLOAD_KIND is "sampler", "estimator" or "pulser" (the file holds the
  * primitive input, or the Pulser sequence). Steps: accessibility, status and
- * its accessors, id and type, metadata, target, acquire, task_start, polling
+ * its accessors, id and type, metadata, description, target, acquire, task_start, polling
  * task_status until final, result, logs, task_stop (the result must stay
  * readable), release, free. Prints "key=value" lines; exits 1 with the last
  * error on a failure.
@@ -138,6 +138,18 @@ static int show_description(QrmiQuantumResource *qrmi)
   char *missing = qrmi_resource_metadata_value(metadata, "no-such-key");
   printf("metadata_missing=%s\n", missing == NULL ? "null" : missing);
   qrmi_resource_metadata_free(metadata);
+
+  QrmiQuantumResourceInfo *info = NULL;
+  if ((rc = qrmi_resource_describe(qrmi, &info)) != QRMI_RETURN_CODE_SUCCESS)
+    return failed("qrmi_resource_describe", rc);
+  char *display_name = qrmi_quantum_resource_info_backend_display_name(info);
+  uint32_t qubits = 0;
+  if (qrmi_quantum_resource_info_num_qubits(info, &qubits) == QRMI_RETURN_CODE_SUCCESS)
+    printf("describe_qubits=%u\n", (unsigned)qubits);
+  printf("describe_name=%s\n", display_name != NULL ? display_name : "(null)");
+  if (display_name != NULL)
+    qrmi_string_free(display_name);
+  qrmi_quantum_resource_info_free(info);
 
   char *target = NULL;
   if ((rc = qrmi_resource_target(qrmi, &target)) != QRMI_RETURN_CODE_SUCCESS)

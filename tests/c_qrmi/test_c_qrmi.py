@@ -29,6 +29,12 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 LIB_DIR = ROOT / "stubs" / "c" / "qrmi"
 API = json.loads((HERE / "qrmi_api_0.26.json").read_text())
+for _revision in API["neighbouring_revisions"]:
+    for _enum, _members in _revision.get("enums", {}).items():
+        API["enums"][_enum].update(_members)
+    API["structs"].update(_revision.get("structs", {}))
+    API["opaque"].extend(_revision.get("opaque", []))
+    API["functions"].update(_revision.get("functions", {}))
 
 # gRPC core keeps process-wide state that valgrind reports as possibly lost or still reachable even after
 # grpc_shutdown(); only definite and indirect leaks, which would be ours, count.
@@ -65,9 +71,8 @@ def compile_c(source: Path, out: Path, prefix: Path, std: str = "c99", static: b
     env = {**os.environ, "PKG_CONFIG_PATH": str(prefix / "lib" / "pkgconfig")}
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", *(["--static"] if static else []), "qrmid-qrmi"],
                            capture_output=True, text=True, env=env, check=True).stdout.split()
-    if static:  # the archives, not the shared libraries next to them
-        flags = [flag for flag in flags if flag not in ("-lqrmid-qrmi", "-lqrmid-c")]
-        flags = [str(prefix / "lib" / "libqrmid-qrmi.a"), str(prefix / "lib" / "libqrmid-c.a"), *flags]
+    if static:  # the archive, not the shared library next to it
+        flags = [str(prefix / "lib" / "libqrmid-qrmi.a") if flag == "-lqrmid-qrmi" else flag for flag in flags]
     cmd = ["cc", f"-std={std}", "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L", "-pthread", "-g",
            "-o", str(out), str(source), *flags, f"-Wl,-rpath,{prefix / 'lib'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -150,6 +155,7 @@ def flow(programs: dict[str, Path], args: list[str], env: dict[str, str]) -> dic
     assert out["final_status"] == "COMPLETED" and out["after_stop_status"] == "COMPLETED", out
     assert int(out["after_stop_result_bytes"]) == len(out["result"]), "task_stop kept the result"
     assert int(out["target_bytes"]) > 2 and out["target_head"] in "{[", out
+    assert out["describe_name"] == out["metadata.backend_name"], out
     assert out["healthy_rc"] == "105", "qrmid reports no health: UNSUPPORTED_FUNCTION_ERROR"
     assert out["metadata_missing"] == "null", out
     return out
@@ -228,7 +234,7 @@ def test_a_static_build_links_from_pkg_config_static(prefix: Path, inputs: dict[
 def test_sampler_from_the_environment(programs: dict[str, Path], inputs: dict[str, Path], daemon: str) -> None:
     out = flow(programs, ["env", "local-qiskit", "local-qiskit", "sampler", str(inputs["sampler"])],
                {"QRMID_ADDRESS": daemon})
-    assert (out["id"], out["type"]) == ("local-qiskit", "local-qiskit")
+    assert (out["id"], out["type"], out["describe_qubits"]) == ("local-qiskit", "local-qiskit", "24")
     assert out["slots"] == "2/2" and out["metadata.simulator"] == "qiskit-aer", out
     [counts] = summarize(out["result"].encode())["pubs"][0].values()
     assert set(counts) <= {"00", "11"} and sum(counts.values()) == 256, counts

@@ -27,8 +27,8 @@
  *  - The resource type given to qrmi_resource_new() is reported back as given;
  *    the daemon knows what the resource is. Two extra types name qrmid's local
  *    simulators (QRMI_RESOURCE_TYPE_LOCAL_QISKIT, QRMI_RESOURCE_TYPE_LOCAL_PULSER).
- *  - Payloads: QISKIT_PRIMITIVE and PASQAL_CLOUD run; ALICE_BOB_FELIS and
- *    IQM_SERVER return QRMI_RETURN_CODE_UNSUPPORTED_PAYLOAD_ERROR.
+ *  - Payloads: QISKIT_PRIMITIVE and PASQAL_CLOUD run; ALICE_BOB_FELIS,
+ *    IQM_SERVER and OQTOPUS return QRMI_RETURN_CODE_UNSUPPORTED_PAYLOAD_ERROR.
  *  - Providers (qrmi_provider_*) list the daemon's resources of the given type
  *    instead of querying a vendor; usage functions return
  *    QRMI_RETURN_CODE_UNSUPPORTED_FUNCTION_ERROR (qrmid's charges are read with
@@ -106,11 +106,15 @@ typedef enum QrmiResourceType {
   QRMI_RESOURCE_TYPE_LOCAL_PULSER = 101, /* "local-pulser" */
 } QrmiResourceType;
 
-/* A resource's state: ONLINE takes tasks; PAUSED is up but not running tasks. */
+/* A resource's state: ONLINE takes tasks; PAUSED is up but not running tasks.
+ * BUSY comes from the QRMI revision where busy was a status code (before
+ * qrmi_resource_status_busy()); it is declared so programs written for
+ * that revision build, and qrmid never reports it. */
 typedef enum QrmiResourceStatusCode {
   QRMI_RESOURCE_STATUS_CODE_ONLINE = 0,
   QRMI_RESOURCE_STATUS_CODE_OFFLINE = 1,
   QRMI_RESOURCE_STATUS_CODE_PAUSED = 2,
+  QRMI_RESOURCE_STATUS_CODE_BUSY = 3,
 } QrmiResourceStatusCode;
 
 /* A task's state; COMPLETED, FAILED and CANCELLED are final. */
@@ -137,6 +141,9 @@ typedef struct QrmiResourceMetadata QrmiResourceMetadata;
 /* A snapshot of a resource's status. */
 typedef struct QrmiResourceStatus QrmiResourceStatus;
 
+/* A description of a resource (qrmi_resource_describe()). */
+typedef struct QrmiQuantumResourceInfo QrmiQuantumResourceInfo;
+
 /* Receives log records when set with qrmi_log_callback_set(). */
 typedef void (*QrmiLogCallback)(const char *level, const char *target, const char *message);
 
@@ -146,6 +153,7 @@ typedef enum QrmiPayload_Tag {
   QRMI_PAYLOAD_PASQAL_CLOUD,
   QRMI_PAYLOAD_ALICE_BOB_FELIS,
   QRMI_PAYLOAD_IQM_SERVER,
+  QRMI_PAYLOAD_OQTOPUS,
 } QrmiPayload_Tag;
 
 typedef struct QrmiPayload_QiskitPrimitive_Body {
@@ -170,6 +178,19 @@ typedef struct QrmiPayload_IQMServer_Body {
   char *tag;
 } QrmiPayload_IQMServer_Body;
 
+/* From QRMI's newest revision (its examples/qrmi/c/oqtopus program): the
+ * fields as that program sets them. */
+typedef struct QrmiPayload_Oqtopus_Body {
+  char *job_type; /* "sampling", "estimation", "multi_manual" or "sse" */
+  char *program;
+  int32_t shots;
+  char *name;
+  char *description;
+  char *transpiler_info; /* JSON text, or NULL */
+  char *simulator_info;  /* JSON text, or NULL */
+  char *mitigation_info; /* JSON text, or NULL */
+} QrmiPayload_Oqtopus_Body;
+
 typedef struct QrmiPayload {
   QrmiPayload_Tag tag;
 #if defined(__GNUC__) || defined(__clang__)
@@ -180,6 +201,7 @@ typedef struct QrmiPayload {
     QrmiPayload_PasqalCloud_Body PASQAL_CLOUD;
     QrmiPayload_AliceBobFelis_Body ALICE_BOB_FELIS;
     QrmiPayload_IQMServer_Body IQM_SERVER;
+    QrmiPayload_Oqtopus_Body OQTOPUS;
   };
 } QrmiPayload;
 
@@ -288,7 +310,11 @@ QrmiReturnCode qrmi_resource_status_free(QrmiResourceStatus *ptr);
 
 QrmiReturnCode qrmi_resource_status_code(QrmiResourceStatus *status, QrmiResourceStatusCode *outp);
 
-/* "online", "offline" or "paused"; static, do not free. */
+/* Whether a task can be submitted now (ONLINE); from the same earlier
+ * revision as QRMI_RESOURCE_STATUS_CODE_BUSY. */
+QrmiReturnCode qrmi_resource_status_is_accessible(QrmiResourceStatus *status, bool *outp);
+
+/* "online", "offline", "paused" or "busy"; static, do not free. */
 const char *qrmi_resource_status_code_to_string(QrmiResourceStatusCode code);
 
 /* Why the resource is not online (e.g. the failed status check), or NULL when
@@ -357,6 +383,22 @@ char *qrmi_resource_metadata_value(QrmiResourceMetadata *metadata, const char *k
 
 /* The keys. Free with qrmi_string_array_free(). */
 QrmiReturnCode qrmi_resource_metadata_keys(QrmiResourceMetadata *metadata, size_t *num_keys, char ***key_names);
+
+/* A description of the resource, from the daemon's view of it and its
+ * target. Free with qrmi_quantum_resource_info_free(). From QRMI's newest
+ * revision (its examples/qrmi/c/ibm_quantum_system program), with the two
+ * accessors that program uses. */
+QrmiReturnCode qrmi_resource_describe(QrmiQuantumResource *qrmi, QrmiQuantumResourceInfo **outp);
+
+QrmiReturnCode qrmi_quantum_resource_info_free(QrmiQuantumResourceInfo *ptr);
+
+/* The backend's name as the daemon reports it (metadata "backend_name", else
+ * the resource's name). Free with qrmi_string_free(). */
+char *qrmi_quantum_resource_info_backend_display_name(QrmiQuantumResourceInfo *info);
+
+/* The device's qubits (or atoms for a Pulser device), from its target;
+ * UNSUPPORTED_FUNCTION_ERROR when the target does not say. */
+QrmiReturnCode qrmi_quantum_resource_info_num_qubits(QrmiQuantumResourceInfo *info, uint32_t *outp);
 
 /* --- Resource providers -------------------------------------------------- */
 

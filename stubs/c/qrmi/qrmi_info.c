@@ -117,8 +117,18 @@ const char *qrmi_resource_status_code_to_string(QrmiResourceStatusCode code)
     return "offline";
   case QRMI_RESOURCE_STATUS_CODE_PAUSED:
     return "paused";
+  case QRMI_RESOURCE_STATUS_CODE_BUSY:
+    return "busy";
   }
   return "unknown";
+}
+
+QrmiReturnCode qrmi_resource_status_is_accessible(QrmiResourceStatus *status, bool *outp)
+{
+  if (status == NULL || outp == NULL)
+    return qrmi_fail(QRMI_RETURN_CODE_NULL_POINTER_ERROR, "qrmi_resource_status_is_accessible: a NULL argument");
+  *outp = status->code == QRMI_RESOURCE_STATUS_CODE_ONLINE || status->code == QRMI_RESOURCE_STATUS_CODE_BUSY;
+  return QRMI_RETURN_CODE_SUCCESS;
 }
 
 char *qrmi_resource_status_reason(QrmiResourceStatus *status)

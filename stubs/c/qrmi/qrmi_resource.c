@@ -182,9 +182,12 @@ static QrmiReturnCode payload_message(const QrmiPayload *payload, Qrmid__V1__Pay
     return QRMI_RETURN_CODE_SUCCESS;
   case QRMI_PAYLOAD_ALICE_BOB_FELIS:
   case QRMI_PAYLOAD_IQM_SERVER:
+  case QRMI_PAYLOAD_OQTOPUS:
     return qrmi_fail(QRMI_RETURN_CODE_UNSUPPORTED_PAYLOAD_ERROR,
                      "task_start: qrmid runs QISKIT_PRIMITIVE and PASQAL_CLOUD payloads, not %s",
-                     payload->tag == QRMI_PAYLOAD_IQM_SERVER ? "IQM_SERVER" : "ALICE_BOB_FELIS");
+                     payload->tag == QRMI_PAYLOAD_IQM_SERVER   ? "IQM_SERVER"
+                     : payload->tag == QRMI_PAYLOAD_OQTOPUS ? "OQTOPUS"
+                                                              : "ALICE_BOB_FELIS");
   }
   return qrmi_fail(QRMI_RETURN_CODE_INVALID_INPUT_ERROR, "task_start: unknown payload tag %d", (int)payload->tag);
 }
