@@ -33,9 +33,8 @@ _PAYLOAD_KIND = {
 def timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
+    whole, nanos = divmod(int(seconds * 1e9), 1_000_000_000)  # as Timestamp.FromNanoseconds, without its Python
+    return Timestamp(seconds=whole, nanos=nanos)
 
 
 def resource(view: ResourceView) -> pb.Resource:
