@@ -118,17 +118,19 @@ class _Line:
         self.tasks.insert(index, task)
         self.arrivals.insert(index, arrival)
         self.shots.insert(index, shots)
-        if self.summed == index == len(self.sums) - 1:
+        if self.summed == index:
             self.sums.append(self.sums[index] + shots)
             self.summed += 1
         else:
-            self.summed = min(self.summed, index)
+            self._resum(index)
 
     def discard(self, task: Task, arrival: Arrival) -> None:
         """Take ``task`` out of both lines."""
         line = self.owners[task.owner]
         if line[0] is task:
             line.popleft()
+        elif line[-1] is task:
+            line.pop()
         else:
             line.remove(task)
         if not line:
@@ -140,7 +142,7 @@ class _Line:
                 self._compact()
         else:
             del self.tasks[index], self.arrivals[index], self.shots[index]
-            self.summed = min(self.summed, index)
+            self._resum(index)
 
     def index(self, arrival: Arrival) -> int:
         """0-based place of the task created at ``arrival`` among the account's."""
@@ -149,17 +151,24 @@ class _Line:
     def charges(self) -> list[int]:
         """``sums``, brought up to date."""
         if self.summed < len(self.tasks):
-            del self.sums[self.summed + 1:]
             sums = itertools.accumulate(self.shots[self.summed:], initial=self.sums[self.summed])
             self.sums.extend(itertools.islice(sums, 1, None))  # its initial value is there already
             self.summed = len(self.tasks)
         return self.sums
+
+    def _resum(self, index: int) -> None:
+        """The sums from ``index`` on are to be worked out again."""
+        if index < self.summed:
+            self.summed = index
+            del self.sums[index + 1:]
 
     def before(self, key: Key, usage: float, charge: int, step: int) -> int:
         """How many of the account's tasks are keyed below ``key``, the account's score being ``usage`` and
         ``charge``, each task costing ``step`` plus its shot charge."""
         sums, head, arrivals = self.charges(), self.head, self.arrivals
         low, high, offset = 0, len(self), charge - sums[head]
+        if (usage + (offset + (high - 1) * step + sums[head + high - 1]) / UNITS, arrivals[head + high - 1]) < key:
+            return high  # all of them: the usual answer for a task just queued
         while low < high:
             middle = (low + high) // 2
             if (usage + (offset + middle * step + sums[head + middle]) / UNITS, arrivals[head + middle]) < key:
@@ -179,7 +188,7 @@ class _Line:
     def charged(self, step: int) -> int:
         """What taking all the account's tasks charges it, in UNITS."""
         sums = self.charges()
-        return len(self) * step + sums[-1] - sums[self.head]
+        return len(self) * step + sums[len(self.tasks)] - sums[self.head]
 
     def _compact(self) -> None:
         """Forget the tasks taken from the head."""
