@@ -107,6 +107,7 @@ static void test_unknown_resource_and_task(void)
   bool accessible = true;
   check(qrmi != NULL && qrmi_resource_is_accessible(qrmi, &accessible) == QRMI_RETURN_CODE_SUCCESS && !accessible,
         "an unknown resource is not accessible");
+  check(qrmi_get_last_error() == NULL, "and that is no error");
   QrmiResourceStatus *status = NULL;
   check(qrmi_resource_status(qrmi, &status) == QRMI_RETURN_CODE_RESOURCE_NOT_FOUND_ERROR &&
             last_error_says("no resource named 'no-such-qpu'"),

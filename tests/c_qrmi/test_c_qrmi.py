@@ -315,6 +315,15 @@ def test_the_flow_under_valgrind(programs: dict[str, Path], inputs: dict[str, Pa
 
 
 @pytest.mark.slow
+def test_threads_under_valgrind(programs: dict[str, Path], inputs: dict[str, Path], daemon: str) -> None:
+    proc = run([*VALGRIND, str(programs["qrmi_threads"]), "local-qiskit", "3", "2", str(inputs["sampler"]), "acquire"],
+               {"QRMID_ADDRESS": daemon}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert values(proc.stdout)["completed"] == "6"
+    assert "ERROR SUMMARY: 0 errors" in proc.stderr, proc.stderr[-6000:]
+
+
+@pytest.mark.slow
 def test_the_failure_paths_under_valgrind(programs: dict[str, Path], inputs: dict[str, Path], daemon: str,
                                           tmp_path: Path) -> None:
     proc = run([*VALGRIND, str(programs["qrmi_edges"]), str(tmp_path), str(inputs["slow"])],

@@ -41,14 +41,23 @@ QrmiReturnCode qrmi_resource_is_accessible(QrmiQuantumResource *qrmi, bool *outp
 {
   if (qrmi == NULL || outp == NULL)
     return qrmi_fail(QRMI_RETURN_CODE_NULL_POINTER_ERROR, "qrmi_resource_is_accessible: a NULL argument");
+  Qrmid__V1__GetResourceRequest req = QRMID__V1__GET_RESOURCE_REQUEST__INIT;
+  req.name = qrmi->id;
   Qrmid__V1__Resource *resource = NULL;
-  QrmiReturnCode code = qrmi_get_resource(qrmi, "is_accessible", &resource);
-  if (code == QRMI_RETURN_CODE_RESOURCE_NOT_FOUND_ERROR) {
+  qrmid_error err = QRMID_ERROR_INIT;
+  grpc_status_code status =
+      qrmid_v1_quantum_resources_get_resource(qrmi->client, &req, &resource, QRMI_CALL_TIMEOUT_MS, &err);
+  if (status != GRPC_STATUS_OK) {
+    /* A resource the daemon does not have is simply not accessible. */
+    char what[512];
+    snprintf(what, sizeof what, "is_accessible(%s)", qrmi->id);
+    QrmiReturnCode code = status == GRPC_STATUS_NOT_FOUND
+                              ? QRMI_RETURN_CODE_SUCCESS
+                              : qrmi_fail_call(qrmi, what, &err, QRMI_RETURN_CODE_RESOURCE_NOT_FOUND_ERROR);
+    qrmid_error_clear(&err);
     *outp = false;
-    return QRMI_RETURN_CODE_SUCCESS;
-  }
-  if (code != QRMI_RETURN_CODE_SUCCESS)
     return code;
+  }
   *outp = resource->status == QRMID__V1__RESOURCE_STATUS__RESOURCE_STATUS_ONLINE;
   qrmid__v1__resource__free_unpacked(resource, NULL);
   return QRMI_RETURN_CODE_SUCCESS;
