@@ -163,6 +163,15 @@ class Adapter(ABC):
     async def output(self, ref: str) -> Output:
         """The result and logs of a completed job."""
 
+    #: ``stage`` prepares the next submission while every slot is busy, so that a freed slot is taken at once.
+    stages_ahead: bool = False
+
+    async def stage(self, task_id: str, payload: Payload) -> None:
+        """Prepare the submission of ``task_id`` (e.g. upload its input) before a slot is free for it."""
+
+    async def unstage(self, task_id: str) -> None:
+        """Undo ``stage``: the task will not be submitted now (stopped, or put back in the queue)."""
+
     async def attach(self, task_id: str, ref: str | None) -> str | None:
         """Take back the job of a task submitted before a restart: ``ref`` is its journaled reference, None when
         the daemon stopped during its submission. Return the reference to follow the job by, or None to run the

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from qrmid.backends.base import Adapter, Busy, JobState
+from qrmid.backends.payloads import Payload
 from qrmid.core.errors import ResourceExhausted, Unavailable
 from qrmid.core.queue import FairQueue, SchedulingPolicy
 from qrmid.core.tasks import PayloadUnreadable, Result, Task, TaskState
@@ -50,6 +51,7 @@ class Scheduler:
         self.policy = self._queue.policy
         self.run_seconds: float | None = None  # moving average of how long a task holds a slot
         self._submitting: Task | None = None
+        self._ahead = False  # the task being submitted was taken while every slot was busy (Adapter.stages_ahead)
         self._running: dict[Task, asyncio.Task[None]] = {}
         self._elsewhere: dict[Task, None] = {}  # on the backend under another member (standby), in start order
         self._wakeup = asyncio.Event()
@@ -80,7 +82,7 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return len(self._running) + len(self._elsewhere) + (self._submitting is not None)
+        return len(self._running) + len(self._elsewhere) + (self._submitting is not None and not self._ahead)
 
     def enqueue(self, task: Task) -> None:
         """Queue ``task``; ResourceExhausted when the queue or its owner is at a limit."""
@@ -126,6 +128,7 @@ class Scheduler:
             self._queue.remove(task)
             self._busy_since.pop(task, None)
             self.on_done(task)
+        self.wake()  # a task taken ahead stops waiting for a slot
 
     async def run(self) -> None:
         """Submit queued tasks as slots free up, forever."""
@@ -133,12 +136,15 @@ class Scheduler:
             await self._ready()
             task = self._queue.pop()
             self._submitting = task
+            self._ahead = len(self._running) >= self.slots
             try:
                 await task.events.recorded(task)  # never run a task the journal could not record
                 payload = await task.full_payload()
                 if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
                     task.events.task_submitting(task)
                     await task.events.durable()
+                if self._ahead and not await self._staged(task, payload):
+                    continue
                 if not self.leading:  # deposed meanwhile (its write-ahead was refused): the task stays queued
                     self._queue.push_front(task)
                     continue
@@ -159,7 +165,7 @@ class Scheduler:
                 self._finished(task)
                 continue
             finally:
-                self._submitting = None
+                self._submitting, self._ahead = None, False
             self._busy_since.pop(task, None)
             self._refusals = 0
             if not self.leading:  # deposed during the submission: the new dispatcher re-attaches the job
@@ -255,10 +261,29 @@ class Scheduler:
         if self._running:
             await asyncio.wait(list(self._running.values()))
 
+    async def _staged(self, task: Task, payload: Payload) -> bool:
+        """Stage a task taken while every slot was busy and wait for a free slot; False when it is not to be
+        submitted now (stopped meanwhile: it ends; dispatch stopped: it goes back to the head of the queue)."""
+        await self.adapter.stage(task.id, payload)
+        while len(self._running) >= self.slots and self.dispatching and self.leading and not task.state.terminal:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self._ahead = False
+        if not task.state.terminal and self.dispatching and self.leading:
+            return True
+        await _quietly(self.adapter.unstage(task.id), f"unstaging of task {task.id}")
+        if task.state.terminal:
+            self._finished(task)
+        else:
+            self._queue.push_front(task)
+        return False
+
     async def _ready(self) -> None:
-        """Return once a task may be submitted: one is queued, dispatch is on, a slot is free, no backoff."""
+        """Return once a task may be submitted: one is queued, dispatch is on, a slot is free (or, for an adapter
+        that stages ahead, all are busy but the one taken ahead), no backoff."""
         while True:
-            if self._queue.ready() and self.dispatching and self.leading and len(self._running) < self.slots:
+            ahead = 1 if self.adapter.stages_ahead else 0
+            if self._queue.ready() and self.dispatching and self.leading and len(self._running) < self.slots + ahead:
                 hold = self._resume_at - time.monotonic()
                 if hold <= 0:
                     return

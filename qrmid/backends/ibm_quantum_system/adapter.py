@@ -44,6 +44,7 @@ class IbmQuantumSystem(Adapter):
 
     payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
     remote = True
+    stages_ahead = True  # the next job's input is stored and presigned while the lanes are busy
 
     def __init__(self, settings: Settings) -> None:
         from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
@@ -58,6 +59,7 @@ class IbmQuantumSystem(Adapter):
         self._removals: set[asyncio.Task[Any]] = set()
         self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
         self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
+        self._staged: dict[str, dict[str, Any]] = {}  # job id -> its JobRequest, input stored, URLs presigned
         self._resolving: asyncio.Task[None] | None = None
         self.follower = Follower(self._look, settings.poll_interval)
         self.redact = Redactor()
@@ -178,14 +180,7 @@ class IbmQuantumSystem(Adapter):
             if stored:
                 self.follower.follow(job_id)
                 return job_id
-        expires = self.settings.job_timeout_seconds
-        await self.storage.put(object_key("input", job_id), payload.input.encode())
-        storage = {kind: {"type": "s3_compatible",
-                          "presigned_url": self.storage.service_url("GET" if kind == "input" else "PUT",
-                                                                    object_key(kind, job_id), expires)}
-                   for kind in OBJECTS}
-        job = {"id": job_id, "backend": self.backend, "program_id": payload.program_id,
-               "log_level": self.settings.log_level, "timeout_secs": expires, "storage": storage}
+        job = self._staged.pop(job_id, None) or await self._stage(job_id, payload)
         try:
             await self.api.call("POST", "/v1/jobs", json=job, ok=(204,))
         except ApiError as exc:
@@ -197,6 +192,28 @@ class IbmQuantumSystem(Adapter):
             return await self._unanswered(job_id, exc)
         self.follower.follow(job_id, time.monotonic())
         return job_id
+
+    @redacting
+    async def stage(self, task_id: str, payload: Payload) -> None:
+        """Store the input and presign the job's URLs now, so that the POST goes out as soon as a lane frees."""
+        assert isinstance(payload, QiskitPrimitive)
+        self._staged[task_id] = await self._stage(task_id, payload)
+
+    @redacting
+    async def unstage(self, task_id: str) -> None:
+        if self._staged.pop(task_id, None) is not None:
+            await self._delete_objects(task_id)
+
+    async def _stage(self, job_id: str, payload: QiskitPrimitive) -> dict[str, Any]:
+        """The JobRequest of ``job_id``, its input stored in S3 and its URLs presigned."""
+        expires = self.settings.job_timeout_seconds
+        await self.storage.put(object_key("input", job_id), payload.input.encode())
+        storage = {kind: {"type": "s3_compatible",
+                          "presigned_url": self.storage.service_url("GET" if kind == "input" else "PUT",
+                                                                    object_key(kind, job_id), expires)}
+                   for kind in OBJECTS}
+        return {"id": job_id, "backend": self.backend, "program_id": payload.program_id,
+                "log_level": self.settings.log_level, "timeout_secs": expires, "storage": storage}
 
     async def _refused(self, job_id: str, refusal: ApiError) -> str:
         """The service refused a POST; an earlier attempt of it may have stored the job all the same."""
@@ -243,7 +260,15 @@ class IbmQuantumSystem(Adapter):
                         "before it is submitted", self.settings.name, task_id, self.redact(str(exc)))
             self._unsure.add(task_id)
             return None
-        return task_id if stored else None
+        if not stored:  # its input may have been staged before the stop: stored again when it is submitted
+            try:
+                await self._delete_objects(task_id)
+            except Exception as exc:  # left for the next submission to overwrite
+                log.info("%s: the objects of job %s, never posted, stay for now: %s", self.settings.name, task_id,
+                         self.redact(str(exc)))
+            return None
+        self.follower.follow(task_id)
+        return task_id
 
     @redacting
     async def poll(self, ref: str) -> JobStatus:

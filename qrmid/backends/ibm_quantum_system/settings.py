@@ -15,8 +15,9 @@ class Settings(ResourceSettings, populate_by_name=True):
     """One IBM backend reached through the IBM Quantum System API."""
 
     type: Literal["ibm-quantum-system"]
-    poll_interval: float = Field(0.25, gt=0, le=3600, description="seconds between polls of a running job: a lane "
-                                 "stays held until qrmid sees its job end")
+    poll_interval: float = Field(0.25, gt=0, le=3600, description="longest wait between looks at a job near or "
+                                 "past its expected end (and between all looks until one job has completed): a "
+                                 "lane stays held until qrmid sees its job end")
     backend: str = Field("", description="backend name on the service; default: the resource name")
     DISPATCH_KEYS = ("endpoint", "iam_endpoint", "iam_apikey", "service_crn", "aws_access_key_id",
                      "aws_secret_access_key", "s3_endpoint", "s3_bucket", "s3_region")
