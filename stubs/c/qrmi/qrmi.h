@@ -5,9 +5,11 @@
  * function names, argument and return types, enum names and values, struct
  * layouts and ownership rules, so a program written for QRMI's qrmi.h builds
  * unchanged and links with `pkg-config --libs qrmid-qrmi` instead of -lqrmi.
- * (Read from QRMI's src/cext.rs and cbindgen.toml, from which its qrmi.h is
- * generated; the newest stored source is marked 0.25.x and carries no C API
- * change announced for 0.26, so 0.25's API is what 0.26 publishes.)
+ * (Derived from QRMI's src/cext.rs and cbindgen.toml, from which QRMI
+ * generates its qrmi.h: the functions marked up to @version 0.25.0, the usage
+ * functions, and, so that programs written against neighbouring revisions
+ * build too, the BUSY status code with qrmi_resource_status_is_accessible(),
+ * qrmi_resource_describe() and the OQTOPUS payload, each marked below.)
  *
  * What differs, because every call goes to qrmid instead of a vendor:
  *  - The daemon: $QRMID_ADDRESS (one gRPC target or cluster members separated
