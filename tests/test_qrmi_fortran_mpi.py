@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,12 @@ max_qubits = 8
 type = "local-pulser"
 name = "local-pulser"
 slots = 1
+
+# Holds each task for ten minutes, without using CPU: a task to cancel while the program waits.
+[[resources]]
+type = "noop"
+name = "slow-qpu"
+delay_seconds = 600
 """
 
 VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
@@ -167,6 +174,35 @@ def test_fortran_outside_a_job_takes_a_lease_for_its_task_and_releases_it(
     lease_id = client.task(task_id).lease_id
     assert state == "Completed" and lease_id not in before | {""}
     assert {lease.id for lease in client.list_leases()} == before
+
+
+def test_fortran_reports_a_task_cancelled_while_it_waits(
+        programs: Programs, daemon: str, client: Client, tmp_path: Path) -> None:
+    lease = client.acquire("slow-qpu")
+    sequence = tmp_path / "sequence.json"
+    sequence.write_text(json.dumps(examples.load("pulser")["sequence"]))
+    # qrmid's noop resources have no QRMI type: the job names one, which the daemon does not use
+    env = {**without_job(dict(os.environ)), "QRMID_ADDRESS": daemon, "QRMI_JOB_QPU_RESOURCES": "slow-qpu",
+           "QRMI_JOB_QPU_TYPES": "pasqal-local", "QRMI_JOB_ACQUISITION_TOKEN": lease.token}
+    program = subprocess.Popen([str(programs.fortran), "slow-qpu", "pulser", str(sequence), "10"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None
+        task_id = program.stdout.readline().strip().removeprefix("task ")  # flushed before the program waits
+        assert client.task(task_id).resource == "slow-qpu"
+        time.sleep(1)  # the program polls the running task meanwhile
+        assert program.poll() is None
+        client.stop_task(task_id)
+        stdout, stderr = program.communicate(timeout=60)
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
+        client.release(lease.token)
+    assert program.returncode == 1, stdout + stderr
+    assert stdout == "state Cancelled\n"
+    assert "qrmi_example:" not in stderr, stderr  # no call failed
+    assert client.task(task_id).state == pb.TASK_STATE_CANCELLED
 
 
 def test_fortran_program_is_valgrind_clean(programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]]) -> None:

@@ -2,14 +2,16 @@
 !
 !   qrmi_example [RESOURCE [sampler|estimator INPUT.json | pulser SEQUENCE.json [JOB_RUNS]]]
 !
-! RESOURCE defaults to the job's first resource (QRMI_JOB_QPU_RESOURCES); without a task, a Bell-state sampler
-! of 1000 shots runs. INPUT.json is a Qiskit primitive's input (the `parameters` of QRMI's task_runner input),
+! RESOURCE defaults to the job's first resource (QRMI_JOB_QPU_RESOURCES); without a task kind and input, a
+! Bell-state sampler of 1000 shots runs. INPUT.json is a Qiskit primitive's input (the `parameters` of QRMI's task_runner input),
 ! SEQUENCE.json a Pulser sequence's abstract representation, run JOB_RUNS times (default 100).
 ! The task runs under the job's lease ($RESOURCE_QRMI_JOB_ACQUISITION_TOKEN, else $QRMI_JOB_ACQUISITION_TOKEN); outside
 ! a job that has one, the program takes a lease for the task and releases it at the end.
 ! Prints `task ID`, then `state STATE` and the result (the backend's JSON) on stdout, or the task's logs on stderr.
-! Exit status: 0 when the task completed, 1 when it failed or was cancelled, 2 when it could not start.
+! Exit status: 0 when the task completed, 1 when it failed or was cancelled, 2 when a call failed (the library's
+! return code and message on stderr).
 program qrmi_example
+  use, intrinsic :: iso_fortran_env, only: error_unit, output_unit
   use qrmid_qrmi
   implicit none
 
@@ -58,18 +60,19 @@ contains
       msg = 'unknown task kind ' // kind // ': sampler, estimator or pulser'
     end select
     call check(qpu, ierr, msg, 'starting a ' // kind // ' task on ' // name, lease)
-    write (*, '(a)') 'task ' // task
+    write (output_unit, '(a)') 'task ' // task
+    flush (output_unit)
 
     call qpu%wait(task, state, ierr, msg)
     call check(qpu, ierr, msg, 'waiting for task ' // task, lease)
-    write (*, '(a)') 'state ' // qrmi_task_status_name(state)
+    write (output_unit, '(a)') 'state ' // qrmi_task_status_name(state)
     if (state == QRMI_TASK_STATUS_COMPLETED) then
       call qpu%result(task, text, ierr, msg)
       call check(qpu, ierr, msg, 'reading the result of task ' // task, lease)
-      write (*, '(a)') text
+      write (output_unit, '(a)') text
     else
       call qpu%logs(task, text, ierr, msg)
-      if (ierr == QRMI_RETURN_CODE_SUCCESS) write (0, '(a)') text
+      if (ierr == QRMI_RETURN_CODE_SUCCESS) write (error_unit, '(a)') text
     end if
     call qpu%stop(task, ierr, msg)
     call check(qpu, ierr, msg, 'stopping task ' // task, lease)
@@ -88,7 +91,7 @@ contains
     character(len=*), intent(in), optional :: lease
     integer :: ignored
     if (ierr == QRMI_RETURN_CODE_SUCCESS) return
-    write (0, '(a, i0, a)') 'qrmi_example: ' // what // ' failed (QRMI return code ', ierr, '): ' // msg
+    write (error_unit, '(a, i0, a)') 'qrmi_example: ' // what // ' failed (QRMI return code ', ierr, '): ' // msg
     if (present(lease)) then
       if (len(lease) > 0) call qpu%release(lease, ignored)
     end if
@@ -115,7 +118,7 @@ contains
     integer :: unit, size, stat
     open (newunit=unit, file=path, access='stream', form='unformatted', status='old', action='read', iostat=stat)
     if (stat /= 0) then
-      write (0, '(a)') 'qrmi_example: cannot read ' // path
+      write (error_unit, '(a)') 'qrmi_example: cannot read ' // path
       stop 2
     end if
     inquire (unit=unit, size=size)
