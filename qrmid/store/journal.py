@@ -288,9 +288,9 @@ class Journal(Commits, Listener):
         if self._lazy_timer is not None:
             self._lazy_timer.cancel()
             self._lazy_timer = None
-        for write in self._lazy:
+        lazy, self._lazy = self._lazy, []  # taken at once: ``close`` may run in another thread as the timer fires
+        for write in lazy:
             self._pending.put(write)
-        self._lazy = []
 
     # -- the writer thread ---------------------------------------------------------------------------------------
 
