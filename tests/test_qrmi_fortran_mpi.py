@@ -205,6 +205,40 @@ def test_fortran_reports_a_task_cancelled_while_it_waits(
     assert client.task(task_id).state == pb.TASK_STATE_CANCELLED
 
 
+def test_every_module_procedure_against_the_daemon(programs: Programs, daemon: str, client: Client,
+                                                   tmp_path: Path) -> None:
+    """tests/qrmi_fortran_probe.f90, compiled with the module and linked with the library, calls each procedure."""
+    env = {**os.environ, "PKG_CONFIG_PATH": str(programs.prefix / "lib" / "pkgconfig")}
+    libs = subprocess.run(["pkg-config", "--libs", "qrmid-qrmi"], capture_output=True, text=True, env=env,
+                          check=True).stdout.split()
+    build = subprocess.run(["gfortran", "-std=f2008", "-Wall", "-Werror", f"-I{programs.fortran.parent}", "-o",
+                            str(tmp_path / "probe"), str(Path(__file__).parent / "qrmi_fortran_probe.f90"),
+                            str(programs.fortran.parent / "qrmid_qrmi.o"), *libs,
+                            f"-Wl,-rpath,{programs.prefix / 'lib'}"], capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stderr
+    before = {lease.id for lease in client.list_leases()}
+    proc = run([str(tmp_path / "probe")], {**without_job(dict(os.environ)), "QRMID_ADDRESS": daemon,
+                                          "QRMI_JOB_QPU_RESOURCES": "local-qiskit,local-pulser",
+                                          "QRMI_JOB_QPU_TYPES": "local-qiskit,local-pulser"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[:6] == ["count 2", "second local-pulser", "third []", "type 101", "untyped -1",
+                       "unopened 101 the resource is not open: call open first"], out
+    assert out[6] == "ghost accessible F 0"  # a resource the daemon does not have: false, not an error
+    assert out[7] == "accessible T 0" and out[9] == "started 0", out
+    acquired, code, token_length = out[8].split()
+    assert (acquired, code) == ("acquired", "0") and int(token_length) > 0, out
+    task_id = out[10].removeprefix("task ")
+    assert out[11] == f"waited 107 Running task {task_id} is still Running after the time given to wait", out
+    assert out[12].startswith("early result 107 "), out  # the library's reason: the task has not completed
+    assert out[13:16] == ["stopped 0", "status 0 Cancelled", "logs 0"], out
+    assert out[16].startswith("unknown task 112 ") and "no-such-task" in out[16], out
+    assert out[17:] == ["released 0", "open after close F", "closed 101 the resource is not open: call open first"]
+    task = client.task(task_id)
+    assert task.state == pb.TASK_STATE_CANCELLED and task.lease_id not in before | {""}
+    assert {lease.id for lease in client.list_leases()} == before  # released
+
+
 def test_fortran_program_is_valgrind_clean(programs: Programs, job: tuple[dict[str, str], dict[str, pb.Lease]]) -> None:
     env, leases = job
     # valgrind passes on no variable whose name is not an identifier, such as local-qiskit_QRMI_JOB_...: the job's
