@@ -242,10 +242,11 @@ def _report(results: dict[str, list[Run]], tasks: int, callers: int, rounds: int
     console.print(table)
     console.print(
         "What this shows: how close each way comes to the device's own time for these tasks, and how many batch "
-        "overheads it pays. The gaps between the three follow from the emulator's overhead setting: a baseline "
-        "pays about one overhead per batch, so the lead over it grows with --overhead and shrinks toward 1x as "
-        "the overhead goes to 0. It does not show Pasqal Cloud's real overheads or queueing (the emulator runs "
-        "one client's batches alone), nor the cost of its network: every request here is local.")
+        "overheads it pays. The gaps between the ways follow from the emulator's overhead setting: each batch costs "
+        "one overhead, so the lead over one batch per submission or per task grows with --overhead and shrinks "
+        "toward the difference in polling as the overhead goes to 0; the SDK as shipped also waits on its own "
+        "back-off (2, 4, 8, 16, 30 s). It does not show Pasqal Cloud's real overheads or queueing (the emulator runs "
+        "these batches alone, one at a time), nor the network's cost: every request here is local.")
 
 
 if __name__ == "__main__":
