@@ -9,10 +9,15 @@ what its users feel. In one run, alternating the two sides ``rounds`` times, the
 through ``qrmid.integrations.qiskit`` on a ``local-qiskit`` resource of a qrmid process, against qiskit-aer's own
 primitives in this process (the baseline). Each figure is min–median–max over the rounds of that round's median (and
 p99), with the overhead (qrmid minus baseline) and the ratio of the medians.
+
+Both sides simulate with the same OpenMP settings: the baseline takes ``OMP_WAIT_POLICY=PASSIVE`` as qrmid's
+simulator workers do (unless it is set already), so its threads do not spin against the daemon between calls, which
+on a small machine would slow the baseline by several milliseconds a call and flatter qrmid.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -92,6 +97,7 @@ def p99(values: list[float]) -> float:
 @click.option("--rounds", default=3, show_default=True, help="alternations of the two sides")
 def main(calls: int, rounds: int) -> None:
     """Time per call of hybrid loops through qrmid against qiskit-aer in this process."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before qiskit-aer's OpenMP runtime loads, which reads it once
     from qiskit_aer.primitives import EstimatorV2 as AerEstimator
     from qiskit_aer.primitives import SamplerV2 as AerSampler
 
