@@ -377,7 +377,8 @@ class Client:
             resource, payload, lease_token=lease_token, priority=priority, on_state=on_state), self._loop)
         outcome.add_done_callback(self._landed)
         try:
-            wait_for((queued, outcome), return_when=FIRST_COMPLETED)
+            first: list[Future[Any]] = [queued, outcome]
+            wait_for(first, return_when=FIRST_COMPLETED)
         except BaseException:
             outcome.cancel()
             raise

@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -87,7 +88,7 @@ def main(calls: int, rounds: int) -> None:
             with Client(daemon.address) as client:
                 for _ in range(rounds):
                     for name, variant in variants.items():
-                        times, cpu = timed(lambda variant=variant: variant(client), calls, daemon.process.pid)
+                        times, cpu = timed(partial(variant, client), calls, daemon.process.pid)
                         figures.setdefault((name, "median per task"), []).append(statistics.median(times))
                         figures.setdefault((name, "p99 per task"), []).append(p99(times))
                         figures.setdefault((name, "daemon CPU per task"), []).append(cpu)
