@@ -109,7 +109,8 @@ async def test_jobs_are_looked_at_when_they_are_expected_to_end(current: tuple[P
 
 
 def test_the_follower_schedules_looks_by_the_expected_end() -> None:
-    """Halfway while more than two intervals remain, at the expected end, then short steps growing to the interval."""
+    """Halfway while more than two intervals remain, at the expected end, then short steps growing by half up to
+    the interval."""
     from qrmid.backends.ibm_quantum_system.follow import Followed, Follower
 
     async def nothing(refs: list[str]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def test_the_follower_schedules_looks_by_the_expected_end() -> None:
         assert follower._next_look(job, 100.0) == 101.0
         assert follower._next_look(job, 101.0) == 101.5
         assert follower._next_look(job, 101.5) == 102.0, "two intervals or less remain: at the expected end"
-        steps = [follower._next_look(job, 102.0) - 102.0 for _ in range(5)]
-        assert steps == pytest.approx([0.04, 0.08, 0.16, 0.25, 0.25])
+        steps = [follower._next_look(job, 102.0) - 102.0 for _ in range(6)]
+        assert steps == pytest.approx([0.04, 0.06, 0.09, 0.135, 0.2025, 0.25])
 
     asyncio.run(check())

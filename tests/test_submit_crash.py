@@ -30,7 +30,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
     moto behind the recording S3 front."""
     path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "perth"\n'
-                    'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 2\nadmission_order = "lanes-first"\n'
+                    'device = "perth"\nseed = 7\nnoise = false\njob_duration_s = 4\nadmission_order = "lanes-first"\n'
                     f'lanes = {{ hpc_workload_manager = {LANES}, ibm_quantum_compute = 2 }}\n')
     with ibm_services(path, BUCKET, front=True) as services:
         yield services

@@ -6,7 +6,8 @@ Polling every job at a fixed interval either holds lanes (slow polls) or floods 
 - the expected run time is the moving average of the run times of the backend's completed jobs (the service's
   own ``created_time`` to ``end_time``); until one completed, jobs are looked at every ``interval``;
 - a job is looked at halfway to its expected end while more than two intervals remain (an early failure frees its
-  lane soon), at its expected end, and then at short steps growing from 2 % of the run time up to ``interval``;
+  lane soon), at its expected end, and then at short steps growing by half from 2 % of the run time (at least
+  10 ms) up to ``interval``;
 - each round looks at every due job in one call of ``look``: one ``GET /v1/jobs`` on a server without
   ``GET /v1/jobs/{id}``, which then updates every followed job at once.
 """
@@ -140,18 +141,19 @@ class Follower:
             return now + (end - now) / 2
         if now < end:
             return end
-        step = max(FINEST, self.expected * 0.02) * 2 ** followed.looks_past_end
+        step = max(FINEST, self.expected * 0.02) * 1.5 ** followed.looks_past_end
         followed.looks_past_end += 1
         return now + min(step, self.interval)
 
     def _learn(self, job: dict[str, Any], followed: Followed, now: float) -> None:
-        """Fold a completed job's run time into the expected one (the service's own times when it gives them)."""
+        """Fold a completed job's run time into the expected one (the service's own times when it gives them), half
+        and half, so that the expectation follows a change of workload within a few jobs."""
         if job.get("status") != "Completed":
             return
         seconds = _run_seconds(job)
         if seconds is None:
             seconds = now - followed.started
-        self.expected = seconds if self.expected is None else 0.8 * self.expected + 0.2 * seconds
+        self.expected = seconds if self.expected is None else (self.expected + seconds) / 2
 
 
 def _run_seconds(job: dict[str, Any]) -> float | None:
