@@ -27,8 +27,11 @@ from qrmid.bench.timing import spread
 from qrmid.client import AsyncClient, pulser_payload
 
 PAYLOAD = pulser_payload({}, 1)
+# StartTask alone is measured onto 'stuck', whose queue grows by every call of the run (all from one user): its
+# per-user queue limit is lifted, as a queue's depth no longer changes what a StartTask costs
 RESOURCES = ('[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n'
-             '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n')
+             '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 86400\nqueue_limit = 100000\n'
+             'max_queued_per_owner = 0\n')
 
 TURNS = 3  # runs of each side, alternating
 Rates = dict[bool, list[tuple[float, float]]]  # (tasks/s, StartTask calls/s) of each run: measured (True), baseline
