@@ -10,10 +10,11 @@ already has its maximum of tasks running.
 
 A task's queue position is its place in the *taking order*: the order ``pop`` would take every queued task in,
 scored as of the queue's last change, with no owner at its running limit. Within a class, an account's j-th task
-(by creation) is keyed by the account's score plus the charges of its j tasks before it; the class goes by key,
-ties to the task created first. Charges are counted in whole millionths (:data:`UNITS`), so a key is the same
-number however it is summed, and one task's position is counted without working out the whole order: a binary
-search of each other account's keys, O(a log n) for a accounts and n tasks.
+(by creation) is keyed by the account's score plus what the tasks it has taken before then are charged: its tasks
+of higher classes, those put back, and its j earlier ones in the class. The class goes by key, ties to the task
+created first. Charges are counted in whole millionths (:data:`UNITS`), so a key is the same number however it is
+summed, and one task's position is counted without working out the whole order: a binary search of each other
+account's keys, O(a log n) for a accounts and n tasks.
 """
 
 from __future__ import annotations
