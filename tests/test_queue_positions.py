@@ -8,17 +8,20 @@ and read from the whole order, is compared with a plain simulation of the fair-s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import Iterable
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from test_fairness import start_request, two_users
 
 from qrmid.backends.payloads import PulserSequence
 from qrmid.core.queue import NOMINAL_SECONDS, UNITS, FairQueue, SchedulingPolicy
 from qrmid.core.tasks import Task, TaskState
 from qrmid.core.usage import UsageLedger, UsageWeights
+from qrmid.v1 import quantum_resources_pb2 as pb
 
 # no shrinking, which is slow here: a failure's report names every draw
 PROPERTY = settings(derandomize=True, max_examples=150, deadline=None, database=None, phases=[Phase.generate],
@@ -179,3 +182,39 @@ def test_positions_asked_one_by_one_and_all_at_once_agree_in_a_deep_queue() -> N
     assert [queue.pop() for _ in range(6000)] == order[:6000]
     assert [queue._place(task) for task in order[6000:]] == list(range(1, 4001)), "counted after the lines shrank"
     assert list(queue) == order[6000:]
+
+
+async def test_start_task_answers_the_new_task_s_place_among_two_users_tasks() -> None:
+    """Over a real socket: alice holds the only slot and queues three tasks to bob's one, with cancellations on
+    the way. Each StartTask answers the place the fair share gives the new task (bob, having used nothing, goes
+    before alice's same-numbered turn), and GetTask shows every queued task of both at its place."""
+    async with two_users(slots=1, delay=86_400) as users:
+        alice = users["alice"]
+        holder = await alice.StartTask(start_request())
+        while (await alice.GetTask(pb.GetTaskRequest(task_id=holder.id))).state != pb.TASK_STATE_RUNNING:
+            await asyncio.sleep(0.01)
+        queued: list[tuple[str, str]] = []  # (owner, task id) in the order they were queued
+        for index in range(40):
+            owner = "bob" if index % 4 == 3 else "alice"
+            answer = await users[owner].StartTask(start_request())
+            queued.append((owner, answer.id))
+            assert answer.queue_position == fair_order(queued).index(answer.id) + 1
+            if index % 9 == 8:  # cancel one of alice's, from the middle of her line
+                cancelled = [entry for entry in queued if entry[0] == "alice"][len(queued) // 8]
+                await alice.StopTask(pb.StopTaskRequest(task_id=cancelled[1]))
+                queued.remove(cancelled)
+            expected = fair_order(queued)
+            shown = {task_id: (await users[owner].GetTask(pb.GetTaskRequest(task_id=task_id))).queue_position
+                     for owner, task_id in queued}
+            assert shown == {task_id: place for place, task_id in enumerate(expected, 1)}
+
+
+def fair_order(queued: list[tuple[str, str]]) -> list[str]:
+    """The taking order of ``queued``: each task of one charge (the nominal second, as none has finished), alice
+    charged one already for the task holding the slot; ties to the task queued first."""
+    turns = {"alice": 1, "bob": 0}
+    keyed = []
+    for index, (owner, task_id) in enumerate(queued):
+        keyed.append((turns[owner], index, task_id))
+        turns[owner] += 1
+    return [task_id for *_, task_id in sorted(keyed)]
