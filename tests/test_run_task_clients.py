@@ -1,15 +1,19 @@
 """Every client that waits for results makes one call per task (RunTask), counted by the daemon's own RPC metrics:
-the Qiskit primitives, the Pulser connection, the QRMI drop-in, and Client.launch beyond the streams it keeps
-open. A real daemon in-process on a real socket; the blocking clients run in threads."""
+the Qiskit primitives, the Pulser connection, the QRMI drop-in, ``qrmid run``, and Client.launch beyond the streams
+it keeps open. A real daemon in-process on a real socket; the blocking clients run in threads."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from daemons import config, running
+from daemons import ROOT, config, running
 from pulser import QPUBackend
 from pulser.backend.remote import BatchStatus
 from qiskit import QuantumCircuit
@@ -86,6 +90,18 @@ async def test_a_qrmi_task_is_one_call(daemon: Daemon) -> None:
     status, value = await asyncio.to_thread(program)
     assert status == TaskStatus.Completed and json.loads(value)["task"]
     assert await calls(daemon) == {"RunTask": 1}, "no GetTask per poll, no GetTaskResult"
+
+
+async def test_qrmid_run_is_one_call(daemon: Daemon, tmp_path: Path) -> None:
+    task_input = tmp_path / "task.json"
+    task_input.write_text(json.dumps({"sequence": SEQUENCE, "job_runs": 3}))
+    run = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "qrmid", "run", "noop", str(task_input),
+                                                   "--raw"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "QRMID_ADDRESS": f"unix:{daemon.socket}"})
+    assert run.returncode == 0, run.stderr
+    task_id = run.stderr.splitlines()[0].removeprefix("task ").split(":")[0]
+    assert json.loads(run.stdout) == {"task": task_id}
+    assert await calls(daemon) == {"RunTask": 1}
 
 
 async def test_launch_beyond_its_open_calls_starts_tasks_with_start_task(daemon: Daemon,
