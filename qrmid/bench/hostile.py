@@ -1,5 +1,6 @@
 """Hostile payloads: each input that once exhausted or crashed validation, built without building its bomb (used by
-the tests and by ``python -m qrmid.bench.validation``)."""
+the tests and by ``python -m qrmid.bench.validation``). ``python -m qrmid.bench.hostile`` sends each one to a daemon:
+``python -m qrmid.bench.validation --hostile``."""
 
 from __future__ import annotations
 
@@ -81,3 +82,9 @@ def pulser_deep(levels: int = 200_000) -> str:
     doc = json.dumps(examples.load("pulser")["sequence"])
     return doc.replace('"variables": {}', '"variables": ' + deep(levels), 1) if '"variables": {}' in doc else \
         doc[:-1] + ', "extra": ' + deep(levels) + "}"
+
+
+if __name__ == "__main__":
+    from qrmid.bench.validation import main
+
+    main(["--hostile"])

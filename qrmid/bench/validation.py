@@ -120,13 +120,14 @@ def main(calls: int, with_hostile: bool) -> None:
     tokens.touch(mode=0o600)
     tokens.write_text("".join(f'[[token]]\nname = "{name}"\ntoken = "{token}"\n' for name, token in TOKENS.items()))
     config = scratch / "qrmid.toml"
-    config.write_text(f'[daemon]\nsocket = "{scratch / "qrmid.sock"}"\nauth = "token"\n[auth]\ntokens_file = '
+    config.write_text(f'[daemon]\nsocket = "{scratch / "qrmid.sock"}"\nauth = "token"\nlog_level = "warning"\n'
+                      f'[auth]\ntokens_file = '
                       f'"{tokens}"\n[journal]\npath = "{scratch / "journal.db"}"\n[limits]\ncalls_per_second = 0\n'
                       '[[resources]]\ntype = "local-qiskit"\nname = "local-qiskit"\nslots = 1\nmax_qubits = 4\n'
                       '[[resources]]\ntype = "local-pulser"\nname = "local-pulser"\nslots = 1\n')
     process = QrmidProcess(config, scratch / "qrmid.sock")
     process.start()
-    console = Console()
+    console = Console(width=150)  # never cut a figure, in a terminal or a pipe
     try:
         rows = asyncio.run(measure(process, calls, with_hostile, console))
     finally:
