@@ -23,8 +23,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for
 from typing import Any, Self, TypeVar
 
+import grpc
+
 from qrmid.client_auth import ClientAuth
-from qrmid.client_errors import QrmidError  # noqa: F401  (re-exported: what every failed call raises)
+from qrmid.client_errors import QrmidError
 from qrmid.client_members import Address, Members
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
@@ -250,7 +252,10 @@ class AsyncClient:
             last, resumed = task, False
             if on_state is not None:
                 on_state(task)
-        assert last is not None and last.state in TERMINAL, "RunTask ends on a terminal state"
+        if last is None or last.state not in TERMINAL:
+            where = f"task {last.id}'s" if last is not None else "the"
+            raise QrmidError.make(grpc.StatusCode.UNAVAILABLE, f"{where} RunTask stream ended before the task did; "
+                                  "call run() again with the same request_id to follow it on")
         if last.state != pb.TASK_STATE_COMPLETED:
             raise TaskFailed(last)
         return last, b"".join(chunks)
