@@ -18,7 +18,7 @@ from qrmid.core.tasks import Task
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000  # writes per transaction
+MAX_BATCH = 5_000  # writes per transaction (a group enqueued together is not split: a batch may end past it)
 MAX_RETRY_SECONDS = 5.0  # the longest pause between two attempts to commit
 
 Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
@@ -37,7 +37,7 @@ class Commits:
         self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
         self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
         self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
-        self._latest: dict[str, int] = {}  # task id -> how many writes must commit for all of its own to be
+        self._latest: dict[str, int] = {}  # task id -> how many writes must commit for its latest state to be
 
     def _stalled(self) -> str:
         """The answer when nothing is committed within ``commit_timeout`` seconds: what to check."""
@@ -68,8 +68,8 @@ class Commits:
             await self._wait(target, task.id)
 
     async def states_recorded(self, task: Task) -> None:
-        """Return once the writes of ``task`` enqueued so far are committed (a write refused for its values counts
-        as done, as for ``durable``), not waiting for other tasks' later writes; Unavailable as ``durable``."""
+        """Return once the writes of ``task``'s states so far are committed (a write refused for its values counts
+        as done, as for ``durable``), not waiting for later writes; Unavailable as ``durable``."""
         target = self._latest.get(task.id, 0)
         if target > self._committed:
             self.writable()
@@ -90,11 +90,9 @@ class Commits:
             if waiter.cancelled() and entry in self._waiters:
                 self._waiters.remove(entry)
 
-    def _enqueue(self, task_id: str) -> None:
-        """Count a write enqueued, of task ``task_id`` ('' for none)."""
-        self._enqueued += 1
-        if task_id:
-            self._latest[task_id] = self._enqueued
+    def _changed(self, task_id: str) -> None:
+        """Note that the writes enqueued so far record ``task_id``'s latest state (call after enqueuing them)."""
+        self._latest[task_id] = self._enqueued
 
     def _queued(self, task_id: str) -> None:
         """Note that the writes enqueued so far record ``task_id`` (call after enqueuing them)."""

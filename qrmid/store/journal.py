@@ -4,8 +4,8 @@ last one stopped.
 Callers on the event loop only enqueue writes; one writer thread commits whatever has piled up in a single
 transaction (group commit), so a burst of tasks costs one fsync, not one each, and its task inserts, task updates and
 transitions each go to SQLite as one statement of many rows. A task's start needs no commit of its own: its writes
-wait up to ``LAZY_SECONDS`` for the next write to commit with (a short task's end), so a task costs two commits, its
-acceptance and its end. ``durable()`` waits for the commit of everything enqueued so far, for at most
+wait up to ``LAZY_SECONDS`` for the next write to commit with (a short task's end), and so does the mark that its
+backend job was released, so a task costs two commits, its acceptance and its end. ``durable()`` waits for the commit of everything enqueued so far, for at most
 ``commit_timeout`` seconds. When the disk is full or read-only the
 writer keeps the pending writes, reports the error (``writable()`` raises it) and retries until the disk takes
 them again. A write that can never succeed (a value SQLite cannot store) is refused on its own: the rest of its
@@ -142,7 +142,9 @@ class Journal(Commits, Listener):
         self.quarantined: list[Quarantined] = []
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
-        self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[list[Write] | None] = queue.SimpleQueue()  # groups of writes, in order
+        self._held: list[Write] = []  # this turn of the event loop's writes, handed to the writer together
+        self._handing = False  # a hand-over of ``_held`` is scheduled
         self._lazy: list[Write] = []  # enqueued writes held back for the next one (a task's start)
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._variables = 999  # the most parameters SQLite takes in one statement (read at open)
@@ -248,12 +250,15 @@ class Journal(Commits, Listener):
                                   len(result.data) if result else 0, task.logs, payload, task.id), task.id, lazy)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.ended_at or view.started_at or time.time(),
                                         view.reason, task.remote_ref), task.id, lazy)
+        self._changed(task.id)
 
     def task_ref(self, task: Task) -> None:
         self._write("UPDATE tasks SET remote_ref = ? WHERE id = ?", (task.remote_ref, task.id), task.id)
 
     def job_released(self, task: Task) -> None:
-        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,), task.id)
+        # nobody waits for it: lost in a crash, the restarted daemon releases the job again, as after a crash just
+        # before it was written
+        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,), task.id, lazy=True)
 
     def lease_granted(self, lease: Lease) -> None:
         self._write("INSERT OR REPLACE INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, "
@@ -271,26 +276,36 @@ class Journal(Commits, Listener):
         self._write("DELETE FROM drains WHERE resource = ?", (name,))
 
     def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "", lazy: bool = False) -> None:
-        """Enqueue a write; a ``lazy`` one is handed to the writer with the next write that is not, or after
-        ``LAZY_SECONDS``, so that it shares that write's commit (it counts as enqueued at once: ``durable()`` waits
-        for it)."""
-        self._enqueue(task_id)
-        if lazy and self._loop is not None:
-            self._lazy.append((sql, params, task_id))
+        """Enqueue a write. The writes of one turn of the event loop reach the writer together, in one commit; a
+        ``lazy`` one waits for the next write that is not, or ``LAZY_SECONDS``, to share its commit (it counts as
+        enqueued at once: ``durable()`` waits for it)."""
+        self._enqueued += 1
+        write = (sql, params, task_id)
+        if self._loop is None:  # not started: nothing to group with
+            self._pending.put([write])
+        elif lazy:
+            self._lazy.append(write)
             if self._lazy_timer is None:
                 self._lazy_timer = self._loop.call_later(LAZY_SECONDS, self._hand_over)
-            return
-        self._hand_over()
-        self._pending.put((sql, params, task_id))
+        else:
+            if self._lazy:  # enqueued before this one: they go first
+                self._held += self._lazy
+                self._lazy = []
+            self._held.append(write)
+            if not self._handing:
+                self._handing = True
+                self._loop.call_soon(self._hand_over)
 
     def _hand_over(self) -> None:
-        """Hand the lazy writes to the writer, in the order they were enqueued."""
+        """Hand the held writes, then the lazy ones, to the writer as one group, in the order they were enqueued."""
+        self._handing = False
         if self._lazy_timer is not None:
             self._lazy_timer.cancel()
             self._lazy_timer = None
-        lazy, self._lazy = self._lazy, []  # taken at once: ``close`` may run in another thread as the timer fires
-        for write in lazy:
-            self._pending.put(write)
+        held, self._held = self._held, []  # each taken at once: ``close`` may run in another thread meanwhile
+        lazy, self._lazy = self._lazy, []
+        if held or lazy:
+            self._pending.put(held + lazy)
 
     # -- the writer thread ---------------------------------------------------------------------------------------
 
@@ -326,10 +341,11 @@ class Journal(Commits, Listener):
             self._tidy()
 
     def _take(self, batch: list[Write]) -> bool:
-        """Wait for writes and take every one pending (up to MAX_BATCH); True when ``close`` was called."""
+        """Wait for writes and take every group pending (until past MAX_BATCH writes); True when ``close`` was
+        called."""
         item = self._pending.get()
         while item is not None:
-            batch.append(item)
+            batch += item
             if len(batch) >= MAX_BATCH:
                 return False
             try:

@@ -260,6 +260,7 @@ class PostgresStore(Commits, Listener):
                                        task.slurm_job_id, task.lease_id, view.state.value, view.created_at,
                                        view.started_at, view.ended_at or time.time(), shots_used(task)), task.id, fence)
             self._write("DELETE FROM cancels WHERE task_id = %s", (task.id,), task.id, fence)
+        self._changed(task.id)
 
     def task_ref(self, task: Task) -> None:
         self._ref(task)
@@ -315,7 +316,7 @@ class PostgresStore(Commits, Listener):
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any], task_id: str = "",
                fence: tuple[str, int] | None = None, notice: str = "") -> None:
-        self._enqueue(task_id)
+        self._enqueued += 1
         self._pending.append(Write(sql, params, task_id, fence, notice or (f"t:{task_id}" if task_id else "")))
         self._wake.set()
 
