@@ -2,8 +2,8 @@
 
 Three echo servers in their own processes on Unix sockets: bare (the baseline), with a pass-through
 interceptor (standing in for the daemon's authentication interceptor), and with that plus ``RpcTelemetry``
-feeding a Prometheus histogram as the daemon does. One caller alternates rounds between them; the median
-latency of each is printed with its ratio to the baseline of the same run.
+feeding a Prometheus histogram as the daemon does. One caller alternates rounds between them; the latency of each
+is printed as min–median–max of the rounds, with the ratio of its median to the baseline's of the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
 from qrmid.api.telemetry import RpcTelemetry
+from qrmid.bench.timing import spread
 from qrmid.ops.metrics import RPC_BUCKETS
 
 ECHO = "/bench.Echo/Echo"
@@ -95,9 +96,9 @@ def main() -> None:
                 server.terminate()
                 server.wait()
     medians = {kind: statistics.median(values) for kind, values in means.items()}
-    print(f"unary echo, {ROUNDS} rounds of {CALLS} calls, median of round means:")
+    print(f"unary echo, {ROUNDS} rounds of {CALLS} calls: min–median–max of the round means, ratio of the medians")
     for kind, label in zip(KINDS, ("bare gRPC server", "+ pass-through interceptor", "+ RpcTelemetry"), strict=True):
-        print(f"  {label:28} {medians[kind] * 1e6:8.1f} us/call  {medians[kind] / medians['bare']:.2f}x")
+        print(f"  {label:28} {spread(means[kind], 'us/call', 1e6, 1):>28}  {medians[kind] / medians['bare']:.2f}x")
 
 
 if __name__ == "__main__":
