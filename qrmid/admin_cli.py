@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 import grpc
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
@@ -119,7 +120,8 @@ def queue(ctx: click.Context, resource: str, owner: str, output: str, as_json: b
 
 ADMIN_RESOURCE_COLUMNS = (Col("NAME", key=True), Col("TYPE", drop=1), Col("STATUS"), Col("BUSY/SLOTS", right=True),
                           Col("QUEUED", right=True), Col("BUSY %", right=True),
-                          Col("DONE/FAILED/CANCELLED", right=True, drop=2), Col("QPU-S", right=True), Col("REASON", drop=3))
+                          Col("DONE/FAILED/CANCELLED", right=True, drop=2), Col("QPU-S", right=True), Col("REASON", drop=3),
+                          Col("SLURM", drop=4))
 
 
 @admin.command()
@@ -128,15 +130,23 @@ ADMIN_RESOURCE_COLUMNS = (Col("NAME", key=True), Col("TYPE", drop=1), Col("STATU
 @output_options
 @click.pass_context
 def resources(ctx: click.Context, window: int, output: str, as_json: bool) -> None:
-    """Every resource's state, slots, queue and utilization over the last WINDOW seconds."""
+    """Every resource's state, slots, queue and utilization over the last WINDOW seconds, and whether Slurm holds
+    the jobs asking for its license (slurm_gate)."""
 
-    async def calls(s: Stubs) -> tuple[pb.ListResourcesResponse, mpb.GetUtilizationResponse]:
+    async def calls(s: Stubs) -> tuple[pb.ListResourcesResponse, mpb.GetUtilizationResponse,
+                                       apb.ListSlurmGatesResponse]:
         return (await s.resources.ListResources(pb.ListResourcesRequest()),
-                await s.metrics.GetUtilization(mpb.GetUtilizationRequest(window_seconds=window)))
+                await s.metrics.GetUtilization(mpb.GetUtilizationRequest(window_seconds=window)),
+                await s.admin.ListSlurmGates(apb.ListSlurmGatesRequest()))
 
-    listed, used = _call(ctx, calls)
+    listed, used, gated = _call(ctx, calls)
+    gates = {g.resource: g for g in gated.gates}
     if wants_json(output, as_json):
-        print_json(used)
+        doc = MessageToDict(used, preserving_proto_field_name=True)
+        for entry in doc.get("resources", []):
+            if (gate := gates.get(entry["resource"])) is not None:
+                entry["slurm"] = MessageToDict(gate, preserving_proto_field_name=True)
+        click.echo(json.dumps(doc, indent=2))
         return
     usage = {u.resource: u for u in used.resources}
     rows = []
@@ -145,8 +155,16 @@ def resources(ctx: click.Context, window: int, output: str, as_json: bool) -> No
         rows.append((r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
                      f"{r.running_tasks}/{r.capacity.slots_total}", str(r.queue_length), f"{100 * u.busy_fraction:.1f}",
                      f"{u.tasks_completed}/{u.tasks_failed}/{u.tasks_cancelled}", f"{u.qpu_seconds:.1f}",
-                     r.status_reason))
+                     r.status_reason, _gate(gates.get(r.name))))
     print_listing(out, ADMIN_RESOURCE_COLUMNS, rows, wide=output == "wide")
+
+
+def _gate(gate: apb.SlurmGate | None) -> str:
+    """The SLURM column: the resource's gate, e.g. "held (reservation qrmid-ibm_torino)" or "open"."""
+    if gate is None:
+        return ""
+    text = f"held (reservation {gate.reservation})" if gate.state == "held" else gate.state
+    return f"{text}: {gate.detail}" if gate.detail else text
 
 
 ADMIN_LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("SLURM JOB", drop=1),

@@ -30,7 +30,8 @@ from qrmid.core.queue import PriorityClass, SchedulingPolicy
 from qrmid.core.reload import Changes, Reloader
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import Scheduler
-from qrmid.core.slurm import SlurmJobs
+from qrmid.core.slurm import Scontrol, SlurmJobs
+from qrmid.core.slurm_gate import SlurmGate
 from qrmid.core.usage import UsageWeights
 from qrmid.core.validation import Validation, ValidationLimits
 from qrmid.ops import logging as logs
@@ -126,6 +127,22 @@ def _slurm(settings: SlurmSettings) -> SlurmJobs | None:
                      slurm_conf=settings.slurm_conf)
 
 
+def _scontrol(settings: SlurmSettings) -> Scontrol:
+    return Scontrol(settings.scontrol, timeout=settings.timeout_seconds, slurm_conf=settings.slurm_conf)
+
+
+def _timings(settings: SlurmSettings) -> dict[str, float]:
+    """The Slurm gate's timings."""
+    return {"debounce": settings.gate_debounce_seconds, "retry": settings.gate_retry_seconds,
+            "recheck": settings.gate_recheck_seconds}
+
+
+def _gated(config: Config) -> dict[str, str]:
+    """The resources whose Slurm license is gated, with that license."""
+    return {settings.name: settings.slurm_license or settings.name for settings in config.resources
+            if settings.slurm_gate}
+
+
 def _scheduling(defaults: SchedulingSettings, settings: ResourceSettings) -> SchedulingPolicy:
     """One resource's scheduling rules: the ``[scheduling]`` section, overridden by the resource's own keys."""
 
@@ -148,6 +165,9 @@ class Daemon:
         self.config = config
         self.path = path  # the config file, re-read by reload(); None for the embedded default
         self.broker = build_broker(config)
+        self.gate = SlurmGate(lambda: self.broker.resources, _scontrol(config.slurm), **_timings(config.slurm))
+        self.gate.configure(_gated(config))
+        self._gating: asyncio.Task[None] | None = None
         self.reloader = Reloader(self.broker, lambda settings: build_resource(self.config, settings))
         self._reloading = asyncio.Lock()
         self.health = health.aio.HealthServicer()
@@ -201,7 +221,7 @@ class Daemon:
         servicer = QuantumResources(self.broker)
         metrics_service = MetricsService(self.broker, self.ledger)
         admin = AdminService(self.broker, self._reload_everywhere, self.config.auth.admin_group,
-                             quarantine=self.journal)
+                             quarantine=self.journal, gate=self.gate)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_QuantumResourcesServicer_to_server(servicer, server)
@@ -241,6 +261,7 @@ class Daemon:
                                    on_reload=self._reload_as_asked)
             await self.members.start()
             self.broker.cluster = self.members
+        self._gate_start()
         for server in self.servers:
             await server.start()
         if self.config.metrics.address:
@@ -267,6 +288,9 @@ class Daemon:
         hands its resources over to the others."""
         await self.health.enter_graceful_shutdown()
         await self.reloader.close()
+        if self._gating is not None:  # reservations stay as they are: the next start reconciles them
+            self._gating.cancel()
+            await asyncio.gather(self._gating, return_exceptions=True)
         if self.members is not None:  # its resources move to other members at once, their tasks re-attached there
             await self.members.close()
         await self.broker.stop(self.config.daemon.shutdown_grace_seconds, keep=self.journal is not None)
@@ -342,6 +366,9 @@ class Daemon:
             self.broker.leases.default_ttl = self.config.leases.default_ttl_seconds
             self.broker.leases.max_ttl = self.config.leases.max_ttl_seconds
             self.broker.slurm = _slurm(self.config.slurm)
+            self.gate.tune(_scontrol(self.config.slurm), **_timings(self.config.slurm))
+            self.gate.configure(_gated(new))
+            self._gate_start()
             if self.members is not None:
                 self.members.eligible = _eligible(self.config)
             if daemon.log_level != old.daemon.log_level:
@@ -349,6 +376,11 @@ class Daemon:
             log.info("reloaded %s: added %s, removed %s, changed %s", self.path, ", ".join(changes.added) or "none",
                      ", ".join(changes.removed) or "none", ", ".join(changes.changed) or "none")
             return changes
+
+    def _gate_start(self) -> None:
+        """Run the Slurm gate once a resource asks for it."""
+        if self._gating is None and self.gate.views():
+            self._gating = asyncio.create_task(self.gate.run(), name="qrmid slurm gate")
 
     async def _reload_everywhere(self) -> Changes:
         """An admin's reload: this member's config file, then (cluster mode) every other member's own."""

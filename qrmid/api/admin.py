@@ -18,6 +18,7 @@ from qrmid.core.broker import Broker
 from qrmid.core.cluster import Dispatch, Membership, MemberView
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from qrmid.core.reload import Changes
+from qrmid.core.slurm_gate import SlurmGate
 from qrmid.core.tasks import Task, TaskState
 from qrmid.ops import logging as logs
 from qrmid.store.journal import Quarantined
@@ -39,13 +40,14 @@ class Quarantine(Protocol):
 
 class AdminService(admin_grpc.AdminServiceServicer):
     """The admin RPCs over one broker; ``reload`` re-reads the daemon's config file; ``quarantine`` lists the
-    store's unreadable rows (None: the daemon keeps no record)."""
+    store's unreadable rows (None: the daemon keeps no record); ``gate`` keeps Slurm's view of the resources."""
 
     def __init__(self, broker: Broker, reload: Callable[[], Awaitable[Changes]], admin_group: str = "",
-                 quarantine: Quarantine | None = None) -> None:
+                 quarantine: Quarantine | None = None, gate: SlurmGate | None = None) -> None:
         self.broker = broker
         self.reload = reload
         self.quarantine = quarantine
+        self.gate = gate
         group = f", a member of group {admin_group}" if admin_group else ""
         self.admins = f"uid 0{group} or a service token marked admin"
 
@@ -152,6 +154,15 @@ class AdminService(admin_grpc.AdminServiceServicer):
         log.warning("member %s told by %s to %s", name, who,
                     "take resources again" if request.back else "hand over its resources and take none")
         return _member(view)
+
+    @unary
+    async def ListSlurmGates(self, request: admin_pb.ListSlurmGatesRequest, context: Context
+                             ) -> admin_pb.ListSlurmGatesResponse:
+        self._admin(context, "ListSlurmGates")
+        views = self.gate.views() if self.gate is not None else []
+        return admin_pb.ListSlurmGatesResponse(gates=[
+            admin_pb.SlurmGate(resource=view.resource, license=view.license, reservation=view.reservation,
+                               state=view.state, detail=view.detail) for view in views])
 
     def _cluster(self, what: str) -> Membership:
         """The cluster this daemon is a member of; FailedPrecondition on a single daemon."""

@@ -33,6 +33,10 @@ class ResourceSettings(BaseModel):
     max_queued_per_owner: int | None = Field(None, ge=0, le=1_000_000, description="overrides [scheduling] max_queued_per_owner")
     max_running_per_owner: int | None = Field(None, ge=0, le=1_000_000, description="overrides [scheduling] max_running_per_owner")
     max_shots_per_task: int | None = Field(None, ge=0, le=10**12, description="overrides [scheduling] max_shots_per_task")
+    slurm_gate: bool = Field(False, description="hold new Slurm jobs asking for the resource's license PENDING while "
+                             "it is offline, paused or draining (slurm/README.md)")
+    slurm_license: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$", description="the Slurm "
+                               "license slurm_gate holds; empty: the resource's name")
     max_task_shots: int = Field(10**9, ge=1, le=10**12, description="most shots a task may count in all (every pub "
                                 "times its parameter sets); more is refused as invalid at submit")
 

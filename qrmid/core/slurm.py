@@ -1,4 +1,5 @@
-"""Checks with slurmctld that a lease's Slurm job exists, is running and belongs to the lease's owner.
+"""Talks to slurmctld: checks that a lease's Slurm job exists, is running and belongs to the lease's owner
+(``SlurmJobs``), and holds or frees a resource's licenses with reservations (``Scontrol``).
 
 ``squeue --json`` (Slurm 22.05 and later) gives every job slurmctld knows, with its state, uid and account;
 Slurm 22.05's ``squeue`` ignores job filters when asked for JSON, so one snapshot answers every job id and
@@ -15,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,83 @@ def _job(doc: dict[str, Any]) -> SlurmJob:
         state = state[0] if state else ""
     return SlurmJob(id=str(doc["job_id"]), state=str(state), uid=int(doc.get("user_id", -1)),
                     user=str(doc.get("user_name") or doc.get("user_id")), account=str(doc.get("account") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmLicense:
+    """A license as ``scontrol show license`` reports it."""
+
+    name: str
+    total: int
+    reserved: int
+
+
+class Scontrol:
+    """Reads and changes slurmctld's reservations and licenses with ``scontrol``, never blocking the event loop."""
+
+    def __init__(self, scontrol: str = "scontrol", *, timeout: float = 20.0, slurm_conf: Path | None = None) -> None:
+        self.scontrol = scontrol
+        self.timeout = timeout
+        self.slurm_conf = slurm_conf
+
+    async def reservations(self) -> dict[str, dict[str, str]]:
+        """Every reservation slurmctld holds, by name, with its fields (``Licenses``, ``EndTime``, ...)."""
+        out = await self._run("show", "reservation", "--oneliner")
+        return {fields["ReservationName"]: fields for fields in map(_fields, out.splitlines())
+                if "ReservationName" in fields}
+
+    async def license(self, name: str) -> SlurmLicense:
+        """License ``name`` as slurm.conf declares it; SlurmRefused when slurmctld has none so named."""
+        out = await self._run("show", "license", "--oneliner")
+        for fields in map(_fields, out.splitlines()):
+            if fields.get("LicenseName") == name:
+                return SlurmLicense(name, int(fields.get("Total", 0)), int(fields.get("Reserved", 0)))
+        raise SlurmRefused(f"slurmctld has no license {name!r}: declare it in slurm.conf (Licenses={name}:COUNT), "
+                           "then run scontrol reconfigure")
+
+    async def hold(self, reservation: str, license: SlurmLicense, user: str, until: datetime | None = None) -> int:
+        """Create ``reservation``, taking every unit of ``license`` that other reservations leave, from now on
+        (until ``until``, else without end), for ``user`` alone: jobs asking for the license wait PENDING with
+        reason Licenses. The units taken."""
+        units = license.total - license.reserved
+        if units <= 0:
+            raise SlurmRefused(f"every unit of license {license.name} is reserved already, by reservations qrmid "
+                               "does not manage: nothing left to hold")
+        end = f"EndTime={until.astimezone().strftime('%Y-%m-%dT%H:%M:%S')}" if until else "Duration=infinite"
+        await self._run("create", "reservation", f"ReservationName={reservation}", "Flags=LICENSE_ONLY",
+                        f"Licenses={license.name}:{units}", "StartTime=now", end, f"Users={user}")
+        return units
+
+    async def delete(self, reservation: str) -> None:
+        await self._run("delete", f"ReservationName={reservation}")
+
+    async def _run(self, *args: str) -> str:
+        env = {**os.environ, "SLURM_CONF": str(self.slurm_conf)} if self.slurm_conf else None
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.scontrol, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise Unavailable(f"cannot run {self.scontrol!r}: {exc.strerror}; set [slurm] scontrol to its path") from None
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise Unavailable(f"slurmctld did not answer scontrol {args[0]} within {self.timeout:g} s") from None
+        if process.returncode != 0:
+            detail = (err or out).decode(errors="replace").strip().splitlines()[:1] or ["no message"]
+            if "Unable to contact slurm controller" in detail[0] or "Socket timed out" in detail[0]:
+                raise Unavailable(f"slurmctld is unreachable: {detail[0]}")
+            raise SlurmRefused(f"scontrol {' '.join(args[:2])} failed ({process.returncode}): {detail[0]}")
+        return out.decode(errors="replace")
+
+
+class SlurmRefused(Unavailable):
+    """slurmctld answered, and refused (or has no such license); retrying alone will not help."""
+
+
+def _fields(line: str) -> dict[str, str]:
+    """``Key=Value`` pairs of one ``scontrol --oneliner`` line."""
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)

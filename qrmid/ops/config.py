@@ -266,13 +266,21 @@ class LimitsSettings(_Section):
 
 
 class SlurmSettings(_Section):
-    """``[slurm]``: checks that a lease's Slurm job exists, runs and is its owner's."""
+    """``[slurm]``: checks that a lease's Slurm job exists, runs and is its owner's; gating of resources'
+    licenses."""
 
     check_jobs: bool = Field(False, description="ask slurmctld about the job of every Acquire that names one")
     squeue: str = Field("squeue", description="squeue command or path (Slurm 22.05 or later, for --json)")
-    slurm_conf: Path | None = Field(None, description="SLURM_CONF for squeue; unset: Slurm's default")
+    slurm_conf: Path | None = Field(None, description="SLURM_CONF for squeue and scontrol; unset: Slurm's default")
     cache_seconds: float = Field(5.0, ge=0, le=3600, description="how long one squeue snapshot answers checks")
     timeout_seconds: float = Field(20.0, ge=0.1, le=600, description="how long slurmctld may take to answer")
+    scontrol: str = Field("scontrol", description="scontrol command or path, for the resources with slurm_gate")
+    gate_debounce_seconds: float = Field(2.0, ge=0, le=600, description="how long a resource's status must hold "
+                                         "before its Slurm reservation is created or deleted")
+    gate_retry_seconds: float = Field(10.0, ge=0.1, le=3600, description="how soon a failed scontrol call is "
+                                      "retried")
+    gate_recheck_seconds: float = Field(60.0, ge=1, le=86_400, description="how often slurmctld's reservations are "
+                                        "re-read, so one changed by hand is put right")
 
 
 def _embedded_resources() -> list[ResourceConfig]:

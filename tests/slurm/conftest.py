@@ -39,13 +39,19 @@ USERS = ("qrmid-alice", "qrmid-bob")  # the same users as tests/test_multiuser.p
 
 # The qrmid the jobs talk to: every user may open its socket and is who munged proves (subprocess_daemon opens
 # the [daemon] table with its socket). Leases are required, so a task only runs with the job's token;
-# "slow-qpu" holds its one slot for minutes without using CPU, for the scancel tests.
+# "slow-qpu" holds its one slot for minutes without using CPU, for the scancel tests; its Slurm license is gated
+# (held while it is drained, test_slurm_gate.py).
 QRMID_CONFIG = """
 auth = "munge"
 socket_mode = "0666"
 
 [auth]
 munge_socket = "{munge_socket}"
+
+[slurm]
+slurm_conf = "{slurm_conf}"
+gate_debounce_seconds = 0.5
+gate_retry_seconds = 1
 
 [leases]
 required = true
@@ -62,6 +68,7 @@ type = "noop"
 name = "slow-qpu"
 slots = 1
 delay_seconds = 600
+slurm_gate = true
 
 # Holds a vendor secret (its service is unreachable): the jobs must never see it.
 [[resources]]
@@ -271,7 +278,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 KillWait=2
-Licenses=local-qiskit:1
+Licenses=local-qiskit:1,slow-qpu:2,gate-qpu:2,gate_ibm:1
 NodeName={node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
@@ -326,9 +333,10 @@ def munge_socket(cluster_dir: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def qrmid_address(munge_socket: Path, users: tuple[str, ...]) -> Iterator[str]:
+def qrmid_address(cluster_dir: Path, munge_socket: Path, users: tuple[str, ...]) -> Iterator[str]:
     """A qrmid subprocess serving local-qiskit, slow-qpu and vendor-qpu to every local user, with MUNGE."""
-    config = QRMID_CONFIG.format(munge_socket=munge_socket, vendor_secret=VENDOR_SECRET)
+    config = QRMID_CONFIG.format(munge_socket=munge_socket, vendor_secret=VENDOR_SECRET,
+                                 slurm_conf=cluster_dir / "etc" / "slurm.conf")
     with subprocess_daemon(config) as (address, _):
         scratch = Path(address.removeprefix("unix:")).parent
         os.chmod(scratch, 0o711)  # others may reach the socket (mode 0666), not list or read the rest

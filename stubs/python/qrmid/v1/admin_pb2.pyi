@@ -165,3 +165,27 @@ class HandoverRequest(_message.Message):
     member: str
     back: bool
     def __init__(self, member: _Optional[str] = ..., back: _Optional[bool] = ...) -> None: ...
+
+class ListSlurmGatesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SlurmGate(_message.Message):
+    __slots__ = ("resource", "license", "reservation", "state", "detail")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    license: str
+    reservation: str
+    state: str
+    detail: str
+    def __init__(self, resource: _Optional[str] = ..., license: _Optional[str] = ..., reservation: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListSlurmGatesResponse(_message.Message):
+    __slots__ = ("gates",)
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    gates: _containers.RepeatedCompositeFieldContainer[SlurmGate]
+    def __init__(self, gates: _Optional[_Iterable[_Union[SlurmGate, _Mapping]]] = ...) -> None: ...

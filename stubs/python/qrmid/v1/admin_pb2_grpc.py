@@ -91,6 +91,11 @@ class AdminServiceStub:
                 request_serializer=qrmid_dot_v1_dot_admin__pb2.HandoverRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_admin__pb2.ClusterMember.FromString,
                 _registered_method=True)
+        self.ListSlurmGates = channel.unary_unary(
+                '/qrmid.v1.AdminService/ListSlurmGates',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -189,6 +194,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSlurmGates(self, request, context):
+        """Lists the resources whose Slurm license this daemon gates (slurm_gate)
+        and whether their qrmid-<resource> reservation holds it now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +259,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Handover,
                     request_deserializer=qrmid_dot_v1_dot_admin__pb2.HandoverRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_admin__pb2.ClusterMember.SerializeToString,
+            ),
+            'ListSlurmGates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSlurmGates,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -546,6 +564,33 @@ class AdminService:
             '/qrmid.v1.AdminService/Handover',
             qrmid_dot_v1_dot_admin__pb2.HandoverRequest.SerializeToString,
             qrmid_dot_v1_dot_admin__pb2.ClusterMember.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSlurmGates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/ListSlurmGates',
+            qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.SerializeToString,
+            qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

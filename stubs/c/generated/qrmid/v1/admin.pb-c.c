@@ -862,6 +862,141 @@ void   qrmid__v1__handover_request__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__handover_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__list_slurm_gates_request__init
+                     (Qrmid__V1__ListSlurmGatesRequest         *message)
+{
+  static const Qrmid__V1__ListSlurmGatesRequest init_value = QRMID__V1__LIST_SLURM_GATES_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_slurm_gates_request__get_packed_size
+                     (const Qrmid__V1__ListSlurmGatesRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_slurm_gates_request__pack
+                     (const Qrmid__V1__ListSlurmGatesRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_slurm_gates_request__pack_to_buffer
+                     (const Qrmid__V1__ListSlurmGatesRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListSlurmGatesRequest *
+       qrmid__v1__list_slurm_gates_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListSlurmGatesRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_slurm_gates_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_slurm_gates_request__free_unpacked
+                     (Qrmid__V1__ListSlurmGatesRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__slurm_gate__init
+                     (Qrmid__V1__SlurmGate         *message)
+{
+  static const Qrmid__V1__SlurmGate init_value = QRMID__V1__SLURM_GATE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__slurm_gate__get_packed_size
+                     (const Qrmid__V1__SlurmGate *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__slurm_gate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__slurm_gate__pack
+                     (const Qrmid__V1__SlurmGate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__slurm_gate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__slurm_gate__pack_to_buffer
+                     (const Qrmid__V1__SlurmGate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__slurm_gate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__SlurmGate *
+       qrmid__v1__slurm_gate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__SlurmGate *)
+     protobuf_c_message_unpack (&qrmid__v1__slurm_gate__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__slurm_gate__free_unpacked
+                     (Qrmid__V1__SlurmGate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__slurm_gate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_slurm_gates_response__init
+                     (Qrmid__V1__ListSlurmGatesResponse         *message)
+{
+  static const Qrmid__V1__ListSlurmGatesResponse init_value = QRMID__V1__LIST_SLURM_GATES_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_slurm_gates_response__get_packed_size
+                     (const Qrmid__V1__ListSlurmGatesResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_slurm_gates_response__pack
+                     (const Qrmid__V1__ListSlurmGatesResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_slurm_gates_response__pack_to_buffer
+                     (const Qrmid__V1__ListSlurmGatesResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListSlurmGatesResponse *
+       qrmid__v1__list_slurm_gates_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListSlurmGatesResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_slurm_gates_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_slurm_gates_response__free_unpacked
+                     (Qrmid__V1__ListSlurmGatesResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor qrmid__v1__drain_resource_request__field_descriptors[2] =
 {
   {
@@ -1836,7 +1971,153 @@ const ProtobufCMessageDescriptor qrmid__v1__handover_request__descriptor =
   (ProtobufCMessageInit) qrmid__v1__handover_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[11] =
+#define qrmid__v1__list_slurm_gates_request__field_descriptors NULL
+#define qrmid__v1__list_slurm_gates_request__field_indices_by_name NULL
+#define qrmid__v1__list_slurm_gates_request__number_ranges NULL
+const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListSlurmGatesRequest",
+  "ListSlurmGatesRequest",
+  "Qrmid__V1__ListSlurmGatesRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListSlurmGatesRequest),
+  0,
+  qrmid__v1__list_slurm_gates_request__field_descriptors,
+  qrmid__v1__list_slurm_gates_request__field_indices_by_name,
+  0,  qrmid__v1__list_slurm_gates_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_slurm_gates_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__slurm_gate__field_descriptors[5] =
+{
+  {
+    "resource",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SlurmGate, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "license",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SlurmGate, license),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reservation",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SlurmGate, reservation),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SlurmGate, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SlurmGate, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__slurm_gate__field_indices_by_name[] = {
+  4,   /* field[4] = detail */
+  1,   /* field[1] = license */
+  2,   /* field[2] = reservation */
+  0,   /* field[0] = resource */
+  3,   /* field[3] = state */
+};
+static const ProtobufCIntRange qrmid__v1__slurm_gate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__slurm_gate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.SlurmGate",
+  "SlurmGate",
+  "Qrmid__V1__SlurmGate",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__SlurmGate),
+  5,
+  qrmid__v1__slurm_gate__field_descriptors,
+  qrmid__v1__slurm_gate__field_indices_by_name,
+  1,  qrmid__v1__slurm_gate__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__slurm_gate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_slurm_gates_response__field_descriptors[1] =
+{
+  {
+    "gates",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListSlurmGatesResponse, n_gates),
+    offsetof(Qrmid__V1__ListSlurmGatesResponse, gates),
+    &qrmid__v1__slurm_gate__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_slurm_gates_response__field_indices_by_name[] = {
+  0,   /* field[0] = gates */
+};
+static const ProtobufCIntRange qrmid__v1__list_slurm_gates_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListSlurmGatesResponse",
+  "ListSlurmGatesResponse",
+  "Qrmid__V1__ListSlurmGatesResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListSlurmGatesResponse),
+  1,
+  qrmid__v1__list_slurm_gates_response__field_descriptors,
+  qrmid__v1__list_slurm_gates_response__field_indices_by_name,
+  1,  qrmid__v1__list_slurm_gates_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_slurm_gates_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[12] =
 {
   { "DrainResource", &qrmid__v1__drain_resource_request__descriptor, &qrmid__v1__resource__descriptor },
   { "ResumeResource", &qrmid__v1__resume_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -1849,6 +2130,7 @@ static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descript
   { "ListQuarantine", &qrmid__v1__list_quarantine_request__descriptor, &qrmid__v1__list_quarantine_response__descriptor },
   { "ListMembers", &qrmid__v1__list_members_request__descriptor, &qrmid__v1__list_members_response__descriptor },
   { "Handover", &qrmid__v1__handover_request__descriptor, &qrmid__v1__cluster_member__descriptor },
+  { "ListSlurmGates", &qrmid__v1__list_slurm_gates_request__descriptor, &qrmid__v1__list_slurm_gates_response__descriptor },
 };
 const unsigned qrmid__v1__admin_service__method_indices_by_name[] = {
   4,        /* CancelTask */
@@ -1858,6 +2140,7 @@ const unsigned qrmid__v1__admin_service__method_indices_by_name[] = {
   9,        /* ListMembers */
   8,        /* ListQuarantine */
   3,        /* ListQueues */
+  11,        /* ListSlurmGates */
   2,        /* ReloadConfig */
   1,        /* ResumeResource */
   6,        /* RevokeLease */
@@ -1870,7 +2153,7 @@ const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor =
   "AdminService",
   "Qrmid__V1__AdminService",
   "qrmid.v1",
-  11,
+  12,
   qrmid__v1__admin_service__method_descriptors,
   qrmid__v1__admin_service__method_indices_by_name
 };
@@ -1961,6 +2244,14 @@ void qrmid__v1__admin_service__handover(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
   service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__list_slurm_gates(ProtobufCService *service,
+                                                const Qrmid__V1__ListSlurmGatesRequest *input,
+                                                Qrmid__V1__ListSlurmGatesResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
                                      Qrmid__V1__AdminService_ServiceDestroy destroy)

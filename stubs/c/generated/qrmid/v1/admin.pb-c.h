@@ -36,6 +36,9 @@ typedef struct Qrmid__V1__ClusterMember Qrmid__V1__ClusterMember;
 typedef struct Qrmid__V1__Dispatcher Qrmid__V1__Dispatcher;
 typedef struct Qrmid__V1__ListMembersResponse Qrmid__V1__ListMembersResponse;
 typedef struct Qrmid__V1__HandoverRequest Qrmid__V1__HandoverRequest;
+typedef struct Qrmid__V1__ListSlurmGatesRequest Qrmid__V1__ListSlurmGatesRequest;
+typedef struct Qrmid__V1__SlurmGate Qrmid__V1__SlurmGate;
+typedef struct Qrmid__V1__ListSlurmGatesResponse Qrmid__V1__ListSlurmGatesResponse;
 
 
 /* --- enums --- */
@@ -440,6 +443,69 @@ struct  Qrmid__V1__HandoverRequest
     , (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * Request of ListSlurmGates.
+ */
+struct  Qrmid__V1__ListSlurmGatesRequest
+{
+  ProtobufCMessage base;
+};
+#define QRMID__V1__LIST_SLURM_GATES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_slurm_gates_request__descriptor) \
+     }
+
+
+/*
+ * One resource's Slurm gate.
+ */
+struct  Qrmid__V1__SlurmGate
+{
+  ProtobufCMessage base;
+  /*
+   * Resource name.
+   */
+  char *resource;
+  /*
+   * The Slurm license it holds while the resource is down.
+   */
+  char *license;
+  /*
+   * The reservation qrmid creates and deletes for it: qrmid-<resource>.
+   */
+  char *reservation;
+  /*
+   * held (the reservation takes every unit of the license), open, unknown
+   * (slurmctld not asked yet) or "not managed here" (another cluster member
+   * dispatches the resource and gates it).
+   */
+  char *state;
+  /*
+   * Why it is held, or the last failure to reach slurmctld.
+   */
+  char *detail;
+};
+#define QRMID__V1__SLURM_GATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__slurm_gate__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Response of ListSlurmGates.
+ */
+struct  Qrmid__V1__ListSlurmGatesResponse
+{
+  ProtobufCMessage base;
+  /*
+   * One per gated resource.
+   */
+  size_t n_gates;
+  Qrmid__V1__SlurmGate **gates;
+};
+#define QRMID__V1__LIST_SLURM_GATES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_slurm_gates_response__descriptor) \
+    , 0,NULL }
+
+
 /* Qrmid__V1__DrainResourceRequest methods */
 void   qrmid__v1__drain_resource_request__init
                      (Qrmid__V1__DrainResourceRequest         *message);
@@ -801,6 +867,63 @@ Qrmid__V1__HandoverRequest *
 void   qrmid__v1__handover_request__free_unpacked
                      (Qrmid__V1__HandoverRequest *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListSlurmGatesRequest methods */
+void   qrmid__v1__list_slurm_gates_request__init
+                     (Qrmid__V1__ListSlurmGatesRequest         *message);
+size_t qrmid__v1__list_slurm_gates_request__get_packed_size
+                     (const Qrmid__V1__ListSlurmGatesRequest   *message);
+size_t qrmid__v1__list_slurm_gates_request__pack
+                     (const Qrmid__V1__ListSlurmGatesRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_slurm_gates_request__pack_to_buffer
+                     (const Qrmid__V1__ListSlurmGatesRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListSlurmGatesRequest *
+       qrmid__v1__list_slurm_gates_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_slurm_gates_request__free_unpacked
+                     (Qrmid__V1__ListSlurmGatesRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__SlurmGate methods */
+void   qrmid__v1__slurm_gate__init
+                     (Qrmid__V1__SlurmGate         *message);
+size_t qrmid__v1__slurm_gate__get_packed_size
+                     (const Qrmid__V1__SlurmGate   *message);
+size_t qrmid__v1__slurm_gate__pack
+                     (const Qrmid__V1__SlurmGate   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__slurm_gate__pack_to_buffer
+                     (const Qrmid__V1__SlurmGate   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__SlurmGate *
+       qrmid__v1__slurm_gate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__slurm_gate__free_unpacked
+                     (Qrmid__V1__SlurmGate *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListSlurmGatesResponse methods */
+void   qrmid__v1__list_slurm_gates_response__init
+                     (Qrmid__V1__ListSlurmGatesResponse         *message);
+size_t qrmid__v1__list_slurm_gates_response__get_packed_size
+                     (const Qrmid__V1__ListSlurmGatesResponse   *message);
+size_t qrmid__v1__list_slurm_gates_response__pack
+                     (const Qrmid__V1__ListSlurmGatesResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_slurm_gates_response__pack_to_buffer
+                     (const Qrmid__V1__ListSlurmGatesResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListSlurmGatesResponse *
+       qrmid__v1__list_slurm_gates_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_slurm_gates_response__free_unpacked
+                     (Qrmid__V1__ListSlurmGatesResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Qrmid__V1__DrainResourceRequest_Closure)
@@ -860,6 +983,15 @@ typedef void (*Qrmid__V1__ListMembersResponse_Closure)
 typedef void (*Qrmid__V1__HandoverRequest_Closure)
                  (const Qrmid__V1__HandoverRequest *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__ListSlurmGatesRequest_Closure)
+                 (const Qrmid__V1__ListSlurmGatesRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__SlurmGate_Closure)
+                 (const Qrmid__V1__SlurmGate *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListSlurmGatesResponse_Closure)
+                 (const Qrmid__V1__ListSlurmGatesResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -911,6 +1043,10 @@ struct Qrmid__V1__AdminService_Service
                    const Qrmid__V1__HandoverRequest *input,
                    Qrmid__V1__ClusterMember_Closure closure,
                    void *closure_data);
+  void (*list_slurm_gates)(Qrmid__V1__AdminService_Service *service,
+                           const Qrmid__V1__ListSlurmGatesRequest *input,
+                           Qrmid__V1__ListSlurmGatesResponse_Closure closure,
+                           void *closure_data);
 };
 typedef void (*Qrmid__V1__AdminService_ServiceDestroy)(Qrmid__V1__AdminService_Service *);
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
@@ -929,7 +1065,8 @@ void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
       function_prefix__ ## set_log_level,\
       function_prefix__ ## list_quarantine,\
       function_prefix__ ## list_members,\
-      function_prefix__ ## handover  }
+      function_prefix__ ## handover,\
+      function_prefix__ ## list_slurm_gates  }
 void qrmid__v1__admin_service__drain_resource(ProtobufCService *service,
                                               const Qrmid__V1__DrainResourceRequest *input,
                                               Qrmid__V1__Resource_Closure closure,
@@ -974,6 +1111,10 @@ void qrmid__v1__admin_service__handover(ProtobufCService *service,
                                         const Qrmid__V1__HandoverRequest *input,
                                         Qrmid__V1__ClusterMember_Closure closure,
                                         void *closure_data);
+void qrmid__v1__admin_service__list_slurm_gates(ProtobufCService *service,
+                                                const Qrmid__V1__ListSlurmGatesRequest *input,
+                                                Qrmid__V1__ListSlurmGatesResponse_Closure closure,
+                                                void *closure_data);
 
 /* --- descriptors --- */
 
@@ -996,6 +1137,9 @@ extern const ProtobufCMessageDescriptor qrmid__v1__cluster_member__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__dispatcher__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_members_response__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__handover_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__slurm_gate__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_response__descriptor;
 extern const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -187,3 +187,20 @@ grpc_status_code qrmid_v1_admin_service_handover(
     *response = (Qrmid__V1__ClusterMember *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_admin_service_list_slurm_gates(
+    qrmid_client *client,
+    const Qrmid__V1__ListSlurmGatesRequest *request,
+    Qrmid__V1__ListSlurmGatesResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_LIST_SLURM_GATES_METHOD,
+      &qrmid__v1__list_slurm_gates_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_slurm_gates_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListSlurmGatesResponse *)out;
+  return code;
+}

@@ -209,6 +209,23 @@ grpc_status_code qrmid_v1_admin_service_handover(
     int64_t timeout_ms,
     qrmid_error *error);
 
+/*
+ * /qrmid.v1.AdminService/ListSlurmGates
+ *
+ * Lists the resources whose Slurm license this daemon gates (slurm_gate)
+ * and whether their qrmid-<resource> reservation holds it now.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_slurm_gates_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_LIST_SLURM_GATES_METHOD "/qrmid.v1.AdminService/ListSlurmGates"
+grpc_status_code qrmid_v1_admin_service_list_slurm_gates(
+    qrmid_client *client,
+    const Qrmid__V1__ListSlurmGatesRequest *request,
+    Qrmid__V1__ListSlurmGatesResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
 #ifdef __cplusplus
 }
 #endif
