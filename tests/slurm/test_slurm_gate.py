@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -264,5 +265,22 @@ async def test_an_unreachable_slurmctld_is_retried(cluster: Cluster, tmp_path: P
         await gate.step()
         assert await held(cluster) is not None
         assert (gate.views()[0].state, gate.views()[0].detail) == ("held", "draining: calibration")
+    finally:
+        await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
+
+
+async def test_a_maintenance_window_holds_until_its_end(cluster: Cluster) -> None:
+    gate, _ = unit_gate(cluster, debounce=0)
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    gate.unavailable_until("gate-qpu", end)  # the resource itself is online
+    try:
+        await gate.step()
+        window = await held(cluster)
+        assert window is not None
+        assert datetime.fromisoformat(window["EndTime"]).astimezone(UTC) == end, "Slurm ends it by itself"
+        assert gate.views()[0].detail == f"maintenance until {end.isoformat()}"
+        gate.unavailable_until("gate-qpu", None)
+        await gate.step()
+        assert await held(cluster) is None
     finally:
         await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
