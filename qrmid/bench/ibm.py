@@ -17,6 +17,9 @@ The clients are coroutines of this process, not N processes: the same requests o
 older server (``--server older-405``/``older-404``: no ``GET /v1/jobs/{id}``) the clients fall back to the job list
 on every read, as the spec tells a client to.
 
+qrmid paces its polls by the run time of the jobs it saw complete, so each T starts with L untimed tasks through
+qrmid (a steady workload, as a hybrid loop's); the clients learn nothing and need no warm-up.
+
 Printed per T, as min–median–max over the rounds: makespan, lane utilization N·T / (L·makespan), the HTTP 429s each
 way drew, and the API requests per task the emulator counted (status checks and token requests included).
 
@@ -199,7 +202,8 @@ async def measure(service: Service, backend: str, tasks: int, run: Callable[[], 
     return makespan, rejected, requests / tasks
 
 
-async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, server: str, console: Console) -> None:
+async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, server: str, ways: tuple[str, ...],
+                console: Console) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="qb"))
     service = Service(scratch, lanes, server)
     daemon = None
@@ -213,9 +217,10 @@ async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, ser
                for way, policy in POLICIES.items()}}
         for seconds in durations:
             await service.set_duration(seconds)
-            figures = {way: Figures([], [], []) for way in WAYS}
+            await through_qrmid(daemon, lanes)
+            figures = {way: Figures([], [], []) for way in ways}
             for index in range(rounds):
-                order = WAYS[index % len(WAYS):] + WAYS[:index % len(WAYS)]  # each way goes first in turn
+                order = ways[index % len(ways):] + ways[:index % len(ways)]  # each way goes first in turn
                 for way in order:
                     makespan, rejected, requests = await measure(service, BACKENDS[way], tasks, runs[way])
                     figures[way].makespans.append(makespan)
@@ -223,28 +228,29 @@ async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, ser
                     figures[way].requests.append(requests)
                     console.print(f"T={seconds:g} s round {index + 1}/{rounds}: {way}: {makespan:.1f} s, "
                                   f"{rejected:.0f} HTTP 429, {requests:.1f} requests per task")
-            console.print(table(figures, tasks, lanes, seconds, rounds, server))
+            console.print(table(figures, tasks, lanes, seconds, rounds, server, ways))
     finally:
         if daemon is not None:
             daemon.stop()
         service.stop()
 
 
-def table(figures: dict[str, Figures], tasks: int, lanes: int, seconds: float, rounds: int, server: str) -> Table:
+def table(figures: dict[str, Figures], tasks: int, lanes: int, seconds: float, rounds: int, server: str,
+          ways: tuple[str, ...]) -> Table:
     ideal = math.ceil(tasks / lanes) * seconds
     result = Table("submission", "makespan", "makespan / ideal", "lane utilization N·T/(L·makespan)",
                    "HTTP 429 drawn", "API requests per task", "median vs qrmid",
                    title=f"N={tasks} tasks, L={lanes} lanes, T={seconds:g} s (ideal ceil(N/L)·T = {ideal:.1f} s), "
                          f"{server} server, min–median–max of {rounds} interleaved rounds")
-    ours = statistics.median(figures["qrmid"].makespans)
-    for way in WAYS:
+    ours = statistics.median(figures[ways[0]].makespans)
+    for way in ways:
         found = figures[way]
         utilization = [tasks * seconds / (lanes * makespan) for makespan in found.makespans]
         result.add_row(way, spread(found.makespans, "s", digits=1),
                        spread([makespan / ideal for makespan in found.makespans], "", digits=2),
                        spread(utilization, "", digits=3), spread(found.rejected, ""),
                        spread(found.requests, "", digits=1),
-                       f"{statistics.median(found.makespans) / ours:.2f}x makespan")
+                       f"{statistics.median(found.makespans) / ours:.2f}x makespan of {ways[0]}")
     return result
 
 
@@ -256,10 +262,14 @@ def table(figures: dict[str, Figures], tasks: int, lanes: int, seconds: float, r
 @click.option("--rounds", "-r", default=3, show_default=True, help="interleaved rounds of each way per T")
 @click.option("--server", type=click.Choice(["current", "older-405", "older-404"]), default="current",
               show_default=True, help="the emulated server: older ones have no GET /v1/jobs/{id}")
-def main(tasks: int, lanes: int, durations: tuple[float, ...], rounds: int, server: str) -> None:
+@click.option("--way", "ways", multiple=True, type=click.Choice(WAYS), default=WAYS, show_default=True,
+              help="the ways to compare; repeat for several")
+def main(tasks: int, lanes: int, durations: tuple[float, ...], rounds: int, server: str,
+         ways: tuple[str, ...]) -> None:
     """Makespan, lane utilization, 429s and requests per task: qrmid against QRMI's policy and a tuned client."""
     console = Console(width=160)  # never cut a figure, in a terminal or a pipe
-    asyncio.run(bench(tasks, lanes, list(durations), rounds, server, console))
+    ordered = tuple(way for way in WAYS if way in ways)
+    asyncio.run(bench(tasks, lanes, list(durations), rounds, server, ordered, console))
 
 
 if __name__ == "__main__":
