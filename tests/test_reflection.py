@@ -46,6 +46,14 @@ def test_v1_answers_grpcurl(socket: str) -> None:
     assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in described
 
 
+def test_grpcurl_describes_a_method(socket: str) -> None:
+    described = grpcurl(socket, "describe", "qrmid.v1.QuantumResources.RunTask")
+    assert "rpc RunTask ( .qrmid.v1.StartTaskRequest ) returns ( stream .qrmid.v1.RunTaskResponse )" in described
+    assert "Symbol not found" in subprocess.run([str(GRPCURL), "-plaintext", "-unix", socket, "describe",
+                                                 "qrmid.v1.QuantumResources.NoSuchMethod"],
+                                                capture_output=True, text=True, timeout=60).stderr
+
+
 @pytest.mark.parametrize("version", ["v1", "v1alpha"])
 def test_each_version_describes_the_api_over_a_raw_channel(socket: str, version: str) -> None:
     with grpc.insecure_channel(f"unix:{socket}") as channel:
