@@ -259,7 +259,7 @@ class LimitsSettings(_Section):
 
     calls_per_second: float = Field(100.0, ge=0, le=1e6, description="sustained calls per second per client")
     burst: int = Field(200, ge=1, le=10_000_000, description="calls a client may make at once above its rate")
-    streams_per_client: int = Field(64, ge=0, le=100_000, description="WatchTask/GetTaskResult streams open per "
+    streams_per_client: int = Field(64, ge=0, le=100_000, description="RunTask/WatchTask/GetTaskResult streams open per "
                                     "client")
     max_field_chars: int = Field(1024, ge=0, le=1 << 20, description="longest text field of a request (payloads "
                                  "excepted)")
