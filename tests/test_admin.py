@@ -101,6 +101,7 @@ async def test_every_admin_rpc_is_denied_to_other_users(admin: Admin) -> None:
         "RevokeLease": stub.RevokeLease(admin_pb.RevokeLeaseRequest(lease_id="x")),
         "SetLogLevel": stub.SetLogLevel(admin_pb.SetLogLevelRequest(level="debug")),
         "ListQuarantine": stub.ListQuarantine(admin_pb.ListQuarantineRequest()),
+        "ListSlurmGates": stub.ListSlurmGates(admin_pb.ListSlurmGatesRequest()),
     }
     for name, call in calls.items():
         expected = f"{name} requires an admin (uid 0 or a service token marked admin); bob is not one"

@@ -203,6 +203,10 @@ class Scontrol:
                 process.kill()
             await process.wait()
             raise Unavailable(f"slurmctld did not answer scontrol {args[0]} within {self.timeout:g} s") from None
+        except asyncio.CancelledError:  # the daemon stops: scontrol is not left behind
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
         if process.returncode != 0:
             detail = (err or out).decode(errors="replace").strip().splitlines()[:1] or ["no message"]
             if "Unable to contact slurm controller" in detail[0] or "Socket timed out" in detail[0]:

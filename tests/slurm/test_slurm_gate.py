@@ -21,6 +21,7 @@ from conftest import Cluster, free_port
 from daemons import config, serving, subprocess_daemon
 from ibm_services import ibm_services
 
+from qrmid import admin_cli
 from qrmid.backends.base import BackendState, BackendStatus
 from qrmid.cli import main
 from qrmid.client_auth import MUNGE_METADATA
@@ -116,6 +117,12 @@ def test_a_drained_qpu_keeps_new_qpu_jobs_pending_and_lets_running_ones_run(clus
     assert gates(cluster.qrmid_address, cluster.munge_socket)["slow-qpu"].state == "open"
 
 
+@pytest.fixture(autouse=True)
+def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as wide as they want: no cell is cut short in the captured output."""
+    monkeypatch.setattr(admin_cli.out, "width", 250)
+
+
 @pytest.fixture(scope="module")
 def ibm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The IBM emulator with backend gate_ibm, and moto's S3 for the adapter; their URLs."""
@@ -146,6 +153,8 @@ def test_an_offline_or_paused_backend_holds_jobs_until_it_is_back(cluster: Clust
         shown = admin_resources(address)["gate_ibm"]["slurm"]
         assert (shown["state"], shown["reservation"]) == ("held", "qrmid-gate_ibm")
         assert shown["detail"].startswith("offline"), shown
+        table = CliRunner().invoke(main, ["--address", address, "admin", "resources"])
+        assert table.exit_code == 0 and "held (reservation qrmid-gate_ibm): offline" in table.output, table.output
         job = cluster.sbatch("echo ran\n", "-L", "gate_ibm", "--time=5")
         assert pending_reason(cluster, job) == ("PENDING", "Licenses")
 
