@@ -128,3 +128,26 @@ def test_the_follower_schedules_looks_by_the_expected_end() -> None:
         assert steps == pytest.approx([0.04, 0.06, 0.09, 0.135, 0.2025, 0.25])
 
     asyncio.run(check())
+
+
+def test_a_job_in_an_unknown_status_is_followed_until_it_ends() -> None:
+    """A status the client does not know is taken as still running (looked at again), never as an end."""
+    from qrmid.backends.ibm_quantum_system.follow import Follower
+
+    statuses = iter(["Queued", "Queued", "Completed"])
+
+    async def look(refs: list[str]) -> dict[str, Any]:
+        return {ref: {"id": ref, "status": next(statuses)} for ref in refs}
+
+    async def check() -> None:
+        follower = Follower(look, interval=0.01)
+        follower.follow("job")
+        job = None
+        for _ in range(500):
+            job = await follower.ended("job", 0.01)
+            if job is not None:
+                break
+        assert job is not None and job["status"] == "Completed"
+        await follower.close()
+
+    asyncio.run(check())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-RUNNING = "Running"
+ENDED = frozenset({"Completed", "Failed", "Cancelled"})  # any other status, unknown ones included, still runs
 FINEST = 0.01  # seconds: the shortest step between looks at a job past its expected end
 COALESCE = 0.005  # seconds: jobs due this close together are looked at in the same round
 
@@ -123,7 +123,7 @@ class Follower:
                 continue
             if job is None:
                 followed.ended.set_exception(RuntimeError(f"job {job_id} is no longer stored on the backend"))
-            elif job.get("status") != RUNNING:
+            elif job.get("status") in ENDED:
                 self._learn(job, followed, now)
                 followed.ended.set_result(job)
             else:
