@@ -309,7 +309,7 @@ def main(dsn: str, password_file: Path | None, count: int, seconds: float, clien
              "µs", 1e6, missed)
     _row(table, f"kill -9 of the dispatcher to the first task RUNNING, tasks flowing (min–median–max of {FAILOVERS}; "
          "baseline: the daemon started again at once)", {True: failovers, False: restarts}, "ms", 1e3)
-    Console().print(table)
+    Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def main(dsn: str, password_file: Path | None, seconds: float, clients: int, tas
     table.add_row(f"exec to SERVING after kill -9, {tasks} tasks restored (min–median–max of 3)",
                   spread(recovery[True], "ms", 1e3), spread(recovery[False], "ms", 1e3),
                   f"{statistics.median(recovery[True]) / statistics.median(recovery[False]):.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe
 
 
 if __name__ == "__main__":
