@@ -186,7 +186,12 @@ class Scontrol:
         return units
 
     async def delete(self, reservation: str) -> None:
-        await self._run("delete", f"ReservationName={reservation}")
+        """Delete ``reservation``; one gone already (ended at its end time, or deleted by hand) is no fault."""
+        try:
+            await self._run("delete", f"ReservationName={reservation}")
+        except SlurmRefused as exc:
+            if "Requested reservation is invalid" not in str(exc):
+                raise
 
     async def _run(self, *args: str) -> str:
         env = {**os.environ, "SLURM_CONF": str(self.slurm_conf)} if self.slurm_conf else None

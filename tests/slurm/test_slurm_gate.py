@@ -288,8 +288,10 @@ async def test_a_maintenance_window_holds_until_its_end(cluster: Cluster) -> Non
         assert window is not None
         assert datetime.fromisoformat(window["EndTime"]).astimezone(UTC) == end, "Slurm ends it by itself"
         assert gate.views()[0].detail == f"maintenance until {end.isoformat()}"
+        await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu")  # ended early
         gate.unavailable_until("gate-qpu", None)
         await gate.step()
         assert await held(cluster) is None
+        assert (gate.views()[0].state, gate.views()[0].detail) == ("open", ""), "a reservation gone is no fault"
     finally:
         await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
