@@ -295,3 +295,19 @@ async def test_a_maintenance_window_holds_until_its_end(cluster: Cluster) -> Non
         assert (gate.views()[0].state, gate.views()[0].detail) == ("open", ""), "a reservation gone is no fault"
     finally:
         await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
+
+
+async def test_only_the_member_dispatching_a_resource_gates_it(cluster: Cluster) -> None:
+    gate, resource = unit_gate(cluster, debounce=0)
+    resource.scheduler.leading = False  # another cluster member dispatches it
+    resource.drain("calibration")
+    await gate.step()
+    assert await held(cluster) is None
+    assert gate.views()[0].state == "not managed here"
+    resource.scheduler.leading = True  # elected: it gates from now on
+    try:
+        await gate.step()
+        assert await held(cluster) is not None
+        assert gate.views()[0].state == "held"
+    finally:
+        await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
