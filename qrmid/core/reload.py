@@ -25,7 +25,8 @@ from qrmid.core.resource import Resource
 
 log = logging.getLogger(__name__)
 
-IN_PLACE = frozenset({"queue_limit", "poll_interval", "busy_deadline_seconds", "status_interval", "max_leases"})
+IN_PLACE = frozenset({"queue_limit", "poll_interval", "busy_deadline_seconds", "status_interval", "max_leases",
+                      "slurm_gate", "slurm_license"})  # the daemon's Slurm gate reads the last two on reload
 AT_RESTART = frozenset({"default_class", "max_queued_per_owner", "max_running_per_owner", "max_shots_per_task"})
 
 

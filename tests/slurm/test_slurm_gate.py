@@ -311,3 +311,21 @@ async def test_only_the_member_dispatching_a_resource_gates_it(cluster: Cluster)
         assert gate.views()[0].state == "held"
     finally:
         await asyncio.to_thread(cluster.run, "scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
+
+
+def test_gating_turned_on_by_a_reload_holds_a_drained_resource_at_once(cluster: Cluster) -> None:
+    slurm = f'[slurm]\nslurm_conf = "{cluster.dir / "etc" / "slurm.conf"}"\n{GATE_KEYS}\n'
+    ungated = '[[resources]]\ntype = "noop"\nname = "gate-qpu"\n'
+    with subprocess_daemon(slurm + ungated) as (address, _):
+        admin_call(address, "DrainResource", admin_pb2.DrainResourceRequest(resource="gate-qpu", reason="tuning"))
+        assert gates(address) == {}
+        path = Path(address.removeprefix("unix:")).parent / "qrmid.toml"
+        path.write_text(path.read_text().replace(ungated, GATE_QPU))
+        try:
+            answer = admin_call(address, "ReloadConfig", admin_pb2.ReloadConfigRequest())
+            assert list(answer.changed) == ["gate-qpu"]
+            wait_until(lambda: "qrmid-gate-qpu" in reservations(cluster), "reserved after the reload")
+            gate = gates(address)["gate-qpu"]
+            assert (gate.state, gate.detail) == ("held", "draining: tuning")
+        finally:
+            cluster.run("scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
