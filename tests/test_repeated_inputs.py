@@ -78,8 +78,20 @@ async def test_a_large_input_is_remembered_too() -> None:
     large = bombs.sampler([bombs.BELL + "\n" * INLINE_HASH_BYTES, None, 8])  # hashed off the event loop
     async with validation(workers=1, remembered=16) as pool:
         assert await pool.run("alice", check(large), len(large)) == 8
-        assert await pool.run("bob", check(large), len(large)) == 8
+        assert await pool.run("alice", check(large), len(large)) == 8
         assert pool.reused == 1
+
+
+async def test_another_users_identical_input_is_checked_as_usual() -> None:
+    async with validation(workers=1, remembered=16) as pool:
+        assert await pool.run("alice", check(SMALL)) == 8
+        slow = asyncio.create_task(pool.run("carol", check(bombs.qasm(0.15))))  # holds the only worker
+        await asyncio.sleep(0.2)
+        bob = asyncio.create_task(pool.run("bob", check(SMALL)))
+        await asyncio.sleep(0.2)
+        assert not bob.done(), "bob waits for a worker like any user: alice's input tells him nothing"
+        assert await slow == 1024 and await bob == 8
+        assert pool.reused == 0
 
 
 async def test_remembered_zero_checks_every_input() -> None:

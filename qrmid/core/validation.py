@@ -8,8 +8,9 @@ and two workers, a user with a slow input always leaves a worker for everyone el
 (``waiting_per_user`` checks, ``waiting_bytes_per_user`` bytes of payload held in memory meanwhile): past either, a
 StartTask is refused with RESOURCE_EXHAUSTED at once.
 
-An input that passed is remembered by the hash of its content (the check, the bounds and the input), the last
-``remembered`` of them: the same input sent again (a hybrid loop's next call) is answered at once, with no worker.
+An input that passed is remembered by the hash of its content (its sender, the check, the bounds and the input),
+the last ``remembered`` of them: the same user sending the same input again (a hybrid loop's next call) is answered
+at once, with no worker. Keyed by sender too, so no user can tell from the answer's speed what another one sent.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class Validation:
             return check
         key = None
         if self._passed is not None:
-            key = _key(check, self.limits.bounds) if size <= INLINE_HASH_BYTES else \
-                await asyncio.to_thread(_key, check, self.limits.bounds)
+            key = _key(owner, check, self.limits.bounds) if size <= INLINE_HASH_BYTES else \
+                await asyncio.to_thread(_key, owner, check, self.limits.bounds)
             if (shots := self._passed.get(key)) is not None:
                 self.reused += 1
                 return shots
@@ -200,9 +201,11 @@ class Validation:
             return self._pool
 
 
-def _key(check: Check, bounds: InputBounds) -> bytes:
-    """The content hash of a check: its function, the bounds and the input with the limits it is checked against."""
-    return hashlib.sha256(pickle.dumps((check.function, bounds, check.args), protocol=pickle.HIGHEST_PROTOCOL)).digest()
+def _key(owner: str, check: Check, bounds: InputBounds) -> bytes:
+    """The content hash of ``owner``'s check: its function, the bounds, the input and the limits it is checked
+    against."""
+    data = pickle.dumps((owner, check.function, bounds, check.args), protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(data).digest()
 
 
 def _prepare(memory: int, modules: tuple[str, ...]) -> None:
