@@ -29,6 +29,7 @@ from qrmid.core.slurm import Scontrol
 from qrmid.core.slurm_gate import SlurmGate
 from qrmid.daemon import build_resource
 from qrmid.ops import munge
+from qrmid.ops.config import ConfigError, load
 from qrmid.v1 import admin_pb2, admin_pb2_grpc
 
 API_KEY = "qrmid-gate-key"
@@ -329,3 +330,16 @@ def test_gating_turned_on_by_a_reload_holds_a_drained_resource_at_once(cluster: 
             assert (gate.state, gate.detail) == ("held", "draining: tuning")
         finally:
             cluster.run("scontrol", "delete", "ReservationName=qrmid-gate-qpu", check=False)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[slurm]\ngate_debounce_seconds = -1\n', "key 'slurm.gate_debounce_seconds': must be at least 0 and at most 600"),
+    ('[slurm]\ngate_retry_seconds = 0\n', "key 'slurm.gate_retry_seconds': must be at least 0.1 and at most 3600"),
+    (GATE_QPU + 'slurm_license = "a,b"\n', "key 'resources[0].slurm_license': String should match pattern"),
+])
+def test_gate_settings_are_checked_when_the_config_is_loaded(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "qrmid.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert message in str(refused.value)
