@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from emulators.pasqal_fixtures import running_emulator
 
 from qrmid.backends.pasqal_cloud.api import PasqalApi
 from qrmid.backends.pasqal_cloud.packer import MAX_BACKOFF, Batch, Limits, Packer
@@ -86,6 +87,16 @@ async def test_without_a_floor_the_packer_polls_on_the_interval_alone() -> None:
     assert packer._next_poll(Batch("b", open=True), counts(0, 1)) == 0.5
 
 
+def test_the_emulator_counts_the_requests_clients_make_and_not_its_test_hooks(tmp_path: Path) -> None:
+    with running_emulator(tmp_path) as emulator:
+        first = emulator.record()["requests"]
+        assert emulator.record()["requests"] == first  # the hooks are not counted
+        for _ in range(3):
+            httpx.get(f"{emulator.url}/core-fast/api/v1/devices", params={"device_type": "FRESNEL"}, timeout=10)
+        httpx.get(f"{emulator.url}/core-fast/api/v1/no-such-path", timeout=10)
+        assert emulator.record()["requests"] == first + 4
+
+
 @pytest.mark.slow
 def test_the_benchmark_runs_as_shipped_under_umask_022(tmp_path: Path) -> None:
     """Its configs hold credentials: the daemon accepts them whatever the caller's umask."""
@@ -102,3 +113,6 @@ def test_the_benchmark_runs_as_shipped_under_umask_022(tmp_path: Path) -> None:
     # packed into one; one per caller's submission (twice); one per task
     assert [cell.strip() for cell in batches.split("│")[2:-1]] == ["1–1–1", "2–2–2", "2–2–2", "6–6–6"], table
     assert "makespan / ideal" in table and "device time" in table
+    requests = next(line for line in table.splitlines() if line.startswith("│ HTTP requests"))
+    per_task = [float(cell.strip().split("–")[1]) for cell in requests.split("│")[2:-1]]
+    assert all(value > 0 for value in per_task), table

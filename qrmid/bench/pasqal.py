@@ -14,7 +14,7 @@ emulator:
 
 For each, from the emulator's record: the batches used, the device time (the sum of the run times the emulator
 charged the jobs), the ideal makespan (device time plus one batch overhead) and the makespan the callers saw (first
-submission to last result), each min–median–max over the rounds.
+submission to last result), each min–median–max over the rounds, and the HTTP requests made to the service.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Run:
     device: float  # the run times the emulator charged the jobs, summed
     batches: int
     largest: int
+    requests: int  # HTTP requests to the service (token grants, submissions, polls, results)
 
 
 def _sequence(url: str, device_type: str) -> str:
@@ -132,7 +133,8 @@ def _through_sdk(url: str, device_type: str, sequence: str, tasks: int, callers:
 
 def _measure(url: str, device_type: str, work: Callable[[], None]) -> Run:
     """Run ``work`` and read from the emulator what it cost the device."""
-    before = {batch["id"] for batch in _record(url)["batches"]}
+    earlier = _record(url)
+    before = {batch["id"] for batch in earlier["batches"]}
     began = time.perf_counter()
     work()
     makespan = time.perf_counter() - began
@@ -142,7 +144,7 @@ def _measure(url: str, device_type: str, work: Callable[[], None]) -> Run:
     jobs = [job for job in record["jobs"] if job["batch_id"] in used]
     device = sum(_seconds(str(job["started_at"]), str(job["ended_at"])) for job in jobs)
     largest = max(sum(job["batch_id"] == batch for job in jobs) for batch in used)
-    return Run(makespan, device, len(used), largest)
+    return Run(makespan, device, len(used), largest, int(record["requests"]) - int(earlier["requests"]))
 
 
 def _resource(name: str, url: str, device_type: str, extra: str = "") -> str:
@@ -232,6 +234,8 @@ def _report(results: dict[str, list[Run]], tasks: int, callers: int, rounds: int
         "ideal: device + one overhead": lambda runs: spread([r.device + overhead for r in runs], "s", digits=2),
         "makespan": lambda runs: spread([r.makespan for r in runs], "s", digits=2),
         "makespan / ideal": lambda runs: spread([r.makespan / (r.device + overhead) for r in runs], "x", digits=2),
+        "HTTP requests to the service per task": lambda runs: spread([r.requests / tasks for r in runs], "",
+                                                                     digits=1).strip(),
         "makespan / qrmid's": lambda runs: spread([r.makespan / q.makespan for r, q in zip(runs, ours, strict=True)],
                                                   "x", digits=1),
     }

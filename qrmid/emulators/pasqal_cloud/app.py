@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..faults import FaultMiddleware, Faults
 from . import batches, catalog, control, jobs
@@ -36,6 +36,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     return error_body(500, f"{type(exc).__name__}: {exc}")
+
+
+class RequestCounter:
+    """Counts the HTTP requests clients make (the ``/_emulator`` hooks aside) into ``store.requests``."""
+
+    def __init__(self, app: ASGIApp, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_emulator"):
+            self.store.requests += 1
+        await self.app(scope, receive, send)
 
 
 def create_app(config: EmulatorConfig) -> ASGIApp:
@@ -70,4 +83,4 @@ def create_app(config: EmulatorConfig) -> ASGIApp:
     app.state.devices = devices
     app.state.scheduler = scheduler
     app.state.faults = Faults()
-    return FaultMiddleware(app, app.state.faults, error_body)
+    return RequestCounter(FaultMiddleware(app, app.state.faults, error_body), app.state.store)

@@ -56,6 +56,7 @@ def _record(request: Request) -> dict[str, Any]:
             }
             for name, device in devices.items()
         },
+        "requests": store.requests,
         "max_qpu_batches_at_once": max((d.max_active for d in devices.values() if d.is_qpu), default=0),
         "token_grants": [
             {
@@ -70,7 +71,7 @@ def _record(request: Request) -> dict[str, Any]:
 
 
 async def record(request: Request) -> Response:
-    """``GET /_emulator/record``: what clients did (batches, jobs, device load, token grants)."""
+    """``GET /_emulator/record``: what clients did (batches, jobs, device load, token grants, requests made)."""
     return JSONResponse(_record(request))
 
 

@@ -182,6 +182,7 @@ class Store:
     batches: dict[str, Batch] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    requests: int = 0  # HTTP requests from clients, the test hooks aside
 
     def add_batch(self, batch: Batch) -> None:
         self.batches[batch.id] = batch
