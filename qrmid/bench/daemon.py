@@ -105,8 +105,11 @@ async def _tasks(clients: list[AsyncClient], pid: int, seconds: float) -> tuple[
     return done / elapsed, (cpu_seconds(pid) - before) / done
 
 
+Runs = dict[bool, list[tuple[float, float]]]  # (tasks/s, daemon CPU seconds per task) of each run: journal on, off
+
+
 async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: int, seconds: float, clients: int,
-                   rounds: int) -> dict[str, float | dict[bool, list[tuple[float, float]]]]:
+                   rounds: int) -> tuple[dict[str, float], Runs]:
     channels = [grpc.aio.insecure_channel(f"unix:{echo_socket}") for _ in range(clients)]
     echoes = [channel.unary_unary(ECHO) for channel in channels]
     request = b"x" * 64
@@ -119,7 +122,7 @@ async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: 
     get = await _latencies(lambda: on[0].task(task.id), count)
     get_rps = await throughput([functools.partial(q.task, task.id) for q in on], seconds)
 
-    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    runs: Runs = {False: [], True: []}
     for journal, daemon in daemons.items():  # warm-up
         await _tasks(qrmids[journal], _pid(daemon), min(seconds, 1.0))
     for _ in range(rounds):
@@ -130,7 +133,7 @@ async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: 
     for client in (*qrmids[False], *on):
         await client.close()
     return {"base_p50": _p(base, 50), "base_p99": _p(base, 99), "base_rps": base_rps,
-            "get_p50": _p(get, 50), "get_p99": _p(get, 99), "get_rps": get_rps, "runs": runs}
+            "get_p50": _p(get, 50), "get_p99": _p(get, 99), "get_rps": get_rps}, runs
 
 
 def _pid(daemon: QrmidProcess) -> int:
@@ -156,14 +159,12 @@ def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str
     try:
         for daemon in daemons.values():
             daemon.start()
-        r = asyncio.run(_measure(echo_socket, daemons, count, seconds, clients, rounds))
+        r, runs = asyncio.run(_measure(echo_socket, daemons, count, seconds, clients, rounds))
     finally:
         for daemon in daemons.values():
             daemon.stop()
         echo.terminate()
         echo.wait()
-    runs = r["runs"]
-    assert isinstance(runs, dict)
     rates = {journal: [rate for rate, _ in runs[journal]] for journal in runs}
     cpus = {journal: [cpu for _, cpu in runs[journal]] for journal in runs}
     table = Table("measure", "value", "baseline (bare gRPC echo)", "ratio", title="qrmid benchmark")
