@@ -20,6 +20,7 @@ submission to last result), each min–median–max over the rounds, and the HTT
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import tempfile
 import time
@@ -174,6 +175,9 @@ def _private(path: Path, text: str) -> None:
 def main(tasks: int, callers: int, rounds: int, overhead: float, job_seconds: float, runs: int, device_type: str,
          qrmi_style: bool) -> None:
     """Measure qrmid's packing against Pasqal's SDK and one batch per task, in the same run."""
+    if importlib.util.find_spec("pasqal_cloud") is None:
+        raise click.ClickException("the comparison with Pasqal's SDK needs it: pip install 'pasqal-cloud>=0.24,<0.25' "
+                                   "(it comes with qrmid's test extras)")
     with tempfile.TemporaryDirectory(prefix="qp") as scratch:
         results = _run_all(Path(scratch), tasks, callers, rounds, overhead, job_seconds, runs, device_type,
                            qrmi_style)
@@ -250,7 +254,8 @@ def _report(results: dict[str, list[Run]], tasks: int, callers: int, rounds: int
         "one overhead, so the lead over one batch per submission or per task grows with --overhead and shrinks "
         "toward the difference in polling as the overhead goes to 0; the SDK as shipped also waits on its own "
         "back-off (2, 4, 8, 16, 30 s). It does not show Pasqal Cloud's real overheads or queueing (the emulator runs "
-        "these batches alone, one at a time), nor the network's cost: every request here is local.")
+        "these batches alone, one at a time), nor the network's cost: every request here is local. The requests "
+        "per task include qrmid's status checks of its two resources during each round.")
 
 
 if __name__ == "__main__":
