@@ -142,3 +142,28 @@ async def test_kill_9_during_a_burst_loses_no_answered_task_and_repeats_no_finis
                     f"finished task {task.id} ran again after the restart"
     finally:
         daemon.stop()
+
+
+async def test_a_long_tasks_start_is_shown_while_it_runs_with_no_other_write_to_share_a_commit() -> None:
+    """A task's start waits for another write to commit with; when none comes, it is committed on its own, and
+    shown, while the task still runs."""
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "noop"\ndelay_seconds = 3\n')
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address, timeout=30) as qrmid:
+            task = await qrmid.start_task("noop", pulser_payload({"sequence": "x"}, 1))
+            states: list[int] = []
+            meanwhile: int | None = None  # the task's state as GetTask gives it when its start is shown
+            async for view in qrmid.watch(task.id):
+                states.append(view.state)
+                if view.state == pb.TASK_STATE_RUNNING:
+                    meanwhile = (await qrmid.task(task.id)).state
+        assert states == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING, pb.TASK_STATE_COMPLETED]
+        assert meanwhile == pb.TASK_STATE_RUNNING, "the start was shown only with the end"
+        journal = sqlite3.connect(daemon.journal)
+        transitions = journal.execute("SELECT state FROM transitions WHERE task_id = ? ORDER BY rowid",
+                                      (task.id,)).fetchall()
+        journal.close()
+        assert transitions == [("queued",), ("running",), ("completed",)]
+    finally:
+        daemon.stop()
