@@ -106,7 +106,7 @@ class Validation:
             shots = await self._check(check)
         finally:
             self._release(owner)
-        if key is not None:
+        if key is not None and self._passed is not None:
             self._passed[key] = shots
         return shots
 
