@@ -9,7 +9,6 @@ and logs stay with qrmid (``qrmid result ID``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from types import FrameType
 
 import grpc
 
-from qrmid.client import Client, payload_from_task_input
+from qrmid.client import Client, TaskFailed, payload_from_task_input
 from qrmid.integrations.job_env import lease_token
 from qrmid.qrmi.resource import get_job_qpu_resources_and_types
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -56,19 +55,22 @@ def run(name: str, input_path: Path, output: Path | None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGCONT, stop)
     qrmid = Client()
-    task = qrmid.start_task(name, payload, lease_token=lease_token(name))
-    logger.info("Task ID: %s", task.id)
-    while task.state not in (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED):
-        if stopping:
-            logger.info("cancelling task %s", task.id)
-            task = qrmid.stop_task(task.id)
-            continue
-        with contextlib.suppress(TimeoutError):
-            task = qrmid.wait(task.id, timeout=POLL_SECONDS)
-    if task.state != pb.TASK_STATE_COMPLETED:
-        logger.error("%s: %s", pb.TaskState.Name(task.state).removeprefix("TASK_STATE_"), task.reason)
-        return 1
-    result = qrmid.result(task.id)
+    run = qrmid.launch(name, payload, lease_token=lease_token(name))  # one RunTask call follows the task
+    logger.info("Task ID: %s", run.id)
+    cancelling = False
+    while True:
+        try:
+            _, result = run.outcome(timeout=POLL_SECONDS)
+            break
+        except TimeoutError:
+            if stopping and not cancelling:
+                logger.info("cancelling task %s", run.id)
+                qrmid.stop_task(run.id)
+                cancelling = True
+        except TaskFailed as failed:
+            logger.error("%s: %s", pb.TaskState.Name(failed.task.state).removeprefix("TASK_STATE_"),
+                         failed.task.reason)
+            return 1
     if output is None:
         sys.stdout.buffer.write(result + b"\n")
     else:

@@ -30,7 +30,8 @@ from qrmid.qrmi.models import QiskitPrimitive
 
 RESOURCES = [{"type": "local-qiskit", "name": "local-qiskit", "slots": 1},
              {"type": "local-pulser", "name": "local-pulser", "slots": 1},
-             {"type": "noop", "name": "noop", "slots": 64, "delay_seconds": 0.2}]
+             {"type": "noop", "name": "noop", "slots": 64, "delay_seconds": 0.2},
+             {"type": "noop", "name": "slow", "slots": 1, "delay_seconds": 600}]
 
 
 @pytest.fixture
@@ -102,6 +103,35 @@ async def test_qrmid_run_is_one_call(daemon: Daemon, tmp_path: Path) -> None:
     task_id = run.stderr.splitlines()[0].removeprefix("task ").split(":")[0]
     assert json.loads(run.stdout) == {"task": task_id}
     assert await calls(daemon) == {"RunTask": 1}
+
+
+def task_runner(daemon: Daemon, resource: str, task_input: Path) -> subprocess.Popen[str]:
+    """``qrmid-task-runner RESOURCE INPUT`` in a job that was given ``resource``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("QRMI_")}
+    return subprocess.Popen([sys.executable, "-m", "qrmid.task_runner", resource, str(task_input)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "QRMID_ADDRESS": f"unix:{daemon.socket}", "QRMI_JOB_QPU_RESOURCES": resource,
+                                 "QRMI_JOB_QPU_TYPES": "pasqal-local"})
+
+
+async def test_the_task_runner_is_one_call_and_scancel_cancels_its_task(daemon: Daemon, tmp_path: Path) -> None:
+    task_input = tmp_path / "task.json"
+    task_input.write_text(json.dumps({"sequence": SEQUENCE, "job_runs": 3}))
+    runner = task_runner(daemon, "noop", task_input)
+    printed, _ = await asyncio.to_thread(runner.communicate, timeout=120)
+    assert runner.returncode == 0, printed
+    task_id = printed.split("Task ID: ")[1].split()[0]
+    assert json.loads(printed.splitlines()[-1]) == {"task": task_id}
+    assert await calls(daemon) == {"RunTask": 1}
+
+    slow = task_runner(daemon, "slow", task_input)
+    assert slow.stdout is not None
+    first = await asyncio.to_thread(slow.stdout.readline)
+    assert "Task ID: " in first, first
+    slow.terminate()  # what scancel sends
+    printed, _ = await asyncio.to_thread(slow.communicate, timeout=120)
+    assert slow.returncode == 1 and "CANCELLED" in printed, printed
+    assert (await calls(daemon)).get("StopTask") == 1
 
 
 async def test_launch_beyond_its_open_calls_starts_tasks_with_start_task(daemon: Daemon,
