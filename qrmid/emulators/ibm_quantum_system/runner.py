@@ -126,15 +126,8 @@ class Runner:
             log.exception("job %s", job.id)
             outcome = SimulationOutcome(reason_code=PRIMITIVE_FAILED, reason_message=f"Internal error: {exc!r}")
         if outcome.reason_code is None:
-            try:
-                await self._put(job, "results", outcome.results or "", "application/json")
-                joblog.add("info", f"Job {job.id} completed")
-                await self._put(job, "logs", joblog.text(), "text/plain")
-            except StorageError as exc:
-                outcome = SimulationOutcome(reason_code=STORAGE_ERROR, reason_message=str(exc))
-            else:
-                job.finish(COMPLETED, quantum_nanoseconds=outcome.quantum_nanoseconds)
-                return
+            job.finish(COMPLETED, quantum_nanoseconds=outcome.quantum_nanoseconds)
+            return
         joblog.add("error", f"Job {job.id} failed: {outcome.reason_message}")
         try:
             await self._put(job, "logs", joblog.text(), "text/plain")
@@ -143,8 +136,8 @@ class Runner:
         job.finish(FAILED, reason_code=outcome.reason_code, reason_message=outcome.reason_message)
 
     async def _execute(self, job: Job, joblog: JobLog, ends: float) -> SimulationOutcome:
-        """Read the input, simulate, and wait until the job's run time is over: its own work counts within it
-        (writing the results and logs after it takes a few milliseconds more)."""
+        """Read the input, simulate, write the results and logs, and wait until the job's run time is over: its own
+        work counts within it."""
         state = self.store.backends[job.backend]
         failure = state.take_failure()
         input_text = await self._get_input(job)
@@ -155,6 +148,10 @@ class Runner:
             outcome = await self._simulate(job, input_text)
         for level, message in outcome.log:
             joblog.add(level, message)
+        if outcome.reason_code is None:
+            await self._put(job, "results", outcome.results or "", "application/json")
+            joblog.add("info", f"Job {job.id} completed")
+            await self._put(job, "logs", joblog.text(), "text/plain")
         await asyncio.sleep(max(ends - time.monotonic(), 0.0))
         return outcome
 
