@@ -23,10 +23,13 @@ qrmid (a steady workload, as a hybrid loop's); the clients learn nothing and nee
 Printed per T, as min–median–max over the rounds: makespan, lane utilization N·T / (L·makespan), the HTTP 429s each
 way drew, and the API requests per task the emulator counted (status checks and token requests included).
 
-What the figures show: how long each way holds a lane beyond T (polling, reading results, the DELETE, the next
-POST) and how hard it hits the service. What they do not show: a real service's latency or a real QPU (T is a
-sleep; the emulator's own simulation of each job, serial in one worker process, adds to every job alike), many
-client processes competing for CPU, or anything about correctness under failures (the tests cover that).
+T is a job's run time on the service, from its admission to its end: the emulator reads the input, simulates, writes
+the results and logs, and sleeps out the rest of T (its own work fits within T unless the machine is loaded).
+
+What the figures show: how long each way holds a lane beyond T (seeing the end, reading results, the DELETE, the
+next POST) and how hard it hits the service. What they do not show: a real service's or S3's latency (everything
+here is on 127.0.0.1), a real QPU, many client processes competing for CPU (a loaded machine stretches qrmid's
+path, which does more per task: gRPC, the journal, validation), or correctness under failures (the tests cover it).
 """
 
 from __future__ import annotations
