@@ -1,4 +1,4 @@
-"""Benchmark of cluster mode, run by hand: ``python -m qrmid.bench.cluster --dsn DSN [--password-file FILE]``.
+"""Benchmark of cluster mode, run by hand: ``python -m qrmid.bench.cluster [--dsn DSN [--password-file FILE]]``.
 
 In one run, a cluster of three members (m1, m2, m3) on one PostgreSQL database against a single daemon on its
 SQLite journal (the baseline), each a qrmid process on its own Unix socket with the same ``noop`` resources, the two
@@ -13,8 +13,9 @@ Then failover, five times: with tasks flowing on the other members, ``kill -9`` 
 time until the first task starts RUNNING after it (the successor's first dispatch), against a single daemon killed
 the same way and started again at once.
 
-Give it a database of its own, on a server with its usual durability (fsync on): its tables are emptied before
-each measure, with every member stopped.
+Without ``--dsn`` it starts a private PostgreSQL server (fsync on) for the run; else give it a database of its own,
+on a server with its usual durability (fsync on): its tables are emptied before each measure, with every member
+stopped.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rich.table import Table
 
 from qrmid.bench.daemon import _latencies, _p
 from qrmid.bench.journal import PAYLOAD, TURNS
+from qrmid.bench.pg_server import private_database
 from qrmid.bench.postgres import _empty
 from qrmid.bench.process import QrmidProcess
 from qrmid.bench.throughput import throughput
@@ -251,7 +253,8 @@ def _row(table: Table, measure: str, values: dict[bool, list[float]], unit: str,
 
 
 @click.command()
-@click.option("--dsn", required=True, help="libpq connection string of a database for the benchmark")
+@click.option("--dsn", default=None, help="libpq connection string of a database for the benchmark "
+              "[default: a private PostgreSQL server, fsync on, started for the run and removed after]")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="its password on the first line (mode 0600); else libpq's passfile")
 @click.option("--count", default=1000, help="sequential calls for each latency figure")
@@ -259,9 +262,18 @@ def _row(table: Table, measure: str, values: dict[bool, list[float]], unit: str,
 @click.option("--clients", default=16, help="concurrent callers for the throughput runs")
 @click.option("--watched", default=100, help="tasks watched for the watch latency")
 @click.option("--callers", default=4, help="callers running tasks during a failover")
-def main(dsn: str, password_file: Path | None, count: int, seconds: float, clients: int, watched: int,
+def main(dsn: str | None, password_file: Path | None, count: int, seconds: float, clients: int, watched: int,
          callers: int) -> None:
     """Measure a 3-member cluster on PostgreSQL against a single daemon on its SQLite journal, in one run."""
+    if dsn is not None:
+        _run(dsn, password_file, count, seconds, clients, watched, callers)
+        return
+    with private_database() as (private_dsn, private_password):
+        _run(private_dsn, private_password, count, seconds, clients, watched, callers)
+
+
+def _run(dsn: str, password_file: Path | None, count: int, seconds: float, clients: int, watched: int,
+         callers: int) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="qc"))
     password = password_file.read_text().splitlines()[0] if password_file else ""
     secret = f'password_file = "{password_file.resolve()}"\n' if password_file else ""

@@ -1,5 +1,5 @@
 """Benchmark of cluster mode's PostgreSQL store, run by hand:
-``python -m qrmid.bench.postgres --dsn "host=... dbname=... user=..." [--password-file FILE]``.
+``python -m qrmid.bench.postgres [--dsn "host=... dbname=... user=..." [--password-file FILE]]``.
 
 In one run, against qrmid processes on Unix sockets with ``noop`` resources, the PostgreSQL store against the
 SQLite journal (the baseline, each fsync'd on commit):
@@ -8,8 +8,8 @@ SQLite journal (the baseline, each fsync'd on commit):
 - recovery: ``kill -9`` a daemon holding 1,000 tasks (half finished, half queued), restart it, and time from exec
   to SERVING with every task back.
 
-Give it a database of its own, on a server with its usual durability (fsync on): its tables are emptied before
-each measure.
+Without ``--dsn`` it starts a private PostgreSQL server (fsync on) for the run; else give it a database of its own,
+on a server with its usual durability (fsync on): its tables are emptied before each measure.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qrmid.bench.journal import RESOURCES, _fill, _rate_rows, _rate_runs, _restored
+from qrmid.bench.pg_server import private_database
 from qrmid.bench.process import QrmidProcess
 from qrmid.bench.timing import spread
 
@@ -67,14 +68,23 @@ async def _recovery(scratch: Path, store: str | None, tasks: int, empty: Callabl
 
 
 @click.command()
-@click.option("--dsn", required=True, help="libpq connection string of a database for the benchmark")
+@click.option("--dsn", default=None, help="libpq connection string of a database for the benchmark "
+              "[default: a private PostgreSQL server, fsync on, started for the run and removed after]")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="its password on the first line (mode 0600); else libpq's passfile")
 @click.option("--seconds", default=5.0, help="duration of each throughput run")
 @click.option("--clients", default=16, help="concurrent callers for the throughput runs")
 @click.option("--tasks", default=1000, help="tasks to restore for the recovery measure")
-def main(dsn: str, password_file: Path | None, seconds: float, clients: int, tasks: int) -> None:
+def main(dsn: str | None, password_file: Path | None, seconds: float, clients: int, tasks: int) -> None:
     """Measure the PostgreSQL store against the SQLite journal, in one run."""
+    if dsn is not None:
+        _run(dsn, password_file, seconds, clients, tasks)
+        return
+    with private_database() as (private_dsn, private_password):
+        _run(private_dsn, private_password, seconds, clients, tasks)
+
+
+def _run(dsn: str, password_file: Path | None, seconds: float, clients: int, tasks: int) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="qp"))
     password = password_file.read_text().splitlines()[0] if password_file else ""
     store = f'[cluster]\ndsn = "{dsn}"\nmember = "bench"\n' + \
