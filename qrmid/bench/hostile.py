@@ -14,7 +14,7 @@ import numpy as np
 
 from qrmid import examples
 
-BELL = examples.load("bell")["parameters"]["pubs"][0][0]
+BELL: str = examples.load("bell")["parameters"]["pubs"][0][0]
 PARAMETRIC = "OPENQASM 3.0;\ninclude \"stdgates.inc\";\ninput float[64] a;\nqubit[1] q;\nbit[1] c;\nrx(a) q[0];\n" \
              "c[0] = measure q[0];\n"
 

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -77,7 +78,7 @@ def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def _record(url: str) -> dict[str, list[dict[str, object]]]:
+def _record(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/_emulator/record", timeout=30).json()
 
 
@@ -108,6 +109,7 @@ def _through_sdk(url: str, device_type: str, sequence: str, tasks: int, callers:
     own wait (``poll`` None) or by asking the batch's status every ``poll`` seconds."""
     with warnings.catch_warnings():  # pasqal-cloud imports names it has itself deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
+        from pasqal_cloud.device import DeviceTypeName
         from pasqal_cloud.endpoints import AUTH0_TOKEN_PROVIDER_GRANT_TYPE, Endpoints, TokenProviderConf
         from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
 
@@ -118,7 +120,7 @@ def _through_sdk(url: str, device_type: str, sequence: str, tasks: int, callers:
             auth_config=TokenProviderConf(token_endpoint=f"{url}/oauth/token", public_client_id=PUBLIC_CLIENT_ID,
                                           audience=AUDIENCE, realm="pcs-users",
                                           grant_type=AUTH0_TOKEN_PROVIDER_GRANT_TYPE))
-        batch = sdk.create_batch(sequence, jobs=[{"runs": runs}] * share, device_type=device_type,
+        batch = sdk.create_batch(sequence, jobs=[{"runs": runs}] * share, device_type=DeviceTypeName(device_type),
                                  wait=poll is None)
         if poll is not None:
             while sdk.get_batch_status(batch.id).name in ("PENDING", "RUNNING"):
