@@ -178,7 +178,7 @@ def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str
     tasks_ps = statistics.median(rates[True])
     table.add_row(f"tasks end to end (noop, journal on), {clients} clients", f"{tasks_ps:.0f} tasks/s",
                   f"{r['base_rps']:.0f} calls/s", f"{tasks_ps / r['base_rps']:.3f}x")
-    Console().print(table)
+    Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe
 
     table = Table("measure (min–median–max)", "journal on", "journal off (baseline)", "ratio",
                   title=f"qrmid end to end, no-op tasks, {clients} clients, {rounds} alternating runs of {seconds:g} s")
@@ -186,4 +186,4 @@ def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str
                   f"{statistics.median(rates[True]) / statistics.median(rates[False]):.2f}x")
     table.add_row("daemon CPU per task", spread(cpus[True], "ms", ms, 3), spread(cpus[False], "ms", ms, 3),
                   f"{statistics.median(cpus[True]) / statistics.median(cpus[False]):.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe

@@ -133,7 +133,7 @@ def main(seconds: float, clients: int, tasks: int) -> None:
     table.add_row(f"exec to SERVING after kill -9, {len(ids)} tasks restored (min–median–max of 3)",
                   spread(recoveries, "ms", 1e3), spread(colds, "ms", 1e3) + " (empty journal)",
                   f"{statistics.median(recoveries) / statistics.median(colds):.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe
 
 
 if __name__ == "__main__":

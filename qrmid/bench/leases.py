@@ -52,7 +52,7 @@ def main() -> None:
     out.add_column("x full scan (medians)", justify="right")
     for what, values in seconds.items():
         out.add_row(what, spread(values, "", 1e3, 3).strip(), f"{statistics.median(values) / baseline:.4f}")
-    Console().print(out)
+    Console(width=150).print(out)  # never cut a figure, in a terminal or a pipe
 
 
 if __name__ == "__main__":

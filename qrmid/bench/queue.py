@@ -182,7 +182,7 @@ def end_to_end(rounds: int, calls: int) -> Table:
 @click.option("--calls", default=200, help="sequential StartTasks per round")
 def main(rounds: int, calls: int) -> None:
     """Time the fair-share queue in memory, then StartTask onto an empty and onto a deep queue, in one run."""
-    console = Console()
+    console = Console(width=150)  # never cut a figure, in a terminal or a pipe
     console.print(in_memory())
     console.print(end_to_end(rounds, calls))
 
