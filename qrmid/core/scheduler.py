@@ -271,7 +271,10 @@ class Scheduler:
         self._ahead = False
         if not task.state.terminal and self.dispatching and self.leading:
             return True
-        await _quietly(self.adapter.unstage(task.id), f"unstaging of task {task.id}")
+        if task.state.terminal or self.leading:
+            await _quietly(self.adapter.unstage(task.id), f"unstaging of task {task.id}")
+        # else deposed: the new dispatcher takes the task up as after a crash, its staged objects with it (their
+        # keys are the task's), and may already be submitting it: they are no longer this member's to remove
         if task.state.terminal:
             self._finished(task)
         else:

@@ -459,6 +459,8 @@ class IbmQuantumSystem(Adapter):
         self._lanes = int(lanes["hpc_workload_manager"]["lanes"])
 
     async def _delete_objects(self, job_id: str) -> None:
+        """Remove the job's S3 objects; a staging of it is then void (its input is gone)."""
+        self._staged.pop(job_id, None)
         await asyncio.gather(*(self.storage.delete(object_key(kind, job_id)) for kind in OBJECTS))
 
 
