@@ -35,6 +35,7 @@ path, which does more per task: gRPC, the journal, validation), or correctness u
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -216,7 +217,7 @@ async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, ser
         await through_qrmid(daemon, lanes)  # warm: the backend described, the validation workers up
         runs: dict[str, Callable[[], Awaitable[None]]] = {
             "qrmid": lambda: through_qrmid(daemon, tasks),
-            **{way: (lambda policy=policy, way=way: independent_clients(service, policy, BACKENDS[way], tasks))
+            **{way: functools.partial(independent_clients, service, policy, BACKENDS[way], tasks)
                for way, policy in POLICIES.items()}}
         for seconds in durations:
             await service.set_duration(seconds)
