@@ -189,3 +189,47 @@ class ListSlurmGatesResponse(_message.Message):
     GATES_FIELD_NUMBER: _ClassVar[int]
     gates: _containers.RepeatedCompositeFieldContainer[SlurmGate]
     def __init__(self, gates: _Optional[_Iterable[_Union[SlurmGate, _Mapping]]] = ...) -> None: ...
+
+class CreateWindowRequest(_message.Message):
+    __slots__ = ("window",)
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    window: _quantum_resources_pb2.Window
+    def __init__(self, window: _Optional[_Union[_quantum_resources_pb2.Window, _Mapping]] = ...) -> None: ...
+
+class ListWindowsRequest(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    def __init__(self, resource: _Optional[str] = ...) -> None: ...
+
+class ListWindowsResponse(_message.Message):
+    __slots__ = ("windows",)
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[_quantum_resources_pb2.Window]
+    def __init__(self, windows: _Optional[_Iterable[_Union[_quantum_resources_pb2.Window, _Mapping]]] = ...) -> None: ...
+
+class DeleteWindowRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class SetAllocationRequest(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _quantum_resources_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_quantum_resources_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
+class ListAllocationsRequest(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    def __init__(self, account: _Optional[str] = ...) -> None: ...
+
+class DeleteAllocationRequest(_message.Message):
+    __slots__ = ("account", "resources")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    resources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account: _Optional[str] = ..., resources: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -96,6 +96,36 @@ class AdminServiceStub:
                 request_serializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.FromString,
                 _registered_method=True)
+        self.CreateWindow = channel.unary_unary(
+                '/qrmid.v1.AdminService/CreateWindow',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.CreateWindowRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.Window.FromString,
+                _registered_method=True)
+        self.ListWindows = channel.unary_unary(
+                '/qrmid.v1.AdminService/ListWindows',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.ListWindowsRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_admin__pb2.ListWindowsResponse.FromString,
+                _registered_method=True)
+        self.DeleteWindow = channel.unary_unary(
+                '/qrmid.v1.AdminService/DeleteWindow',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.DeleteWindowRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.Window.FromString,
+                _registered_method=True)
+        self.SetAllocation = channel.unary_unary(
+                '/qrmid.v1.AdminService/SetAllocation',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.SetAllocationRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.FromString,
+                _registered_method=True)
+        self.ListAllocations = channel.unary_unary(
+                '/qrmid.v1.AdminService/ListAllocations',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.ListAllocationsRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAllocation = channel.unary_unary(
+                '/qrmid.v1.AdminService/DeleteAllocation',
+                request_serializer=qrmid_dot_v1_dot_admin__pb2.DeleteAllocationRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -202,6 +232,56 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWindow(self, request, context):
+        """Books a resource in a time window: a reservation for some users,
+        accounts or groups, or a maintenance window for nobody (`qrmid admin
+        reserve`, `qrmid admin drain --at`). Journaled; the resource returns to
+        everyone on its own when the window closes. INVALID_ARGUMENT for a
+        window that ends before it starts or overlaps another of the resource.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWindows(self, request, context):
+        """Lists the windows not yet closed, of every resource (or one), soonest
+        first, with the backends' own reservations when they report one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWindow(self, request, context):
+        """Deletes a window created by an admin (NOT_FOUND naming the ids there
+        are; FAILED_PRECONDITION for a window from the config file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAllocation(self, request, context):
+        """Sets an account's allocation on a resource or group of resources,
+        replacing the one with the same account and resources. Usage already
+        journaled in the current period counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAllocations(self, request, context):
+        """Lists every allocation with what is used and left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAllocation(self, request, context):
+        """Deletes an allocation (NOT_FOUND when none matches).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +344,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListSlurmGates,
                     request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.SerializeToString,
+            ),
+            'CreateWindow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWindow,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.CreateWindowRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.Window.SerializeToString,
+            ),
+            'ListWindows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWindows,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListWindowsRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_admin__pb2.ListWindowsResponse.SerializeToString,
+            ),
+            'DeleteWindow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWindow,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.DeleteWindowRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.Window.SerializeToString,
+            ),
+            'SetAllocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAllocation,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.SetAllocationRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.SerializeToString,
+            ),
+            'ListAllocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllocations,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.ListAllocationsRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.SerializeToString,
+            ),
+            'DeleteAllocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAllocation,
+                    request_deserializer=qrmid_dot_v1_dot_admin__pb2.DeleteAllocationRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -591,6 +701,168 @@ class AdminService:
             '/qrmid.v1.AdminService/ListSlurmGates',
             qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesRequest.SerializeToString,
             qrmid_dot_v1_dot_admin__pb2.ListSlurmGatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWindow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/CreateWindow',
+            qrmid_dot_v1_dot_admin__pb2.CreateWindowRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.Window.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWindows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/ListWindows',
+            qrmid_dot_v1_dot_admin__pb2.ListWindowsRequest.SerializeToString,
+            qrmid_dot_v1_dot_admin__pb2.ListWindowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWindow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/DeleteWindow',
+            qrmid_dot_v1_dot_admin__pb2.DeleteWindowRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.Window.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/SetAllocation',
+            qrmid_dot_v1_dot_admin__pb2.SetAllocationRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/ListAllocations',
+            qrmid_dot_v1_dot_admin__pb2.ListAllocationsRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.AdminService/DeleteAllocation',
+            qrmid_dot_v1_dot_admin__pb2.DeleteAllocationRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.Allocation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,11 @@ class PayloadKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_KIND_UNSPECIFIED: _ClassVar[PayloadKind]
     PAYLOAD_KIND_QISKIT_PRIMITIVE: _ClassVar[PayloadKind]
     PAYLOAD_KIND_PULSER_SEQUENCE: _ClassVar[PayloadKind]
+
+class LeaseMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEASE_MODE_SHARED: _ClassVar[LeaseMode]
+    LEASE_MODE_EXCLUSIVE: _ClassVar[LeaseMode]
 RESOURCE_STATUS_UNSPECIFIED: ResourceStatus
 RESOURCE_STATUS_ONLINE: ResourceStatus
 RESOURCE_STATUS_OFFLINE: ResourceStatus
@@ -46,6 +51,32 @@ TASK_STATE_CANCELLED: TaskState
 PAYLOAD_KIND_UNSPECIFIED: PayloadKind
 PAYLOAD_KIND_QISKIT_PRIMITIVE: PayloadKind
 PAYLOAD_KIND_PULSER_SEQUENCE: PayloadKind
+LEASE_MODE_SHARED: LeaseMode
+LEASE_MODE_EXCLUSIVE: LeaseMode
+
+class Window(_message.Message):
+    __slots__ = ("id", "resource", "kind", "start_time", "end_time", "users", "accounts", "groups", "reason", "origin")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    resource: str
+    kind: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    users: _containers.RepeatedScalarFieldContainer[str]
+    accounts: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., resource: _Optional[str] = ..., kind: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[_Iterable[str]] = ..., accounts: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class Capacity(_message.Message):
     __slots__ = ("slots_total", "slots_free")
@@ -56,7 +87,7 @@ class Capacity(_message.Message):
     def __init__(self, slots_total: _Optional[int] = ..., slots_free: _Optional[int] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("name", "type", "status", "status_reason", "capacity", "queue_length", "running_tasks", "payload_kinds")
+    __slots__ = ("name", "type", "status", "status_reason", "capacity", "queue_length", "running_tasks", "payload_kinds", "exclusive_lease", "exclusive_waiting", "active_window", "next_window", "members", "pool_policy", "fallback")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +96,13 @@ class Resource(_message.Message):
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_KINDS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_LEASE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_WAITING_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    NEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    POOL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     status: ResourceStatus
@@ -73,7 +111,14 @@ class Resource(_message.Message):
     queue_length: int
     running_tasks: int
     payload_kinds: _containers.RepeatedScalarFieldContainer[PayloadKind]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[ResourceStatus, str]] = ..., status_reason: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., queue_length: _Optional[int] = ..., running_tasks: _Optional[int] = ..., payload_kinds: _Optional[_Iterable[_Union[PayloadKind, str]]] = ...) -> None: ...
+    exclusive_lease: Lease
+    exclusive_waiting: int
+    active_window: Window
+    next_window: Window
+    members: _containers.RepeatedScalarFieldContainer[str]
+    pool_policy: str
+    fallback: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[ResourceStatus, str]] = ..., status_reason: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., queue_length: _Optional[int] = ..., running_tasks: _Optional[int] = ..., payload_kinds: _Optional[_Iterable[_Union[PayloadKind, str]]] = ..., exclusive_lease: _Optional[_Union[Lease, _Mapping]] = ..., exclusive_waiting: _Optional[int] = ..., active_window: _Optional[_Union[Window, _Mapping]] = ..., next_window: _Optional[_Union[Window, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., pool_policy: _Optional[str] = ..., fallback: _Optional[str] = ...) -> None: ...
 
 class QiskitPrimitive(_message.Message):
     __slots__ = ("program_id", "input")
@@ -100,7 +145,7 @@ class Payload(_message.Message):
     def __init__(self, qiskit_primitive: _Optional[_Union[QiskitPrimitive, _Mapping]] = ..., pulser_sequence: _Optional[_Union[PulserSequence, _Mapping]] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "token", "resource", "owner", "slurm_job_id", "create_time", "expire_time", "account")
+    __slots__ = ("id", "token", "resource", "owner", "slurm_job_id", "create_time", "expire_time", "account", "mode", "min_slots")
     ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +154,8 @@ class Lease(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SLOTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     token: str
     resource: str
@@ -117,10 +164,12 @@ class Lease(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
     account: str
-    def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ...) -> None: ...
+    mode: LeaseMode
+    min_slots: int
+    def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., account: _Optional[str] = ..., mode: _Optional[_Union[LeaseMode, str]] = ..., min_slots: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "resource", "state", "owner", "lease_id", "slurm_job_id", "payload_kind", "create_time", "start_time", "end_time", "reason", "queue_position", "client_request_id", "priority", "account", "shots", "estimated_start_time")
+    __slots__ = ("id", "resource", "state", "owner", "lease_id", "slurm_job_id", "payload_kind", "create_time", "start_time", "end_time", "reason", "queue_position", "client_request_id", "priority", "account", "shots", "estimated_start_time", "wait_reason", "member", "allow_fallback", "warnings")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +187,10 @@ class Task(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     SHOTS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     id: str
     resource: str
     state: TaskState
@@ -155,7 +208,11 @@ class Task(_message.Message):
     account: str
     shots: int
     estimated_start_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., owner: _Optional[str] = ..., lease_id: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., queue_position: _Optional[int] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ..., account: _Optional[str] = ..., shots: _Optional[int] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    wait_reason: str
+    member: str
+    allow_fallback: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., owner: _Optional[str] = ..., lease_id: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., queue_position: _Optional[int] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ..., account: _Optional[str] = ..., shots: _Optional[int] = ..., estimated_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wait_reason: _Optional[str] = ..., member: _Optional[str] = ..., allow_fallback: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
     __slots__ = ()
@@ -211,16 +268,22 @@ class Metadata(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("resource", "slurm_job_id", "ttl_seconds", "on_behalf_of")
+    __slots__ = ("resource", "slurm_job_id", "ttl_seconds", "on_behalf_of", "mode", "min_slots", "wait_seconds")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SLURM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     resource: str
     slurm_job_id: str
     ttl_seconds: int
     on_behalf_of: str
-    def __init__(self, resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+    mode: LeaseMode
+    min_slots: int
+    wait_seconds: int
+    def __init__(self, resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., on_behalf_of: _Optional[str] = ..., mode: _Optional[_Union[LeaseMode, str]] = ..., min_slots: _Optional[int] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("token",)
@@ -251,18 +314,20 @@ class ListLeasesResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("resource", "payload", "lease_token", "client_request_id", "priority")
+    __slots__ = ("resource", "payload", "lease_token", "client_request_id", "priority", "allow_fallback")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     resource: str
     payload: Payload
     lease_token: str
     client_request_id: str
     priority: str
-    def __init__(self, resource: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., lease_token: _Optional[str] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ...) -> None: ...
+    allow_fallback: bool
+    def __init__(self, resource: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., lease_token: _Optional[str] = ..., client_request_id: _Optional[str] = ..., priority: _Optional[str] = ..., allow_fallback: _Optional[bool] = ...) -> None: ...
 
 class StopTaskRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -345,3 +410,35 @@ class ListTasksResponse(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     next_page_token: str
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Allocation(_message.Message):
+    __slots__ = ("account", "resources", "limit", "qpu_seconds", "shots", "period", "used_qpu_seconds", "used_shots", "reset_time")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    QPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHOTS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    USED_QPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USED_SHOTS_FIELD_NUMBER: _ClassVar[int]
+    RESET_TIME_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    resources: _containers.RepeatedScalarFieldContainer[str]
+    limit: str
+    qpu_seconds: float
+    shots: int
+    period: str
+    used_qpu_seconds: float
+    used_shots: int
+    reset_time: _timestamp_pb2.Timestamp
+    def __init__(self, account: _Optional[str] = ..., resources: _Optional[_Iterable[str]] = ..., limit: _Optional[str] = ..., qpu_seconds: _Optional[float] = ..., shots: _Optional[int] = ..., period: _Optional[str] = ..., used_qpu_seconds: _Optional[float] = ..., used_shots: _Optional[int] = ..., reset_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListMyAllocationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAllocationsResponse(_message.Message):
+    __slots__ = ("allocations",)
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    allocations: _containers.RepeatedCompositeFieldContainer[Allocation]
+    def __init__(self, allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ...) -> None: ...

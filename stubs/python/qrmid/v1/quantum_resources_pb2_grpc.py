@@ -110,6 +110,11 @@ class QuantumResourcesStub:
                 request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.FromString,
                 _registered_method=True)
+        self.ListMyAllocations = channel.unary_unary(
+                '/qrmid.v1.QuantumResources/ListMyAllocations',
+                request_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListMyAllocationsRequest.SerializeToString,
+                response_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.FromString,
+                _registered_method=True)
 
 
 class QuantumResourcesServicer:
@@ -241,6 +246,15 @@ class QuantumResourcesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyAllocations(self, request, context):
+        """Lists the allocations (budgets of QPU-seconds and shots per period) that
+        charge the caller's tasks: those of the caller's user and of the Slurm
+        accounts the caller's leases are charged to, with what is used and left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuantumResourcesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +332,11 @@ def add_QuantumResourcesServicer_to_server(servicer, server):
                     servicer.ListTasks,
                     request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.FromString,
                     response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'ListMyAllocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyAllocations,
+                    request_deserializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListMyAllocationsRequest.FromString,
+                    response_serializer=qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -726,6 +745,33 @@ class QuantumResources:
             '/qrmid.v1.QuantumResources/ListTasks',
             qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksRequest.SerializeToString,
             qrmid_dot_v1_dot_quantum__resources__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyAllocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qrmid.v1.QuantumResources/ListMyAllocations',
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListMyAllocationsRequest.SerializeToString,
+            qrmid_dot_v1_dot_quantum__resources__pb2.ListAllocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

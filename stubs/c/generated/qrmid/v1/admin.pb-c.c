@@ -997,6 +997,321 @@ void   qrmid__v1__list_slurm_gates_response__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__list_slurm_gates_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__create_window_request__init
+                     (Qrmid__V1__CreateWindowRequest         *message)
+{
+  static const Qrmid__V1__CreateWindowRequest init_value = QRMID__V1__CREATE_WINDOW_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__create_window_request__get_packed_size
+                     (const Qrmid__V1__CreateWindowRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__create_window_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__create_window_request__pack
+                     (const Qrmid__V1__CreateWindowRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__create_window_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__create_window_request__pack_to_buffer
+                     (const Qrmid__V1__CreateWindowRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__create_window_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__CreateWindowRequest *
+       qrmid__v1__create_window_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__CreateWindowRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__create_window_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__create_window_request__free_unpacked
+                     (Qrmid__V1__CreateWindowRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__create_window_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_windows_request__init
+                     (Qrmid__V1__ListWindowsRequest         *message)
+{
+  static const Qrmid__V1__ListWindowsRequest init_value = QRMID__V1__LIST_WINDOWS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_windows_request__get_packed_size
+                     (const Qrmid__V1__ListWindowsRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_windows_request__pack
+                     (const Qrmid__V1__ListWindowsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_windows_request__pack_to_buffer
+                     (const Qrmid__V1__ListWindowsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListWindowsRequest *
+       qrmid__v1__list_windows_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListWindowsRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_windows_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_windows_request__free_unpacked
+                     (Qrmid__V1__ListWindowsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_windows_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_windows_response__init
+                     (Qrmid__V1__ListWindowsResponse         *message)
+{
+  static const Qrmid__V1__ListWindowsResponse init_value = QRMID__V1__LIST_WINDOWS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_windows_response__get_packed_size
+                     (const Qrmid__V1__ListWindowsResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_windows_response__pack
+                     (const Qrmid__V1__ListWindowsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_windows_response__pack_to_buffer
+                     (const Qrmid__V1__ListWindowsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_windows_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListWindowsResponse *
+       qrmid__v1__list_windows_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListWindowsResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_windows_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_windows_response__free_unpacked
+                     (Qrmid__V1__ListWindowsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_windows_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__delete_window_request__init
+                     (Qrmid__V1__DeleteWindowRequest         *message)
+{
+  static const Qrmid__V1__DeleteWindowRequest init_value = QRMID__V1__DELETE_WINDOW_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__delete_window_request__get_packed_size
+                     (const Qrmid__V1__DeleteWindowRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_window_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__delete_window_request__pack
+                     (const Qrmid__V1__DeleteWindowRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_window_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__delete_window_request__pack_to_buffer
+                     (const Qrmid__V1__DeleteWindowRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_window_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__DeleteWindowRequest *
+       qrmid__v1__delete_window_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__DeleteWindowRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__delete_window_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__delete_window_request__free_unpacked
+                     (Qrmid__V1__DeleteWindowRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__delete_window_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__set_allocation_request__init
+                     (Qrmid__V1__SetAllocationRequest         *message)
+{
+  static const Qrmid__V1__SetAllocationRequest init_value = QRMID__V1__SET_ALLOCATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__set_allocation_request__get_packed_size
+                     (const Qrmid__V1__SetAllocationRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__set_allocation_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__set_allocation_request__pack
+                     (const Qrmid__V1__SetAllocationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__set_allocation_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__set_allocation_request__pack_to_buffer
+                     (const Qrmid__V1__SetAllocationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__set_allocation_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__SetAllocationRequest *
+       qrmid__v1__set_allocation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__SetAllocationRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__set_allocation_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__set_allocation_request__free_unpacked
+                     (Qrmid__V1__SetAllocationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__set_allocation_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_allocations_request__init
+                     (Qrmid__V1__ListAllocationsRequest         *message)
+{
+  static const Qrmid__V1__ListAllocationsRequest init_value = QRMID__V1__LIST_ALLOCATIONS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_allocations_request__get_packed_size
+                     (const Qrmid__V1__ListAllocationsRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_allocations_request__pack
+                     (const Qrmid__V1__ListAllocationsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_allocations_request__pack_to_buffer
+                     (const Qrmid__V1__ListAllocationsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListAllocationsRequest *
+       qrmid__v1__list_allocations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListAllocationsRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_allocations_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_allocations_request__free_unpacked
+                     (Qrmid__V1__ListAllocationsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__delete_allocation_request__init
+                     (Qrmid__V1__DeleteAllocationRequest         *message)
+{
+  static const Qrmid__V1__DeleteAllocationRequest init_value = QRMID__V1__DELETE_ALLOCATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__delete_allocation_request__get_packed_size
+                     (const Qrmid__V1__DeleteAllocationRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_allocation_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__delete_allocation_request__pack
+                     (const Qrmid__V1__DeleteAllocationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_allocation_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__delete_allocation_request__pack_to_buffer
+                     (const Qrmid__V1__DeleteAllocationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__delete_allocation_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__DeleteAllocationRequest *
+       qrmid__v1__delete_allocation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__DeleteAllocationRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__delete_allocation_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__delete_allocation_request__free_unpacked
+                     (Qrmid__V1__DeleteAllocationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__delete_allocation_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor qrmid__v1__drain_resource_request__field_descriptors[2] =
 {
   {
@@ -2117,7 +2432,286 @@ const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_response__descripto
   (ProtobufCMessageInit) qrmid__v1__list_slurm_gates_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[12] =
+static const ProtobufCFieldDescriptor qrmid__v1__create_window_request__field_descriptors[1] =
+{
+  {
+    "window",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__CreateWindowRequest, window),
+    &qrmid__v1__window__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__create_window_request__field_indices_by_name[] = {
+  0,   /* field[0] = window */
+};
+static const ProtobufCIntRange qrmid__v1__create_window_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__create_window_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.CreateWindowRequest",
+  "CreateWindowRequest",
+  "Qrmid__V1__CreateWindowRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__CreateWindowRequest),
+  1,
+  qrmid__v1__create_window_request__field_descriptors,
+  qrmid__v1__create_window_request__field_indices_by_name,
+  1,  qrmid__v1__create_window_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__create_window_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_windows_request__field_descriptors[1] =
+{
+  {
+    "resource",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListWindowsRequest, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_windows_request__field_indices_by_name[] = {
+  0,   /* field[0] = resource */
+};
+static const ProtobufCIntRange qrmid__v1__list_windows_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_windows_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListWindowsRequest",
+  "ListWindowsRequest",
+  "Qrmid__V1__ListWindowsRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListWindowsRequest),
+  1,
+  qrmid__v1__list_windows_request__field_descriptors,
+  qrmid__v1__list_windows_request__field_indices_by_name,
+  1,  qrmid__v1__list_windows_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_windows_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_windows_response__field_descriptors[1] =
+{
+  {
+    "windows",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListWindowsResponse, n_windows),
+    offsetof(Qrmid__V1__ListWindowsResponse, windows),
+    &qrmid__v1__window__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_windows_response__field_indices_by_name[] = {
+  0,   /* field[0] = windows */
+};
+static const ProtobufCIntRange qrmid__v1__list_windows_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_windows_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListWindowsResponse",
+  "ListWindowsResponse",
+  "Qrmid__V1__ListWindowsResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListWindowsResponse),
+  1,
+  qrmid__v1__list_windows_response__field_descriptors,
+  qrmid__v1__list_windows_response__field_indices_by_name,
+  1,  qrmid__v1__list_windows_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_windows_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__delete_window_request__field_descriptors[1] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__DeleteWindowRequest, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__delete_window_request__field_indices_by_name[] = {
+  0,   /* field[0] = id */
+};
+static const ProtobufCIntRange qrmid__v1__delete_window_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__delete_window_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.DeleteWindowRequest",
+  "DeleteWindowRequest",
+  "Qrmid__V1__DeleteWindowRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__DeleteWindowRequest),
+  1,
+  qrmid__v1__delete_window_request__field_descriptors,
+  qrmid__v1__delete_window_request__field_indices_by_name,
+  1,  qrmid__v1__delete_window_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__delete_window_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__set_allocation_request__field_descriptors[1] =
+{
+  {
+    "allocation",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__SetAllocationRequest, allocation),
+    &qrmid__v1__allocation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__set_allocation_request__field_indices_by_name[] = {
+  0,   /* field[0] = allocation */
+};
+static const ProtobufCIntRange qrmid__v1__set_allocation_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__set_allocation_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.SetAllocationRequest",
+  "SetAllocationRequest",
+  "Qrmid__V1__SetAllocationRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__SetAllocationRequest),
+  1,
+  qrmid__v1__set_allocation_request__field_descriptors,
+  qrmid__v1__set_allocation_request__field_indices_by_name,
+  1,  qrmid__v1__set_allocation_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__set_allocation_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_allocations_request__field_descriptors[1] =
+{
+  {
+    "account",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__ListAllocationsRequest, account),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_allocations_request__field_indices_by_name[] = {
+  0,   /* field[0] = account */
+};
+static const ProtobufCIntRange qrmid__v1__list_allocations_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_allocations_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListAllocationsRequest",
+  "ListAllocationsRequest",
+  "Qrmid__V1__ListAllocationsRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListAllocationsRequest),
+  1,
+  qrmid__v1__list_allocations_request__field_descriptors,
+  qrmid__v1__list_allocations_request__field_indices_by_name,
+  1,  qrmid__v1__list_allocations_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_allocations_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__delete_allocation_request__field_descriptors[2] =
+{
+  {
+    "account",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__DeleteAllocationRequest, account),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "resources",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__DeleteAllocationRequest, n_resources),
+    offsetof(Qrmid__V1__DeleteAllocationRequest, resources),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__delete_allocation_request__field_indices_by_name[] = {
+  0,   /* field[0] = account */
+  1,   /* field[1] = resources */
+};
+static const ProtobufCIntRange qrmid__v1__delete_allocation_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__delete_allocation_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.DeleteAllocationRequest",
+  "DeleteAllocationRequest",
+  "Qrmid__V1__DeleteAllocationRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__DeleteAllocationRequest),
+  2,
+  qrmid__v1__delete_allocation_request__field_descriptors,
+  qrmid__v1__delete_allocation_request__field_indices_by_name,
+  1,  qrmid__v1__delete_allocation_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__delete_allocation_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descriptors[18] =
 {
   { "DrainResource", &qrmid__v1__drain_resource_request__descriptor, &qrmid__v1__resource__descriptor },
   { "ResumeResource", &qrmid__v1__resume_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -2131,19 +2725,31 @@ static const ProtobufCMethodDescriptor qrmid__v1__admin_service__method_descript
   { "ListMembers", &qrmid__v1__list_members_request__descriptor, &qrmid__v1__list_members_response__descriptor },
   { "Handover", &qrmid__v1__handover_request__descriptor, &qrmid__v1__cluster_member__descriptor },
   { "ListSlurmGates", &qrmid__v1__list_slurm_gates_request__descriptor, &qrmid__v1__list_slurm_gates_response__descriptor },
+  { "CreateWindow", &qrmid__v1__create_window_request__descriptor, &qrmid__v1__window__descriptor },
+  { "ListWindows", &qrmid__v1__list_windows_request__descriptor, &qrmid__v1__list_windows_response__descriptor },
+  { "DeleteWindow", &qrmid__v1__delete_window_request__descriptor, &qrmid__v1__window__descriptor },
+  { "SetAllocation", &qrmid__v1__set_allocation_request__descriptor, &qrmid__v1__allocation__descriptor },
+  { "ListAllocations", &qrmid__v1__list_allocations_request__descriptor, &qrmid__v1__list_allocations_response__descriptor },
+  { "DeleteAllocation", &qrmid__v1__delete_allocation_request__descriptor, &qrmid__v1__allocation__descriptor },
 };
 const unsigned qrmid__v1__admin_service__method_indices_by_name[] = {
   4,        /* CancelTask */
+  12,        /* CreateWindow */
+  17,        /* DeleteAllocation */
+  14,        /* DeleteWindow */
   0,        /* DrainResource */
   10,        /* Handover */
   5,        /* ListAllLeases */
+  16,        /* ListAllocations */
   9,        /* ListMembers */
   8,        /* ListQuarantine */
   3,        /* ListQueues */
   11,        /* ListSlurmGates */
+  13,        /* ListWindows */
   2,        /* ReloadConfig */
   1,        /* ResumeResource */
   6,        /* RevokeLease */
+  15,        /* SetAllocation */
   7         /* SetLogLevel */
 };
 const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor =
@@ -2153,7 +2759,7 @@ const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor =
   "AdminService",
   "Qrmid__V1__AdminService",
   "qrmid.v1",
-  12,
+  18,
   qrmid__v1__admin_service__method_descriptors,
   qrmid__v1__admin_service__method_indices_by_name
 };
@@ -2252,6 +2858,54 @@ void qrmid__v1__admin_service__list_slurm_gates(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
   service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__create_window(ProtobufCService *service,
+                                             const Qrmid__V1__CreateWindowRequest *input,
+                                             Qrmid__V1__Window_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__list_windows(ProtobufCService *service,
+                                            const Qrmid__V1__ListWindowsRequest *input,
+                                            Qrmid__V1__ListWindowsResponse_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__delete_window(ProtobufCService *service,
+                                             const Qrmid__V1__DeleteWindowRequest *input,
+                                             Qrmid__V1__Window_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__set_allocation(ProtobufCService *service,
+                                              const Qrmid__V1__SetAllocationRequest *input,
+                                              Qrmid__V1__Allocation_Closure closure,
+                                              void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__list_allocations(ProtobufCService *service,
+                                                const Qrmid__V1__ListAllocationsRequest *input,
+                                                Qrmid__V1__ListAllocationsResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__admin_service__delete_allocation(ProtobufCService *service,
+                                                 const Qrmid__V1__DeleteAllocationRequest *input,
+                                                 Qrmid__V1__Allocation_Closure closure,
+                                                 void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__admin_service__descriptor);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
                                      Qrmid__V1__AdminService_ServiceDestroy destroy)

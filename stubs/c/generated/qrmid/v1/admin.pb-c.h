@@ -39,6 +39,13 @@ typedef struct Qrmid__V1__HandoverRequest Qrmid__V1__HandoverRequest;
 typedef struct Qrmid__V1__ListSlurmGatesRequest Qrmid__V1__ListSlurmGatesRequest;
 typedef struct Qrmid__V1__SlurmGate Qrmid__V1__SlurmGate;
 typedef struct Qrmid__V1__ListSlurmGatesResponse Qrmid__V1__ListSlurmGatesResponse;
+typedef struct Qrmid__V1__CreateWindowRequest Qrmid__V1__CreateWindowRequest;
+typedef struct Qrmid__V1__ListWindowsRequest Qrmid__V1__ListWindowsRequest;
+typedef struct Qrmid__V1__ListWindowsResponse Qrmid__V1__ListWindowsResponse;
+typedef struct Qrmid__V1__DeleteWindowRequest Qrmid__V1__DeleteWindowRequest;
+typedef struct Qrmid__V1__SetAllocationRequest Qrmid__V1__SetAllocationRequest;
+typedef struct Qrmid__V1__ListAllocationsRequest Qrmid__V1__ListAllocationsRequest;
+typedef struct Qrmid__V1__DeleteAllocationRequest Qrmid__V1__DeleteAllocationRequest;
 
 
 /* --- enums --- */
@@ -506,6 +513,127 @@ struct  Qrmid__V1__ListSlurmGatesResponse
     , 0,NULL }
 
 
+/*
+ * Request of CreateWindow.
+ */
+struct  Qrmid__V1__CreateWindowRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The window: resource, kind ("reservation" or "maintenance"), start and
+   * end times, and for a reservation its users, accounts and/or groups (at
+   * least one). id and origin are chosen by qrmid.
+   */
+  Qrmid__V1__Window *window;
+};
+#define QRMID__V1__CREATE_WINDOW_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__create_window_request__descriptor) \
+    , NULL }
+
+
+/*
+ * Request of ListWindows.
+ */
+struct  Qrmid__V1__ListWindowsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Only this resource's windows; empty for all.
+   */
+  char *resource;
+};
+#define QRMID__V1__LIST_WINDOWS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_windows_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * Response of ListWindows.
+ */
+struct  Qrmid__V1__ListWindowsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The windows not yet closed, soonest first.
+   */
+  size_t n_windows;
+  Qrmid__V1__Window **windows;
+};
+#define QRMID__V1__LIST_WINDOWS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_windows_response__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * Request of DeleteWindow.
+ */
+struct  Qrmid__V1__DeleteWindowRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The window's id.
+   */
+  char *id;
+};
+#define QRMID__V1__DELETE_WINDOW_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__delete_window_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * Request of SetAllocation.
+ */
+struct  Qrmid__V1__SetAllocationRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The allocation: account, resources, limit, qpu_seconds and/or shots,
+   * period. The used_* and reset_time fields are ignored.
+   */
+  Qrmid__V1__Allocation *allocation;
+};
+#define QRMID__V1__SET_ALLOCATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__set_allocation_request__descriptor) \
+    , NULL }
+
+
+/*
+ * Request of ListAllocations.
+ */
+struct  Qrmid__V1__ListAllocationsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Only this account's allocations; empty for all.
+   */
+  char *account;
+};
+#define QRMID__V1__LIST_ALLOCATIONS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_allocations_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * Request of DeleteAllocation.
+ */
+struct  Qrmid__V1__DeleteAllocationRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The account.
+   */
+  char *account;
+  /*
+   * The resources, as set; empty for the allocation on every resource.
+   */
+  size_t n_resources;
+  char **resources;
+};
+#define QRMID__V1__DELETE_ALLOCATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__delete_allocation_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL }
+
+
 /* Qrmid__V1__DrainResourceRequest methods */
 void   qrmid__v1__drain_resource_request__init
                      (Qrmid__V1__DrainResourceRequest         *message);
@@ -924,6 +1052,139 @@ Qrmid__V1__ListSlurmGatesResponse *
 void   qrmid__v1__list_slurm_gates_response__free_unpacked
                      (Qrmid__V1__ListSlurmGatesResponse *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__CreateWindowRequest methods */
+void   qrmid__v1__create_window_request__init
+                     (Qrmid__V1__CreateWindowRequest         *message);
+size_t qrmid__v1__create_window_request__get_packed_size
+                     (const Qrmid__V1__CreateWindowRequest   *message);
+size_t qrmid__v1__create_window_request__pack
+                     (const Qrmid__V1__CreateWindowRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__create_window_request__pack_to_buffer
+                     (const Qrmid__V1__CreateWindowRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__CreateWindowRequest *
+       qrmid__v1__create_window_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__create_window_request__free_unpacked
+                     (Qrmid__V1__CreateWindowRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListWindowsRequest methods */
+void   qrmid__v1__list_windows_request__init
+                     (Qrmid__V1__ListWindowsRequest         *message);
+size_t qrmid__v1__list_windows_request__get_packed_size
+                     (const Qrmid__V1__ListWindowsRequest   *message);
+size_t qrmid__v1__list_windows_request__pack
+                     (const Qrmid__V1__ListWindowsRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_windows_request__pack_to_buffer
+                     (const Qrmid__V1__ListWindowsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListWindowsRequest *
+       qrmid__v1__list_windows_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_windows_request__free_unpacked
+                     (Qrmid__V1__ListWindowsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListWindowsResponse methods */
+void   qrmid__v1__list_windows_response__init
+                     (Qrmid__V1__ListWindowsResponse         *message);
+size_t qrmid__v1__list_windows_response__get_packed_size
+                     (const Qrmid__V1__ListWindowsResponse   *message);
+size_t qrmid__v1__list_windows_response__pack
+                     (const Qrmid__V1__ListWindowsResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_windows_response__pack_to_buffer
+                     (const Qrmid__V1__ListWindowsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListWindowsResponse *
+       qrmid__v1__list_windows_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_windows_response__free_unpacked
+                     (Qrmid__V1__ListWindowsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__DeleteWindowRequest methods */
+void   qrmid__v1__delete_window_request__init
+                     (Qrmid__V1__DeleteWindowRequest         *message);
+size_t qrmid__v1__delete_window_request__get_packed_size
+                     (const Qrmid__V1__DeleteWindowRequest   *message);
+size_t qrmid__v1__delete_window_request__pack
+                     (const Qrmid__V1__DeleteWindowRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__delete_window_request__pack_to_buffer
+                     (const Qrmid__V1__DeleteWindowRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__DeleteWindowRequest *
+       qrmid__v1__delete_window_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__delete_window_request__free_unpacked
+                     (Qrmid__V1__DeleteWindowRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__SetAllocationRequest methods */
+void   qrmid__v1__set_allocation_request__init
+                     (Qrmid__V1__SetAllocationRequest         *message);
+size_t qrmid__v1__set_allocation_request__get_packed_size
+                     (const Qrmid__V1__SetAllocationRequest   *message);
+size_t qrmid__v1__set_allocation_request__pack
+                     (const Qrmid__V1__SetAllocationRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__set_allocation_request__pack_to_buffer
+                     (const Qrmid__V1__SetAllocationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__SetAllocationRequest *
+       qrmid__v1__set_allocation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__set_allocation_request__free_unpacked
+                     (Qrmid__V1__SetAllocationRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListAllocationsRequest methods */
+void   qrmid__v1__list_allocations_request__init
+                     (Qrmid__V1__ListAllocationsRequest         *message);
+size_t qrmid__v1__list_allocations_request__get_packed_size
+                     (const Qrmid__V1__ListAllocationsRequest   *message);
+size_t qrmid__v1__list_allocations_request__pack
+                     (const Qrmid__V1__ListAllocationsRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_allocations_request__pack_to_buffer
+                     (const Qrmid__V1__ListAllocationsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListAllocationsRequest *
+       qrmid__v1__list_allocations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_allocations_request__free_unpacked
+                     (Qrmid__V1__ListAllocationsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__DeleteAllocationRequest methods */
+void   qrmid__v1__delete_allocation_request__init
+                     (Qrmid__V1__DeleteAllocationRequest         *message);
+size_t qrmid__v1__delete_allocation_request__get_packed_size
+                     (const Qrmid__V1__DeleteAllocationRequest   *message);
+size_t qrmid__v1__delete_allocation_request__pack
+                     (const Qrmid__V1__DeleteAllocationRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__delete_allocation_request__pack_to_buffer
+                     (const Qrmid__V1__DeleteAllocationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__DeleteAllocationRequest *
+       qrmid__v1__delete_allocation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__delete_allocation_request__free_unpacked
+                     (Qrmid__V1__DeleteAllocationRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Qrmid__V1__DrainResourceRequest_Closure)
@@ -992,6 +1253,27 @@ typedef void (*Qrmid__V1__SlurmGate_Closure)
 typedef void (*Qrmid__V1__ListSlurmGatesResponse_Closure)
                  (const Qrmid__V1__ListSlurmGatesResponse *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__CreateWindowRequest_Closure)
+                 (const Qrmid__V1__CreateWindowRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListWindowsRequest_Closure)
+                 (const Qrmid__V1__ListWindowsRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListWindowsResponse_Closure)
+                 (const Qrmid__V1__ListWindowsResponse *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__DeleteWindowRequest_Closure)
+                 (const Qrmid__V1__DeleteWindowRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__SetAllocationRequest_Closure)
+                 (const Qrmid__V1__SetAllocationRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListAllocationsRequest_Closure)
+                 (const Qrmid__V1__ListAllocationsRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__DeleteAllocationRequest_Closure)
+                 (const Qrmid__V1__DeleteAllocationRequest *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1047,6 +1329,30 @@ struct Qrmid__V1__AdminService_Service
                            const Qrmid__V1__ListSlurmGatesRequest *input,
                            Qrmid__V1__ListSlurmGatesResponse_Closure closure,
                            void *closure_data);
+  void (*create_window)(Qrmid__V1__AdminService_Service *service,
+                        const Qrmid__V1__CreateWindowRequest *input,
+                        Qrmid__V1__Window_Closure closure,
+                        void *closure_data);
+  void (*list_windows)(Qrmid__V1__AdminService_Service *service,
+                       const Qrmid__V1__ListWindowsRequest *input,
+                       Qrmid__V1__ListWindowsResponse_Closure closure,
+                       void *closure_data);
+  void (*delete_window)(Qrmid__V1__AdminService_Service *service,
+                        const Qrmid__V1__DeleteWindowRequest *input,
+                        Qrmid__V1__Window_Closure closure,
+                        void *closure_data);
+  void (*set_allocation)(Qrmid__V1__AdminService_Service *service,
+                         const Qrmid__V1__SetAllocationRequest *input,
+                         Qrmid__V1__Allocation_Closure closure,
+                         void *closure_data);
+  void (*list_allocations)(Qrmid__V1__AdminService_Service *service,
+                           const Qrmid__V1__ListAllocationsRequest *input,
+                           Qrmid__V1__ListAllocationsResponse_Closure closure,
+                           void *closure_data);
+  void (*delete_allocation)(Qrmid__V1__AdminService_Service *service,
+                            const Qrmid__V1__DeleteAllocationRequest *input,
+                            Qrmid__V1__Allocation_Closure closure,
+                            void *closure_data);
 };
 typedef void (*Qrmid__V1__AdminService_ServiceDestroy)(Qrmid__V1__AdminService_Service *);
 void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
@@ -1066,7 +1372,13 @@ void qrmid__v1__admin_service__init (Qrmid__V1__AdminService_Service *service,
       function_prefix__ ## list_quarantine,\
       function_prefix__ ## list_members,\
       function_prefix__ ## handover,\
-      function_prefix__ ## list_slurm_gates  }
+      function_prefix__ ## list_slurm_gates,\
+      function_prefix__ ## create_window,\
+      function_prefix__ ## list_windows,\
+      function_prefix__ ## delete_window,\
+      function_prefix__ ## set_allocation,\
+      function_prefix__ ## list_allocations,\
+      function_prefix__ ## delete_allocation  }
 void qrmid__v1__admin_service__drain_resource(ProtobufCService *service,
                                               const Qrmid__V1__DrainResourceRequest *input,
                                               Qrmid__V1__Resource_Closure closure,
@@ -1115,6 +1427,30 @@ void qrmid__v1__admin_service__list_slurm_gates(ProtobufCService *service,
                                                 const Qrmid__V1__ListSlurmGatesRequest *input,
                                                 Qrmid__V1__ListSlurmGatesResponse_Closure closure,
                                                 void *closure_data);
+void qrmid__v1__admin_service__create_window(ProtobufCService *service,
+                                             const Qrmid__V1__CreateWindowRequest *input,
+                                             Qrmid__V1__Window_Closure closure,
+                                             void *closure_data);
+void qrmid__v1__admin_service__list_windows(ProtobufCService *service,
+                                            const Qrmid__V1__ListWindowsRequest *input,
+                                            Qrmid__V1__ListWindowsResponse_Closure closure,
+                                            void *closure_data);
+void qrmid__v1__admin_service__delete_window(ProtobufCService *service,
+                                             const Qrmid__V1__DeleteWindowRequest *input,
+                                             Qrmid__V1__Window_Closure closure,
+                                             void *closure_data);
+void qrmid__v1__admin_service__set_allocation(ProtobufCService *service,
+                                              const Qrmid__V1__SetAllocationRequest *input,
+                                              Qrmid__V1__Allocation_Closure closure,
+                                              void *closure_data);
+void qrmid__v1__admin_service__list_allocations(ProtobufCService *service,
+                                                const Qrmid__V1__ListAllocationsRequest *input,
+                                                Qrmid__V1__ListAllocationsResponse_Closure closure,
+                                                void *closure_data);
+void qrmid__v1__admin_service__delete_allocation(ProtobufCService *service,
+                                                 const Qrmid__V1__DeleteAllocationRequest *input,
+                                                 Qrmid__V1__Allocation_Closure closure,
+                                                 void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1140,6 +1476,13 @@ extern const ProtobufCMessageDescriptor qrmid__v1__handover_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__slurm_gate__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_slurm_gates_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__create_window_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_windows_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_windows_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__delete_window_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__set_allocation_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_allocations_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__delete_allocation_request__descriptor;
 extern const ProtobufCServiceDescriptor qrmid__v1__admin_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -204,3 +204,105 @@ grpc_status_code qrmid_v1_admin_service_list_slurm_gates(
     *response = (Qrmid__V1__ListSlurmGatesResponse *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_admin_service_create_window(
+    qrmid_client *client,
+    const Qrmid__V1__CreateWindowRequest *request,
+    Qrmid__V1__Window **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_CREATE_WINDOW_METHOD,
+      &qrmid__v1__create_window_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__window__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__Window *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_list_windows(
+    qrmid_client *client,
+    const Qrmid__V1__ListWindowsRequest *request,
+    Qrmid__V1__ListWindowsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_LIST_WINDOWS_METHOD,
+      &qrmid__v1__list_windows_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_windows_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListWindowsResponse *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_delete_window(
+    qrmid_client *client,
+    const Qrmid__V1__DeleteWindowRequest *request,
+    Qrmid__V1__Window **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_DELETE_WINDOW_METHOD,
+      &qrmid__v1__delete_window_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__window__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__Window *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_set_allocation(
+    qrmid_client *client,
+    const Qrmid__V1__SetAllocationRequest *request,
+    Qrmid__V1__Allocation **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_SET_ALLOCATION_METHOD,
+      &qrmid__v1__set_allocation_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__allocation__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__Allocation *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_list_allocations(
+    qrmid_client *client,
+    const Qrmid__V1__ListAllocationsRequest *request,
+    Qrmid__V1__ListAllocationsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_LIST_ALLOCATIONS_METHOD,
+      &qrmid__v1__list_allocations_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_allocations_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListAllocationsResponse *)out;
+  return code;
+}
+
+grpc_status_code qrmid_v1_admin_service_delete_allocation(
+    qrmid_client *client,
+    const Qrmid__V1__DeleteAllocationRequest *request,
+    Qrmid__V1__Allocation **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_ADMIN_SERVICE_DELETE_ALLOCATION_METHOD,
+      &qrmid__v1__delete_allocation_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__allocation__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__Allocation *)out;
+  return code;
+}

@@ -226,6 +226,110 @@ grpc_status_code qrmid_v1_admin_service_list_slurm_gates(
     int64_t timeout_ms,
     qrmid_error *error);
 
+/*
+ * /qrmid.v1.AdminService/CreateWindow
+ *
+ * Books a resource in a time window: a reservation for some users,
+ * accounts or groups, or a maintenance window for nobody (`qrmid admin
+ * reserve`, `qrmid admin drain --at`). Journaled; the resource returns to
+ * everyone on its own when the window closes. INVALID_ARGUMENT for a
+ * window that ends before it starts or overlaps another of the resource.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__window__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_CREATE_WINDOW_METHOD "/qrmid.v1.AdminService/CreateWindow"
+grpc_status_code qrmid_v1_admin_service_create_window(
+    qrmid_client *client,
+    const Qrmid__V1__CreateWindowRequest *request,
+    Qrmid__V1__Window **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/ListWindows
+ *
+ * Lists the windows not yet closed, of every resource (or one), soonest
+ * first, with the backends' own reservations when they report one.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_windows_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_LIST_WINDOWS_METHOD "/qrmid.v1.AdminService/ListWindows"
+grpc_status_code qrmid_v1_admin_service_list_windows(
+    qrmid_client *client,
+    const Qrmid__V1__ListWindowsRequest *request,
+    Qrmid__V1__ListWindowsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/DeleteWindow
+ *
+ * Deletes a window created by an admin (NOT_FOUND naming the ids there
+ * are; FAILED_PRECONDITION for a window from the config file).
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__window__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_DELETE_WINDOW_METHOD "/qrmid.v1.AdminService/DeleteWindow"
+grpc_status_code qrmid_v1_admin_service_delete_window(
+    qrmid_client *client,
+    const Qrmid__V1__DeleteWindowRequest *request,
+    Qrmid__V1__Window **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/SetAllocation
+ *
+ * Sets an account's allocation on a resource or group of resources,
+ * replacing the one with the same account and resources. Usage already
+ * journaled in the current period counts.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__allocation__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_SET_ALLOCATION_METHOD "/qrmid.v1.AdminService/SetAllocation"
+grpc_status_code qrmid_v1_admin_service_set_allocation(
+    qrmid_client *client,
+    const Qrmid__V1__SetAllocationRequest *request,
+    Qrmid__V1__Allocation **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/ListAllocations
+ *
+ * Lists every allocation with what is used and left.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_allocations_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_LIST_ALLOCATIONS_METHOD "/qrmid.v1.AdminService/ListAllocations"
+grpc_status_code qrmid_v1_admin_service_list_allocations(
+    qrmid_client *client,
+    const Qrmid__V1__ListAllocationsRequest *request,
+    Qrmid__V1__ListAllocationsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
+/*
+ * /qrmid.v1.AdminService/DeleteAllocation
+ *
+ * Deletes an allocation (NOT_FOUND when none matches).
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__allocation__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_ADMIN_SERVICE_DELETE_ALLOCATION_METHOD "/qrmid.v1.AdminService/DeleteAllocation"
+grpc_status_code qrmid_v1_admin_service_delete_allocation(
+    qrmid_client *client,
+    const Qrmid__V1__DeleteAllocationRequest *request,
+    Qrmid__V1__Allocation **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,51 @@
 #endif
 
 #include "qrmid/v1/quantum_resources.pb-c.h"
+void   qrmid__v1__window__init
+                     (Qrmid__V1__Window         *message)
+{
+  static const Qrmid__V1__Window init_value = QRMID__V1__WINDOW__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__window__get_packed_size
+                     (const Qrmid__V1__Window *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__window__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__window__pack
+                     (const Qrmid__V1__Window *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__window__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__window__pack_to_buffer
+                     (const Qrmid__V1__Window *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__window__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__Window *
+       qrmid__v1__window__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__Window *)
+     protobuf_c_message_unpack (&qrmid__v1__window__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__window__free_unpacked
+                     (Qrmid__V1__Window *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__window__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   qrmid__v1__capacity__init
                      (Qrmid__V1__Capacity         *message)
 {
@@ -1363,6 +1408,296 @@ void   qrmid__v1__list_tasks_response__free_unpacked
   assert(message->base.descriptor == &qrmid__v1__list_tasks_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   qrmid__v1__allocation__init
+                     (Qrmid__V1__Allocation         *message)
+{
+  static const Qrmid__V1__Allocation init_value = QRMID__V1__ALLOCATION__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__allocation__get_packed_size
+                     (const Qrmid__V1__Allocation *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__allocation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__allocation__pack
+                     (const Qrmid__V1__Allocation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__allocation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__allocation__pack_to_buffer
+                     (const Qrmid__V1__Allocation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__allocation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__Allocation *
+       qrmid__v1__allocation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__Allocation *)
+     protobuf_c_message_unpack (&qrmid__v1__allocation__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__allocation__free_unpacked
+                     (Qrmid__V1__Allocation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__allocation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_my_allocations_request__init
+                     (Qrmid__V1__ListMyAllocationsRequest         *message)
+{
+  static const Qrmid__V1__ListMyAllocationsRequest init_value = QRMID__V1__LIST_MY_ALLOCATIONS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_my_allocations_request__get_packed_size
+                     (const Qrmid__V1__ListMyAllocationsRequest *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_my_allocations_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_my_allocations_request__pack
+                     (const Qrmid__V1__ListMyAllocationsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_my_allocations_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_my_allocations_request__pack_to_buffer
+                     (const Qrmid__V1__ListMyAllocationsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_my_allocations_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListMyAllocationsRequest *
+       qrmid__v1__list_my_allocations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListMyAllocationsRequest *)
+     protobuf_c_message_unpack (&qrmid__v1__list_my_allocations_request__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_my_allocations_request__free_unpacked
+                     (Qrmid__V1__ListMyAllocationsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_my_allocations_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   qrmid__v1__list_allocations_response__init
+                     (Qrmid__V1__ListAllocationsResponse         *message)
+{
+  static const Qrmid__V1__ListAllocationsResponse init_value = QRMID__V1__LIST_ALLOCATIONS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t qrmid__v1__list_allocations_response__get_packed_size
+                     (const Qrmid__V1__ListAllocationsResponse *message)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t qrmid__v1__list_allocations_response__pack
+                     (const Qrmid__V1__ListAllocationsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t qrmid__v1__list_allocations_response__pack_to_buffer
+                     (const Qrmid__V1__ListAllocationsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Qrmid__V1__ListAllocationsResponse *
+       qrmid__v1__list_allocations_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Qrmid__V1__ListAllocationsResponse *)
+     protobuf_c_message_unpack (&qrmid__v1__list_allocations_response__descriptor,
+                                allocator, len, data);
+}
+void   qrmid__v1__list_allocations_response__free_unpacked
+                     (Qrmid__V1__ListAllocationsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &qrmid__v1__list_allocations_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor qrmid__v1__window__field_descriptors[10] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "resource",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, resource),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "start_time",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, start_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "end_time",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, end_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "users",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Window, n_users),
+    offsetof(Qrmid__V1__Window, users),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "accounts",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Window, n_accounts),
+    offsetof(Qrmid__V1__Window, accounts),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "groups",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Window, n_groups),
+    offsetof(Qrmid__V1__Window, groups),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "origin",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Window, origin),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__window__field_indices_by_name[] = {
+  6,   /* field[6] = accounts */
+  4,   /* field[4] = end_time */
+  7,   /* field[7] = groups */
+  0,   /* field[0] = id */
+  2,   /* field[2] = kind */
+  9,   /* field[9] = origin */
+  8,   /* field[8] = reason */
+  1,   /* field[1] = resource */
+  3,   /* field[3] = start_time */
+  5,   /* field[5] = users */
+};
+static const ProtobufCIntRange qrmid__v1__window__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__window__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.Window",
+  "Window",
+  "Qrmid__V1__Window",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__Window),
+  10,
+  qrmid__v1__window__field_descriptors,
+  qrmid__v1__window__field_indices_by_name,
+  1,  qrmid__v1__window__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__window__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor qrmid__v1__capacity__field_descriptors[2] =
 {
   {
@@ -1414,7 +1749,7 @@ const ProtobufCMessageDescriptor qrmid__v1__capacity__descriptor =
   (ProtobufCMessageInit) qrmid__v1__capacity__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__resource__field_descriptors[8] =
+static const ProtobufCFieldDescriptor qrmid__v1__resource__field_descriptors[15] =
 {
   {
     "name",
@@ -1512,11 +1847,102 @@ static const ProtobufCFieldDescriptor qrmid__v1__resource__field_descriptors[8] 
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "exclusive_lease",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, exclusive_lease),
+    &qrmid__v1__lease__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exclusive_waiting",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, exclusive_waiting),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "active_window",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, active_window),
+    &qrmid__v1__window__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_window",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, next_window),
+    &qrmid__v1__window__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "members",
+    13,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Resource, n_members),
+    offsetof(Qrmid__V1__Resource, members),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pool_policy",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, pool_policy),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fallback",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Resource, fallback),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__resource__field_indices_by_name[] = {
+  10,   /* field[10] = active_window */
   4,   /* field[4] = capacity */
+  8,   /* field[8] = exclusive_lease */
+  9,   /* field[9] = exclusive_waiting */
+  14,   /* field[14] = fallback */
+  12,   /* field[12] = members */
   0,   /* field[0] = name */
+  11,   /* field[11] = next_window */
   7,   /* field[7] = payload_kinds */
+  13,   /* field[13] = pool_policy */
   5,   /* field[5] = queue_length */
   6,   /* field[6] = running_tasks */
   2,   /* field[2] = status */
@@ -1526,7 +1952,7 @@ static const unsigned qrmid__v1__resource__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__resource__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__resource__descriptor =
 {
@@ -1536,7 +1962,7 @@ const ProtobufCMessageDescriptor qrmid__v1__resource__descriptor =
   "Qrmid__V1__Resource",
   "qrmid.v1",
   sizeof(Qrmid__V1__Resource),
-  8,
+  15,
   qrmid__v1__resource__field_descriptors,
   qrmid__v1__resource__field_indices_by_name,
   1,  qrmid__v1__resource__number_ranges,
@@ -1696,7 +2122,7 @@ const ProtobufCMessageDescriptor qrmid__v1__payload__descriptor =
   (ProtobufCMessageInit) qrmid__v1__payload__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[8] =
+static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[10] =
 {
   {
     "id",
@@ -1794,12 +2220,38 @@ static const ProtobufCFieldDescriptor qrmid__v1__lease__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mode",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Lease, mode),
+    &qrmid__v1__lease_mode__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_slots",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Lease, min_slots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__lease__field_indices_by_name[] = {
   7,   /* field[7] = account */
   5,   /* field[5] = create_time */
   6,   /* field[6] = expire_time */
   0,   /* field[0] = id */
+  9,   /* field[9] = min_slots */
+  8,   /* field[8] = mode */
   3,   /* field[3] = owner */
   2,   /* field[2] = resource */
   4,   /* field[4] = slurm_job_id */
@@ -1808,7 +2260,7 @@ static const unsigned qrmid__v1__lease__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__lease__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__lease__descriptor =
 {
@@ -1818,14 +2270,14 @@ const ProtobufCMessageDescriptor qrmid__v1__lease__descriptor =
   "Qrmid__V1__Lease",
   "qrmid.v1",
   sizeof(Qrmid__V1__Lease),
-  8,
+  10,
   qrmid__v1__lease__field_descriptors,
   qrmid__v1__lease__field_indices_by_name,
   1,  qrmid__v1__lease__number_ranges,
   (ProtobufCMessageInit) qrmid__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[17] =
+static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[21] =
 {
   {
     "id",
@@ -2031,15 +2483,65 @@ static const ProtobufCFieldDescriptor qrmid__v1__task__field_descriptors[17] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "wait_reason",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, wait_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "member",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "allow_fallback",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Task, allow_fallback),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "warnings",
+    21,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Task, n_warnings),
+    offsetof(Qrmid__V1__Task, warnings),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__task__field_indices_by_name[] = {
   14,   /* field[14] = account */
+  19,   /* field[19] = allow_fallback */
   12,   /* field[12] = client_request_id */
   7,   /* field[7] = create_time */
   9,   /* field[9] = end_time */
   16,   /* field[16] = estimated_start_time */
   0,   /* field[0] = id */
   4,   /* field[4] = lease_id */
+  18,   /* field[18] = member */
   3,   /* field[3] = owner */
   6,   /* field[6] = payload_kind */
   13,   /* field[13] = priority */
@@ -2050,11 +2552,13 @@ static const unsigned qrmid__v1__task__field_indices_by_name[] = {
   5,   /* field[5] = slurm_job_id */
   8,   /* field[8] = start_time */
   2,   /* field[2] = state */
+  17,   /* field[17] = wait_reason */
+  20,   /* field[20] = warnings */
 };
 static const ProtobufCIntRange qrmid__v1__task__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__task__descriptor =
 {
@@ -2064,7 +2568,7 @@ const ProtobufCMessageDescriptor qrmid__v1__task__descriptor =
   "Qrmid__V1__Task",
   "qrmid.v1",
   sizeof(Qrmid__V1__Task),
-  17,
+  21,
   qrmid__v1__task__field_descriptors,
   qrmid__v1__task__field_indices_by_name,
   1,  qrmid__v1__task__number_ranges,
@@ -2407,7 +2911,7 @@ const ProtobufCMessageDescriptor qrmid__v1__metadata__descriptor =
   (ProtobufCMessageInit) qrmid__v1__metadata__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descriptors[7] =
 {
   {
     "resource",
@@ -2457,17 +2961,56 @@ static const ProtobufCFieldDescriptor qrmid__v1__acquire_request__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mode",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__AcquireRequest, mode),
+    &qrmid__v1__lease_mode__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_slots",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__AcquireRequest, min_slots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "wait_seconds",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__AcquireRequest, wait_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__acquire_request__field_indices_by_name[] = {
+  5,   /* field[5] = min_slots */
+  4,   /* field[4] = mode */
   3,   /* field[3] = on_behalf_of */
   0,   /* field[0] = resource */
   1,   /* field[1] = slurm_job_id */
   2,   /* field[2] = ttl_seconds */
+  6,   /* field[6] = wait_seconds */
 };
 static const ProtobufCIntRange qrmid__v1__acquire_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__acquire_request__descriptor =
 {
@@ -2477,7 +3020,7 @@ const ProtobufCMessageDescriptor qrmid__v1__acquire_request__descriptor =
   "Qrmid__V1__AcquireRequest",
   "qrmid.v1",
   sizeof(Qrmid__V1__AcquireRequest),
-  4,
+  7,
   qrmid__v1__acquire_request__field_descriptors,
   qrmid__v1__acquire_request__field_indices_by_name,
   1,  qrmid__v1__acquire_request__number_ranges,
@@ -2662,7 +3205,7 @@ const ProtobufCMessageDescriptor qrmid__v1__list_leases_response__descriptor =
   (ProtobufCMessageInit) qrmid__v1__list_leases_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descriptors[6] =
 {
   {
     "resource",
@@ -2724,8 +3267,21 @@ static const ProtobufCFieldDescriptor qrmid__v1__start_task_request__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "allow_fallback",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__StartTaskRequest, allow_fallback),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__start_task_request__field_indices_by_name[] = {
+  5,   /* field[5] = allow_fallback */
   3,   /* field[3] = client_request_id */
   2,   /* field[2] = lease_token */
   1,   /* field[1] = payload */
@@ -2735,7 +3291,7 @@ static const unsigned qrmid__v1__start_task_request__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__start_task_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__start_task_request__descriptor =
 {
@@ -2745,7 +3301,7 @@ const ProtobufCMessageDescriptor qrmid__v1__start_task_request__descriptor =
   "Qrmid__V1__StartTaskRequest",
   "qrmid.v1",
   sizeof(Qrmid__V1__StartTaskRequest),
-  5,
+  6,
   qrmid__v1__start_task_request__field_descriptors,
   qrmid__v1__start_task_request__field_indices_by_name,
   1,  qrmid__v1__start_task_request__number_ranges,
@@ -3275,6 +3831,204 @@ const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor =
   (ProtobufCMessageInit) qrmid__v1__list_tasks_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor qrmid__v1__allocation__field_descriptors[9] =
+{
+  {
+    "account",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, account),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "resources",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Qrmid__V1__Allocation, n_resources),
+    offsetof(Qrmid__V1__Allocation, resources),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, limit),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "qpu_seconds",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, qpu_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shots",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, shots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, period),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "used_qpu_seconds",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, used_qpu_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "used_shots",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, used_shots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reset_time",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__Allocation, reset_time),
+    &google__protobuf__timestamp__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__allocation__field_indices_by_name[] = {
+  0,   /* field[0] = account */
+  2,   /* field[2] = limit */
+  5,   /* field[5] = period */
+  3,   /* field[3] = qpu_seconds */
+  8,   /* field[8] = reset_time */
+  1,   /* field[1] = resources */
+  4,   /* field[4] = shots */
+  6,   /* field[6] = used_qpu_seconds */
+  7,   /* field[7] = used_shots */
+};
+static const ProtobufCIntRange qrmid__v1__allocation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__allocation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.Allocation",
+  "Allocation",
+  "Qrmid__V1__Allocation",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__Allocation),
+  9,
+  qrmid__v1__allocation__field_descriptors,
+  qrmid__v1__allocation__field_indices_by_name,
+  1,  qrmid__v1__allocation__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__allocation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define qrmid__v1__list_my_allocations_request__field_descriptors NULL
+#define qrmid__v1__list_my_allocations_request__field_indices_by_name NULL
+#define qrmid__v1__list_my_allocations_request__number_ranges NULL
+const ProtobufCMessageDescriptor qrmid__v1__list_my_allocations_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListMyAllocationsRequest",
+  "ListMyAllocationsRequest",
+  "Qrmid__V1__ListMyAllocationsRequest",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListMyAllocationsRequest),
+  0,
+  qrmid__v1__list_my_allocations_request__field_descriptors,
+  qrmid__v1__list_my_allocations_request__field_indices_by_name,
+  0,  qrmid__v1__list_my_allocations_request__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_my_allocations_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor qrmid__v1__list_allocations_response__field_descriptors[1] =
+{
+  {
+    "allocations",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Qrmid__V1__ListAllocationsResponse, n_allocations),
+    offsetof(Qrmid__V1__ListAllocationsResponse, allocations),
+    &qrmid__v1__allocation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned qrmid__v1__list_allocations_response__field_indices_by_name[] = {
+  0,   /* field[0] = allocations */
+};
+static const ProtobufCIntRange qrmid__v1__list_allocations_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor qrmid__v1__list_allocations_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "qrmid.v1.ListAllocationsResponse",
+  "ListAllocationsResponse",
+  "Qrmid__V1__ListAllocationsResponse",
+  "qrmid.v1",
+  sizeof(Qrmid__V1__ListAllocationsResponse),
+  1,
+  qrmid__v1__list_allocations_response__field_descriptors,
+  qrmid__v1__list_allocations_response__field_indices_by_name,
+  1,  qrmid__v1__list_allocations_response__number_ranges,
+  (ProtobufCMessageInit) qrmid__v1__list_allocations_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue qrmid__v1__resource_status__enum_values_by_number[5] =
 {
   { "RESOURCE_STATUS_UNSPECIFIED", "QRMID__V1__RESOURCE_STATUS__RESOURCE_STATUS_UNSPECIFIED", 0 },
@@ -3375,7 +4129,35 @@ const ProtobufCEnumDescriptor qrmid__v1__payload_kind__descriptor =
   qrmid__v1__payload_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[15] =
+static const ProtobufCEnumValue qrmid__v1__lease_mode__enum_values_by_number[2] =
+{
+  { "LEASE_MODE_SHARED", "QRMID__V1__LEASE_MODE__LEASE_MODE_SHARED", 0 },
+  { "LEASE_MODE_EXCLUSIVE", "QRMID__V1__LEASE_MODE__LEASE_MODE_EXCLUSIVE", 1 },
+};
+static const ProtobufCIntRange qrmid__v1__lease_mode__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex qrmid__v1__lease_mode__enum_values_by_name[2] =
+{
+  { "LEASE_MODE_EXCLUSIVE", 1 },
+  { "LEASE_MODE_SHARED", 0 },
+};
+const ProtobufCEnumDescriptor qrmid__v1__lease_mode__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "qrmid.v1.LeaseMode",
+  "LeaseMode",
+  "Qrmid__V1__LeaseMode",
+  "qrmid.v1",
+  2,
+  qrmid__v1__lease_mode__enum_values_by_number,
+  2,
+  qrmid__v1__lease_mode__enum_values_by_name,
+  1,
+  qrmid__v1__lease_mode__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_descriptors[16] =
 {
   { "ListResources", &qrmid__v1__list_resources_request__descriptor, &qrmid__v1__list_resources_response__descriptor },
   { "GetResource", &qrmid__v1__get_resource_request__descriptor, &qrmid__v1__resource__descriptor },
@@ -3392,6 +4174,7 @@ static const ProtobufCMethodDescriptor qrmid__v1__quantum_resources__method_desc
   { "RunTask", &qrmid__v1__start_task_request__descriptor, &qrmid__v1__run_task_response__descriptor },
   { "GetTaskLogs", &qrmid__v1__get_task_logs_request__descriptor, &qrmid__v1__task_logs__descriptor },
   { "ListTasks", &qrmid__v1__list_tasks_request__descriptor, &qrmid__v1__list_tasks_response__descriptor },
+  { "ListMyAllocations", &qrmid__v1__list_my_allocations_request__descriptor, &qrmid__v1__list_allocations_response__descriptor },
 };
 const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   4,        /* Acquire */
@@ -3402,6 +4185,7 @@ const unsigned qrmid__v1__quantum_resources__method_indices_by_name[] = {
   13,        /* GetTaskLogs */
   11,        /* GetTaskResult */
   6,        /* ListLeases */
+  15,        /* ListMyAllocations */
   0,        /* ListResources */
   14,        /* ListTasks */
   5,        /* Release */
@@ -3417,7 +4201,7 @@ const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor =
   "QuantumResources",
   "Qrmid__V1__QuantumResources",
   "qrmid.v1",
-  15,
+  16,
   qrmid__v1__quantum_resources__method_descriptors,
   qrmid__v1__quantum_resources__method_indices_by_name
 };
@@ -3540,6 +4324,14 @@ void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
 {
   assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
   service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void qrmid__v1__quantum_resources__list_my_allocations(ProtobufCService *service,
+                                                       const Qrmid__V1__ListMyAllocationsRequest *input,
+                                                       Qrmid__V1__ListAllocationsResponse_Closure closure,
+                                                       void *closure_data)
+{
+  assert(service->descriptor == &qrmid__v1__quantum_resources__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
                                          Qrmid__V1__QuantumResources_ServiceDestroy destroy)

@@ -16,6 +16,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "google/protobuf/timestamp.pb-c.h"
 
+typedef struct Qrmid__V1__Window Qrmid__V1__Window;
 typedef struct Qrmid__V1__Capacity Qrmid__V1__Capacity;
 typedef struct Qrmid__V1__Resource Qrmid__V1__Resource;
 typedef struct Qrmid__V1__QiskitPrimitive Qrmid__V1__QiskitPrimitive;
@@ -47,6 +48,9 @@ typedef struct Qrmid__V1__GetTaskLogsRequest Qrmid__V1__GetTaskLogsRequest;
 typedef struct Qrmid__V1__TaskLogs Qrmid__V1__TaskLogs;
 typedef struct Qrmid__V1__ListTasksRequest Qrmid__V1__ListTasksRequest;
 typedef struct Qrmid__V1__ListTasksResponse Qrmid__V1__ListTasksResponse;
+typedef struct Qrmid__V1__Allocation Qrmid__V1__Allocation;
+typedef struct Qrmid__V1__ListMyAllocationsRequest Qrmid__V1__ListMyAllocationsRequest;
+typedef struct Qrmid__V1__ListAllocationsResponse Qrmid__V1__ListAllocationsResponse;
 
 
 /* --- enums --- */
@@ -126,8 +130,87 @@ typedef enum _Qrmid__V1__PayloadKind {
   QRMID__V1__PAYLOAD_KIND__PAYLOAD_KIND_PULSER_SEQUENCE = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(QRMID__V1__PAYLOAD_KIND)
 } Qrmid__V1__PayloadKind;
+/*
+ * How a lease holds its resource.
+ */
+typedef enum _Qrmid__V1__LeaseMode {
+  /*
+   * Shared (the default): the lease's tasks compete fairly with everyone's.
+   */
+  QRMID__V1__LEASE_MODE__LEASE_MODE_SHARED = 0,
+  /*
+   * Exclusive: while the lease is active only its tasks dispatch on the
+   * resource (every slot, lane and batch is theirs); tasks of others that
+   * were running finish, queued ones wait. Granted in the order asked, once
+   * no other lease's task runs; shared leases asked for later do not pass it.
+   */
+  QRMID__V1__LEASE_MODE__LEASE_MODE_EXCLUSIVE = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(QRMID__V1__LEASE_MODE)
+} Qrmid__V1__LeaseMode;
 
 /* --- messages --- */
+
+/*
+ * A time window in which a resource runs only some callers' tasks
+ * (reservation), or none (maintenance).
+ */
+struct  Qrmid__V1__Window
+{
+  ProtobufCMessage base;
+  /*
+   * Unique id, chosen by qrmid (backend windows: "backend").
+   */
+  char *id;
+  /*
+   * Resource name.
+   */
+  char *resource;
+  /*
+   * "reservation": only its holders' tasks dispatch inside it;
+   * "maintenance": no task starts that would not end before it, and none
+   * inside it; "backend": the backend reports itself reserved (IBM
+   * `locked`), no task is dispatched.
+   */
+  char *kind;
+  /*
+   * When the window opens.
+   */
+  Google__Protobuf__Timestamp *start_time;
+  /*
+   * When it closes; unset for a backend window whose end is not known.
+   */
+  Google__Protobuf__Timestamp *end_time;
+  /*
+   * Reservations: the users whose tasks may dispatch inside it.
+   */
+  size_t n_users;
+  char **users;
+  /*
+   * Reservations: the accounts (Slurm accounts, else user names) whose tasks
+   * may dispatch inside it.
+   */
+  size_t n_accounts;
+  char **accounts;
+  /*
+   * Reservations: the Unix groups whose members' tasks may dispatch inside
+   * it.
+   */
+  size_t n_groups;
+  char **groups;
+  /*
+   * Shown to users, e.g. "calibration" or "course CS-501".
+   */
+  char *reason;
+  /*
+   * Where it comes from: "admin" (created by an admin), "config" (planned in
+   * the config file) or "backend".
+   */
+  char *origin;
+};
+#define QRMID__V1__WINDOW__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__window__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, 0,NULL, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
 
 /*
  * How many tasks a resource runs at once.
@@ -190,10 +273,42 @@ struct  Qrmid__V1__Resource
    */
   size_t n_payload_kinds;
   Qrmid__V1__PayloadKind *payload_kinds;
+  /*
+   * The exclusive lease that owns the resource now, without its token;
+   * unset when none.
+   */
+  Qrmid__V1__Lease *exclusive_lease;
+  /*
+   * Exclusive Acquires waiting for the resource, in the order they are
+   * granted.
+   */
+  uint32_t exclusive_waiting;
+  /*
+   * The reservation or maintenance window in force now; unset when none.
+   */
+  Qrmid__V1__Window *active_window;
+  /*
+   * The next planned reservation or maintenance window; unset when none.
+   */
+  Qrmid__V1__Window *next_window;
+  /*
+   * Pools: the member resources, in the pool's order.
+   */
+  size_t n_members;
+  char **members;
+  /*
+   * Pools: how a task is bound to a member ("least-busy" or "ordered").
+   */
+  char *pool_policy;
+  /*
+   * Pools: the member used only for tasks that allow a fallback and only
+   * when no other member can take them; empty when none.
+   */
+  char *fallback;
 };
 #define QRMID__V1__RESOURCE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__resource__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__RESOURCE_STATUS__RESOURCE_STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__RESOURCE_STATUS__RESOURCE_STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, 0, 0, 0,NULL, NULL, 0, NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -308,10 +423,19 @@ struct  Qrmid__V1__Lease
    * otherwise. Tasks under the lease are charged to it for fair share.
    */
   char *account;
+  /*
+   * Shared or exclusive.
+   */
+  Qrmid__V1__LeaseMode mode;
+  /*
+   * Slots kept free for the lease's tasks, so its next task starts at once
+   * however long the queue; 0 for none.
+   */
+  uint32_t min_slots;
 };
 #define QRMID__V1__LEASE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__lease__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, NULL, (char *)protobuf_c_empty_string, QRMID__V1__LEASE_MODE__LEASE_MODE_SHARED, 0 }
 
 
 /*
@@ -391,10 +515,32 @@ struct  Qrmid__V1__Task
    * of it and recent run times; unset when no estimate is possible.
    */
   Google__Protobuf__Timestamp *estimated_start_time;
+  /*
+   * While QUEUED: why the task is not dispatched yet when it is held beyond
+   * its place in line (another job's exclusive lease, a reservation, a
+   * maintenance window, an allocation's soft limit); empty otherwise.
+   */
+  char *wait_reason;
+  /*
+   * Tasks of a pool: the member resource the task was bound to when it was
+   * dispatched; empty while it waits, and for tasks of other resources.
+   */
+  char *member;
+  /*
+   * Whether the caller allowed a pool to run the task on its fallback
+   * member.
+   */
+  protobuf_c_boolean allow_fallback;
+  /*
+   * Warnings the daemon gave when it accepted the task, e.g. an allocation
+   * over its soft limit.
+   */
+  size_t n_warnings;
+  char **warnings;
 };
 #define QRMID__V1__TASK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__task__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__PAYLOAD_KIND__PAYLOAD_KIND_UNSPECIFIED, NULL, NULL, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__PAYLOAD_KIND__PAYLOAD_KIND_UNSPECIFIED, NULL, NULL, NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL }
 
 
 /*
@@ -557,10 +703,27 @@ struct  Qrmid__V1__AcquireRequest
    * job's user this way. PERMISSION_DENIED for other callers.
    */
   char *on_behalf_of;
+  /*
+   * Shared (the default) or exclusive. An exclusive lease that cannot be
+   * granted at once waits in line for up to `wait_seconds`.
+   */
+  Qrmid__V1__LeaseMode mode;
+  /*
+   * Slots to keep free for the lease's tasks; 0 for none. At most the
+   * resource's min_slots cap (INVALID_ARGUMENT above it).
+   */
+  uint32_t min_slots;
+  /*
+   * How long an exclusive Acquire may wait for its grant, in seconds; 0
+   * takes the daemon's default. The call also ends at the caller's gRPC
+   * deadline. When it is not granted in time: DEADLINE_EXCEEDED naming its
+   * place in line and what it waits for.
+   */
+  uint32_t wait_seconds;
 };
 #define QRMID__V1__ACQUIRE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__acquire_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, QRMID__V1__LEASE_MODE__LEASE_MODE_SHARED, 0, 0 }
 
 
 /*
@@ -666,10 +829,16 @@ struct  Qrmid__V1__StartTaskRequest
    * class, PERMISSION_DENIED for a class the caller may not use.
    */
   char *priority;
+  /*
+   * Pools: the task may run on the pool's fallback member (e.g. a
+   * simulator) when no other member can take it. Without it a pool never
+   * runs the task on its fallback.
+   */
+  protobuf_c_boolean allow_fallback;
 };
 #define QRMID__V1__START_TASK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__start_task_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -897,6 +1066,106 @@ struct  Qrmid__V1__ListTasksResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * A budget of QPU-seconds and/or shots per period for an account on a
+ * resource or a group of resources.
+ */
+struct  Qrmid__V1__Allocation
+{
+  ProtobufCMessage base;
+  /*
+   * The account charged: a Slurm account, else a user name.
+   */
+  char *account;
+  /*
+   * The resources whose tasks it charges; every resource when empty.
+   */
+  size_t n_resources;
+  char **resources;
+  /*
+   * "hard": over it, StartTask is refused RESOURCE_EXHAUSTED; "soft": over
+   * it, tasks are accepted in the lowest priority class with a warning.
+   */
+  char *limit;
+  /*
+   * QPU-seconds per period; 0 for no budget of seconds.
+   */
+  double qpu_seconds;
+  /*
+   * Shots per period; 0 for no budget of shots.
+   */
+  uint64_t shots;
+  /*
+   * "day", "week", "month", "year" or "none" (never resets).
+   */
+  char *period;
+  /*
+   * QPU-seconds used in the current period.
+   */
+  double used_qpu_seconds;
+  /*
+   * Shots used in the current period.
+   */
+  uint64_t used_shots;
+  /*
+   * When the current period ends and usage starts again from zero; unset
+   * for period "none".
+   */
+  Google__Protobuf__Timestamp *reset_time;
+};
+#define QRMID__V1__ALLOCATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__allocation__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, 0, NULL }
+
+
+/*
+ * Request of ListMyAllocations.
+ */
+struct  Qrmid__V1__ListMyAllocationsRequest
+{
+  ProtobufCMessage base;
+};
+#define QRMID__V1__LIST_MY_ALLOCATIONS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_my_allocations_request__descriptor) \
+     }
+
+
+/*
+ * Response of ListMyAllocations and AdminService.ListAllocations.
+ */
+struct  Qrmid__V1__ListAllocationsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The allocations, by account then resources.
+   */
+  size_t n_allocations;
+  Qrmid__V1__Allocation **allocations;
+};
+#define QRMID__V1__LIST_ALLOCATIONS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__list_allocations_response__descriptor) \
+    , 0,NULL }
+
+
+/* Qrmid__V1__Window methods */
+void   qrmid__v1__window__init
+                     (Qrmid__V1__Window         *message);
+size_t qrmid__v1__window__get_packed_size
+                     (const Qrmid__V1__Window   *message);
+size_t qrmid__v1__window__pack
+                     (const Qrmid__V1__Window   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__window__pack_to_buffer
+                     (const Qrmid__V1__Window   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__Window *
+       qrmid__v1__window__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__window__free_unpacked
+                     (Qrmid__V1__Window *message,
+                      ProtobufCAllocator *allocator);
 /* Qrmid__V1__Capacity methods */
 void   qrmid__v1__capacity__init
                      (Qrmid__V1__Capacity         *message);
@@ -1470,8 +1739,68 @@ Qrmid__V1__ListTasksResponse *
 void   qrmid__v1__list_tasks_response__free_unpacked
                      (Qrmid__V1__ListTasksResponse *message,
                       ProtobufCAllocator *allocator);
+/* Qrmid__V1__Allocation methods */
+void   qrmid__v1__allocation__init
+                     (Qrmid__V1__Allocation         *message);
+size_t qrmid__v1__allocation__get_packed_size
+                     (const Qrmid__V1__Allocation   *message);
+size_t qrmid__v1__allocation__pack
+                     (const Qrmid__V1__Allocation   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__allocation__pack_to_buffer
+                     (const Qrmid__V1__Allocation   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__Allocation *
+       qrmid__v1__allocation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__allocation__free_unpacked
+                     (Qrmid__V1__Allocation *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListMyAllocationsRequest methods */
+void   qrmid__v1__list_my_allocations_request__init
+                     (Qrmid__V1__ListMyAllocationsRequest         *message);
+size_t qrmid__v1__list_my_allocations_request__get_packed_size
+                     (const Qrmid__V1__ListMyAllocationsRequest   *message);
+size_t qrmid__v1__list_my_allocations_request__pack
+                     (const Qrmid__V1__ListMyAllocationsRequest   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_my_allocations_request__pack_to_buffer
+                     (const Qrmid__V1__ListMyAllocationsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListMyAllocationsRequest *
+       qrmid__v1__list_my_allocations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_my_allocations_request__free_unpacked
+                     (Qrmid__V1__ListMyAllocationsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Qrmid__V1__ListAllocationsResponse methods */
+void   qrmid__v1__list_allocations_response__init
+                     (Qrmid__V1__ListAllocationsResponse         *message);
+size_t qrmid__v1__list_allocations_response__get_packed_size
+                     (const Qrmid__V1__ListAllocationsResponse   *message);
+size_t qrmid__v1__list_allocations_response__pack
+                     (const Qrmid__V1__ListAllocationsResponse   *message,
+                      uint8_t             *out);
+size_t qrmid__v1__list_allocations_response__pack_to_buffer
+                     (const Qrmid__V1__ListAllocationsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Qrmid__V1__ListAllocationsResponse *
+       qrmid__v1__list_allocations_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   qrmid__v1__list_allocations_response__free_unpacked
+                     (Qrmid__V1__ListAllocationsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Qrmid__V1__Window_Closure)
+                 (const Qrmid__V1__Window *message,
+                  void *closure_data);
 typedef void (*Qrmid__V1__Capacity_Closure)
                  (const Qrmid__V1__Capacity *message,
                   void *closure_data);
@@ -1565,6 +1894,15 @@ typedef void (*Qrmid__V1__ListTasksRequest_Closure)
 typedef void (*Qrmid__V1__ListTasksResponse_Closure)
                  (const Qrmid__V1__ListTasksResponse *message,
                   void *closure_data);
+typedef void (*Qrmid__V1__Allocation_Closure)
+                 (const Qrmid__V1__Allocation *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListMyAllocationsRequest_Closure)
+                 (const Qrmid__V1__ListMyAllocationsRequest *message,
+                  void *closure_data);
+typedef void (*Qrmid__V1__ListAllocationsResponse_Closure)
+                 (const Qrmid__V1__ListAllocationsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1632,6 +1970,10 @@ struct Qrmid__V1__QuantumResources_Service
                      const Qrmid__V1__ListTasksRequest *input,
                      Qrmid__V1__ListTasksResponse_Closure closure,
                      void *closure_data);
+  void (*list_my_allocations)(Qrmid__V1__QuantumResources_Service *service,
+                              const Qrmid__V1__ListMyAllocationsRequest *input,
+                              Qrmid__V1__ListAllocationsResponse_Closure closure,
+                              void *closure_data);
 };
 typedef void (*Qrmid__V1__QuantumResources_ServiceDestroy)(Qrmid__V1__QuantumResources_Service *);
 void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *service,
@@ -1654,7 +1996,8 @@ void qrmid__v1__quantum_resources__init (Qrmid__V1__QuantumResources_Service *se
       function_prefix__ ## get_task_result,\
       function_prefix__ ## run_task,\
       function_prefix__ ## get_task_logs,\
-      function_prefix__ ## list_tasks  }
+      function_prefix__ ## list_tasks,\
+      function_prefix__ ## list_my_allocations  }
 void qrmid__v1__quantum_resources__list_resources(ProtobufCService *service,
                                                   const Qrmid__V1__ListResourcesRequest *input,
                                                   Qrmid__V1__ListResourcesResponse_Closure closure,
@@ -1715,12 +2058,18 @@ void qrmid__v1__quantum_resources__list_tasks(ProtobufCService *service,
                                               const Qrmid__V1__ListTasksRequest *input,
                                               Qrmid__V1__ListTasksResponse_Closure closure,
                                               void *closure_data);
+void qrmid__v1__quantum_resources__list_my_allocations(ProtobufCService *service,
+                                                       const Qrmid__V1__ListMyAllocationsRequest *input,
+                                                       Qrmid__V1__ListAllocationsResponse_Closure closure,
+                                                       void *closure_data);
 
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    qrmid__v1__resource_status__descriptor;
 extern const ProtobufCEnumDescriptor    qrmid__v1__task_state__descriptor;
 extern const ProtobufCEnumDescriptor    qrmid__v1__payload_kind__descriptor;
+extern const ProtobufCEnumDescriptor    qrmid__v1__lease_mode__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__window__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__capacity__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__resource__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__qiskit_primitive__descriptor;
@@ -1752,6 +2101,9 @@ extern const ProtobufCMessageDescriptor qrmid__v1__get_task_logs_request__descri
 extern const ProtobufCMessageDescriptor qrmid__v1__task_logs__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_tasks_request__descriptor;
 extern const ProtobufCMessageDescriptor qrmid__v1__list_tasks_response__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__allocation__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_my_allocations_request__descriptor;
+extern const ProtobufCMessageDescriptor qrmid__v1__list_allocations_response__descriptor;
 extern const ProtobufCServiceDescriptor qrmid__v1__quantum_resources__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -294,3 +294,20 @@ grpc_status_code qrmid_v1_quantum_resources_list_tasks(
     *response = (Qrmid__V1__ListTasksResponse *)out;
   return code;
 }
+
+grpc_status_code qrmid_v1_quantum_resources_list_my_allocations(
+    qrmid_client *client,
+    const Qrmid__V1__ListMyAllocationsRequest *request,
+    Qrmid__V1__ListAllocationsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error)
+{
+  ProtobufCMessage *out = NULL;
+  grpc_status_code code = qrmid_call_unary(client, QRMID_V1_QUANTUM_RESOURCES_LIST_MY_ALLOCATIONS_METHOD,
+      &qrmid__v1__list_my_allocations_request__descriptor, (const ProtobufCMessage *)request,
+      &qrmid__v1__list_allocations_response__descriptor, response != NULL ? &out : NULL,
+      timeout_ms, error);
+  if (response != NULL)
+    *response = (Qrmid__V1__ListAllocationsResponse *)out;
+  return code;
+}

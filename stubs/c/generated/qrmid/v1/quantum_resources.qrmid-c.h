@@ -301,6 +301,24 @@ grpc_status_code qrmid_v1_quantum_resources_list_tasks(
     int64_t timeout_ms,
     qrmid_error *error);
 
+/*
+ * /qrmid.v1.QuantumResources/ListMyAllocations
+ *
+ * Lists the allocations (budgets of QPU-seconds and shots per period) that
+ * charge the caller's tasks: those of the caller's user and of the Slurm
+ * accounts the caller's leases are charged to, with what is used and left.
+ *
+ * Unary: on GRPC_STATUS_OK *response is a new message; free it with
+ * qrmid__v1__list_allocations_response__free_unpacked(*response, NULL).
+ */
+#define QRMID_V1_QUANTUM_RESOURCES_LIST_MY_ALLOCATIONS_METHOD "/qrmid.v1.QuantumResources/ListMyAllocations"
+grpc_status_code qrmid_v1_quantum_resources_list_my_allocations(
+    qrmid_client *client,
+    const Qrmid__V1__ListMyAllocationsRequest *request,
+    Qrmid__V1__ListAllocationsResponse **response,
+    int64_t timeout_ms,
+    qrmid_error *error);
+
 #ifdef __cplusplus
 }
 #endif
