@@ -23,7 +23,7 @@ import bisect
 import itertools
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from qrmid.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted
@@ -298,10 +298,11 @@ class FairQueue:
             return bool(self._seq)
         return any(count and self._running[owner] < limit for owner, count in self._queued.items())
 
-    def pop(self) -> Task:
-        """Take the next task to dispatch and charge its account; IndexError when none may go now."""
+    def pop(self, admit: Admit | None = None) -> Task:
+        """Take the next task to dispatch and charge its account; IndexError when none may go now. With ``admit``,
+        only a task it admits is taken: an owner's first admitted task stands for the owner, the others wait."""
         for cls in self._classes.values():
-            task = self._take(cls)
+            task = self._take(cls, admit)
             if task is not None:
                 self._removed(task)
                 self._dispatch(task)
@@ -428,26 +429,26 @@ class FairQueue:
     def _shot_charge(self, task: Task) -> int:
         return round(self.policy.weights.shot * task.shots * UNITS)
 
-    def _take(self, cls: _Class) -> Task | None:
+    def _take(self, cls: _Class, admit: Admit | None) -> Task | None:
         """Remove and return the task ``cls`` dispatches next, or None."""
         for task in cls.front:
-            if self._eligible(task.owner):
+            if self._eligible(task.owner) and (admit is None or admit(task)):
                 cls.front.remove(task)
                 return task
         now = self.ledger.clock()
-        best: tuple[float, Arrival, str, str] | None = None
+        best: tuple[float, Arrival, str, Task] | None = None
         for account, line in cls.accounts.items():
-            heads = [(self._seq[owned[0]], owner) for owner, owned in line.owners.items() if self._eligible(owner)]
+            heads = [(self._seq[first], first) for owner, owned in line.owners.items()
+                     if self._eligible(owner) and (first := _first(owned, admit)) is not None]
             if not heads:
                 continue
-            seq, owner = min(heads)
-            key = (self.score(account, now), seq, account, owner)
-            if best is None or key < best:
+            seq, first = min(heads, key=lambda head: head[0])
+            key = (self.score(account, now), seq, account, first)
+            if best is None or key[:3] < best[:3]:
                 best = key
         if best is None:
             return None
-        _, _, account, owner = best
-        task = cls.accounts[account].owners[owner][0]
+        task = best[3]
         self._discard(cls, task)
         return task
 
@@ -504,6 +505,14 @@ class FairQueue:
 
 Arrival = tuple[float, str]  # when a task was created, and its id to break ties
 Key = tuple[float, Arrival]  # a queued task's place in the taking order of its class
+Admit = Callable[[Task], bool]  # whether a queued task may be dispatched now
+
+
+def _first(owned: deque[Task], admit: Admit | None) -> Task | None:
+    """The first of an owner's queued tasks that ``admit`` lets go (the first of all without one)."""
+    if admit is None:
+        return owned[0]
+    return next((task for task in owned if admit(task)), None)
 
 
 def _arrival(task: Task) -> Arrival:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from qrmid.backends.base import Adapter, Busy, JobState
 from qrmid.backends.payloads import Payload
 from qrmid.core.errors import ResourceExhausted, Unavailable
+from qrmid.core.gates import Gate, Hold
 from qrmid.core.queue import FairQueue, SchedulingPolicy
 from qrmid.core.tasks import PayloadUnreadable, Result, Task, TaskState
 
@@ -48,6 +49,7 @@ class Scheduler:
         self.leading = True  # this daemon dispatches the resource (in cluster mode: it was elected to)
         self.published_slots: int | None = None  # the dispatcher's count, on a cluster member without credentials
         self._queue = FairQueue(policy)
+        self.gates: list[Gate] = []  # rules holding queued tasks back beyond their place in line
         self.policy = self._queue.policy
         self.run_seconds: float | None = None  # moving average of how long a task holds a slot
         self._submitting: Task | None = None
@@ -106,8 +108,16 @@ class Scheduler:
         if not position or self.run_seconds is None or not self.dispatching:
             return None
         finishes = self.running + position - self.slots  # tasks that must end before a slot is free for it
-        hold = max(self._resume_at - time.monotonic(), 0.0)
-        return time.time() + hold + max(finishes, 0) * self.run_seconds / self.slots
+        backoff = max(self._resume_at - time.monotonic(), 0.0)
+        start = time.time() + backoff + max(finishes, 0) * self.run_seconds / self.slots
+        held = self.hold(task)
+        return start if held is None or held.until is None else max(start, held.until)
+
+    def hold(self, task: Task) -> Hold | None:
+        """Why queued ``task`` is held back beyond its place in line, by the first gate that holds it; None when
+        none does."""
+        now = time.time()
+        return next((held for gate in self.gates if (held := gate.hold(task, now)) is not None), None)
 
     def position(self, task: Task) -> int:
         """1-based place of ``task`` in the queue; 0 when it is not queued."""
@@ -133,8 +143,7 @@ class Scheduler:
     async def run(self) -> None:
         """Submit queued tasks as slots free up, forever."""
         while True:
-            await self._ready()
-            task = self._queue.pop()
+            task = await self._next()
             self._submitting = task
             self._ahead = len(self._running) >= self.slots
             try:
@@ -281,20 +290,38 @@ class Scheduler:
             self._queue.push_front(task)
         return False
 
-    async def _ready(self) -> None:
-        """Return once a task may be submitted: one is queued, dispatch is on, a slot is free (or, for an adapter
-        that stages ahead, all are busy but the one taken ahead), no backoff."""
+    async def _next(self) -> Task:
+        """Take the next task to submit once one may be: one is queued that every gate admits, dispatch is on, a
+        slot is free (or, for an adapter that stages ahead, all are busy but the one taken ahead), no backoff."""
         while True:
             ahead = 1 if self.adapter.stages_ahead else 0
+            wait: float | None = None
             if self._queue.ready() and self.dispatching and self.leading and len(self._running) < self.slots + ahead:
-                hold = self._resume_at - time.monotonic()
-                if hold <= 0:
-                    return
-            else:
-                hold = None
+                wait = self._resume_at - time.monotonic()
+                if wait <= 0:
+                    task = self._take()
+                    if task is not None:
+                        return task
+                    wait = self._gates_change()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), hold)
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    def _take(self) -> Task | None:
+        """Take the next queued task every gate admits; None when none is."""
+        if not self.gates:
+            return self._queue.pop()
+        now = time.time()
+        try:
+            return self._queue.pop(lambda task: all(gate.hold(task, now) is None for gate in self.gates))
+        except IndexError:
+            return None
+
+    def _gates_change(self) -> float | None:
+        """Seconds until a gate's verdicts change on their own; None when only a wake changes them."""
+        now = time.time()
+        times = [at for gate in self.gates if (at := gate.changes_at(now)) is not None]
+        return max(min(times) - now, 0.01) if times else None
 
     async def _follow(self, task: Task, ref: str) -> None:
         """Follow a submitted task to its terminal state, fetch its output, then free its slot."""
