@@ -19,7 +19,7 @@ from qrmid.core.cluster import Dispatch, Membership, MemberView
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from qrmid.core.reload import Changes
 from qrmid.core.slurm_gate import SlurmGate
-from qrmid.core.tasks import Task, TaskState
+from qrmid.core.tasks import Task
 from qrmid.ops import logging as logs
 from qrmid.store.journal import Quarantined
 from qrmid.v1 import admin_pb2 as admin_pb
@@ -172,11 +172,8 @@ class AdminService(admin_grpc.AdminServiceServicer):
         return self.broker.cluster
 
     def _task(self, task: Task) -> pb.Task:
-        view = task.view
-        if view.state is not TaskState.QUEUED:
-            return convert.task(view)
-        scheduler = self.broker.resources[task.resource].scheduler
-        return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))
+        resource = self.broker.resources.get(task.resource)
+        return convert.task(task, task.view, resource.scheduler if resource else None)
 
 
 def _member(view: MemberView) -> admin_pb.ClusterMember:

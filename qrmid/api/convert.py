@@ -8,7 +8,8 @@ from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, Qiskit
 from qrmid.core.errors import InvalidArgument
 from qrmid.core.leases import Lease
 from qrmid.core.resource import ResourceStatus, ResourceView
-from qrmid.core.tasks import TaskState, TaskView
+from qrmid.core.scheduler import Scheduler
+from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 _RESOURCE_STATUS = {
@@ -50,7 +51,17 @@ def resource(view: ResourceView) -> pb.Resource:
     )
 
 
-def task(view: TaskView, queue_position: int = 0, estimated_start: float | None = None) -> pb.Task:
+def task(task: Task, view: TaskView, scheduler: Scheduler | None) -> pb.Task:
+    """The API task of ``view``; while it is QUEUED on ``scheduler``, with its place, expected start and what holds
+    it back."""
+    if view.state is not TaskState.QUEUED or scheduler is None:
+        return _task(view)
+    held = scheduler.hold(task)
+    return _task(view, scheduler.position(task), scheduler.estimated_start(task), held.reason if held else "")
+
+
+def _task(view: TaskView, queue_position: int = 0, estimated_start: float | None = None,
+          wait_reason: str = "") -> pb.Task:
     return pb.Task(
         id=view.id,
         resource=view.resource,
@@ -69,6 +80,7 @@ def task(view: TaskView, queue_position: int = 0, estimated_start: float | None 
         account=view.account,
         shots=view.shots,
         estimated_start_time=timestamp(estimated_start),
+        wait_reason=wait_reason,
     )
 
 

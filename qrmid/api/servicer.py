@@ -152,10 +152,8 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         return await self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
     def _task(self, task: Task, view: TaskView) -> pb.Task:
-        if view.state is not TaskState.QUEUED or task.resource not in self.broker.resources:
-            return convert.task(view)
-        scheduler = self.broker.resources[task.resource].scheduler
-        return convert.task(view, scheduler.position(task), scheduler.estimated_start(task))
+        resource = self.broker.resources.get(task.resource)
+        return convert.task(task, view, resource.scheduler if resource else None)
 
 
 def _result_chunks(task: Task) -> Iterator[pb.ResultChunk]:
