@@ -65,6 +65,7 @@ class BackendStatus:
     state: BackendState
     reason: str = ""
     remote_queue: int | None = None
+    reserved: bool = False  # the backend runs only its own reservation's jobs (IBM's ``locked``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,8 @@ class IbmQuantumSystem(Adapter):
         state = {"online": BackendState.ONLINE, "paused": BackendState.PAUSED}.get(backend.get("status"),
                                                                                   BackendState.OFFLINE)
         if state is BackendState.ONLINE and backend.get("locked"):
-            return BackendStatus(BackendState.PAUSED, "reserved: the backend runs only its reservation's jobs")
+            return BackendStatus(BackendState.PAUSED, "reserved: the backend runs only its reservation's jobs",
+                                 reserved=True)
         return BackendStatus(state, backend.get("message", "") if state is not BackendState.ONLINE else "")
 
     @redacting
