@@ -2,12 +2,16 @@
  * spank_qrmid: Slurm SPANK plugin that leases qrmid quantum resources for a job.
  *
  *   sbatch --qpu=ibm_torino[,FRESNEL] job.sh     srun --qpu=local-qiskit ./prog
+ *   sbatch --qpu=ibm_torino:exclusive,FRESNEL:shared:min_slots=1 [--qpu-wait=SECONDS] job.sh
  *
  * For every name in --qpu the plugin, running as root in slurmstepd at job start, asks the node's
  * qrmid daemon for the resource's type (GetResource) and takes a lease on it for the job (Acquire with
  * the Slurm job id, a lifetime from the job's time limit, and the job's uid as on_behalf_of, so the
- * lease and the job's tasks belong to the job's user). It exports to the job only what QRMI
- * code reads and no vendor secret (those stay in the daemon):
+ * lease and the job's tasks belong to the job's user), shared unless the name says `:exclusive`. An
+ * exclusive lease is granted once no other lease's task runs on the resource; the plugin waits for it
+ * up to exclusive_wait seconds (or --qpu-wait, when shorter) for all of the job's exclusive leases
+ * together, taking them first and in name order. It exports to the job only what QRMI code reads and
+ * no vendor secret (those stay in the daemon):
  *
  *   QRMI_JOB_QPU_RESOURCES, QRMI_JOB_QPU_TYPES    names and types of the leased resources, joined
  *   SLURM_JOB_QPU_RESOURCES, SLURM_JOB_QPU_TYPES  with $QRMI_LIST_DELIMITER (default ","), and the
@@ -15,6 +19,8 @@
  *   <name>_QRMI_JOB_ACQUISITION_TOKEN             the lease token
  *   <name>_QRMI_JOB_TIMEOUT_SECONDS               the job's time limit in seconds (unlimited jobs:
  *                                                 the lease's lifetime)
+ *   <name>_QRMI_JOB_LEASE_MODE, QRMI_JOB_QPU_LEASE_MODES  "shared" or "exclusive": each lease's mode, and
+ *                                                 the list of them in the order of QRMI_JOB_QPU_RESOURCES
  *   QRMI_JOB_ID, QRMI_JOB_UID, QRMID_ADDRESS      Slurm job id, job user id, daemon address
  *   QRMID_AUTH, QRMID_MUNGE_SOCKET                with auth=munge: how the job's clients authenticate
  *
@@ -27,7 +33,7 @@
  *
  * Hooks (Slurm 22.05 order: init_post_opt [batch, root] -> task_init [batch, user] ->
  * init_post_opt [step, root] -> task_init [step, user] -> exit [step] -> exit [batch]):
- *  - slurm_spank_init: registers --qpu (sbatch/salloc, srun, slurmstepd).
+ *  - slurm_spank_init: registers --qpu and --qpu-wait (sbatch/salloc, srun, slurmstepd).
  *  - slurm_spank_init_post_opt (slurmstepd, root): acquires in the batch step; in any other step only
  *    when the job environment does not already carry the lists of this job (a plain `srun --qpu=...`
  *    job, or an `srun --qpu=...` in a batch job that did not ask for QPUs). Never fails: an error
@@ -47,6 +53,8 @@
  *   auth=munge         authenticate every call with a fresh MUNGE credential (for a daemon whose
  *                      socket has auth = "munge"); auth=none (default) sends none
  *   munge_socket=PATH  munged's socket when not libmunge's default
+ *   exclusive_wait=SECONDS  longest wait for a job's exclusive leases (default 600); a job's --qpu-wait
+ *                      may shorten it
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -55,18 +63,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 #include "qrmid/v1/admin.qrmid-c.h"
 #include "qrmid/v1/quantum_resources.qrmid-c.h"
+#include "qpu_request.h"
 
 SPANK_PLUGIN(spank_qrmid, 1);
 
 #define DEFAULT_ADDRESS "unix:/run/qrmid/qrmid.sock"
 #define DEFAULT_TIMEOUT_SECONDS 30
 #define DEFAULT_TTL_MARGIN_SECONDS 300
+#define DEFAULT_EXCLUSIVE_WAIT_SECONDS 600
+#define MAX_EXCLUSIVE_WAIT_SECONDS 86400
 #define DEFAULT_DELIMITER ","
 #define LEASE_ENDED "its lease was released: its Slurm job step ended"
 #define MAX_DELIMITER 32
@@ -79,6 +91,8 @@ struct lease {
   char *id;      /* public lease id, safe to log */
   char *token;   /* secret bearer token */
   char *timeout; /* <name>_QRMI_JOB_TIMEOUT_SECONDS */
+  int exclusive; /* the mode the daemon granted */
+  size_t position; /* the resource's place in --qpu */
 };
 
 /* Plugin arguments from plugstack.conf. */
@@ -89,9 +103,11 @@ struct settings {
   int allow_partial;
   int use_munge;      /* auth=munge */
   char *munge_socket; /* munge_socket=PATH; NULL: libmunge's default */
+  uint32_t exclusive_wait; /* exclusive_wait=SECONDS */
 };
 
 static char *qpu_option;          /* the --qpu value; NULL when not given */
+static char *wait_option;         /* the --qpu-wait value; NULL when not given */
 static struct lease *leases;      /* the leases this step took */
 static size_t n_leases;
 static char **errors;             /* problems found in init_post_opt, reported in task_init */
@@ -102,10 +118,18 @@ static struct settings settings;
 
 static int qpu_option_cb(int val, const char *optarg, int remote);
 
-static struct spank_option qpu_spank_option = {
-    "qpu", "NAME[,NAME...]",
-    "Quantum resources (qrmid names) to lease for the job, separated by commas.", 1, 0,
-    (spank_opt_cb_f)qpu_option_cb};
+#define QPU_OPTION 0
+#define WAIT_OPTION 1
+
+static struct spank_option qpu_options[] = {
+    {"qpu", "NAME[:MODE][,NAME...]",
+     "Quantum resources (qrmid names) to lease for the job, separated by commas. MODE: shared (default) or "
+     "exclusive (only the job's tasks run on it); NAME:shared:min_slots=N keeps N slots free for the job.",
+     1, QPU_OPTION, (spank_opt_cb_f)qpu_option_cb},
+    {"qpu-wait", "SECONDS",
+     "How long the job may wait at its start for its exclusive --qpu leases (at most the site's exclusive_wait).",
+     1, WAIT_OPTION, (spank_opt_cb_f)qpu_option_cb},
+    SPANK_OPTIONS_TABLE_END};
 
 static char *copy_string(const char *s)
 {
@@ -196,12 +220,12 @@ static void free_settings(void)
 
 static int qpu_option_cb(int val, const char *optarg, int remote)
 {
-  (void)val;
   (void)remote;
-  free(qpu_option);
-  qpu_option = copy_string(optarg != NULL ? optarg : "");
-  if (qpu_option == NULL) {
-    slurm_error("%s: out of memory copying --qpu", plugin_name);
+  char **option = val == WAIT_OPTION ? &wait_option : &qpu_option;
+  free(*option);
+  *option = copy_string(optarg != NULL ? optarg : "");
+  if (*option == NULL) {
+    slurm_error("%s: out of memory copying --%s", plugin_name, qpu_options[val].name);
     return -1;
   }
   return 0;
@@ -227,6 +251,7 @@ static int parse_arguments(int argc, char **argv)
   settings.address = copy_string(DEFAULT_ADDRESS);
   settings.timeout_ms = DEFAULT_TIMEOUT_SECONDS * 1000;
   settings.ttl_margin = DEFAULT_TTL_MARGIN_SECONDS;
+  settings.exclusive_wait = DEFAULT_EXCLUSIVE_WAIT_SECONDS;
   if (settings.address == NULL) {
     defer_error("out of memory");
     return -1;
@@ -253,6 +278,13 @@ static int parse_arguments(int argc, char **argv)
         return -1;
       }
       settings.ttl_margin = seconds;
+    } else if (strncmp(arg, "exclusive_wait=", 15) == 0) {
+      if (parse_seconds(arg + 15, MAX_EXCLUSIVE_WAIT_SECONDS, &seconds) != 0 || seconds == 0) {
+        defer_error("plugstack.conf: bad argument '%s': exclusive_wait must be 1 to %d seconds", arg,
+                    MAX_EXCLUSIVE_WAIT_SECONDS);
+        return -1;
+      }
+      settings.exclusive_wait = seconds;
     } else if (strcmp(arg, "allow_partial") == 0) {
       settings.allow_partial = 1;
     } else if (strcmp(arg, "auth=munge") == 0 || strcmp(arg, "auth=none") == 0) {
@@ -266,7 +298,8 @@ static int parse_arguments(int argc, char **argv)
       }
     } else {
       defer_error("plugstack.conf: unknown argument '%s' (known: address=TARGET, timeout=SECONDS, "
-                  "ttl_margin=SECONDS, allow_partial, auth=munge|none, munge_socket=PATH)", arg);
+                  "ttl_margin=SECONDS, allow_partial, auth=munge|none, munge_socket=PATH, exclusive_wait=SECONDS)",
+                  arg);
       return -1;
     }
   }
@@ -411,15 +444,25 @@ static void end_lost_leases(qrmid_client *client, const char *name, const char *
   qrmid_error_clear(&err);
 }
 
-/* Takes a lease on `name` for user `uid` and exports its token and timeout; records an error on failure. */
-static void acquire_one(spank_t sp, qrmid_client *client, const char *name, const char *job_id,
-                        const char *uid, int64_t minutes)
+static int64_t monotonic_ms(void)
 {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Takes a lease on `request` for user `uid` and exports its token, timeout and mode; records an error on
+ * failure. An exclusive request waits for its grant until `wait_until_ms` (monotonic). */
+static void acquire_one(spank_t sp, qrmid_client *client, const struct qpu_request *request, const char *job_id,
+                        const char *uid, int64_t minutes, int64_t wait_until_ms)
+{
+  const char *name = request->name;
+  const char *mode = qpu_mode_name(request->exclusive);
   qrmid_error err = QRMID_ERROR_INIT;
   Qrmid__V1__Resource *resource = NULL;
   Qrmid__V1__Lease *lease = NULL;
-  char *token_var = NULL, *timeout_var = NULL;
-  struct lease taken = {NULL, NULL, NULL, NULL, NULL};
+  char *token_var = NULL, *timeout_var = NULL, *mode_var = NULL;
+  struct lease taken = {NULL, NULL, NULL, NULL, NULL, request->exclusive, request->position};
   char **before = NULL;
   size_t n_before = 0;
 
@@ -438,11 +481,28 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   acquire.slurm_job_id = (char *)job_id;
   acquire.ttl_seconds = ttl > UINT32_MAX ? UINT32_MAX : (uint32_t)ttl;
   acquire.on_behalf_of = (char *)uid;
+  acquire.min_slots = request->min_slots;
+  int64_t deadline_ms = settings.timeout_ms;
+  if (request->exclusive) {
+    /* The daemon answers DEADLINE_EXCEEDED, with the place in line, when wait_seconds pass; the call's own
+     * deadline comes a timeout later, so its answer arrives. */
+    int64_t left_ms = wait_until_ms - monotonic_ms();
+    acquire.mode = QRMID__V1__LEASE_MODE__LEASE_MODE_EXCLUSIVE;
+    acquire.wait_seconds = left_ms > 1000 ? (uint32_t)((left_ms + 999) / 1000) : 1;
+    deadline_ms += (int64_t)acquire.wait_seconds * 1000;
+    slurm_info("%s: waiting up to %" PRIu32 " s for an exclusive lease on %s for job %s", plugin_name,
+               acquire.wait_seconds, name, job_id);
+  }
   /* Several members: the job's leases before the call, to find one granted to an attempt whose answer was lost. */
   if (qrmid_client_member_count(client) > 1)
     before = job_leases(client, name, job_id, &n_before, &err);
-  if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, settings.timeout_ms, &err) != GRPC_STATUS_OK) {
-    defer_call_error("acquiring a lease on", name, &err);
+  if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, deadline_ms, &err) != GRPC_STATUS_OK) {
+    if (request->exclusive)
+      defer_error("acquiring an exclusive lease on %s at %s failed after waiting up to %" PRIu32 " s: %s: %s", name,
+                  settings.address, acquire.wait_seconds, qrmid_status_name(err.code),
+                  err.message != NULL ? err.message : "no message");
+    else
+      defer_call_error("acquiring a lease on", name, &err);
     goto out;
   }
   if (qrmid_client_last_attempts(client) > 1 && before != NULL)
@@ -453,6 +513,7 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   taken.type = copy_string(resource->type);
   taken.id = copy_string(lease->id);
   taken.token = copy_string(lease->token);
+  taken.exclusive = lease->mode == QRMID__V1__LEASE_MODE__LEASE_MODE_EXCLUSIVE;
   if (limited) {
     taken.timeout = format("%" PRIu64, (uint64_t)minutes * 60);
   } else {
@@ -462,11 +523,16 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
     taken.timeout = format("%" PRId64, lifetime > 0 ? lifetime : 0);
   }
   struct lease *grown = realloc(leases, (n_leases + 1) * sizeof(*leases));
+  int wrong_mode = taken.exclusive != request->exclusive;
   if (taken.name == NULL || taken.type == NULL || taken.id == NULL || taken.token == NULL ||
-      taken.timeout == NULL || grown == NULL) {
+      taken.timeout == NULL || grown == NULL || wrong_mode) {
     if (grown != NULL)
       leases = grown;
-    defer_error("out of memory after acquiring lease %s on %s; releasing it", lease->id, name);
+    if (wrong_mode)
+      defer_error("the daemon at %s granted a %s lease on %s where a %s one was asked (does it know lease modes?); "
+                  "releasing it", settings.address, qpu_mode_name(taken.exclusive), name, mode);
+    else
+      defer_error("out of memory after acquiring lease %s on %s; releasing it", lease->id, name);
     uint32_t cancelled = 0;
     if (end_lease(client, lease->id, &cancelled, &err) != GRPC_STATUS_OK)
       defer_call_error("releasing the lease on", name, &err);
@@ -480,25 +546,27 @@ static void acquire_one(spank_t sp, qrmid_client *client, const char *name, cons
   leases = grown;
   leases[n_leases++] = taken;
   if (acquire.ttl_seconds > 0)
-    slurm_info("%s: lease %s on %s (%s) for job %s, %" PRIu32 " s", plugin_name, taken.id, name, taken.type,
-               job_id, acquire.ttl_seconds);
+    slurm_info("%s: lease %s on %s (%s, %s) for job %s, %" PRIu32 " s", plugin_name, taken.id, name, taken.type,
+               mode, job_id, acquire.ttl_seconds);
   else
-    slurm_info("%s: lease %s on %s (%s) for job %s, the daemon's default lifetime", plugin_name, taken.id, name,
-               taken.type, job_id);
+    slurm_info("%s: lease %s on %s (%s, %s) for job %s, the daemon's default lifetime", plugin_name, taken.id, name,
+               taken.type, mode, job_id);
 
   token_var = format("%s_QRMI_JOB_ACQUISITION_TOKEN", name);
   timeout_var = format("%s_QRMI_JOB_TIMEOUT_SECONDS", name);
-  if (token_var == NULL || timeout_var == NULL) {
+  mode_var = format("%s_QRMI_JOB_LEASE_MODE", name);
+  if (token_var == NULL || timeout_var == NULL || mode_var == NULL) {
     defer_error("out of memory exporting the lease on %s", name);
     goto out;
   }
-  if (set_job_env(sp, token_var, taken.token) == 0)
-    set_job_env(sp, timeout_var, taken.timeout);
+  if (set_job_env(sp, token_var, taken.token) == 0 && set_job_env(sp, timeout_var, taken.timeout) == 0)
+    set_job_env(sp, mode_var, mode);
 
 out:
   free_ids(before, n_before);
   free(token_var);
   free(timeout_var);
+  free(mode_var);
   if (lease != NULL)
     qrmid__v1__lease__free_unpacked(lease, NULL);
   if (resource != NULL)
@@ -506,13 +574,23 @@ out:
   qrmid_error_clear(&err);
 }
 
-/* 1 when `name` was already leased by this step (a name given twice). */
-static int already_leased(const char *name)
+static int by_position(const void *a, const void *b)
 {
-  for (size_t i = 0; i < n_leases; i++)
-    if (strcmp(leases[i].name, name) == 0)
-      return 1;
-  return 0;
+  const struct lease *x = a, *y = b;
+  return (x->position > y->position) - (x->position < y->position);
+}
+
+/* How long the job's exclusive leases may be waited for, in seconds: the site's exclusive_wait, or the job's
+ * --qpu-wait when given; 0 (an error recorded) when --qpu-wait is not 1 to exclusive_wait. */
+static uint32_t exclusive_wait(void)
+{
+  uint32_t seconds = settings.exclusive_wait;
+  if (wait_option != NULL && (parse_seconds(wait_option, settings.exclusive_wait, &seconds) != 0 || seconds == 0)) {
+    defer_error("--qpu-wait=%s: give whole seconds from 1 to %" PRIu32 " (this site's exclusive_wait)", wait_option,
+                settings.exclusive_wait);
+    return 0;
+  }
+  return seconds;
 }
 
 /* Leases every --qpu resource and exports the lists. Errors are recorded, never returned. */
@@ -521,25 +599,38 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
   char job_id_text[16], uid_text[16];
   snprintf(job_id_text, sizeof(job_id_text), "%" PRIu32, job_id);
   snprintf(uid_text, sizeof(uid_text), "%lu", (unsigned long)uid);
-  char *names = copy_string(qpu_option);
-  char *resources_list = NULL, *types_list = NULL;
+  char *resources_list = NULL, *types_list = NULL, *modes_list = NULL;
+  struct qpu_request *requests = NULL;
+  size_t n_requests = 0;
+  char *bad_spec = NULL;
   qrmid_client *client = NULL;
   qrmid_error err = QRMID_ERROR_INIT;
-  size_t requested = 0;
 
   /* Readers raise when the lists are missing: they are set (empty) before anything can fail. */
-  if (names == NULL || set_job_env(sp, "QRMI_JOB_ID", job_id_text) != 0 ||
-      set_job_env(sp, "QRMI_JOB_UID", uid_text) != 0 || set_job_env(sp, "QRMID_ADDRESS", settings.address) != 0 ||
-      set_job_env(sp, "QRMI_JOB_QPU_RESOURCES", "") != 0 || set_job_env(sp, "QRMI_JOB_QPU_TYPES", "") != 0 ||
-      set_job_env(sp, "SLURM_JOB_QPU_RESOURCES", "") != 0 || set_job_env(sp, "SLURM_JOB_QPU_TYPES", "") != 0) {
-    if (names == NULL)
-      defer_error("out of memory");
+  if (set_job_env(sp, "QRMI_JOB_ID", job_id_text) != 0 || set_job_env(sp, "QRMI_JOB_UID", uid_text) != 0 ||
+      set_job_env(sp, "QRMID_ADDRESS", settings.address) != 0 || set_job_env(sp, "QRMI_JOB_QPU_RESOURCES", "") != 0 ||
+      set_job_env(sp, "QRMI_JOB_QPU_TYPES", "") != 0 || set_job_env(sp, "QRMI_JOB_QPU_LEASE_MODES", "") != 0 ||
+      set_job_env(sp, "SLURM_JOB_QPU_RESOURCES", "") != 0 || set_job_env(sp, "SLURM_JOB_QPU_TYPES", "") != 0)
     goto out;
-  }
   /* The job's own qrmid clients authenticate the way this plugin does. */
   if (settings.use_munge && (set_job_env(sp, "QRMID_AUTH", "munge") != 0 ||
                              (settings.munge_socket != NULL &&
                               set_job_env(sp, "QRMID_MUNGE_SOCKET", settings.munge_socket) != 0)))
+    goto out;
+
+  /* Names are separated by commas, or by $QRMI_LIST_DELIMITER when the job sets another. */
+  char separators[MAX_DELIMITER + 2];
+  snprintf(separators, sizeof(separators), ",%s", delimiter);
+  if (qpu_requests_parse(qpu_option, separators, &requests, &n_requests, &bad_spec) != 0) {
+    defer_error("%s", bad_spec != NULL ? bad_spec : "out of memory");
+    goto out;
+  }
+  if (n_requests == 0) {
+    defer_error("--qpu='%s' names no resource", qpu_option);
+    goto out;
+  }
+  uint32_t wait_seconds = exclusive_wait();
+  if (wait_seconds == 0)
     goto out;
 
   int64_t minutes = job_time_limit(job_id);
@@ -551,27 +642,24 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
     goto out;
   }
 
-  /* Names are separated by commas, or by $QRMI_LIST_DELIMITER when the job sets another. */
-  char separators[MAX_DELIMITER + 2];
-  snprintf(separators, sizeof(separators), ",%s", delimiter);
-  char *state = NULL;
-  for (char *name = strtok_r(names, separators, &state); name != NULL; name = strtok_r(NULL, separators, &state)) {
-    requested++;
-    if (!already_leased(name))
-      acquire_one(sp, client, name, job_id_text, uid_text, minutes);
-  }
-  if (requested == 0)
-    defer_error("--qpu='%s' names no resource", qpu_option);
+  int64_t wait_until_ms = monotonic_ms() + (int64_t)wait_seconds * 1000;
+  qpu_requests_sort_for_acquire(requests, n_requests);
+  for (size_t i = 0; i < n_requests; i++)
+    acquire_one(sp, client, &requests[i], job_id_text, uid_text, minutes, wait_until_ms);
+  if (n_leases > 1)
+    qsort(leases, n_leases, sizeof(*leases), by_position);
 
   for (size_t i = 0; i < n_leases; i++) {
     if (append_item(&resources_list, leases[i].name, delimiter) != 0 ||
-        append_item(&types_list, leases[i].type, delimiter) != 0) {
+        append_item(&types_list, leases[i].type, delimiter) != 0 ||
+        append_item(&modes_list, qpu_mode_name(leases[i].exclusive), delimiter) != 0) {
       defer_error("out of memory");
       goto out;
     }
   }
   if (n_leases > 0 && (set_job_env(sp, "QRMI_JOB_QPU_RESOURCES", resources_list) != 0 ||
                        set_job_env(sp, "QRMI_JOB_QPU_TYPES", types_list) != 0 ||
+                       set_job_env(sp, "QRMI_JOB_QPU_LEASE_MODES", modes_list) != 0 ||
                        set_job_env(sp, "SLURM_JOB_QPU_RESOURCES", resources_list) != 0 ||
                        set_job_env(sp, "SLURM_JOB_QPU_TYPES", types_list) != 0))
     goto out;
@@ -581,9 +669,11 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
 out:
   qrmid_error_clear(&err);
   qrmid_client_free(client);
-  free(names);
+  qpu_requests_free(requests, n_requests);
+  free(bad_spec);
   free(resources_list);
   free(types_list);
+  free(modes_list);
 }
 
 int slurm_spank_init(spank_t sp, int argc, char **argv)
@@ -593,12 +683,14 @@ int slurm_spank_init(spank_t sp, int argc, char **argv)
   spank_context_t context = spank_context();
   if (context != S_CTX_LOCAL && context != S_CTX_ALLOCATOR && context != S_CTX_REMOTE)
     return 0;
-  spank_err_t rc = spank_option_register(sp, &qpu_spank_option);
-  if (rc != ESPANK_SUCCESS) {
+  for (struct spank_option *option = qpu_options; option->name != NULL; option++) {
+    spank_err_t rc = spank_option_register(sp, option);
+    if (rc == ESPANK_SUCCESS)
+      continue;
     if (context == S_CTX_REMOTE) /* never fail in slurmstepd: that drains the node */
-      defer_error("cannot register the --qpu option: %s", spank_strerror(rc));
+      defer_error("cannot register the --%s option: %s", option->name, spank_strerror(rc));
     else
-      slurm_error("%s: cannot register the --qpu option: %s", plugin_name, spank_strerror(rc));
+      slurm_error("%s: cannot register the --%s option: %s", plugin_name, option->name, spank_strerror(rc));
   }
   return 0;
 }
@@ -697,6 +789,8 @@ int slurm_spank_exit(spank_t sp, int argc, char **argv)
   free_settings();
   free(qpu_option);
   qpu_option = NULL;
+  free(wait_option);
+  wait_option = NULL;
   errors_lost = 0;
   partial = 0;
   return 0;

@@ -23,8 +23,9 @@ PYTHON = sys.executable
 # Every variable the plugin exports for a job with --qpu=local-qiskit; nothing else may mention QRMI or a
 # QPU list, or start with the resource's name (Slurm's own copy of the option, SLURM_SPANK__..., aside).
 EXPECTED_VARIABLES = {
-    "QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES",
-    "local-qiskit_QRMI_JOB_ACQUISITION_TOKEN", "local-qiskit_QRMI_JOB_TIMEOUT_SECONDS",
+    "QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES", "QRMI_JOB_QPU_LEASE_MODES", "SLURM_JOB_QPU_RESOURCES",
+    "SLURM_JOB_QPU_TYPES", "local-qiskit_QRMI_JOB_ACQUISITION_TOKEN", "local-qiskit_QRMI_JOB_TIMEOUT_SECONDS",
+    "local-qiskit_QRMI_JOB_LEASE_MODE",
     "QRMI_JOB_ID", "QRMI_JOB_UID", "QRMID_ADDRESS", "QRMID_AUTH", "QRMID_MUNGE_SOCKET",
 }
 
@@ -66,6 +67,7 @@ export QRMI_JOB_ACQUISITION_TOKEN="$(printenv local-qiskit_QRMI_JOB_ACQUISITION_
     assert mentioned == EXPECTED_VARIABLES
     assert env["QRMI_JOB_QPU_RESOURCES"] == env["SLURM_JOB_QPU_RESOURCES"] == "local-qiskit"
     assert env["QRMI_JOB_QPU_TYPES"] == env["SLURM_JOB_QPU_TYPES"] == "local-qiskit"
+    assert env["QRMI_JOB_QPU_LEASE_MODES"] == env["local-qiskit_QRMI_JOB_LEASE_MODE"] == "shared"
     assert (env["QRMI_JOB_ID"], env["QRMI_JOB_UID"]) == (job_id, "0")
     assert env["QRMID_ADDRESS"] == cluster.qrmid_address
     assert (env["QRMID_AUTH"], env["QRMID_MUNGE_SOCKET"]) == ("munge", str(cluster.munge_socket))
