@@ -21,6 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
+from qrmid.cli_allocations import print_allocations
 from qrmid.cli_output import Col, local_time, output_options, print_json, print_listing, span, wants_json
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import Members
@@ -351,3 +352,53 @@ def accounting(ctx: click.Context, since: datetime | None, until: datetime | Non
     print_listing(out, columns, [
         (name, str(total["tasks"]), str(total["completed"]), str(total["shots"]), f"{total['qpu_seconds']:.3f}")
         for name, total in sorted(totals.items())], wide=output == "wide")
+
+
+@admin.group()
+def allocation() -> None:
+    """Budgets of QPU-seconds and shots per account and period (hard: StartTask refused over it; soft: tasks run
+    in the lowest priority class)."""
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+@allocation.command("set")
+@click.argument("account")
+@click.option("--resources", default="", metavar="A,B", help="the resources it charges (default: every resource)")
+@click.option("--qpu-seconds", type=float, default=0.0, help="QPU-seconds per period")
+@click.option("--shots", type=click.IntRange(0), default=0, help="shots per period")
+@click.option("--period", default="month", show_default=True, help="day, week, month, year or none (never resets)")
+@click.option("--soft", is_flag=True, help="over it, tasks run in the lowest priority class instead of being refused")
+@output_options
+@click.pass_context
+def allocation_set(ctx: click.Context, account: str, resources: str, qpu_seconds: float, shots: int, period: str,
+                   soft: bool, output: str, as_json: bool) -> None:
+    """Set ACCOUNT's allocation (a Slurm account, or a user name) on RESOURCES, replacing the one set on the same
+    resources."""
+    asked = pb.Allocation(account=account, resources=_names(resources), limit="soft" if soft else "hard",
+                          qpu_seconds=qpu_seconds, shots=shots, period=period)
+    answer = _call(ctx, lambda s: s.admin.SetAllocation(apb.SetAllocationRequest(allocation=asked)))
+    print_allocations(out, [answer], output, as_json)
+
+
+@allocation.command("show")
+@click.argument("account", default="")
+@output_options
+@click.pass_context
+def allocation_show(ctx: click.Context, account: str, output: str, as_json: bool) -> None:
+    """Every allocation (or ACCOUNT's) with what is used in the current period and when it resets."""
+    listed = _call(ctx, lambda s: s.admin.ListAllocations(apb.ListAllocationsRequest(account=account)))
+    print_allocations(out, listed.allocations, output, as_json)
+
+
+@allocation.command("delete")
+@click.argument("account")
+@click.option("--resources", default="", metavar="A,B", help="the resources, as set (default: every resource)")
+@click.pass_context
+def allocation_delete(ctx: click.Context, account: str, resources: str) -> None:
+    """Delete ACCOUNT's allocation on RESOURCES."""
+    gone = _call(ctx, lambda s: s.admin.DeleteAllocation(apb.DeleteAllocationRequest(account=account,
+                                                                                      resources=_names(resources))))
+    err.print(f"allocation of {gone.account} on {','.join(gone.resources) or 'every resource'} deleted")

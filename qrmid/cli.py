@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.status import Status
 
 from qrmid.admin_cli import admin
+from qrmid.cli_allocations import print_allocations
 from qrmid.cli_cluster import cluster as cluster_commands
 from qrmid.cli_config import config as config_commands
 from qrmid.cli_demo import demo
@@ -146,6 +147,20 @@ def resources(ctx: click.Context, output: str, as_json: bool) -> None:
         (r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
          f"{r.capacity.slots_free}/{r.capacity.slots_total}", str(r.queue_length), str(r.running_tasks),
          r.status_reason) for r in listed], wide=output == "wide")
+
+
+@main.command()
+@output_options
+@click.pass_context
+def allocation(ctx: click.Context, output: str, as_json: bool) -> None:
+    """Show the allocations charging your tasks (yours, and your jobs' Slurm accounts'): budgets of QPU-seconds and
+    shots, what is used this period, and when it resets."""
+    with _client(ctx) as client:
+        listed = client.my_allocations()
+    if not listed and not wants_json(output, as_json):
+        err.print("no allocation charges your tasks: nothing limits your QPU-seconds or shots")
+        return
+    print_allocations(out, listed, output, as_json)
 
 
 @main.command()

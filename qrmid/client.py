@@ -123,6 +123,11 @@ class AsyncClient:
         response = await self._unary("ListResources", pb.ListResourcesRequest())
         return list(response.resources)
 
+    async def my_allocations(self) -> list[pb.Allocation]:
+        """The allocations charging the caller's tasks, with what is used."""
+        response = await self._unary("ListMyAllocations", pb.ListMyAllocationsRequest())
+        return list(response.allocations)
+
     async def resource(self, name: str) -> pb.Resource:
         return await self._unary("GetResource", pb.GetResourceRequest(name=name))
 
@@ -301,6 +306,9 @@ class Client:
 
     def list_resources(self) -> list[pb.Resource]:
         return self._call(self._async.list_resources)
+
+    def my_allocations(self) -> list[pb.Allocation]:
+        return self._call(self._async.my_allocations)
 
     def resource(self, name: str) -> pb.Resource:
         return self._call(self._async.resource, name)

@@ -252,6 +252,7 @@ class Daemon:
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
+            self.broker.allocations.restore(recovered.allocations, recovered.tasks)
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
                                       recovered.drains)
             await self.broker.store_queued()

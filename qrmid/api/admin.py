@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from qrmid.api import convert
+from qrmid.api import allocations, convert
 from qrmid.api.identity import caller
 from qrmid.api.requests import Context, required
 from qrmid.api.status import unary
@@ -163,6 +163,29 @@ class AdminService(admin_grpc.AdminServiceServicer):
         return admin_pb.ListSlurmGatesResponse(gates=[
             admin_pb.SlurmGate(resource=view.resource, license=view.license, reservation=view.reservation,
                                state=view.state, detail=view.detail) for view in views])
+
+    @unary
+    async def SetAllocation(self, request: admin_pb.SetAllocationRequest, context: Context) -> pb.Allocation:
+        who = self._admin(context, "SetAllocation")
+        answer = await allocations.set_allocation(self.broker, request)
+        log.info("allocation of account %s on %s set by %s: %s %g QPU-seconds, %d shots per %s", answer.account,
+                 ",".join(answer.resources) or "every resource", who, answer.limit, answer.qpu_seconds, answer.shots,
+                 answer.period)
+        return answer
+
+    @unary
+    async def ListAllocations(self, request: admin_pb.ListAllocationsRequest, context: Context
+                              ) -> pb.ListAllocationsResponse:
+        self._admin(context, "ListAllocations")
+        return allocations.list_allocations(self.broker, request)
+
+    @unary
+    async def DeleteAllocation(self, request: admin_pb.DeleteAllocationRequest, context: Context) -> pb.Allocation:
+        who = self._admin(context, "DeleteAllocation")
+        answer = await allocations.delete_allocation(self.broker, request)
+        log.info("allocation of account %s on %s deleted by %s", answer.account,
+                 ",".join(answer.resources) or "every resource", who)
+        return answer
 
     def _cluster(self, what: str) -> Membership:
         """The cluster this daemon is a member of; FailedPrecondition on a single daemon."""

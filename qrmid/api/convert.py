@@ -53,15 +53,16 @@ def resource(view: ResourceView) -> pb.Resource:
 
 def task(task: Task, view: TaskView, scheduler: Scheduler | None) -> pb.Task:
     """The API task of ``view``; while it is QUEUED on ``scheduler``, with its place, expected start and what holds
-    it back."""
+    it back (or, when nothing does, the warnings it was accepted with: why it waits in a low class)."""
     if view.state is not TaskState.QUEUED or scheduler is None:
-        return _task(view)
+        return _task(view, warnings=task.warnings)
     held = scheduler.hold(task)
-    return _task(view, scheduler.position(task), scheduler.estimated_start(task), held.reason if held else "")
+    return _task(view, scheduler.position(task), scheduler.estimated_start(task),
+                 held.reason if held else "; ".join(task.warnings), task.warnings)
 
 
 def _task(view: TaskView, queue_position: int = 0, estimated_start: float | None = None,
-          wait_reason: str = "") -> pb.Task:
+          wait_reason: str = "", warnings: tuple[str, ...] = ()) -> pb.Task:
     return pb.Task(
         id=view.id,
         resource=view.resource,
@@ -81,6 +82,7 @@ def _task(view: TaskView, queue_position: int = 0, estimated_start: float | None
         shots=view.shots,
         estimated_start_time=timestamp(estimated_start),
         wait_reason=wait_reason,
+        warnings=warnings,
     )
 
 

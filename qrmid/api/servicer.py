@@ -6,7 +6,7 @@ import asyncio
 import pwd
 from collections.abc import AsyncIterator, Iterator
 
-from qrmid.api import convert
+from qrmid.api import allocations, convert
 from qrmid.api.identity import caller, user_name
 from qrmid.api.requests import Context, required
 from qrmid.api.status import streaming, unary
@@ -137,6 +137,11 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
                                         _after(request.page_token), request.page_size)
         return pb.ListTasksResponse(tasks=[self._task(task, task.shown) for task in tasks],
                                     next_page_token=_page_token(listing_key(tasks[-1])) if more else "")
+
+    @unary
+    async def ListMyAllocations(self, request: pb.ListMyAllocationsRequest, context: Context
+                                ) -> pb.ListAllocationsResponse:
+        return allocations.my_allocations(self.broker, caller(context).name)
 
     async def _start(self, request: pb.StartTaskRequest, context: Context) -> Task:
         """The task ``request`` starts (or the one its request id started before), once it is durable."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from qrmid.backends.base import Adapter, BackendStatus, Busy, InvalidPayload
 from qrmid.backends.payloads import Payload
+from qrmid.core.allocations import Allocations
 from qrmid.core.cluster import Membership
 from qrmid.core.errors import (
     FailedPrecondition,
@@ -69,6 +70,10 @@ class Broker:
         self.payloads: PayloadStore | None = None  # where large queued payloads wait (none: in memory)
         self.validation = Validation()  # the daemon sets one from [validation]
         self.cluster: Membership | None = None  # cluster mode: the members sharing the store
+        self.allocations = Allocations(self.events)  # budgets per account: checked at StartTask, charged at the end
+        self.allocations.estimate = lambda name: (self.resources[name].scheduler.run_seconds or 0.0) \
+            if name in self.resources else 0.0
+        self.events.subscribe(self.allocations)
         for resource in self.resources.values():
             self._bind(resource)
 
@@ -203,10 +208,13 @@ class Broker:
         resource.scheduler.policy.check_shots(name, shots)
         if request_id and (earlier := self._by_request(owner, request_id)) is not None:
             return await self._recorded(earlier)
+        warnings = self.allocations.admit((lease.account if lease else "") or owner, name, shots)
+        if warnings:  # over a soft allocation: the lowest class
+            priority = resource.scheduler.policy.classes[-1].name
         task = Task(resource=name, owner=owner, payload=payload, shots=shots,
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
                     client_request_id=request_id, events=self.events, priority=priority,
-                    account=lease.account if lease else "")
+                    account=lease.account if lease else "", warnings=warnings)
         self._check_room(resource, owner, task.size)  # again: others may have queued while it was validated
         resource.scheduler.enqueue(task)
         self.events.task_queued(task)
@@ -429,6 +437,7 @@ class Broker:
                 self._finish(stored)
             elif stored.state is TaskState.QUEUED:
                 resource.scheduler.adopt(stored, None)
+                self.allocations.task_mirrored(stored)  # another member took it: it counts against allocations
             else:
                 resource.scheduler.mirrored(stored)
             if stored.state is not TaskState.QUEUED:

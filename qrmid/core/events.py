@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from qrmid.backends.base import BackendStatus
+    from qrmid.core.allocations import Allocation
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
 
@@ -72,6 +73,12 @@ class Listener:
 
     def resource_resumed(self, name: str) -> None:
         """An admin resumed resource ``name``."""
+
+    def allocation_set(self, allocation: Allocation) -> None:
+        """An admin set ``allocation`` (replacing its account's allocation on the same resources)."""
+
+    def allocation_deleted(self, allocation: Allocation) -> None:
+        """An admin deleted ``allocation``."""
 
 
 class Events(Listener):
@@ -150,6 +157,14 @@ class Events(Listener):
     def resource_resumed(self, name: str) -> None:
         for listener in self._listeners:
             _safely(listener.resource_resumed, name)
+
+    def allocation_set(self, allocation: Allocation) -> None:
+        for listener in self._listeners:
+            _safely(listener.allocation_set, allocation)
+
+    def allocation_deleted(self, allocation: Allocation) -> None:
+        for listener in self._listeners:
+            _safely(listener.allocation_deleted, allocation)
 
 
 def _safely(hook: object, *args: object) -> None:

@@ -110,6 +110,7 @@ class Task:
     client_request_id: str = ""
     priority: str = ""  # priority class; empty: the resource's default
     account: str = ""  # fair-share account; empty: the owner
+    warnings: tuple[str, ...] = ()  # given when it was accepted (e.g. over a soft allocation)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     remote_ref: str | None = None
     result: Result | None = None

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qrmid.core.allocations import Allocation, allocation
+from qrmid.core.errors import InvalidArgument
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Result, Task, TaskState
@@ -59,6 +61,9 @@ CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT NOT NULL, res
     owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
     account TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS drains (resource TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS allocations (account TEXT NOT NULL, resources TEXT NOT NULL, limit_kind TEXT NOT NULL,
+    qpu_seconds REAL NOT NULL, shots INTEGER NOT NULL, period TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (account, resources));
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
     row_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL, raw TEXT NOT NULL);
 """
@@ -102,6 +107,7 @@ class Recovered:
     submitting: set[str] = field(default_factory=set)  # queued tasks that were being handed to their backend
     leases: list[Lease] = field(default_factory=list)
     drains: dict[str, str] = field(default_factory=dict)  # resources an admin drained, with the reason
+    allocations: list[Allocation] = field(default_factory=list)  # budgets an admin set, by account
     quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
     def add(self, task: Task, stored_state: str, released: bool) -> None:
@@ -274,6 +280,13 @@ class Journal(Commits, Listener):
 
     def resource_resumed(self, name: str) -> None:
         self._write("DELETE FROM drains WHERE resource = ?", (name,))
+
+    def allocation_set(self, allocation: Allocation) -> None:
+        self._write("INSERT OR REPLACE INTO allocations (account, resources, limit_kind, qpu_seconds, shots, period, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (*allocation_row(allocation), time.time()))
+
+    def allocation_deleted(self, allocation: Allocation) -> None:
+        self._write("DELETE FROM allocations WHERE account = ? AND resources = ?", allocation_row(allocation)[:2])
 
     def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "", lazy: bool = False) -> None:
         """Enqueue a write. The writes of one turn of the event loop reach the writer together, in one commit; a
@@ -517,6 +530,11 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
                 recovered.drains[row["resource"]] = row["reason"]
             else:
                 bad.append(("drains", row, "its resource or reason is not text"))
+        for row in conn.execute("SELECT rowid AS row_id, * FROM allocations ORDER BY account, resources"):
+            try:
+                recovered.allocations.append(read_allocation(row))
+            except Exception as exc:
+                bad.append(("allocations", row, why_unreadable(exc)))
     finally:
         conn.row_factory = None
     if bad:
@@ -592,6 +610,25 @@ def _column(row: Row, name: str, *kinds: type) -> Any:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def allocation_row(allocation: Allocation) -> tuple[str, str, str, float, int, str]:
+    """An allocation's columns: account, resources (a JSON list), limit_kind, qpu_seconds, shots, period."""
+    return (allocation.account, json.dumps(list(allocation.resources)), allocation.limit, allocation.qpu_seconds,
+            allocation.shots, allocation.period)
+
+
+def read_allocation(row: Row) -> Allocation:
+    """An allocation as a store left it; CorruptRow when a column does not hold what qrmid wrote."""
+    resources = json.loads(_column(row, "resources", str))
+    if not isinstance(resources, list) or not all(isinstance(name, str) for name in resources):
+        raise CorruptRow(f"column resources holds {_short(resources)}, not a list of names")
+    try:
+        return allocation(_column(row, "account", str), resources, _column(row, "limit_kind", str),
+                          _column(row, "qpu_seconds", float), _column(row, "shots", int), _column(row, "period", str),
+                          resources)
+    except InvalidArgument as exc:
+        raise CorruptRow(str(exc)) from None
 
 
 def _lease(row: Row) -> Lease:

@@ -1,0 +1,394 @@
+"""Allocations against real daemons over real gRPC: hard budgets refuse StartTask (naming the allocation, what is
+left and when it resets), also when a task's estimate is over what is left and when 100 StartTasks race; soft budgets
+accept in the lowest class with a warning; usage in the journal counts after a restart; periods reset at local
+midnight; admins set, show and delete allocations; users see their own; bad input is refused with what to fix."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner, Result
+from daemons import config, running, serving, short_dir, write_config
+from test_authz import tokens_file
+
+from qrmid import cli
+from qrmid.backends.payloads import PulserSequence
+from qrmid.client import AsyncClient, Client, pulser_payload
+from qrmid.client_auth import ClientAuth
+from qrmid.core.allocations import Allocations, allocation, period_bounds
+from qrmid.core.errors import ResourceExhausted
+from qrmid.core.events import Events
+from qrmid.core.tasks import Task, TaskState
+from qrmid.ops.config import Config
+from qrmid.v1 import admin_pb2 as admin_pb
+from qrmid.v1 import admin_pb2_grpc as admin_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+SEQUENCE = {"version": "1"}
+RESOURCES = [{"type": "noop", "name": "fast", "slots": 4},
+             {"type": "noop", "name": "slow", "slots": 1, "delay_seconds": 0.4}]
+
+
+def shots(count: int) -> pb.Payload:
+    return pulser_payload(SEQUENCE, count)
+
+
+def budget(account: str, limit: str = "hard", resources: tuple[str, ...] = (), qpu_seconds: float = 0,
+           count: int = 0, period: str = "month") -> admin_pb.SetAllocationRequest:
+    return admin_pb.SetAllocationRequest(allocation=pb.Allocation(
+        account=account, resources=resources, limit=limit, qpu_seconds=qpu_seconds, shots=count, period=period))
+
+
+def local(seconds: float) -> str:
+    """``seconds`` as the daemon writes a reset time: local time with its UTC offset."""
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+async def failure(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    return error.value.code(), error.value.details() or ""
+
+
+async def until_state(client: AsyncClient, task_id: str, state: int, timeout: float = 30) -> pb.Task:
+    deadline = time.monotonic() + timeout
+    while (task := await client.task(task_id)).state != state:
+        assert time.monotonic() < deadline, f"task {task_id} is still {task.state}"
+        await asyncio.sleep(0.02)
+    return task
+
+
+@dataclass
+class Site:
+    """A daemon with an admin (ops) and two users (alice, bob), over real gRPC with tokens."""
+
+    cfg: Config
+    ops: admin_grpc.AdminServiceStub
+    alice: AsyncClient
+    bob: AsyncClient
+    alice_admin: admin_grpc.AdminServiceStub  # alice, who is no admin, on the admin service
+
+
+@asynccontextmanager
+async def site_of(cfg: Config, secrets: dict[str, str]) -> AsyncIterator[Site]:
+    async with running(cfg) as daemon:
+        address = f"unix:{daemon.socket}"
+        channels = [ClientAuth("token", token=secrets[name]).channel(address, options=[]) for name in ("ops", "alice")]
+        clients = [AsyncClient(address, auth=ClientAuth("token", token=secrets[name])) for name in ("alice", "bob")]
+        try:
+            yield Site(cfg, admin_grpc.AdminServiceStub(channels[0]), clients[0], clients[1],
+                       admin_grpc.AdminServiceStub(channels[1]))
+        finally:
+            for client in clients:
+                await client.close()
+            for channel in channels:
+                await channel.close()
+
+
+@pytest.fixture
+def secrets() -> dict[str, str]:
+    path, tokens = tokens_file({"alice": False, "bob": False, "ops": True})
+    tokens["file"] = str(path)
+    return tokens
+
+
+@pytest.fixture
+def site_config(secrets: dict[str, str]) -> Config:
+    return config(RESOURCES, daemon={"auth": "token"}, auth={"tokens_file": secrets["file"]})
+
+
+@pytest.fixture
+async def site(site_config: Config, secrets: dict[str, str]) -> AsyncIterator[Site]:
+    async with site_of(site_config, secrets) as found:
+        yield found
+
+
+# -- hard limits -----------------------------------------------------------------------------------------------
+
+
+async def test_a_hard_shot_budget_refuses_tasks_past_it_naming_the_allocation_what_is_left_and_the_reset(
+        site: Site) -> None:
+    await site.ops.SetAllocation(budget("alice", resources=("fast",), count=100))
+    first = await site.alice.start_task("fast", shots(60))
+    await until_state(site.alice, first.id, pb.TASK_STATE_COMPLETED)
+    code, message = await failure(site.alice.start_task("fast", shots(60)))
+    reset = local(period_bounds("month", time.time())[1] or 0)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert message == (f"the hard allocation of account 'alice' on resource fast (100 shots a month) has 40 shots left "
+                       f"(60 used) and the task asks for 60; it resets at {reset}; StartTask is refused until then "
+                       "(`qrmid allocation` shows what is left; an admin may raise it)")
+    assert (await site.alice.start_task("slow", shots(60))).state == pb.TASK_STATE_QUEUED, "other resources are free"
+    assert (await site.bob.start_task("fast", shots(60))).state == pb.TASK_STATE_QUEUED, "other accounts are free"
+    last = await site.alice.start_task("fast", shots(40))
+    await until_state(site.alice, last.id, pb.TASK_STATE_COMPLETED)
+    code, message = await failure(site.alice.start_task("fast", shots(1)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "has 0 shots left (100 used)" in message
+    [shown] = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest(account="alice"))).allocations
+    assert (shown.used_shots, shown.shots, shown.limit, shown.period) == (100, 100, "hard", "month")
+    assert shown.reset_time.seconds == int(period_bounds("month", time.time())[1] or 0)
+
+
+async def test_a_hundred_parallel_start_tasks_never_pass_a_hard_shot_budget(site: Site) -> None:
+    await site.ops.SetAllocation(budget("alice", count=250))
+    answers = await asyncio.gather(*(site.alice.start_task("fast", shots(10)) for _ in range(100)),
+                                   return_exceptions=True)
+    accepted = [answer for answer in answers if isinstance(answer, pb.Task)]
+    refused = [answer for answer in answers if not isinstance(answer, pb.Task)]
+    assert len(accepted) == 25, "unfinished tasks hold their shots: exactly the budget is taken"
+    assert all(isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+               for error in refused)
+    for task in accepted:
+        await until_state(site.alice, task.id, pb.TASK_STATE_COMPLETED)
+    [shown] = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+    assert shown.used_shots == 250
+
+
+async def test_a_hard_qpu_second_budget_refuses_a_task_whose_estimate_is_over_what_is_left(site: Site) -> None:
+    await site.ops.SetAllocation(budget("alice", resources=("slow",), qpu_seconds=0.7, period="day"))
+    first = await site.alice.start_task("slow", shots(1))
+    done = await until_state(site.alice, first.id, pb.TASK_STATE_COMPLETED)
+    ran = (done.end_time.ToNanoseconds() - done.start_time.ToNanoseconds()) / 1e9
+    assert ran >= 0.4
+    [shown] = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+    assert shown.used_qpu_seconds == pytest.approx(ran, abs=1e-3)
+    code, message = await failure(site.alice.start_task("slow", shots(1)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"has {0.7 - ran:.1f} QPU-seconds left ({ran:.1f} used) and the task is estimated at {ran:.1f} (the " \
+           "resource's recent run time)" in message, message
+    assert f"it resets at {local(period_bounds('day', time.time())[1] or 0)}" in message
+
+
+# -- soft limits -----------------------------------------------------------------------------------------------
+
+
+async def test_a_soft_budget_accepts_tasks_past_it_in_the_lowest_class_with_a_warning(site: Site) -> None:
+    await site.ops.SetAllocation(budget("alice", "soft", resources=("fast",), count=50))
+    within = await site.alice.start_task("fast", shots(50))
+    assert (within.priority, list(within.warnings), within.wait_reason) == ("production", [], "")
+    await until_state(site.alice, within.id, pb.TASK_STATE_COMPLETED)
+    await site.ops.DrainResource(admin_pb.DrainResourceRequest(resource="fast", reason="for the test"))
+    over = await site.alice.start_task("fast", shots(5), priority="interactive")
+    assert over.state == pb.TASK_STATE_QUEUED and over.priority == "low"
+    [warning] = over.warnings
+    assert warning.startswith("the soft allocation of account 'alice' on resource fast (50 shots a month) has 0 "
+                              "shots left (50 used) and the task asks for 5; it resets at ")
+    assert warning.endswith(": the task was queued in the lowest priority class")
+    shown = await site.alice.task(over.id)
+    assert (shown.wait_reason, list(shown.warnings), shown.priority) == (warning, [warning], "low")
+    bob = await site.bob.start_task("fast", shots(5))
+    assert (bob.priority, list(bob.warnings)) == ("production", [])
+    await site.ops.ResumeResource(admin_pb.ResumeResourceRequest(resource="fast"))
+    done = await until_state(site.alice, over.id, pb.TASK_STATE_COMPLETED)
+    assert done.wait_reason == "" and list(done.warnings) == [warning]
+    [listed] = (await site.alice.my_allocations())
+    assert (listed.used_shots, listed.limit) == (55, "soft")
+
+
+# -- restarts and periods --------------------------------------------------------------------------------------
+
+
+async def test_usage_in_the_journal_counts_after_a_restart(site_config: Config, secrets: dict[str, str]) -> None:
+    async with site_of(site_config, secrets) as site:
+        await site.ops.SetAllocation(budget("alice", count=30))
+        await site.ops.SetAllocation(budget("alice", "soft", resources=("slow",), qpu_seconds=100, period="year"))
+        await until_state(site.alice, (await site.alice.start_task("fast", shots(20))).id, pb.TASK_STATE_COMPLETED)
+        ran = await until_state(site.alice, (await site.alice.start_task("slow", shots(5))).id,
+                                pb.TASK_STATE_COMPLETED)
+        before = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+    async with site_of(site_config, secrets) as site:
+        after = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+        assert list(after) == list(before)
+        assert [(a.resources, a.used_shots) for a in after] == [([], 25), (["slow"], 5)]
+        seconds = (ran.end_time.ToNanoseconds() - ran.start_time.ToNanoseconds()) / 1e9
+        assert after[1].used_qpu_seconds == pytest.approx(seconds, abs=1e-3)
+        code, message = await failure(site.alice.start_task("fast", shots(6)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "has 5 shots left (25 used)" in message
+        assert (await site.alice.start_task("fast", shots(5))).state == pb.TASK_STATE_QUEUED
+
+
+async def test_unfinished_tasks_hold_their_shots_across_a_restart(site_config: Config,
+                                                                  secrets: dict[str, str]) -> None:
+    async with site_of(site_config, secrets) as site:
+        await site.ops.SetAllocation(budget("alice", count=30))
+        await site.ops.DrainResource(admin_pb.DrainResourceRequest(resource="fast"))
+        await site.alice.start_task("fast", shots(20))
+    async with site_of(site_config, secrets) as site:
+        code, message = await failure(site.alice.start_task("fast", shots(11)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "has 10 shots left (0 used, 20 shots held by unfinished tasks)" in message
+
+
+def test_usage_starts_again_from_zero_when_a_period_ends() -> None:
+    now = [datetime(2026, 3, 31, 23, 59, 50).timestamp()]
+    book = Allocations(Events(), clock=lambda: now[0])
+    book.take(allocation("alice", [], "hard", 0, 100, "day", []))
+    book.take(allocation("alice", ["r"], "soft", 0, 150, "month", ["r"]))
+    task = Task(resource="r", owner="alice", payload=PulserSequence(sequence="{}", job_runs=100), shots=100)
+    book.task_queued(task)
+    task.transition(TaskState.RUNNING)
+    task.transition(TaskState.COMPLETED)
+    book.task_changed(task)
+    with pytest.raises(ResourceExhausted, match=r"has 0 shots left \(100 used\).* it resets at 2026-04-01T00:00:00"):
+        book.admit("alice", "r", 1)
+    assert book.admit("bob", "r", 1) == ()
+    now[0] += 11  # April: the day and the month begin again
+    assert [(view.used_shots, view.reset_at) for view in book.views()] == [
+        (0, datetime(2026, 4, 2).timestamp()), (0, datetime(2026, 5, 1).timestamp())]
+    assert book.admit("alice", "r", 100) == ()
+    assert (period_bounds("week", now[0])[0], period_bounds("year", now[0])[0]) == (
+        datetime(2026, 3, 30).timestamp(), datetime(2026, 1, 1).timestamp())
+    assert period_bounds("none", now[0]) == (float("-inf"), None)
+
+
+def _tz_with_midnight_in(seconds: float) -> tuple[str, timezone]:
+    """A POSIX TZ value whose local midnight comes ``seconds`` from now, and that zone."""
+    offset = round(-(time.time() + seconds)) % 86_400
+    if offset > 43_200:
+        offset -= 86_400
+    sign, size = ("-" if offset >= 0 else "+"), abs(offset)  # POSIX: the offset west of UTC
+    return f"QRM{sign}{size // 3600}:{size % 3600 // 60:02d}:{size % 60:02d}", timezone(timedelta(seconds=offset))
+
+
+def test_a_daily_budget_resets_at_the_daemons_local_midnight() -> None:
+    scratch = short_dir()
+    tz, zone = _tz_with_midnight_in(20)
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{scratch / "q.sock"}"\n'
+                       f'[journal]\npath = "{scratch / "journal.db"}"\n'
+                       '[[resources]]\ntype = "noop"\nname = "fast"\nslots = 2\n')
+    address = f"unix:{scratch / 'q.sock'}"
+    with serving(cfg, address, env={"TZ": tz}), Client(address) as client:
+        set_allocation(address, getuser(), "--shots", "10", "--period", "day")
+        shown = show(address)
+        midnight = datetime.fromisoformat(shown[0]["reset_time"]).astimezone(zone)
+        assert (midnight.hour, midnight.minute, midnight.second) == (0, 0, 0)
+        assert 5 < midnight.timestamp() - time.time() <= 21
+        task = client.start_task("fast", shots(10))
+        client.wait(task.id, timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            client.start_task("fast", shots(1))
+        assert f"it resets at {midnight.isoformat(timespec='seconds')}" in (refused.value.details() or "")
+        time.sleep(max(midnight.timestamp() - time.time(), 0) + 0.2)
+        assert show(address, getuser())[0].get("used_shots", 0) == 0
+        assert client.start_task("fast", shots(10)).state == pb.TASK_STATE_QUEUED
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+
+
+def getuser() -> str:
+    return getpass.getuser()
+
+
+def qrmid(address: str, *args: str, ok: bool = True) -> Result:
+    result = CliRunner().invoke(cli.main, ["--address", address, *args])
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def set_allocation(address: str, *args: str, ok: bool = True) -> Result:
+    return qrmid(address, "admin", "allocation", "set", *args, ok=ok)
+
+
+def show(address: str, *account: str) -> Any:
+    return json.loads(qrmid(address, "admin", "allocation", "show", *account, "--json").output)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, dict[str, str]]]:
+    path, secrets = tokens_file({"alice": False, "bob": False, "ops": True})
+    scratch = short_dir()
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{scratch / "q.sock"}"\nauth = "token"\n'
+                       f'[auth]\ntokens_file = "{path}"\n[journal]\npath = "{scratch / "journal.db"}"\n'
+                       '[[resources]]\ntype = "noop"\nname = "ibm_a"\n[[resources]]\ntype = "noop"\nname = "ibm_b"\n'
+                       '[[resources]]\ntype = "noop"\nname = "a_resource_with_a_rather_long_name_indeed"\n')
+    for name, token in secrets.items():
+        (scratch / name).write_text(token)
+        (scratch / name).chmod(0o600)
+        secrets[name] = str(scratch / name)
+    address = f"unix:{scratch / 'q.sock'}"
+    with serving(cfg, address):
+        yield address, secrets
+
+
+def as_user(served: tuple[str, dict[str, str]], user: str, *args: str, ok: bool = True) -> Result:
+    address, files = served
+    result = CliRunner().invoke(cli.main, ["--address", address, "--auth", "token", "--token-file", files[user], *args])
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def test_admins_set_show_and_delete_allocations(served: tuple[str, dict[str, str]]) -> None:
+    long = "a_resource_with_a_rather_long_name_indeed"
+    made = as_user(served, "ops", "admin", "allocation", "set", "physics-students", "--resources", f"ibm_b,{long}",
+                   "--qpu-seconds", "3600", "--json")
+    assert json.loads(made.output) == [{"account": "physics-students", "resources": [long, "ibm_b"], "limit": "hard",
+                                        "qpu_seconds": 3600.0, "period": "month",
+                                        "reset_time": json.loads(made.output)[0]["reset_time"]}]
+    as_user(served, "ops", "admin", "allocation", "set", "physics-staff", "--resources", "ibm_a,ibm_b", "--shots",
+            "100000", "--period", "week", "--soft")
+    listed = json.loads(as_user(served, "ops", "admin", "allocation", "show", "--json").output)
+    assert [(a["account"], a["resources"], a["limit"], a["period"]) for a in listed] == [
+        ("physics-staff", ["ibm_a", "ibm_b"], "soft", "week"), ("physics-students", [long, "ibm_b"], "hard", "month")]
+    table = as_user(served, "ops", "admin", "allocation", "show").output
+    assert f"physics-students  {long},ibm_b" in table and "0.0/3600" in table and "0/100000" in table
+    one = json.loads(as_user(served, "ops", "admin", "allocation", "show", "physics-staff", "--json").output)
+    assert [a["account"] for a in one] == ["physics-staff"]
+    gone = as_user(served, "ops", "admin", "allocation", "delete", "physics-staff", "--resources", "ibm_b,ibm_a")
+    assert "allocation of physics-staff on ibm_a,ibm_b deleted" in gone.output
+    again = as_user(served, "ops", "admin", "allocation", "delete", "physics-staff", "--resources", "ibm_a", ok=False)
+    assert "NOT_FOUND: account 'physics-staff' has no allocation on resource ibm_a (it has none)" in again.output
+    as_user(served, "ops", "admin", "allocation", "delete", "physics-students", "--resources", f"{long},ibm_b")
+    assert json.loads(as_user(served, "ops", "admin", "allocation", "show", "--json").output) == []
+
+
+def test_users_see_their_own_allocations_and_no_admin_calls(served: tuple[str, dict[str, str]]) -> None:
+    as_user(served, "ops", "admin", "allocation", "set", "alice", "--shots", "500", "--period", "day")
+    as_user(served, "ops", "admin", "allocation", "set", "bob", "--qpu-seconds", "60")
+    try:
+        mine = json.loads(as_user(served, "alice", "allocation", "--json").output)
+        assert [(a["account"], a["shots"], a["period"]) for a in mine] == [("alice", "500", "day")]
+        assert "alice" in as_user(served, "alice", "allocation").output
+        denied = as_user(served, "alice", "admin", "allocation", "show", ok=False)
+        assert "PERMISSION_DENIED: ListAllocations requires an admin" in denied.output
+        assert "no allocation charges your tasks" in as_user(served, "ops", "allocation").output
+    finally:
+        for account in ("alice", "bob"):
+            as_user(served, "ops", "admin", "allocation", "delete", account)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--qpu-seconds", "-5"), "INVALID_ARGUMENT: allocation.qpu_seconds is -5.0; give a budget from 0 (none) to 1e+12"),
+    (("--shots", "5", "--period", "fortnight"), "INVALID_ARGUMENT: allocation.period 'fortnight' is not one of: day"),
+    ((), "INVALID_ARGUMENT: the allocation has no budget: give qpu_seconds, shots, or both (above 0)"),
+    (("--shots", "5", "--resources", "ibm_a,ibm_z"), "INVALID_ARGUMENT: no resource named 'ibm_z' (known: ibm_a,"),
+])
+def test_bad_allocations_are_refused_with_what_to_fix(served: tuple[str, dict[str, str]], args: tuple[str, ...],
+                                                      expected: str) -> None:
+    refused = as_user(served, "ops", "admin", "allocation", "set", "proj", *args, ok=False)
+    assert expected in " ".join(refused.output.split())
+    assert json.loads(as_user(served, "ops", "admin", "allocation", "show", "--json").output) == []
+    assert json.loads(as_user(served, "ops", "resources", "--json").output), "the daemon serves on"
+
+
+async def test_only_admins_set_list_and_delete_allocations(site: Site) -> None:
+    for call in (site.alice_admin.SetAllocation(budget("alice", count=5)),
+                 site.alice_admin.ListAllocations(admin_pb.ListAllocationsRequest()),
+                 site.alice_admin.DeleteAllocation(admin_pb.DeleteAllocationRequest(account="alice"))):
+        code, message = await failure(call)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "requires an admin" in message
+    code, message = await failure(site.ops.SetAllocation(budget("", count=5)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == "allocation.account is empty: give the Slurm account, or the user name, to charge"
+    code, message = await failure(site.ops.SetAllocation(budget("alice", limit="firm", count=5)))
+    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "allocation.limit 'firm' is not one of: hard, soft")
+    assert not (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
