@@ -146,7 +146,18 @@ def resources(ctx: click.Context, output: str, as_json: bool) -> None:
     print_listing(out, RESOURCE_COLUMNS, [
         (r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
          f"{r.capacity.slots_free}/{r.capacity.slots_total}", str(r.queue_length), str(r.running_tasks),
-         r.status_reason) for r in listed], wide=output == "wide")
+         "; ".join(filter(None, (_exclusive(r), r.status_reason)))) for r in listed], wide=output == "wide")
+
+
+def _exclusive(resource: pb.Resource) -> str:
+    """Who holds ``resource`` exclusively (user and Slurm job), and how many exclusive Acquires wait for it."""
+    held = ""
+    if resource.HasField("exclusive_lease"):
+        lease = resource.exclusive_lease
+        job = f"Slurm job {lease.slurm_job_id}, " if lease.slurm_job_id else ""
+        held = f"exclusive lease {lease.id} ({job}user {lease.owner})"
+    waiting = f"{resource.exclusive_waiting} exclusive Acquire(s) waiting" if resource.exclusive_waiting else ""
+    return ", ".join(part for part in (held, waiting) if part)
 
 
 @main.command()
@@ -176,11 +187,21 @@ def target(ctx: click.Context, resource: str) -> None:
 @click.argument("resource")
 @click.option("--slurm-job-id", default="", help="Slurm job the lease belongs to")
 @click.option("--ttl", type=int, default=0, help="lifetime in seconds (0: the daemon's default)")
+@click.option("--exclusive", is_flag=True, help="only this lease's tasks run on RESOURCE while it lasts; waits in line "
+              "for the grant")
+@click.option("--wait", type=click.IntRange(0), default=0, help="with --exclusive: seconds to wait in line at most "
+              "(0: the daemon's default)")
+@click.option("--min-slots", type=click.IntRange(0), default=0, help="slots kept free for this lease's tasks (up to "
+              "the resource's min_slots_cap)")
 @click.pass_context
-def acquire(ctx: click.Context, resource: str, slurm_job_id: str, ttl: int) -> None:
+def acquire(ctx: click.Context, resource: str, slurm_job_id: str, ttl: int, exclusive: bool, wait: int,
+            min_slots: int) -> None:
     """Take a lease on RESOURCE and print its token."""
+    if wait and not exclusive:
+        raise click.UsageError("--wait is for --exclusive: a shared lease is granted at once")
     with _client(ctx) as client:
-        click.echo(client.acquire(resource, slurm_job_id, ttl).token)
+        click.echo(client.acquire(resource, slurm_job_id, ttl, mode="exclusive" if exclusive else "shared",
+                                  min_slots=min_slots, wait=wait).token)
 
 
 @main.command()
@@ -194,8 +215,8 @@ def release(ctx: click.Context, token: str) -> None:
 
 
 LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", drop=2), Col("SLURM JOB"),
-                 Col("EXPIRES IN", right=True, drop=1), Col("ACCOUNT", wide=True), Col("CREATED", wide=True),
-                 Col("EXPIRES", wide=True))
+                 Col("MODE", drop=3), Col("MIN SLOTS", right=True, drop=4), Col("EXPIRES IN", right=True, drop=1),
+                 Col("ACCOUNT", wide=True), Col("CREATED", wide=True), Col("EXPIRES", wide=True))
 
 
 @main.command()
@@ -212,8 +233,9 @@ def leases(ctx: click.Context, resource: str, slurm_job_id: str, output: str, as
         return
     now = time.time()
     print_listing(out, LEASE_COLUMNS, [
-        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, span(lease.expire_time.ToNanoseconds() / 1e9 - now),
-         lease.account, local_time(lease.create_time), local_time(lease.expire_time)) for lease in listed],
+        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, _name(pb.LeaseMode, lease.mode, "LEASE_MODE_"),
+         str(lease.min_slots), span(lease.expire_time.ToNanoseconds() / 1e9 - now), lease.account,
+         local_time(lease.create_time), local_time(lease.expire_time)) for lease in listed],
         wide=output == "wide")
 
 

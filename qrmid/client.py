@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import grpc
 
@@ -34,6 +34,10 @@ from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 TERMINAL = frozenset({pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED})
 
 T = TypeVar("T")
+LeaseModeName = Literal["shared", "exclusive"]
+
+LEASE_MODES: dict[str, pb.LeaseMode] = {"shared": pb.LEASE_MODE_SHARED, "exclusive": pb.LEASE_MODE_EXCLUSIVE}
+MAX_EXCLUSIVE_WAIT = 86_400  # seconds: the longest wait in line a daemon may be configured to allow
 
 MAX_LAUNCHED = 32  # RunTask calls Client.launch keeps open at once: half the daemon's default streams per client
 
@@ -141,11 +145,19 @@ class AsyncClient:
         return dict(response.values)
 
     async def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0,
-                      on_behalf_of: str = "") -> pb.Lease:
-        """A lease on ``resource``; admins may name another user (or uid) to hold it in ``on_behalf_of``."""
+                      on_behalf_of: str = "", *, mode: LeaseModeName = "shared", min_slots: int = 0,
+                      wait: int = 0) -> pb.Lease:
+        """A lease on ``resource``; admins may name another user (or uid) to hold it in ``on_behalf_of``. A shared
+        lease may keep ``min_slots`` slots free for its tasks; an exclusive one waits in line for its grant up to
+        ``wait`` seconds (0: the daemon's default), raising DeadlineExceeded with its place in line after that."""
         request = pb.AcquireRequest(resource=resource, slurm_job_id=slurm_job_id, ttl_seconds=ttl_seconds,
-                                    on_behalf_of=on_behalf_of)
-        return await self._unary("Acquire", request)
+                                    on_behalf_of=on_behalf_of, mode=LEASE_MODES[mode], min_slots=min_slots,
+                                    wait_seconds=wait)
+        if mode == "shared":
+            return await self._unary("Acquire", request)
+        return await self._members.call(  # the daemon bounds the wait: it answers why it gave up in time
+            lambda channel, timeout: self._stubs[channel].Acquire(request, timeout=timeout),
+            self.timeout + (wait or MAX_EXCLUSIVE_WAIT))
 
     async def release(self, token: str) -> pb.ReleaseResponse:
         return await self._unary("Release", pb.ReleaseRequest(token=token))
@@ -319,8 +331,10 @@ class Client:
     def metadata(self, resource: str) -> dict[str, str]:
         return self._call(self._async.metadata, resource)
 
-    def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0, on_behalf_of: str = "") -> pb.Lease:
-        return self._call(self._async.acquire, resource, slurm_job_id, ttl_seconds, on_behalf_of)
+    def acquire(self, resource: str, slurm_job_id: str = "", ttl_seconds: int = 0, on_behalf_of: str = "", *,
+                mode: LeaseModeName = "shared", min_slots: int = 0, wait: int = 0) -> pb.Lease:
+        return self._call(lambda: self._async.acquire(resource, slurm_job_id, ttl_seconds, on_behalf_of, mode=mode,
+                                                      min_slots=min_slots, wait=wait))
 
     def release(self, token: str) -> pb.ReleaseResponse:
         return self._call(self._async.release, token)

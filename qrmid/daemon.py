@@ -80,6 +80,7 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
     resource = Resource(settings.name, settings.type, adapter, scheduler,
                         status_interval=settings.status_interval, max_leases=settings.max_leases)
     resource.dispatch = settings.dispatch
+    resource.min_slots_cap = settings.min_slots_cap
     return resource
 
 
@@ -88,7 +89,9 @@ def _policy(config: Config) -> Policy:
                   cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain,
                   max_queued_bytes_per_user=config.tasks.max_queued_bytes_per_user,
                   max_queued_bytes_per_resource=config.tasks.max_queued_bytes_per_resource,
-                  max_leases_per_user=config.leases.max_per_user, list_page_size=config.tasks.list_page_size)
+                  max_leases_per_user=config.leases.max_per_user, list_page_size=config.tasks.list_page_size,
+                  exclusive_wait=config.leases.exclusive_wait_seconds,
+                  max_exclusive_wait=config.leases.max_exclusive_wait_seconds)
 
 
 def _store(config: Config) -> Journal | PostgresStore | None:

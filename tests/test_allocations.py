@@ -9,16 +9,19 @@ import asyncio
 import getpass
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from click.testing import CliRunner, Result
+from cluster import Cluster
 from daemons import config, running, serving, short_dir, write_config
+from postgres import Database
 from test_authz import tokens_file
 
 from qrmid import cli
@@ -392,3 +395,47 @@ async def test_only_admins_set_list_and_delete_allocations(site: Site) -> None:
     code, message = await failure(site.ops.SetAllocation(budget("alice", limit="firm", count=5)))
     assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "allocation.limit 'firm' is not one of: hard, soft")
     assert not (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+
+
+# -- cluster mode ----------------------------------------------------------------------------------------------
+
+
+def _listed(address: str) -> list[pb.Allocation]:
+    with grpc.insecure_channel(address) as channel:
+        return list(admin_grpc.AdminServiceStub(channel).ListAllocations(admin_pb.ListAllocationsRequest()).allocations)
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"still not {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_every_member_of_a_cluster_enforces_allocations_set_on_any_with_usage_from_every_member(
+        database: Database, tmp_path: Path) -> None:
+    me = getuser()
+    with Cluster(database, '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 2\n', members=2,
+                 tmp=tmp_path) as cluster:
+        m1, m2 = (cluster.member(name).address for name in ("m1", "m2"))
+        with grpc.insecure_channel(m1) as channel:
+            admin_grpc.AdminServiceStub(channel).SetAllocation(budget(me, count=30))
+        _until(lambda: [(a.account, a.shots) for a in _listed(m2)] == [(me, 30)], "mirrored to m2")
+        with Client(m1) as first, Client(m2) as second:
+            first.wait(first.start_task("noop", shots(20)).id, timeout=30)
+            _until(lambda: _listed(m2)[0].used_shots == 20, "charged on m2")
+            with pytest.raises(grpc.RpcError) as refused:
+                second.start_task("noop", shots(11))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "has 10 shots left (20 used)" in (refused.value.details() or "")
+            with grpc.insecure_channel(m2) as channel:
+                admin_grpc.AdminServiceStub(channel).DrainResource(admin_pb.DrainResourceRequest(resource="noop"))
+                waiting = first.start_task("noop", shots(6))  # queued on m1: its shots are held on every member
+                assert second.task(waiting.id).state == pb.TASK_STATE_QUEUED
+                with pytest.raises(grpc.RpcError) as refused:
+                    second.start_task("noop", shots(5))
+                assert "has 4 shots left (20 used, 6 shots held by unfinished tasks)" in (refused.value.details() or "")
+                admin_grpc.AdminServiceStub(channel).DeleteAllocation(admin_pb.DeleteAllocationRequest(account=me))
+            _until(lambda: _listed(m1) == [], "deleted on m1")
+            assert first.start_task("noop", shots(100)).state == pb.TASK_STATE_QUEUED
+

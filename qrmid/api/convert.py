@@ -6,7 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
 from qrmid.core.errors import InvalidArgument
-from qrmid.core.leases import Lease
+from qrmid.core.leases import Lease, LeaseMode
 from qrmid.core.resource import ResourceStatus, ResourceView
 from qrmid.core.scheduler import Scheduler
 from qrmid.core.tasks import Task, TaskState, TaskView
@@ -25,6 +25,7 @@ _TASK_STATE = {
     TaskState.FAILED: pb.TASK_STATE_FAILED,
     TaskState.CANCELLED: pb.TASK_STATE_CANCELLED,
 }
+_LEASE_MODE = {LeaseMode.SHARED: pb.LEASE_MODE_SHARED, LeaseMode.EXCLUSIVE: pb.LEASE_MODE_EXCLUSIVE}
 _PAYLOAD_KIND = {
     PayloadKind.QISKIT_PRIMITIVE: pb.PAYLOAD_KIND_QISKIT_PRIMITIVE,
     PayloadKind.PULSER_SEQUENCE: pb.PAYLOAD_KIND_PULSER_SEQUENCE,
@@ -38,7 +39,9 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return Timestamp(seconds=whole, nanos=nanos)
 
 
-def resource(view: ResourceView) -> pb.Resource:
+def resource(view: ResourceView, exclusive_lease: Lease | None = None, exclusive_waiting: int = 0) -> pb.Resource:
+    """The API resource of ``view``, with the exclusive lease holding it (without its token) and the exclusive
+    Acquires waiting for it."""
     return pb.Resource(
         name=view.name,
         type=view.type,
@@ -48,6 +51,8 @@ def resource(view: ResourceView) -> pb.Resource:
         queue_length=view.queue_length,
         running_tasks=view.running_tasks,
         payload_kinds=sorted(_PAYLOAD_KIND[kind] for kind in view.payload_kinds),
+        exclusive_lease=lease(exclusive_lease, with_token=False) if exclusive_lease is not None else None,
+        exclusive_waiting=exclusive_waiting,
     )
 
 
@@ -104,7 +109,17 @@ def lease(value: Lease, with_token: bool) -> pb.Lease:
         create_time=timestamp(value.created_at),
         expire_time=timestamp(value.expires_at),
         account=value.account,
+        mode=_LEASE_MODE[value.mode],
+        min_slots=value.min_slots,
     )
+
+
+def lease_mode(value: int) -> LeaseMode:
+    """The domain mode of API ``LeaseMode`` ``value``; InvalidArgument for an unknown value."""
+    for mode, number in _LEASE_MODE.items():
+        if number == value:
+            return mode
+    raise InvalidArgument(f"mode: {value} is not a lease mode (0: LEASE_MODE_SHARED, 1: LEASE_MODE_EXCLUSIVE)")
 
 
 def payload(message: pb.Payload) -> Payload:

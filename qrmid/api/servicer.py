@@ -12,11 +12,13 @@ from qrmid.api.requests import Context, required
 from qrmid.api.status import streaming, unary
 from qrmid.core.broker import Broker, listing_key
 from qrmid.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from qrmid.core.leases import LeaseMode
 from qrmid.core.tasks import Task, TaskState, TaskView
 from qrmid.v1 import quantum_resources_pb2 as pb
 from qrmid.v1 import quantum_resources_pb2_grpc as pb_grpc
 
 RESULT_CHUNK_BYTES = 1 << 20
+DEADLINE_MARGIN = 0.5  # seconds before the caller's deadline an exclusive Acquire gives up, to answer why in time
 
 class QuantumResources(pb_grpc.QuantumResourcesServicer):
     """The QRMI operations over one broker."""
@@ -27,11 +29,11 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
     @unary
     async def ListResources(self, request: pb.ListResourcesRequest, context: Context) -> pb.ListResourcesResponse:
         return pb.ListResourcesResponse(
-            resources=[convert.resource(resource.view()) for resource in self.broker.resources.values()])
+            resources=[self._resource(resource.name) for resource in self.broker.resources.values()])
 
     @unary
     async def GetResource(self, request: pb.GetResourceRequest, context: Context) -> pb.Resource:
-        return convert.resource(self.broker.resource(required(request.name, "name")).view())
+        return self._resource(self.broker.resource(required(request.name, "name")).name)
 
     @unary
     async def GetTarget(self, request: pb.GetTargetRequest, context: Context) -> pb.Target:
@@ -53,9 +55,18 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         who = caller(context)
         uid = who.uid if owner == who.name or not request.slurm_job_id else \
             await asyncio.to_thread(lambda: pwd.getpwnam(owner).pw_uid)
+        name, mode = required(request.resource, "resource"), convert.lease_mode(request.mode)
+        if mode is LeaseMode.EXCLUSIVE and request.min_slots:
+            raise InvalidArgument("min_slots is for shared leases: an exclusive lease has every slot of the resource; "
+                                  "leave min_slots at 0")
         account = await self.broker.check_job(request.slurm_job_id, uid, who.admin)
-        lease = self.broker.acquire(required(request.resource, "resource"), owner,
-                                    request.slurm_job_id, request.ttl_seconds, account=account)
+        if mode is LeaseMode.SHARED:
+            lease = self.broker.acquire(name, owner, request.slurm_job_id, request.ttl_seconds, account=account,
+                                        min_slots=request.min_slots)
+        else:
+            lease = await self.broker.acquire_exclusive(name, owner, request.slurm_job_id, request.ttl_seconds,
+                                                        account=account, wait=request.wait_seconds,
+                                                        within=_within(context))
         return convert.lease(lease, with_token=True)
 
     @unary
@@ -156,6 +167,9 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         who = caller(context)
         return await self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
+    def _resource(self, name: str) -> pb.Resource:
+        return convert.resource(self.broker.resources[name].view(), *self.broker.exclusive_state(name))
+
     def _task(self, task: Task, view: TaskView) -> pb.Task:
         resource = self.broker.resources.get(task.resource)
         return convert.task(task, view, resource.scheduler if resource else None)
@@ -172,6 +186,15 @@ def _result_chunks(task: Task) -> Iterator[pb.ResultChunk]:
     yield pb.ResultChunk(content_type=task.result.content_type, total_size=len(data), data=data[:RESULT_CHUNK_BYTES])
     for start in range(RESULT_CHUNK_BYTES, len(data), RESULT_CHUNK_BYTES):
         yield pb.ResultChunk(data=data[start:start + RESULT_CHUNK_BYTES])
+
+
+def _within(context: Context) -> float | None:
+    """How long a call may wait before the caller's deadline, less a margin for the answer to reach it in time; None
+    without a deadline."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(remaining - min(DEADLINE_MARGIN, remaining / 10), 0.0)
 
 
 def _page_token(key: tuple[float, str]) -> str:

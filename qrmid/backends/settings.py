@@ -25,6 +25,8 @@ class ResourceSettings(BaseModel):
                            "status and target its dispatcher publishes, and needs no credentials")
     queue_limit: int = Field(10_000, ge=1, le=1_000_000, description="most tasks waiting in the resource's queue")
     max_leases: int = Field(0, ge=0, le=1_000_000, description="most live leases on the resource; 0: no limit")
+    min_slots_cap: int = Field(0, ge=0, le=1_000_000, description="most slots one lease may keep free for its tasks "
+                               "(Acquire min_slots); 0: leases may keep none")
     status_interval: float = Field(10.0, gt=0, le=3600, description="seconds between backend status checks")
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between polls of a running job")
     busy_deadline_seconds: float = Field(3600.0, gt=0, le=30 * 86_400, description="fail a task the backend keeps refusing "

@@ -220,6 +220,10 @@ class Allocations(Listener):
         for value in stored:
             self.take(value)
 
+    def accounts(self) -> set[str]:
+        """The accounts that have an allocation."""
+        return set(self._by_account)
+
     def views(self, accounts: Iterable[str] | None = None) -> list[AllocationView]:
         """The allocations of ``accounts`` (None: all), by account then resources, with their usage."""
         names = sorted(self._by_account) if accounts is None else sorted(set(accounts) & set(self._by_account))

@@ -23,7 +23,8 @@ from qrmid.core.errors import (
     Unavailable,
 )
 from qrmid.core.events import Events
-from qrmid.core.leases import Lease, LeaseTable
+from qrmid.core.exclusive import LeaseGate, Waiter
+from qrmid.core.leases import Lease, LeaseMode, LeaseTable
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
@@ -50,6 +51,8 @@ class Policy:
     retain_tasks: int = 10_000
     list_page_size: int = 1000  # most tasks in one listing's page
     lease_check_interval: float = 5.0
+    exclusive_wait: float = 300.0  # how long an exclusive Acquire naming no wait may wait for its grant
+    max_exclusive_wait: float = 3600.0  # the longest wait an exclusive Acquire may ask for
 
 
 class Broker:
@@ -70,6 +73,7 @@ class Broker:
         self.payloads: PayloadStore | None = None  # where large queued payloads wait (none: in memory)
         self.validation = Validation()  # the daemon sets one from [validation]
         self.cluster: Membership | None = None  # cluster mode: the members sharing the store
+        self.lease_gates: dict[str, LeaseGate] = {}  # each resource's exclusive line and lease gate
         self.allocations = Allocations(self.events)  # budgets per account: checked at StartTask, charged at the end
         self.allocations.estimate = lambda name: (self.resources[name].scheduler.run_seconds or 0.0) \
             if name in self.resources else 0.0
@@ -119,20 +123,83 @@ class Broker:
             return ""
         return (await self.slurm.verify(slurm_job_id, uid, admin)).account
 
-    def acquire(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0, account: str = "") -> Lease:
+    def acquire(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0, account: str = "",
+                min_slots: int = 0) -> Lease:
+        """A shared lease, keeping ``min_slots`` slots free for its tasks."""
         resource = self._open(name)
+        self._check_min_slots(resource, min_slots)
         lease = self.leases.grant(resource.name, owner, slurm_job_id, ttl, limit=resource.max_leases,
-                                  account=account, owner_limit=self.policy.max_leases_per_user)
-        log.info("lease %s granted on %s to %s (slurm job %s)", lease.id, name, owner, slurm_job_id or "-",
-                 extra=_lease_context(lease))
-        self.events.lease_granted(lease)
+                                  account=account, owner_limit=self.policy.max_leases_per_user, min_slots=min_slots)
+        self._granted(lease)
         return lease
+
+    async def acquire_exclusive(self, name: str, owner: str, slurm_job_id: str = "", ttl: float = 0,
+                                account: str = "", wait: float = 0, within: float | None = None) -> Lease:
+        """An exclusive lease, once granted in line: within ``wait`` seconds (the policy's default when 0, its
+        maximum at most) and ``within`` seconds (the caller's deadline); DeadlineExceeded naming the place in line
+        and what it waits for otherwise."""
+        resource = self._open(name)
+        self.leases.check_room(name, owner, limit=resource.max_leases, owner_limit=self.policy.max_leases_per_user)
+
+        async def grant() -> Lease | None:
+            lease = self.leases.grant(name, owner, slurm_job_id, ttl, limit=resource.max_leases, account=account,
+                                      owner_limit=self.policy.max_leases_per_user, mode=LeaseMode.EXCLUSIVE)
+            if self.cluster is not None:
+                claimed = False
+                try:
+                    claimed = await self.cluster.claim_exclusive(lease)
+                finally:
+                    if not claimed:  # another member granted one first (its lease arrives soon), or the store failed
+                        self.leases.pop_id(lease.id)
+                if not claimed:
+                    return None
+            self._granted(lease)
+            return lease
+
+        wait = min(wait or self.policy.exclusive_wait, self.policy.max_exclusive_wait,
+                   self.policy.max_exclusive_wait if within is None else within)
+        return await self.lease_gates[name].acquire(Waiter(owner, slurm_job_id), wait, grant)
+
+    def _granted(self, lease: Lease) -> None:
+        log.info("%s lease %s granted on %s to %s (slurm job %s, min_slots %d)", lease.mode.value, lease.id,
+                 lease.resource, lease.owner, lease.slurm_job_id or "-", lease.min_slots, extra=_lease_context(lease))
+        self.events.lease_granted(lease)
+        self._lease_changed(lease.resource)
+
+    def _check_min_slots(self, resource: Resource, min_slots: int) -> None:
+        """InvalidArgument above the resource's cap; ResourceExhausted when ``min_slots`` more slots kept free would
+        leave none to tasks of other leases."""
+        if not min_slots:
+            return
+        cap = resource.min_slots_cap
+        if min_slots > cap:
+            allowed = f"at most {cap}" if cap else "none: its min_slots_cap is 0"
+            raise InvalidArgument(f"min_slots {min_slots} is above what resource {resource.name!r} allows ({allowed}; "
+                                  "an admin sets it with min_slots_cap in the resource's config); ask for fewer")
+        slots, reserved = resource.scheduler.slots, self.lease_gates[resource.name].reserved()
+        if reserved + min_slots > slots - 1:
+            left = max(slots - 1 - reserved, 0)
+            raise ResourceExhausted(
+                f"resource {resource.name!r} has {slots} slot(s) and live leases keep {reserved} free already; "
+                f"min_slots {min_slots} more would leave no slot to other tasks (at least one must stay); ask for "
+                f"at most {left}, or retry once a lease with min_slots ends")
+
+    def exclusive_state(self, name: str) -> tuple[Lease | None, int]:
+        """Resource ``name``'s live exclusive lease, if any, and how many exclusive Acquires wait for it."""
+        return self.leases.exclusive(name), (len(self.lease_gates[name].line) if name in self.lease_gates else 0)
+
+    def _lease_changed(self, name: str) -> None:
+        """A lease of resource ``name`` began or ended, or one of its tasks left the backend: its gate and exclusive
+        line look again."""
+        if (gate := self.lease_gates.get(name)) is not None:
+            gate.changed()
 
     async def release(self, token: str, caller: str, admin: bool = False) -> tuple[Lease, int]:
         """End ``caller``'s lease (anyone's for an ``admin``); returns it and how many of its unfinished tasks
         were cancelled, once all that is recorded and shown; Unavailable when it cannot be recorded now."""
         lease = self.leases.pop(token, caller, admin)
         self.events.lease_ended(lease, "released")
+        self._lease_changed(lease.resource)
         by = "" if lease.owner == caller else f" by {caller}, an admin"
         cancelled = self._end_lease(lease, f"its lease was released{by}")
         log.info("lease %s on %s released, %d task(s) cancelled", lease.id, lease.resource, len(cancelled),
@@ -145,6 +212,7 @@ class Broker:
         that is recorded and shown; Unavailable when it cannot be recorded now."""
         lease = self.leases.pop_id(lease_id)
         self.events.lease_ended(lease, "revoked")
+        self._lease_changed(lease.resource)
         cancelled = self._end_lease(lease, reason or "its lease was revoked by an admin")
         log.info("lease %s on %s of %s revoked, %d task(s) cancelled", lease.id, lease.resource, lease.owner,
                  len(cancelled), extra=_lease_context(lease))
@@ -346,6 +414,8 @@ class Broker:
 
     def _bind(self, resource: Resource) -> None:
         resource.scheduler.on_done = self._finish
+        self.lease_gates[resource.name] = gate = LeaseGate(resource.name, resource.scheduler, self.leases)
+        resource.scheduler.gates.append(gate)
         resource.on_checked = self._checked
         self.bind(resource.adapter)
 
@@ -534,9 +604,11 @@ class Broker:
         known = self.leases.find(lease_id)
         if stored is not None and known is None:
             self.leases.restore(stored)
+            self._lease_changed(stored.resource)
         elif stored is None and known is not None:
             lease = self.leases.pop_id(lease_id)
             self._end_lease(lease, "its lease ended", here=True)
+            self._lease_changed(lease.resource)
 
     def mirror_drain(self, name: str, reason: str | None) -> None:
         """Take resource ``name``'s drain as the store holds it (None: resumed) from another member."""
@@ -593,6 +665,7 @@ class Broker:
         while resource.scheduler.queued or resource.scheduler.running:
             await asyncio.sleep(resource.scheduler.poll_interval)
         del self.resources[resource.name]
+        self.lease_gates.pop(resource.name, None)
         for loop in [loop for loop in self._loops if loop.get_name() == f"qrmid resource {resource.name}"]:
             loop.cancel()
             self._loops.remove(loop)
@@ -629,6 +702,7 @@ class Broker:
 
     def _finish(self, task: Task) -> None:
         """Keep the records of the last ``retain_tasks`` finished tasks."""
+        self._lease_changed(task.resource)  # its slot is free: an exclusive Acquire may be granted
         if task.id not in self._tasks:  # refused: it was never taken
             return
         self._finished[task.id] = None
@@ -642,6 +716,7 @@ class Broker:
             await asyncio.sleep(self.policy.lease_check_interval)
             for lease in self.leases.pop_expired():
                 self.events.lease_ended(lease, "expired")
+                self._lease_changed(lease.resource)
                 cancelled = self._end_lease(lease, "its lease expired")
                 log.info("lease %s on %s expired, %d task(s) cancelled", lease.id, lease.resource, len(cancelled),
                          extra=_lease_context(lease))

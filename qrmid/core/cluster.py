@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from qrmid.backends.base import BackendStatus
+    from qrmid.core.allocations import Allocations
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
 
@@ -68,6 +69,8 @@ class Membership(Protocol):
 class Replica(Protocol):
     """What a member's link to the shared store drives in the core (the broker): other members' records to take,
     and the dispatch of resources moving to and from this member."""
+
+    allocations: Allocations  # the admins' allocations, which every member mirrors and enforces
 
     def mirror(self, stored: Task) -> None:
         """Take a task as the store holds it."""

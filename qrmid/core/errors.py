@@ -29,3 +29,7 @@ class PermissionDenied(QrmidError):
 
 class Unavailable(QrmidError):
     """The daemon or the resource cannot take the request now; retrying later may succeed."""
+
+
+class DeadlineExceeded(QrmidError):
+    """A call waited as long as it may (its wait or the caller's deadline) without getting what it waited for."""

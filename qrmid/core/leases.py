@@ -6,8 +6,16 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 
 from qrmid.core.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
+
+
+class LeaseMode(Enum):
+    """How a lease holds its resource: shared with everyone's tasks, or exclusive (only its tasks dispatch)."""
+
+    SHARED = "shared"
+    EXCLUSIVE = "exclusive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +27,8 @@ class Lease:
     expires_at: float
     slurm_job_id: str = ""
     account: str = ""  # the Slurm job's account when checked with slurmctld; fair share charges it
+    mode: LeaseMode = LeaseMode.SHARED
+    min_slots: int = 0  # slots kept free for the lease's tasks
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     created_at: float = field(default_factory=time.time)
@@ -40,20 +50,28 @@ class LeaseTable:
         self._by_resource: dict[str, dict[str, Lease]] = {}  # resource -> token -> lease
 
     def grant(self, resource: str, owner: str, slurm_job_id: str = "", ttl: float = 0, limit: int = 0,
-              account: str = "", owner_limit: int = 0) -> Lease:
+              account: str = "", owner_limit: int = 0, mode: LeaseMode = LeaseMode.SHARED,
+              min_slots: int = 0) -> Lease:
         """A new lease; ResourceExhausted when ``resource`` already has ``limit`` live leases, or ``owner`` has
-        ``owner_limit`` live leases on all resources together (0: no limit)."""
+        ``owner_limit`` live leases on all resources together (0: no limit); FailedPrecondition for a second
+        exclusive lease on ``resource``."""
+        if mode is LeaseMode.EXCLUSIVE and (holder := self.exclusive(resource)) is not None:
+            raise FailedPrecondition(f"resource {resource!r} is held by exclusive lease {holder.id} already")
+        self.check_room(resource, owner, limit, owner_limit)
+        ttl = min(ttl or self.default_ttl, self.max_ttl)
+        lease = Lease(resource=resource, owner=owner, slurm_job_id=slurm_job_id, account=account,
+                      expires_at=time.time() + ttl, mode=mode, min_slots=min_slots)
+        self._add(lease)
+        return lease
+
+    def check_room(self, resource: str, owner: str, limit: int = 0, owner_limit: int = 0) -> None:
+        """ResourceExhausted when ``resource`` has ``limit`` live leases, or ``owner`` ``owner_limit`` (0: no limit)."""
         if limit and _live_count(self._by_resource.get(resource)) >= limit:
             raise ResourceExhausted(f"resource {resource!r} already has its maximum of {limit} leases")
         if owner_limit and (held := _live_count(self._by_owner.get(owner))) >= owner_limit:
             raise ResourceExhausted(f"you hold {held} live leases, the per-user limit ([leases] max_per_user = "
                                     f"{owner_limit}); release leases you no longer use (qrmid leases, then "
                                     "qrmid release TOKEN) or let them expire")
-        ttl = min(ttl or self.default_ttl, self.max_ttl)
-        lease = Lease(resource=resource, owner=owner, slurm_job_id=slurm_job_id, account=account,
-                      expires_at=time.time() + ttl)
-        self._add(lease)
-        return lease
 
     def check(self, token: str, resource: str, owner: str) -> Lease:
         """The live lease behind ``token``, which must be ``owner``'s and on ``resource``."""
@@ -115,6 +133,16 @@ class LeaseTable:
                        if not lease.expired and (not resource or lease.resource == resource)
                        and (not slurm_job_id or lease.slurm_job_id == slurm_job_id)),
                       key=lambda lease: lease.created_at)
+
+    def exclusive(self, resource: str) -> Lease | None:
+        """The live exclusive lease on ``resource``, if any."""
+        return next((lease for lease in self._by_resource.get(resource, {}).values()
+                     if lease.mode is LeaseMode.EXCLUSIVE and not lease.expired), None)
+
+    def reserving(self, resource: str) -> list[Lease]:
+        """The live leases on ``resource`` that keep slots free for their tasks (min_slots)."""
+        return [lease for lease in self._by_resource.get(resource, {}).values()
+                if lease.min_slots and not lease.expired]
 
     def _add(self, lease: Lease) -> None:
         self._by_token[lease.token] = lease

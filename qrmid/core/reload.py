@@ -26,6 +26,7 @@ from qrmid.core.resource import Resource
 log = logging.getLogger(__name__)
 
 IN_PLACE = frozenset({"queue_limit", "poll_interval", "busy_deadline_seconds", "status_interval", "max_leases",
+                      "min_slots_cap",
                       "slurm_gate", "slurm_license"})  # the daemon's Slurm gate reads the last two on reload
 AT_RESTART = frozenset({"default_class", "max_queued_per_owner", "max_running_per_owner", "max_shots_per_task"})
 
@@ -87,6 +88,7 @@ class Reloader:
         scheduler.busy_deadline = new.busy_deadline_seconds
         resource.status_interval = new.status_interval
         resource.max_leases = new.max_leases
+        resource.min_slots_cap = new.min_slots_cap
         if later := sorted(_fields(old, new) & AT_RESTART):
             log.warning("resource %s: %s take effect when the daemon restarts", resource.name, ", ".join(later))
         self._cancel_swap(resource.name)

@@ -52,6 +52,7 @@ class Resource:
         self.scheduler = scheduler
         self.status_interval = status_interval
         self.max_leases = max_leases
+        self.min_slots_cap = 0  # the most slots one lease may keep free for its tasks (min_slots)
         self.draining = False  # no dispatching, by an admin or while a reload swaps its adapter
         self.retiring = False  # removed from the config: no new tasks or leases, leaves once empty
         self.drain_reason = ""

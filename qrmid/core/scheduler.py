@@ -86,6 +86,12 @@ class Scheduler:
     def running(self) -> int:
         return len(self._running) + len(self._elsewhere) + (self._submitting is not None and not self._ahead)
 
+    @property
+    def dispatched(self) -> list[Task]:
+        """Tasks on the backend or on their way to it: followed here, under another member, or being submitted (taken
+        ahead of a free slot too)."""
+        return [*self._running, *self._elsewhere, *([self._submitting] if self._submitting is not None else [])]
+
     def enqueue(self, task: Task) -> None:
         """Queue ``task``; ResourceExhausted when the queue or its owner is at a limit."""
         self.check_room(task.owner)

@@ -213,6 +213,17 @@ class LeaseSettings(_Section):
     cancel_tasks_on_release: bool = Field(True, description="releasing a lease cancels its unfinished tasks")
     max_per_user: int = Field(1_000, ge=1, le=1_000_000, description="live leases one user may hold, all "
                               "resources together")
+    exclusive_wait_seconds: float = Field(300, gt=0, le=86_400, description="how long an exclusive Acquire that "
+                                          "names no wait waits in line for its grant")
+    max_exclusive_wait_seconds: float = Field(3600, gt=0, le=86_400, description="the longest wait in line an "
+                                              "exclusive Acquire may ask for (a longer one is cut to it)")
+
+    @model_validator(mode="after")
+    def _waits(self) -> LeaseSettings:
+        if self.exclusive_wait_seconds > self.max_exclusive_wait_seconds:
+            raise ValueError(f"exclusive_wait_seconds ({self.exclusive_wait_seconds:g}) is longer than "
+                             f"max_exclusive_wait_seconds ({self.max_exclusive_wait_seconds:g})")
+        return self
 
 
 class PriorityClassSettings(_Section):

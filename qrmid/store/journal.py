@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from qrmid.core.allocations import Allocation, allocation
 from qrmid.core.errors import InvalidArgument
 from qrmid.core.events import Listener
-from qrmid.core.leases import Lease
+from qrmid.core.leases import Lease, LeaseMode
 from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.store import codec
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS transitions (task_id TEXT NOT NULL, state TEXT NOT NU
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT NOT NULL, resource TEXT NOT NULL,
     owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
-    account TEXT NOT NULL DEFAULT '');
+    account TEXT NOT NULL DEFAULT '', mode TEXT NOT NULL DEFAULT 'shared', min_slots INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS drains (resource TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS allocations (account TEXT NOT NULL, resources TEXT NOT NULL, limit_kind TEXT NOT NULL,
     qpu_seconds REAL NOT NULL, shots INTEGER NOT NULL, period TEXT NOT NULL, at REAL NOT NULL,
@@ -187,8 +187,12 @@ class Journal(Commits, Listener):
             conn.execute("PRAGMA synchronous = FULL")
             self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             conn.executescript(SCHEMA)
-            if "account" not in {row[1] for row in conn.execute("PRAGMA table_info(leases)")}:  # an early journal
+            lease_columns = {row[1] for row in conn.execute("PRAGMA table_info(leases)")}
+            if "account" not in lease_columns:  # an early journal
                 conn.execute("ALTER TABLE leases ADD COLUMN account TEXT NOT NULL DEFAULT ''")
+            if "mode" not in lease_columns:  # a journal from before lease modes
+                conn.execute("ALTER TABLE leases ADD COLUMN mode TEXT NOT NULL DEFAULT 'shared'")
+                conn.execute("ALTER TABLE leases ADD COLUMN min_slots INTEGER NOT NULL DEFAULT 0")
             recovered = _read(conn, self.path)
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
@@ -268,9 +272,9 @@ class Journal(Commits, Listener):
 
     def lease_granted(self, lease: Lease) -> None:
         self._write("INSERT OR REPLACE INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, "
-                    "account) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "account, mode, min_slots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id, lease.created_at,
-                     lease.expires_at, lease.account))
+                     lease.expires_at, lease.account, lease.mode.value, lease.min_slots))
 
     def lease_ended(self, lease: Lease, reason: str) -> None:
         self._write("DELETE FROM leases WHERE id = ?", (lease.id,))
@@ -515,7 +519,7 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
     try:
         for row in conn.execute("SELECT rowid AS row_id, * FROM leases ORDER BY rowid"):
             try:
-                recovered.leases.append(_lease(row))
+                recovered.leases.append(read_lease(row))
             except Exception as exc:
                 bad.append(("leases", row, why_unreadable(exc)))
         for row in conn.execute("SELECT rowid AS row_id, * FROM tasks ORDER BY rowid"):
@@ -631,11 +635,19 @@ def read_allocation(row: Row) -> Allocation:
         raise CorruptRow(str(exc)) from None
 
 
-def _lease(row: Row) -> Lease:
+def read_lease(row: Row) -> Lease:
+    """A lease as a store left it; CorruptRow when a column does not hold what qrmid wrote."""
+    try:
+        mode = LeaseMode(_column(row, "mode", str))
+    except ValueError:
+        raise CorruptRow(f"column mode holds {_short(row['mode'])}, not shared or exclusive") from None
+    min_slots = _column(row, "min_slots", int)
+    if min_slots < 0:
+        raise CorruptRow(f"column min_slots holds {min_slots}, a negative number")
     return Lease(id=_column(row, "id", str), token=_column(row, "token", str), resource=_column(row, "resource", str),
                  owner=_column(row, "owner", str), slurm_job_id=_column(row, "slurm_job_id", str),
                  created_at=_column(row, "created_at", float), expires_at=_column(row, "expires_at", float),
-                 account=_column(row, "account", str))
+                 account=_column(row, "account", str), mode=mode, min_slots=min_slots)
 
 
 def read_task(row: Row) -> Task:

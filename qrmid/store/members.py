@@ -33,7 +33,15 @@ from qrmid.core.errors import NotFound, Unavailable
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
 from qrmid.store.journal import SUBMITTING, read_task
-from qrmid.store.postgres import CHANNEL, MEMBER_LOCK, NOTIFY, READ_TASKS, PostgresStore
+from qrmid.store.postgres import (
+    ALLOCATION_COLUMNS,
+    CHANNEL,
+    MEMBER_LOCK,
+    NOTIFY,
+    READ_TASKS,
+    PostgresStore,
+    read_allocations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +315,8 @@ class Members:
                 "SELECT resource, reason FROM drains WHERE resource = ANY(%s)", (drains,))}
             for name in drains:
                 self.replica.mirror_drain(name, reasons.get(name))
+        if accounts := by_kind.get("a"):
+            await self._allocations(accounts)
         if names := by_kind.get("s"):
             await self._states(await self._query(STATES + " WHERE resource = ANY(%s)", (names,)))
         if cancels := by_kind.get("c"):
@@ -330,7 +340,19 @@ class Members:
         for name in self.replica.resource_names():
             self.replica.mirror_drain(name, reasons.get(name))
         await self._cancels(await self._read_cancels(None))
+        await self._allocations(None)
         await self._states(await self._query(STATES, ()))
+
+    async def _allocations(self, accounts: list[str] | None) -> None:
+        """Take the allocations of ``accounts`` (None: every account) as the store holds them."""
+        if accounts is None:
+            stored = read_allocations(await self._query(f"SELECT {ALLOCATION_COLUMNS} FROM allocations", ()))
+            accounts = [*self.replica.allocations.accounts() | {value.account for value in stored}]
+        else:
+            stored = read_allocations(await self._query(
+                f"SELECT {ALLOCATION_COLUMNS} FROM allocations WHERE account = ANY(%s)", (accounts,)))
+        for account in accounts:
+            self.replica.allocations.mirror(account, [value for value in stored if value.account == account])
 
     async def _states(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qrmid.backends.base import BackendStatus
+from qrmid.core.allocations import Allocation
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
@@ -36,7 +37,17 @@ from qrmid.core.usage import shots_used
 from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits
-from qrmid.store.journal import SUBMITTING, Quarantined, Recovered, log_quarantined, raw_row, read_task, why_unreadable
+from qrmid.store.journal import (
+    SUBMITTING,
+    Quarantined,
+    Recovered,
+    allocation_row,
+    log_quarantined,
+    raw_row,
+    read_allocation,
+    read_task,
+    why_unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,7 @@ PUBLISH = """INSERT INTO resource_state (resource, state, reason, slots, target,
     coalesce(%s, (SELECT target FROM resource_state WHERE resource = %s)), %s) ON CONFLICT (resource) DO UPDATE SET
     state = excluded.state, reason = excluded.reason, slots = excluded.slots, target = excluded.target, at = excluded.at"""
 EPOCHS = "SELECT resource, epoch FROM resource_epoch WHERE resource = ANY(%s) FOR SHARE"
+ALLOCATION_COLUMNS = "account, resources, limit_kind, qpu_seconds, shots, period"
 CHANNEL = "qrmid"  # the LISTEN/NOTIFY channel of the members: 't:' task id, 'l:' lease id, 'd:' resource, ...
 NOTIFY = "SELECT pg_notify('qrmid', %s)"
 
@@ -295,6 +307,17 @@ class PostgresStore(Commits, Listener):
     def resource_resumed(self, name: str) -> None:
         self._write("DELETE FROM drains WHERE resource = %s", (name,), notice=f"d:{name}")
 
+    def allocation_set(self, allocation: Allocation) -> None:
+        self._write("INSERT INTO allocations (account, resources, limit_kind, qpu_seconds, shots, period, at) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account, resources) DO UPDATE SET limit_kind = "
+                    "excluded.limit_kind, qpu_seconds = excluded.qpu_seconds, shots = excluded.shots, period = "
+                    "excluded.period, at = excluded.at", (*allocation_row(allocation), time.time()),
+                    notice=f"a:{allocation.account}")
+
+    def allocation_deleted(self, allocation: Allocation) -> None:
+        self._write("DELETE FROM allocations WHERE account = %s AND resources = %s", allocation_row(allocation)[:2],
+                    notice=f"a:{allocation.account}")
+
     def _ref(self, task: Task) -> None:
         if task.remote_ref is None:
             self._write("DELETE FROM remote_refs WHERE task_id = %s", (task.id,), task.id, self._fence(task))
@@ -511,6 +534,18 @@ def _refused(exc: psycopg.Error) -> bool:
         (isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None)  # a value psycopg cannot adapt
 
 
+def read_allocations(rows: Iterable[dict[str, Any]]) -> list[Allocation]:
+    """The admins' allocations of ``rows``, by account; a row that cannot be read is logged and left out."""
+    allocations = []
+    for row in rows:
+        try:
+            allocations.append(read_allocation(row))
+        except Exception as exc:
+            log.error("PostgreSQL: the allocation of account %s cannot be read (%s); it is not in force",
+                      row.get("account"), exc)
+    return sorted(allocations, key=lambda value: value.key)
+
+
 def _scalar(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> Any:
     row = conn.execute(sql, params).fetchone()
     return row[0] if row else None
@@ -524,6 +559,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
         "SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account FROM leases")]
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
+    recovered.allocations = read_allocations(conn.execute(f"SELECT {ALLOCATION_COLUMNS} FROM allocations"))
     bad: list[tuple[dict[str, Any], str]] = []  # row, why
     for row in conn.execute(READ_TASKS + " ORDER BY t.seq").fetchall():
         try:

@@ -1,0 +1,166 @@
+"""Lease modes on one resource: the line of exclusive Acquires waiting for it, and the gate that holds other tasks
+back while an exclusive lease holds the resource or waits for it, and while slots are kept free for leases with
+min_slots.
+
+Exclusive: while an exclusive lease is live only its tasks are dispatched. An exclusive Acquire is granted in the order
+asked, once it is first in line, no other exclusive lease is live and no task is on the backend; from the moment one
+waits, no task of anyone starts (so a stream of shared work cannot starve it).
+
+min_slots: a task may take a slot only when, after it, the free slots still cover what the other leases with min_slots
+keep free (each ``min_slots`` less its tasks on the backend); at least one slot always stays for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from qrmid.core.errors import DeadlineExceeded
+from qrmid.core.gates import Hold
+from qrmid.core.leases import Lease, LeaseTable
+from qrmid.core.scheduler import Scheduler
+from qrmid.core.tasks import Task
+
+POLL = 1.0  # seconds between a waiter's checks when nothing wakes it (a lease expiring, another member's grant)
+
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """One exclusive Acquire waiting for its grant."""
+
+    owner: str
+    slurm_job_id: str
+    asked_at: float = field(default_factory=time.time)
+
+
+class LeaseGate:
+    """One resource's exclusive line and lease gate (installed on its scheduler)."""
+
+    def __init__(self, name: str, scheduler: Scheduler, leases: LeaseTable) -> None:
+        self.name = name
+        self.scheduler = scheduler
+        self.leases = leases
+        self.line: list[Waiter] = []  # exclusive Acquires waiting, first asked first
+        self._change: asyncio.Future[None] | None = None  # resolved at the next change of leases or tasks
+
+    # -- the gate --------------------------------------------------------------------------------------------------
+
+    def hold(self, task: Task, now: float) -> Hold | None:
+        holder = self.leases.exclusive(self.name)
+        if holder is not None:
+            if task.lease_id == holder.id:
+                return None
+            return Hold(f"resource {self.name} is held by {holder_of(holder)}", holder.expires_at)
+        if self.line:
+            return Hold(f"an exclusive lease is waiting for the resource ({len(self.line)} in line); tasks start "
+                        "again once it is granted and ends")
+        kept = self.kept_free(task.lease_id)
+        if not kept or self.scheduler.slots - len(self.scheduler.dispatched) > kept:
+            return None
+        return Hold(f"{kept} free slot(s) of {self.name} are kept for leases with min_slots; this task starts once a "
+                    "slot beyond them is free")
+
+    def changes_at(self, now: float) -> float | None:
+        expiries = [lease.expires_at for lease in self.leases.reserving(self.name)]
+        if (holder := self.leases.exclusive(self.name)) is not None:
+            expiries.append(holder.expires_at)
+        return min(expiries, default=None)
+
+    def kept_free(self, lease_id: str = "") -> int:
+        """Slots the leases with min_slots other than ``lease_id`` keep free now (each its min_slots less its tasks on
+        the backend), leaving at least one slot to everyone else."""
+        reserving = [lease for lease in self.leases.reserving(self.name) if lease.id != lease_id]
+        if not reserving:
+            return 0
+        busy = Counter(task.lease_id for task in self.scheduler.dispatched)
+        kept = sum(max(lease.min_slots - busy[lease.id], 0) for lease in reserving)
+        return min(kept, max(self.scheduler.slots - 1, 0))
+
+    def reserved(self) -> int:
+        """Slots the live leases with min_slots ask for, together."""
+        return sum(lease.min_slots for lease in self.leases.reserving(self.name))
+
+    # -- the line of exclusive Acquires -----------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Leases or the tasks on the backend changed: waiters look again, the scheduler re-checks its gates."""
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
+        self._change = None
+        self.scheduler.wake()
+
+    async def acquire(self, waiter: Waiter, wait: float, grant: Callable[[], Awaitable[Lease | None]]) -> Lease:
+        """Wait in line up to ``wait`` seconds and return the lease ``grant`` makes once ``waiter`` is first and the
+        resource is free (``grant`` returns None when it finds the resource taken after all: the wait goes on);
+        DeadlineExceeded naming its place in line and what it waits for when the wait runs out."""
+        self.line.append(waiter)
+        self.changed()
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                change = self._next_change()
+                if self.line[0] is waiter and self.free():
+                    lease = await grant()
+                    if lease is not None:
+                        return lease
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(self.waiting(waiter, wait))
+                await asyncio.wait([change], timeout=min(remaining, POLL))
+        finally:
+            self.line.remove(waiter)
+            self.changed()
+
+    def free(self) -> bool:
+        """Whether an exclusive lease may be granted now: none is live and no task is on the backend."""
+        return self.leases.exclusive(self.name) is None and not self.scheduler.dispatched
+
+    def waiting(self, waiter: Waiter, wait: float) -> str:
+        """Why ``waiter`` is not granted yet: its place in line and what it waits for."""
+        place = self.line.index(waiter) + 1
+        reasons = []
+        if (holder := self.leases.exclusive(self.name)) is not None:
+            reasons.append(f"the resource is held by {holder_of(holder)} until {clock(holder.expires_at)}")
+        if place > 1:
+            reasons.append(f"{place - 1} exclusive Acquire(s) ahead in line")
+        if running := self.scheduler.dispatched:
+            ends = self._expected_end(running)
+            reasons.append(f"{len(running)} task(s) of other jobs still running, " +
+                           (f"expected to end by {clock(ends)}" if ends is not None else "end not known yet"))
+        return (f"{ordinal(place)} in line for an exclusive lease on {self.name} after waiting {wait:g} s; "
+                f"{'; '.join(reasons) or 'the resource was being freed'}; retry with a longer wait, or acquire a "
+                "shared lease")
+
+    def _expected_end(self, running: list[Task]) -> float | None:
+        """When the last of ``running`` is expected to end, from the recent run time; None when not known."""
+        if self.scheduler.run_seconds is None:
+            return None
+        now = time.time()
+        return max(max((task.view.started_at or now) + self.scheduler.run_seconds, now) for task in running)
+
+    def _next_change(self) -> asyncio.Future[None]:
+        if self._change is None:
+            self._change = asyncio.get_running_loop().create_future()
+        return self._change
+
+
+def holder_of(lease: Lease) -> str:
+    """Whose exclusive lease ``lease`` is, for a person."""
+    if lease.slurm_job_id:
+        return f"the exclusive lease of Slurm job {lease.slurm_job_id} (user {lease.owner})"
+    return f"the exclusive lease of user {lease.owner}"
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, 21st, ..."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def clock(seconds: float) -> str:
+    """Epoch ``seconds`` as a UTC time of day (with the date when not today)."""
+    at, now = time.gmtime(seconds), time.gmtime()
+    return time.strftime("%H:%M:%S UTC" if at[:3] == now[:3] else "%Y-%m-%d %H:%M:%S UTC", at)

@@ -1,0 +1,11 @@
+-- Allocations admins set: budgets of QPU-seconds and shots per account and period on a group of resources (a JSON
+-- array of names, empty for every resource). Usage is not stored here: members sum the ended tasks.
+CREATE TABLE IF NOT EXISTS allocations (
+    account TEXT NOT NULL,
+    resources TEXT NOT NULL,
+    limit_kind TEXT NOT NULL,
+    qpu_seconds DOUBLE PRECISION NOT NULL,
+    shots BIGINT NOT NULL,
+    period TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account, resources));
