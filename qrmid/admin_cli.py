@@ -23,6 +23,7 @@ from rich.console import Console
 
 from qrmid.cli_allocations import print_allocations
 from qrmid.cli_output import Col, local_time, output_options, print_json, print_listing, span, wants_json
+from qrmid.cli_windows import length, print_windows, summary, when
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import Members
 from qrmid.v1 import admin_pb2 as apb
@@ -192,11 +193,81 @@ def leases(ctx: click.Context, resource: str, owner: str, output: str, as_json: 
 @admin.command()
 @click.argument("resource")
 @click.option("--reason", default="", help="shown to users as the resource's status reason")
+@click.option("--at", "at", default=None, metavar="TIME", help="plan a maintenance window from TIME instead (ISO 8601, "
+              "local time without a zone, or now); needs --for")
+@click.option("--for", "duration", default=None, metavar="DURATION", help="the maintenance window's length, e.g. 2h, "
+              "30m, 1h30m")
 @click.pass_context
-def drain(ctx: click.Context, resource: str, reason: str) -> None:
-    """Stop dispatching to RESOURCE: running tasks finish, queued ones wait."""
-    shown = _call(ctx, lambda s: s.admin.DrainResource(apb.DrainResourceRequest(resource=resource, reason=reason)))
-    err.print(f"{shown.name}: {_name(pb.ResourceStatus, shown.status, 'RESOURCE_STATUS_')} ({shown.status_reason})")
+def drain(ctx: click.Context, resource: str, reason: str, at: str | None, duration: str | None) -> None:
+    """Stop dispatching to RESOURCE: running tasks finish, queued ones wait. With --at and --for, plan a maintenance
+    window instead: no task starts that would not end before it, none inside it, and RESOURCE resumes on its own
+    after it (prints the window's id)."""
+    if at is None and duration is None:
+        shown = _call(ctx, lambda s: s.admin.DrainResource(apb.DrainResourceRequest(resource=resource, reason=reason)))
+        err.print(f"{shown.name}: {_name(pb.ResourceStatus, shown.status, 'RESOURCE_STATUS_')} ({shown.status_reason})")
+        return
+    if at is None or duration is None:
+        raise click.UsageError("a maintenance window needs both --at TIME and --for DURATION (or neither, to drain "
+                               "now until `qrmid admin resume`)")
+    start = when(at, "--at")
+    _create(ctx, pb.Window(resource=resource, kind="maintenance", start_time=_stamp(start),
+                           end_time=_stamp(start + length(duration, "--for")), reason=reason))
+
+
+@admin.command()
+@click.argument("resource")
+@click.option("--start", default="now", show_default=True, metavar="TIME", help="ISO 8601 (local time without a "
+              "zone), now, or now+DURATION")
+@click.option("--end", default=None, metavar="TIME", help="when it ends (or give --for)")
+@click.option("--for", "duration", default=None, metavar="DURATION", help="its length instead of --end, e.g. 2h")
+@click.option("--accounts", default="", metavar="A,B", help="the accounts (Slurm accounts, else user names) it is for")
+@click.option("--users", default="", metavar="U,V", help="the users it is for")
+@click.option("--groups", default="", metavar="G,H", help="the Unix groups whose members it is for")
+@click.option("--reason", default="", help="shown to users whose tasks wait")
+@click.pass_context
+def reserve(ctx: click.Context, resource: str, start: str, end: str | None, duration: str | None, accounts: str,
+            users: str, groups: str, reason: str) -> None:
+    """Reserve RESOURCE from --start to --end for some accounts, users or groups: inside the window only their
+    tasks start, the others wait until it ends. Prints the reservation's id."""
+    if (end is None) == (duration is None):
+        raise click.UsageError("give the reservation's end: --end TIME or --for DURATION (one of them)")
+    begins = when(start, "--start")
+    ends = when(end, "--end") if end is not None else begins + length(duration or "", "--for")
+    _create(ctx, pb.Window(resource=resource, kind="reservation", start_time=_stamp(begins), end_time=_stamp(ends),
+                           accounts=_listed(accounts), users=_listed(users), groups=_listed(groups), reason=reason))
+
+
+def _listed(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _create(ctx: click.Context, window: pb.Window) -> None:
+    """Create ``window``; its id on stdout, what it is on stderr."""
+    made = _call(ctx, lambda s: s.admin.CreateWindow(apb.CreateWindowRequest(window=window)))
+    click.echo(made.id)
+    err.print(f"{made.resource}: {summary(made)}", soft_wrap=True)
+
+
+@admin.command("windows")
+@click.option("--resource", default="", help="only this resource's windows")
+@output_options
+@click.pass_context
+def windows(ctx: click.Context, resource: str, output: str, as_json: bool) -> None:
+    """Reservations and maintenance windows not yet closed, soonest first, with the backends' own reservations."""
+    listed = _call(ctx, lambda s: s.admin.ListWindows(apb.ListWindowsRequest(resource=resource)))
+    print_windows(out, listed.windows, output, as_json)
+
+
+admin.add_command(windows, "reservations")
+
+
+@admin.command()
+@click.argument("window_id")
+@click.pass_context
+def unreserve(ctx: click.Context, window_id: str) -> None:
+    """Delete a reservation or maintenance window an admin created, by its id."""
+    gone = _call(ctx, lambda s: s.admin.DeleteWindow(apb.DeleteWindowRequest(id=window_id)))
+    err.print(f"{gone.resource}: {summary(gone)} deleted", soft_wrap=True)
 
 
 @admin.command()

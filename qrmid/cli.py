@@ -33,6 +33,7 @@ from qrmid.cli_output import (
     span,
     wants_json,
 )
+from qrmid.cli_windows import window_cell
 from qrmid.client import TERMINAL, Client, TaskFailed, payload_from_task_input, sampler_payload
 from qrmid.client_auth import ClientAuth
 from qrmid.client_members import Address
@@ -130,7 +131,8 @@ def serve(config_path: Path | None, socket: Path | None, tcp: str | None, journa
 
 
 RESOURCE_COLUMNS = (Col("NAME", key=True), Col("TYPE", drop=1), Col("STATUS"), Col("FREE/SLOTS", right=True),
-                    Col("QUEUED", right=True), Col("RUNNING", right=True), Col("REASON"))
+                    Col("QUEUED", right=True), Col("RUNNING", right=True), Col("WINDOW"),
+                    Col("REASON"))
 
 
 @main.command()
@@ -146,7 +148,8 @@ def resources(ctx: click.Context, output: str, as_json: bool) -> None:
     print_listing(out, RESOURCE_COLUMNS, [
         (r.name, r.type, _name(pb.ResourceStatus, r.status, "RESOURCE_STATUS_"),
          f"{r.capacity.slots_free}/{r.capacity.slots_total}", str(r.queue_length), str(r.running_tasks),
-         "; ".join(filter(None, (_exclusive(r), r.status_reason)))) for r in listed], wide=output == "wide")
+         window_cell(r), "; ".join(filter(None, (_exclusive(r), r.status_reason)))) for r in listed],
+        wide=output == "wide")
 
 
 def _exclusive(resource: pb.Resource) -> str:

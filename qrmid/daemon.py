@@ -34,10 +34,19 @@ from qrmid.core.slurm import Scontrol, SlurmJobs
 from qrmid.core.slurm_gate import SlurmGate
 from qrmid.core.usage import UsageWeights
 from qrmid.core.validation import Validation, ValidationLimits
+from qrmid.core.windows import Windows, planned
 from qrmid.ops import logging as logs
 from qrmid.ops import sockets, systemd
 from qrmid.ops.accounting import Ledger
-from qrmid.ops.config import Config, ConfigError, SchedulingSettings, SlurmSettings, ValidationSettings, load
+from qrmid.ops.config import (
+    Config,
+    ConfigError,
+    SchedulingSettings,
+    SlurmSettings,
+    ValidationSettings,
+    WindowsSettings,
+    load,
+)
 from qrmid.ops.metrics import Metrics
 from qrmid.store.journal import Journal, JournalError
 from qrmid.store.members import Members
@@ -140,6 +149,14 @@ def _timings(settings: SlurmSettings) -> dict[str, float]:
             "recheck": settings.gate_recheck_seconds}
 
 
+def _plan(windows: Windows, settings: WindowsSettings) -> None:
+    """``[windows]``: its settings and the maintenance windows the config file plans."""
+    windows.tune(nominal_run_seconds=settings.nominal_run_seconds, max_per_resource=settings.max_per_resource,
+                 group_cache_seconds=settings.group_cache_seconds)
+    windows.plan(planned(window.resource, window.start.timestamp(), window.end.timestamp(), window.reason)
+                 for window in settings.maintenance)
+
+
 def _gated(config: Config) -> dict[str, str]:
     """The resources whose Slurm license is gated, with that license."""
     return {settings.name: settings.slurm_license or settings.name for settings in config.resources
@@ -170,6 +187,8 @@ class Daemon:
         self.broker = build_broker(config)
         self.gate = SlurmGate(lambda: self.broker.resources, _scontrol(config.slurm), **_timings(config.slurm))
         self.gate.configure(_gated(config))
+        self.broker.windows.on_maintenance = self.gate.unavailable_until  # Slurm holds a resource in maintenance
+        _plan(self.broker.windows, config.windows)
         self._gating: asyncio.Task[None] | None = None
         self.reloader = Reloader(self.broker, lambda settings: build_resource(self.config, settings))
         self._reloading = asyncio.Lock()
@@ -258,6 +277,7 @@ class Daemon:
             self.broker.allocations.restore(recovered.allocations, recovered.tasks)
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
                                       recovered.drains)
+            self.broker.windows.restore(recovered.windows)
             await self.broker.store_queued()
         if isinstance(self.journal, PostgresStore):
             self.members = Members(self.journal, self.broker, _eligible(self.config),
@@ -372,6 +392,7 @@ class Daemon:
             self.broker.slurm = _slurm(self.config.slurm)
             self.gate.tune(_scontrol(self.config.slurm), **_timings(self.config.slurm))
             self.gate.configure(_gated(new))
+            _plan(self.broker.windows, self.config.windows)
             self._gate_start()
             if self.members is not None:
                 self.members.eligible = _eligible(self.config)

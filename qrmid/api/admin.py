@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from qrmid.api import allocations, convert
+from qrmid.api import allocations, convert, windows
 from qrmid.api.identity import caller
 from qrmid.api.requests import Context, required
 from qrmid.api.status import unary
@@ -186,6 +186,20 @@ class AdminService(admin_grpc.AdminServiceServicer):
         log.info("allocation of account %s on %s deleted by %s", answer.account,
                  ",".join(answer.resources) or "every resource", who)
         return answer
+
+    @unary
+    async def CreateWindow(self, request: admin_pb.CreateWindowRequest, context: Context) -> pb.Window:
+        return await windows.create_window(self.broker, request, self._admin(context, "CreateWindow"))
+
+    @unary
+    async def ListWindows(self, request: admin_pb.ListWindowsRequest, context: Context
+                          ) -> admin_pb.ListWindowsResponse:
+        self._admin(context, "ListWindows")
+        return windows.list_windows(self.broker, request)
+
+    @unary
+    async def DeleteWindow(self, request: admin_pb.DeleteWindowRequest, context: Context) -> pb.Window:
+        return await windows.delete_window(self.broker, request, self._admin(context, "DeleteWindow"))
 
     def _cluster(self, what: str) -> Membership:
         """The cluster this daemon is a member of; FailedPrecondition on a single daemon."""

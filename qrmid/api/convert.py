@@ -10,6 +10,7 @@ from qrmid.core.leases import Lease, LeaseMode
 from qrmid.core.resource import ResourceStatus, ResourceView
 from qrmid.core.scheduler import Scheduler
 from qrmid.core.tasks import Task, TaskState, TaskView
+from qrmid.core.windows import Window
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 _RESOURCE_STATUS = {
@@ -39,9 +40,10 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return Timestamp(seconds=whole, nanos=nanos)
 
 
-def resource(view: ResourceView, exclusive_lease: Lease | None = None, exclusive_waiting: int = 0) -> pb.Resource:
-    """The API resource of ``view``, with the exclusive lease holding it (without its token) and the exclusive
-    Acquires waiting for it."""
+def resource(view: ResourceView, exclusive_lease: Lease | None = None, exclusive_waiting: int = 0,
+             windows: tuple[Window | None, Window | None] = (None, None)) -> pb.Resource:
+    """The API resource of ``view``, with the exclusive lease holding it (without its token), the exclusive
+    Acquires waiting for it, and its window in force and next one."""
     return pb.Resource(
         name=view.name,
         type=view.type,
@@ -53,7 +55,27 @@ def resource(view: ResourceView, exclusive_lease: Lease | None = None, exclusive
         payload_kinds=sorted(_PAYLOAD_KIND[kind] for kind in view.payload_kinds),
         exclusive_lease=lease(exclusive_lease, with_token=False) if exclusive_lease is not None else None,
         exclusive_waiting=exclusive_waiting,
+        active_window=window(windows[0]) if windows[0] is not None else None,
+        next_window=window(windows[1]) if windows[1] is not None else None,
     )
+
+
+def window(value: Window) -> pb.Window:
+    return pb.Window(id=value.id, resource=value.resource, kind=value.kind, start_time=timestamp(value.start),
+                     end_time=timestamp(value.end), users=value.users, accounts=value.accounts, groups=value.groups,
+                     reason=value.reason, origin=value.origin)
+
+
+def window_request(message: pb.Window) -> Window:
+    """The domain window an admin asks for (its id and origin are qrmid's to choose); InvalidArgument without a
+    start or an end."""
+    for name in ("start_time", "end_time"):
+        if not message.HasField(name):
+            raise InvalidArgument(f"window.{name} is required")
+    return Window(id="", resource=message.resource, kind=message.kind,
+                  start=message.start_time.ToNanoseconds() / 1e9, end=message.end_time.ToNanoseconds() / 1e9,
+                  users=tuple(message.users), accounts=tuple(message.accounts), groups=tuple(message.groups),
+                  reason=message.reason)
 
 
 def task(task: Task, view: TaskView, scheduler: Scheduler | None) -> pb.Task:

@@ -168,7 +168,8 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         return await self.broker.task_for(required(task_id, "task_id"), who.name, who.admin)
 
     def _resource(self, name: str) -> pb.Resource:
-        return convert.resource(self.broker.resources[name].view(), *self.broker.exclusive_state(name))
+        return convert.resource(self.broker.resources[name].view(), *self.broker.exclusive_state(name),
+                                windows=self.broker.windows.around(name))
 
     def _task(self, task: Task, view: TaskView) -> pb.Task:
         resource = self.broker.resources.get(task.resource)

@@ -30,6 +30,7 @@ from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
 from qrmid.core.tasks import PayloadStore, Task, TaskState, TaskView
 from qrmid.core.validation import Validation
+from qrmid.core.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Broker:
         self.allocations.estimate = lambda name: (self.resources[name].scheduler.run_seconds or 0.0) \
             if name in self.resources else 0.0
         self.events.subscribe(self.allocations)
+        self.windows = Windows(lambda: self.resources, self.events)  # reservations and maintenance windows
         for resource in self.resources.values():
             self._bind(resource)
 
@@ -94,6 +96,7 @@ class Broker:
             for check in late:
                 check.cancel()
         self._loops.append(asyncio.create_task(self._expire_leases(), name="qrmid lease expiry"))
+        self._loops.append(asyncio.create_task(self.windows.run(), name="qrmid windows"))
 
     async def stop(self, grace: float, keep: bool = False) -> None:
         """Refuse new tasks and let running ones finish for up to ``grace`` seconds; then cancel the unfinished
@@ -416,6 +419,7 @@ class Broker:
         resource.scheduler.on_done = self._finish
         self.lease_gates[resource.name] = gate = LeaseGate(resource.name, resource.scheduler, self.leases)
         resource.scheduler.gates.append(gate)
+        self.windows.attach(resource)
         resource.on_checked = self._checked
         self.bind(resource.adapter)
 

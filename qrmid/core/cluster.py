@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from qrmid.core.allocations import Allocations
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
+    from qrmid.core.windows import Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Replica(Protocol):
     """What a member's link to the shared store drives in the core (the broker): other members' records to take,
     and the dispatch of resources moving to and from this member."""
 
+    windows: Windows  # the admins' windows, which every member mirrors
     allocations: Allocations  # the admins' allocations, which every member mirrors and enforces
 
     def mirror(self, stored: Task) -> None:

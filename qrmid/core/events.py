@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from qrmid.core.allocations import Allocation
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
+    from qrmid.core.windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,12 @@ class Listener:
 
     def resource_resumed(self, name: str) -> None:
         """An admin resumed resource ``name``."""
+
+    def window_created(self, window: Window) -> None:
+        """An admin created time window ``window`` (a reservation or a maintenance window)."""
+
+    def window_deleted(self, window: Window) -> None:
+        """An admin's time window ``window`` was deleted, or closed."""
 
     def allocation_set(self, allocation: Allocation) -> None:
         """An admin set ``allocation`` (replacing its account's allocation on the same resources)."""
@@ -157,6 +164,14 @@ class Events(Listener):
     def resource_resumed(self, name: str) -> None:
         for listener in self._listeners:
             _safely(listener.resource_resumed, name)
+
+    def window_created(self, window: Window) -> None:
+        for listener in self._listeners:
+            _safely(listener.window_created, window)
+
+    def window_deleted(self, window: Window) -> None:
+        for listener in self._listeners:
+            _safely(listener.window_deleted, window)
 
     def allocation_set(self, allocation: Allocation) -> None:
         for listener in self._listeners:

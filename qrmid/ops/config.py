@@ -6,6 +6,7 @@ import re
 import socket
 import stat
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -294,6 +295,45 @@ class SlurmSettings(_Section):
                                         "re-read, so one changed by hand is put right")
 
 
+class MaintenanceSettings(_Section):
+    """One entry of ``[[windows.maintenance]]``: a planned maintenance window of one resource."""
+
+    resource: str = Field(description="the resource's name")
+    start: datetime = Field(description="when it opens: a TOML date-time or ISO 8601 text; local time when it names "
+                            "no zone")
+    end: datetime = Field(description="when it closes, after start")
+    reason: str = Field("", max_length=1024, description="shown to users, e.g. \"quarterly calibration\"")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be a time such as 2026-12-24T08:00 (local time) or "
+                                 "2026-12-24T08:00+01:00") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceSettings:
+        if self.end.timestamp() <= self.start.timestamp():
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
+
+
+class WindowsSettings(_Section):
+    """``[windows]``: reservations and maintenance windows (docs/scheduling.md)."""
+
+    nominal_run_seconds: float = Field(300.0, ge=1, le=86_400, description="how long a task is taken to run on a "
+                                       "resource none has finished on yet: a task that would not end before a "
+                                       "maintenance window waits until after it")
+    max_per_resource: int = Field(100, ge=1, le=10_000, description="windows admins may plan on one resource")
+    group_cache_seconds: float = Field(300.0, ge=1, le=86_400, description="how long a user's Unix groups are "
+                                       "remembered, for reservations by group")
+    maintenance: list[MaintenanceSettings] = Field(default_factory=list, description="planned maintenance windows")
+
+
 def _embedded_resources() -> list[ResourceConfig]:
     from qrmid.backends import local_pulser, local_qiskit
 
@@ -315,6 +355,7 @@ class Config(_Section):
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    windows: WindowsSettings = Field(default_factory=WindowsSettings)
     resources: list[ResourceConfig] = Field(default_factory=_embedded_resources)
     _imported: set[str] = PrivateAttr(default_factory=set)  # names of the resources read from qrmi_config
 
@@ -359,6 +400,22 @@ class Config(_Section):
         uses_tokens = self.daemon.auth == "token" or (self.daemon.tcp and self.daemon.tcp_auth == "token")
         if uses_tokens and self.auth.tokens_file is None:
             raise ValueError("a listener uses auth = token, but [auth] tokens_file is not set")
+        return self
+
+    @model_validator(mode="after")
+    def _maintenance(self) -> Config:
+        names = [resource.name for resource in self.resources]
+        planned = sorted(self.windows.maintenance, key=lambda window: window.start.timestamp())
+        for window in planned:
+            if window.resource not in names:
+                raise ValueError(f"windows.maintenance: resource {window.resource!r} is not configured (resources: "
+                                 f"{', '.join(names)})")
+        for index, window in enumerate(planned):
+            for later in planned[index + 1:]:
+                if later.resource == window.resource and later.start.timestamp() < window.end.timestamp():
+                    raise ValueError(f"windows.maintenance: two windows of resource {window.resource!r} overlap "
+                                     f"({window.start.isoformat()} to {window.end.isoformat()} and "
+                                     f"{later.start.isoformat()} to {later.end.isoformat()}): merge them or move one")
         return self
 
     @model_validator(mode="after")

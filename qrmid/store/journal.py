@@ -37,6 +37,7 @@ from qrmid.core.errors import InvalidArgument
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease, LeaseMode
 from qrmid.core.tasks import Result, Task, TaskState
+from qrmid.core.windows import Window
 from qrmid.store import codec
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits, Write
 
@@ -61,6 +62,9 @@ CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT NOT NULL, res
     owner TEXT NOT NULL, slurm_job_id TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
     account TEXT NOT NULL DEFAULT '', mode TEXT NOT NULL DEFAULT 'shared', min_slots INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS drains (resource TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (id TEXT PRIMARY KEY, resource TEXT NOT NULL, kind TEXT NOT NULL,
+    start_at REAL NOT NULL, end_at REAL NOT NULL, users TEXT NOT NULL, accounts TEXT NOT NULL,
+    groups_ TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS allocations (account TEXT NOT NULL, resources TEXT NOT NULL, limit_kind TEXT NOT NULL,
     qpu_seconds REAL NOT NULL, shots INTEGER NOT NULL, period TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (account, resources));
@@ -107,6 +111,7 @@ class Recovered:
     submitting: set[str] = field(default_factory=set)  # queued tasks that were being handed to their backend
     leases: list[Lease] = field(default_factory=list)
     drains: dict[str, str] = field(default_factory=dict)  # resources an admin drained, with the reason
+    windows: list[Window] = field(default_factory=list)  # reservations and maintenance windows admins created
     allocations: list[Allocation] = field(default_factory=list)  # budgets an admin set, by account
     quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
@@ -284,6 +289,13 @@ class Journal(Commits, Listener):
 
     def resource_resumed(self, name: str) -> None:
         self._write("DELETE FROM drains WHERE resource = ?", (name,))
+
+    def window_created(self, window: Window) -> None:
+        self._write("INSERT OR REPLACE INTO windows (id, resource, kind, start_at, end_at, users, accounts, groups_, "
+                    "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", window_row(window))
+
+    def window_deleted(self, window: Window) -> None:
+        self._write("DELETE FROM windows WHERE id = ?", (window.id,))
 
     def allocation_set(self, allocation: Allocation) -> None:
         self._write("INSERT OR REPLACE INTO allocations (account, resources, limit_kind, qpu_seconds, shots, period, at) "
@@ -534,6 +546,11 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
                 recovered.drains[row["resource"]] = row["reason"]
             else:
                 bad.append(("drains", row, "its resource or reason is not text"))
+        for row in conn.execute("SELECT rowid AS row_id, * FROM windows ORDER BY start_at"):
+            try:
+                recovered.windows.append(read_window(row))
+            except Exception as exc:
+                bad.append(("windows", row, why_unreadable(exc)))
         for row in conn.execute("SELECT rowid AS row_id, * FROM allocations ORDER BY account, resources"):
             try:
                 recovered.allocations.append(read_allocation(row))
@@ -648,6 +665,28 @@ def read_lease(row: Row) -> Lease:
                  owner=_column(row, "owner", str), slurm_job_id=_column(row, "slurm_job_id", str),
                  created_at=_column(row, "created_at", float), expires_at=_column(row, "expires_at", float),
                  account=_column(row, "account", str), mode=mode, min_slots=min_slots)
+
+
+def window_row(window: Window) -> tuple[Any, ...]:
+    """The columns a store keeps of an admin's window (the name lists as JSON arrays)."""
+    return (window.id, window.resource, window.kind, window.start, window.end, json.dumps(window.users),
+            json.dumps(window.accounts), json.dumps(window.groups), window.reason)
+
+
+def read_window(row: Row) -> Window:
+    """An admin's window as a store kept it; CorruptRow when a column does not hold what qrmid wrote."""
+    lists = {}
+    for name in ("users", "accounts", "groups_"):
+        try:
+            names = json.loads(_column(row, name, str))
+        except ValueError:
+            raise CorruptRow(f"column {name} is not JSON") from None
+        if not isinstance(names, list) or not all(isinstance(item, str) for item in names):
+            raise CorruptRow(f"column {name} is not a list of names")
+        lists[name] = tuple(names)
+    return Window(_column(row, "id", str), _column(row, "resource", str), _column(row, "kind", str),
+                  _column(row, "start_at", float), _column(row, "end_at", float), lists["users"], lists["accounts"],
+                  lists["groups_"], _column(row, "reason", str))
 
 
 def read_task(row: Row) -> Task:

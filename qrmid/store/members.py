@@ -39,8 +39,10 @@ from qrmid.store.postgres import (
     MEMBER_LOCK,
     NOTIFY,
     READ_TASKS,
+    WINDOW_COLUMNS,
     PostgresStore,
     read_allocations,
+    read_windows,
 )
 
 log = logging.getLogger(__name__)
@@ -315,6 +317,8 @@ class Members:
                 "SELECT resource, reason FROM drains WHERE resource = ANY(%s)", (drains,))}
             for name in drains:
                 self.replica.mirror_drain(name, reasons.get(name))
+        if windows := by_kind.get("w"):
+            await self._windows(windows)
         if accounts := by_kind.get("a"):
             await self._allocations(accounts)
         if names := by_kind.get("s"):
@@ -340,6 +344,7 @@ class Members:
         for name in self.replica.resource_names():
             self.replica.mirror_drain(name, reasons.get(name))
         await self._cancels(await self._read_cancels(None))
+        await self._windows(None)
         await self._allocations(None)
         await self._states(await self._query(STATES, ()))
 
@@ -353,6 +358,17 @@ class Members:
                 f"SELECT {ALLOCATION_COLUMNS} FROM allocations WHERE account = ANY(%s)", (accounts,)))
         for account in accounts:
             self.replica.allocations.mirror(account, [value for value in stored if value.account == account])
+
+    async def _windows(self, window_ids: list[str] | None) -> None:
+        """Take the admins' windows ``window_ids`` (None: all) as the store holds them."""
+        if window_ids is None:
+            stored = {w.id: w for w in read_windows(await self._query(f"SELECT {WINDOW_COLUMNS} FROM windows", ()))}
+            window_ids = [*self.replica.windows.admin_ids() | set(stored)]
+        else:
+            stored = {w.id: w for w in read_windows(await self._query(
+                f"SELECT {WINDOW_COLUMNS} FROM windows WHERE id = ANY(%s)", (window_ids,)))}
+        for window_id in window_ids:
+            self.replica.windows.mirror(window_id, stored.get(window_id))
 
     async def _states(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:

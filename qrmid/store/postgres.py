@@ -34,6 +34,7 @@ from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
 from qrmid.core.usage import shots_used
+from qrmid.core.windows import Window
 from qrmid.ops.private_files import exposed
 from qrmid.store import codec, schema
 from qrmid.store.commits import MAX_BATCH, MAX_RETRY_SECONDS, Commits
@@ -46,7 +47,9 @@ from qrmid.store.journal import (
     raw_row,
     read_allocation,
     read_task,
+    read_window,
     why_unreadable,
+    window_row,
 )
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,7 @@ PUBLISH = """INSERT INTO resource_state (resource, state, reason, slots, target,
     coalesce(%s, (SELECT target FROM resource_state WHERE resource = %s)), %s) ON CONFLICT (resource) DO UPDATE SET
     state = excluded.state, reason = excluded.reason, slots = excluded.slots, target = excluded.target, at = excluded.at"""
 EPOCHS = "SELECT resource, epoch FROM resource_epoch WHERE resource = ANY(%s) FOR SHARE"
+WINDOW_COLUMNS = "id, resource, kind, start_at, end_at, users, accounts, groups_, reason"
 ALLOCATION_COLUMNS = "account, resources, limit_kind, qpu_seconds, shots, period"
 CHANNEL = "qrmid"  # the LISTEN/NOTIFY channel of the members: 't:' task id, 'l:' lease id, 'd:' resource, ...
 NOTIFY = "SELECT pg_notify('qrmid', %s)"
@@ -318,6 +322,14 @@ class PostgresStore(Commits, Listener):
         self._write("DELETE FROM allocations WHERE account = %s AND resources = %s", allocation_row(allocation)[:2],
                     notice=f"a:{allocation.account}")
 
+    def window_created(self, window: Window) -> None:
+        self._write("INSERT INTO windows (id, resource, kind, start_at, end_at, users, accounts, groups_, reason) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", window_row(window),
+                    notice=f"w:{window.id}")
+
+    def window_deleted(self, window: Window) -> None:
+        self._write("DELETE FROM windows WHERE id = %s", (window.id,), notice=f"w:{window.id}")
+
     def _ref(self, task: Task) -> None:
         if task.remote_ref is None:
             self._write("DELETE FROM remote_refs WHERE task_id = %s", (task.id,), task.id, self._fence(task))
@@ -534,6 +546,17 @@ def _refused(exc: psycopg.Error) -> bool:
         (isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None)  # a value psycopg cannot adapt
 
 
+def read_windows(rows: Iterable[dict[str, Any]]) -> list[Window]:
+    """The admins' windows of ``rows``; a row that cannot be read is logged and left out."""
+    windows = []
+    for row in rows:
+        try:
+            windows.append(read_window(row))
+        except Exception as exc:
+            log.error("PostgreSQL: window %s cannot be read (%s); it is not in force", row.get("id"), exc)
+    return windows
+
+
 def read_allocations(rows: Iterable[dict[str, Any]]) -> list[Allocation]:
     """The admins' allocations of ``rows``, by account; a row that cannot be read is logged and left out."""
     allocations = []
@@ -560,6 +583,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
     recovered.allocations = read_allocations(conn.execute(f"SELECT {ALLOCATION_COLUMNS} FROM allocations"))
+    recovered.windows = read_windows(conn.execute(f"SELECT {WINDOW_COLUMNS} FROM windows ORDER BY start_at"))
     bad: list[tuple[dict[str, Any], str]] = []  # row, why
     for row in conn.execute(READ_TASKS + " ORDER BY t.seq").fetchall():
         try:
