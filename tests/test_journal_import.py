@@ -8,10 +8,12 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
 from daemons import ROOT, config, running, short_dir, write_config
+from google.protobuf.timestamp_pb2 import Timestamp
 from postgres import Database
 from test_identity import free_port
 from test_postgres_store import NOOP, PAYLOAD, cluster, password_file
@@ -50,6 +52,9 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
         before = {task.id: (await qrmid.wait(task.id), await qrmid.result(task.id)) for task in done}
         await admin_pb2_grpc.AdminServiceStub(channel).DrainResource(
             admin_pb2.DrainResourceRequest(resource="other", reason="firmware 14:00-16:00"))
+        start, end = Timestamp(seconds=int(time.time()) + 3600), Timestamp(seconds=int(time.time()) + 7200)
+        window = await admin_pb2_grpc.AdminServiceStub(channel).CreateWindow(admin_pb2.CreateWindowRequest(
+            window=pb.Window(resource="noop", kind="reservation", start_time=start, end_time=end, users=["alice"])))
         waiting = await qrmid.start_task("other", PAYLOAD, request_id="rq")
         assert (await qrmid.task(waiting.id)).state == pb.TASK_STATE_QUEUED
     transitions = journal_transitions(journal)
@@ -60,7 +65,8 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout) == {
         "tasks": 4, "tasks_by_state": {"completed": 3, "queued": 1}, "transitions": len(transitions), "results": 3,
-        "request_ids": 4, "remote_refs": 3, "leases": 1, "drains": 1, "quarantined": []}
+        "request_ids": 4, "remote_refs": 3, "leases": 1, "drains": 1, "windows": 1,
+        "quarantined": []}
     with database.connect() as conn:
         assert sorted(conn.execute("SELECT * FROM transitions")) == transitions, "copied as the journal recorded"
         assert sorted(conn.execute("SELECT task_id, remote_ref, released FROM remote_refs")) == refs
@@ -78,6 +84,8 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
         assert again.id == done[1].id, "a retried request id returns the task the single daemon made"
         assert (await qrmid.start_task("other", PAYLOAD, request_id="rq")).id == waiting.id
         assert [held.id for held in await qrmid.list_leases("noop")] == [lease.id]
+        assert [(w.id, list(w.users), w.start_time, w.end_time) for w in (await admin_pb2_grpc.AdminServiceStub(
+            channel).ListWindows(admin_pb2.ListWindowsRequest())).windows] == [(window.id, ["alice"], start, end)]
         drained = await qrmid.resource("other")
         assert (drained.status, drained.status_reason) == (pb.RESOURCE_STATUS_DRAINING, "firmware 14:00-16:00")
         await asyncio.sleep(0.3)

@@ -40,12 +40,14 @@ class Imported:
     remote_refs: int = 0
     leases: int = 0
     drains: int = 0
+    windows: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": sum(self.tasks.values()), "tasks_by_state": dict(sorted(self.tasks.items())),
                 "transitions": self.transitions, "results": self.results, "request_ids": self.request_ids,
                 "remote_refs": self.remote_refs, "leases": self.leases, "drains": self.drains,
+                "windows": self.windows,
                 "quarantined": [{"table": row.source, "row": row.row_id, "key": row.key, "reason": row.reason}
                                 for row in self.quarantined]}
 
@@ -127,6 +129,7 @@ def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[l
     the events would derive."""
     store = _Writes()
     imported = Imported(transitions=len(transitions), leases=len(recovered.leases), drains=len(recovered.drains),
+                        windows=len(recovered.windows),
                         quarantined=recovered.quarantined)
     for task in recovered.tasks:
         state = task.view.state
@@ -147,6 +150,8 @@ def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[l
         store.lease_granted(lease)
     for name, reason in recovered.drains.items():
         store.resource_drained(name, reason)
+    for window in recovered.windows:
+        store.window_created(window)
     writes = [write for write in store.writes if write[0] != postgres.INSERT_TRANSITION]
     writes += [postgres.Write(postgres.INSERT_TRANSITION, row, row[0]) for row in transitions]
     return writes, imported
