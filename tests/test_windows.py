@@ -19,10 +19,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from daemons import ROOT, short_dir, write_config
+from daemons import ROOT, config, running, short_dir, write_config
 from google.protobuf.timestamp_pb2 import Timestamp
+from ibm_services import emulator, ibm_services
 from system_users import system_users
 from test_authz import tokens_file
+from test_ibm_quantum_system import API_KEY, BELL, BUCKET, CRN
+from test_ibm_quantum_system import resource as ibm_resource
 
 from qrmid.client import AsyncClient, pulser_payload
 from qrmid.client_auth import ClientAuth
@@ -384,3 +387,33 @@ async def test_the_cli_reserves_lists_drains_at_and_unreserves_ids_whole() -> No
         assert [w["id"] for w in left] == [maintenance_id]
     finally:
         await daemon.stop()
+
+
+async def test_an_ibm_backends_own_reservation_is_listed_without_an_end(tmp_path: Path) -> None:
+    emulator_config = tmp_path / "emulator.toml"
+    emulator_config.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "torino"\n'
+                               'device = "perth"\nlanes = { hpc_workload_manager = 2, ibm_quantum_compute = 1 }\n')
+    with ibm_services(emulator_config, BUCKET) as services:
+        cfg = config([ibm_resource("torino", services)])
+        async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client, \
+                grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            ops = admin_grpc.AdminServiceStub(channel)
+            assert not (await ops.ListWindows(admin_pb.ListWindowsRequest())).windows
+            await emulator(services, "POST", "/_emulator/backends/torino", {"locked": True})
+            await until(lambda: _backend_window(ops))
+            listed = (await ops.ListWindows(admin_pb.ListWindowsRequest(resource="torino"))).windows
+            assert [(w.id, w.kind, w.origin, w.HasField("end_time")) for w in listed] == \
+                [("backend", "backend", "backend", False)]
+            assert seconds(listed[0].start_time) <= time.time()
+            assert (await client.resource("torino")).active_window.kind == "backend"
+            task = await client.start_task("torino", BELL)
+            assert (await client.task(task.id)).wait_reason == \
+                "resource torino is reserved on the backend's side (it runs only its own reservation's jobs); tasks " \
+                "wait until the backend releases it"
+            await emulator(services, "POST", "/_emulator/backends/torino", {"locked": False})
+            assert (await client.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+            assert not (await ops.ListWindows(admin_pb.ListWindowsRequest())).windows
+
+
+async def _backend_window(ops: admin_grpc.AdminServiceStub) -> bool:
+    return bool((await ops.ListWindows(admin_pb.ListWindowsRequest())).windows)
