@@ -251,7 +251,7 @@ class Windows:
         if window.kind == MAINTENANCE and holders:
             raise InvalidArgument("a maintenance window has no holders (no task runs in it): leave out users, "
                                   "accounts and groups, or create a reservation")
-        mine = [other for other in self._of(window.resource) if not other.closed_at(now)]
+        mine = [other for other in self.of(window.resource) if not other.closed_at(now)]
         for other in mine:
             if other.overlaps(window):
                 fix = "delete it first (qrmid admin unreserve ID)" if other.origin == ADMIN else \
@@ -269,13 +269,13 @@ class Windows:
         """The windows not yet closed, of every resource or ``resource``, soonest first (backends' included)."""
         now = time.time() if now is None else now
         names = [resource] if resource else list(self.resources())
-        found = [window for name in names for window in self._of(name, now) if not window.closed_at(now)]
+        found = [window for name in names for window in self.of(name, now) if not window.closed_at(now)]
         return sorted(found, key=lambda window: (window.start, window.resource, window.id))
 
     def around(self, resource: str, now: float | None = None) -> tuple[Window | None, Window | None]:
         """``resource``'s window in force now, and the next one to open."""
         now = time.time() if now is None else now
-        windows = [window for window in self._of(resource, now) if not window.closed_at(now)]
+        windows = [window for window in self.of(resource, now) if not window.closed_at(now)]
         active = next((window for window in windows if window.open_at(now)), None)
         ahead = next((window for window in windows if window.start > now), None)
         return active, ahead
@@ -284,7 +284,7 @@ class Windows:
         """How long a task of ``scheduler``'s resource is expected to hold a slot."""
         return scheduler.run_seconds if scheduler.run_seconds is not None else self.nominal_run_seconds
 
-    def _of(self, resource: str, now: float | None = None) -> list[Window]:
+    def of(self, resource: str, now: float | None = None) -> list[Window]:
         """``resource``'s windows by start, closed ones included until they are forgotten, with the backend's own
         reservation when it reports one (as of ``now``)."""
         windows = self._by_resource.get(resource, [])
@@ -328,23 +328,27 @@ class Windows:
         self._maintained = ends
 
     def _forget(self, now: float) -> None:
-        """Forget the admins' windows that closed (their records are deleted)."""
+        """Forget the windows that closed (the admins' records are deleted)."""
         closed = [window for window in self._admin.values() if window.closed_at(now)]
         for window in closed:
             del self._admin[window.id]
             self.events.window_deleted(window)
             log.info("%s of %s closed", window.describe(now), window.resource)
-        if closed or any(window.closed_at(now) for window in self._config):
+        planned = [window for window in self._config if not window.closed_at(now)]
+        if closed or len(planned) < len(self._config):
+            self._config = planned
             self._changes()
 
     async def run(self) -> None:
-        """At each window's opening and closing: re-check dispatch, tell the Slurm gate, forget closed windows;
-        forever."""
+        """Forget the windows that closed and tell the Slurm gate of those that open or close, at each window's
+        opening and closing; note when a backend starts reporting its own reservation; forever. (The schedulers'
+        gates re-check dispatch at those times on their own.)"""
         while True:
             now = time.time()
             self._forget(now)
             self._tell_slurm(now)
-            self.wake()
+            for name in self.resources():
+                self._backend(name, now)
             times = [at for windows in self._by_resource.values() for window in windows
                      for at in (window.start, window.end) if at is not None and at > now]
             wait = min([*times, now + IDLE_TICK]) - now
@@ -363,7 +367,7 @@ class WindowGate:
 
     def hold(self, task: Task, now: float) -> Hold | None:
         run = self.windows.expected_run(self.scheduler)
-        for window in self.windows._of(self.resource, now):
+        for window in self.windows.of(self.resource, now):
             if window.closed_at(now):
                 continue
             if window.start > now:
@@ -390,7 +394,7 @@ class WindowGate:
 
     def changes_at(self, now: float) -> float | None:
         run = self.windows.expected_run(self.scheduler)
-        times = [at for window in self.windows._of(self.resource, now) if not window.closed_at(now)
+        times = [at for window in self.windows.of(self.resource, now) if not window.closed_at(now)
                  for at in (window.start, window.end, window.start - run if window.kind == MAINTENANCE else None)
                  if at is not None and at > now]
         return min(times) if times else None
