@@ -169,11 +169,13 @@ class AsyncClient:
         return list(response.leases)
 
     async def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-                         request_id: str = "", priority: str = "") -> pb.Task:
-        """Queue a task; ``priority`` names its priority class (empty: the resource's default). Without a
-        ``request_id`` the client makes one, so that a retry on another member cannot start a second task."""
+                         request_id: str = "", priority: str = "", allow_fallback: bool = False) -> pb.Task:
+        """Queue a task; ``priority`` names its priority class (empty: the resource's default); ``allow_fallback``
+        lets a pool run it on its fallback member. Without a ``request_id`` the client makes one, so that a retry on
+        another member cannot start a second task."""
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
-                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority)
+                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority,
+                                      allow_fallback=allow_fallback)
         return await self._unary("StartTask", request)
 
     async def stop_task(self, task_id: str) -> pb.Task:
@@ -343,9 +345,10 @@ class Client:
         return self._call(self._async.list_leases, resource, slurm_job_id)
 
     def start_task(self, resource: str, payload: pb.Payload, *, lease_token: str = "",
-                   request_id: str = "", priority: str = "") -> pb.Task:
+                   request_id: str = "", priority: str = "", allow_fallback: bool = False) -> pb.Task:
         return self._call(lambda: self._async.start_task(resource, payload, lease_token=lease_token,
-                                                         request_id=request_id, priority=priority))
+                                                         request_id=request_id, priority=priority,
+                                                         allow_fallback=allow_fallback))
 
     def stop_task(self, task_id: str) -> pb.Task:
         return self._call(self._async.stop_task, task_id)

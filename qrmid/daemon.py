@@ -26,6 +26,7 @@ from qrmid.backends.settings import ResourceSettings
 from qrmid.core.broker import Broker, Policy
 from qrmid.core.errors import FailedPrecondition, InvalidArgument
 from qrmid.core.leases import LeaseTable
+from qrmid.core.pool import Pool, Route
 from qrmid.core.queue import PriorityClass, SchedulingPolicy
 from qrmid.core.reload import Changes, Reloader
 from qrmid.core.resource import Resource
@@ -48,6 +49,7 @@ from qrmid.ops.config import (
     load,
 )
 from qrmid.ops.metrics import Metrics
+from qrmid.ops.pool_config import PoolSettings
 from qrmid.store.journal import Journal, JournalError
 from qrmid.store.members import Members
 from qrmid.store.postgres import PostgresStore, StoreError
@@ -71,7 +73,11 @@ class StartupError(Exception):
 
 def build_broker(config: Config) -> Broker:
     """Resources, schedulers and leases as the config describes them."""
-    resources = [build_resource(config, settings) for settings in config.resources]
+    built = {settings.name: build_resource(config, settings) for settings in config.resources
+             if not isinstance(settings, PoolSettings)}
+    built.update({settings.name: build_pool(config, settings, built) for settings in config.resources
+                  if isinstance(settings, PoolSettings)})
+    resources = [built[settings.name] for settings in config.resources]
     leases = LeaseTable(config.leases.default_ttl_seconds, config.leases.max_ttl_seconds)
     broker = Broker(resources, leases, _policy(config))
     broker.slurm = _slurm(config.slurm)
@@ -91,6 +97,17 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
     resource.dispatch = settings.dispatch
     resource.min_slots_cap = settings.min_slots_cap
     return resource
+
+
+def build_pool(config: Config, settings: PoolSettings, built: dict[str, Resource]) -> Pool:
+    """One configured pool over the ``built`` resources it names."""
+    return Pool(settings.name, [built[name] for name in settings.members], Route(settings.policy),
+                built[settings.fallback] if settings.fallback else None, queue_limit=settings.queue_limit,
+                policy=_scheduling(config.scheduling, settings), max_leases=settings.max_leases)
+
+
+def _pools(config: Config) -> list[PoolSettings]:
+    return [settings for settings in config.resources if isinstance(settings, PoolSettings)]
 
 
 def _policy(config: Config) -> Policy:
@@ -383,7 +400,11 @@ class Daemon:
                     log.warning("reload: [%s] changed; it takes effect when the daemon restarts", section)
             daemon = old.daemon.model_copy(update={"log_level": new.daemon.log_level,
                                                    "shutdown_grace_seconds": new.daemon.shutdown_grace_seconds})
-            changes = await self.reloader.apply(old.resources, new.resources)
+            if _pools(old) != _pools(new):
+                raise InvalidArgument("config not reloaded: its pools changed, and pools are built when the daemon "
+                                      "starts; restart the daemon to apply it")
+            changes = await self.reloader.apply(*([settings for settings in config.resources
+                                                   if not isinstance(settings, PoolSettings)] for config in (old, new)))
             self.config = new.model_copy(update={"daemon": daemon, **{
                 section: getattr(old, section) for section in RESTART_SECTIONS if hasattr(old, section)}})
             self.broker.policy = _policy(self.config)

@@ -57,6 +57,9 @@ def resource(view: ResourceView, exclusive_lease: Lease | None = None, exclusive
         exclusive_waiting=exclusive_waiting,
         active_window=window(windows[0]) if windows[0] is not None else None,
         next_window=window(windows[1]) if windows[1] is not None else None,
+        members=view.members,
+        pool_policy=view.pool_policy,
+        fallback=view.fallback,
     )
 
 
@@ -82,10 +85,16 @@ def task(task: Task, view: TaskView, scheduler: Scheduler | None) -> pb.Task:
     """The API task of ``view``; while it is QUEUED on ``scheduler``, with its place, expected start and what holds
     it back (or, when nothing does, the warnings it was accepted with: why it waits in a low class)."""
     if view.state is not TaskState.QUEUED or scheduler is None:
-        return _task(view, warnings=task.warnings)
+        return _pooled(task, _task(view, warnings=task.warnings))
     held = scheduler.hold(task)
-    return _task(view, scheduler.position(task), scheduler.estimated_start(task),
-                 held.reason if held else "; ".join(task.warnings), task.warnings)
+    return _pooled(task, _task(view, scheduler.position(task), scheduler.estimated_start(task),
+                               held.reason if held else "; ".join(task.warnings), task.warnings))
+
+
+def _pooled(task: Task, message: pb.Task) -> pb.Task:
+    """``message`` with what a pool's ``task`` records: the member it is bound to, whether it allows the fallback."""
+    message.member, message.allow_fallback = task.member, task.allow_fallback
+    return message
 
 
 def _task(view: TaskView, queue_position: int = 0, estimated_start: float | None = None,

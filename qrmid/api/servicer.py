@@ -160,7 +160,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
         return await self.broker.start_task(
             required(request.resource, "resource"), convert.payload(request.payload), identity.name,
             lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
-            admin=identity.admin)
+            admin=identity.admin, allow_fallback=request.allow_fallback)
 
     async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""

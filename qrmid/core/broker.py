@@ -25,6 +25,7 @@ from qrmid.core.errors import (
 from qrmid.core.events import Events
 from qrmid.core.exclusive import LeaseGate, Waiter
 from qrmid.core.leases import Lease, LeaseMode, LeaseTable
+from qrmid.core.pool import Pool, runs_on
 from qrmid.core.resource import Resource
 from qrmid.core.scheduler import log_context
 from qrmid.core.slurm import SlurmJobs
@@ -247,9 +248,11 @@ class Broker:
         return resource
 
     async def start_task(self, name: str, payload: Payload, owner: str, lease_token: str = "",
-                         request_id: str = "", priority: str = "", admin: bool = False) -> Task:
+                         request_id: str = "", priority: str = "", admin: bool = False,
+                         allow_fallback: bool = False) -> Task:
         """Validate ``payload`` and queue it as a new task (or return the task ``request_id`` made before) in
-        priority class ``priority`` ('' for the resource's default; ``admin`` callers may use admin-only ones)."""
+        priority class ``priority`` ('' for the resource's default; ``admin`` callers may use admin-only ones).
+        ``allow_fallback``: a pool may run the task on its fallback member."""
         if not self.accepting:
             raise Unavailable("the daemon is shutting down and takes no new tasks; retry on its restart")
         self.events.writable()  # never accept a task the journal cannot record
@@ -270,8 +273,13 @@ class Broker:
             raise InvalidArgument(f"payload is {payload.size} bytes; the limit is {self.policy.max_payload_bytes}")
         priority = resource.scheduler.policy.resolve(priority, admin)
         self._check_room(resource, owner, payload.size)
+        accepted = frozenset[str]()  # a pool's members that accept the payload
         try:
-            shots = await self.validation.run(owner, resource.adapter.validate(payload), payload.size)
+            if isinstance(resource, Pool):
+                shots, accepted = await resource.accepting(payload, allow_fallback, lambda adapter: self.validation.run(
+                    owner, adapter.validate(payload), payload.size))
+            else:
+                shots = await self.validation.run(owner, resource.adapter.validate(payload), payload.size)
         except InvalidPayload as exc:
             raise InvalidArgument(f"invalid payload for {name!r}: {exc}") from None
         except Busy as exc:  # the backend cannot check payloads yet (its description is not read)
@@ -285,8 +293,10 @@ class Broker:
         task = Task(resource=name, owner=owner, payload=payload, shots=shots,
                     lease_id=lease.id if lease else "", slurm_job_id=lease.slurm_job_id if lease else "",
                     client_request_id=request_id, events=self.events, priority=priority,
-                    account=lease.account if lease else "", warnings=warnings)
+                    account=lease.account if lease else "", warnings=warnings, allow_fallback=allow_fallback)
         self._check_room(resource, owner, task.size)  # again: others may have queued while it was validated
+        if isinstance(resource, Pool):
+            resource.scheduler.accepted(task, accepted)
         resource.scheduler.enqueue(task)
         self.events.task_queued(task)
         self._tasks[task.id] = task
@@ -392,9 +402,10 @@ class Broker:
             if task.state.terminal:
                 if resource is not None:
                     resource.scheduler.restore_usage(task)
-                if resource is not None and resource.adapter.remote and resource.scheduler.leading and \
+                runner = _runner(resource, task)
+                if runner is not None and runner.adapter.remote and runner.scheduler.leading and \
                         task.id in held and task.remote_ref:
-                    self._loops.append(asyncio.create_task(self._release(resource, task, task.remote_ref)))
+                    self._loops.append(asyncio.create_task(self._release(runner, task, task.remote_ref)))
                 self._finish(task)
                 continue
             if resource is not None and not resource.scheduler.leading:  # another member may dispatch it
@@ -404,7 +415,7 @@ class Broker:
             try:
                 if resource is None:
                     raise RuntimeError(f"resource {task.resource!r} is no longer configured")
-                ref = await _reattach(resource, task, submitting)
+                ref = await _reattach(runs_on(resource, task), task, submitting)
             except Exception as exc:  # its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost across a restart of the daemon: {exc}")
                 self._finish(task)
@@ -733,6 +744,14 @@ async def _reattach(resource: Resource, task: Task, submitting: set[str]) -> str
     if ref is not None or task.id in submitting:
         return await resource.adapter.attach(task.id, ref)
     return None
+
+
+def _runner(resource: Resource | None, task: Task) -> Resource | None:
+    """The resource whose backend ran ``task`` of ``resource`` (a pool's member), None when it is not configured."""
+    try:
+        return None if resource is None else runs_on(resource, task)
+    except RuntimeError:
+        return None
 
 
 def listing_key(task: Task) -> tuple[float, str]:

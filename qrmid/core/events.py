@@ -36,6 +36,9 @@ class Listener:
     def task_ref(self, task: Task) -> None:
         """``task.remote_ref`` changed while the task stayed in its state (e.g. its packed job was placed)."""
 
+    def task_bound(self, task: Task) -> None:
+        """A pool bound queued ``task`` to ``task.member``, whose scheduler runs it from now on."""
+
     def job_released(self, task: Task) -> None:
         """The backend no longer holds the finished ``task``'s job (its cleanup ran)."""
 
@@ -116,6 +119,10 @@ class Events(Listener):
     def task_ref(self, task: Task) -> None:
         for listener in self._listeners:
             _safely(listener.task_ref, task)
+
+    def task_bound(self, task: Task) -> None:
+        for listener in self._listeners:
+            _safely(listener.task_bound, task)
 
     def job_released(self, task: Task) -> None:
         for listener in self._listeners:

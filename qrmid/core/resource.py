@@ -39,6 +39,9 @@ class ResourceView:
     queue_length: int
     running_tasks: int
     payload_kinds: frozenset[PayloadKind]
+    members: tuple[str, ...] = ()  # a pool's member resources, in its order
+    pool_policy: str = ""  # a pool's policy: least-busy or ordered
+    fallback: str = ""  # a pool's fallback member; empty when none
 
 
 class Resource:

@@ -50,6 +50,7 @@ class Scheduler:
         self.published_slots: int | None = None  # the dispatcher's count, on a cluster member without credentials
         self._queue = FairQueue(policy)
         self.gates: list[Gate] = []  # rules holding queued tasks back beyond their place in line
+        self.watchers: list[Callable[[], None]] = []  # told of every wake (a pool over this resource)
         self.policy = self._queue.policy
         self.run_seconds: float | None = None  # moving average of how long a task holds a slot
         self._submitting: Task | None = None
@@ -132,6 +133,8 @@ class Scheduler:
     def wake(self) -> None:
         """Re-check whether a task can be dispatched (after a change of slots or state)."""
         self._wakeup.set()
+        for watcher in self.watchers:
+            watcher()
 
     def stop(self, task: Task, reason: str) -> None:
         """Cancel ``task`` wherever it is: drop it from the queue or stop its job on the backend."""

@@ -110,6 +110,8 @@ class Task:
     client_request_id: str = ""
     priority: str = ""  # priority class; empty: the resource's default
     account: str = ""  # fair-share account; empty: the owner
+    member: str = ""  # a pool's task: the member resource it was bound to at dispatch; empty until then
+    allow_fallback: bool = False  # a pool's task may run on the pool's fallback member
     warnings: tuple[str, ...] = ()  # given when it was accepted (e.g. over a soft allocation)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     remote_ref: str | None = None

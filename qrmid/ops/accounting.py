@@ -34,6 +34,7 @@ class UsageRecord:
     started_at: float | None
     ended_at: float
     shots: int
+    member: str = ""  # a pool's task: the member resource that ran it
 
     @property
     def qpu_seconds(self) -> float:
@@ -56,7 +57,7 @@ class Filters:
         return (record.seq > self.after_seq
                 and (not self.owner or record.owner == self.owner)
                 and (not self.account or record.account == self.account)
-                and (not self.resource or record.resource == self.resource)
+                and (not self.resource or self.resource in (record.resource, record.member))
                 and (not self.slurm_job_id or record.slurm_job_id == self.slurm_job_id)
                 and (self.since is None or record.ended_at >= self.since)
                 and (self.until is None or record.ended_at < self.until))
@@ -130,7 +131,8 @@ class Ledger(Listener):
         self._done.append(UsageRecord(
             seq=self._seq, task_id=task.id, resource=task.resource, owner=task.owner, account=account_of(task),
             slurm_job_id=task.slurm_job_id, lease_id=task.lease_id, state=view.state, created_at=view.created_at,
-            started_at=view.started_at, ended_at=view.ended_at or time.time(), shots=shots_used(task)))
+            started_at=view.started_at, ended_at=view.ended_at or time.time(), shots=shots_used(task),
+            member=task.member))
 
     def records(self, filters: Filters) -> Iterator[UsageRecord]:
         return (record for record in list(self._done) if filters.match(record))
@@ -139,7 +141,7 @@ class Ledger(Listener):
         now = time.time()
         start = now - window
         busy = sum(now - max(task.view.started_at or now, start)
-                   for task in self._running.values() if task.resource == resource)
+                   for task in self._running.values() if resource in (task.resource, task.member))
         ended = dict.fromkeys((TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED), 0)
         shots = 0
         qpu = 0.0
@@ -153,4 +155,4 @@ class Ledger(Listener):
 
 
 def _in_window(records: Iterable[UsageRecord], resource: str, start: float) -> Iterator[UsageRecord]:
-    return (r for r in records if r.resource == resource and r.ended_at >= start)
+    return (r for r in records if resource in (r.resource, r.member) and r.ended_at >= start)

@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 from qrmid.backends.registry import ADAPTERS, ResourceConfig
 from qrmid.ops import qrmi_import
 from qrmid.ops.paths import default_journal, default_socket
+from qrmid.ops.pool_config import AtKey, PoolSettings, ResourceEntry, check_pools
 
 SECRET_KEY = re.compile(r"(?i)key|secret|password|token|dsn")  # values of such keys never appear in messages
 
@@ -334,7 +335,7 @@ class WindowsSettings(_Section):
     maintenance: list[MaintenanceSettings] = Field(default_factory=list, description="planned maintenance windows")
 
 
-def _embedded_resources() -> list[ResourceConfig]:
+def _embedded_resources() -> list[ResourceEntry]:
     from qrmid.backends import local_pulser, local_qiskit
 
     return [local_qiskit.Settings(type="local-qiskit", name="local-qiskit"),
@@ -356,7 +357,7 @@ class Config(_Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     windows: WindowsSettings = Field(default_factory=WindowsSettings)
-    resources: list[ResourceConfig] = Field(default_factory=_embedded_resources)
+    resources: list[ResourceEntry] = Field(default_factory=_embedded_resources)
     _imported: set[str] = PrivateAttr(default_factory=set)  # names of the resources read from qrmi_config
 
     @model_validator(mode="after")
@@ -376,6 +377,11 @@ class Config(_Section):
             seen.add(resource.name)
         if not self.resources:
             raise ValueError("no resources: leave 'resources' out for the embedded default, or configure some")
+        return self
+
+    @model_validator(mode="after")
+    def _pools(self) -> Config:
+        check_pools(self.resources, clustered=self.cluster is not None)
         return self
 
     @model_validator(mode="after")
@@ -465,8 +471,10 @@ def _check_private(path: Path, config: Config) -> None:
 
 
 def _describe(error: ErrorDetails) -> str:
-    parts = [part for part in error["loc"] if part not in ADAPTERS]  # drop the union's type tags
+    parts = [part for part in error["loc"] if part not in RESOURCE_TYPES]  # drop the union's type tags
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
+    if isinstance(fault := error.get("ctx", {}).get("error"), AtKey):  # a check across keys names the one at fault
+        key = fault.key
     where = f"key '{key}'" if key else "top level"
     shown = isinstance(error["input"], (str, int, float, bool)) and not SECRET_KEY.search(key)
     got = f" (got {error['input']!r})" if shown and error["type"] not in ("missing", "extra_forbidden") else ""
@@ -478,6 +486,7 @@ def _describe(error: ErrorDetails) -> str:
     return f"{where}: {message}{got}"
 
 
+RESOURCE_TYPES = frozenset({*ADAPTERS, "pool"})
 OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
 BOUND_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
 
@@ -489,8 +498,8 @@ def _range(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             continue
-        if part in ADAPTERS:  # a resource's type tag: that type's settings
-            model = next(cls for cls in get_args(get_args(ResourceConfig)[0])
+        if part in RESOURCE_TYPES:  # a resource's type tag: that type's settings
+            model = next(cls for cls in (*get_args(get_args(ResourceConfig)[0]), PoolSettings)
                          if part in get_args(cls.model_fields["type"].annotation))
             continue
         fields = {} if model is None else {info.alias or name: info for name, info in model.model_fields.items()}

@@ -2,7 +2,7 @@
 
 Every daemon has its own ``CollectorRegistry``. Counters and histograms follow the broker's events;
 queue depths, busy slots and live leases are read from the broker at scrape time, on the event loop.
-Labels carry resource, owner, account, state, gRPC method and code only: never tokens or payloads.
+Labels carry resource, a pool's member, owner, account, state, gRPC method and code only: never tokens or payloads.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Metrics(Listener):
         self.queued = Counter("qrmid_tasks_queued", "Tasks accepted", ["resource"], registry=registry)
         self.outcomes = Counter("qrmid_tasks_finished", "Tasks that ended, by final state", ["resource", "state"],
                                 registry=registry)
+        self.pool_outcomes = Counter("qrmid_pool_tasks_finished", "Tasks of pools that ended, by the member that ran "
+                                     "them and final state", ["resource", "member", "state"], registry=registry)
         usage = ["owner", "account", "resource"]
         self.usage_tasks = Counter("qrmid_usage_tasks", "Finished tasks per owner, account and resource", usage,
                                    registry=registry)
@@ -80,6 +82,8 @@ class Metrics(Listener):
         if not view.state.terminal or view.ended_at is None:
             return
         self.outcomes.labels(task.resource, view.state.value).inc()
+        if task.member:
+            self.pool_outcomes.labels(task.resource, task.member, view.state.value).inc()
         labels = (task.owner, account_of(task), task.resource)
         self.usage_tasks.labels(*labels).inc()
         self.usage_shots.labels(*labels).inc(shots_used(task))

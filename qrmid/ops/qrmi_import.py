@@ -23,6 +23,7 @@ from qrmid.backends import ibm_quantum_system, pasqal_cloud
 from qrmid.backends.qrmi_package.settings import RESOURCE_TYPES
 from qrmid.backends.registry import ResourceConfig
 from qrmid.backends.settings import NAME_PATTERN
+from qrmid.ops.pool_config import ResourceEntry
 
 # native types: the key holding the vendor-side name, and the settings whose aliases are the QRMI keys it reads
 NATIVE: dict[str, tuple[str, type[BaseModel]]] = {
@@ -60,7 +61,7 @@ def read(path: Path) -> Imported:
     return convert(doc, str(path))
 
 
-def merge(path: Path, resources: list[ResourceConfig]) -> list[ResourceConfig]:
+def merge(path: Path, resources: list[ResourceEntry]) -> list[ResourceEntry]:
     """``resources`` followed by those of the qrmi_config.json at ``path`` (``[daemon] qrmi_config``); warnings
     are logged. ValueError when the file is unusable, lets other users read its secrets, or a name is taken."""
     imported = read(path)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting"  # journal-only state: handed to the backend, no reference back yet
 LAZY_SECONDS = 0.05  # the longest a task's start waits for another write to commit with
+POOL_COLUMNS = {"member": "TEXT NOT NULL DEFAULT ''", "allow_fallback": "INTEGER NOT NULL DEFAULT 0"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -198,6 +199,10 @@ class Journal(Commits, Listener):
             if "mode" not in lease_columns:  # a journal from before lease modes
                 conn.execute("ALTER TABLE leases ADD COLUMN mode TEXT NOT NULL DEFAULT 'shared'")
                 conn.execute("ALTER TABLE leases ADD COLUMN min_slots INTEGER NOT NULL DEFAULT 0")
+            task_columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+            for column, kind in POOL_COLUMNS.items():  # a pool's task: its member, whether it allows the fallback
+                if column not in task_columns:
+                    conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
             recovered = _read(conn, self.path)
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
@@ -244,6 +249,8 @@ class Journal(Commits, Listener):
                                   codec.dump(task.payload), task.shots, task.lease_id, task.slurm_job_id,
                                   task.client_request_id, view.state.value, view.created_at), task.id)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
+        if task.allow_fallback:
+            self._write("UPDATE tasks SET allow_fallback = 1 WHERE id = ?", (task.id,), task.id)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
@@ -269,6 +276,9 @@ class Journal(Commits, Listener):
 
     def task_ref(self, task: Task) -> None:
         self._write("UPDATE tasks SET remote_ref = ? WHERE id = ?", (task.remote_ref, task.id), task.id)
+
+    def task_bound(self, task: Task) -> None:
+        self._write("UPDATE tasks SET member = ? WHERE id = ?", (task.member, task.id), task.id)
 
     def job_released(self, task: Task) -> None:
         # nobody waits for it: lost in a crash, the restarted daemon releases the job again, as after a crash just
@@ -628,6 +638,11 @@ def _column(row: Row, name: str, *kinds: type) -> Any:
     return value
 
 
+def _pooled(row: Row, name: str, kind: type, default: Any) -> Any:
+    """A pool column of ``row`` (``default`` for a store without it); CorruptRow when it holds another kind."""
+    return _column(row, name, kind) if name in row.keys() else default  # noqa: SIM118 (a Row's "in" reads values)
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -714,7 +729,8 @@ def read_task(row: Row) -> Task:
                 shots=shots, lease_id=text["lease_id"], slurm_job_id=text["slurm_job_id"],
                 client_request_id=text["client_request_id"], id=text["id"],
                 remote_ref=_column(row, "remote_ref", str, type(None)), logs=text["logs"], priority=text["priority"],
-                account=text["account"])
+                account=text["account"], member=_pooled(row, "member", str, ""),
+                allow_fallback=bool(_pooled(row, "allow_fallback", int, 0)))
     if (result := _column(row, "result", bytes, type(None))) is not None:
         task.result = Result(result, _column(row, "result_type", str))
     return with_history(task, state, text["reason"], created_at, started_at, ended_at)

@@ -1,0 +1,235 @@
+"""Pools of resources over real gRPC: routing by each member's queue, ordered fallback when a member goes offline or
+is drained, a simulator fallback only for tasks that allow it, payloads routed to the member whose device accepts
+them, the binding kept across a ``kill -9``, and pool configs refused at load. The members are backends of the IBM
+Quantum System API emulator with a real S3 (moto); which member ran a task is asserted from the emulator's records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from daemons import config, running, short_dir
+from ibm_services import Services, emulator, ibm_services, record
+from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
+from test_ibm_quantum_system import resource as ibm_resource
+from test_recovery import Qrmid
+
+from qrmid.client import AsyncClient, sampler_payload
+from qrmid.ops.config import ConfigError, load
+from qrmid.v1 import admin_pb2, admin_pb2_grpc
+from qrmid.v1 import quantum_resources_pb2 as pb
+
+# east and west are the same device (perth), small another one (manila: 5 qubits in a line); one lane each
+BACKENDS = {"east": "perth", "west": "perth", "small": "manila"}
+BELL = isa_bell(shots=20)
+
+
+def circuit(a: int, b: int) -> pb.Payload:
+    """A sampler of one cx on physical qubits ``a`` and ``b``: an ISA circuit only where they are coupled."""
+    return sampler_payload({"pubs": [[f'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nx ${a};\ncx ${a}, ${b};\n'
+                                      f'c[0] = measure ${a};\nc[1] = measure ${b};\n', None, 20]], "version": 2})
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    backends = "".join(f'[[backends]]\nname = "{name}"\ndevice = "{device}"\nseed = 7\nnoise = false\n'
+                       'lanes = { hpc_workload_manager = 1, ibm_quantum_compute = 1 }\n'
+                       for name, device in BACKENDS.items())
+    path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
+    path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n{backends}')
+    with ibm_services(path, BUCKET) as found:
+        yield found
+
+
+@pytest.fixture
+async def backends(services: Services) -> AsyncIterator[Services]:
+    """Every backend online and quick, before and after the test."""
+    for name in BACKENDS:
+        await emulator(services, "POST", f"/_emulator/backends/{name}", {"status": "online", "job_duration_s": 0.2})
+    yield services
+    for name in BACKENDS:
+        await emulator(services, "POST", f"/_emulator/backends/{name}", {"status": "online", "job_duration_s": 0.2})
+
+
+def members(services: Services, *extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*(ibm_resource(name, services, status_interval=0.2, retry_deadline_seconds=5) for name in BACKENDS), *extra]
+
+
+async def submitted(services: Services, backend: str) -> set[str]:
+    """The ids of the jobs ``backend`` admitted (qrmid's task ids)."""
+    return {submission["id"] for submission in (await record(services, backend))["submissions"]}
+
+
+async def until(check: Any, what: str) -> None:
+    for _ in range(200):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_least_busy_sends_tasks_to_the_member_with_the_shorter_queue(backends: Services) -> None:
+    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 2.0})
+    cfg = config(members(backends, {"type": "pool", "name": "twins", "members": ["east", "west"]}))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        pool = await qrmid.resource("twins")
+        assert (list(pool.members), pool.pool_policy, pool.fallback) == (["east", "west"], "least-busy", "")
+        assert pool.capacity.slots_total == 2 and pool.status == pb.RESOURCE_STATUS_ONLINE
+        direct = [await qrmid.start_task("east", BELL) for _ in range(3)]  # one on east's lane, the others wait
+        pooled = [await qrmid.start_task("twins", BELL) for _ in range(3)]
+        done = [await qrmid.wait(task.id) for task in pooled]
+        assert [(task.state, task.resource, task.member) for task in done] == \
+            [(pb.TASK_STATE_COMPLETED, "twins", "west")] * 3
+        assert [(await qrmid.task(task.id)).state for task in direct].count(pb.TASK_STATE_COMPLETED) < 3, \
+            "east still had its own tasks to run when the pool's were done"
+        ids = {task.id for task in pooled}
+        assert ids <= await submitted(backends, "west") and not ids & await submitted(backends, "east")
+        for task in direct:
+            await qrmid.wait(task.id)
+
+
+async def test_ordered_pool_waits_for_its_first_member_and_moves_on_only_while_it_is_down(backends: Services) -> None:
+    cfg = config(members(backends, {"type": "pool", "name": "line", "members": ["east", "west"], "policy": "ordered"}))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid, \
+            grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+        first = [await qrmid.start_task("line", BELL) for _ in range(3)]  # east's one lane: they wait their turn
+        assert [(await qrmid.wait(task.id)).member for task in first] == ["east"] * 3
+
+        await emulator(backends, "POST", "/_emulator/backends/east", {"status": "offline"})
+        await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_OFFLINE), "east seen offline")
+        offline = [await qrmid.start_task("line", BELL) for _ in range(2)]
+        assert [(await qrmid.wait(task.id)).member for task in offline] == ["west"] * 2
+
+        await emulator(backends, "POST", "/_emulator/backends/east", {"status": "online"})
+        await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_ONLINE), "east seen online")
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        await admin.DrainResource(admin_pb2.DrainResourceRequest(resource="east", reason="recalibrating"))
+        drained = await qrmid.start_task("line", BELL)
+        assert (await qrmid.wait(drained.id)).member == "west"
+        await admin.ResumeResource(admin_pb2.ResumeResourceRequest(resource="east"))
+        resumed = await qrmid.start_task("line", BELL)
+        assert (await qrmid.wait(resumed.id)).member == "east"
+
+        east, west = await submitted(backends, "east"), await submitted(backends, "west")
+        assert {task.id for task in [*first, resumed]} <= east - west
+        assert {task.id for task in [*offline, drained]} <= west - east
+
+
+async def test_fallback_runs_only_tasks_that_allow_it_and_says_so(backends: Services) -> None:
+    cfg = config(members(backends, {"type": "local-qiskit", "name": "sim", "slots": 1},
+                         {"type": "pool", "name": "backed", "members": ["east", "sim"], "fallback": "sim"}))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        assert (await qrmid.resource("backed")).fallback == "sim"
+        await emulator(backends, "POST", "/_emulator/backends/east", {"status": "paused"})
+        await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_PAUSED), "east seen paused")
+        strict = await qrmid.start_task("backed", BELL)
+        allowed = await qrmid.start_task("backed", BELL, allow_fallback=True)
+        done = await qrmid.wait(allowed.id)
+        assert (done.state, done.member, done.allow_fallback) == (pb.TASK_STATE_COMPLETED, "sim", True)
+        assert json.loads(await qrmid.result(allowed.id))["__type__"] == "PrimitiveResult"
+        waiting = await qrmid.task(strict.id)
+        assert (waiting.state, waiting.member, waiting.allow_fallback) == (pb.TASK_STATE_QUEUED, "", False)
+        assert "no member of pool 'backed' can take it now: east is paused" in waiting.wait_reason
+
+        await emulator(backends, "POST", "/_emulator/backends/east", {"status": "online"})
+        done = await qrmid.wait(strict.id)
+        assert (done.state, done.member) == (pb.TASK_STATE_COMPLETED, "east")
+        assert strict.id in await submitted(backends, "east")
+        assert allowed.id not in await submitted(backends, "east"), "the simulator's run is not passed off as east's"
+
+
+async def test_each_task_goes_to_a_member_whose_device_accepts_it(backends: Services) -> None:
+    cfg = config(members(backends, {"type": "pool", "name": "mixed", "members": ["east", "small"]},
+                         {"type": "pool", "name": "twins", "members": ["east", "west"]}))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        for_small = [await qrmid.start_task("mixed", circuit(2, 3)) for _ in range(2)]  # coupled on manila only
+        for_east = [await qrmid.start_task("mixed", circuit(1, 3)) for _ in range(2)]  # coupled on perth only
+        assert [(await qrmid.wait(task.id)).member for task in for_small + for_east] == ["small"] * 2 + ["east"] * 2
+        assert {task.id for task in for_small} <= await submitted(backends, "small")
+        assert {task.id for task in for_east} <= await submitted(backends, "east")
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await qrmid.start_task("mixed", circuit(0, 4))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "no member of pool 'mixed' accepts it" in refused.value.details()
+        assert "east: " in refused.value.details() and "small: " in refused.value.details()
+
+        with pytest.raises(grpc.aio.AioRpcError) as mixed:
+            await qrmid.target("mixed")
+        assert mixed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "members (east, small) describe different devices" in mixed.value.details()
+        assert json.loads(await qrmid.target("twins")) == json.loads(await qrmid.target("east"))
+        assert (await qrmid.resource("small")).status == pb.RESOURCE_STATUS_ONLINE, "the daemon keeps serving"
+
+
+async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Services) -> None:
+    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 3.0})
+    pool = '[[resources]]\ntype = "pool"\nname = "line"\nmembers = ["east", "west"]\npolicy = "ordered"\n'
+    daemon = Qrmid("".join(_toml(table) for table in members(backends)) + pool)
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            bound = await qrmid.start_task("line", BELL, request_id="bound")
+            await until(lambda: _state(qrmid, bound.id, pb.TASK_STATE_RUNNING), "the first task running on east")
+            waiting = await qrmid.start_task("line", BELL, request_id="waiting")
+            queued = await qrmid.task(waiting.id)
+            assert (queued.state, queued.member) == (pb.TASK_STATE_QUEUED, "")
+            assert (await qrmid.task(bound.id)).member == "east"
+        daemon.kill()
+        daemon.start()
+        async with AsyncClient(daemon.address) as qrmid:
+            again = await qrmid.task(bound.id)
+            assert (again.state, again.member) == (pb.TASK_STATE_RUNNING, "east"), "followed on its member"
+            finished = [await qrmid.wait(task.id) for task in (bound, waiting)]
+        assert [(task.state, task.member) for task in finished] == [(pb.TASK_STATE_COMPLETED, "east")] * 2
+        seen = (await record(backends, "east"))["submissions"]
+        assert [submission["id"] for submission in seen].count(bound.id) == 1, "never submitted twice"
+        assert [submission["id"] for submission in seen].count(waiting.id) == 1
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize(("pool", "key", "message"), [
+    ('members = ["east", "nowhere"]', "resources[2].members",
+     "pool 'p' names 'nowhere', which is not a configured resource (resources: east, west)"),
+    ('members = ["east", "other"]', "resources[2].members",
+     "pool 'p' names pool 'other': a pool's members are resources, not pools"),
+    ('members = ["east"]\nfallback = "west"', "resources[2].fallback", "'west' is not a member of pool 'p'"),
+    ("members = []", "resources[2].members", "pool 'p' has no members: list the resources its tasks run on"),
+    ('members = ["west"]\nfallback = "west"', "resources[2].members", "pool 'p' has no members besides its fallback"),
+    ('members = ["east", "east"]', "resources[2].members", "pool 'p' lists a member twice"),
+])
+def test_bad_pools_are_refused_at_load_naming_the_key(pool: str, key: str, message: str) -> None:
+    path = short_dir() / "qrmid.toml"
+    path.write_text('[[resources]]\ntype = "noop"\nname = "east"\n[[resources]]\ntype = "noop"\nname = "west"\n'
+                    f'[[resources]]\ntype = "pool"\nname = "p"\n{pool}\n'
+                    '[[resources]]\ntype = "pool"\nname = "other"\nmembers = ["west"]\n')
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert str(refused.value).startswith(f"{path}: key '{key}': {message}")
+
+
+def test_an_unknown_policy_is_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "qrmid.toml"
+    path.write_text('[[resources]]\ntype = "noop"\nname = "east"\n'
+                    '[[resources]]\ntype = "pool"\nname = "p"\nmembers = ["east"]\npolicy = "random"\n')
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert f"{path}: key 'resources[1].policy': Input should be 'least-busy' or 'ordered'" in str(refused.value)
+
+
+async def _status(qrmid: AsyncClient, name: str, status: int) -> bool:
+    return bool((await qrmid.resource(name)).status == status)
+
+
+async def _state(qrmid: AsyncClient, task_id: str, state: int) -> bool:
+    return bool((await qrmid.task(task_id)).state == state)
+
+
+def _toml(table: dict[str, Any]) -> str:
+    return "[[resources]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
