@@ -31,8 +31,9 @@ BELL = isa_bell(shots=20)
 
 def circuit(a: int, b: int) -> pb.Payload:
     """A sampler of one cx on physical qubits ``a`` and ``b``: an ISA circuit only where they are coupled."""
-    return sampler_payload({"pubs": [[f'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nx ${a};\ncx ${a}, ${b};\n'
-                                      f'c[0] = measure ${a};\nc[1] = measure ${b};\n', None, 20]], "version": 2})
+    qasm = (f'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nx ${a};\ncx ${a}, ${b};\nc[0] = measure ${a};\n'
+            f'c[1] = measure ${b};\n')
+    return sampler_payload({"pubs": [[qasm, None, 20]], "version": 2})
 
 
 @pytest.fixture(scope="module")
