@@ -374,7 +374,7 @@ class WindowGate:
                 if window.kind == MAINTENANCE and now + run > window.start:
                     return Hold(f"resource {self.resource} has maintenance from {clock(window.start, now)} to "
                                 f"{clock(window.end or now, now)} (window {window.id}{_because(window)}); this task "
-                                f"would not finish before it (tasks run about {run:.0f} s), so it waits until the "
+                                f"would not finish before it (tasks run about {run:.3g} s), so it waits until the "
                                 "window ends", window.end)
                 continue
             if window.kind == BACKEND:
