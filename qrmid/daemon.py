@@ -291,7 +291,7 @@ class Daemon:
         await self.broker.start()
         if recovered is not None:
             self.ledger.restore(recovered.tasks)
-            self.broker.allocations.restore(recovered.allocations, recovered.tasks)
+            self.broker.allocations.restore(recovered.allocations, recovered.tasks, recovered.used)
             await self.broker.restore(recovered.tasks, recovered.leases, recovered.held, recovered.submitting,
                                       recovered.drains)
             self.broker.windows.restore(recovered.windows)

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,19 @@ from cluster import Cluster
 from daemons import config, running, serving, short_dir, write_config
 from postgres import Database
 from test_authz import tokens_file
+from test_postgres_store import password_file
 
 from qrmid import cli
 from qrmid.backends.payloads import PulserSequence
 from qrmid.client import AsyncClient, Client, pulser_payload
 from qrmid.client_auth import ClientAuth
-from qrmid.core.allocations import Allocations, allocation, period_bounds
+from qrmid.core.allocations import Allocations, Used, allocation, period_bounds
 from qrmid.core.errors import ResourceExhausted
-from qrmid.core.events import Events
+from qrmid.core.events import Events, Listener
 from qrmid.core.tasks import Task, TaskState
 from qrmid.ops.config import Config
+from qrmid.store.journal import Journal
+from qrmid.store.postgres import PostgresStore
 from qrmid.v1 import admin_pb2 as admin_pb
 from qrmid.v1 import admin_pb2_grpc as admin_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -439,3 +442,79 @@ def test_every_member_of_a_cluster_enforces_allocations_set_on_any_with_usage_fr
             _until(lambda: _listed(m1) == [], "deleted on m1")
             assert first.start_task("noop", shots(100)).state == pb.TASK_STATE_QUEUED
 
+
+
+# -- usage of tasks past retention --------------------------------------------------------------------------------
+
+
+def _ended(store: Listener, owner: str, count: int, state: TaskState, ran: float, account: str = "") -> Task:
+    """A task of ``count`` shots that ran ``ran`` seconds and ended in ``state``, as ``store`` records it."""
+    task = Task("noop", owner, PulserSequence("{}", count), shots=count, account=account, events=store)
+    store.task_queued(task)
+    task.transition(TaskState.RUNNING)
+    task.transition(state)
+    started = (task.view.ended_at or 0.0) - ran
+    task.history[-2:] = [replace(task.history[-2], started_at=started), replace(task.view, started_at=started)]
+    store.task_changed(task)
+    return task
+
+
+async def test_the_journal_keeps_the_usage_of_tasks_it_drops_past_retention_by_day() -> None:
+    path = short_dir() / "journal.db"
+    journal = Journal(path, retain_seconds=1e-3, cleanup_interval=3600)
+    journal.open()
+    journal.start()
+    done = [_ended(journal, "alice", 7, TaskState.COMPLETED, 2.5), _ended(journal, "alice", 9, TaskState.FAILED, 1.0),
+            _ended(journal, "bob", 4, TaskState.COMPLETED, 0.5, account="physics")]
+    await journal.durable()
+    await asyncio.sleep(0.01)
+    journal.cleanup_interval = 0  # the next commit drops them
+    journal.allocation_set(allocation("alice", [], "hard", 0, 20, "day", []))
+    await journal.durable()
+    await asyncio.to_thread(journal.close)
+    reopened = Journal(path)
+    recovered = reopened.open()
+    reopened.close()
+    assert recovered.tasks == [], "past retention"
+    today = datetime.fromtimestamp(done[0].view.ended_at or 0).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert sorted(recovered.used, key=lambda used: used.account) == [
+        Used("alice", "noop", today.timestamp(), pytest.approx(3.5), 7), Used("physics", "noop", today.timestamp(),
+                                                                               pytest.approx(0.5), 4)]
+    book = Allocations(Events())
+    book.restore(recovered.allocations, recovered.tasks, recovered.used)
+    [view] = book.views()
+    assert (view.used_shots, view.used_seconds) == (7, pytest.approx(3.5))
+
+
+async def test_postgresql_keeps_the_usage_of_records_it_drops_past_retention_by_day(database: Database) -> None:
+    store = PostgresStore(database.dsn, member="node-a", password_file=password_file(database),
+                          retain_seconds=3600, cleanup_interval=3600)
+    await asyncio.to_thread(store.open)
+    with database.connect() as conn:  # as an election leaves it: only the dispatcher writes a task's run
+        conn.execute("INSERT INTO resource_epoch (resource, dispatcher, epoch) VALUES ('noop', 'node-a', 1)")
+    store.dispatching("noop", 1)
+    store.start()
+    try:
+        old, new = _ended(store, "alice", 7, TaskState.COMPLETED, 2.5), _ended(store, "alice", 3, TaskState.COMPLETED, 1)
+        await store.durable()
+        ended = time.time() - 7200
+        with database.connect() as conn:
+            conn.execute("UPDATE tasks SET ended_at = %s WHERE id = %s", (ended, old.id))
+            conn.execute("UPDATE usage SET ended_at = %s, started_at = %s WHERE task_id = %s", (ended, ended - 2.5,
+                                                                                                 old.id))
+        store.cleanup_interval = 0
+        store.allocation_set(allocation("alice", [], "hard", 0, 20, "year", []))  # a write: the tidy-up follows
+        await store.durable()
+        store.allocation_set(allocation("alice", [], "hard", 0, 20, "year", []))  # committed after it
+        await store.durable()
+    finally:
+        await asyncio.to_thread(store.close)
+    again = PostgresStore(database.dsn, member="node-a", password_file=password_file(database))
+    recovered = await asyncio.to_thread(again.open)
+    day = datetime.fromtimestamp(ended).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    assert [task.id for task in recovered.tasks] == [new.id]
+    assert recovered.used == [Used("alice", "noop", day, pytest.approx(2.5), 7)]
+    book = Allocations(Events())
+    book.restore(recovered.allocations, recovered.tasks, recovered.used)
+    [view] = book.views()
+    assert view.used_shots == (10 if day >= period_bounds("year", time.time())[0] else 3)

@@ -151,6 +151,18 @@ class _Held:
 
 
 @dataclass(frozen=True, slots=True)
+class Used:
+    """Usage a store kept of tasks it no longer holds (past its retention): what ``account`` used on ``resource`` in
+    tasks that ended at ``at`` (epoch seconds; the local midnight of their day when summed by day)."""
+
+    account: str
+    resource: str
+    at: float
+    seconds: float
+    shots: int
+
+
+@dataclass(frozen=True, slots=True)
 class AllocationView:
     """An allocation with what its account used in the current period (ended tasks) and when that period ends."""
 
@@ -305,11 +317,14 @@ class Allocations(Listener):
 
     # -- usage ---------------------------------------------------------------------------------------------------
 
-    def restore(self, allocations: Iterable[Allocation], tasks: Iterable[Task]) -> None:
+    def restore(self, allocations: Iterable[Allocation], tasks: Iterable[Task], used: Iterable[Used] = ()) -> None:
         """Take the allocations and the tasks a store kept (at start): the ended ones charge the current periods, the
-        unfinished ones hold their shots (their run time is not known yet)."""
+        unfinished ones hold their shots (their run time is not known yet); ``used``: the usage the store kept of the
+        tasks it dropped."""
         for value in allocations:
             self.take(value)
+        for past in used:
+            self._add(past.account, past.resource, past.at, past.seconds, past.shots)
         for task in tasks:
             if task.state.terminal:
                 self._charge(task)
@@ -365,11 +380,14 @@ class Allocations(Listener):
         view = task.view
         ended = view.ended_at or self.clock()
         seconds = max(ended - view.started_at, 0.0) if view.started_at is not None else 0.0
-        shots = shots_used(task)
+        self._add(_account(task), task.resource, ended, seconds, shots_used(task))
+
+    def _add(self, account: str, resource: str, ended: float, seconds: float, shots: int) -> None:
+        """Charge ``account`` on ``resource`` for usage that ended at ``ended``, in each current period it ended in."""
         if not seconds and not shots:
             return
         self._renew(self.clock())
-        periods = self._used.setdefault(_account(task), {}).setdefault(task.resource, {})
+        periods = self._used.setdefault(account, {}).setdefault(resource, {})
         for period, (start, _) in self._bounds.items():
             if ended < start:
                 continue

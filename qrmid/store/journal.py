@@ -29,10 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qrmid.core.allocations import Allocation, allocation
+from qrmid.core.allocations import Allocation, Used, allocation
 from qrmid.core.errors import InvalidArgument
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease, LeaseMode
@@ -69,6 +70,8 @@ CREATE TABLE IF NOT EXISTS windows (id TEXT PRIMARY KEY, resource TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS allocations (account TEXT NOT NULL, resources TEXT NOT NULL, limit_kind TEXT NOT NULL,
     qpu_seconds REAL NOT NULL, shots INTEGER NOT NULL, period TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (account, resources));
+CREATE TABLE IF NOT EXISTS usage_days (account TEXT NOT NULL, resource TEXT NOT NULL, day TEXT NOT NULL,
+    qpu_seconds REAL NOT NULL, shots INTEGER NOT NULL, PRIMARY KEY (account, resource, day));
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
     row_id INTEGER NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL, raw TEXT NOT NULL);
 """
@@ -84,6 +87,12 @@ INSERT_TRANSITIONS = "INSERT INTO transitions VALUES "
 UPDATE_TASKS = """UPDATE tasks SET state = v.column1, started_at = v.column2, ended_at = v.column3, reason = v.column4,
     remote_ref = v.column5, result = v.column6, result_type = v.column7, result_bytes = v.column8, logs = v.column9,
     payload = coalesce(v.column10, tasks.payload) FROM (VALUES {rows}) AS v WHERE tasks.id = v.column11"""
+ROLL_UP = """INSERT INTO usage_days (account, resource, day, qpu_seconds, shots)
+    SELECT CASE account WHEN '' THEN owner ELSE account END, resource, date(ended_at, 'unixepoch', 'localtime'),
+    sum(CASE WHEN started_at IS NULL THEN 0.0 ELSE max(ended_at - started_at, 0.0) END),
+    sum(CASE state WHEN 'completed' THEN shots ELSE 0 END) FROM tasks WHERE id IN ({ids}) AND ended_at IS NOT NULL
+    GROUP BY 1, 2, 3 ON CONFLICT (account, resource, day) DO UPDATE SET
+    qpu_seconds = qpu_seconds + excluded.qpu_seconds, shots = shots + excluded.shots"""  # dropped tasks' usage
 PAYLOAD_COLUMN = 9  # the payload's place in UPDATE_TASK's parameters (None: kept)
 
 
@@ -114,6 +123,7 @@ class Recovered:
     drains: dict[str, str] = field(default_factory=dict)  # resources an admin drained, with the reason
     windows: list[Window] = field(default_factory=list)  # reservations and maintenance windows admins created
     allocations: list[Allocation] = field(default_factory=list)  # budgets an admin set, by account
+    used: list[Used] = field(default_factory=list)  # usage of the finished tasks dropped past retention
     quarantined: list[Quarantined] = field(default_factory=list)  # every row ever quarantined, oldest first
 
     def add(self, task: Task, stored_state: str, released: bool) -> None:
@@ -471,6 +481,9 @@ class Journal(Commits, Listener):
                 total += size
                 if total > self.max_result_bytes and task_id not in kept:
                     doomed.append(task_id)
+        for start in range(0, len(doomed), 500):  # their usage is kept, summed by day, for allocations
+            chunk = doomed[start:start + 500]
+            conn.execute(ROLL_UP.format(ids=", ".join("?" * len(chunk))), chunk)
         for task_id in doomed:
             conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
             conn.execute("DELETE FROM transitions WHERE task_id = ?", (task_id,))
@@ -561,6 +574,9 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
                 recovered.windows.append(read_window(row))
             except Exception as exc:
                 bad.append(("windows", row, why_unreadable(exc)))
+        recovered.used = [Used(account, resource, datetime.strptime(day, "%Y-%m-%d").timestamp(), seconds, shots)
+                          for account, resource, day, seconds, shots in conn.execute(
+                              "SELECT account, resource, day, qpu_seconds, shots FROM usage_days")]
         for row in conn.execute("SELECT rowid AS row_id, * FROM allocations ORDER BY account, resources"):
             try:
                 recovered.allocations.append(read_allocation(row))

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qrmid.backends.base import BackendStatus
-from qrmid.core.allocations import Allocation
+from qrmid.core.allocations import Allocation, Used
 from qrmid.core.events import Listener
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
@@ -92,6 +93,9 @@ PUBLISH = """INSERT INTO resource_state (resource, state, reason, slots, target,
 EPOCHS = "SELECT resource, epoch FROM resource_epoch WHERE resource = ANY(%s) FOR SHARE"
 WINDOW_COLUMNS = "id, resource, kind, start_at, end_at, users, accounts, groups_, reason"
 ALLOCATION_COLUMNS = "account, resources, limit_kind, qpu_seconds, shots, period"
+ROLL_UP = """INSERT INTO usage_days (account, resource, day, qpu_seconds, shots) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (account, resource, day) DO UPDATE SET qpu_seconds = usage_days.qpu_seconds + excluded.qpu_seconds,
+    shots = usage_days.shots + excluded.shots"""
 CHANNEL = "qrmid"  # the LISTEN/NOTIFY channel of the members: 't:' task id, 'l:' lease id, 'd:' resource, ...
 NOTIFY = "SELECT pg_notify('qrmid', %s)"
 
@@ -508,6 +512,7 @@ class PostgresStore(Commits, Listener):
         if self.retain_seconds:
             cutoff = time.time() - self.retain_seconds
             dropped += (await conn.execute("DELETE FROM tasks WHERE ended_at < %s", (cutoff,))).rowcount
+            await _roll_up(conn, cutoff)
             await conn.execute("DELETE FROM usage WHERE ended_at < %s", (cutoff,))
         if self.max_result_bytes:
             dropped += (await conn.execute(
@@ -557,6 +562,29 @@ def read_windows(rows: Iterable[dict[str, Any]]) -> list[Window]:
     return windows
 
 
+async def _roll_up(conn: psycopg.AsyncConnection, cutoff: float) -> None:
+    """Keep the usage of the records that ended before ``cutoff``, summed by local day, for allocations."""
+    days: dict[tuple[str, str, str], list[float]] = {}
+    for account, resource, started, ended, shots in await (await conn.execute(
+            "SELECT account, resource, started_at, ended_at, shots FROM usage WHERE ended_at < %s", (cutoff,))).fetchall():
+        total = days.setdefault((account, resource, datetime.fromtimestamp(ended).strftime("%Y-%m-%d")), [0.0, 0])
+        total[0] += max(ended - started, 0.0) if started is not None else 0.0
+        total[1] += shots
+    if days:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(ROLL_UP, [(*key, seconds, int(shots)) for key, (seconds, shots) in days.items()])
+
+
+def read_used(conn: psycopg.Connection[dict[str, Any]]) -> list[Used]:
+    """The usage kept of the tasks the store no longer holds: summed by day past retention, and the records of tasks
+    dropped for the size of their results."""
+    used = [Used(row["account"], row["resource"], datetime.strptime(row["day"], "%Y-%m-%d").timestamp(),
+                 row["qpu_seconds"], row["shots"]) for row in conn.execute("SELECT * FROM usage_days")]
+    return used + [Used(row["account"], row["resource"], row["ended_at"], max(row["ended_at"] - row["started_at"], 0.0)
+                        if row["started_at"] is not None else 0.0, row["shots"]) for row in conn.execute(
+        "SELECT * FROM usage u WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = u.task_id)")]
+
+
 def read_allocations(rows: Iterable[dict[str, Any]]) -> list[Allocation]:
     """The admins' allocations of ``rows``, by account; a row that cannot be read is logged and left out."""
     allocations = []
@@ -583,6 +611,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
     recovered.allocations = read_allocations(conn.execute(f"SELECT {ALLOCATION_COLUMNS} FROM allocations"))
+    recovered.used = read_used(conn)
     recovered.windows = read_windows(conn.execute(f"SELECT {WINDOW_COLUMNS} FROM windows ORDER BY start_at"))
     bad: list[tuple[dict[str, Any], str]] = []  # row, why
     for row in conn.execute(READ_TASKS + " ORDER BY t.seq").fetchall():
