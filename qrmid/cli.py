@@ -351,9 +351,17 @@ def _read(path: Path) -> str:
 def _start(client: Client, resource: str, payload: pb.Payload, lease_token: str, priority: str) -> pb.Task:
     """Queue the task; a Ctrl-C before the daemon answers says how to find out whether it was queued."""
     try:
-        return client.start_task(resource, payload, lease_token=lease_token, priority=priority)
+        task = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
     except KeyboardInterrupt:
         _interrupted_before_queued()
+    _warn(task)
+    return task
+
+
+def _warn(task: pb.Task) -> None:
+    """The warnings the daemon gave when it accepted ``task`` (e.g. over a soft allocation), on stderr."""
+    for warning in task.warnings:
+        click.echo(f"task {task.id}: warning: {warning}", err=True)
 
 
 def _interrupted_before_queued() -> NoReturn:
@@ -373,6 +381,7 @@ class _Progress:
     def show(self, task: pb.Task) -> None:
         if self.last is None:
             click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
+            _warn(task)
         elif not err.is_terminal and task.state != self.last.state and task.state not in TERMINAL:
             click.echo(f"task {task.id}: {_state(task)}", err=True)
         self.last = task
@@ -537,7 +546,8 @@ def _show(task: pb.Task) -> None:
         if stamp.seconds or stamp.nanos:
             rows[label] = stamp.ToDatetime().isoformat(timespec="milliseconds") + "Z"
     for label, value in (("priority", task.priority), ("account", task.account), ("lease", task.lease_id),
-                         ("slurm job", task.slurm_job_id), ("shots", str(task.shots or "")), ("reason", task.reason)):
+                         ("slurm job", task.slurm_job_id), ("shots", str(task.shots or "")), ("reason", task.reason),
+                         ("waiting", task.wait_reason), ("warnings", "; ".join(task.warnings))):
         if value:
             rows[label] = value
     width = max(map(len, rows))

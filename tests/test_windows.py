@@ -352,7 +352,7 @@ def qrmid(address: str, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_the_cli_reserves_lists_drains_at_and_unreserves_ids_whole() -> None:
     scratch = short_dir()
     path = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{scratch / "qrmid.sock"}"\n[journal]\n'
-                        f'path = "{scratch / "journal.db"}"\n' + noop("qpu-with-a-long-name"))
+                        f'path = "{scratch / "journal.db"}"\n' + noop("qpu-with-a-long-name") + noop("qpu2"))
     daemon = Daemon(load(path), path)
     await daemon.start()
     address = f"unix:{daemon.socket}"
@@ -381,9 +381,15 @@ async def test_the_cli_reserves_lists_drains_at_and_unreserves_ids_whole() -> No
                                           "now+2h", "--for", "1h")
         assert overlap.returncode != 0 and f"INVALID_ARGUMENT: the window overlaps reservation window {window_id}" \
             in " ".join(overlap.stderr.split())
+        now = await asyncio.to_thread(qrmid, address, "admin", "reserve", "qpu2", "--for", "1h", "--users", "alice")
+        task_id = (await asyncio.to_thread(qrmid, address, "submit", "qpu2", "qrmid/examples/pulser.json")).stdout
+        shown = (await asyncio.to_thread(qrmid, address, "status", task_id.strip())).stdout
+        assert "waiting         resource qpu2 is reserved for users alice until " in shown, shown
+        assert f"(reservation {now.stdout.strip()})" in shown
         gone = await asyncio.to_thread(qrmid, address, "admin", "unreserve", window_id)
         assert gone.returncode == 0, gone.stderr
-        left = json.loads((await asyncio.to_thread(qrmid, address, "admin", "windows", "--json")).stdout)
+        left = json.loads((await asyncio.to_thread(qrmid, address, "admin", "windows", "--resource",
+                                                   "qpu-with-a-long-name", "--json")).stdout)
         assert [w["id"] for w in left] == [maintenance_id]
     finally:
         await daemon.stop()
