@@ -89,8 +89,9 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @streaming
     async def RunTask(self, request: pb.StartTaskRequest, context: Context) -> AsyncIterator[pb.RunTaskResponse]:
-        task = await self._start(request, context)
-        first = task.shown
+        earlier = self.broker.requested(caller(context).name, request.client_request_id)
+        task = await self._start(request, context, eager=True)
+        first = task.shown if task is earlier else task.history[0]  # a new eager task may be further along already
         yield pb.RunTaskResponse(task=self._task(task, first))
         last = first
         if not first.state.terminal:
@@ -154,13 +155,14 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
                                 ) -> pb.ListAllocationsResponse:
         return allocations.my_allocations(self.broker, caller(context).name)
 
-    async def _start(self, request: pb.StartTaskRequest, context: Context) -> Task:
-        """The task ``request`` starts (or the one its request id started before), once it is durable."""
+    async def _start(self, request: pb.StartTaskRequest, context: Context, eager: bool = False) -> Task:
+        """The task ``request`` starts (or the one its request id started before), once it is durable; ``eager``:
+        see ``Broker.start_task``."""
         identity = caller(context)
         return await self.broker.start_task(
             required(request.resource, "resource"), convert.payload(request.payload), identity.name,
             lease_token=request.lease_token, request_id=request.client_request_id, priority=request.priority,
-            admin=identity.admin, allow_fallback=request.allow_fallback)
+            admin=identity.admin, eager=eager, allow_fallback=request.allow_fallback)
 
     async def _visible(self, task_id: str, context: Context) -> Task:
         """The task when the caller owns it or is an admin; PermissionDenied otherwise."""

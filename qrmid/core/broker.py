@@ -248,11 +248,12 @@ class Broker:
         return resource
 
     async def start_task(self, name: str, payload: Payload, owner: str, lease_token: str = "",
-                         request_id: str = "", priority: str = "", admin: bool = False,
+                         request_id: str = "", priority: str = "", admin: bool = False, eager: bool = False,
                          allow_fallback: bool = False) -> Task:
         """Validate ``payload`` and queue it as a new task (or return the task ``request_id`` made before) in
         priority class ``priority`` ('' for the resource's default; ``admin`` callers may use admin-only ones).
-        ``allow_fallback``: a pool may run the task on its fallback member."""
+        ``eager`` (RunTask): on a local backend, outside cluster mode, the task may start while its acceptance
+        commits (see ``Task.eager``). ``allow_fallback``: a pool may run the task on its fallback member."""
         if not self.accepting:
             raise Unavailable("the daemon is shutting down and takes no new tasks; retry on its restart")
         self.events.writable()  # never accept a task the journal cannot record
@@ -295,6 +296,7 @@ class Broker:
                     client_request_id=request_id, events=self.events, priority=priority,
                     account=lease.account if lease else "", warnings=warnings, allow_fallback=allow_fallback)
         self._check_room(resource, owner, task.size)  # again: others may have queued while it was validated
+        task.eager = eager and not resource.adapter.remote and self.cluster is None
         if isinstance(resource, Pool):
             resource.scheduler.accepted(task, accepted)
         resource.scheduler.enqueue(task)
@@ -699,6 +701,10 @@ class Broker:
 
     def queue_position(self, task: Task) -> int:
         return self.resources[task.resource].scheduler.position(task)
+
+    def requested(self, owner: str, request_id: str) -> Task | None:
+        """The task ``owner``'s request ``request_id`` made, while it is kept; None for none (or no request id)."""
+        return self._by_request(owner, request_id) if request_id else None
 
     def _by_request(self, owner: str, request_id: str) -> Task | None:
         task_id = self._requests.get((owner, request_id))

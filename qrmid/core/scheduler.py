@@ -156,7 +156,8 @@ class Scheduler:
             self._submitting = task
             self._ahead = len(self._running) >= self.slots
             try:
-                await task.events.recorded(task)  # never run a task the journal could not record
+                if not task.eager:  # an eager task runs while its acceptance commits (see Task.eager)
+                    await task.events.recorded(task)  # never run a task the journal could not record
                 payload = await task.full_payload()
                 if self.adapter.remote:  # write-ahead: a restarted daemon must know this job may exist
                     task.events.task_submitting(task)

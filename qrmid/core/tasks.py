@@ -119,6 +119,9 @@ class Task:
     logs: str = ""
     history: list[TaskView] = field(default_factory=list)
     events: Listener = field(default_factory=Listener, repr=False)
+    # may start before its acceptance is durable (RunTask on a local backend): nothing of it leaves the daemon, its
+    # states are shown only once durable like any task's, and a record that fails takes it back unseen
+    eager: bool = field(default=False, repr=False)
     size: int = field(init=False, default=0)  # the payload's size as submitted, kept when it is stored or emptied
     stored: StoredPayload | None = field(default=None, init=False, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -272,4 +275,3 @@ class Task:
             if view.state.terminal:
                 return view
         raise AssertionError("watch() ends only on a terminal state")
-

@@ -5,8 +5,9 @@ Callers on the event loop only enqueue writes; one writer thread commits whateve
 transaction (group commit), so a burst of tasks costs one fsync, not one each, and its task inserts, task updates and
 transitions each go to SQLite as one statement of many rows. A task's start needs no commit of its own: its writes
 wait up to ``LAZY_SECONDS`` for the next write to commit with (a short task's end), and so does the mark that its
-backend job was released, so a task costs two commits, its acceptance and its end. ``durable()`` waits for the commit of everything enqueued so far, for at most
-``commit_timeout`` seconds. When the disk is full or read-only the
+backend job was released, so a task costs two commits, its acceptance and its end; an eager task (RunTask on a local
+backend) one, when it ends soon: its acceptance waits up to ``EAGER_SECONDS`` for its end. ``durable()`` waits for the
+commit of everything enqueued so far, for at most ``commit_timeout`` seconds. When the disk is full or read-only the
 writer keeps the pending writes, reports the error (``writable()`` raises it) and retries until the disk takes
 them again. A write that can never succeed (a value SQLite cannot store) is refused on its own: the rest of its
 batch commits, and whoever waits for that task's record gets Unavailable. A row that cannot be read back at
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SUBMITTING = "submitting"  # journal-only state: handed to the backend, no reference back yet
 LAZY_SECONDS = 0.05  # the longest a task's start waits for another write to commit with
+EAGER_SECONDS = 0.01  # the longest an eager task's acceptance waits for another write (its end) to commit with
 POOL_COLUMNS = {"member": "TEXT NOT NULL DEFAULT ''", "allow_fallback": "INTEGER NOT NULL DEFAULT 0"}
 
 SCHEMA = """
@@ -255,12 +257,13 @@ class Journal(Commits, Listener):
 
     def task_queued(self, task: Task) -> None:
         view = task.view
+        lazy = EAGER_SECONDS if task.eager else 0.0  # it runs meanwhile: a short task's end commits with it
         self._write(INSERT_TASK, (task.id, task.resource, task.owner, task.account, task.priority, task.payload.kind.value,
                                   codec.dump(task.payload), task.shots, task.lease_id, task.slurm_job_id,
-                                  task.client_request_id, view.state.value, view.created_at), task.id)
-        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
+                                  task.client_request_id, view.state.value, view.created_at), task.id, lazy)
+        self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id, lazy)
         if task.allow_fallback:
-            self._write("UPDATE tasks SET allow_fallback = 1 WHERE id = ?", (task.id,), task.id)
+            self._write("UPDATE tasks SET allow_fallback = 1 WHERE id = ?", (task.id,), task.id, lazy)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
@@ -275,8 +278,9 @@ class Journal(Commits, Listener):
         view = task.view
         result = task.result
         payload = codec.dump(task.payload) if view.state.terminal else None  # emptied: only its kind stays
-        lazy = view.state is TaskState.RUNNING  # a restart finds the task queued, or being submitted, and so runs
-        # or re-attaches it as when it crashes just before this write: the start is committed with what comes next
+        # a start is committed with what comes next: a restart finds the task queued, or being submitted, and so runs
+        # or re-attaches it as when it crashes just before this write
+        lazy = LAZY_SECONDS if view.state is TaskState.RUNNING else 0.0
         self._write(UPDATE_TASK, (view.state.value, view.started_at, view.ended_at, view.reason, task.remote_ref,
                                   result.data if result else None, result.content_type if result else None,
                                   len(result.data) if result else 0, task.logs, payload, task.id), task.id, lazy)
@@ -293,7 +297,7 @@ class Journal(Commits, Listener):
     def job_released(self, task: Task) -> None:
         # nobody waits for it: lost in a crash, the restarted daemon releases the job again, as after a crash just
         # before it was written
-        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,), task.id, lazy=True)
+        self._write("UPDATE tasks SET released = 1 WHERE id = ?", (task.id,), task.id, lazy=LAZY_SECONDS)
 
     def lease_granted(self, lease: Lease) -> None:
         self._write("INSERT OR REPLACE INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, "
@@ -324,9 +328,9 @@ class Journal(Commits, Listener):
     def allocation_deleted(self, allocation: Allocation) -> None:
         self._write("DELETE FROM allocations WHERE account = ? AND resources = ?", allocation_row(allocation)[:2])
 
-    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "", lazy: bool = False) -> None:
+    def _write(self, sql: str, params: tuple[Any, ...], task_id: str = "", lazy: float = 0.0) -> None:
         """Enqueue a write. The writes of one turn of the event loop reach the writer together, in one commit; a
-        ``lazy`` one waits for the next write that is not, or ``LAZY_SECONDS``, to share its commit (it counts as
+        ``lazy`` one waits for the next write that is not, or ``lazy`` seconds, to share its commit (it counts as
         enqueued at once: ``durable()`` waits for it)."""
         self._enqueued += 1
         write = (sql, params, task_id)
@@ -334,8 +338,11 @@ class Journal(Commits, Listener):
             self._pending.put([write])
         elif lazy:
             self._lazy.append(write)
-            if self._lazy_timer is None:
-                self._lazy_timer = self._loop.call_later(LAZY_SECONDS, self._hand_over)
+            due = self._loop.time() + lazy
+            if self._lazy_timer is None or self._lazy_timer.when() > due:
+                if self._lazy_timer is not None:
+                    self._lazy_timer.cancel()
+                self._lazy_timer = self._loop.call_at(due, self._hand_over)
         else:
             if self._lazy:  # enqueued before this one: they go first
                 self._held += self._lazy
