@@ -21,7 +21,7 @@ from test_recovery import Qrmid
 
 from qrmid.client import AsyncClient, sampler_payload
 from qrmid.ops.config import ConfigError, load
-from qrmid.v1 import admin_pb2, admin_pb2_grpc
+from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
 
 # east and west are the same device (perth), small another one (manila: 5 qubits in a line); one lane each
@@ -168,6 +168,35 @@ async def test_each_task_goes_to_a_member_whose_device_accepts_it(backends: Serv
         assert (await qrmid.resource("small")).status == pb.RESOURCE_STATUS_ONLINE, "the daemon keeps serving"
 
 
+async def test_a_lease_on_a_pool_holds_its_tasks_wherever_they_run_and_cancels_them_all(backends: Services) -> None:
+    for name in ("east", "west"):
+        await emulator(backends, "POST", f"/_emulator/backends/{name}", {"job_duration_s": 30.0})
+    cfg = config(members(backends, {"type": "pool", "name": "twins", "members": ["east", "west"]}))
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid, \
+            grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+        lease = await qrmid.acquire("twins")
+        with pytest.raises(grpc.aio.AioRpcError) as elsewhere:
+            await qrmid.start_task("east", BELL, lease_token=lease.token)
+        assert elsewhere.value.code() != grpc.StatusCode.OK, "a lease on the pool is not one on its members"
+        tasks = [await qrmid.start_task("twins", BELL, lease_token=lease.token) for _ in range(3)]
+        await until(lambda: _all_running(qrmid, [task.id for task in tasks[:2]]), "a task running on each member")
+        stopped = await qrmid.stop_task(tasks[0].id)
+        assert (stopped.state, stopped.member) == (pb.TASK_STATE_CANCELLED, "east")
+        await until(lambda: _all_running(qrmid, [tasks[2].id]), "the pool's next task running")
+        assert (await qrmid.task(tasks[2].id)).member == "east", "the lane the cancel freed went to the pool's next task"
+        released = await qrmid.release(lease.token)
+        assert released.cancelled_tasks == 2
+        assert [(await qrmid.task(task.id)).state for task in tasks] == [pb.TASK_STATE_CANCELLED] * 3
+
+        async def freed() -> bool:
+            return [(await record(backends, name))["stored"] for name in ("east", "west")] == [0, 0]
+        await until(freed, "every lane freed on the service")
+        records = (await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
+            metrics_pb2.ListAccountingRequest(resource="east"))).records
+        assert {record.task_id for record in records if record.resource == "twins"} == {tasks[0].id, tasks[2].id}, \
+            "a member's accounting counts the pool's tasks it ran"
+
+
 async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Services) -> None:
     await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 3.0})
     pool = '[[resources]]\ntype = "pool"\nname = "line"\nmembers = ["east", "west"]\npolicy = "ordered"\n'
@@ -226,6 +255,10 @@ def test_an_unknown_policy_is_refused_at_load(tmp_path: Path) -> None:
 
 async def _status(qrmid: AsyncClient, name: str, status: int) -> bool:
     return bool((await qrmid.resource(name)).status == status)
+
+
+async def _all_running(qrmid: AsyncClient, ids: list[str]) -> bool:
+    return [(await qrmid.task(task_id)).state for task_id in ids] == [pb.TASK_STATE_RUNNING] * len(ids)
 
 
 async def _state(qrmid: AsyncClient, task_id: str, state: int) -> bool:
