@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import grp
 import logging
 import os
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from cachetools import TTLCache
 
@@ -367,29 +368,24 @@ class WindowGate:
 
     def hold(self, task: Task, now: float) -> Hold | None:
         run = self.windows.expected_run(self.scheduler)
+        today = date.fromtimestamp(now)
         for window in self.windows.of(self.resource, now):
             if window.closed_at(now):
                 continue
+            if window.start > now + run:
+                break  # it and the later ones are too far ahead to hold anything
             if window.start > now:
-                if window.kind == MAINTENANCE and now + run > window.start:
-                    return Hold(f"resource {self.resource} has maintenance from {clock(window.start, now)} to "
-                                f"{clock(window.end or now, now)} (window {window.id}{_because(window)}); this task "
-                                f"would not finish before it (tasks run about {run:.3g} s), so it waits until the "
-                                "window ends", window.end)
+                if window.kind == MAINTENANCE:
+                    return _held(window, f"{run:.3g}", today)
                 continue
-            if window.kind == BACKEND:
-                return Hold(f"resource {self.resource} is reserved on the backend's side (it runs only its own "
-                            "reservation's jobs); tasks wait until the backend releases it")
-            if window.kind == MAINTENANCE:
-                return Hold(f"resource {self.resource} is in maintenance until {clock(window.end or now, now)} "
-                            f"(window {window.id}{_because(window)})", window.end)
+            if window.kind != RESERVATION:
+                return _held(window, "", today)
             admitted = self._admits(window, task)
+            if admitted is None:  # rare: its owner's groups are being read
+                held = _held(window, "", today)
+                return Hold(f"{held.reason}; checking whether {task.owner} is in group {', '.join(window.groups)}")
             if not admitted:
-                checking = f"; checking whether {task.owner} is in group {', '.join(window.groups)}" \
-                    if admitted is None else ""
-                return Hold(f"resource {self.resource} is reserved for {window.holders} until "
-                            f"{clock(window.end or now, now)} (reservation {window.id}){checking}",
-                            None if admitted is None else window.end)
+                return _held(window, "", today)
         return None
 
     def changes_at(self, now: float) -> float | None:
@@ -409,5 +405,21 @@ class WindowGate:
         return None if groups is None else not groups.isdisjoint(window.groups)
 
 
-def _because(window: Window) -> str:
-    return f": {window.reason}" if window.reason else ""
+@functools.lru_cache(maxsize=1024)
+def _held(window: Window, run: str, today: date) -> Hold:
+    """Why ``window`` holds a task: in force (``run`` empty), or ahead while tasks run about ``run`` seconds; times as
+    read on ``today``. Made once per window and day, not per task: a long queue is looked through at each dispatch."""
+    now = datetime.combine(today, datetime.min.time()).timestamp()  # only its date matters to ``clock``
+    because = f": {window.reason}" if window.reason else ""
+    until = clock(window.end, now) if window.end is not None else ""
+    if window.kind == BACKEND:
+        return Hold(f"resource {window.resource} is reserved on the backend's side (it runs only its own "
+                    "reservation's jobs); tasks wait until the backend releases it")
+    if window.kind == RESERVATION:
+        return Hold(f"resource {window.resource} is reserved for {window.holders} until {until} (reservation "
+                    f"{window.id})", window.end)
+    if run:
+        return Hold(f"resource {window.resource} has maintenance from {clock(window.start, now)} to {until} (window "
+                    f"{window.id}{because}); this task would not finish before it (tasks run about {run} s), so it "
+                    "waits until the window ends", window.end)
+    return Hold(f"resource {window.resource} is in maintenance until {until} (window {window.id}{because})", window.end)
