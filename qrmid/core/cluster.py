@@ -61,6 +61,11 @@ class Membership(Protocol):
         there is none."""
         ...
 
+    async def claim_exclusive(self, lease: Lease) -> bool:
+        """Record exclusive ``lease`` in the store unless another member granted a live exclusive lease on its resource
+        (race-free across members); whether it was recorded."""
+        ...
+
     async def handover(self, member: str, back: bool = False) -> MemberView:
         """Tell ``member`` to hand over every resource it dispatches and take none until it restarts (or, with
         ``back``, to take resources again); NotFound when no such member ever joined."""

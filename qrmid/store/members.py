@@ -32,15 +32,18 @@ from qrmid.core.cluster import Dispatch, MemberView, Replica
 from qrmid.core.errors import NotFound, Unavailable
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
-from qrmid.store.journal import SUBMITTING, read_task
+from qrmid.store.journal import SUBMITTING, read_lease, read_task
 from qrmid.store.postgres import (
     ALLOCATION_COLUMNS,
     CHANNEL,
+    LEASE_COLUMNS,
     MEMBER_LOCK,
     NOTIFY,
     READ_TASKS,
+    UPSERT_LEASE,
     WINDOW_COLUMNS,
     PostgresStore,
+    lease_row,
     read_allocations,
     read_windows,
 )
@@ -50,7 +53,9 @@ log = logging.getLogger(__name__)
 TICK = 0.5  # seconds between two rounds of heartbeat and election
 LOCKS = 0x71726D69  # the advisory locks of dispatch (two-key form): this key, then the resource's lock_key
 RESYNC_SLACK = 60.0  # seconds: after a lost listener, tasks that ended this long before it was lost are read again
-LEASE_COLUMNS = "id, token, resource, owner, slurm_job_id, created_at, expires_at, account"
+EXCLUSIVE_LOCKS = 0x71726D6A  # the advisory locks of exclusive grants (two-key form): this key, then the resource's
+OTHER_EXCLUSIVE = """SELECT id FROM leases WHERE resource = %s AND mode = 'exclusive' AND expires_at > %s AND id <> %s
+    LIMIT 1"""
 MEMBERS = """SELECT name, extract(epoch FROM started_at) AS started_at, extract(epoch FROM heartbeat) AS heartbeat_at,
     extract(epoch FROM now() - heartbeat) AS age, handover FROM members ORDER BY name"""
 DISPATCHERS = f"""SELECT resource, dispatcher, epoch, extract(epoch FROM since) AS since FROM resource_epoch e
@@ -308,7 +313,7 @@ class Members:
             for row in await self._query(READ_TASKS + " WHERE t.id = ANY(%s) ORDER BY t.seq", (tasks,)):
                 self.replica.mirror(read_task(row))
         if leases := by_kind.get("l"):
-            stored = {row["id"]: Lease(**row) for row in await self._query(
+            stored = {row["id"]: read_lease(row) for row in await self._query(
                 f"SELECT {LEASE_COLUMNS} FROM leases WHERE id = ANY(%s)", (leases,))}
             for lease_id in leases:
                 self.replica.mirror_lease(lease_id, stored.get(lease_id))
@@ -336,7 +341,7 @@ class Members:
         for row in await self._query(READ_TASKS + " WHERE t.ended_at IS NULL OR t.ended_at >= %s ORDER BY t.seq",
                                      (self._since,)):
             self.replica.mirror(read_task(row))
-        stored = {row["id"]: Lease(**row) for row in await self._query(f"SELECT {LEASE_COLUMNS} FROM leases", ())}
+        stored = {row["id"]: read_lease(row) for row in await self._query(f"SELECT {LEASE_COLUMNS} FROM leases", ())}
         for lease_id in self.replica.lease_ids() | set(stored):
             self.replica.mirror_lease(lease_id, stored.get(lease_id))
         reasons = {row["resource"]: row["reason"] for row in await self._query("SELECT resource, reason FROM drains",
@@ -434,6 +439,22 @@ class Members:
         if member not in views:
             raise NotFound(f"no member named {member!r} (members: {', '.join(views) or 'none'})")
         return views[member]
+
+    async def claim_exclusive(self, lease: Lease) -> bool:
+        """Record exclusive ``lease`` unless another live exclusive lease of its resource is stored, in one transaction
+        under the resource's advisory lock, so that two members never grant two at once; whether it was recorded."""
+        try:
+            async with self.store.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (EXCLUSIVE_LOCKS, lease.resource))
+                other = await conn.execute(OTHER_EXCLUSIVE, (lease.resource, time.time(), lease.id))
+                if await other.fetchone() is not None:
+                    return False
+                await conn.execute(UPSERT_LEASE, lease_row(lease))
+                await conn.execute(NOTIFY, (f"l:{lease.id}",))
+        except psycopg.Error as exc:
+            raise Unavailable(f"{self.store.name} cannot record the exclusive lease ({self.store.scrub(exc)}): retry "
+                              "later") from None
+        return True
 
     async def announce_reload(self) -> None:
         """Have every other member re-read its own config file, as this one just did."""

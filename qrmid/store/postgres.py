@@ -47,6 +47,7 @@ from qrmid.store.journal import (
     log_quarantined,
     raw_row,
     read_allocation,
+    read_lease,
     read_task,
     read_window,
     why_unreadable,
@@ -74,10 +75,12 @@ SET_RESULT = """INSERT INTO results (task_id, data, content_type, bytes, logs) V
     bytes = excluded.bytes, logs = excluded.logs"""
 INSERT_USAGE = """INSERT INTO usage (task_id, resource, owner, account, slurm_job_id, lease_id, state, created_at,
     started_at, ended_at, shots) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"""
-UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, account)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET token = excluded.token,
+UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, created_at, expires_at, account, mode,
+    min_slots) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET token = excluded.token,
     resource = excluded.resource, owner = excluded.owner, slurm_job_id = excluded.slurm_job_id,
-    created_at = excluded.created_at, expires_at = excluded.expires_at, account = excluded.account"""
+    created_at = excluded.created_at, expires_at = excluded.expires_at, account = excluded.account,
+    mode = excluded.mode, min_slots = excluded.min_slots"""
+LEASE_COLUMNS = "id, token, resource, owner, slurm_job_id, created_at, expires_at, account, mode, min_slots"
 MEMBER_STARTED = """INSERT INTO members (name) VALUES (%s)
     ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now(), handover = false"""
 HOLDER = r"""SELECT coalesce(nullif(regexp_replace(a.application_name, '^qrmid (\S+) \S+$', 'qrmid member \1'), ''),
@@ -302,8 +305,7 @@ class PostgresStore(Commits, Listener):
         self._write(PUBLISH, (name, *state, name, time.time()), fence=(name, epoch), notice=f"s:{name}")
 
     def lease_granted(self, lease: Lease) -> None:
-        self._write(UPSERT_LEASE, (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id,
-                                   lease.created_at, lease.expires_at, lease.account), notice=f"l:{lease.id}")
+        self._write(UPSERT_LEASE, lease_row(lease), notice=f"l:{lease.id}")
 
     def lease_ended(self, lease: Lease, reason: str) -> None:
         self._write("DELETE FROM leases WHERE id = %s", (lease.id,), notice=f"l:{lease.id}")
@@ -545,6 +547,12 @@ class PostgresStore(Commits, Listener):
         return text.replace(self._password, "***") if self._password else text
 
 
+def lease_row(lease: Lease) -> tuple[Any, ...]:
+    """The parameters of UPSERT_LEASE for ``lease``."""
+    return (lease.id, lease.token, lease.resource, lease.owner, lease.slurm_job_id, lease.created_at, lease.expires_at,
+            lease.account, lease.mode.value, lease.min_slots)
+
+
 def _refused(exc: psycopg.Error) -> bool:
     """Whether PostgreSQL refused a write for its values (which no retry changes) rather than failed to take it."""
     return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)) or \
@@ -606,8 +614,7 @@ def _read(conn: psycopg.Connection[dict[str, Any]], dsn: str) -> Recovered:
     """Everything the database holds, with each task row that cannot be read moved to the quarantine table."""
     recovered = Recovered()
     conn.execute("DELETE FROM leases WHERE expires_at <= %s", (time.time(),))
-    recovered.leases = [Lease(**row) for row in conn.execute(
-        "SELECT id, token, resource, owner, slurm_job_id, created_at, expires_at, account FROM leases")]
+    recovered.leases = [read_lease(row) for row in conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases")]
     recovered.drains = {row["resource"]: row["reason"] for row in conn.execute(
         "SELECT resource, reason FROM drains ORDER BY at")}
     recovered.allocations = read_allocations(conn.execute(f"SELECT {ALLOCATION_COLUMNS} FROM allocations"))
