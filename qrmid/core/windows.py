@@ -365,10 +365,29 @@ class WindowGate:
         self.windows = windows
         self.resource = resource
         self.scheduler = scheduler
+        self._at = float("nan")  # the time ``_rules`` were worked out for
+        self._rules: list[tuple[Window | None, Hold]] = []
 
     def hold(self, task: Task, now: float) -> Hold | None:
+        if now != self._at:  # a dispatch asks about every queued task at one time: the rules are made once for it
+            self._rules, self._at = self._rules_at(now), now
+        for reservation, held in self._rules:
+            if reservation is None:
+                return held
+            admitted = self._admits(reservation, task)
+            if admitted is None:  # rare: its owner's groups are being read
+                return Hold(f"{held.reason}; checking whether {task.owner} is in group "
+                            f"{', '.join(reservation.groups)}")
+            if not admitted:
+                return held
+        return None
+
+    def _rules_at(self, now: float) -> list[tuple[Window | None, Hold]]:
+        """What holds tasks at ``now``, in the windows' order: (None, hold) holds every task; (reservation, hold)
+        those not its holders'."""
         run = self.windows.expected_run(self.scheduler)
         today = date.fromtimestamp(now)
+        rules: list[tuple[Window | None, Hold]] = []
         for window in self.windows.of(self.resource, now):
             if window.closed_at(now):
                 continue
@@ -376,17 +395,12 @@ class WindowGate:
                 break  # it and the later ones are too far ahead to hold anything
             if window.start > now:
                 if window.kind == MAINTENANCE:
-                    return _held(window, f"{run:.3g}", today)
-                continue
-            if window.kind != RESERVATION:
-                return _held(window, "", today)
-            admitted = self._admits(window, task)
-            if admitted is None:  # rare: its owner's groups are being read
-                held = _held(window, "", today)
-                return Hold(f"{held.reason}; checking whether {task.owner} is in group {', '.join(window.groups)}")
-            if not admitted:
-                return _held(window, "", today)
-        return None
+                    rules.append((None, _held(window, f"{run:.3g}", today)))
+            else:
+                rules.append((window if window.kind == RESERVATION else None, _held(window, "", today)))
+            if rules and rules[-1][0] is None:
+                break  # it holds every task
+        return rules
 
     def changes_at(self, now: float) -> float | None:
         run = self.windows.expected_run(self.scheduler)
