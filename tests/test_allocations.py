@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 from cluster import Cluster
-from daemons import config, running, serving, short_dir, write_config
+from daemons import ROOT, config, running, serving, short_dir, write_config
 from postgres import Database
 from test_authz import tokens_file
 from test_postgres_store import password_file
@@ -370,6 +371,22 @@ def test_users_see_their_own_allocations_and_no_admin_calls(served: tuple[str, d
     finally:
         for account in ("alice", "bob"):
             as_user(served, "ops", "admin", "allocation", "delete", account)
+
+
+def test_a_task_over_a_soft_allocation_says_so_when_submitted_and_in_its_status(
+        served: tuple[str, dict[str, str]]) -> None:
+    as_user(served, "ops", "admin", "allocation", "set", "alice", "--resources", "ibm_a", "--shots", "50", "--soft")
+    try:
+        submitted = as_user(served, "alice", "submit", "ibm_a", str(ROOT / "qrmid/examples/pulser.json"))
+        warning = ("the soft allocation of account 'alice' on resource ibm_a (50 shots a month) has 50 shots left (0 "
+                   "used) and the task asks for 100; it resets at ")
+        task_id = submitted.stdout.strip().splitlines()[-1]
+        assert f"task {task_id}: warning: {warning}" in submitted.stderr
+        status = as_user(served, "alice", "status", task_id).stdout
+        assert re.search(r"^priority +low$", status, re.MULTILINE)
+        assert re.search(rf"^warnings +{re.escape(warning)}", status, re.MULTILINE)
+    finally:
+        as_user(served, "ops", "admin", "allocation", "delete", "alice", "--resources", "ibm_a")
 
 
 @pytest.mark.parametrize(("args", "expected"), [
