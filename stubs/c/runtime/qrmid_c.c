@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,15 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define REQUEST_ID_FIELD "client_request_id"
 
+/* A unary call in flight, listed on its client so that qrmid_client_cancel can reach it. */
+typedef struct in_flight {
+  grpc_call *call;
+  struct in_flight *next;
+} in_flight;
+
+/* Guards every client's `calls` and `cancelled` (held only to link, unlink or cancel a call). */
+static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* One daemon of the address's list. */
 typedef struct member {
   char *target;       /* its gRPC target */
@@ -63,6 +73,8 @@ struct qrmid_client {
   size_t metadata_count;
   int use_munge;       /* add a fresh MUNGE credential to every call */
   char *munge_socket;  /* munged's socket; NULL: libmunge's default */
+  in_flight *calls;    /* unary calls in flight (calls_lock) */
+  int cancelled;       /* qrmid_client_cancel was called (calls_lock) */
 };
 
 /* --- errors ------------------------------------------------------------- */
@@ -913,6 +925,42 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byt
 
 /* --- unary -------------------------------------------------------------- */
 
+/* Lists `call` on its client; 0 (the call not to be made) when the client is cancelled. */
+static int track_call(qrmid_client *client, in_flight *node, grpc_call *call)
+{
+  pthread_mutex_lock(&calls_lock);
+  int open = !client->cancelled;
+  if (open) {
+    node->call = call;
+    node->next = client->calls;
+    client->calls = node;
+  }
+  pthread_mutex_unlock(&calls_lock);
+  return open;
+}
+
+static void untrack_call(qrmid_client *client, in_flight *node)
+{
+  pthread_mutex_lock(&calls_lock);
+  for (in_flight **link = &client->calls; *link != NULL; link = &(*link)->next)
+    if (*link == node) {
+      *link = node->next;
+      break;
+    }
+  pthread_mutex_unlock(&calls_lock);
+}
+
+void qrmid_client_cancel(qrmid_client *client)
+{
+  if (client == NULL)
+    return;
+  pthread_mutex_lock(&calls_lock);
+  client->cancelled = 1;
+  for (in_flight *node = client->calls; node != NULL; node = node->next)
+    grpc_call_cancel_with_status(node->call, GRPC_STATUS_CANCELLED, "cancelled by the caller", NULL);
+  pthread_mutex_unlock(&calls_lock);
+}
+
 /* One unary call on member `m`. */
 static grpc_status_code call_member(qrmid_client *client, const member *m, const char *method,
                                     grpc_byte_buffer *request, const ProtobufCMessageDescriptor *response_type,
@@ -921,6 +969,9 @@ static grpc_status_code call_member(qrmid_client *client, const member *m, const
   call_state st;
   call_begin(&st, client, m, method, deadline);
   grpc_status_code code = add_munge_credential(&st, client, method, error);
+  in_flight node;
+  if (code == GRPC_STATUS_OK && !track_call(client, &node, st.call))
+    code = set_error(error, GRPC_STATUS_CANCELLED, "%s: cancelled by the caller", method);
   if (code != GRPC_STATUS_OK) {
     call_end(&st);
     return code;
@@ -937,7 +988,9 @@ static grpc_status_code call_member(qrmid_client *client, const member *m, const
   ops[5] = recv_status_op(&st);
 
   grpc_call_error start_error;
-  if (run_batch(&st, ops, 6, &start_error) < 0) {
+  int ran = run_batch(&st, ops, 6, &start_error);
+  untrack_call(client, &node);
+  if (ran < 0) {
     code = set_error(error, GRPC_STATUS_INTERNAL, "%s: cannot start the call: %s", method,
                      grpc_call_error_to_string(start_error));
   } else if (st.status != GRPC_STATUS_OK) {

@@ -128,6 +128,12 @@ size_t qrmid_client_member_count(const qrmid_client *client);
  * are made one at a time. */
 size_t qrmid_client_last_attempts(const qrmid_client *client);
 
+/* Cancels the client's unary calls in flight, from any thread, and every
+ * unary call made on it later: they end CANCELLED and no other member is
+ * tried. For a caller that must stop waiting on a long call (the Slurm plugin
+ * when its job is cancelled while an exclusive Acquire waits in line). */
+void qrmid_client_cancel(qrmid_client *client);
+
 /* Closes the channels, frees the client and releases gRPC (grpc_shutdown once
  * the last client is gone). NULL is a no-op. */
 void qrmid_client_free(qrmid_client *client);
