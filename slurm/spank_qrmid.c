@@ -56,7 +56,9 @@
  *   exclusive_wait=SECONDS  longest wait for a job's exclusive leases (default 600); a job's --qpu-wait
  *                      may shorten it
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -79,6 +81,7 @@ SPANK_PLUGIN(spank_qrmid, 1);
 #define DEFAULT_TTL_MARGIN_SECONDS 300
 #define DEFAULT_EXCLUSIVE_WAIT_SECONDS 600
 #define MAX_EXCLUSIVE_WAIT_SECONDS 86400
+#define WATCH_INTERVAL_SECONDS 2 /* while an exclusive lease is waited for: how often slurmctld is asked about the job */
 #define DEFAULT_DELIMITER ","
 #define LEASE_ENDED "its lease was released: its Slurm job step ended"
 #define MAX_DELIMITER 32
@@ -339,17 +342,25 @@ static int append_item(char **list, const char *item, const char *delimiter)
   return 0;
 }
 
+/* Job `job_id` as slurmctld knows it; SLURM_SUCCESS with *info set, or an error code. */
+static int load_job(uint32_t job_id, job_info_msg_t **info)
+{
+  *info = NULL;
+#if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(26, 5, 0)
+  slurm_step_id_t step_id = SLURM_STEP_ID_INITIALIZER;
+  step_id.job_id = job_id;
+  int rc = slurm_load_job(info, step_id, SHOW_DETAIL);
+#else
+  int rc = slurm_load_job(info, job_id, SHOW_DETAIL);
+#endif
+  return rc;
+}
+
 /* The job's time limit in minutes (INFINITE when unlimited); -1 when it cannot be read. */
 static int64_t job_time_limit(uint32_t job_id)
 {
   job_info_msg_t *info = NULL;
-#if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(26, 5, 0)
-  slurm_step_id_t step_id = SLURM_STEP_ID_INITIALIZER;
-  step_id.job_id = job_id;
-  int rc = slurm_load_job(&info, step_id, SHOW_DETAIL);
-#else
-  int rc = slurm_load_job(&info, job_id, SHOW_DETAIL);
-#endif
+  int rc = load_job(job_id, &info);
   if (rc != SLURM_SUCCESS || info == NULL || info->record_count == 0) {
     defer_error("cannot read the time limit of job %" PRIu32 " from slurmctld: %s", job_id,
                 slurm_strerror(slurm_get_errno()));
@@ -360,6 +371,89 @@ static int64_t job_time_limit(uint32_t job_id)
   int64_t minutes = info->job_array[0].time_limit;
   slurm_free_job_info_msg(info);
   return minutes;
+}
+
+/* While the plugin waits for exclusive leases, a thread asks slurmctld every WATCH_INTERVAL_SECONDS whether the job
+ * still runs, and cancels the waiting call once it does not (scancel, a requeue): slurmd cannot signal a step whose
+ * start the plugin holds up, so without it a cancelled job would stay COMPLETING until the wait ran out. */
+struct watch {
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  int stopping; /* the waits are over */
+  uint32_t job_id;
+  qrmid_client *client;
+};
+
+/* Whether slurmctld still has job `job_id` running; 1 when it cannot be asked (the wait goes on). */
+static int job_running(uint32_t job_id)
+{
+  job_info_msg_t *info = NULL;
+  int rc = load_job(job_id, &info);
+  int running = 1;
+  if (rc == SLURM_SUCCESS && info != NULL && info->record_count > 0) {
+    uint32_t state = info->job_array[0].job_state;
+    running = (state & JOB_STATE_BASE) == JOB_RUNNING && !(state & JOB_COMPLETING);
+  } else if (slurm_get_errno() == ESLURM_INVALID_JOB_ID) {
+    running = 0;
+  }
+  if (info != NULL)
+    slurm_free_job_info_msg(info);
+  return running;
+}
+
+static void *watch_job(void *arg)
+{
+  struct watch *w = arg;
+  pthread_mutex_lock(&w->lock);
+  while (!w->stopping) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WATCH_INTERVAL_SECONDS;
+    if (pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT || w->stopping)
+      continue;
+    pthread_mutex_unlock(&w->lock);
+    int running = job_running(w->job_id);
+    pthread_mutex_lock(&w->lock);
+    if (!running && !w->stopping) {
+      qrmid_client_cancel(w->client);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+/* Starts watching job `job_id` for `client`'s waits; 0 when the thread could not start (the waits are not cut
+ * short then). */
+static int watch_start(struct watch *w, uint32_t job_id, qrmid_client *client)
+{
+  memset(w, 0, sizeof(*w));
+  w->job_id = job_id;
+  w->client = client;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->wake, NULL);
+  int rc = pthread_create(&w->thread, NULL, watch_job, w);
+  if (rc != 0) {
+    slurm_error("%s: cannot watch job %" PRIu32 " while it waits: %s; a scancel takes effect when the wait ends",
+                plugin_name, job_id, strerror(rc));
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    return 0;
+  }
+  return 1;
+}
+
+/* Stops the thread. */
+static void watch_stop(struct watch *w)
+{
+  pthread_mutex_lock(&w->lock);
+  w->stopping = 1;
+  pthread_cond_signal(&w->wake);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+  pthread_cond_destroy(&w->wake);
+  pthread_mutex_destroy(&w->lock);
 }
 
 /* A client of the daemon, authenticating as plugstack.conf says. */
@@ -444,6 +538,23 @@ static void end_lost_leases(qrmid_client *client, const char *name, const char *
   qrmid_error_clear(&err);
 }
 
+/* After an exclusive Acquire cancelled while it waited: the daemon may have granted the lease as the call ended.
+ * Ends the job's leases on `name` that were not there before the call, over a new connection (the client that
+ * waited is cancelled). */
+static void end_granted_too_late(const char *name, const char *job_id, char **before, size_t n_before)
+{
+  qrmid_client *client = NULL;
+  qrmid_error err = QRMID_ERROR_INIT;
+  if (before == NULL)
+    return;
+  if (connect_daemon(&client, &err) == GRPC_STATUS_OK)
+    end_lost_leases(client, name, job_id, before, n_before, "");
+  else
+    defer_call_error("connecting to qrmid to check the leases of this job on", name, &err);
+  qrmid_client_free(client);
+  qrmid_error_clear(&err);
+}
+
 static int64_t monotonic_ms(void)
 {
   struct timespec now;
@@ -452,8 +563,9 @@ static int64_t monotonic_ms(void)
 }
 
 /* Takes a lease on `request` for user `uid` and exports its token, timeout and mode; records an error on
- * failure. An exclusive request waits for its grant until `wait_until_ms` (monotonic). */
-static void acquire_one(spank_t sp, qrmid_client *client, const struct qpu_request *request, const char *job_id,
+ * failure. An exclusive request waits for its grant until `wait_until_ms` (monotonic). Returns 1 when the wait
+ * was cancelled because the job no longer runs (nothing more is to be acquired), else 0. */
+static int acquire_one(spank_t sp, qrmid_client *client, const struct qpu_request *request, const char *job_id,
                         const char *uid, int64_t minutes, int64_t wait_until_ms)
 {
   const char *name = request->name;
@@ -465,6 +577,7 @@ static void acquire_one(spank_t sp, qrmid_client *client, const struct qpu_reque
   struct lease taken = {NULL, NULL, NULL, NULL, NULL, request->exclusive, request->position};
   char **before = NULL;
   size_t n_before = 0;
+  int cancelled = 0;
 
   Qrmid__V1__GetResourceRequest get = QRMID__V1__GET_RESOURCE_REQUEST__INIT;
   get.name = (char *)name;
@@ -493,11 +606,16 @@ static void acquire_one(spank_t sp, qrmid_client *client, const struct qpu_reque
     slurm_info("%s: waiting up to %" PRIu32 " s for an exclusive lease on %s for job %s", plugin_name,
                acquire.wait_seconds, name, job_id);
   }
-  /* Several members: the job's leases before the call, to find one granted to an attempt whose answer was lost. */
-  if (qrmid_client_member_count(client) > 1)
+  /* The job's leases before the call, to find one granted to an attempt whose answer was lost: with several
+   * members, or when the job is cancelled while an exclusive lease is waited for. */
+  if (qrmid_client_member_count(client) > 1 || request->exclusive)
     before = job_leases(client, name, job_id, &n_before, &err);
   if (qrmid_v1_quantum_resources_acquire(client, &acquire, &lease, deadline_ms, &err) != GRPC_STATUS_OK) {
-    if (request->exclusive)
+    cancelled = request->exclusive && err.code == GRPC_STATUS_CANCELLED;
+    if (cancelled) {
+      defer_error("stopped waiting for an exclusive lease on %s: job %s no longer runs", name, job_id);
+      end_granted_too_late(name, job_id, before, n_before);
+    } else if (request->exclusive)
       defer_error("acquiring an exclusive lease on %s at %s failed after waiting up to %" PRIu32 " s: %s: %s", name,
                   settings.address, acquire.wait_seconds, qrmid_status_name(err.code),
                   err.message != NULL ? err.message : "no message");
@@ -572,6 +690,7 @@ out:
   if (resource != NULL)
     qrmid__v1__resource__free_unpacked(resource, NULL);
   qrmid_error_clear(&err);
+  return cancelled;
 }
 
 static int by_position(const void *a, const void *b)
@@ -644,8 +763,18 @@ static void acquire_all(spank_t sp, uint32_t job_id, uid_t uid, const char *deli
 
   int64_t wait_until_ms = monotonic_ms() + (int64_t)wait_seconds * 1000;
   qpu_requests_sort_for_acquire(requests, n_requests);
-  for (size_t i = 0; i < n_requests; i++)
-    acquire_one(sp, client, &requests[i], job_id_text, uid_text, minutes, wait_until_ms);
+  struct watch watch;
+  int watching = requests[0].exclusive && watch_start(&watch, job_id, client); /* exclusive ones come first */
+  for (size_t i = 0; i < n_requests; i++) {
+    if (acquire_one(sp, client, &requests[i], job_id_text, uid_text, minutes, wait_until_ms))
+      break;
+    if (watching && (i + 1 == n_requests || !requests[i + 1].exclusive)) {
+      watch_stop(&watch);
+      watching = 0;
+    }
+  }
+  if (watching)
+    watch_stop(&watch);
   if (n_leases > 1)
     qsort(leases, n_leases, sizeof(*leases), by_position);
 

@@ -278,7 +278,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 KillWait=2
-Licenses=local-qiskit:1,slow-qpu:2,gate-qpu:2,gate_ibm:1
+Licenses=local-qiskit:1,slow-qpu:2,gate-qpu:2,gate_ibm:1,excl-qpu:2
 NodeName={node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
