@@ -198,15 +198,18 @@ async def test_a_lease_on_a_pool_holds_its_tasks_wherever_they_run_and_cancels_t
 
 
 async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Services) -> None:
-    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 3.0})
-    pool = '[[resources]]\ntype = "pool"\nname = "line"\nmembers = ["east", "west"]\npolicy = "ordered"\n'
+    """The pool's first task runs on east when the daemon dies; its second, which only east accepts, waits unbound
+    while small is free: after the restart the first is followed on east, the second still waits for east."""
+    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 8.0})
+    pool = '[[resources]]\ntype = "pool"\nname = "mixed"\nmembers = ["east", "small"]\n'
     daemon = Qrmid("".join(_toml(table) for table in members(backends)) + pool)
+    only_east = circuit(1, 3)
     try:
         daemon.start()
         async with AsyncClient(daemon.address) as qrmid:
-            bound = await qrmid.start_task("line", BELL, request_id="bound")
+            bound = await qrmid.start_task("mixed", only_east, request_id="bound")
             await until(lambda: _state(qrmid, bound.id, pb.TASK_STATE_RUNNING), "the first task running on east")
-            waiting = await qrmid.start_task("line", BELL, request_id="waiting")
+            waiting = await qrmid.start_task("mixed", only_east, request_id="waiting")
             queued = await qrmid.task(waiting.id)
             assert (queued.state, queued.member) == (pb.TASK_STATE_QUEUED, "")
             assert (await qrmid.task(bound.id)).member == "east"
@@ -220,6 +223,7 @@ async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Ser
         seen = (await record(backends, "east"))["submissions"]
         assert [submission["id"] for submission in seen].count(bound.id) == 1, "never submitted twice"
         assert [submission["id"] for submission in seen].count(waiting.id) == 1
+        assert not {bound.id, waiting.id} & await submitted(backends, "small"), "small never accepted them"
     finally:
         daemon.stop()
 

@@ -277,8 +277,7 @@ class Broker:
         accepted = frozenset[str]()  # a pool's members that accept the payload
         try:
             if isinstance(resource, Pool):
-                shots, accepted = await resource.accepting(payload, allow_fallback, lambda adapter: self.validation.run(
-                    owner, adapter.validate(payload), payload.size))
+                shots, accepted = await resource.scheduler.accepting(payload, owner, allow_fallback)
             else:
                 shots = await self.validation.run(owner, resource.adapter.validate(payload), payload.size)
         except InvalidPayload as exc:
@@ -435,6 +434,12 @@ class Broker:
         self.windows.attach(resource)
         resource.on_checked = self._checked
         self.bind(resource.adapter)
+        if isinstance(resource, Pool):
+            resource.scheduler.check = self._check_payload
+
+    async def _check_payload(self, owner: str, adapter: Adapter, payload: Payload) -> int:
+        """``payload``'s shots once ``adapter`` found it valid (in a validation worker when it must be read)."""
+        return await self.validation.run(owner, adapter.validate(payload), payload.size)
 
     def _checked(self, resource: Resource, target: str) -> None:
         self.events.resource_checked(resource.name, resource.backend, resource.scheduler.slots, target)

@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from enum import Enum
 from typing import Any
 
@@ -38,10 +38,11 @@ from qrmid.core.gates import Hold
 from qrmid.core.queue import SchedulingPolicy
 from qrmid.core.resource import Resource, ResourceStatus, ResourceView
 from qrmid.core.scheduler import Scheduler, log_context
-from qrmid.core.tasks import Task
+from qrmid.core.tasks import PayloadUnreadable, Task, TaskState
 
 log = logging.getLogger(__name__)
 
+RECHECK_SECONDS = 5.0  # after a restart, how often a queued task's payload is checked again while members cannot
 # Keys of an IBM device's configuration that name the backend rather than describe the device.
 NAMING_KEYS = frozenset({"backend_name", "backend_version", "online_date", "description"})
 
@@ -51,6 +52,13 @@ class Route(Enum):
 
     LEAST_BUSY = "least-busy"
     ORDERED = "ordered"
+
+
+PayloadCheck = Callable[[str, Adapter, Payload], Awaitable[int]]  # a member's check of an owner's payload: its shots
+
+
+async def _unchecked(owner: str, adapter: Adapter, payload: Payload) -> int:
+    raise Busy("payload checks are not set up yet")
 
 
 class PoolScheduler(Scheduler):
@@ -63,7 +71,9 @@ class PoolScheduler(Scheduler):
         self.route = route
         self.fallback = fallback
         self._by_name = {member.name: member for member in members}
+        self.check: PayloadCheck = _unchecked  # the broker's payload checks, run for each member
         self._accepted: dict[Task, frozenset[str]] = {}  # queued tasks: the members whose device accepts them
+        self._rechecking: set[Task] = set()  # queued again after a restart, their payload not checked yet
         self._bound: dict[Task, Resource] = {}  # tasks handed to a member and not finished
         self._following: set[asyncio.Task[None]] = set()
         for member in members:
@@ -81,6 +91,33 @@ class PoolScheduler(Scheduler):
     def accepted(self, task: Task, members: frozenset[str]) -> None:
         """Record which ``members`` accept queued ``task``'s payload (before it is queued)."""
         self._accepted[task] = members
+
+    async def accepting(self, payload: Payload, owner: str, allow_fallback: bool) -> tuple[int, frozenset[str]]:
+        """The shots of ``payload`` and the members whose device accepts it (each member's adapter checks it);
+        InvalidPayload naming each member's objection when none that may run it does, Busy when none can check it
+        now."""
+        shots, accepted, objections, busy = 0, set(), [], []
+        for member in self.members:
+            if member is self.fallback and not allow_fallback:
+                continue
+            if payload.kind not in member.adapter.payload_kinds:
+                objections.append(f"{member.name} does not take {payload.kind.value} payloads")
+                continue
+            try:
+                shots = max(shots, await self.check(owner, member.adapter, payload))
+            except InvalidPayload as exc:
+                objections.append(f"{member.name}: {exc}")
+            except Busy as exc:
+                busy.append(f"{member.name}: {exc}")
+            else:
+                accepted.add(member.name)
+        if not accepted and busy:
+            raise Busy("; ".join(busy))
+        if not accepted:
+            unused = f" (its fallback {self.fallback.name} runs only tasks that allow a fallback)" \
+                if self.fallback is not None and not allow_fallback else ""
+            raise InvalidPayload(f"no member of pool {self.name!r} accepts it{unused}: {'; '.join(objections)}")
+        return shots, frozenset(accepted)
 
     def member_of(self, task: Task) -> Resource:
         """The member ``task`` is bound to; RuntimeError when that resource is not (or no longer) a member."""
@@ -119,6 +156,7 @@ class PoolScheduler(Scheduler):
             member.scheduler.stop(task, reason)
             return
         self._accepted.pop(task, None)
+        self._rechecking.discard(task)
         super().stop(task, reason)
 
     def adopt(self, task: Task, ref: str | None) -> None:
@@ -131,7 +169,9 @@ class PoolScheduler(Scheduler):
         if task.member:
             task.member = ""
             task.events.task_bound(task)
+        self._rechecking.add(task)
         super().adopt(task, None)
+        self._spawn(self._recheck(task))
 
     async def run(self) -> None:
         """Bind queued tasks to members as members can start them, forever."""
@@ -184,6 +224,8 @@ class PoolScheduler(Scheduler):
         """The members ``task`` may go to as things stand (busy or not; for ``ordered``, the first such member),
         and why each other member that accepts it cannot take it. The fallback counts only for a task that allows
         it, and only when no other member is up."""
+        if task in self._rechecking:
+            return [], ["its payload is being checked against the members again, after the daemon's restart"]
         accepted = self._accepted.get(task)
         up: list[Resource] = []
         reasons: list[str] = []
@@ -208,9 +250,34 @@ class PoolScheduler(Scheduler):
         """Give ``task`` to ``member``'s scheduler (to submit, or to follow by ``ref``) and follow it to its end."""
         self._bound[task] = member
         member.scheduler.adopt(task, ref)
-        follower = asyncio.create_task(self._follow_bound(task), name=f"qrmid pool task {task.id}")
+        self._spawn(self._follow_bound(task))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on its own, for as long as the pool dispatches."""
+        follower = asyncio.create_task(work)
         self._following.add(follower)
         follower.add_done_callback(self._following.discard)
+
+    async def _recheck(self, task: Task) -> None:
+        """Find which members accept a task queued again after a restart (what its check found is not journaled),
+        retrying while no member can check it; a task no member accepts any more fails."""
+        while task in self._rechecking:
+            try:
+                _, accepted = await self.accepting(await task.full_payload(), task.owner, task.allow_fallback)
+            except Busy:
+                await asyncio.sleep(RECHECK_SECONDS)
+                continue
+            except (InvalidPayload, PayloadUnreadable) as exc:
+                if task in self._rechecking:
+                    self._rechecking.discard(task)
+                    self._queue.remove(task)
+                    task.transition(TaskState.FAILED, f"not runnable after the daemon's restart: {exc}")
+                    self.on_done(task)
+                return
+            if task in self._rechecking:
+                self._rechecking.discard(task)
+                self._accepted[task] = accepted
+                self.wake()
 
     async def _follow_bound(self, task: Task) -> None:
         """Once a bound task ended on its member: free its place in the pool, charge its usage to the pool's fair
@@ -296,34 +363,6 @@ class Pool(Resource):
         raise FailedPrecondition(f"pool {self.name!r} has no single target: its members ({names}) describe different "
                                  "devices; ask GetTarget of the member you transpile for, then submit to that member, "
                                  "or to the pool when every member accepts the circuit")
-
-    async def accepting(self, payload: Payload, allow_fallback: bool,
-                        check: Callable[[Adapter], Awaitable[int]]) -> tuple[int, frozenset[str]]:
-        """The shots of ``payload`` and the members whose device accepts it (each member's adapter checks it by
-        ``check``); InvalidPayload naming each member's objection when none that may run it does, Busy when none
-        can check it now."""
-        shots, accepted, objections, busy = 0, set(), [], []
-        for member in self.members:
-            if member is self.fallback and not allow_fallback:
-                continue
-            if payload.kind not in member.adapter.payload_kinds:
-                objections.append(f"{member.name} does not take {payload.kind.value} payloads")
-                continue
-            try:
-                shots = max(shots, await check(member.adapter))
-            except InvalidPayload as exc:
-                objections.append(f"{member.name}: {exc}")
-            except Busy as exc:
-                busy.append(f"{member.name}: {exc}")
-            else:
-                accepted.add(member.name)
-        if not accepted and busy:
-            raise Busy("; ".join(busy))
-        if not accepted:
-            unused = f" (its fallback {self.fallback.name} runs only tasks that allow a fallback)" \
-                if self.fallback is not None and not allow_fallback else ""
-            raise InvalidPayload(f"no member of pool {self.name!r} accepts it{unused}: {'; '.join(objections)}")
-        return shots, frozenset(accepted)
 
     async def run(self) -> None:
         """Bind tasks to members, forever (the members check their own backends)."""
