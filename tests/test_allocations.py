@@ -235,6 +235,19 @@ async def test_unfinished_tasks_hold_their_shots_across_a_restart(site_config: C
         assert "has 10 shots left (0 used, 20 shots held by unfinished tasks)" in message
 
 
+async def test_a_task_queued_low_over_a_soft_allocation_keeps_its_warning_across_a_restart(
+        site_config: Config, secrets: dict[str, str]) -> None:
+    async with site_of(site_config, secrets) as site:
+        await site.ops.SetAllocation(budget("alice", "soft", count=10))
+        await site.ops.DrainResource(admin_pb.DrainResourceRequest(resource="fast"))
+        low = await site.alice.start_task("fast", shots(20))
+        assert low.priority == "low" and len(low.warnings) == 1
+    async with site_of(site_config, secrets) as site:
+        again = await site.alice.task(low.id)
+        assert (again.priority, list(again.warnings), again.wait_reason) == ("low", list(low.warnings),
+                                                                             low.warnings[0])
+
+
 def test_usage_starts_again_from_zero_when_a_period_ends() -> None:
     now = [datetime(2026, 3, 31, 23, 59, 50).timestamp()]
     book = Allocations(Events(), clock=lambda: now[0])
@@ -458,6 +471,12 @@ def test_every_member_of_a_cluster_enforces_allocations_set_on_any_with_usage_fr
                 admin_grpc.AdminServiceStub(channel).DeleteAllocation(admin_pb.DeleteAllocationRequest(account=me))
             _until(lambda: _listed(m1) == [], "deleted on m1")
             assert first.start_task("noop", shots(100)).state == pb.TASK_STATE_QUEUED
+            with grpc.insecure_channel(m1) as channel:
+                admin_grpc.AdminServiceStub(channel).SetAllocation(budget(me, "soft", count=1))
+            low = first.start_task("noop", shots(100))
+            assert low.priority == "low" and len(low.warnings) == 1
+            seen = second.task(low.id)  # as the store holds it
+            assert (seen.priority, list(seen.warnings), seen.wait_reason) == ("low", list(low.warnings), low.warnings[0])
 
 
 

@@ -215,6 +215,8 @@ class Journal(Commits, Listener):
             for column, kind in POOL_COLUMNS.items():  # a pool's task: its member, whether it allows the fallback
                 if column not in task_columns:
                     conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+            if "warnings" not in task_columns:  # the warnings a task was accepted with (a JSON array; '': none)
+                conn.execute("ALTER TABLE tasks ADD COLUMN warnings TEXT NOT NULL DEFAULT ''")
             recovered = _read(conn, self.path)
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
@@ -264,6 +266,8 @@ class Journal(Commits, Listener):
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id, lazy)
         if task.allow_fallback:
             self._write("UPDATE tasks SET allow_fallback = 1 WHERE id = ?", (task.id,), task.id, lazy)
+        if task.warnings:
+            self._write("UPDATE tasks SET warnings = ? WHERE id = ?", (json.dumps(task.warnings), task.id), task.id, lazy)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
@@ -666,6 +670,19 @@ def _pooled(row: Row, name: str, kind: type, default: Any) -> Any:
     return _column(row, name, kind) if name in row.keys() else default  # noqa: SIM118 (a Row's "in" reads values)
 
 
+def _warnings(row: Row) -> tuple[str, ...]:
+    """The warnings a stored task was accepted with (none for a store without them); CorruptRow when the column does
+    not hold a JSON array of text."""
+    text = _pooled(row, "warnings", str, "")
+    try:
+        warnings = json.loads(text) if text else []
+    except ValueError:
+        warnings = None
+    if not isinstance(warnings, list) or not all(isinstance(warning, str) for warning in warnings):
+        raise CorruptRow(f"column warnings holds {_short(text)}, not a JSON array of text")
+    return tuple(warnings)
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -753,7 +770,7 @@ def read_task(row: Row) -> Task:
                 client_request_id=text["client_request_id"], id=text["id"],
                 remote_ref=_column(row, "remote_ref", str, type(None)), logs=text["logs"], priority=text["priority"],
                 account=text["account"], member=_pooled(row, "member", str, ""),
-                allow_fallback=bool(_pooled(row, "allow_fallback", int, 0)))
+                allow_fallback=bool(_pooled(row, "allow_fallback", int, 0)), warnings=_warnings(row))
     if (result := _column(row, "result", bytes, type(None))) is not None:
         task.result = Result(result, _column(row, "result_type", str))
     return with_history(task, state, text["reason"], created_at, started_at, ended_at)

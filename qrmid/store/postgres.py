@@ -16,6 +16,7 @@ message shows the DSN without it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -255,6 +256,8 @@ class PostgresStore(Commits, Listener):
                                   task.slurm_job_id, task.client_request_id, view.state.value, view.created_at),
                     task.id)
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
+        if task.warnings:
+            self._write("UPDATE tasks SET warnings = %s WHERE id = %s", (json.dumps(task.warnings), task.id), task.id)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:

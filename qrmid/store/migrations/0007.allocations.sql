@@ -18,3 +18,6 @@ CREATE TABLE IF NOT EXISTS usage_days (
     qpu_seconds DOUBLE PRECISION NOT NULL,
     shots BIGINT NOT NULL,
     PRIMARY KEY (account, resource, day));
+
+-- The warnings a task was accepted with (e.g. over a soft allocation): a JSON array of text, '' for none.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS warnings TEXT NOT NULL DEFAULT '';
