@@ -1,5 +1,5 @@
-"""``qrmid admin``: queues, resources, leases, drain/resume, cancel/revoke, reload, log level, accounting, the
-journal's quarantine, and the members of a cluster.
+"""``qrmid admin``: queues, resources, leases, drain/resume, reservations and maintenance windows, cancel/revoke,
+reload, log level, accounting, the journal's quarantine, and the members of a cluster.
 
 Built on AdminService and MetricsService over the same address and authentication as the rest of the CLI.
 """
