@@ -256,7 +256,10 @@ def _task_options(command: F) -> F:
             click.option("--lease", "lease_token", default="", envvar="QRMI_JOB_ACQUISITION_TOKEN",
                          help="lease token [env QRMI_JOB_ACQUISITION_TOKEN]"),
             click.option("--priority", default="", metavar="CLASS",
-                         help="priority class, e.g. interactive, production, low (default: the resource's)"))):
+                         help="priority class, e.g. interactive, production, low (default: the resource's)"),
+            click.option("--allow-fallback", is_flag=True,
+                         help="a pool may run the task on its fallback member (e.g. a simulator) while no other "
+                              "member can"))):
         command = option(command)
     return command
 
@@ -271,7 +274,8 @@ def _task_options(command: F) -> F:
               help="what Ctrl-C does to the task: leave it running, or cancel it")
 @click.pass_context
 def run(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: Path | None, shots: int | None,
-        lease_token: str, priority: str, output: Path | None, raw: bool, detach: bool, on_interrupt: str) -> None:
+        lease_token: str, priority: str, allow_fallback: bool, output: Path | None, raw: bool, detach: bool,
+        on_interrupt: str) -> None:
     """Run a task on RESOURCE, wait for it and print its result.
 
     INPUT.json is QRMI's task_runner input ({"program_id": "sampler"|"estimator", "parameters": {...}} or
@@ -282,13 +286,13 @@ def run(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: P
     payload = _payload(resource, input_path, qasm_path, shots)
     with _client(ctx) as client:
         if detach:
-            click.echo(_start(client, resource, payload, lease_token, priority).id)
+            click.echo(_start(client, resource, payload, lease_token, priority, allow_fallback).id)
             return
         progress = _Progress()
         try:
             with err.status("starting the task") as progress.status:
                 task, result = client.run(resource, payload, lease_token=lease_token, priority=priority,
-                                          on_state=progress.show)
+                                          on_state=progress.show, allow_fallback=allow_fallback)
         except TaskFailed as exc:
             task, result = exc.task, None
         except KeyboardInterrupt:
@@ -305,14 +309,14 @@ def run(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: P
 @_task_options
 @click.pass_context
 def submit(ctx: click.Context, resource: str, input_path: Path | None, qasm_path: Path | None, shots: int | None,
-           lease_token: str, priority: str) -> None:
+           lease_token: str, priority: str, allow_fallback: bool) -> None:
     """Queue a task on RESOURCE as `qrmid run` does, print only its id and return.
 
     Follow it with `qrmid watch ID`, `qrmid status ID` or `qrmid tasks`; fetch its result with `qrmid result ID`.
     """
     payload = _payload(resource, input_path, qasm_path, shots)
     with _client(ctx) as client:
-        click.echo(_start(client, resource, payload, lease_token, priority).id)
+        click.echo(_start(client, resource, payload, lease_token, priority, allow_fallback).id)
 
 
 def _payload(resource: str, input_path: Path | None, qasm_path: Path | None, shots: int | None) -> pb.Payload:
@@ -348,10 +352,12 @@ def _read(path: Path) -> str:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _start(client: Client, resource: str, payload: pb.Payload, lease_token: str, priority: str) -> pb.Task:
+def _start(client: Client, resource: str, payload: pb.Payload, lease_token: str, priority: str,
+           allow_fallback: bool) -> pb.Task:
     """Queue the task; a Ctrl-C before the daemon answers says how to find out whether it was queued."""
     try:
-        task = client.start_task(resource, payload, lease_token=lease_token, priority=priority)
+        task = client.start_task(resource, payload, lease_token=lease_token, priority=priority,
+                                 allow_fallback=allow_fallback)
     except KeyboardInterrupt:
         _interrupted_before_queued()
     _warn(task)
@@ -538,6 +544,8 @@ def _emit(data: bytes, output: Path | None, raw: bool) -> None:
 def _show(task: pb.Task) -> None:
     """A task's fields as aligned ``name  value`` lines."""
     rows = {"id": task.id, "resource": task.resource, "state": _state(task), "owner": task.owner}
+    if task.member:
+        rows["member"] = task.member
     if task.queue_position:
         rows["queue position"] = str(task.queue_position)
     stamps = (("expected start", task.estimated_start_time), ("created", task.create_time),

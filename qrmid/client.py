@@ -243,15 +243,18 @@ class AsyncClient:
         return last
 
     async def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "",
-                  request_id: str = "", on_state: Callable[[pb.Task], None] | None = None) -> tuple[pb.Task, bytes]:
+                  request_id: str = "", on_state: Callable[[pb.Task], None] | None = None,
+                  allow_fallback: bool = False) -> tuple[pb.Task, bytes]:
         """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed.
+        ``allow_fallback`` lets a pool run it on its fallback member.
 
         One RunTask call: ``on_state(task)`` is called with the task as it was queued, then at each change of
         state. When its member goes away mid-way, the call is made again on the next member with the same request
         id (made here when not given), which finds the same task: no state is given twice. Giving up (cancelling
         this coroutine) leaves the task running."""
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
-                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority)
+                                      client_request_id=request_id or uuid.uuid4().hex, priority=priority,
+                                      allow_fallback=allow_fallback)
         last: pb.Task | None = None
         chunks: list[bytes] = []
         resumed = False
@@ -378,10 +381,12 @@ class Client:
         return self._call(self._async.wait, task_id, timeout)
 
     def run(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "",
-            request_id: str = "", on_state: Callable[[pb.Task], None] | None = None) -> tuple[pb.Task, bytes]:
+            request_id: str = "", on_state: Callable[[pb.Task], None] | None = None,
+            allow_fallback: bool = False) -> tuple[pb.Task, bytes]:
         """As ``AsyncClient.run``; ``on_state`` is called on the client's thread."""
         return self._call(lambda: self._async.run(resource, payload, lease_token=lease_token, priority=priority,
-                                                  request_id=request_id, on_state=on_state))
+                                                  request_id=request_id, on_state=on_state,
+                                                  allow_fallback=allow_fallback))
 
     def launch(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "") -> Run:
         """Start a task and return at once, as soon as it is queued, with a ``Run`` that follows it.

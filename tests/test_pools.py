@@ -13,8 +13,9 @@ from typing import Any
 
 import grpc
 import pytest
-from daemons import config, running, short_dir
+from daemons import config, running, short_dir, subprocess_daemon
 from ibm_services import Services, emulator, ibm_services, record
+from test_cli import qrmid as cli
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
 from test_ibm_quantum_system import resource as ibm_resource
 from test_recovery import Qrmid
@@ -226,6 +227,25 @@ async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Ser
         assert not {bound.id, waiting.id} & await submitted(backends, "small"), "small never accepted them"
     finally:
         daemon.stop()
+
+
+def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> None:
+    pool = '[[resources]]\ntype = "pool"\nname = "qpus"\nmembers = ["qpu", "sim"]\nfallback = "sim"\n'
+    bell = tmp_path / "bell.qasm"
+    bell.write_text('OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\nqubit[2] q;\nh q[0];\ncx q[0], q[1];\n'
+                    "c = measure q;\n")
+    with subprocess_daemon('[[resources]]\ntype = "noop"\nname = "qpu"\n[[resources]]\ntype = "noop"\nname = "sim"\n'
+                           f"{pool}") as (address, _):
+        cli("admin", "drain", "qpu", "--reason", "calibration", address=address)
+        waiting = cli("submit", "qpus", "--qasm", str(bell), address=address).stdout.strip()
+        shown = cli("status", waiting, address=address).stdout
+        assert "no member of pool 'qpus' can take it now: qpu is draining (calibration)" in shown
+        ran = cli("run", "qpus", "--qasm", str(bell), "--allow-fallback", address=address)
+        task_id = ran.stderr.split("task ", 1)[1].split(":", 1)[0]
+        assert "member    sim" in cli("status", task_id, address=address).stdout
+        cli("admin", "resume", "qpu", address=address)
+        cli("watch", waiting, address=address)
+        assert "member    qpu" in cli("status", waiting, address=address).stdout
 
 
 @pytest.mark.parametrize(("pool", "key", "message"), [
