@@ -102,7 +102,7 @@ int qpu_requests_parse(const char *spec, const char *separators, struct qpu_requ
   struct qpu_request *requests = calloc(strlen(spec) / 2 + 1, sizeof(*requests)); /* at most one per 2 chars */
   if (requests == NULL)
     return -1;
-  size_t count = 0, position = 0;
+  size_t count = 0;
   const char *cursor = spec;
   while (*cursor != '\0') {
     size_t length = strcspn(cursor, between);
@@ -110,12 +110,12 @@ int qpu_requests_parse(const char *spec, const char *separators, struct qpu_requ
     cursor += length;
     cursor += strspn(cursor, between);
     if (item == NULL)
-      goto oom;
+      goto bad; /* out of memory: no message */
     if (length == 0) {
       free(item);
       continue;
     }
-    struct qpu_request request = {item, 0, 0, position};
+    struct qpu_request request = {item, 0, 0, count};
     if (item[0] == ':') {
       fail(error, "--qpu: a resource name is missing before '%s'; write NAME%s", item, item);
       free(item);
@@ -142,14 +142,11 @@ int qpu_requests_parse(const char *spec, const char *separators, struct qpu_requ
       continue;
     }
     requests[count++] = request;
-    position++;
   }
   *out = requests;
   *n = count;
   return 0;
 
-oom:
-  *error = NULL;
 bad:
   qpu_requests_free(requests, count);
   return -1;

@@ -81,7 +81,7 @@ SPANK_PLUGIN(spank_qrmid, 1);
 #define DEFAULT_TTL_MARGIN_SECONDS 300
 #define DEFAULT_EXCLUSIVE_WAIT_SECONDS 600
 #define MAX_EXCLUSIVE_WAIT_SECONDS 86400
-#define WATCH_INTERVAL_SECONDS 2 /* while an exclusive lease is waited for: how often slurmctld is asked about the job */
+#define WATCH_INTERVAL_SECONDS 2 /* how often slurmctld is asked about a job waiting for exclusive leases */
 #define DEFAULT_DELIMITER ","
 #define LEASE_ENDED "its lease was released: its Slurm job step ended"
 #define MAX_DELIMITER 32
@@ -583,7 +583,11 @@ static int acquire_one(spank_t sp, qrmid_client *client, const struct qpu_reques
   get.name = (char *)name;
   if (qrmid_v1_quantum_resources_get_resource(client, &get, &resource, settings.timeout_ms, &err) !=
       GRPC_STATUS_OK) {
-    defer_call_error("looking up resource", name, &err);
+    cancelled = err.code == GRPC_STATUS_CANCELLED; /* the job ended while an earlier lease was waited for */
+    if (cancelled)
+      defer_error("not leasing %s: job %s no longer runs", name, job_id);
+    else
+      defer_call_error("looking up resource", name, &err);
     goto out;
   }
 

@@ -227,11 +227,11 @@ def test_a_job_cancelled_while_it_waits_leaves_the_line_at_once_and_the_node_ans
 
 @pytest.mark.parametrize(("options", "message"), [
     ((f"--qpu={RESOURCE}:exclusiv",),
-     f"spank_qrmid: --qpu: unknown attribute 'exclusiv' of {RESOURCE} (known: shared, exclusive, min_slots=N), "
-     f"e.g. --qpu={RESOURCE}:exclusive"),
+     (f"spank_qrmid: --qpu: unknown attribute 'exclusiv' of {RESOURCE} (known: shared, exclusive, min_slots=N), "
+     f"e.g. --qpu={RESOURCE}:exclusive")),
     ((f"--qpu={RESOURCE}:exclusive", f"--qpu-wait={EXCLUSIVE_WAIT + 1}"),
-     f"spank_qrmid: --qpu-wait={EXCLUSIVE_WAIT + 1}: give whole seconds from 1 to {EXCLUSIVE_WAIT} "
-     "(this site's exclusive_wait)"),
+     (f"spank_qrmid: --qpu-wait={EXCLUSIVE_WAIT + 1}: give whole seconds from 1 to {EXCLUSIVE_WAIT} "
+     "(this site's exclusive_wait)")),
     ((f"--qpu={RESOURCE}:shared:min_slots=2",),
      "INVALID_ARGUMENT: min_slots 2 is above what resource 'excl-qpu' allows (at most 1;"),
 ])

@@ -77,8 +77,8 @@ def test_a_name_given_twice_alike_counts_once(probe: Path) -> None:
     ("a:min_slots=1000001", "--qpu: bad min_slots of a: '1000001' is not a whole number from 0 to 1000000"),
     ("a:min_slots=99999999999999999999",
      "--qpu: bad min_slots of a: '99999999999999999999' is not a whole number from 0 to 1000000"),
-    ("a:Exclusive", "--qpu: unknown attribute 'Exclusive' of a (known: shared, exclusive, min_slots=N), "
-                    "e.g. --qpu=a:exclusive"),
+    ("a:Exclusive", ("--qpu: unknown attribute 'Exclusive' of a (known: shared, exclusive, min_slots=N), "
+                    "e.g. --qpu=a:exclusive")),
     ("b,a::exclusive", "--qpu: a has an empty attribute (an extra ':'); attributes are shared, exclusive, min_slots=N"),
     (":exclusive", "--qpu: a resource name is missing before ':exclusive'; write NAME:exclusive"),
 ])
