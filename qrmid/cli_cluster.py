@@ -48,7 +48,7 @@ def import_journal_command(journal: Path, config_path: Path, as_json: bool) -> N
     click.echo(f"imported {sum(moved.tasks.values())} task(s) ({states or 'none'}), {moved.transitions} "
                f"transition(s), {moved.results} result(s), {moved.request_ids} request id(s), {moved.remote_refs} "
                f"remote reference(s), {moved.leases} lease(s), {moved.drains} drain(s), "
-               f"{moved.windows} window(s)")
+               f"{moved.windows} window(s), {moved.allocations} allocation(s)")
     for row in moved.quarantined:
         click.echo(f"not imported: quarantined row {row.row_id} of table {row.source} ({row.key or 'no id'}): "
                    f"{row.reason}", err=True)

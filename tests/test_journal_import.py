@@ -55,6 +55,8 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
         start, end = Timestamp(seconds=int(time.time()) + 3600), Timestamp(seconds=int(time.time()) + 7200)
         window = await admin_pb2_grpc.AdminServiceStub(channel).CreateWindow(admin_pb2.CreateWindowRequest(
             window=pb.Window(resource="noop", kind="reservation", start_time=start, end_time=end, users=["alice"])))
+        await admin_pb2_grpc.AdminServiceStub(channel).SetAllocation(admin_pb2.SetAllocationRequest(
+            allocation=pb.Allocation(account="physics", resources=["noop"], qpu_seconds=3600, period="month")))
         waiting = await qrmid.start_task("other", PAYLOAD, request_id="rq")
         assert (await qrmid.task(waiting.id)).state == pb.TASK_STATE_QUEUED
     transitions = journal_transitions(journal)
@@ -65,7 +67,7 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout) == {
         "tasks": 4, "tasks_by_state": {"completed": 3, "queued": 1}, "transitions": len(transitions), "results": 3,
-        "request_ids": 4, "remote_refs": 3, "leases": 1, "drains": 1, "windows": 1,
+        "request_ids": 4, "remote_refs": 3, "leases": 1, "drains": 1, "windows": 1, "allocations": 1,
         "quarantined": []}
     with database.connect() as conn:
         assert sorted(conn.execute("SELECT * FROM transitions")) == transitions, "copied as the journal recorded"
@@ -86,6 +88,8 @@ async def test_a_journals_tasks_leases_and_drains_are_served_and_run_from_postgr
         assert [held.id for held in await qrmid.list_leases("noop")] == [lease.id]
         assert [(w.id, list(w.users), w.start_time, w.end_time) for w in (await admin_pb2_grpc.AdminServiceStub(
             channel).ListWindows(admin_pb2.ListWindowsRequest())).windows] == [(window.id, ["alice"], start, end)]
+        assert [(a.account, list(a.resources), a.qpu_seconds) for a in (await admin_pb2_grpc.AdminServiceStub(
+            channel).ListAllocations(admin_pb2.ListAllocationsRequest())).allocations] == [("physics", ["noop"], 3600)]
         drained = await qrmid.resource("other")
         assert (drained.status, drained.status_reason) == (pb.RESOURCE_STATUS_DRAINING, "firmware 14:00-16:00")
         await asyncio.sleep(0.3)

@@ -14,6 +14,7 @@ import sqlite3
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,14 @@ class Imported:
     leases: int = 0
     drains: int = 0
     windows: int = 0
+    allocations: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": sum(self.tasks.values()), "tasks_by_state": dict(sorted(self.tasks.items())),
                 "transitions": self.transitions, "results": self.results, "request_ids": self.request_ids,
                 "remote_refs": self.remote_refs, "leases": self.leases, "drains": self.drains,
-                "windows": self.windows,
+                "windows": self.windows, "allocations": self.allocations,
                 "quarantined": [{"table": row.source, "row": row.row_id, "key": row.key, "reason": row.reason}
                                 for row in self.quarantined]}
 
@@ -129,7 +131,7 @@ def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[l
     the events would derive."""
     store = _Writes()
     imported = Imported(transitions=len(transitions), leases=len(recovered.leases), drains=len(recovered.drains),
-                        windows=len(recovered.windows),
+                        windows=len(recovered.windows), allocations=len(recovered.allocations),
                         quarantined=recovered.quarantined)
     for task in recovered.tasks:
         state = task.view.state
@@ -152,6 +154,11 @@ def _replay(recovered: Recovered, transitions: list[tuple[Any, ...]]) -> tuple[l
         store.resource_drained(name, reason)
     for window in recovered.windows:
         store.window_created(window)
+    for allocation in recovered.allocations:
+        store.allocation_set(allocation)
+    for used in recovered.used:  # the usage of the tasks retention dropped, by day
+        store.writes.append(postgres.Write(postgres.ROLL_UP, (used.account, used.resource, datetime.fromtimestamp(
+            used.at).strftime("%Y-%m-%d"), used.seconds, used.shots)))
     writes = [write for write in store.writes if write[0] != postgres.INSERT_TRANSITION]
     writes += [postgres.Write(postgres.INSERT_TRANSITION, row, row[0]) for row in transitions]
     return writes, imported
