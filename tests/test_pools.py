@@ -194,8 +194,8 @@ async def test_a_lease_on_a_pool_holds_its_tasks_wherever_they_run_and_cancels_t
         await until(freed, "every lane freed on the service")
         records = (await metrics_pb2_grpc.MetricsServiceStub(channel).ListAccounting(
             metrics_pb2.ListAccountingRequest(resource="east"))).records
-        assert {record.task_id for record in records if record.resource == "twins"} == {tasks[0].id, tasks[2].id}, \
-            "a member's accounting counts the pool's tasks it ran"
+        assert {(record.task_id, record.member) for record in records if record.resource == "twins"} == \
+            {(tasks[0].id, "east"), (tasks[2].id, "east")}, "a member's accounting counts the pool's tasks it ran"
 
 
 async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Services) -> None:

@@ -105,7 +105,7 @@ def _record(record: UsageRecord) -> mpb.AccountingRecord:
         slurm_job_id=record.slurm_job_id, lease_id=record.lease_id,
         state=pb.TaskState.Value(f"TASK_STATE_{record.state.name}"), create_time=_time(record.created_at),
         start_time=_time(record.started_at), end_time=_time(record.ended_at), shots=_int64(record.shots),
-        qpu_seconds=record.qpu_seconds)
+        qpu_seconds=record.qpu_seconds, member=record.member)
 
 
 def _int64(count: int) -> int:

@@ -71,7 +71,7 @@ class ListAccountingRequest(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., account: _Optional[str] = ..., resource: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AccountingRecord(_message.Message):
-    __slots__ = ("task_id", "resource", "owner", "account", "slurm_job_id", "lease_id", "state", "create_time", "start_time", "end_time", "shots", "qpu_seconds")
+    __slots__ = ("task_id", "resource", "owner", "account", "slurm_job_id", "lease_id", "state", "create_time", "start_time", "end_time", "shots", "qpu_seconds", "member")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class AccountingRecord(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SHOTS_FIELD_NUMBER: _ClassVar[int]
     QPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     resource: str
     owner: str
@@ -96,7 +97,8 @@ class AccountingRecord(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     shots: int
     qpu_seconds: float
-    def __init__(self, task_id: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., account: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., state: _Optional[_Union[_quantum_resources_pb2.TaskState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shots: _Optional[int] = ..., qpu_seconds: _Optional[float] = ...) -> None: ...
+    member: str
+    def __init__(self, task_id: _Optional[str] = ..., resource: _Optional[str] = ..., owner: _Optional[str] = ..., account: _Optional[str] = ..., slurm_job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., state: _Optional[_Union[_quantum_resources_pb2.TaskState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shots: _Optional[int] = ..., qpu_seconds: _Optional[float] = ..., member: _Optional[str] = ...) -> None: ...
 
 class ListAccountingResponse(_message.Message):
     __slots__ = ("records", "next_page_token")

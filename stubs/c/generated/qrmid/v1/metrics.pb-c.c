@@ -663,7 +663,7 @@ const ProtobufCMessageDescriptor qrmid__v1__list_accounting_request__descriptor 
   (ProtobufCMessageInit) qrmid__v1__list_accounting_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor qrmid__v1__accounting_record__field_descriptors[12] =
+static const ProtobufCFieldDescriptor qrmid__v1__accounting_record__field_descriptors[13] =
 {
   {
     "task_id",
@@ -809,12 +809,25 @@ static const ProtobufCFieldDescriptor qrmid__v1__accounting_record__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "member",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Qrmid__V1__AccountingRecord, member),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned qrmid__v1__accounting_record__field_indices_by_name[] = {
   3,   /* field[3] = account */
   7,   /* field[7] = create_time */
   9,   /* field[9] = end_time */
   5,   /* field[5] = lease_id */
+  12,   /* field[12] = member */
   2,   /* field[2] = owner */
   11,   /* field[11] = qpu_seconds */
   1,   /* field[1] = resource */
@@ -827,7 +840,7 @@ static const unsigned qrmid__v1__accounting_record__field_indices_by_name[] = {
 static const ProtobufCIntRange qrmid__v1__accounting_record__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor qrmid__v1__accounting_record__descriptor =
 {
@@ -837,7 +850,7 @@ const ProtobufCMessageDescriptor qrmid__v1__accounting_record__descriptor =
   "Qrmid__V1__AccountingRecord",
   "qrmid.v1",
   sizeof(Qrmid__V1__AccountingRecord),
-  12,
+  13,
   qrmid__v1__accounting_record__field_descriptors,
   qrmid__v1__accounting_record__field_indices_by_name,
   1,  qrmid__v1__accounting_record__number_ranges,

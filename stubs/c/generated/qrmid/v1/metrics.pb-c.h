@@ -178,10 +178,15 @@ struct  Qrmid__V1__AccountingRecord
    * Seconds the task held a backend slot (an IBM lane, a QPU job, a worker).
    */
   double qpu_seconds;
+  /*
+   * Tasks of a pool (`resource`): the member resource that ran the task;
+   * empty for tasks of other resources.
+   */
+  char *member;
 };
 #define QRMID__V1__ACCOUNTING_RECORD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&qrmid__v1__accounting_record__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, NULL, NULL, NULL, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, QRMID__V1__TASK_STATE__TASK_STATE_UNSPECIFIED, NULL, NULL, NULL, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*
