@@ -58,6 +58,7 @@ PayloadCheck = Callable[[str, Adapter, Payload], Awaitable[int]]  # a member's c
 
 
 async def _unchecked(owner: str, adapter: Adapter, payload: Payload) -> int:
+    """The checks of a pool no broker serves yet: none can be made."""
     raise Busy("payload checks are not set up yet")
 
 
