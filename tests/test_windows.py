@@ -423,3 +423,28 @@ async def test_an_ibm_backends_own_reservation_is_listed_without_an_end(tmp_path
 
 async def _backend_window(ops: admin_grpc.AdminServiceStub) -> bool:
     return bool((await ops.ListWindows(admin_pb.ListWindowsRequest())).windows)
+
+
+async def test_a_task_staged_ahead_on_ibm_does_not_start_in_a_window_that_opened_meanwhile(tmp_path: Path) -> None:
+    emulator_config = tmp_path / "emulator.toml"
+    emulator_config.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\n[[backends]]\nname = "fez"\n'
+                               'device = "perth"\njob_duration_s = 1.5\n'
+                               'lanes = { hpc_workload_manager = 1, ibm_quantum_compute = 1 }\n')
+    with ibm_services(emulator_config, BUCKET) as services:
+        async with running(config([ibm_resource("fez", services)])) as daemon, \
+                AsyncClient(f"unix:{daemon.socket}") as client, \
+                grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+            first = await client.start_task("fez", BELL)  # its run time is known from now on
+            assert (await client.wait(first.id)).state == pb.TASK_STATE_COMPLETED
+            running_task = await client.start_task("fez", BELL)
+            await until(lambda: _state(client, running_task.id, pb.TASK_STATE_RUNNING))
+            ahead = await client.start_task("fez", BELL)  # taken while the one lane is busy: staged ahead
+            await asyncio.sleep(0.3)
+            now = time.time()
+            made = await admin_grpc.AdminServiceStub(channel).CreateWindow(admin_pb.CreateWindowRequest(
+                window=pb.Window(resource="fez", kind="maintenance", start_time=stamp(now),
+                                 end_time=stamp(now + 3.0))))
+            assert (await client.wait(running_task.id)).state == pb.TASK_STATE_COMPLETED
+            ran = await client.wait(ahead.id)
+            assert ran.state == pb.TASK_STATE_COMPLETED
+            assert seconds(ran.start_time) >= seconds(made.end_time), "it waited for the window's end"

@@ -282,13 +282,14 @@ class Scheduler:
 
     async def _staged(self, task: Task, payload: Payload) -> bool:
         """Stage a task taken while every slot was busy and wait for a free slot; False when it is not to be
-        submitted now (stopped meanwhile: it ends; dispatch stopped: it goes back to the head of the queue)."""
+        submitted now (stopped meanwhile: it ends; dispatch stopped or a gate holds it now: it goes back to the head of
+        the queue)."""
         await self.adapter.stage(task.id, payload)
         while len(self._running) >= self.slots and self.dispatching and self.leading and not task.state.terminal:
             self._wakeup.clear()
             await self._wakeup.wait()
         self._ahead = False
-        if not task.state.terminal and self.dispatching and self.leading:
+        if not task.state.terminal and self.dispatching and self.leading and self.hold(task) is None:
             return True
         if task.state.terminal or self.leading:
             await _quietly(self.adapter.unstage(task.id), f"unstaging of task {task.id}")
