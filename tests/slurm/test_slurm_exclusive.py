@@ -47,6 +47,10 @@ name = "excl-qpu"
 slots = 2
 delay_seconds = 600
 min_slots_cap = 1
+
+[[resources]]
+type = "noop"
+name = "excl-sim"
 """
 
 # A job's task on excl-qpu, started under its lease; its id lands in {out}/{name}.task. It runs until the job ends.
@@ -244,6 +248,20 @@ def test_a_bad_mode_wait_or_min_slots_fails_the_job_not_the_node(
     assert message in output, output
     assert site.leases(job_id) == []
     assert site.cluster.wait_idle() == "idle"
+
+
+def test_each_resource_has_its_own_mode_listed_in_the_order_given(site: Site, out: Path) -> None:
+    """The exclusive lease is taken first, yet the job's lists keep the order of --qpu."""
+    job_id = site.job(out, "mixed", f"--qpu=excl-sim,{RESOURCE}:exclusive", task=False)
+    env = site.started(out, "mixed", job_id)
+    assert env["QRMI_JOB_QPU_RESOURCES"] == "excl-sim,excl-qpu"
+    assert env["QRMI_JOB_QPU_TYPES"] == "noop,noop"
+    assert env["QRMI_JOB_QPU_LEASE_MODES"] == "shared,exclusive"
+    assert (env["excl-sim_QRMI_JOB_LEASE_MODE"], env["excl-qpu_QRMI_JOB_LEASE_MODE"]) == ("shared", "exclusive")
+    held = sorted(site.leases(job_id), key=lambda lease: lease.create_time.ToNanoseconds())
+    assert [(lease.resource, lease.mode) for lease in held] == [(RESOURCE, pb.LEASE_MODE_EXCLUSIVE),
+                                                                ("excl-sim", pb.LEASE_MODE_SHARED)]
+    site.end(out, "mixed", job_id)
 
 
 def test_min_slots_reach_the_lease(site: Site, out: Path) -> None:
