@@ -109,6 +109,13 @@ timeout 300 bash -c 'until [ -e {out}/{name}.go ]; do sleep 0.1; done'
         wait_until(lambda: self.leases(job_id) == [], f"job {job_id}'s leases released")
 
 
+def assert_node_serves(cluster: Cluster) -> None:
+    """The node (busy with the other job) is neither drained nor down, and slurmctld hears from it (no `*`)."""
+    state = cluster.node_state()
+    assert not state.endswith("*") and not any(bad in state for bad in ("drain", "down", "fail")), \
+        f"the node is {state}"
+
+
 def wait_until(check: Callable[[], object], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -197,8 +204,7 @@ def test_an_exclusive_wait_that_runs_out_fails_the_job_with_the_daemons_message_
             f"is held by the exclusive lease of Slurm job {holder} (user root) until ") in output, output
     assert (f"spank_qrmid: --qpu={RESOURCE}:exclusive: cannot lease the quantum resources; the task is "
             "not started") in output, output
-    state = site.cluster.node_state()
-    assert "drain" not in state and state in {"mixed", "allocated"}, f"the node is {state}"
+    assert_node_serves(site.cluster)
     assert site.leases(late) == []
     site.end(out, "holder", holder)
     assert site.cluster.wait_idle() == "idle"
@@ -223,8 +229,7 @@ def test_a_job_cancelled_while_it_waits_leaves_the_line_at_once_and_the_node_ans
             "no longer runs") in log
     assert "DEADLINE_EXCEEDED" not in site.cluster.output(waiter)
     assert site.leases(waiter) == [] and not (out / "waiter.started").exists()
-    state = site.cluster.node_state()
-    assert not state.endswith("*") and "drain" not in state, f"the node is {state}"
+    assert_node_serves(site.cluster)
     site.end(out, "holder", holder)
     assert site.cluster.wait_idle() == "idle"
 
