@@ -65,10 +65,11 @@ def test_the_example_site_config_checks_clean() -> None:
 
 
 def test_the_examples_commented_resources_are_valid_once_uncommented() -> None:
-    text = re.sub(r"(?m)^# (\[\[resources\]\]|type =|name =|QRMI_[A-Z0-9_]+ =)", r"\1", EXAMPLE.read_text())
+    text = re.sub(r"(?m)^# (\[\[resources\]\]|type =|name =|members =|policy =|fallback =|QRMI_[A-Z0-9_]+ =)", r"\1",
+                  EXAMPLE.read_text())
     config = Config.model_validate(tomllib.loads(text))
     assert [r.type for r in config.resources] == ["local-qiskit", "local-pulser", "ibm-quantum-system",
-                                                  "pasqal-cloud"]
+                                                  "pasqal-cloud", "pool"]
 
 
 def test_the_example_serves_users_over_munge() -> None:
