@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from daemons import config, running, short_dir, subprocess_daemon
+from google.protobuf.timestamp_pb2 import Timestamp
 from ibm_services import Services, emulator, ibm_services, record
 from test_cli import qrmid as cli
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell
@@ -227,6 +229,27 @@ async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Ser
         assert not {bound.id, waiting.id} & await submitted(backends, "small"), "small never accepted them"
     finally:
         daemon.stop()
+
+
+async def test_a_member_in_maintenance_is_not_taken_and_lets_the_fallback_run() -> None:
+    cfg = config([{"type": "noop", "name": "qpu"}, {"type": "noop", "name": "sim"},
+                  {"type": "pool", "name": "qpus", "members": ["qpu", "sim"], "fallback": "sim"}])
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid, \
+            grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        now = time.time()
+        window = await admin.CreateWindow(admin_pb2.CreateWindowRequest(window=pb.Window(
+            resource="qpu", kind="maintenance", start_time=Timestamp(seconds=int(now) - 1),
+            end_time=Timestamp(seconds=int(now) + 3600), reason="calibration")))
+        strict = await qrmid.start_task("qpus", BELL)
+        allowed = await qrmid.start_task("qpus", BELL, allow_fallback=True)
+        assert (await qrmid.wait(allowed.id)).member == "sim"
+        waiting = await qrmid.task(strict.id)
+        assert waiting.state == pb.TASK_STATE_QUEUED and "no member of pool 'qpus' can take it now: qpu: " in \
+            waiting.wait_reason
+        await admin.DeleteWindow(admin_pb2.DeleteWindowRequest(id=window.id))
+        done = await qrmid.wait(strict.id)
+        assert (done.state, done.member) == (pb.TASK_STATE_COMPLETED, "qpu")
 
 
 def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> None:
