@@ -6,6 +6,7 @@ the node alone; the excl-qpu license keeps the jobs PENDING in Slurm instead, as
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -189,6 +190,25 @@ def test_a_second_exclusive_job_waits_in_line_and_runs_when_the_first_ends(site:
     site.end(out, "second", second)
     assert "waiting up to 50 s for an exclusive lease on excl-qpu" in \
         (site.cluster.dir / "log" / "slurmd.log").read_text()
+
+
+def test_a_plain_srun_job_waits_in_line_in_its_step(site: Site, out: Path) -> None:
+    holder = site.job(out, "holder", f"--qpu={RESOURCE}:exclusive", task=False)
+    site.started(out, "holder", holder)
+    srun = subprocess.Popen(["srun", f"--qpu={RESOURCE}:exclusive", "--qpu-wait=50", "--time=3", "printenv",
+                             "QRMI_JOB_QPU_LEASE_MODES"], env=site.cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        with site.client() as client:
+            wait_until(lambda: client.resource(RESOURCE).exclusive_waiting == 1, "the srun job in line")
+        assert srun.poll() is None
+        site.end(out, "holder", holder)
+        output, _ = srun.communicate(timeout=90)
+    finally:
+        if srun.poll() is None:
+            srun.kill()
+            srun.wait()
+    assert (srun.returncode, output.splitlines()[-1]) == (0, "exclusive"), output
 
 
 def test_an_exclusive_wait_that_runs_out_fails_the_job_with_the_daemons_message_not_the_node(
