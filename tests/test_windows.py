@@ -412,13 +412,18 @@ async def test_an_ibm_backends_own_reservation_is_listed_without_an_end(tmp_path
                 [("backend", "backend", "backend", False)]
             assert seconds(listed[0].start_time) <= time.time()
             assert (await client.resource("torino")).active_window.kind == "backend"
+            later = await ops.CreateWindow(admin_pb.CreateWindowRequest(window=pb.Window(
+                resource="torino", kind="maintenance", start_time=stamp(time.time() + 3600),
+                end_time=stamp(time.time() + 7200))))  # planned while the backend's own reservation lasts
+            assert [w.id for w in (await ops.ListWindows(admin_pb.ListWindowsRequest())).windows] == \
+                ["backend", later.id]
             task = await client.start_task("torino", BELL)
             assert (await client.task(task.id)).wait_reason == \
                 "resource torino is reserved on the backend's side (it runs only its own reservation's jobs); tasks " \
                 "wait until the backend releases it"
             await emulator(services, "POST", "/_emulator/backends/torino", {"locked": False})
             assert (await client.wait(task.id)).state == pb.TASK_STATE_COMPLETED
-            assert not (await ops.ListWindows(admin_pb.ListWindowsRequest())).windows
+            assert [w.id for w in (await ops.ListWindows(admin_pb.ListWindowsRequest())).windows] == [later.id]
 
 
 async def _backend_window(ops: admin_grpc.AdminServiceStub) -> bool:
