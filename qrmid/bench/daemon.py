@@ -3,7 +3,8 @@
 In one run, against servers in their own processes on Unix sockets:
 
 - baseline: a bare grpc.aio echo server (the cost of gRPC itself on this machine);
-- ``GetTask`` on qrmid: latency of one caller, and throughput of 16 concurrent callers;
+- ``GetTask`` on qrmid: latency of one caller, and throughput of 16 concurrent callers, alternating with the
+  baseline round by round;
 - end to end: tasks/s through qrmid on the ``noop`` backend (``AsyncClient.run``: start, wait for the end, fetch the
   result), and the daemon's own CPU time per task (read from ``/proc/<pid>/stat`` before and after each run, divided
   by the tasks completed), with the journal on and with it off: the two daemons run side by side and are measured
@@ -109,18 +110,25 @@ Runs = dict[bool, list[tuple[float, float]]]  # (tasks/s, daemon CPU seconds per
 
 
 async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: int, seconds: float, clients: int,
-                   rounds: int) -> tuple[dict[str, float], Runs]:
+                   rounds: int) -> tuple[dict[str, list[float]], Runs]:
+    """Each figure of each round: GetTask against the echo baseline (by name), and the end-to-end runs."""
     channels = [grpc.aio.insecure_channel(f"unix:{echo_socket}") for _ in range(clients)]
     echoes = [channel.unary_unary(ECHO) for channel in channels]
     request = b"x" * 64
-    base = await _latencies(lambda: echoes[0](request), count)
-    base_rps = await throughput([functools.partial(echo, request) for echo in echoes], seconds)
-
     qrmids = {journal: [AsyncClient(daemon.address) for _ in range(clients)] for journal, daemon in daemons.items()}
     on = qrmids[True]
     task, _ = await on[0].run("noop", PAYLOAD)
-    get = await _latencies(lambda: on[0].task(task.id), count)
-    get_rps = await throughput([functools.partial(q.task, task.id) for q in on], seconds)
+    figures: dict[str, list[float]] = {}
+    for _ in range(rounds):  # the baseline and qrmid alternate
+        base = await _latencies(lambda: echoes[0](request), count)
+        get = await _latencies(lambda: on[0].task(task.id), count)
+        for name, value in (("base_p50", _p(base, 50)), ("base_p99", _p(base, 99)), ("get_p50", _p(get, 50)),
+                            ("get_p99", _p(get, 99))):
+            figures.setdefault(name, []).append(value)
+        figures.setdefault("base_rps", []).append(
+            await throughput([functools.partial(echo, request) for echo in echoes], seconds))
+        figures.setdefault("get_rps", []).append(
+            await throughput([functools.partial(q.task, task.id) for q in on], seconds))
 
     runs: Runs = {False: [], True: []}
     for journal, daemon in daemons.items():  # warm-up
@@ -132,8 +140,7 @@ async def _measure(echo_socket: Path, daemons: dict[bool, QrmidProcess], count: 
         await channel.close()
     for client in (*qrmids[False], *on):
         await client.close()
-    return {"base_p50": _p(base, 50), "base_p99": _p(base, 99), "base_rps": base_rps,
-            "get_p50": _p(get, 50), "get_p99": _p(get, 99), "get_rps": get_rps}, runs
+    return figures, runs
 
 
 def _pid(daemon: QrmidProcess) -> int:
@@ -145,7 +152,7 @@ def _pid(daemon: QrmidProcess) -> int:
 @click.option("--count", default=3000, help="sequential calls for the latency figures")
 @click.option("--seconds", default=5.0, help="duration of each throughput run")
 @click.option("--clients", default=16, help="concurrent callers for the throughput runs")
-@click.option("--rounds", default=3, help="end-to-end runs of each daemon (journal on, off), alternating")
+@click.option("--rounds", default=3, help="rounds of each measure, the compared sides alternating")
 @click.option("--echo-server", hidden=True, default=None)
 def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str | None) -> None:
     """Measure qrmid against a bare gRPC echo server, and with its journal against without, in the same run."""
@@ -167,17 +174,20 @@ def main(count: int, seconds: float, clients: int, rounds: int, echo_server: str
         echo.wait()
     rates = {journal: [rate for rate, _ in runs[journal]] for journal in runs}
     cpus = {journal: [cpu for _, cpu in runs[journal]] for journal in runs}
-    table = Table("measure", "value", "baseline (bare gRPC echo)", "ratio", title="qrmid benchmark")
+    table = Table("measure (min–median–max)", "qrmid", "baseline (bare gRPC echo)", "ratio",
+                  title=f"qrmid against a bare gRPC echo server, {rounds} alternating rounds")
     ms = 1e3
-    table.add_row("GetTask latency p50", f"{r['get_p50'] * ms:.3f} ms", f"{r['base_p50'] * ms:.3f} ms",
-                  f"{r['get_p50'] / r['base_p50']:.2f}x")
-    table.add_row("GetTask latency p99", f"{r['get_p99'] * ms:.3f} ms", f"{r['base_p99'] * ms:.3f} ms",
-                  f"{r['get_p99'] / r['base_p99']:.2f}x")
-    table.add_row(f"GetTask throughput, {clients} clients", f"{r['get_rps']:.0f} calls/s",
-                  f"{r['base_rps']:.0f} calls/s", f"{r['get_rps'] / r['base_rps']:.2f}x")
-    tasks_ps = statistics.median(rates[True])
-    table.add_row(f"tasks end to end (noop, journal on), {clients} clients", f"{tasks_ps:.0f} tasks/s",
-                  f"{r['base_rps']:.0f} calls/s", f"{tasks_ps / r['base_rps']:.3f}x")
+
+    def ratio(mine: list[float], base: list[float]) -> str:
+        return f"{statistics.median(mine) / statistics.median(base):.2f}x"
+
+    for figure, name in (("p50", "50"), ("p99", "99")):
+        table.add_row(f"GetTask latency {figure}", spread(r[f"get_p{name}"], "ms", ms, 3),
+                      spread(r[f"base_p{name}"], "ms", ms, 3), ratio(r[f"get_p{name}"], r[f"base_p{name}"]))
+    table.add_row(f"GetTask throughput, {clients} clients", spread(r["get_rps"], "calls/s"),
+                  spread(r["base_rps"], "calls/s"), ratio(r["get_rps"], r["base_rps"]))
+    table.add_row(f"tasks end to end (noop, journal on), {clients} clients", spread(rates[True], "tasks/s"),
+                  spread(r["base_rps"], "calls/s"), ratio(rates[True], r["base_rps"]))
     Console(width=150).print(table)  # never cut a figure, in a terminal or a pipe
 
     table = Table("measure (min–median–max)", "journal on", "journal off (baseline)", "ratio",
