@@ -1,6 +1,7 @@
 """How qrmid follows IBM jobs, counted from the emulator's own request log: on an older server without
 ``GET /v1/jobs/{id}`` one job list per round covers every running job and the missing routes are asked for once;
-on a current server a job is looked at when it is expected to end, not at every poll interval."""
+on a current server a job is looked at when it is expected to end, not at every poll interval, and its output is
+read as that look goes out (counted from S3's own record)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from daemons import config, running
-from ibm_services import emulator, ibm_services
+from ibm_services import emulator, ibm_services, s3_requests
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell, resource
 
 from qrmid.client import AsyncClient
@@ -22,13 +23,14 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 LANES = 5
 
 
-def services_for(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+def services_for(server: str, tmp_path_factory: pytest.TempPathFactory,
+                 front: bool = False) -> Iterator[tuple[Proc, Proc]]:
     path = tmp_path_factory.mktemp("ibm") / "emulator.toml"
     path.write_text(f'api_keys = ["{API_KEY}"]\nservice_crn = "{CRN}"\nserver = "{server}"\n'
                     '[[backends]]\nname = "perth"\ndevice = "perth"\nseed = 7\nnoise = false\n'
                     f'admission_order = "lanes-first"\nlanes = {{ hpc_workload_manager = {LANES}, '
                     'ibm_quantum_compute = 0 }\n')
-    with ibm_services(path, BUCKET) as services:
+    with ibm_services(path, BUCKET, front=front) as services:
         yield services
 
 
@@ -39,7 +41,8 @@ def older(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="module")
 def current(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    yield from services_for("current", tmp_path_factory)
+    """A current server, its S3 behind the recording front."""
+    yield from services_for("current", tmp_path_factory, front=True)
 
 
 async def requests(services: tuple[Proc, Proc]) -> Counter[str]:
@@ -108,6 +111,29 @@ async def test_jobs_are_looked_at_when_they_are_expected_to_end(current: tuple[P
     assert looks / LANES <= 20, f"{looks / LANES:.1f} looks per job of 1 s, where polling every 0.025 s makes 40"
 
 
+async def test_a_job_output_is_read_as_its_end_is_looked_for(current: tuple[Proc, Proc]) -> None:
+    """Once the run time is known, a job's results and logs are read as the look at its expected end goes out, and
+    that reading is used when the job is seen Completed: each object is read once. An object not found by that
+    reading is read again then."""
+    await emulator(current, "POST", "/_emulator/backends/perth", {"job_duration_s": 1.5})
+    cfg = config([resource("perth", current, poll_interval=0.05, status_interval=0.5, lanes=LANES)])
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        await client.run("perth", isa_bell(shots=10))  # teaches the run time
+        outcomes = await asyncio.gather(*(client.run("perth", isa_bell(shots=10)) for _ in range(LANES)))
+        reads = Counter(seen["path"] for seen in await s3_requests(current) if seen["method"] == "GET")
+        for task, result in outcomes:
+            assert task.state == pb.TASK_STATE_COMPLETED and result and await client.logs(task.id)
+            assert [reads[f"/{BUCKET}/{kind}_{task.id}.json"] for kind in ("results", "logs")] == [1, 1]
+
+        async with httpx.AsyncClient(base_url=current[1].url) as s3_front:  # the early reading finds no results
+            rule = {"status": 404, "method": "GET", "path_prefix": f"/{BUCKET}/results_", "count": 1}
+            (await s3_front.post("/_emulator/faults", json={"rules": [rule]})).raise_for_status()
+        task, result = await client.run("perth", isa_bell(shots=10))
+        assert task.state == pb.TASK_STATE_COMPLETED and result and await client.logs(task.id)
+        reads = Counter(seen["path"] for seen in await s3_requests(current) if seen["method"] == "GET")
+        assert reads[f"/{BUCKET}/results_{task.id}.json"] == 1, "read again (the answer of the first was injected)"
+
+
 def test_the_follower_schedules_looks_by_the_expected_end() -> None:
     """Halfway while more than two intervals remain, at the expected end, then short steps growing by half up to
     the interval."""
@@ -124,10 +150,34 @@ def test_the_follower_schedules_looks_by_the_expected_end() -> None:
         assert follower._next_look(job, 100.0) == 101.0
         assert follower._next_look(job, 101.0) == 101.5
         assert follower._next_look(job, 101.5) == 102.0, "two intervals or less remain: at the expected end"
-        steps = [follower._next_look(job, 102.0) - 102.0 for _ in range(6)]
-        assert steps == pytest.approx([0.04, 0.06, 0.09, 0.135, 0.2025, 0.25])
+        steps = [follower._next_look(job, 102.0) - 102.0 for _ in range(9)]
+        assert steps == pytest.approx([0.01, 0.015, 0.0225, 0.03375, 0.050625, 0.0759375, 0.11390625, 0.170859375,
+                                       0.25]), "from 0.5 % of the run time"
 
     asyncio.run(check())
+
+
+def test_the_follower_tells_once_when_a_job_is_looked_for_at_its_expected_end() -> None:
+    """Not at the looks halfway, not again at the looks past the end."""
+    from qrmid.backends.ibm_quantum_system.follow import Follower
+
+    told: list[str] = []
+    looks: list[int] = []  # how many times the follower had told, as each look went out
+
+    async def look(refs: list[str]) -> dict[str, Any]:
+        looks.append(len(told))
+        return {ref: {"id": ref, "status": "Running" if len(looks) < 4 else "Completed"} for ref in refs}
+
+    async def check() -> None:
+        follower = Follower(look, interval=0.05, reaching_end=told.append)
+        follower.expected = 0.2
+        follower.follow("job")
+        assert await follower.ended("job", 5.0) is not None
+        await follower.close()
+
+    asyncio.run(check())
+    assert looks == [0, 1, 1, 1], "halfway (0.1 s), at the end (0.2 s), then two steps past it"
+    assert told == ["job"]
 
 
 def test_a_job_in_an_unknown_status_is_followed_until_it_ends() -> None:

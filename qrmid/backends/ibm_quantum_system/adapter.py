@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -60,8 +60,9 @@ class IbmQuantumSystem(Adapter):
         self._unsure: set[str] = set()  # jobs that may be stored: looked up before they are posted again
         self._orphans: set[str] = set()  # jobs of failed tasks that may be stored: removed when they turn up
         self._staged: dict[str, dict[str, Any]] = {}  # job id -> its JobRequest, input stored, URLs presigned
+        self._early: dict[str, asyncio.Task[tuple[bytes | None, bytes | None]]] = {}  # job id -> its objects' reading
         self._resolving: asyncio.Task[None] | None = None
-        self.follower = Follower(self._look, settings.poll_interval)
+        self.follower = Follower(self._look, settings.poll_interval, self._read_early)
         self.redact = Redactor()
         self._http: httpx.AsyncClient | None = None
         self._api: QuantumSystemApi | None = None
@@ -108,6 +109,8 @@ class IbmQuantumSystem(Adapter):
     async def close(self) -> None:
         if self._resolving is not None:
             self._resolving.cancel()
+        for ref in list(self._early):
+            self._drop_early(ref)
         await self.follower.close()
         await asyncio.gather(*self._removals, *filter(None, [self._resolving]), return_exceptions=True)
         if self._http is not None:
@@ -282,6 +285,7 @@ class IbmQuantumSystem(Adapter):
             job = await self.follower.ended(ref, timeout)
         except asyncio.CancelledError:
             self.follower.forget(ref)
+            self._drop_early(ref)
             raise
         return JobStatus(JobState.RUNNING) if job is None else self._status(ref, job)
 
@@ -308,24 +312,59 @@ class IbmQuantumSystem(Adapter):
 
     @redacting
     async def output(self, ref: str) -> Output:
-        results, logs = await asyncio.gather(self.storage.get(object_key("results", ref)), self._logs(ref))
+        """The job's results and logs: those read as its end was looked for, the others now."""
+        early_results, early_logs = await self._early_objects(ref)
+        results, logs = await asyncio.gather(
+            _ready(early_results) if early_results is not None else self.storage.get(object_key("results", ref)),
+            _ready(early_logs) if early_logs is not None else self._logs(ref))
         if results is None:
             raise RuntimeError(f"job {ref} completed but wrote no results object")
-        return Output(data=results, logs=logs)
+        return Output(data=results, logs=logs.decode(errors="replace"))
 
-    async def _logs(self, ref: str) -> str:
+    async def _logs(self, ref: str) -> bytes:
         """The job's log text; a job can read Completed a moment before its log object lands."""
         for _ in range(10):
             logs = await self.storage.get(object_key("logs", ref))
             if logs is not None:
-                return logs.decode(errors="replace")
+                return logs
             await asyncio.sleep(0.2)
-        return ""
+        return b""
+
+    def _read_early(self, ref: str) -> None:
+        """Start reading a job's results and logs as the look for its end goes out, so that they are in hand when
+        the job is seen Completed: the service writes each object once, before it reports the end (one not there
+        yet is read again then). Objects of a job that did not complete are never used."""
+        if ref not in self._early and self._storage is not None:
+            reading = asyncio.create_task(self._objects(ref))
+            reading.add_done_callback(_retrieve)
+            self._early[ref] = reading
+
+    async def _objects(self, ref: str) -> tuple[bytes | None, bytes | None]:
+        results, logs = await asyncio.gather(*(self.storage.get(object_key(kind, ref)) for kind in ("results", "logs")))
+        return results, logs
+
+    async def _early_objects(self, ref: str) -> tuple[bytes | None, bytes | None]:
+        """The objects read early for ``ref``, (None, None) when none were or the reading failed (read again)."""
+        reading = self._early.pop(ref, None)
+        if reading is None:
+            return None, None
+        try:
+            return await reading
+        except Exception as exc:
+            log.info("%s: reading the output of job %s early failed (%s); it is read again", self.settings.name, ref,
+                     self.redact(str(exc)))
+            return None, None
+
+    def _drop_early(self, ref: str) -> None:
+        reading = self._early.pop(ref, None)
+        if reading is not None:
+            reading.cancel()
 
     @redacting
     async def cleanup(self, ref: str) -> None:
         """DELETE the job, which frees its lane (cancelling it first if it still runs), then its objects."""
         self.follower.forget(ref)
+        self._drop_early(ref)
         for _ in range(5):
             try:
                 await self.api.call("DELETE", f"/v1/jobs/{ref}", ok=(204, 404))
@@ -467,6 +506,19 @@ class IbmQuantumSystem(Adapter):
 
 class _NoJobRoute(Exception):
     """The service has no GET /v1/jobs/{id} (an older server)."""
+
+
+_T = TypeVar("_T")
+
+
+async def _ready(value: _T) -> _T:
+    return value
+
+
+def _retrieve(reading: asyncio.Task[Any]) -> None:
+    """Mark a failed early reading as seen: one dropped unread never reports it."""
+    if not reading.cancelled():
+        reading.exception()
 
 
 def _isa_of(configuration: dict[str, Any]) -> Any:

@@ -6,8 +6,11 @@ Polling every job at a fixed interval either holds lanes (slow polls) or floods 
 - the expected run time is the moving average of the run times of the backend's completed jobs (the service's
   own ``created_time`` to ``end_time``); until one completed, jobs are looked at every ``interval``;
 - a job is looked at halfway to its expected end while more than two intervals remain (an early failure frees its
-  lane soon), at its expected end, and then at short steps growing by half from 2 % of the run time (at least
-  10 ms) up to ``interval``;
+  lane soon), at its expected end, and then at short steps growing by half from 0.5 % of the run time (at least
+  10 ms) up to ``interval``: a job that ends a little later than expected is seen a little later, not a fixed
+  share of its run time later;
+- as the first look at or past a job's expected end goes out, ``reaching_end`` is told, so that the job's output
+  can be read meanwhile;
 - each round looks at every due job in one call of ``look``: one ``GET /v1/jobs`` on a server without
   ``GET /v1/jobs/{id}``, which then updates every followed job at once.
 """
@@ -38,15 +41,17 @@ class Followed:
     started: float
     due: float
     looks_past_end: int = 0
+    end_told: bool = False  # reaching_end was told of the job
     ended: asyncio.Future[dict[str, Any]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Follower:
     """Follows one backend's jobs until each ends (see the module's docstring)."""
 
-    def __init__(self, look: Look, interval: float) -> None:
+    def __init__(self, look: Look, interval: float, reaching_end: Callable[[str], None] = lambda job_id: None) -> None:
         self.look = look
         self.interval = interval
+        self.reaching_end = reaching_end
         self.expected: float | None = None  # moving average of completed jobs' run seconds
         self._jobs: dict[str, Followed] = {}
         self._changed = asyncio.Event()
@@ -108,6 +113,13 @@ class Follower:
 
     async def _round(self, due: list[str]) -> None:
         """Look at the due jobs; settle the ones that ended and schedule the next look at the others."""
+        if self.expected is not None:
+            now = time.monotonic()
+            for job_id in due:
+                ending = self._jobs[job_id]
+                if not ending.end_told and now >= ending.started + self.expected - COALESCE:
+                    ending.end_told = True
+                    self.reaching_end(job_id)
         try:
             seen = await self.look(due)
         except Exception as exc:  # the look kept failing past its retries: the due jobs' waiters hear of it
@@ -141,7 +153,7 @@ class Follower:
             return now + (end - now) / 2
         if now < end:
             return end
-        step = max(FINEST, self.expected * 0.02) * 1.5 ** followed.looks_past_end
+        step = max(FINEST, self.expected * 0.005) * 1.5 ** followed.looks_past_end
         followed.looks_past_end += 1
         return now + min(step, self.interval)
 
