@@ -23,6 +23,10 @@ qrmid (a steady workload, as a hybrid loop's); the clients learn nothing and nee
 Printed per T, as min–median–max over the rounds: makespan, lane utilization N·T / (L·makespan), the HTTP 429s each
 way drew, and the API requests per task the emulator counted (status checks and token requests included).
 
+The makespan is measured the same way for every way: the clock starts once the way is set up (qrmid's channel
+connected; the clients' HTTP pool and S3 signers built), and stops once every task's result is in its caller's hands
+and every lane is free again (the last DELETE, from the emulator's record).
+
 T is a job's run time on the service, from its admission to its end: the emulator reads the input, simulates, writes
 the results and logs, and sleeps out the rest of T (its own work fits within T unless the machine is loaded).
 
@@ -44,7 +48,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,8 @@ KEY, CRN, BUCKET = "bench-key", "crn:v1:local:bench", "bench"
 CIRCUIT = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nx $0;\nc[0] = measure $0;\n'
 INPUT = {"pubs": [[CIRCUIT, None, 8]], "version": 2, "support_qiskit": True}
 WAYS = ("qrmid", "QRMI's policy", "tuned client")
+# A way, set up: the context yields the run of its tasks, which the clock times
+Way = Callable[[], AbstractAsyncContextManager[Callable[[], Awaitable[object]]]]
 BACKENDS = {"qrmid": "qrmid", "QRMI's policy": "qrmi", "tuned client": "tuned"}
 
 
@@ -108,6 +115,15 @@ class Service:
         async with httpx.AsyncClient() as http:
             return dict((await http.get(f"{self.emulator.url}/_emulator/record")).json())
 
+    async def freed(self, backend: str) -> dict[str, Any]:
+        """The record once ``backend`` stores no job: every lane free again."""
+        for _ in range(500):
+            record = await self.record()
+            if not record["backends"][backend]["stored"]:
+                return record
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"backend {backend} still stores jobs 5 s after its tasks ended")
+
     async def set_duration(self, seconds: float) -> None:
         async with httpx.AsyncClient() as http:
             for backend in BACKENDS.values():
@@ -134,12 +150,23 @@ def start_daemon(service: Service, lanes: int, scratch: Path) -> Proc:
 
 
 async def through_qrmid(daemon: Proc, tasks: int) -> None:
+    async with qrmid_way(daemon, tasks) as run:
+        await run()
+
+
+@asynccontextmanager
+async def qrmid_way(daemon: Proc, tasks: int) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A connected client; its run: ``tasks`` tasks through qrmid, all at once."""
     async with AsyncClient(daemon.url, timeout=3600) as qrmid:
-        await asyncio.gather(*(qrmid.run("qrmid", sampler_payload(INPUT)) for _ in range(tasks)))
+        await qrmid.list_resources()  # the channel connected before the clock starts
+        yield lambda: asyncio.gather(*(qrmid.run("qrmid", sampler_payload(INPUT)) for _ in range(tasks)))
 
 
-async def independent_clients(service: Service, policy: Policy, backend: str, tasks: int) -> None:
-    """``tasks`` clients, each submitting one job, retrying 429 and polling by ``policy``, then deleting it."""
+@asynccontextmanager
+async def independent_clients(service: Service, policy: Policy, backend: str,
+                              tasks: int) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """An HTTP pool and S3 signers; its run: ``tasks`` clients, each submitting one job, retrying 429 and polling by
+    ``policy``, then deleting it."""
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as http:
         url = service.emulator.url
         storage = Storage(http, endpoint=service.s3.url, service_endpoint=service.s3.url, bucket=BUCKET,
@@ -182,7 +209,7 @@ async def independent_clients(service: Service, policy: Policy, backend: str, ta
                 await status(api, job_id)
             await api.call("DELETE", f"/v1/jobs/{job_id}", ok=(204,))
 
-        await asyncio.gather(*(one() for _ in range(tasks)))
+        yield lambda: asyncio.gather(*(one() for _ in range(tasks)))
 
 
 @dataclass
@@ -194,13 +221,18 @@ class Figures:
     requests: list[float]
 
 
-async def measure(service: Service, backend: str, tasks: int, run: Callable[[], Awaitable[None]]) -> tuple[float, ...]:
-    """Makespan, 429s drawn and API requests per task of one run of ``tasks`` tasks on ``backend``."""
+async def measure(service: Service, backend: str, tasks: int, way: Way) -> tuple[float, ...]:
+    """Makespan, 429s drawn and API requests per task of one run of ``tasks`` tasks on ``backend``: from the start of
+    the set-up way's run until every result is in hand and every lane free again (the last DELETE)."""
     before = await service.record()
-    started = time.perf_counter()
-    await run()
-    makespan = time.perf_counter() - started
-    after = await service.record()
+    async with way() as run:
+        started = time.time()  # wall clock, as the emulator's record of DELETEs
+        await run()
+        returned = time.time()
+    after = await service.freed(backend)
+    known = {delete["id"] for delete in before["backends"][backend]["deleted"]}
+    deleted = [delete["time"] for delete in after["backends"][backend]["deleted"] if delete["id"] not in known]
+    makespan = max(returned, *deleted) - started
     rejected = after["backends"][backend]["rejected_429"] - before["backends"][backend]["rejected_429"]
     requests = sum((Counter(after["requests"]) - Counter(before["requests"])).values())
     return makespan, rejected, requests / tasks
@@ -215,8 +247,8 @@ async def bench(tasks: int, lanes: int, durations: list[float], rounds: int, ser
         daemon = start_daemon(service, lanes, scratch)
         await service.set_duration(0.0)
         await through_qrmid(daemon, lanes)  # warm: the backend described, the validation workers up
-        runs: dict[str, Callable[[], Awaitable[None]]] = {
-            "qrmid": lambda: through_qrmid(daemon, tasks),
+        runs: dict[str, Way] = {
+            "qrmid": functools.partial(qrmid_way, daemon, tasks),
             **{way: functools.partial(independent_clients, service, policy, BACKENDS[way], tasks)
                for way, policy in POLICIES.items()}}
         for seconds in durations:
