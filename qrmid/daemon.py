@@ -110,6 +110,11 @@ def _pools(config: Config) -> list[PoolSettings]:
     return [settings for settings in config.resources if isinstance(settings, PoolSettings)]
 
 
+def _backed(config: Config) -> list[registry.ResourceConfig]:
+    """The resources with a backend of their own: all but the pools."""
+    return [settings for settings in config.resources if not isinstance(settings, PoolSettings)]
+
+
 def _policy(config: Config) -> Policy:
     return Policy(max_payload_bytes=config.tasks.max_payload_bytes, require_lease=config.leases.required,
                   cancel_on_release=config.leases.cancel_tasks_on_release, retain_tasks=config.tasks.retain,
@@ -403,8 +408,7 @@ class Daemon:
             if _pools(old) != _pools(new):
                 raise InvalidArgument("config not reloaded: its pools changed, and pools are built when the daemon "
                                       "starts; restart the daemon to apply it")
-            changes = await self.reloader.apply(*([settings for settings in config.resources
-                                                   if not isinstance(settings, PoolSettings)] for config in (old, new)))
+            changes = await self.reloader.apply(_backed(old), _backed(new))
             self.config = new.model_copy(update={"daemon": daemon, **{
                 section: getattr(old, section) for section in RESTART_SECTIONS if hasattr(old, section)}})
             self.broker.policy = _policy(self.config)

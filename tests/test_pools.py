@@ -271,6 +271,18 @@ def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> Non
         assert "member    qpu" in cli("status", waiting, address=address).stdout
 
 
+def test_a_reload_that_changes_a_pool_is_refused_and_the_daemon_serves_on() -> None:
+    resources = '[[resources]]\ntype = "noop"\nname = "qpu"\n[[resources]]\ntype = "noop"\nname = "sim"\n'
+    pool = '[[resources]]\ntype = "pool"\nname = "qpus"\nmembers = ["qpu", "sim"]\n'
+    with subprocess_daemon(resources + pool) as (address, process):
+        path = Path(process.args[-1])
+        path.write_text(path.read_text().replace('members = ["qpu", "sim"]', 'members = ["qpu"]'))
+        refused = cli("admin", "reload", address=address, check=False)
+        assert refused.returncode != 0
+        assert "config not reloaded: its pools changed" in refused.stderr and "restart the daemon" in refused.stderr
+        assert "qpus" in cli("resources", address=address).stdout
+
+
 @pytest.mark.parametrize(("pool", "key", "message"), [
     ('members = ["east", "nowhere"]', "resources[2].members",
      "pool 'p' names 'nowhere', which is not a configured resource (resources: east, west)"),
