@@ -4,7 +4,7 @@ be recorded.
 A store counts every write it enqueues; its writer reports each commit (``_settle``) or failure (``_broken`` and
 ``_failed``). ``durable()`` waits for the commit of everything enqueued so far, ``recorded(task)`` for that task's
 record, ``states_recorded(task)`` for its writes so far, each for at most ``commit_timeout`` seconds; they raise
-Unavailable while the store cannot be written.
+Unavailable while the store cannot be written. One timer, set for the earliest waiter's bound, serves every waiter.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ MAX_BATCH = 5_000  # writes per transaction (a group enqueued together is not sp
 MAX_RETRY_SECONDS = 5.0  # the longest pause between two attempts to commit
 
 Write = tuple[str, tuple[Any, ...], str]  # SQL, its parameters, the id of the task it records ('' for none)
+Waiter = tuple[int, str, asyncio.Future[None], float]  # writes to commit, the task id ('' for none), its future, and
+# when it gives up (the loop's clock)
 
 
 class Commits:
@@ -34,7 +36,8 @@ class Commits:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._enqueued = 0
         self._committed = 0
-        self._waiters: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._waiters: list[Waiter] = []  # in the order they came, so by when they give up
+        self._bound: asyncio.TimerHandle | None = None  # fails the waiters past ``commit_timeout``
         self._refused: dict[str, str] = {}  # task id -> why a write of it can never be recorded
         self._inserted: dict[str, int] = {}  # task id -> how many writes must commit for its record to be durable
         self._latest: dict[str, int] = {}  # task id -> how many writes must commit for its latest state to be
@@ -78,17 +81,30 @@ class Commits:
     async def _wait(self, target: int, task_id: str) -> None:
         """Wait for the commit of the first ``target`` writes (and for the fate of ``task_id``'s)."""
         assert self._loop is not None
-        waiter = self._loop.create_future()  # this call's own: cancelled with it (on a timeout too)
-        entry = (target, task_id, waiter)
-        self._waiters.append(entry)
-        try:
-            async with asyncio.timeout(self.commit_timeout):
-                await waiter
-        except TimeoutError:
-            raise Unavailable(self._stalled()) from None
-        finally:
-            if waiter.cancelled() and entry in self._waiters:
-                self._waiters.remove(entry)
+        waiter = self._loop.create_future()  # this call's own: cancelled with it (then dropped at the next commit)
+        due = self._loop.time() + self.commit_timeout
+        self._waiters.append((target, task_id, waiter, due))
+        if self._bound is None:
+            self._bound = self._loop.call_at(due, self._expire)
+        await waiter
+
+    def _expire(self) -> None:
+        """Fail the waiters whose ``commit_timeout`` has passed; set the timer for the next one."""
+        assert self._loop is not None
+        self._bound = None
+        now = self._loop.time()
+        waiting = []
+        for entry in self._waiters:
+            waiter = entry[2]
+            if waiter.done():
+                continue
+            if entry[3] <= now:
+                waiter.set_exception(Unavailable(self._stalled()))
+            else:
+                waiting.append(entry)
+        self._waiters = waiting
+        if waiting:
+            self._bound = self._loop.call_at(min(entry[3] for entry in waiting), self._expire)
 
     def _changed(self, task_id: str) -> None:
         """Note that the writes enqueued so far record ``task_id``'s latest state (call after enqueuing them)."""
@@ -111,7 +127,8 @@ class Commits:
         self._inserted = {task_id: target for task_id, target in self._inserted.items() if target > committed}
         self._latest = {task_id: target for task_id, target in self._latest.items() if target > committed}
         waiting = []
-        for target, task_id, waiter in self._waiters:
+        for entry in self._waiters:
+            target, task_id, waiter, _ = entry
             if waiter.done():
                 continue
             if task_id in self._refused:
@@ -119,12 +136,12 @@ class Commits:
             elif target <= committed:
                 waiter.set_result(None)
             else:
-                waiting.append((target, task_id, waiter))
+                waiting.append(entry)
         self._waiters = waiting
 
     def _failed(self, message: str) -> None:
         """A commit failed: every waiter gets Unavailable with ``message``."""
-        for _, _, waiter in self._waiters:
+        for _, _, waiter, _ in self._waiters:
             if not waiter.done():
                 waiter.set_exception(Unavailable(message))
         self._waiters = []
