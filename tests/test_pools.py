@@ -252,6 +252,25 @@ async def test_a_member_in_maintenance_is_not_taken_and_lets_the_fallback_run() 
         assert (done.state, done.member) == (pb.TASK_STATE_COMPLETED, "qpu")
 
 
+async def test_an_exclusive_lease_on_a_pool_waits_for_its_running_task_then_runs_alone() -> None:
+    cfg = config([{"type": "noop", "name": "a", "delay_seconds": 2.0}, {"type": "noop", "name": "b"},
+                  {"type": "pool", "name": "ab", "members": ["a", "b"], "policy": "ordered"}])
+    async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+        first = await qrmid.start_task("ab", BELL)
+        await until(lambda: _state(qrmid, first.id, pb.TASK_STATE_RUNNING), "the pool's task running on a")
+        lease = await qrmid.acquire("ab", mode="exclusive", wait=60)
+        ended = await qrmid.task(first.id)
+        assert ended.state == pb.TASK_STATE_COMPLETED, "granted only once the pool's running task ended"
+        assert ended.end_time.ToNanoseconds() <= lease.create_time.ToNanoseconds()
+        other = await qrmid.start_task("ab", BELL)
+        mine = await qrmid.start_task("ab", BELL, lease_token=lease.token)
+        assert (await qrmid.wait(mine.id)).member == "a"
+        held = await qrmid.task(other.id)
+        assert held.state == pb.TASK_STATE_QUEUED and "exclusive lease" in held.wait_reason
+        await qrmid.release(lease.token)
+        assert (await qrmid.wait(other.id)).state == pb.TASK_STATE_COMPLETED
+
+
 def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> None:
     pool = '[[resources]]\ntype = "pool"\nname = "qpus"\nmembers = ["qpu", "sim"]\nfallback = "sim"\n'
     bell = tmp_path / "bell.qasm"

@@ -86,8 +86,13 @@ class PoolScheduler(Scheduler):
 
     @property
     def running(self) -> int:
-        """The pool's tasks handed to a member and not finished."""
+        """How many of the pool's tasks are handed to a member and not finished."""
         return len(self._bound)
+
+    @property
+    def dispatched(self) -> list[Task]:
+        """The pool's tasks handed to a member and not finished."""
+        return list(self._bound)
 
     def accepted(self, task: Task, members: frozenset[str]) -> None:
         """Record which ``members`` accept queued ``task``'s payload (before it is queued)."""
