@@ -161,18 +161,22 @@ async def test_a_hundred_parallel_start_tasks_never_pass_a_hard_shot_budget(site
 
 
 async def test_a_hard_qpu_second_budget_refuses_a_task_whose_estimate_is_over_what_is_left(site: Site) -> None:
-    await site.ops.SetAllocation(budget("alice", resources=("slow",), qpu_seconds=0.7, period="day"))
+    await site.ops.SetAllocation(budget("alice", resources=("slow",), qpu_seconds=3600, period="day"))
     first = await site.alice.start_task("slow", shots(1))
     done = await until_state(site.alice, first.id, pb.TASK_STATE_COMPLETED)
     ran = (done.end_time.ToNanoseconds() - done.start_time.ToNanoseconds()) / 1e9
     assert ran >= 0.4
     [shown] = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
-    assert shown.used_qpu_seconds == pytest.approx(ran, abs=1e-3)
+    used = shown.used_qpu_seconds
+    assert used == pytest.approx(ran, abs=1e-3), "charged from its start to its end"
+    granted = round(used * 1.5, 3)  # half a run left: less than the next task's estimate (the run time so far)
+    await site.ops.SetAllocation(budget("alice", resources=("slow",), qpu_seconds=granted, period="day"))
     code, message = await failure(site.alice.start_task("slow", shots(1)))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert f"has {0.7 - ran:.1f} QPU-seconds left ({ran:.1f} used) and the task is estimated at {ran:.1f} (the " \
-           "resource's recent run time)" in message, message
-    assert f"it resets at {local(period_bounds('day', time.time())[1] or 0)}" in message
+    assert (f"the hard allocation of account 'alice' on resource slow ({granted:g} QPU-seconds a day) has "
+            f"{granted - used:.1f} QPU-seconds left ({used:.1f} used) and the task is estimated at {used:.1f} (the "
+            f"resource's recent run time); it resets at {local(period_bounds('day', time.time())[1] or 0)}") in message
+    assert (await site.bob.start_task("slow", shots(1))).state == pb.TASK_STATE_QUEUED
 
 
 # -- soft limits -----------------------------------------------------------------------------------------------
@@ -463,6 +467,7 @@ def test_every_member_of_a_cluster_enforces_allocations_set_on_any_with_usage_fr
             assert "has 10 shots left (20 used)" in (refused.value.details() or "")
             with grpc.insecure_channel(m2) as channel:
                 admin_grpc.AdminServiceStub(channel).DrainResource(admin_pb.DrainResourceRequest(resource="noop"))
+                _until(lambda: first.resource("noop").status == pb.RESOURCE_STATUS_DRAINING, "drained on m1")
                 waiting = first.start_task("noop", shots(6))  # queued on m1: its shots are held on every member
                 assert second.task(waiting.id).state == pb.TASK_STATE_QUEUED
                 with pytest.raises(grpc.RpcError) as refused:

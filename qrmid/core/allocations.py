@@ -58,9 +58,7 @@ class Allocation:
 
     @property
     def where(self) -> str:
-        """The resources, as a person reads them."""
-        return "every resource" if not self.resources else "resource" + ("s " if len(self.resources) > 1 else " ") + \
-            ", ".join(self.resources)
+        return where(self.resources)
 
     def covers(self, resource: str) -> bool:
         return not self.resources or resource in self.resources
@@ -72,6 +70,13 @@ class Allocation:
         every = {"day": "a day", "week": "a week", "month": "a month", "year": "a year", "none": "in all"}[self.period]
         return (f"{self.limit} allocation of account {self.account!r} on {self.where} "
                 f"({' and '.join(filter(None, budgets))} {every})")
+
+
+def where(resources: tuple[str, ...]) -> str:
+    """Resources as a person reads them: ``every resource``, ``resource A`` or ``resources A, B``."""
+    if not resources:
+        return "every resource"
+    return ("resources " if len(resources) > 1 else "resource ") + ", ".join(resources)
 
 
 def allocation(account: str, resources: Iterable[str], limit: str, qpu_seconds: float, shots: int, period: str,
@@ -206,7 +211,7 @@ class Allocations(Listener):
         found = self._by_account.get(account, {}).get(names)
         if found is None:
             have = ", ".join(value.where for value in self._by_account.get(account, {}).values())
-            raise NotFound(f"account {account!r} has no allocation on {Allocation(account, names, '', 0, 0, '').where}"
+            raise NotFound(f"account {account!r} has no allocation on {where(names)}"
                            + (f" (it has one on {have})" if have else " (it has none)"))
         self.events.writable()
         view = self.view(found)
@@ -270,23 +275,26 @@ class Allocations(Listener):
 
     def _short(self, value: Allocation, now: float, seconds: float, shots: int) -> str:
         """Why a task estimated at ``seconds`` and ``shots`` does not fit in what ``value`` has left; ''."""
-        used = self._used_by(value, now)
-        held = self._held_by(value)
-        reset_at = self._bounds[value.period][1]
-        resets = "it never resets" if reset_at is None else \
-            f"it resets at {datetime.fromtimestamp(reset_at).astimezone().isoformat(timespec='seconds')}"
-        waiting = f", {held.shots} shots held by unfinished tasks" if held.shots else ""
+        used, held = self._used_by(value, now), self._held_by(value)
         if value.shots and (left := value.shots - used.shots - held.shots) < max(shots, 1):
+            waiting = f", {held.shots} shots held by unfinished tasks" if held.shots else ""
             return (f"the {value.describe()} has {max(left, 0)} shots left ({used.shots} used{waiting}) and the task "
-                    f"asks for {shots}; {resets}")
+                    f"asks for {shots}; {self._resets(value)}")
         left_s = value.qpu_seconds - used.seconds - held.seconds
         if value.qpu_seconds and (left_s <= 0 or left_s < seconds):
             waiting = f", {held.seconds:.1f} held by unfinished tasks" if held.seconds else ""
             estimate = f"is estimated at {seconds:.1f} (the resource's recent run time)" if seconds else \
                 "has no estimate yet (no task of the resource has run)"
             return (f"the {value.describe()} has {max(left_s, 0.0):.1f} QPU-seconds left ({used.seconds:.1f} used"
-                    f"{waiting}) and the task {estimate}; {resets}")
+                    f"{waiting}) and the task {estimate}; {self._resets(value)}")
         return ""
+
+    def _resets(self, value: Allocation) -> str:
+        """When ``value``'s period ends, in local time with its offset."""
+        reset_at = self._bounds[value.period][1]
+        if reset_at is None:
+            return "it never resets"
+        return f"it resets at {datetime.fromtimestamp(reset_at).astimezone().isoformat(timespec='seconds')}"
 
     def _used_by(self, value: Allocation, now: float) -> _Amount:
         """What ``value``'s account used on its resources in the current period."""
