@@ -42,7 +42,7 @@ async def test_two_members_asked_at_once_grant_one_exclusive_lease_and_the_dispa
 
         granting = on_b if leader is a else on_a  # the member that does not dispatch grants it
         lease = await granting.acquire("noop", slurm_job_id="9", mode="exclusive", wait=30)
-        while leader.broker.leases.exclusive("noop") is None:  # its notification takes milliseconds
+        while getattr(leader.broker.leases.exclusive("noop"), "id", None) != lease.id:  # notified in milliseconds
             await asyncio.sleep(0.01)
         others = [await client.start_task("noop", PAYLOAD) for client in (on_a, on_b)]
         mine = await granting.start_task("noop", PAYLOAD, lease_token=lease.token)
@@ -54,3 +54,37 @@ async def test_two_members_asked_at_once_grant_one_exclusive_lease_and_the_dispa
         await granting.release(lease.token)
         for task in others:
             assert (await on_b.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+
+
+async def test_an_exclusive_acquire_waiting_on_another_member_holds_the_dispatchers_tasks_back_and_keeps_its_turn(
+        database: Database) -> None:
+    async with member(database, "a", noop(1.0)) as a, member(database, "b", noop(1.0)) as b:
+        leader = await dispatcher(a, b)
+        other = b if leader is a else a
+        async with AsyncClient(f"unix:{leader.socket}") as on_leader, AsyncClient(f"unix:{other.socket}") as on_other:
+            busy = [await on_leader.start_task("noop", PAYLOAD) for _ in range(2)]
+            for task in busy:
+                while (await on_leader.task(task.id)).state != pb.TASK_STATE_RUNNING:
+                    await asyncio.sleep(0.02)
+            first = asyncio.create_task(on_other.acquire("noop", slurm_job_id="1", mode="exclusive", wait=30))
+            while (await on_leader.resource("noop")).exclusive_waiting != 1:  # the dispatcher heard of it
+                await asyncio.sleep(0.02)
+            second = asyncio.create_task(on_leader.acquire("noop", slurm_job_id="2", mode="exclusive", wait=30))
+            while (await on_other.resource("noop")).exclusive_waiting != 2:
+                await asyncio.sleep(0.02)
+            late = [await on_leader.start_task("noop", PAYLOAD) for _ in range(3)]  # a stream meanwhile
+            assert (await on_leader.task(late[0].id)).wait_reason.startswith(
+                "an exclusive lease is waiting for the resource (2 in line)")
+            granted = await asyncio.wait_for(first, 30)
+            assert granted.slurm_job_id == "1", "the Acquire asked first, on the other member, is granted first"
+            await asyncio.sleep(0.5)
+            assert not second.done()
+            assert [(await on_leader.task(task.id)).state for task in late] == [pb.TASK_STATE_QUEUED] * 3
+            await on_other.release(granted.token)
+            after = await asyncio.wait_for(second, 30)
+            await on_leader.release(after.token)
+            for task in late:
+                ended = await on_leader.wait(task.id)
+                assert ended.state == pb.TASK_STATE_COMPLETED
+                assert ended.start_time.ToNanoseconds() >= after.create_time.ToNanoseconds(), \
+                    "no task asked for meanwhile started before both exclusive leases were granted"

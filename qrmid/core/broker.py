@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -145,13 +146,15 @@ class Broker:
         resource = self._open(name)
         self.leases.check_room(name, owner, limit=resource.max_leases, owner_limit=self.policy.max_leases_per_user)
 
+        waiter = Waiter(owner, slurm_job_id)
+
         async def grant() -> Lease | None:
             lease = self.leases.grant(name, owner, slurm_job_id, ttl, limit=resource.max_leases, account=account,
                                       owner_limit=self.policy.max_leases_per_user, mode=LeaseMode.EXCLUSIVE)
             if self.cluster is not None:
                 claimed = False
                 try:
-                    claimed = await self.cluster.claim_exclusive(lease)
+                    claimed = await self.cluster.claim_exclusive(lease, waiter.id)
                 finally:
                     if not claimed:  # another member granted one first (its lease arrives soon), or the store failed
                         self.leases.pop_id(lease.id)
@@ -162,7 +165,13 @@ class Broker:
 
         wait = min(wait or self.policy.exclusive_wait, self.policy.max_exclusive_wait,
                    self.policy.max_exclusive_wait if within is None else within)
-        return await self.lease_gates[name].acquire(Waiter(owner, slurm_job_id), wait, grant)
+        if self.cluster is None:
+            return await self.lease_gates[name].acquire(waiter, wait, grant)
+        await self.cluster.enter_line(name, waiter.id, waiter.asked_at, time.time() + wait)  # every member holds back
+        try:
+            return await self.lease_gates[name].acquire(waiter, wait, grant)
+        finally:
+            await asyncio.shield(self.cluster.leave_line(name, waiter.id))
 
     def _granted(self, lease: Lease) -> None:
         log.info("%s lease %s granted on %s to %s (slurm job %s, min_slots %d)", lease.mode.value, lease.id,
@@ -190,7 +199,7 @@ class Broker:
 
     def exclusive_state(self, name: str) -> tuple[Lease | None, int]:
         """Resource ``name``'s live exclusive lease, if any, and how many exclusive Acquires wait for it."""
-        return self.leases.exclusive(name), (len(self.lease_gates[name].line) if name in self.lease_gates else 0)
+        return self.leases.exclusive(name), (self.lease_gates[name].waiters() if name in self.lease_gates else 0)
 
     def _lease_changed(self, name: str) -> None:
         """A lease of resource ``name`` began or ended, or one of its tasks left the backend: its gate and exclusive
@@ -631,6 +640,11 @@ class Broker:
             lease = self.leases.pop_id(lease_id)
             self._end_lease(lease, "its lease ended", here=True)
             self._lease_changed(lease.resource)
+
+    def mirror_waits(self, name: str, waits: list[tuple[str, float, float]]) -> None:
+        """Take the exclusive Acquires waiting for resource ``name`` on every member as the store holds them."""
+        if (gate := self.lease_gates.get(name)) is not None:
+            gate.mirror(waits)
 
     def mirror_drain(self, name: str, reason: str | None) -> None:
         """Take resource ``name``'s drain as the store holds it (None: resumed) from another member."""

@@ -61,10 +61,22 @@ class Membership(Protocol):
         there is none."""
         ...
 
-    async def claim_exclusive(self, lease: Lease) -> bool:
-        """Record exclusive ``lease`` in the store unless another member granted a live exclusive lease on its resource
-        (race-free across members); whether it was recorded."""
+    async def claim_exclusive(self, lease: Lease, waiter_id: str) -> bool:
+        """Record exclusive ``lease``, for which waiter ``waiter_id`` waited, in the store unless another member granted
+        a live exclusive lease on its resource or an exclusive Acquire waits ahead of it (race-free across members);
+        whether it was recorded."""
         ...
+
+    async def enter_line(self, resource: str, waiter_id: str, asked_at: float, until: float) -> None:
+        """Record an exclusive Acquire waiting for ``resource`` on this member until ``until`` (epoch seconds), so that
+        every member holds the resource's tasks back and grants in the order asked; Unavailable when it cannot be."""
+        ...
+
+    async def leave_line(self, resource: str, waiter_id: str) -> None:
+        """Remove a waiting exclusive Acquire from the store (granted or given up); one that cannot be removed lapses
+        at its ``until``."""
+        ...
+
 
     async def handover(self, member: str, back: bool = False) -> MemberView:
         """Tell ``member`` to hand over every resource it dispatches and take none until it restarts (or, with
@@ -101,6 +113,10 @@ class Replica(Protocol):
 
     def mirror_lease(self, lease_id: str, stored: Lease | None) -> None:
         """Take a lease as the store holds it (None: ended)."""
+        ...
+
+    def mirror_waits(self, name: str, waits: list[tuple[str, float, float]]) -> None:
+        """Take the exclusive Acquires waiting for a resource on every member: (id, asked at, until)."""
         ...
 
     def mirror_drain(self, name: str, reason: str | None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class Waiter:
     owner: str
     slurm_job_id: str
     asked_at: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def turn(self) -> tuple[float, str]:
+        """Where it stands in the line: first asked, first granted (its id breaks a tie)."""
+        return self.asked_at, self.id
 
 
 class LeaseGate:
@@ -44,6 +51,7 @@ class LeaseGate:
         self.scheduler = scheduler
         self.leases = leases
         self.line: list[Waiter] = []  # exclusive Acquires waiting, first asked first
+        self.elsewhere: dict[str, tuple[float, float]] = {}  # cluster mode: other members' waiters, id -> (asked, until)
         self._change: asyncio.Future[None] | None = None  # resolved at the next change of leases or tasks
 
     # -- the gate --------------------------------------------------------------------------------------------------
@@ -54,8 +62,8 @@ class LeaseGate:
             if task.lease_id == holder.id:
                 return None
             return Hold(f"resource {self.name} is held by {holder_of(holder)}", holder.expires_at)
-        if self.line:
-            return Hold(f"an exclusive lease is waiting for the resource ({len(self.line)} in line); tasks start "
+        if waiting := len(self.line) + len(self._elsewhere(now)):
+            return Hold(f"an exclusive lease is waiting for the resource ({waiting} in line); tasks start "
                         "again once it is granted and ends")
         kept = self.kept_free(task.lease_id)
         if not kept or self.scheduler.slots - len(self.scheduler.dispatched) > kept:
@@ -65,6 +73,7 @@ class LeaseGate:
 
     def changes_at(self, now: float) -> float | None:
         expiries = [lease.expires_at for lease in self.leases.reserving(self.name)]
+        expiries += [until for _, until in self.elsewhere.values() if until > now]
         if (holder := self.leases.exclusive(self.name)) is not None:
             expiries.append(holder.expires_at)
         return min(expiries, default=None)
@@ -102,7 +111,7 @@ class LeaseGate:
         try:
             while True:
                 change = self._next_change()
-                if self.line[0] is waiter and self.free():
+                if self.first(waiter) and self.free():
                     lease = await grant()
                     if lease is not None:
                         return lease
@@ -114,13 +123,31 @@ class LeaseGate:
             self.line.remove(waiter)
             self.changed()
 
+    def first(self, waiter: Waiter) -> bool:
+        """Whether ``waiter`` is first in line, other members' waiters included."""
+        return self.line[0] is waiter and all(turn > waiter.turn for turn in self._elsewhere(time.time()))
+
+    def mirror(self, waits: list[tuple[str, float, float]]) -> None:
+        """Take the exclusive Acquires waiting on every member as the store holds them: (id, asked at, until)."""
+        here = {waiter.id for waiter in self.line}
+        self.elsewhere = {wait_id: (asked, until) for wait_id, asked, until in waits if wait_id not in here}
+        self.changed()
+
+    def waiters(self) -> int:
+        """Exclusive Acquires waiting for the resource, on any member."""
+        return len(self.line) + len(self._elsewhere(time.time()))
+
+    def _elsewhere(self, now: float) -> list[tuple[float, str]]:
+        """The turns of the waiters on other members whose wait has not run out."""
+        return [(asked, wait_id) for wait_id, (asked, until) in self.elsewhere.items() if until > now]
+
     def free(self) -> bool:
         """Whether an exclusive lease may be granted now: none is live and no task is on the backend."""
         return self.leases.exclusive(self.name) is None and not self.scheduler.dispatched
 
     def waiting(self, waiter: Waiter, wait: float) -> str:
         """Why ``waiter`` is not granted yet: its place in line and what it waits for."""
-        place = self.line.index(waiter) + 1
+        place = self.line.index(waiter) + 1 + sum(turn < waiter.turn for turn in self._elsewhere(time.time()))
         reasons = []
         if (holder := self.leases.exclusive(self.name)) is not None:
             reasons.append(f"the resource is held by {holder_of(holder)} until {clock(holder.expires_at)}")

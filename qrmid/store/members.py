@@ -9,7 +9,8 @@ yet cannot change anything. A member whose connection fails, or whose heartbeat 
 ``failover_seconds``, stops dispatching at once.
 
 Notifications: every commit notifies channel ``qrmid`` of what it changed (``t:`` task id, ``l:`` lease id, ``d:``
-resource, ``c:`` task id whose cancellation was asked, ``h:`` member told to hand over, ``r`` reload); one listening
+resource, ``c:`` task id whose cancellation was asked, ``h:`` member told to hand over, ``x:`` resource whose line of
+exclusive Acquires changed, ``r`` reload); one listening
 connection per member reads the rows named and hands them to the core. After a lost connection it reads again
 everything that may have changed meanwhile.
 """
@@ -54,8 +55,10 @@ TICK = 0.5  # seconds between two rounds of heartbeat and election
 LOCKS = 0x71726D69  # the advisory locks of dispatch (two-key form): this key, then the resource's lock_key
 RESYNC_SLACK = 60.0  # seconds: after a lost listener, tasks that ended this long before it was lost are read again
 EXCLUSIVE_LOCKS = 0x71726D6A  # the advisory locks of exclusive grants (two-key form): this key, then the resource's
-OTHER_EXCLUSIVE = """SELECT id FROM leases WHERE resource = %s AND mode = 'exclusive' AND expires_at > %s AND id <> %s
-    LIMIT 1"""
+OTHER_EXCLUSIVE = """SELECT id FROM leases WHERE resource = %(resource)s AND mode = 'exclusive' AND expires_at > %(now)s
+    AND id <> %(lease)s UNION ALL SELECT w.id FROM exclusive_waits w, exclusive_waits mine WHERE mine.id = %(waiter)s
+    AND w.resource = %(resource)s AND w.until > %(now)s AND (w.asked_at, w.id) < (mine.asked_at, mine.id) LIMIT 1"""
+WAITS = "SELECT id, resource, asked_at, until FROM exclusive_waits WHERE until > %s"
 MEMBERS = """SELECT name, extract(epoch FROM started_at) AS started_at, extract(epoch FROM heartbeat) AS heartbeat_at,
     extract(epoch FROM now() - heartbeat) AS age, handover FROM members ORDER BY name"""
 DISPATCHERS = f"""SELECT resource, dispatcher, epoch, extract(epoch FROM since) AS since FROM resource_epoch e
@@ -324,6 +327,8 @@ class Members:
                 self.replica.mirror_drain(name, reasons.get(name))
         if windows := by_kind.get("w"):
             await self._windows(windows)
+        if waited := by_kind.get("x"):
+            await self._waits(waited)
         if accounts := by_kind.get("a"):
             await self._allocations(accounts)
         if names := by_kind.get("s"):
@@ -350,6 +355,7 @@ class Members:
             self.replica.mirror_drain(name, reasons.get(name))
         await self._cancels(await self._read_cancels(None))
         await self._windows(None)
+        await self._waits(None)
         await self._allocations(None)
         await self._states(await self._query(STATES, ()))
 
@@ -440,13 +446,15 @@ class Members:
             raise NotFound(f"no member named {member!r} (members: {', '.join(views) or 'none'})")
         return views[member]
 
-    async def claim_exclusive(self, lease: Lease) -> bool:
-        """Record exclusive ``lease`` unless another live exclusive lease of its resource is stored, in one transaction
-        under the resource's advisory lock, so that two members never grant two at once; whether it was recorded."""
+    async def claim_exclusive(self, lease: Lease, waiter_id: str) -> bool:
+        """Record exclusive ``lease`` unless another live exclusive lease of its resource is stored, or an exclusive
+        Acquire asked before waiter ``waiter_id`` still waits, in one transaction under the resource's advisory lock,
+        so that two members never grant two at once and grant in the order asked; whether it was recorded."""
         try:
             async with self.store.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (EXCLUSIVE_LOCKS, lease.resource))
-                other = await conn.execute(OTHER_EXCLUSIVE, (lease.resource, time.time(), lease.id))
+                other = await conn.execute(OTHER_EXCLUSIVE, {"resource": lease.resource, "now": time.time(),
+                                                             "lease": lease.id, "waiter": waiter_id})
                 if await other.fetchone() is not None:
                     return False
                 await conn.execute(UPSERT_LEASE, lease_row(lease))
@@ -455,6 +463,32 @@ class Members:
             raise Unavailable(f"{self.store.name} cannot record the exclusive lease ({self.store.scrub(exc)}): retry "
                               "later") from None
         return True
+
+    async def enter_line(self, resource: str, waiter_id: str, asked_at: float, until: float) -> None:
+        try:
+            async with self.store.connection() as conn, conn.transaction():
+                await conn.execute("INSERT INTO exclusive_waits (id, resource, member, asked_at, until) VALUES (%s, %s, "
+                                   "%s, %s, %s)", (waiter_id, resource, self.member, asked_at, until))
+                await conn.execute(NOTIFY, (f"x:{resource}",))
+        except psycopg.Error as exc:
+            raise Unavailable(f"{self.store.name} cannot record the exclusive Acquire's place in line "
+                              f"({self.store.scrub(exc)}): retry later") from None
+
+    async def leave_line(self, resource: str, waiter_id: str) -> None:
+        try:
+            async with self.store.connection() as conn, conn.transaction():
+                await conn.execute("DELETE FROM exclusive_waits WHERE id = %s", (waiter_id,))
+                await conn.execute(NOTIFY, (f"x:{resource}",))
+        except psycopg.Error as exc:  # the others hold the resource's tasks back until its wait would have ended
+            log.warning("%s: an exclusive Acquire that left the line of %s could not be removed from the store (%s)",
+                        self.store.name, resource, self.store.scrub(exc))
+
+    async def _waits(self, resources: list[str] | None) -> None:
+        """Take the exclusive Acquires waiting for ``resources`` (None: every resource) as the store holds them."""
+        rows = await self._query(WAITS, (time.time(),))
+        for name in resources if resources is not None else self.replica.resource_names():
+            self.replica.mirror_waits(name, [(row["id"], row["asked_at"], row["until"]) for row in rows
+                                             if row["resource"] == name])
 
     async def announce_reload(self) -> None:
         """Have every other member re-read its own config file, as this one just did."""

@@ -82,6 +82,7 @@ UPSERT_LEASE = """INSERT INTO leases (id, token, resource, owner, slurm_job_id, 
     created_at = excluded.created_at, expires_at = excluded.expires_at, account = excluded.account,
     mode = excluded.mode, min_slots = excluded.min_slots"""
 LEASE_COLUMNS = "id, token, resource, owner, slurm_job_id, created_at, expires_at, account, mode, min_slots"
+FORGET_WAITS = "DELETE FROM exclusive_waits WHERE member = %s OR until <= %s"  # its waiters ended with its last run
 MEMBER_STARTED = """INSERT INTO members (name) VALUES (%s)
     ON CONFLICT (name) DO UPDATE SET started_at = now(), heartbeat = now(), handover = false"""
 HOLDER = r"""SELECT coalesce(nullif(regexp_replace(a.application_name, '^qrmid (\S+) \S+$', 'qrmid member \1'), ''),
@@ -195,6 +196,7 @@ class PostgresStore(Commits, Listener):
             applied = schema.migrate(self._conninfo)
             with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
                 conn.execute(MEMBER_STARTED, (self.member,))
+                conn.execute(FORGET_WAITS, (self.member, time.time()))
                 recovered = _read(conn, self.dsn)
         except (schema.SchemaError, psycopg.Error) as exc:
             if isinstance(exc, schema.SchemaError):
