@@ -205,6 +205,21 @@ async def test_a_soft_budget_accepts_tasks_past_it_in_the_lowest_class_with_a_wa
     assert (listed.used_shots, listed.limit) == (55, "soft")
 
 
+async def test_a_soft_qpu_second_budget_used_up_sends_tasks_to_the_lowest_class(site: Site) -> None:
+    await site.ops.SetAllocation(budget("alice", "soft", resources=("slow",), qpu_seconds=0.1, period="week"))
+    first = await site.alice.start_task("slow", shots(1))
+    assert first.priority == "production", "nothing used yet, and no run time to estimate by"
+    await until_state(site.alice, first.id, pb.TASK_STATE_COMPLETED)
+    [shown] = (await site.ops.ListAllocations(admin_pb.ListAllocationsRequest())).allocations
+    low = await site.alice.start_task("slow", shots(1), priority="production")
+    assert low.priority == "low"
+    warning = (f"the soft allocation of account 'alice' on resource slow (0.1 QPU-seconds a week) has 0.0 QPU-seconds "
+               f"left ({shown.used_qpu_seconds:.1f} used) and the task is estimated at {shown.used_qpu_seconds:.1f} (the "
+               f"resource's recent run time); it resets at {local(period_bounds('week', time.time())[1] or 0)}: the "
+               "task was queued in the lowest priority class")
+    assert list(low.warnings) == [warning]
+
+
 # -- restarts and periods --------------------------------------------------------------------------------------
 
 
