@@ -49,7 +49,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
 @pytest.fixture
 async def ibm(services: tuple[Proc, Proc]) -> AsyncIterator[AsyncClient]:
     await emulator(services, "POST", "/_emulator/backends/excl", {"job_duration_s": 0.4})
-    async with running(config([resource("excl", services)])) as daemon, \
+    async with running(config([resource("excl", services, min_slots_cap=1)])) as daemon, \
             AsyncClient(f"unix:{daemon.socket}") as client:
         yield client
 
@@ -66,6 +66,11 @@ async def waiting(client: AsyncClient, name: str, count: int) -> None:
     async def check() -> bool:
         return (await client.resource(name)).exclusive_waiting == count
     await until(check, f"{count} exclusive Acquire(s) waiting on {name}")
+
+
+async def deleted(services: tuple[Proc, Proc], job_ids: set[str]) -> bool:
+    """Whether the emulator deleted every job of ``job_ids``."""
+    return job_ids <= {entry["id"] for entry in (await record(services, "excl"))["deleted"]}
 
 
 def lane_use(seen: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -105,9 +110,7 @@ async def test_an_exclusive_lease_runs_alone_on_every_lane_and_a_stream_of_share
     for task in [*before, *late]:
         assert (await ibm.wait(task.id)).state == pb.TASK_STATE_COMPLETED
 
-    async def all_deleted() -> bool:
-        return len((await record(services, "excl"))["deleted"]) == len(before) + len(late) + len(mine)
-    await until(all_deleted, "every job deleted")
+    await until(lambda: deleted(services, {task.id for task in [*before, *late, *mine]}), "every job deleted")
     held = lane_use(await record(services, "excl"))
     ours = [held[task.id] for task in mine]
     start, end = min(begin for begin, _ in ours), max(finish for _, finish in ours)
@@ -117,6 +120,32 @@ async def test_an_exclusive_lease_runs_alone_on_every_lane_and_a_stream_of_share
         assert finish <= start or begin >= end, "no other job held a lane while the exclusive lease's jobs ran"
     assert all(held[task.id][0] >= end for task in late), "shared tasks asked for after the exclusive Acquire " \
         "waited for its lease to end"
+
+
+async def test_min_slots_keep_an_ibm_lane_for_the_lease_and_no_other_job_is_staged_into_it(
+        ibm: AsyncClient, services: tuple[Proc, Proc]) -> None:
+    lease = await ibm.acquire("excl", min_slots=1)
+    bulk = [await ibm.start_task("excl", isa_bell(shots=10)) for _ in range(4 * LANES)]
+    loop = []
+    for _ in range(3):
+        asked_at = time.time()
+        task = await ibm.start_task("excl", isa_bell(shots=10), lease_token=lease.token)
+        assert (await ibm.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+        loop.append((asked_at, task.id))
+    released_at = time.time()
+    await ibm.release(lease.token)
+    for task in bulk:
+        assert (await ibm.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+
+    await until(lambda: deleted(services, {*(task.id for task in bulk), *(task_id for _, task_id in loop)}),
+                "every job deleted")
+    held = lane_use(await record(services, "excl"))
+    assert most_at_once([held[task.id] for task in bulk if held[task.id][0] < released_at]) == LANES - 1, \
+        "other jobs held every lane but the one kept for the lease, never that one"
+    for asked_at, task_id in loop:
+        ahead = [task.id for task in bulk if asked_at < held[task.id][0] < held[task_id][0]]
+        assert len(ahead) <= LANES - 1, f"{len(ahead)} other jobs were admitted before the lease's: it waited " \
+            "more than one dispatch round"
 
 
 async def test_exclusive_acquires_are_granted_in_the_order_asked() -> None:

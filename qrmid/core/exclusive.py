@@ -66,8 +66,11 @@ class LeaseGate:
             return Hold(f"an exclusive lease is waiting for the resource ({waiting} in line); tasks start "
                         "again once it is granted and ends")
         kept = self.kept_free(task.lease_id)
-        if not kept or self.scheduler.slots - len(self.scheduler.dispatched) > kept:
+        if kept is None or self.scheduler.slots - len(self.scheduler.dispatched) > kept:
             return None
+        if not kept:  # every slot is busy: taken ahead, it would take the next one to free, a kept one maybe
+            return Hold(f"every slot of {self.name} is busy, and leases with min_slots keep the next ones that free "
+                        "up; this task starts once a slot beyond theirs is free")
         return Hold(f"{kept} free slot(s) of {self.name} are kept for leases with min_slots; this task starts once a "
                     "slot beyond them is free")
 
@@ -78,12 +81,12 @@ class LeaseGate:
             expiries.append(holder.expires_at)
         return min(expiries, default=None)
 
-    def kept_free(self, lease_id: str = "") -> int:
+    def kept_free(self, lease_id: str = "") -> int | None:
         """Slots the leases with min_slots other than ``lease_id`` keep free now (each its min_slots less its tasks on
-        the backend), leaving at least one slot to everyone else."""
+        the backend), leaving at least one slot to everyone else; None when no such lease lives."""
         reserving = [lease for lease in self.leases.reserving(self.name) if lease.id != lease_id]
         if not reserving:
-            return 0
+            return None
         busy = Counter(task.lease_id for task in self.scheduler.dispatched)
         kept = sum(max(lease.min_slots - busy[lease.id], 0) for lease in reserving)
         return min(kept, max(self.scheduler.slots - 1, 0))
