@@ -15,7 +15,7 @@ most what the unfinished tasks run past their estimates.
 
 Usage is held in memory, per account, resource and period: the ended tasks of the current periods as the journal
 (or the cluster's store) held them at start, plus every task that ended since, here or, in cluster mode, on another
-member (as its end is mirrored). ``admit`` is O(allocations of the account x resources it used), with no I/O.
+member (as its end is mirrored). ``admit`` is O(resources named by the account's allocations), with no I/O.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LIMITS = ("hard", "soft")
 MAX_QPU_SECONDS = 1e12  # the largest budget of QPU-seconds (about 31,700 years)
 MAX_SHOTS = 10**15  # the largest budget of shots
 MAX_ACCOUNT = 256  # characters of an account name
+EVERY = ""  # the key of an account's usage on every resource together (no resource has an empty name)
 REMEMBERED = 100_000  # ids of the last tasks charged, so a task whose end is seen twice is charged once
 
 
@@ -187,9 +188,9 @@ class Allocations(Listener):
         self.clock = clock
         self.estimate: Callable[[str], float] = lambda resource: 0.0
         self._by_account: dict[str, dict[tuple[str, ...], Allocation]] = {}
-        self._used: dict[str, dict[str, dict[str, _Bucket]]] = {}  # account -> resource -> period -> bucket
+        self._used: dict[str, dict[str, dict[str, _Bucket]]] = {}  # account -> resource (or EVERY) -> period -> bucket
         self._held: dict[str, _Held] = {}  # task id -> its estimate
-        self._holding: dict[str, dict[str, _Amount]] = {}  # account -> resource -> estimates of its unfinished tasks
+        self._holding: dict[str, dict[str, _Amount]] = {}  # account -> resource (or EVERY) -> unfinished tasks' hold
         self._charged: OrderedDict[str, None] = OrderedDict()
         self._bounds: dict[str, tuple[float, float | None]] = {}
         self._renew_at = -math.inf
@@ -297,21 +298,24 @@ class Allocations(Listener):
         return f"it resets at {datetime.fromtimestamp(reset_at).astimezone().isoformat(timespec='seconds')}"
 
     def _used_by(self, value: Allocation, now: float) -> _Amount:
-        """What ``value``'s account used on its resources in the current period."""
+        """What ``value``'s account used on its resources in the current period: O(resources it names)."""
         self._renew(now)
         start = self._bounds[value.period][0]
         total = _Amount()
-        for name, periods in self._used.get(value.account, {}).items():
-            bucket = periods.get(value.period)
-            if bucket is not None and bucket.start == start and value.covers(name):
+        used = self._used.get(value.account, {})
+        for name in value.resources or (EVERY,):
+            bucket = used.get(name, {}).get(value.period)
+            if bucket is not None and bucket.start == start:
                 total.seconds += bucket.used.seconds
                 total.shots += bucket.used.shots
         return total
 
     def _held_by(self, value: Allocation) -> _Amount:
+        """What the unfinished tasks of ``value``'s account hold on its resources: O(resources it names)."""
         total = _Amount()
-        for name, amount in self._holding.get(value.account, {}).items():
-            if value.covers(name):
+        holding = self._holding.get(value.account, {})
+        for name in value.resources or (EVERY,):
+            if (amount := holding.get(name)) is not None:
                 total.seconds += amount.seconds
                 total.shots += amount.shots
         return total
@@ -361,22 +365,25 @@ class Allocations(Listener):
         if task.id in self._held:
             return
         held = self._held[task.id] = _Held(_account(task), task.resource, seconds, task.shots)
-        amount = self._holding.setdefault(held.account, {}).setdefault(held.resource, _Amount())
-        amount.seconds += held.seconds
-        amount.shots += held.shots
+        owned = self._holding.setdefault(held.account, {})
+        for name in (held.resource, EVERY):
+            amount = owned.setdefault(name, _Amount())
+            amount.seconds += held.seconds
+            amount.shots += held.shots
 
     def _release(self, task_id: str) -> None:
         held = self._held.pop(task_id, None)
         if held is None:
             return
         owned = self._holding[held.account]
-        amount = owned[held.resource]
-        amount.seconds -= held.seconds
-        amount.shots -= held.shots
-        if not amount.shots and amount.seconds < 1e-9:
-            del owned[held.resource]
-            if not owned:
-                del self._holding[held.account]
+        for name in (held.resource, EVERY):
+            amount = owned[name]
+            amount.seconds -= held.seconds
+            amount.shots -= held.shots
+            if not amount.shots and amount.seconds < 1e-9:
+                del owned[name]
+        if not owned:
+            del self._holding[held.account]
 
     def _charge(self, task: Task) -> None:
         """Add an ended task's usage to each current period it ended in (once per task)."""
@@ -395,15 +402,16 @@ class Allocations(Listener):
         if not seconds and not shots:
             return
         self._renew(self.clock())
-        periods = self._used.setdefault(account, {}).setdefault(resource, {})
-        for period, (start, _) in self._bounds.items():
-            if ended < start:
-                continue
-            bucket = periods.get(period)
-            if bucket is None or bucket.start != start:
-                bucket = periods[period] = _Bucket(start)
-            bucket.used.seconds += seconds
-            bucket.used.shots += shots
+        used = self._used.setdefault(account, {})
+        for periods in (used.setdefault(resource, {}), used.setdefault(EVERY, {})):
+            for period, (start, _) in self._bounds.items():
+                if ended < start:
+                    continue
+                bucket = periods.get(period)
+                if bucket is None or bucket.start != start:
+                    bucket = periods[period] = _Bucket(start)
+                bucket.used.seconds += seconds
+                bucket.used.shots += shots
 
 
 def _account(task: Task) -> str:
