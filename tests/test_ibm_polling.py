@@ -201,3 +201,38 @@ def test_a_job_in_an_unknown_status_is_followed_until_it_ends() -> None:
         await follower.close()
 
     asyncio.run(check())
+
+
+def test_a_slow_answer_about_one_job_holds_no_other_job_s_look() -> None:
+    """Rounds do not wait for one another: a job is seen ended while the look at another is still unanswered."""
+    from qrmid.backends.ibm_quantum_system.follow import Follower
+
+    async def check() -> None:
+        asked, answer = asyncio.Event(), asyncio.Event()
+
+        async def look(refs: list[str]) -> dict[str, Any]:
+            if "slow" in refs:
+                asked.set()
+                await answer.wait()
+            return {ref: {"id": ref, "status": "Completed"} for ref in refs}
+
+        async def seen(job_id: str) -> dict[str, Any] | None:
+            """The job once ended, within 500 waits of one interval (0.01 s) each."""
+            for _ in range(500):
+                job = await follower.ended(job_id, 0.01)
+                if job is not None:
+                    return job
+            return None
+
+        follower = Follower(look, interval=0.01)
+        follower.follow("slow")
+        await asked.wait()
+        fast = await seen("fast")
+        assert fast is not None and fast["id"] == "fast", "seen while the look at the slow job is unanswered"
+        assert await follower.ended("slow", 0.05) is None
+        answer.set()
+        slow = await seen("slow")
+        assert slow is not None and slow["id"] == "slow"
+        await follower.close()
+
+    asyncio.run(check())

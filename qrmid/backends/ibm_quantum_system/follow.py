@@ -12,7 +12,9 @@ Polling every job at a fixed interval either holds lanes (slow polls) or floods 
 - as the first look at or past a job's expected end goes out, ``reaching_end`` is told, so that the job's output
   can be read meanwhile;
 - each round looks at every due job in one call of ``look``: one ``GET /v1/jobs`` on a server without
-  ``GET /v1/jobs/{id}``, which then updates every followed job at once.
+  ``GET /v1/jobs/{id}``, which then updates every followed job at once;
+- rounds do not wait for one another: a slow answer about some jobs holds no other job's look (a job is in one
+  round at a time).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Followed:
     due: float
     looks_past_end: int = 0
     end_told: bool = False  # reaching_end was told of the job
+    looking: bool = False  # a round is looking at the job
     ended: asyncio.Future[dict[str, Any]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -56,6 +59,7 @@ class Follower:
         self._jobs: dict[str, Followed] = {}
         self._changed = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._rounds: set[asyncio.Task[None]] = set()
 
     def follow(self, job_id: str, started: float | None = None) -> Followed:
         """Start following ``job_id`` (posted at ``started``, monotonic seconds; default now); idempotent."""
@@ -87,14 +91,13 @@ class Follower:
             return None
 
     async def close(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in [*filter(None, [self._loop]), *self._rounds]:
+            task.cancel()
+        await asyncio.gather(*filter(None, [self._loop]), *self._rounds, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
-            pending = {job_id: f for job_id, f in self._jobs.items() if not f.ended.done()}
+            pending = {job_id: f for job_id, f in self._jobs.items() if not (f.ended.done() or f.looking)}
             if not pending:
                 if not self._jobs:
                     return
@@ -109,17 +112,28 @@ class Follower:
                     await asyncio.wait_for(self._changed.wait(), wake - now)
                 continue
             due = [job_id for job_id, f in pending.items() if f.due <= now + COALESCE]
-            await self._round(due)
+            for job_id in due:
+                pending[job_id].looking = True
+                if (self.expected is not None and not pending[job_id].end_told
+                        and now >= pending[job_id].started + self.expected - COALESCE):
+                    pending[job_id].end_told = True
+                    self.reaching_end(job_id)
+            looking = asyncio.create_task(self._round(due), name="qrmid IBM job look")
+            self._rounds.add(looking)
+            looking.add_done_callback(self._rounds.discard)
 
     async def _round(self, due: list[str]) -> None:
         """Look at the due jobs; settle the ones that ended and schedule the next look at the others."""
-        if self.expected is not None:
-            now = time.monotonic()
+        try:
+            await self._settle(due)
+        finally:
             for job_id in due:
-                ending = self._jobs[job_id]
-                if not ending.end_told and now >= ending.started + self.expected - COALESCE:
-                    ending.end_told = True
-                    self.reaching_end(job_id)
+                followed = self._jobs.get(job_id)
+                if followed is not None:
+                    followed.looking = False
+            self._changed.set()
+
+    async def _settle(self, due: list[str]) -> None:
         try:
             seen = await self.look(due)
         except Exception as exc:  # the look kept failing past its retries: the due jobs' waiters hear of it
