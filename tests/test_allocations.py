@@ -9,6 +9,7 @@ import asyncio
 import getpass
 import json
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -540,6 +541,14 @@ async def test_the_journal_keeps_the_usage_of_tasks_it_drops_past_retention_by_d
     book.restore(recovered.allocations, recovered.tasks, recovered.used)
     [view] = book.views()
     assert (view.used_shots, view.used_seconds) == (7, pytest.approx(3.5))
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO usage_days VALUES ('alice', 'noop', 'last tuesday', 1.0, 1)")
+    reopened = Journal(path)
+    again = reopened.open()
+    reopened.close()
+    assert again.used == recovered.used, "an unreadable day is left out"
+    assert [(row.source, row.reason) for row in again.quarantined] == [
+        ("usage_days", "column day is 'last tuesday', not a date (YYYY-MM-DD)")]
 
 
 async def test_postgresql_keeps_the_usage_of_records_it_drops_past_retention_by_day(database: Database) -> None:

@@ -585,9 +585,11 @@ def _read(conn: sqlite3.Connection, path: Path) -> Recovered:
                 recovered.windows.append(read_window(row))
             except Exception as exc:
                 bad.append(("windows", row, why_unreadable(exc)))
-        recovered.used = [Used(account, resource, datetime.strptime(day, "%Y-%m-%d").timestamp(), seconds, shots)
-                          for account, resource, day, seconds, shots in conn.execute(
-                              "SELECT account, resource, day, qpu_seconds, shots FROM usage_days")]
+        for row in conn.execute("SELECT rowid AS row_id, * FROM usage_days"):
+            try:
+                recovered.used.append(read_used_day(row))
+            except Exception as exc:
+                bad.append(("usage_days", row, why_unreadable(exc)))
         for row in conn.execute("SELECT rowid AS row_id, * FROM allocations ORDER BY account, resources"):
             try:
                 recovered.allocations.append(read_allocation(row))
@@ -692,6 +694,17 @@ def allocation_row(allocation: Allocation) -> tuple[str, str, str, float, int, s
     """An allocation's columns: account, resources (a JSON list), limit_kind, qpu_seconds, shots, period."""
     return (allocation.account, json.dumps(list(allocation.resources)), allocation.limit, allocation.qpu_seconds,
             allocation.shots, allocation.period)
+
+
+def read_used_day(row: Row) -> Used:
+    """A day's usage as a store kept it past retention; CorruptRow when a column does not hold what qrmid wrote."""
+    day = _column(row, "day", str)
+    try:
+        midnight = datetime.strptime(day, "%Y-%m-%d").timestamp()
+    except ValueError:
+        raise CorruptRow(f"column day is {_short(day)}, not a date (YYYY-MM-DD)") from None
+    return Used(_column(row, "account", str), _column(row, "resource", str), midnight,
+                _column(row, "qpu_seconds", float), _column(row, "shots", int))
 
 
 def read_allocation(row: Row) -> Allocation:

@@ -50,6 +50,7 @@ from qrmid.store.journal import (
     read_allocation,
     read_lease,
     read_task,
+    read_used_day,
     read_window,
     why_unreadable,
     window_row,
@@ -591,8 +592,13 @@ async def _roll_up(conn: psycopg.AsyncConnection, cutoff: float) -> None:
 def read_used(conn: psycopg.Connection[dict[str, Any]]) -> list[Used]:
     """The usage kept of the tasks the store no longer holds: summed by day past retention, and the records of tasks
     dropped for the size of their results."""
-    used = [Used(row["account"], row["resource"], datetime.strptime(row["day"], "%Y-%m-%d").timestamp(),
-                 row["qpu_seconds"], row["shots"]) for row in conn.execute("SELECT * FROM usage_days")]
+    used = []
+    for row in conn.execute("SELECT * FROM usage_days"):
+        try:
+            used.append(read_used_day(row))
+        except Exception as exc:  # left out, never keeping the member from starting
+            log.error("PostgreSQL: the usage of account %s on %s kept for %s cannot be read (%s); allocations do not "
+                      "count it", row.get("account"), row.get("resource"), row.get("day"), exc)
     return used + [Used(row["account"], row["resource"], row["ended_at"], max(row["ended_at"] - row["started_at"], 0.0)
                         if row["started_at"] is not None else 0.0, row["shots"]) for row in conn.execute(
         "SELECT * FROM usage u WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = u.task_id)")]
