@@ -169,6 +169,19 @@ async def test_exclusive_acquires_are_granted_in_the_order_asked() -> None:
         assert (await client.resource("n")).exclusive_waiting == 0
 
 
+async def test_an_exclusive_lease_that_expires_lets_queued_tasks_start_and_grants_the_next_in_line() -> None:
+    async with running(config([noop(delay=0.1)])) as daemon, AsyncClient(f"unix:{daemon.socket}") as client:
+        lease = await client.acquire("n", mode="exclusive", ttl_seconds=1)
+        held = await client.start_task("n", PULSER)
+        assert (await client.task(held.id)).wait_reason == "resource n is held by the exclusive lease of user root"
+        next_in_line = await client.acquire("n", slurm_job_id="8", mode="exclusive", wait=30)
+        expired_at = lease.expire_time.ToNanoseconds()
+        assert next_in_line.create_time.ToNanoseconds() >= expired_at, "granted once the first one expired"
+        await client.release(next_in_line.token)
+        ended = await client.wait(held.id)
+        assert ended.state == pb.TASK_STATE_COMPLETED and ended.start_time.ToNanoseconds() >= expired_at
+
+
 async def test_an_exclusive_acquire_that_times_out_names_its_place_in_line_and_what_it_waits_for() -> None:
     async with running(config([noop(slots=1, delay=30)])) as daemon, \
             AsyncClient(f"unix:{daemon.socket}") as client:
