@@ -170,7 +170,8 @@ def _gate(gate: apb.SlurmGate | None) -> str:
 
 
 ADMIN_LEASE_COLUMNS = (Col("ID", key=True), Col("RESOURCE", key=True), Col("OWNER", key=True), Col("SLURM JOB", drop=1),
-                       Col("EXPIRES IN", right=True, drop=2), Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
+                       Col("MODE", drop=3), Col("MIN SLOTS", right=True, drop=4), Col("EXPIRES IN", right=True, drop=2),
+                       Col("ACCOUNT", wide=True), Col("CREATED", wide=True))
 
 
 @admin.command()
@@ -186,8 +187,9 @@ def leases(ctx: click.Context, resource: str, owner: str, output: str, as_json: 
         return
     now = time.time()
     print_listing(out, ADMIN_LEASE_COLUMNS, [
-        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, span(lease.expire_time.ToNanoseconds() / 1e9 - now),
-         lease.account, local_time(lease.create_time)) for lease in listed.leases], wide=output == "wide")
+        (lease.id, lease.resource, lease.owner, lease.slurm_job_id, _name(pb.LeaseMode, lease.mode, "LEASE_MODE_"),
+         str(lease.min_slots), span(lease.expire_time.ToNanoseconds() / 1e9 - now), lease.account,
+         local_time(lease.create_time)) for lease in listed.leases], wide=output == "wide")
 
 
 @admin.command()
