@@ -268,6 +268,28 @@ async def test_a_task_queued_low_over_a_soft_allocation_keeps_its_warning_across
                                                                              low.warnings[0])
 
 
+def test_usage_recorded_before_a_sigkill_counts_after_the_restart() -> None:
+    scratch = short_dir()
+    cfg = write_config(scratch / "qrmid.toml", f'[daemon]\nsocket = "{scratch / "q.sock"}"\nshutdown_grace_seconds = 1\n'
+                       f'[journal]\npath = "{scratch / "journal.db"}"\n'
+                       '[[resources]]\ntype = "noop"\nname = "fast"\nslots = 2\n'
+                       '[[resources]]\ntype = "noop"\nname = "stuck"\nslots = 1\ndelay_seconds = 3600\n')
+    address = f"unix:{scratch / 'q.sock'}"
+    with serving(cfg, address) as process, Client(address) as client:
+        set_allocation(address, getuser(), "--shots", "100", "--period", "year")
+        client.wait(client.start_task("fast", shots(30)).id, timeout=30)
+        running = client.start_task("stuck", shots(50))  # accepted (journaled), then running when the daemon dies
+        process.kill()
+        process.wait()
+    with serving(cfg, address), Client(address) as client:
+        [shown] = show(address)
+        assert (shown["account"], shown["used_shots"]) == (getuser(), "30")
+        with pytest.raises(grpc.RpcError) as refused:
+            client.start_task("fast", shots(21))
+        assert "has 20 shots left (30 used, 50 shots held by unfinished tasks)" in (refused.value.details() or "")
+        assert client.task(running.id).state in (pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING)
+
+
 def test_usage_starts_again_from_zero_when_a_period_ends() -> None:
     now = [datetime(2026, 3, 31, 23, 59, 50).timestamp()]
     book = Allocations(Events(), clock=lambda: now[0])
