@@ -14,8 +14,8 @@ StartTasks cannot all take the same remainder: shots never overshoot a hard budg
 most what the unfinished tasks run past their estimates.
 
 Usage is held in memory, per account, resource and period: the ended tasks of the current periods as the journal
-(or the cluster's store) held them at start, plus every task that ended since, here or, in cluster mode, on another
-member (as its end is mirrored). ``admit`` is O(resources named by the account's allocations), with no I/O.
+(or the cluster's store) held them at start, with what the store kept, summed by day, of the tasks its retention
+dropped; plus every task that ended since, here or, in cluster mode, on another member (as its end is mirrored). ``admit`` is O(resources named by the account's allocations), with no I/O.
 """
 
 from __future__ import annotations
