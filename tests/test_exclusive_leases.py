@@ -18,6 +18,7 @@ from daemons import ROOT, config, running
 from ibm_services import emulator, ibm_services, record
 from pydantic import ValidationError
 from test_ibm_quantum_system import API_KEY, BUCKET, CRN, isa_bell, resource
+from test_recovery import Qrmid
 
 from qrmid.backends.payloads import Payload
 from qrmid.client import AsyncClient, pulser_payload
@@ -288,6 +289,24 @@ async def test_a_restart_keeps_each_lease_mode_and_min_slots_and_the_gate_acts_a
             "resource n is held by the exclusive lease of Slurm job 7 (user root)"
         await client.release(exclusive.token)
         assert (await client.wait(held.id)).state == pb.TASK_STATE_COMPLETED
+
+
+async def test_a_lease_once_answered_survives_a_kill_9_with_its_mode_and_min_slots() -> None:
+    daemon = Qrmid('[[resources]]\ntype = "noop"\nname = "n"\nslots = 4\nmin_slots_cap = 1\n')
+    try:
+        daemon.start()
+        async with AsyncClient(daemon.address) as client:
+            exclusive = await client.acquire("n", slurm_job_id="3", mode="exclusive", wait=5)
+            reserving = await client.acquire("n", min_slots=1)
+        daemon.kill()
+        daemon.start()
+        async with AsyncClient(daemon.address) as client:
+            leases = {lease.id: lease for lease in await client.list_leases()}
+            assert leases[exclusive.id].mode == pb.LEASE_MODE_EXCLUSIVE
+            assert leases[reserving.id].mode == pb.LEASE_MODE_SHARED and leases[reserving.id].min_slots == 1
+            assert (await client.resource("n")).exclusive_lease.id == exclusive.id
+    finally:
+        daemon.stop()
 
 
 async def test_the_command_line_takes_an_exclusive_lease_and_shows_it() -> None:

@@ -67,7 +67,7 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
             lease = await self.broker.acquire_exclusive(name, owner, request.slurm_job_id, request.ttl_seconds,
                                                         account=account, wait=request.wait_seconds,
                                                         within=_within(context))
-        return convert.lease(lease, with_token=True)
+        return convert.lease(await self.broker.recorded(lease), with_token=True)
 
     @unary
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:

@@ -173,6 +173,19 @@ class Broker:
         finally:
             await asyncio.shield(self.cluster.leave_line(name, waiter.id))
 
+    async def recorded(self, lease: Lease) -> Lease:
+        """``lease`` once its grant is recorded for good, so that a restarted daemon still holds it; when it cannot
+        be recorded, the lease ends and Unavailable says why."""
+        try:
+            await self.events.durable()
+        except Unavailable:
+            if self.leases.find(lease.id) is not None:
+                self.leases.pop_id(lease.id)
+                self.events.lease_ended(lease, "its grant could not be recorded")
+                self._lease_changed(lease.resource)
+            raise
+        return lease
+
     def _granted(self, lease: Lease) -> None:
         log.info("%s lease %s granted on %s to %s (slurm job %s, min_slots %d)", lease.mode.value, lease.id,
                  lease.resource, lease.owner, lease.slurm_job_id or "-", lease.min_slots, extra=_lease_context(lease))
