@@ -4,10 +4,12 @@ min_slots.
 
 Exclusive: while an exclusive lease is live only its tasks are dispatched. An exclusive Acquire is granted in the order
 asked, once it is first in line, no other exclusive lease is live and no task is on the backend; from the moment one
-waits, no task of anyone starts (so a stream of shared work cannot starve it).
+waits, no task of anyone starts (so a stream of shared work cannot starve it). In cluster mode the line spans the
+members: each member's waiters are stored, the others mirror them (``elsewhere``), and the store grants in turn.
 
 min_slots: a task may take a slot only when, after it, the free slots still cover what the other leases with min_slots
-keep free (each ``min_slots`` less its tasks on the backend); at least one slot always stays for everyone else.
+keep free (each ``min_slots`` less its tasks on the backend); at least one slot always stays for everyone else, and
+while every slot is busy no other task is taken ahead of the next free one (it could be a kept one).
 """
 
 from __future__ import annotations
