@@ -45,6 +45,19 @@ class Waiter:
         return self.asked_at, self.id
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The exclusive lease whose tasks alone may go (its id), and why every other task is held (None for each when no
+    exclusive lease holds the resource or waits for it); the leases keeping slots free and the tasks on the backend
+    by lease."""
+
+    holder: str | None = None
+    others: Hold | None = None
+    reserving: tuple[Lease, ...] = ()
+    busy: Counter[str] = field(default_factory=Counter)
+    dispatched: int = 0
+
+
 class LeaseGate:
     """One resource's exclusive line and lease gate (installed on its scheduler)."""
 
@@ -55,26 +68,42 @@ class LeaseGate:
         self.line: list[Waiter] = []  # exclusive Acquires waiting, first asked first
         self.elsewhere: dict[str, tuple[float, float]] = {}  # cluster mode: other members' waiters, id -> (asked, until)
         self._change: asyncio.Future[None] | None = None  # resolved at the next change of leases or tasks
+        self._verdict: tuple[tuple[float, int, int], Verdict] | None = None  # the last one, with when it was made
 
     # -- the gate --------------------------------------------------------------------------------------------------
 
     def hold(self, task: Task, now: float) -> Hold | None:
-        holder = self.leases.exclusive(self.name)
-        if holder is not None:
-            if task.lease_id == holder.id:
-                return None
-            return Hold(f"resource {self.name} is held by {holder_of(holder)}", holder.expires_at)
-        if waiting := len(self.line) + len(self._elsewhere(now)):
-            return Hold(f"an exclusive lease is waiting for the resource ({waiting} in line); tasks start "
-                        "again once it is granted and ends")
-        kept = self.kept_free(task.lease_id)
-        if kept is None or self.scheduler.slots - len(self.scheduler.dispatched) > kept:
+        verdict = self.verdict(now)
+        if verdict.holder is not None and task.lease_id == verdict.holder:
+            return None
+        if verdict.others is not None:
+            return verdict.others
+        kept = self._kept(verdict, task.lease_id)
+        if kept is None or self.scheduler.slots - verdict.dispatched > kept:
             return None
         if not kept:  # every slot is busy: taken ahead, it would take the next one to free, a kept one maybe
             return Hold(f"every slot of {self.name} is busy, and leases with min_slots keep the next ones that free "
                         "up; this task starts once a slot beyond theirs is free")
         return Hold(f"{kept} free slot(s) of {self.name} are kept for leases with min_slots; this task starts once a "
                     "slot beyond them is free")
+
+    def verdict(self, now: float) -> Verdict:
+        """What holds every task but an exclusive lease's at ``now``; worked out once for all the queued tasks one
+        dispatch looks at (they are asked about at the same ``now``), again after any change."""
+        made = now, self.scheduler.running, self.scheduler.queued  # a task taken or ended changes the counts too
+        if self._verdict is not None and self._verdict[0] == made:
+            return self._verdict[1]
+        holder, others = None, None
+        if (lease := self.leases.exclusive(self.name)) is not None:
+            holder, others = lease.id, Hold(f"resource {self.name} is held by {holder_of(lease)}", lease.expires_at)
+        elif waiting := len(self.line) + len(self._elsewhere(now)):
+            others = Hold(f"an exclusive lease is waiting for the resource ({waiting} in line); tasks start again once "
+                          "it is granted and ends")
+        dispatched = self.scheduler.dispatched
+        verdict = Verdict(holder, others, tuple(self.leases.reserving(self.name)),
+                          Counter(task.lease_id for task in dispatched), len(dispatched))
+        self._verdict = made, verdict
+        return verdict
 
     def changes_at(self, now: float) -> float | None:
         expiries = [lease.expires_at for lease in self.leases.reserving(self.name)]
@@ -83,14 +112,13 @@ class LeaseGate:
             expiries.append(holder.expires_at)
         return min(expiries, default=None)
 
-    def kept_free(self, lease_id: str = "") -> int | None:
-        """Slots the leases with min_slots other than ``lease_id`` keep free now (each its min_slots less its tasks on
-        the backend), leaving at least one slot to everyone else; None when no such lease lives."""
-        reserving = [lease for lease in self.leases.reserving(self.name) if lease.id != lease_id]
+    def _kept(self, verdict: Verdict, lease_id: str) -> int | None:
+        """Slots the leases with min_slots other than ``lease_id`` keep free (each its min_slots less its tasks on the
+        backend), leaving at least one slot to everyone else; None when no such lease lives."""
+        reserving = [lease for lease in verdict.reserving if lease.id != lease_id]
         if not reserving:
             return None
-        busy = Counter(task.lease_id for task in self.scheduler.dispatched)
-        kept = sum(max(lease.min_slots - busy[lease.id], 0) for lease in reserving)
+        kept = sum(max(lease.min_slots - verdict.busy[lease.id], 0) for lease in reserving)
         return min(kept, max(self.scheduler.slots - 1, 0))
 
     def reserved(self) -> int:
@@ -104,6 +132,7 @@ class LeaseGate:
         if self._change is not None and not self._change.done():
             self._change.set_result(None)
         self._change = None
+        self._verdict = None
         self.scheduler.wake()
 
     async def acquire(self, waiter: Waiter, wait: float, grant: Callable[[], Awaitable[Lease | None]]) -> Lease:
