@@ -153,12 +153,13 @@ def resources(ctx: click.Context, output: str, as_json: bool) -> None:
 
 
 def _exclusive(resource: pb.Resource) -> str:
-    """Who holds ``resource`` exclusively (user and Slurm job), and how many exclusive Acquires wait for it."""
+    """Who holds ``resource`` exclusively (Slurm job and user: short words, never cut; the lease id is in --json), and
+    how many exclusive Acquires wait for it."""
     held = ""
     if resource.HasField("exclusive_lease"):
         lease = resource.exclusive_lease
-        job = f"Slurm job {lease.slurm_job_id}, " if lease.slurm_job_id else ""
-        held = f"exclusive lease {lease.id} ({job}user {lease.owner})"
+        job = f"Slurm job {lease.slurm_job_id} " if lease.slurm_job_id else ""
+        held = f"held exclusively by {job}(user {lease.owner})"
     waiting = f"{resource.exclusive_waiting} exclusive Acquire(s) waiting" if resource.exclusive_waiting else ""
     return ", ".join(part for part in (held, waiting) if part)
 

@@ -315,9 +315,10 @@ async def test_the_command_line_takes_an_exclusive_lease_and_shows_it() -> None:
         token = (await cli("acquire", "n", "--exclusive", "--wait", "5", "--slurm-job-id", "55",
                            address=address)).stdout.strip()
         resources = (await cli("resources", address=address)).stdout
+        assert "held exclusively by Slurm job 55 (user root)" in " ".join(resources.split())
         async with AsyncClient(address) as client:
             lease = (await client.list_leases("n"))[0]
-        assert f"exclusive lease {lease.id} (Slurm job 55, user root)" in " ".join(resources.split())
+        assert f'"id": "{lease.id}"' in (await cli("resources", "--json", address=address)).stdout
         table = (await cli("leases", address=address)).stdout.splitlines()
         assert table[0].split()[:6] == ["ID", "RESOURCE", "OWNER", "SLURM", "JOB", "MODE"]
         assert table[1].split()[3:6] == ["55", "exclusive", "0"]
