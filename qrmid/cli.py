@@ -131,7 +131,7 @@ def serve(config_path: Path | None, socket: Path | None, tcp: str | None, journa
 
 
 RESOURCE_COLUMNS = (Col("NAME", key=True), Col("TYPE", drop=1), Col("STATUS"), Col("FREE/SLOTS", right=True),
-                    Col("QUEUED", right=True), Col("RUNNING", right=True), Col("WINDOW"),
+                    Col("QUEUED", right=True), Col("RUNNING", right=True), Col("WINDOW", drop=2),
                     Col("REASON"))
 
 
@@ -378,7 +378,7 @@ def _interrupted_before_queued() -> NoReturn:
 
 
 class _Progress:
-    """What ``qrmid run`` shows of its task as RunTask streams it: a line once it is queued, then its state and
+    """What ``qrmid run`` shows of its task as RunTask streams it: a line once it is accepted, then its state and
     queue position on a terminal (elsewhere, a line on each change of state before the last)."""
 
     def __init__(self) -> None:
