@@ -30,6 +30,7 @@ from qrmid.v1 import quantum_resources_pb2 as pb
 # east and west are the same device (perth), small another one (manila: 5 qubits in a line); one lane each
 BACKENDS = {"east": "perth", "west": "perth", "small": "manila"}
 BELL = isa_bell(shots=20)
+WAIT = 120.0  # seconds a task may take to end before a test fails rather than hang
 
 
 def circuit(a: int, b: int) -> pb.Payload:
@@ -78,7 +79,7 @@ async def until(check: Any, what: str) -> None:
 
 
 async def test_least_busy_sends_tasks_to_the_member_with_the_shorter_queue(backends: Services) -> None:
-    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 2.0})
+    await emulator(backends, "POST", "/_emulator/backends/east", {"job_duration_s": 5.0})
     cfg = config(members(backends, {"type": "pool", "name": "twins", "members": ["east", "west"]}))
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
         pool = await qrmid.resource("twins")
@@ -86,15 +87,15 @@ async def test_least_busy_sends_tasks_to_the_member_with_the_shorter_queue(backe
         assert pool.capacity.slots_total == 2 and pool.status == pb.RESOURCE_STATUS_ONLINE
         direct = [await qrmid.start_task("east", BELL) for _ in range(3)]  # one on east's lane, the others wait
         pooled = [await qrmid.start_task("twins", BELL) for _ in range(3)]
-        done = [await qrmid.wait(task.id) for task in pooled]
+        done = [await qrmid.wait(task.id, timeout=WAIT) for task in pooled]
         assert [(task.state, task.resource, task.member) for task in done] == \
             [(pb.TASK_STATE_COMPLETED, "twins", "west")] * 3
         assert [(await qrmid.task(task.id)).state for task in direct].count(pb.TASK_STATE_COMPLETED) < 3, \
             "east still had its own tasks to run when the pool's were done"
         ids = {task.id for task in pooled}
         assert ids <= await submitted(backends, "west") and not ids & await submitted(backends, "east")
-        for task in direct:
-            await qrmid.wait(task.id)
+        for task in reversed(direct):  # the queued ones first: none takes the lane another's cancel frees
+            await qrmid.stop_task(task.id)
 
 
 async def test_ordered_pool_waits_for_its_first_member_and_moves_on_only_while_it_is_down(backends: Services) -> None:
@@ -102,22 +103,22 @@ async def test_ordered_pool_waits_for_its_first_member_and_moves_on_only_while_i
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid, \
             grpc.aio.insecure_channel(f"unix:{daemon.socket}") as channel:
         first = [await qrmid.start_task("line", BELL) for _ in range(3)]  # east's one lane: they wait their turn
-        assert [(await qrmid.wait(task.id)).member for task in first] == ["east"] * 3
+        assert [(await qrmid.wait(task.id, timeout=WAIT)).member for task in first] == ["east"] * 3
 
         await emulator(backends, "POST", "/_emulator/backends/east", {"status": "offline"})
         await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_OFFLINE), "east seen offline")
         offline = [await qrmid.start_task("line", BELL) for _ in range(2)]
-        assert [(await qrmid.wait(task.id)).member for task in offline] == ["west"] * 2
+        assert [(await qrmid.wait(task.id, timeout=WAIT)).member for task in offline] == ["west"] * 2
 
         await emulator(backends, "POST", "/_emulator/backends/east", {"status": "online"})
         await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_ONLINE), "east seen online")
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         await admin.DrainResource(admin_pb2.DrainResourceRequest(resource="east", reason="recalibrating"))
         drained = await qrmid.start_task("line", BELL)
-        assert (await qrmid.wait(drained.id)).member == "west"
+        assert (await qrmid.wait(drained.id, timeout=WAIT)).member == "west"
         await admin.ResumeResource(admin_pb2.ResumeResourceRequest(resource="east"))
         resumed = await qrmid.start_task("line", BELL)
-        assert (await qrmid.wait(resumed.id)).member == "east"
+        assert (await qrmid.wait(resumed.id, timeout=WAIT)).member == "east"
 
         east, west = await submitted(backends, "east"), await submitted(backends, "west")
         assert {task.id for task in [*first, resumed]} <= east - west
@@ -133,7 +134,7 @@ async def test_fallback_runs_only_tasks_that_allow_it_and_says_so(backends: Serv
         await until(lambda: _status(qrmid, "east", pb.RESOURCE_STATUS_PAUSED), "east seen paused")
         strict = await qrmid.start_task("backed", BELL)
         allowed = await qrmid.start_task("backed", BELL, allow_fallback=True)
-        done = await qrmid.wait(allowed.id)
+        done = await qrmid.wait(allowed.id, timeout=WAIT)
         assert (done.state, done.member, done.allow_fallback) == (pb.TASK_STATE_COMPLETED, "sim", True)
         assert json.loads(await qrmid.result(allowed.id))["__type__"] == "PrimitiveResult"
         waiting = await qrmid.task(strict.id)
@@ -141,7 +142,7 @@ async def test_fallback_runs_only_tasks_that_allow_it_and_says_so(backends: Serv
         assert "no member of pool 'backed' can take it now: east is paused" in waiting.wait_reason
 
         await emulator(backends, "POST", "/_emulator/backends/east", {"status": "online"})
-        done = await qrmid.wait(strict.id)
+        done = await qrmid.wait(strict.id, timeout=WAIT)
         assert (done.state, done.member) == (pb.TASK_STATE_COMPLETED, "east")
         assert strict.id in await submitted(backends, "east")
         assert allowed.id not in await submitted(backends, "east"), "the simulator's run is not passed off as east's"
@@ -153,7 +154,8 @@ async def test_each_task_goes_to_a_member_whose_device_accepts_it(backends: Serv
     async with running(cfg) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
         for_small = [await qrmid.start_task("mixed", circuit(2, 3)) for _ in range(2)]  # coupled on manila only
         for_east = [await qrmid.start_task("mixed", circuit(1, 3)) for _ in range(2)]  # coupled on perth only
-        assert [(await qrmid.wait(task.id)).member for task in for_small + for_east] == ["small"] * 2 + ["east"] * 2
+        ran_on = [(await qrmid.wait(task.id, timeout=WAIT)).member for task in for_small + for_east]
+        assert ran_on == ["small"] * 2 + ["east"] * 2
         assert {task.id for task in for_small} <= await submitted(backends, "small")
         assert {task.id for task in for_east} <= await submitted(backends, "east")
 
@@ -186,7 +188,7 @@ async def test_a_lease_on_a_pool_holds_its_tasks_wherever_they_run_and_cancels_t
         stopped = await qrmid.stop_task(tasks[0].id)
         assert (stopped.state, stopped.member) == (pb.TASK_STATE_CANCELLED, "east")
         await until(lambda: _all_running(qrmid, [tasks[2].id]), "the pool's next task running")
-        assert (await qrmid.task(tasks[2].id)).member == "east", "the lane the cancel freed went to the pool's next task"
+        assert (await qrmid.task(tasks[2].id)).member == "east", "the freed lane went to the pool's next task"
         released = await qrmid.release(lease.token)
         assert released.cancelled_tasks == 2
         assert [(await qrmid.task(task.id)).state for task in tasks] == [pb.TASK_STATE_CANCELLED] * 3
@@ -221,7 +223,7 @@ async def test_a_bound_task_is_followed_on_its_member_after_kill_9(backends: Ser
         async with AsyncClient(daemon.address) as qrmid:
             again = await qrmid.task(bound.id)
             assert (again.state, again.member) == (pb.TASK_STATE_RUNNING, "east"), "followed on its member"
-            finished = [await qrmid.wait(task.id) for task in (bound, waiting)]
+            finished = [await qrmid.wait(task.id, timeout=WAIT) for task in (bound, waiting)]
         assert [(task.state, task.member) for task in finished] == [(pb.TASK_STATE_COMPLETED, "east")] * 2
         seen = (await record(backends, "east"))["submissions"]
         assert [submission["id"] for submission in seen].count(bound.id) == 1, "never submitted twice"
@@ -243,12 +245,12 @@ async def test_a_member_in_maintenance_is_not_taken_and_lets_the_fallback_run() 
             end_time=Timestamp(seconds=int(now) + 3600), reason="calibration")))
         strict = await qrmid.start_task("qpus", BELL)
         allowed = await qrmid.start_task("qpus", BELL, allow_fallback=True)
-        assert (await qrmid.wait(allowed.id)).member == "sim"
+        assert (await qrmid.wait(allowed.id, timeout=WAIT)).member == "sim"
         waiting = await qrmid.task(strict.id)
         assert waiting.state == pb.TASK_STATE_QUEUED and "no member of pool 'qpus' can take it now: qpu: " in \
             waiting.wait_reason
         await admin.DeleteWindow(admin_pb2.DeleteWindowRequest(id=window.id))
-        done = await qrmid.wait(strict.id)
+        done = await qrmid.wait(strict.id, timeout=WAIT)
         assert (done.state, done.member) == (pb.TASK_STATE_COMPLETED, "qpu")
 
 
@@ -264,11 +266,11 @@ async def test_an_exclusive_lease_on_a_pool_waits_for_its_running_task_then_runs
         assert ended.end_time.ToNanoseconds() <= lease.create_time.ToNanoseconds()
         other = await qrmid.start_task("ab", BELL)
         mine = await qrmid.start_task("ab", BELL, lease_token=lease.token)
-        assert (await qrmid.wait(mine.id)).member == "a"
+        assert (await qrmid.wait(mine.id, timeout=WAIT)).member == "a"
         held = await qrmid.task(other.id)
         assert held.state == pb.TASK_STATE_QUEUED and "exclusive lease" in held.wait_reason
         await qrmid.release(lease.token)
-        assert (await qrmid.wait(other.id)).state == pb.TASK_STATE_COMPLETED
+        assert (await qrmid.wait(other.id, timeout=WAIT)).state == pb.TASK_STATE_COMPLETED
 
 
 def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> None:
