@@ -248,8 +248,9 @@ class AsyncClient:
         """Start a task, wait for it, and return its final state and result; TaskFailed unless it completed.
         ``allow_fallback`` lets a pool run it on its fallback member.
 
-        One RunTask call: ``on_state(task)`` is called with the task as it was queued, then at each change of
-        state. When its member goes away mid-way, the call is made again on the next member with the same request
+        One RunTask call: ``on_state(task)`` is called with the task as it is once accepted for good (a short task
+        may have ended by then), then with its latest state at each change (a state passed between two messages is
+        skipped). When its member goes away mid-way, the call is made again on the next member with the same request
         id (made here when not given), which finds the same task: no state is given twice. Giving up (cancelling
         this coroutine) leaves the task running."""
         request = pb.StartTaskRequest(resource=resource, payload=payload, lease_token=lease_token,
@@ -389,7 +390,8 @@ class Client:
                                                   allow_fallback=allow_fallback))
 
     def launch(self, resource: str, payload: pb.Payload, *, lease_token: str = "", priority: str = "") -> Run:
-        """Start a task and return at once, as soon as it is queued, with a ``Run`` that follows it.
+        """Start a task and return at once, as soon as it is accepted (queued or further along), with a ``Run``
+        that follows it.
 
         The task is run by one RunTask call going on in the client's thread, which keeps its latest state and
         its result; at most ``MAX_LAUNCHED`` such calls at once (the daemon caps each client's open streams), so

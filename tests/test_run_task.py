@@ -81,7 +81,8 @@ async def calls(daemon: Daemon) -> dict[str, float]:
 async def test_client_run_is_one_call_streaming_states_then_the_result(daemon: Daemon, qrmid: AsyncClient) -> None:
     seen: list[pb.Task] = []
     task, result = await qrmid.run("fast", pulser_payload(SEQUENCE, 5), on_state=seen.append)
-    assert [t.state for t in seen] == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING, pb.TASK_STATE_COMPLETED]
+    states = [t.state for t in seen]
+    assert states[-1] == pb.TASK_STATE_COMPLETED and states == sorted(set(states)), states
     assert {t.id for t in seen} == {task.id} and task.state == pb.TASK_STATE_COMPLETED
     assert json.loads(result) == {"task": task.id}
     assert await calls(daemon) == {"RunTask": 1}, "one call for the whole task"
@@ -94,10 +95,10 @@ async def test_the_stream_is_the_task_then_its_result_chunks(stub: pb_grpc.Quant
                                                             qrmid: AsyncClient) -> None:
     messages = [m async for m in stub.RunTask(request(request_id="r1"))]
     kinds = [m.WhichOneof("update") for m in messages]
-    assert kinds == ["task", "task", "task", "result_chunk"]
-    first, chunk = messages[0].task, messages[-1].result_chunk
-    assert first.state == pb.TASK_STATE_QUEUED and first.client_request_id == "r1"
-    assert messages[2].task.end_time.ToNanoseconds() > 0
+    assert kinds == ["task"] * (len(messages) - 1) + ["result_chunk"]
+    first, last, chunk = messages[0].task, messages[-2].task, messages[-1].result_chunk
+    assert first.client_request_id == "r1" and last.state == pb.TASK_STATE_COMPLETED
+    assert last.end_time.ToNanoseconds() > 0
     assert chunk.content_type == "application/json" and chunk.total_size == len(chunk.data)
     assert chunk.data == await qrmid.result(first.id)
 
@@ -175,7 +176,7 @@ async def test_refusals_are_startasks_codes_and_queue_nothing(stub: pb_grpc.Quan
 def test_launch_returns_once_queued_and_follows_the_task_in_the_background(daemon_address: str) -> None:
     with Client(daemon_address) as client:
         run = client.launch("slow", pulser_payload(SEQUENCE, 5))
-        assert run.task.state == pb.TASK_STATE_QUEUED and run.id
+        assert run.task.state in (pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING) and run.id  # not waited for
         task, result = run.outcome(timeout=30)
         assert task.state == pb.TASK_STATE_COMPLETED and run.state() == pb.TASK_STATE_COMPLETED
         assert json.loads(result) == {"task": run.id}

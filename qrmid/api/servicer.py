@@ -89,18 +89,16 @@ class QuantumResources(pb_grpc.QuantumResourcesServicer):
 
     @streaming
     async def RunTask(self, request: pb.StartTaskRequest, context: Context) -> AsyncIterator[pb.RunTaskResponse]:
-        earlier = self.broker.requested(caller(context).name, request.client_request_id)
         task = await self._start(request, context, eager=True)
-        first = task.shown if task is earlier else task.history[0]  # a new eager task may be further along already
-        yield pb.RunTaskResponse(task=self._task(task, first))
-        last = first
-        if not first.state.terminal:
-            views = task.watch()
-            async for view in views:  # every state so far: up to the one just sent
-                if view.state is first.state:
-                    break
-            async for last in views:
-                yield pb.RunTaskResponse(task=self._task(task, last))
+        last = task.shown  # as it is when durable: an eager task may be done by then
+        yield pb.RunTaskResponse(task=self._task(task, last))
+        if not last.state.terminal:
+            sent = last
+            async for view in task.watch():  # states passed between two messages are skipped: only the latest goes
+                if view is task.shown and view is not sent:
+                    yield pb.RunTaskResponse(task=self._task(task, view))
+                    sent = view
+            last = sent
         if last.state is TaskState.COMPLETED:
             for chunk in _result_chunks(task):
                 yield pb.RunTaskResponse(result_chunk=chunk)

@@ -55,7 +55,9 @@ def test_a_task_runs_to_its_end_in_one_call(run_probe: Path, noop: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = states(proc.stdout)
     task_id = seen[0][0]
-    assert seen == [(task_id, "TASK_STATE_QUEUED"), (task_id, "TASK_STATE_RUNNING"), (task_id, "TASK_STATE_COMPLETED")]
+    order = ["TASK_STATE_QUEUED", "TASK_STATE_RUNNING", "TASK_STATE_COMPLETED"]
+    assert seen[-1] == (task_id, "TASK_STATE_COMPLETED") and {i for i, _ in seen} == {task_id}, seen
+    assert sorted({state for _, state in seen}, key=order.index) == [state for _, state in seen], "each state once, in order"
     ended, result = proc.stdout.splitlines()[-2:]
     assert ended == "ended TASK_STATE_COMPLETED "
     content_type, size, data = result.removeprefix("result ").split(" ", 2)

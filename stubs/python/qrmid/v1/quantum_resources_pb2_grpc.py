@@ -214,11 +214,13 @@ class QuantumResourcesServicer:
         validation, limits, lease checks and errors are StartTask's, and so is
         the idempotence of client_request_id: a retried RunTask with the same id
         re-attaches to the task the first call made, whatever its state. The
-        first message is the task as StartTask answers it, sent only once a
-        restarted daemon would find the task. Then comes one message per later
-        state (as WatchTask streams them) up to a terminal one, which may be the
-        first message itself; a COMPLETED task's result follows
-        in chunks (as GetTaskResult streams it), and the stream ends. A task
+        first message is the task as it is once a restarted daemon would find
+        it: QUEUED, or further along (a short task on a local backend may have
+        ended by then, its first message being its terminal state). Then comes
+        one message at each later change, with the task's latest state (a state
+        passed between two messages is left out), up to a terminal one; a
+        COMPLETED task's result follows in chunks (as GetTaskResult streams it),
+        and the stream ends. A task
         that ends FAILED or CANCELLED ends the stream normally (status OK) on
         that state, its `reason` saying why: only a refused request, or a
         daemon that goes away, ends the stream with an error status. Cancelling

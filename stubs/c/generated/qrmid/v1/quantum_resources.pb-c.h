@@ -947,8 +947,8 @@ struct  Qrmid__V1__RunTaskResponse
   Qrmid__V1__RunTaskResponse__UpdateCase update_case;
   union {
     /*
-     * The task: first as it was queued, then at each change of state, the
-     * last one terminal.
+     * The task: first as it is once accepted, then in its latest state at
+     * each change, the last one terminal.
      */
     Qrmid__V1__Task *task;
     /*
