@@ -21,8 +21,11 @@ class Check:
     """A full check of one payload: ``function(bounds, *args)`` returns the task's shots or raises InvalidPayload.
 
     The daemon runs it in a worker process limited in memory and time, so ``function`` must be a module-level
-    function and ``args`` must pickle.
+    function and ``args`` must pickle. ``outline(*args)``, when given, runs on the event loop, cheaply and within
+    small bounds: ``args`` less what cannot change the check's answer or shots (e.g. parameter values, as their
+    shape), so that two inputs of one outline pass alike; None when it cannot tell.
     """
 
     function: Callable[..., int]
     args: tuple[Any, ...]
+    outline: Callable[..., Any] | None = None

@@ -37,9 +37,10 @@ class LocalQiskit(PoolAdapter):
     payload_kinds = frozenset({PayloadKind.QISKIT_PRIMITIVE})
 
     def __init__(self, settings: Settings) -> None:
-        from qrmid.backends import qiskit_jobs  # Qiskit loads only when a resource of this type exists
+        from qrmid.backends import qiskit_jobs, qiskit_outline  # Qiskit loads only when a resource of this type exists
 
         self.jobs = qiskit_jobs
+        self.outline = qiskit_outline.outline
         super().__init__(settings.slots, settings.max_run_seconds, prepare_worker)
         self.name = settings.name
         self.seed = settings.seed
@@ -63,7 +64,7 @@ class LocalQiskit(PoolAdapter):
     def validate(self, payload: Payload) -> Check:
         if not isinstance(payload, QiskitPrimitive):
             raise InvalidPayload("local-qiskit runs Qiskit primitive payloads only")
-        return Check(self.jobs.check, (payload.program_id, payload.input, self.limits))
+        return Check(self.jobs.check, (payload.program_id, payload.input, self.limits), self.outline)
 
     def job(self, payload: Payload) -> tuple[Any, tuple[Any, ...]]:
         assert isinstance(payload, QiskitPrimitive)

@@ -10,7 +10,10 @@ StartTask is refused with RESOURCE_EXHAUSTED at once.
 
 An input that passed is remembered by the hash of its content (its sender, the check, the bounds and the input),
 the last ``remembered`` of them: the same user sending the same input again (a hybrid loop's next call) is answered
-at once, with no worker. Keyed by sender too, so no user can tell from the answer's speed what another one sent.
+at once, with no worker. So is one that differs from an input that passed only in what its check's outline
+leaves out (``Check.outline``: a Qiskit input's parameter values, as long as they keep their shape and are finite
+numbers): a hybrid loop sending one circuit with new parameter values each call. Keyed by sender too, so no user
+can tell from the answer's speed what another one sent.
 """
 
 from __future__ import annotations
@@ -94,11 +97,15 @@ class Validation:
         many checks waiting."""
         if isinstance(check, int):
             return check
-        key = None
+        key = outlined = None
         if self._passed is not None:
             key = _key(owner, check, self.limits.bounds) if size <= INLINE_HASH_BYTES else \
                 await asyncio.to_thread(_key, owner, check, self.limits.bounds)
             if (shots := self._passed.get(key)) is not None:
+                self.reused += 1
+                return shots
+            outlined = _outline_key(owner, check, self.limits.bounds) if size <= INLINE_HASH_BYTES else None
+            if outlined is not None and (shots := self._passed.get(outlined)) is not None:
                 self.reused += 1
                 return shots
         await self._turn(owner, size)
@@ -108,6 +115,8 @@ class Validation:
             self._release(owner)
         if key is not None and self._passed is not None:
             self._passed[key] = shots
+            if outlined is not None:
+                self._passed[outlined] = shots
         return shots
 
     async def _turn(self, owner: str, size: int) -> None:
@@ -206,6 +215,15 @@ def _key(owner: str, check: Check, bounds: InputBounds) -> bytes:
     against."""
     data = pickle.dumps((owner, check.function, bounds, check.args), protocol=pickle.HIGHEST_PROTOCOL)
     return hashlib.sha256(data).digest()
+
+
+def _outline_key(owner: str, check: Check, bounds: InputBounds) -> bytes | None:
+    """The hash of ``owner``'s check by its outline (see ``Check.outline``); None when it has none."""
+    outline = check.outline(*check.args) if check.outline is not None else None
+    if outline is None:
+        return None
+    data = pickle.dumps((owner, check.function, bounds, outline), protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(b"outline" + data).digest()
 
 
 def _prepare(memory: int, modules: tuple[str, ...]) -> None:
