@@ -17,6 +17,7 @@ on a small machine would slow the baseline by several milliseconds a call and fl
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import tempfile
@@ -57,15 +58,17 @@ def ansatz() -> QuantumCircuit:
 
 
 def loops(sampler: object, estimator: object) -> dict[str, Callable[[int], None]]:
-    """One call of each loop, the n-th of its run."""
+    """One call of each loop, the n-th of its run. The estimator's parameter values are new on every call of the
+    whole run, later rounds included, as an optimizer's would be (so no input is ever sent twice)."""
     circuit, observable = ansatz(), SparsePauliOp("ZZII")
     bell_circuit = bell()
+    steps = itertools.count()
 
     def sample(n: int) -> None:
         sampler.run([bell_circuit], shots=100).result()  # type: ignore[attr-defined]
 
     def estimate(n: int) -> None:
-        values = [0.01 * n + 0.1 * k for k in range(8)]
+        values = [0.001 * next(steps) + 0.1 * k for k in range(8)]
         estimator.run([(circuit, observable, values)]).result()  # type: ignore[attr-defined]
 
     return {"Bell sampler, 100 shots": sample, "4-qubit estimator, new parameters each call": estimate}
