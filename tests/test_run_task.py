@@ -103,6 +103,16 @@ async def test_the_stream_is_the_task_then_its_result_chunks(stub: pb_grpc.Quant
     assert chunk.data == await qrmid.result(first.id)
 
 
+async def test_a_task_that_waits_streams_each_state_it_waits_in(stub: pb_grpc.QuantumResourcesStub) -> None:
+    ahead = stub.RunTask(request("slow"))
+    await ahead.read()
+    messages = [m async for m in stub.RunTask(request("slow"))]  # behind it in line for the only slot (1 s a task)
+    assert [m.task.state for m in messages[:-1]] == [pb.TASK_STATE_QUEUED, pb.TASK_STATE_RUNNING,
+                                                     pb.TASK_STATE_COMPLETED]
+    assert messages[-1].WhichOneof("update") == "result_chunk"
+    assert (await read_all(ahead))[-1].WhichOneof("update") == "result_chunk"
+
+
 async def test_a_retry_with_the_same_request_id_reattaches_to_the_task(stub: pb_grpc.QuantumResourcesStub,
                                                                        qrmid: AsyncClient) -> None:
     call = stub.RunTask(request("slow", "again"))
