@@ -31,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Scope
 
 from .faults import FaultMiddleware, FaultRule, Faults
-from .ibm_quantum_system.__main__ import serve
+from .serving import serve
 
 HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
 ERRORS = {  # S3 error codes and messages, by code

@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from qrmid.emulators.ibm_quantum_compute.app import Settings, build_app
-from qrmid.emulators.ibm_quantum_system.__main__ import serve
+from qrmid.emulators.serving import serve
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,27 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 
-import uvicorn
-
+from ..serving import serve
 from .app import create_app
 from .config import EmulatorConfig
-
-
-async def serve(host: str, port: int, config: EmulatorConfig) -> None:
-    """Bind (port 0 picks a free one), serve, and announce the real address."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
-    if server.started:
-        bound_host, bound_port = sock.getsockname()[:2]
-        print(f"listening on http://{bound_host}:{bound_port}", flush=True)
-    await serving
 
 
 def main() -> None:
@@ -33,7 +16,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--config", help="JSON settings file (see qrmid.emulators.pasqal_cloud.config)")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, EmulatorConfig.load(args.config)))
+    asyncio.run(serve(create_app(EmulatorConfig.load(args.config)), args))
 
 
 if __name__ == "__main__":
