@@ -12,7 +12,7 @@ from qrmid.backends.base import Adapter, BackendState, BackendStatus, JobState, 
 from qrmid.backends.payloads import Payload, PayloadKind, PulserSequence, QiskitPrimitive
 from qrmid.core import errors
 from qrmid.core.broker import Broker, Policy
-from qrmid.core.leases import LeaseTable
+from qrmid.core.leases import LeaseTable, new_token
 from qrmid.core.resource import Resource, ResourceStatus
 from qrmid.core.scheduler import Scheduler
 from qrmid.core.tasks import Task, TaskState
@@ -324,3 +324,9 @@ async def test_a_heavy_user_does_not_starve_a_light_one() -> None:
     # the heavy task already waiting at the gate may go first; then the light user has used nothing and goes ahead
     assert submitted[-1] < len(light) + 1, f"heavy tasks went between the light ones: {submitted}"
     await broker.stop(0)
+
+
+def test_a_lease_token_is_never_read_as_a_command_line_option() -> None:
+    tokens = [new_token() for _ in range(2000)]  # a URL-safe draw starts with '-' once in 64
+    assert not [token for token in tokens if token.startswith("-")]
+    assert len(set(tokens)) == len(tokens) and min(map(len, tokens)) >= 43

@@ -18,6 +18,14 @@ class LeaseMode(Enum):
     EXCLUSIVE = "exclusive"
 
 
+def new_token() -> str:
+    """A lease token: 256 random bits, URL-safe, never starting with '-' (a command line would read it as an
+    option, e.g. ``qrmid release TOKEN``)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """A granted lease. ``token`` is a secret capability; ``id`` is safe to show."""
@@ -30,7 +38,7 @@ class Lease:
     mode: LeaseMode = LeaseMode.SHARED
     min_slots: int = 0  # slots kept free for the lease's tasks
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    token: str = field(default_factory=new_token, repr=False)
     created_at: float = field(default_factory=time.time)
 
     @property
