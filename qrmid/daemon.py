@@ -50,7 +50,7 @@ from qrmid.ops.config import (
     load,
 )
 from qrmid.ops.metrics import Metrics
-from qrmid.ops.pool_config import PoolSettings
+from qrmid.ops.pool_config import PoolSettings, dispatch_groups
 from qrmid.store.journal import Journal, JournalError
 from qrmid.store.members import Members
 from qrmid.store.postgres import PostgresStore, StoreError
@@ -102,9 +102,11 @@ def build_resource(config: Config, settings: registry.ResourceConfig) -> Resourc
 
 def build_pool(config: Config, settings: PoolSettings, built: dict[str, Resource]) -> Pool:
     """One configured pool over the ``built`` resources it names."""
-    return Pool(settings.name, [built[name] for name in settings.members], Route(settings.policy),
+    pool = Pool(settings.name, [built[name] for name in settings.members], Route(settings.policy),
                 built[settings.fallback] if settings.fallback else None, queue_limit=settings.queue_limit,
                 policy=_scheduling(config.scheduling, settings), max_leases=settings.max_leases)
+    pool.scheduler.leading = config.cluster is None  # a cluster member dispatches a pool once elected for it
+    return pool
 
 
 def _pools(config: Config) -> list[PoolSettings]:
@@ -305,7 +307,7 @@ class Daemon:
         if isinstance(self.journal, PostgresStore):
             self.members = Members(self.journal, self.broker, _eligible(self.config),
                                    failover_seconds=self.config.cluster.failover_seconds if self.config.cluster else 10,
-                                   on_reload=self._reload_as_asked)
+                                   on_reload=self._reload_as_asked, follows=dispatch_groups(self.config.resources))
             await self.members.start()
             self.broker.cluster = self.members
         self._gate_start()

@@ -324,15 +324,6 @@ def test_bad_pools_are_refused_at_load_naming_the_key(pool: str, key: str, messa
     assert str(refused.value).startswith(f"{path}: key '{key}': {message}")
 
 
-def test_a_cluster_member_refuses_pools_at_load(tmp_path: Path) -> None:
-    path = tmp_path / "qrmid.toml"
-    path.write_text('[cluster]\ndsn = "host=db1 dbname=qrmid"\n[[resources]]\ntype = "noop"\nname = "east"\n'
-                    '[[resources]]\ntype = "pool"\nname = "p"\nmembers = ["east"]\n')
-    with pytest.raises(ConfigError) as refused:
-        load(path)
-    assert f"{path}: key 'resources[1].type': pool 'p': pools are served by a daemon on its own" in str(refused.value)
-
-
 def test_an_unknown_policy_is_refused_at_load(tmp_path: Path) -> None:
     path = tmp_path / "qrmid.toml"
     path.write_text('[[resources]]\ntype = "noop"\nname = "east"\n'

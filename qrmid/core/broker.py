@@ -583,7 +583,7 @@ class Broker:
         attached: dict[Task, str | None] = {}
         for task in [*scheduler.elsewhere, *(task for task in unsure if task.state is TaskState.QUEUED)]:
             try:
-                ref = await _reattach(resource, task, submitting)
+                ref = await _reattach(runs_on(resource, task), task, submitting)  # a pool's: on its member
             except Exception as exc:  # its fate is unknown: fail it rather than run it twice
                 task.transition(TaskState.FAILED, f"lost in a change of dispatcher: {exc}")
                 scheduler.mirrored(task)
@@ -591,8 +591,9 @@ class Broker:
             attached[task] = ref
         scheduler.lead(attached)
         for done in filter(None, map(self._tasks.get, held)):
-            if done.remote_ref and resource.adapter.remote:
-                self._loops.append(asyncio.create_task(self._release(resource, done, done.remote_ref)))
+            runner = _runner(resource, done)
+            if done.remote_ref and runner is not None and runner.adapter.remote:
+                self._loops.append(asyncio.create_task(self._release(runner, done, done.remote_ref)))
         log.info("dispatching %s: %d task(s) re-attached on the backend, %d queued again, %d queued", name,
                  sum(ref is not None for ref in attached.values()), sum(ref is None for ref in attached.values()),
                  scheduler.queued)

@@ -17,6 +17,11 @@ A bound task is handed to the member's scheduler, which submits and follows it a
 shared by its own tasks and the pool's, never oversubscribed. The task keeps the pool as its resource and records
 the member (``Task.member``, journaled), so after a restart it is followed on that member; a task not bound yet is
 queued on the pool again.
+
+In cluster mode a pool and its members are dispatched by one member (``qrmid.store.members`` elects them together),
+so binding hands a task to a local scheduler as on a daemon of its own. Standbys mirror the pool's queue and each
+task's member; a member elected to dispatch the pool follows each bound task on its member again, and queues on
+the pool again the tasks whose job does not exist.
 """
 
 from __future__ import annotations
@@ -172,12 +177,47 @@ class PoolScheduler(Scheduler):
             self._queue.dispatched(task)
             self._hand(task, self.member_of(task), ref)
             return
-        if task.member:
+        if task.member and self.leading:  # a standby keeps the binding its dispatcher recorded
             task.member = ""
             task.events.task_bound(task)
         self._rechecking.add(task)
         super().adopt(task, None)
         self._spawn(self._recheck(task))
+
+    def mirrored(self, task: Task) -> None:
+        if task.state is not TaskState.QUEUED:
+            self._accepted.pop(task, None)
+            self._rechecking.discard(task)
+        super().mirrored(task)
+
+    def step_down(self) -> None:
+        """Stop dispatching: bound tasks are left on their members for the pool's next dispatcher."""
+        super().step_down()
+        for task in self._bound:
+            if not task.state.terminal:
+                self._elsewhere[task] = None
+        self._bound.clear()
+
+    def lead(self, attached: dict[Task, str | None]) -> None:
+        """Dispatch from now on (elected): follow each bound task of ``attached`` on its member by its reference;
+        queue on the pool again, first in line, those whose job does not exist and those bound but not started."""
+        for task, ref in attached.items():
+            self._elsewhere.pop(task, None)
+            if task in self._queue:
+                self._queue.remove(task)
+            if ref is not None and task.member:
+                self._queue.dispatched(task)
+                self._hand(task, self.member_of(task), ref)
+                continue
+            self._queue.push_front(task)
+            if task not in self._accepted and task not in self._rechecking:
+                self._rechecking.add(task)
+                self._spawn(self._recheck(task))
+        self.leading = True
+        for task in [task for task in self._queue if task.member]:
+            task.member = ""
+            task.events.task_bound(task)
+        self.wake()
 
     async def run(self) -> None:
         """Bind queued tasks to members as members can start them, forever."""
@@ -274,6 +314,9 @@ class PoolScheduler(Scheduler):
                 await asyncio.sleep(RECHECK_SECONDS)
                 continue
             except (InvalidPayload, PayloadUnreadable) as exc:
+                if not self.leading:  # the dispatcher decides; this member once it dispatches the pool
+                    await asyncio.sleep(RECHECK_SECONDS)
+                    continue
                 if task in self._rechecking:
                     self._rechecking.discard(task)
                     self._queue.remove(task)
@@ -289,7 +332,8 @@ class PoolScheduler(Scheduler):
         """Once a bound task ended on its member: free its place in the pool, charge its usage to the pool's fair
         share and fold its run time into the pool's estimates."""
         await task.wait()
-        del self._bound[task]
+        if self._bound.pop(task, None) is None:  # left to another member's dispatch meanwhile
+            return
         self._queue.finished(task)
         view = task.view
         if view.started_at is not None and view.ended_at is not None:

@@ -224,7 +224,9 @@ class Task:
 
     def mirror(self, stored: Task) -> bool:
         """Take the states this copy lacks from ``stored``, the task as another member recorded it (cluster mode),
-        with its result and logs; they are shown at once, being recorded. Whether anything was new."""
+        with its result and logs; they are shown at once, being recorded. Whether any state was new. The pool
+        member it is bound to is taken in any case."""
+        self.member = stored.member
         new = [view for view in stored.history if _RANK[view.state] > _RANK[self.state]]
         if not new:
             return False

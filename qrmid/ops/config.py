@@ -381,7 +381,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _pools(self) -> Config:
-        check_pools(self.resources, clustered=self.cluster is not None)
+        check_pools(self.resources)
         return self
 
     @model_validator(mode="after")

@@ -35,18 +35,14 @@ class PoolSettings(ResourceSettings):
 ResourceEntry = Annotated[ResourceConfig | PoolSettings, Field(discriminator="type")]
 
 
-def check_pools(resources: Sequence[ResourceEntry], clustered: bool) -> None:
+def check_pools(resources: Sequence[ResourceEntry]) -> None:
     """AtKey when a pool names no member, a resource that is not configured or is a pool, a member twice, or a
-    fallback that is not one of its members; or when the daemon is a cluster member (``clustered``)."""
+    fallback that is not one of its members."""
     names = {resource.name: resource for resource in resources}
     for index, pool in enumerate(resources):
         if not isinstance(pool, PoolSettings):
             continue
         where = f"resources[{index}]"
-        if clustered:
-            raise AtKey(f"{where}.type", f"pool {pool.name!r}: pools are served by a daemon on its own, not by cluster "
-                        "members ([cluster] is set): submit to the member resources, or serve the pool from a daemon "
-                        "without [cluster]")
         regular = [member for member in pool.members if member != pool.fallback]
         if not regular:
             besides = " besides its fallback" if pool.members else ""
@@ -65,3 +61,22 @@ def check_pools(resources: Sequence[ResourceEntry], clustered: bool) -> None:
         if pool.fallback and pool.fallback not in pool.members:
             raise AtKey(f"{where}.fallback", f"{pool.fallback!r} is not a member of pool {pool.name!r}: add it to "
                         f"members (members: {', '.join(pool.members)})")
+
+
+def dispatch_groups(resources: Sequence[ResourceEntry]) -> dict[str, str]:
+    """The resources a cluster member dispatches only together with another (cluster mode): each pool and member
+    resource, mapped to the first configured pool of its group (pools sharing a member form one group); that pool
+    is elected, and the rest of its group follow its dispatcher."""
+    order = {resource.name: index for index, resource in enumerate(resources)}
+    heads: dict[str, str] = {}
+    for pool in resources:
+        if not isinstance(pool, PoolSettings):
+            continue
+        group = {pool.name, *pool.members}
+        merged = {heads[name] for name in group if name in heads}
+        head = min([*merged, pool.name], key=order.__getitem__)
+        for name, other in heads.items():
+            if other in merged:
+                heads[name] = head
+        heads.update(dict.fromkeys(group, head))
+    return {name: head for name, head in heads.items() if name != head}

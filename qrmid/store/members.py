@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -71,14 +71,19 @@ ELECTED = """UPDATE resource_epoch SET epoch = epoch + 1, dispatcher = %s, since
 
 class Members:
     """This member's place in the cluster: it campaigns for the resources in ``eligible`` (those it may dispatch),
-    keeps ``replica`` (the broker) in step with the store, and answers admins' questions about the members."""
+    keeps ``replica`` (the broker) in step with the store, and answers admins' questions about the members.
+    ``follows`` maps each resource dispatched only with another (a pool's members, the other pools sharing them) to
+    that one, its group's head: a member campaigns for a head only when it may dispatch its whole group, for the rest
+    of the group only while it dispatches the head, and gives them up when it no longer does."""
 
     def __init__(self, store: PostgresStore, replica: Replica, eligible: list[str], *, failover_seconds: float = 10.0,
-                 on_reload: Callable[[], Awaitable[object]] | None = None) -> None:
+                 on_reload: Callable[[], Awaitable[object]] | None = None,
+                 follows: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.member = store.member
         self.replica = replica
         self.eligible = eligible
+        self.follows = dict(follows or {})
         self.failover_seconds = failover_seconds
         self.on_reload = on_reload
         self.leading: dict[str, int] = {}  # resource -> epoch, while this member dispatches it
@@ -153,8 +158,11 @@ class Members:
                                 self.member)
                     failure = ""
                 while True:
+                    groups: dict[str, list[tuple[str, int]]] = {}
                     for name, epoch in await asyncio.wait_for(self._round(conn), self.failover_seconds / 4):
-                        takeover = asyncio.create_task(self._lead(conn, name, epoch), name=f"qrmid take over {name}")
+                        groups.setdefault(self.follows.get(name, name), []).insert(0, (name, epoch))
+                    for head, won in groups.items():  # a group's followers first, its head (the pool) last
+                        takeover = asyncio.create_task(self._lead_all(conn, won), name=f"qrmid take over {head}")
                         self._takeovers.add(takeover)  # heartbeats go on meanwhile: a takeover may take a while
                         takeover.add_done_callback(self._takeovers.discard)
                     self._nudge.clear()
@@ -185,10 +193,18 @@ class Members:
             for name in [*self.leading, *(self._held - set(self.leading))]:
                 await self._hand_over(conn, name, "it was told to")
             return []
+        for name in [name for name in self.leading if name in self.follows]:
+            if self.follows[name] not in self.leading:  # its head is dispatched elsewhere now: so is its group
+                await self._hand_over(conn, name, "its pool is dispatched by another member")
         won = []
-        for name in self.eligible:
+        eligible = set(self.eligible)
+        for name in sorted(self.eligible, key=lambda name: name in self.follows):  # heads before their followers
             if name in self.leading:
                 continue
+            if name in self.follows and self.follows[name] not in self.leading:
+                continue
+            if not all(other in eligible for other, head in self.follows.items() if head == name):
+                continue  # a pool it may not dispatch every member of
             if name not in self._held:  # held but fenced: its epoch moved on without this member noticing
                 key = await self._key(conn, name)
                 locked = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCKS, key))).fetchone()
@@ -209,6 +225,11 @@ class Members:
                                             (name,))).fetchone()
             self._keys[name] = int(row[0])  # type: ignore[index]
         return self._keys[name]
+
+    async def _lead_all(self, conn: psycopg.AsyncConnection[Any], won: list[tuple[str, int]]) -> None:
+        """Take over the resources of one group ``won`` in this round, one after another."""
+        for name, epoch in won:
+            await self._lead(conn, name, epoch)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any], name: str, epoch: int) -> None:
         """Dispatch resource ``name``, won at ``epoch``: the core takes over its tasks as a restart would."""

@@ -261,6 +261,8 @@ class PostgresStore(Commits, Listener):
         self._write(INSERT_TRANSITION, (task.id, view.state.value, view.created_at, "", None), task.id)
         if task.warnings:
             self._write("UPDATE tasks SET warnings = %s WHERE id = %s", (json.dumps(task.warnings), task.id), task.id)
+        if task.allow_fallback:
+            self._write("UPDATE tasks SET allow_fallback = true WHERE id = %s", (task.id,), task.id)
         self._queued(task.id)
 
     def task_refused(self, task: Task) -> None:
@@ -293,6 +295,9 @@ class PostgresStore(Commits, Listener):
 
     def task_ref(self, task: Task) -> None:
         self._ref(task)
+
+    def task_bound(self, task: Task) -> None:
+        self._write("UPDATE tasks SET member = %s WHERE id = %s", (task.member, task.id), task.id, self._fence(task))
 
     def job_released(self, task: Task) -> None:
         self._write("UPDATE remote_refs SET released = true WHERE task_id = %s", (task.id,), task.id,
