@@ -735,10 +735,6 @@ class Broker:
     def queue_position(self, task: Task) -> int:
         return self.resources[task.resource].scheduler.position(task)
 
-    def requested(self, owner: str, request_id: str) -> Task | None:
-        """The task ``owner``'s request ``request_id`` made, while it is kept; None for none (or no request id)."""
-        return self._by_request(owner, request_id) if request_id else None
-
     def _by_request(self, owner: str, request_id: str) -> Task | None:
         task_id = self._requests.get((owner, request_id))
         return self._tasks.get(task_id) if task_id else None
