@@ -10,6 +10,9 @@ from test_fairness import broker_with, paused, resume
 from qrmid.backends import noop
 from qrmid.backends.base import JobState, JobStatus
 from qrmid.backends.payloads import Payload, PulserSequence
+from qrmid.core.broker import Broker
+from qrmid.core.exclusive import Waiter
+from qrmid.core.leases import Lease, LeaseMode
 from qrmid.core.tasks import Task, TaskState
 
 PAYLOAD = PulserSequence(sequence="{}", job_runs=1)
@@ -74,3 +77,18 @@ async def test_a_slot_kept_for_a_lease_is_not_taken_by_a_task_staged_ahead_while
     for event in adapter.ends.values():
         event.set()
     await broker.stop(grace=1)
+
+
+async def test_a_waiter_mirrored_from_the_store_before_it_joined_the_line_is_still_first_here() -> None:
+    broker = broker_with(Staging(slots=2))
+    await broker.start()
+    gate = broker.lease_gates["r"]
+    waiter = Waiter("alice", "7")
+    gate.mirror([(waiter.id, waiter.asked_at, waiter.asked_at + 30)])  # the store's notice came first
+    granted = await asyncio.wait_for(gate.acquire(waiter, 5, lambda: _lease(broker)), 2)  # not after its wait
+    assert granted.owner == "alice" and granted.mode is LeaseMode.EXCLUSIVE
+    await broker.stop(grace=1)
+
+
+async def _lease(broker: Broker) -> Lease:
+    return broker.leases.grant("r", "alice", "7", mode=LeaseMode.EXCLUSIVE)

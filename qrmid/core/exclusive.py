@@ -172,8 +172,11 @@ class LeaseGate:
         return len(self.line) + len(self._elsewhere(time.time()))
 
     def _elsewhere(self, now: float) -> list[tuple[float, str]]:
-        """The turns of the waiters on other members whose wait has not run out."""
-        return [(asked, wait_id) for wait_id, (asked, until) in self.elsewhere.items() if until > now]
+        """The turns of the waiters on other members whose wait has not run out. A waiter of this member is never one
+        of them, even when the store's notice of it came before it joined the line here (it is stored first)."""
+        here = {waiter.id for waiter in self.line}
+        return [(asked, wait_id) for wait_id, (asked, until) in self.elsewhere.items()
+                if until > now and wait_id not in here]
 
     def free(self) -> bool:
         """Whether an exclusive lease may be granted now: none is live and no task is on the backend."""
