@@ -227,7 +227,8 @@ class PoolScheduler(Scheduler):
                 picked = self._pick() if self._queue.ready() and self.dispatching and self.leading else None
                 if picked is None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._gates_change())
+                        async with asyncio.timeout(self._gates_change()):  # not wait_for: it may swallow a cancel
+                            await self._wakeup.wait()
                     continue
                 task, member = picked
                 self._accepted.pop(task, None)

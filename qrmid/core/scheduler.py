@@ -316,7 +316,8 @@ class Scheduler:
                     wait = self._gates_change()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
+                    await self._wakeup.wait()
 
     def _take(self) -> Task | None:
         """Take the next queued task every gate admits; None when none is."""

@@ -356,7 +356,8 @@ class Windows:
             wait = min([*times, now + IDLE_TICK]) - now
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel (3.11)
+                    await self._changed.wait()
 
 
 class WindowGate:

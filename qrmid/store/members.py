@@ -108,7 +108,8 @@ class Members:
         self._loops = [asyncio.create_task(self._listen(), name="qrmid cluster listener"),
                        asyncio.create_task(self._apply_loop(), name="qrmid cluster notices")]
         try:
-            await asyncio.wait_for(self._listening.wait(), self.store.connect_timeout)
+            async with asyncio.timeout(self.store.connect_timeout):  # not wait_for: it can swallow a cancel (3.11)
+                await self._listening.wait()
         except TimeoutError:
             log.warning("PostgreSQL at %s: member %s does not hear the other members yet; it serves meanwhile",
                         self.store.dsn, self.member)
@@ -167,7 +168,8 @@ class Members:
                         takeover.add_done_callback(self._takeovers.discard)
                     self._nudge.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._nudge.wait(), TICK)
+                        async with asyncio.timeout(TICK):  # not wait_for: it can swallow a cancel (3.11)
+                            await self._nudge.wait()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 reason = self.store.scrub(exc) if isinstance(exc, psycopg.Error) else "it did not answer in time"
                 if reason != failure:

@@ -413,7 +413,8 @@ class PostgresStore(Commits, Listener):
         self._wake.clear()
         wait = max(0.0, self.cleanup_interval - (time.monotonic() - self._cleaned_at))
         try:
-            await asyncio.wait_for(self._wake.wait(), wait)
+            async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
+                await self._wake.wait()
         except TimeoutError:
             await self._tidy()
 
@@ -421,7 +422,8 @@ class PostgresStore(Commits, Listener):
         """Sleep before a retry; ``close`` cuts it short."""
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancel (3.11)
+                await self._wake.wait()
         except TimeoutError:
             pass
 

@@ -109,7 +109,8 @@ class Follower:
             if wake > now:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), wake - now)
+                    async with asyncio.timeout(wake - now):  # not wait_for: it can swallow a cancel (3.11)
+                        await self._changed.wait()
                 continue
             due = [job_id for job_id, f in pending.items() if f.due <= now + COALESCE]
             for job_id in due:
