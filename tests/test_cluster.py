@@ -223,15 +223,20 @@ async def test_a_dispatcher_whose_epoch_moved_on_has_its_writes_refused_and_runs
         await dispatcher(a, resource="perth")
         ids = [(await qrmid.start_task("perth", isa_bell(shots=20))).id for _ in range(24)]
         await _started(qrmid, ids[0])
-        with database.connect() as conn:  # as if another member had been elected unbeknown to this one
-            conn.execute("UPDATE resource_epoch SET epoch = epoch + 1 WHERE resource = 'perth'")
-        finished = await asyncio.gather(*(qrmid.wait(task_id) for task_id in ids))
+        await asyncio.to_thread(_bump_epoch, database, "perth")  # off the loop: it waits for the writer's share lock
+        finished = await asyncio.gather(*(qrmid.wait(task_id, timeout=60) for task_id in ids))
     assert [task.state for task in finished] == [pb.TASK_STATE_COMPLETED] * len(ids)
     assert "this member no longer dispatches perth" in caplog.text, "a write of the old epoch was refused"
     await ran_once(ibm, ids)
     with database.connect() as conn:
         assert conn.execute("SELECT epoch FROM resource_epoch WHERE resource = 'perth'").fetchone() == (3,), \
             "elected, fenced by the bump, elected again"
+
+
+def _bump_epoch(database: Database, resource: str) -> None:
+    """Move ``resource``'s dispatch epoch on, as if another member had been elected unbeknown to its dispatcher."""
+    with database.connect() as conn:
+        conn.execute("UPDATE resource_epoch SET epoch = epoch + 1 WHERE resource = %s", (resource,))
 
 
 async def ran_once(services: Services, ids: list[str]) -> None:

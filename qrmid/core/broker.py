@@ -607,7 +607,12 @@ class Broker:
         if resource.scheduler.leading:
             log.warning("no longer dispatching %s (another member may take it over)", name)
         resource.scheduler.step_down()
-        for task_id in fenced:
+        self.take_back(list(fenced))
+
+    def take_back(self, task_ids: list[str]) -> None:
+        """Drop the states of tasks ``task_ids`` that the store refused to record: no caller has seen them, and the
+        resource's dispatcher decides them again."""
+        for task_id in task_ids:
             if (task := self._tasks.get(task_id)) is not None:
                 task.rewind()
 

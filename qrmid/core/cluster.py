@@ -103,6 +103,10 @@ class Replica(Protocol):
         """Stop dispatching resource ``name``; ``fenced``: tasks whose latest writes the store refused."""
         ...
 
+    def take_back(self, task_ids: list[str]) -> None:
+        """Drop the states of tasks that the store did not record (written by a dispatch that had ended)."""
+        ...
+
     async def hand_over(self, name: str) -> None:
         """Stop dispatching resource ``name`` and return once no submission to its backend is in flight."""
         ...

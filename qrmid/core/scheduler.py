@@ -47,6 +47,7 @@ class Scheduler:
         self.dispatching = True
         self.suspended = False
         self.leading = True  # this daemon dispatches the resource (in cluster mode: it was elected to)
+        self.term = 0  # how many times it stopped dispatching (cluster mode): a dispatch is a term of leading
         self.published_slots: int | None = None  # the dispatcher's count, on a cluster member without credentials
         self._queue = FairQueue(policy)
         self.gates: list[Gate] = []  # rules holding queued tasks back beyond their place in line
@@ -227,6 +228,7 @@ class Scheduler:
         """Stop dispatching (another member leads now): tasks being followed are left on the backend for the new
         dispatcher, the queue stays as a standby's."""
         self.leading = False
+        self.term += 1
         for task, follower in self._running.items():
             if not task.state.terminal:  # an ended one is being released: it sees the step-down itself
                 follower.cancel()
@@ -367,11 +369,14 @@ class Scheduler:
     async def _release(self, task: Task, ref: str) -> None:
         """Free the slot of a task that ended. A remote job is released only once its end is journaled: a
         restart in between finds it again."""
+        term = self.term
         recorded = not self.adapter.remote or await _recorded(task)
-        if not self.leading:  # deposed meanwhile: the new dispatcher follows the job again, or releases it
+        if self.term != term or not self.leading:  # deposed meanwhile: the new dispatcher follows the job again
             del self._running[task]
-            if task.state.terminal:
+            if task.state.terminal:  # its end was recorded: the job is released by whoever leads now
                 self._finished(task)
+            elif self.leading:  # elected again since, after its end was taken back: follow the job again
+                self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
             else:
                 self._elsewhere[task] = None
             return

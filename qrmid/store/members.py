@@ -99,6 +99,7 @@ class Members:
         self._takeovers: set[asyncio.Task[None]] = set()
         self._closing = False
         store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
+        store.on_dropped = self.replica.take_back
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -237,6 +238,9 @@ class Members:
         """Dispatch resource ``name``, won at ``epoch``: the core takes over its tasks as a restart would."""
         started = time.monotonic()
         try:
+            await self.replica.hand_over(name)  # what an earlier dispatch here left in flight lands (or is taken back)
+            with contextlib.suppress(Exception):
+                await self.store.durable()
             stored, submitting, held = await self._unfinished(name)
             await self.replica.lead(name, stored, submitting, held)
             await self._cancels(await self._read_cancels(None))

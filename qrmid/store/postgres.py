@@ -172,6 +172,7 @@ class PostgresStore(Commits, Listener):
         self.epochs: dict[str, int] = {}  # resource -> epoch of this member's dispatch of it (cluster mode)
         self._published: dict[str, tuple[str, str, int, str | None]] = {}  # resource -> the state last published
         self.on_fenced: Callable[[str, list[str]], None] = lambda resource, task_ids: None
+        self.on_dropped: Callable[[list[str]], None] = lambda task_ids: None  # their states were not recorded
         self._pending: list[Write] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -494,11 +495,13 @@ class PostgresStore(Commits, Listener):
     def _fenced(self, fenced: Fenced) -> None:
         """Tell the member that its dispatch of a resource ended (another member was elected) when writes of its
         current epoch were left out, with their tasks; writes made before (an earlier epoch of this member) or after
-        it stopped dispatching (epoch 0) are simply not made."""
+        it stopped dispatching (epoch 0) are not made either, and their tasks' states are taken back (``on_dropped``):
+        no caller may see a state the store does not hold."""
         for (resource, epoch), task_ids in fenced.items():
             if self.epochs.get(resource) != epoch:
                 log.debug("PostgreSQL at %s: %d write(s) about %s of a dispatch that ended left out", self.dsn,
                           len(task_ids), resource)
+                self.on_dropped(list(dict.fromkeys(task_ids)))
                 continue
             log.warning("PostgreSQL at %s: this member no longer dispatches %s (another member was elected); %d "
                         "write(s) of its dispatch were not made", self.dsn, resource, len(task_ids))
