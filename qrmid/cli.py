@@ -414,7 +414,7 @@ TASK_COLUMNS = (Col("TASK", key=True), Col("RESOURCE", key=True), Col("STATE"), 
                 Col("SUBMITTED", drop=1), Col("TIME", right=True, drop=2), Col("OWNER", drop=3),
                 Col("PRIORITY", drop=4), Col("REASON", drop=5), Col("ACCOUNT", wide=True),
                 Col("SHOTS", right=True, wide=True), Col("STARTED", wide=True), Col("ENDED", wide=True),
-                Col("EXPECTED START", wide=True), Col("SLURM JOB", wide=True))
+                Col("EXPECTED START", wide=True), Col("SLURM JOB", wide=True), Col("MEMBER", wide=True))
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 
 
@@ -451,7 +451,7 @@ def tasks(ctx: click.Context, states: tuple[str, ...], resource: str, user: str,
         rows.append((task.id, task.resource, _state(task), str(task.queue_position or ""),
                      short_time(task.create_time), ran, task.owner, task.priority, task.reason, task.account,
                      str(task.shots), local_time(task.start_time), local_time(task.end_time),
-                     local_time(task.estimated_start_time), task.slurm_job_id))
+                     local_time(task.estimated_start_time), task.slurm_job_id, task.member))
     print_listing(out, TASK_COLUMNS, rows, wide=output == "wide")
 
 

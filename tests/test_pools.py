@@ -290,6 +290,9 @@ def test_the_cli_allows_the_fallback_and_shows_the_member(tmp_path: Path) -> Non
         cli("admin", "resume", "qpu", address=address)
         cli("watch", waiting, address=address)
         assert "member    qpu" in cli("status", waiting, address=address).stdout
+        wide = cli("tasks", "-o", "wide", address=address).stdout.splitlines()
+        assert wide[0].split()[-1] == "MEMBER", wide[0]
+        assert {line.split()[0]: line.split()[-1] for line in wide[1:]} == {task_id: "sim", waiting: "qpu"}
 
 
 def test_a_reload_that_changes_a_pool_is_refused_and_the_daemon_serves_on() -> None:
