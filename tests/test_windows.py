@@ -128,8 +128,10 @@ async def failure(call: object) -> tuple[grpc.StatusCode, str]:
 
 
 def clock(at: float) -> str:
+    """A moment as messages give it: the local time of day, with its date when that is not today."""
     moment = datetime.fromtimestamp(at)
-    return moment.strftime("%H:%M:%S" if moment.second else "%H:%M")
+    shown = moment.strftime("%H:%M:%S" if moment.second else "%H:%M")
+    return shown if moment.date() == datetime.now().date() else f"{moment.date().isoformat()} {shown}"
 
 
 async def test_inside_a_reservation_only_its_holders_tasks_run_the_others_wait_then_run(site: Site) -> None:
