@@ -285,6 +285,34 @@ async def test_retention_drops_old_tasks_then_the_oldest_past_the_result_size_ca
             "accounting records go by age only"
 
 
+async def test_writes_of_a_dispatch_that_ended_are_left_out_and_their_tasks_named(database: Database) -> None:
+    store = PostgresStore(database.dsn, member="node-a", password_file=password_file(database))
+    await asyncio.to_thread(store.open)
+    with database.connect() as conn:  # as an election leaves it: only the dispatcher writes a task's run
+        conn.execute("INSERT INTO resource_epoch (resource, dispatcher, epoch) VALUES ('noop', 'node-a', 1)")
+    store.dispatching("noop", 1)
+    store.start()
+    dropped: list[str] = []
+    store.on_dropped = dropped.extend
+    try:
+        task = Task(resource="noop", owner="alice", payload=PulserSequence('{"x": 1}', 3))
+        store.task_queued(task)
+        await store.durable()
+        task.transition(TaskState.RUNNING)
+        task.transition(TaskState.COMPLETED)
+        store.task_changed(task)  # written in epoch 1, committed after this member stopped dispatching
+        store.dispatching("noop", None)
+        with database.connect() as conn:  # elected again meanwhile (the writer is idle: no lock is held)
+            conn.execute("UPDATE resource_epoch SET epoch = 2 WHERE resource = 'noop'")
+        await store.durable()
+    finally:
+        await asyncio.to_thread(store.close)
+    assert dropped == [task.id], "the member learns which tasks' states the store does not hold"
+    with database.connect() as conn:
+        assert conn.execute("SELECT state, ended_at FROM tasks WHERE id = %s", (task.id,)).fetchone() == \
+            ("queued", None)
+
+
 class Member(QrmidProcess):
     """``qrmid serve`` with ``[cluster]`` in its own process, restartable, killable with SIGKILL; its log output
     (at debug level) collected in one file across runs."""
