@@ -620,6 +620,10 @@ class Broker:
         """Stop dispatching resource ``name`` and return once no submission to its backend is in flight, so that the
         member taking it over finds every job its tasks have."""
         self.step_down(name)
+        await self.settle(name)
+
+    async def settle(self, name: str) -> None:
+        """Return once no submission to resource ``name``'s backend is in flight."""
         if name in self.resources:
             await self.resources[name].scheduler.submitted()
 

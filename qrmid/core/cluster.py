@@ -107,6 +107,10 @@ class Replica(Protocol):
         """Drop the states of tasks that the store did not record (written by a dispatch that had ended)."""
         ...
 
+    async def settle(self, name: str) -> None:
+        """Return once no submission to resource ``name``'s backend is in flight."""
+        ...
+
     async def hand_over(self, name: str) -> None:
         """Stop dispatching resource ``name`` and return once no submission to its backend is in flight."""
         ...

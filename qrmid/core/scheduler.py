@@ -339,6 +339,7 @@ class Scheduler:
 
     async def _follow(self, task: Task, ref: str) -> None:
         """Follow a submitted task to its terminal state, fetch its output, then free its slot."""
+        term = self.term
         try:
             if task.state.terminal:  # stopped while it was being submitted
                 raise asyncio.CancelledError
@@ -364,12 +365,11 @@ class Scheduler:
             if self.suspended and self.leading and not task.state.terminal:  # for a restarted daemon to re-attach
                 del self._running[task]
             else:
-                await self._release(task, ref)
+                await self._release(task, ref, term)
 
-    async def _release(self, task: Task, ref: str) -> None:
-        """Free the slot of a task that ended. A remote job is released only once its end is journaled: a
-        restart in between finds it again."""
-        term = self.term
+    async def _release(self, task: Task, ref: str, term: int) -> None:
+        """Free the slot of a task that ended, followed since ``term``. A remote job is released only once its end
+        is journaled (a restart in between finds it again), and only by the dispatch that followed it."""
         recorded = not self.adapter.remote or await _recorded(task)
         if self.term != term or not self.leading:  # deposed meanwhile: the new dispatcher follows the job again
             del self._running[task]

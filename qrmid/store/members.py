@@ -238,7 +238,7 @@ class Members:
         """Dispatch resource ``name``, won at ``epoch``: the core takes over its tasks as a restart would."""
         started = time.monotonic()
         try:
-            await self.replica.hand_over(name)  # what an earlier dispatch here left in flight lands (or is taken back)
+            await self.replica.settle(name)  # what an earlier dispatch here left in flight lands (or is taken back)
             with contextlib.suppress(Exception):
                 await self.store.durable()
             stored, submitting, held = await self._unfinished(name)
