@@ -372,6 +372,8 @@ class Scheduler:
         is journaled (a restart in between finds it again), and only by the dispatch that followed it."""
         recorded = not self.adapter.remote or await _recorded(task)
         if self.term != term or not self.leading:  # deposed meanwhile: the new dispatcher follows the job again
+            if self._running.get(task) is not asyncio.current_task():  # a later dispatch here follows it already
+                return
             del self._running[task]
             if task.state.terminal:  # its end was recorded: the job is released by whoever leads now
                 self._finished(task)
