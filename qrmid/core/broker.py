@@ -522,7 +522,8 @@ class Broker:
         if task.state.terminal or self.resources[task.resource].scheduler.leading:
             return task, await task.settled()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(task.wait(), CANCEL_WAIT)
+            async with asyncio.timeout(CANCEL_WAIT):
+                await task.wait()
         return task, task.shown
 
     def _stop(self, task: Task, reason: str) -> None:

@@ -227,7 +227,7 @@ class PoolScheduler(Scheduler):
                 picked = self._pick() if self._queue.ready() and self.dispatching and self.leading else None
                 if picked is None:
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._gates_change()):  # not wait_for: it may swallow a cancel
+                        async with asyncio.timeout(self._gates_change()):
                             await self._wakeup.wait()
                     continue
                 task, member = picked

@@ -318,7 +318,7 @@ class Scheduler:
                     wait = self._gates_change()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
+                async with asyncio.timeout(wait):
                     await self._wakeup.wait()
 
     def _take(self) -> Task | None:

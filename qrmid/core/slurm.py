@@ -105,7 +105,8 @@ class SlurmJobs:
             raise Unavailable(f"cannot run {self.squeue!r} to check Slurm jobs: {exc.strerror}; "
                               "set [slurm] squeue to its path") from None
         try:
-            out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                out, err = await process.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -202,7 +203,8 @@ class Scontrol:
         except OSError as exc:
             raise Unavailable(f"cannot run {self.scontrol!r}: {exc.strerror}; set [slurm] scontrol to its path") from None
         try:
-            out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                out, err = await process.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

@@ -356,7 +356,7 @@ class Windows:
             wait = min([*times, now + IDLE_TICK]) - now
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wait, 0.01)):  # not wait_for: it can swallow a cancel (3.11)
+                async with asyncio.timeout(max(wait, 0.01)):
                     await self._changed.wait()
 
 

@@ -180,7 +180,8 @@ async def _held(seconds: float, receive: Receive) -> bool:
             pass
 
     try:
-        await asyncio.wait_for(hang_up(), seconds)
+        async with asyncio.timeout(seconds):
+            await hang_up()
     except TimeoutError:
         return False
     return True

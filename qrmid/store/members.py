@@ -109,7 +109,7 @@ class Members:
         self._loops = [asyncio.create_task(self._listen(), name="qrmid cluster listener"),
                        asyncio.create_task(self._apply_loop(), name="qrmid cluster notices")]
         try:
-            async with asyncio.timeout(self.store.connect_timeout):  # not wait_for: it can swallow a cancel (3.11)
+            async with asyncio.timeout(self.store.connect_timeout):
                 await self._listening.wait()
         except TimeoutError:
             log.warning("PostgreSQL at %s: member %s does not hear the other members yet; it serves meanwhile",
@@ -123,7 +123,8 @@ class Members:
         if self._conn is not None and not self._conn.closed:
             try:
                 for name in [*self.leading, *(self._held - set(self.leading))]:
-                    await asyncio.wait_for(self._hand_over(self._conn, name, "it is stopping"), self.failover_seconds)
+                    async with asyncio.timeout(self.failover_seconds):
+                        await self._hand_over(self._conn, name, "it is stopping")
             except (psycopg.Error, OSError, TimeoutError) as exc:  # its locks go with its connection anyway
                 log.warning("member %s could not hand over its resources one by one (%s); they are freed as it "
                             "disconnects", self.member, exc)
@@ -161,7 +162,9 @@ class Members:
                     failure = ""
                 while True:
                     groups: dict[str, list[tuple[str, int]]] = {}
-                    for name, epoch in await asyncio.wait_for(self._round(conn), self.failover_seconds / 4):
+                    async with asyncio.timeout(self.failover_seconds / 4):
+                        won = await self._round(conn)
+                    for name, epoch in won:
                         groups.setdefault(self.follows.get(name, name), []).insert(0, (name, epoch))
                     for head, won in groups.items():  # a group's followers first, its head (the pool) last
                         takeover = asyncio.create_task(self._lead_all(conn, won), name=f"qrmid take over {head}")
@@ -169,7 +172,7 @@ class Members:
                         takeover.add_done_callback(self._takeovers.discard)
                     self._nudge.clear()
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(TICK):  # not wait_for: it can swallow a cancel (3.11)
+                        async with asyncio.timeout(TICK):
                             await self._nudge.wait()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 reason = self.store.scrub(exc) if isinstance(exc, psycopg.Error) else "it did not answer in time"

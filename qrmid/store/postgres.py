@@ -414,7 +414,7 @@ class PostgresStore(Commits, Listener):
         self._wake.clear()
         wait = max(0.0, self.cleanup_interval - (time.monotonic() - self._cleaned_at))
         try:
-            async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
+            async with asyncio.timeout(wait):
                 await self._wake.wait()
         except TimeoutError:
             await self._tidy()
@@ -423,7 +423,7 @@ class PostgresStore(Commits, Listener):
         """Sleep before a retry; ``close`` cuts it short."""
         self._wake.clear()
         try:
-            async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancel (3.11)
+            async with asyncio.timeout(delay):
                 await self._wake.wait()
         except TimeoutError:
             pass

@@ -85,10 +85,10 @@ class Follower:
         """The job once it ended, or None when it still runs after ``timeout`` seconds."""
         self.interval = timeout  # the scheduler's poll interval, which a reload may change
         followed = self.follow(job_id)
-        try:
-            return await asyncio.wait_for(asyncio.shield(followed.ended), timeout)
-        except TimeoutError:
-            return None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(followed.ended)
+        return None
 
     async def close(self) -> None:
         for task in [*filter(None, [self._loop]), *self._rounds]:
@@ -109,7 +109,7 @@ class Follower:
             if wake > now:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wake - now):  # not wait_for: it can swallow a cancel (3.11)
+                    async with asyncio.timeout(wake - now):
                         await self._changed.wait()
                 continue
             due = [job_id for job_id, f in pending.items() if f.due <= now + COALESCE]

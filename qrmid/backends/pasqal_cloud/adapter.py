@@ -191,7 +191,8 @@ class PasqalCloud(Adapter):
         if job is None:
             return await self.poll(ref)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(job.settled.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await job.settled.wait()
         return job.status or JobStatus(JobState.RUNNING)
 
     @redacting

@@ -159,7 +159,8 @@ class Packer:
             if batch.timer is not None:
                 batch.timer.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(self._complete(batch) for batch in pending)), STOP_SECONDS)
+            async with asyncio.timeout(STOP_SECONDS):
+                await asyncio.gather(*(self._complete(batch) for batch in pending))
 
     def add(self, ref: str, sequence: str, runs: int) -> Job:
         """Take a task's job; it goes into the open batch (or a new one) in the background."""

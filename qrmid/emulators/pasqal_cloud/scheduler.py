@@ -101,7 +101,8 @@ class Scheduler:
                 batch.touch()
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(batch.wake.wait(), deadline - time.monotonic())
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await batch.wake.wait()
 
     async def _run_job(self, batch: Batch, job: Job, device: Device) -> None:
         job.move("RUNNING")
