@@ -97,7 +97,8 @@ class Members:
         self._loops: list[asyncio.Task[None]] = []
         self._conn: psycopg.AsyncConnection[Any] | None = None  # the election connection, while it is up
         self._takeovers: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self._closing = False  # it is stopping: its rounds win nothing more
+        self._closed = False  # its resources are handed over: its loops end
         store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
         store.on_dropped = self.replica.take_back
 
@@ -128,6 +129,7 @@ class Members:
             except (psycopg.Error, OSError, TimeoutError) as exc:  # its locks go with its connection anyway
                 log.warning("member %s could not hand over its resources one by one (%s); they are freed as it "
                             "disconnects", self.member, exc)
+        self._closed = True
         for loop in [*self._loops, *self._takeovers]:
             loop.cancel()
         await asyncio.gather(*self._loops, *self._takeovers, return_exceptions=True)
@@ -147,10 +149,11 @@ class Members:
     # -- election ----------------------------------------------------------------------------------------------
 
     async def _elect(self) -> None:
-        """Campaign for the eligible resources, forever: one round every ``TICK`` on a connection of its own; a
-        lost connection ends every dispatch of this member, and a new one campaigns again."""
+        """Campaign for the eligible resources until the member closes: one round every ``TICK`` on a connection of
+        its own; a lost connection ends every dispatch of this member, and a new one campaigns again. A closing
+        member's loop ends by itself too, should a cancel be lost on the way (a library's timed wait may drop one)."""
         failure = ""
-        while True:
+        while not self._closed:
             conn = None
             try:
                 conn = self._conn = await psycopg.AsyncConnection.connect(self._conninfo("election"), autocommit=True)
@@ -160,11 +163,11 @@ class Members:
                     log.warning("PostgreSQL at %s: member %s is connected again for dispatch", self.store.dsn,
                                 self.member)
                     failure = ""
-                while True:
-                    groups: dict[str, list[tuple[str, int]]] = {}
+                while not self._closed:
                     async with asyncio.timeout(self.failover_seconds / 4):
-                        won = await self._round(conn)
-                    for name, epoch in won:
+                        elected = await self._round(conn)
+                    groups: dict[str, list[tuple[str, int]]] = {}
+                    for name, epoch in elected:
                         groups.setdefault(self.follows.get(name, name), []).insert(0, (name, epoch))
                     for head, won in groups.items():  # a group's followers first, its head (the pool) last
                         takeover = asyncio.create_task(self._lead_all(conn, won), name=f"qrmid take over {head}")
