@@ -62,6 +62,23 @@ def test_an_empty_member_is_refused(c_build: Path, tmp_path: Path) -> None:
     assert "has an empty member" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("address", ["localhost", "dns:///qrmid.example.org", "ipv4:127.0.0.1:9,127.0.0.2",
+                                     "[::1]", "unix:{tmp}/a.sock,qrmid.example.org"])
+def test_a_member_without_a_port_is_refused(c_build: Path, tmp_path: Path, address: str) -> None:
+    proc = run_example(c_build, address.format(tmp=tmp_path))
+    portless = {"ipv4:127.0.0.1:9,127.0.0.2": "ipv4:127.0.0.2", "unix:{tmp}/a.sock,qrmid.example.org":
+                "qrmid.example.org"}.get(address, address)
+    assert proc.returncode == 1
+    assert f"address '{portless}' has no port, so gRPC would call port 443" in proc.stderr, proc.stderr
+
+
+def test_members_with_their_ports_are_not_refused_for_it(c_build: Path, tmp_path: Path) -> None:
+    port = refused_port().rpartition(":")[2]
+    proc = run_example(c_build, f"unix:{tmp_path}/none.sock,{refused_port()},dns:///localhost:{port},[::1]:{port}")
+    assert proc.returncode == 1 and "has no port" not in proc.stderr
+    assert "ListResources failed: UNAVAILABLE" in proc.stderr, proc.stderr
+
+
 @pytest.fixture(scope="module")
 def failover_probe(c_prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/c/qrmid_failover_probe.c built against the installed library."""

@@ -351,6 +351,61 @@ static char *member_target(const char *start, const char *end)
   return target;
 }
 
+/* Whether network target `member` ("host", "dns:///host", "ipv4:addr", ...) leaves out the port, so that gRPC
+ * would call port 443, where no qrmid listens; the same rule as the Python client's (qrmid/client_members.py). */
+static int lacks_port(const char *member)
+{
+  if (strncmp(member, "dns:", 4) == 0 || strncmp(member, "ipv4:", 5) == 0 || strncmp(member, "ipv6:", 5) == 0) {
+    member = strchr(member, ':') + 1;
+    if (strncmp(member, "//", 2) == 0) { /* dns://[authority]/host:port */
+      const char *slash = strchr(member + 2, '/');
+      member = slash != NULL ? slash + 1 : member + 2;
+    }
+  } else {
+    const char *slash = strchr(member, '/');
+    size_t head = slash != NULL ? (size_t)(slash - member) : strlen(member);
+    if (member[0] == '/' || (memchr(member, ':', head) != NULL && member[0] != '['))
+      return 0; /* a socket path, host:port, or a target of another scheme (unix:, vsock:, ...) */
+  }
+  if (member[0] == '[') /* [ipv6]:port */
+    return strstr(member, "]:") == NULL;
+  return strchr(member, ':') == NULL;
+}
+
+/* The first address of gRPC's own list `target` ("ipv4:a:p,b:p" or "ipv6:[a]:p,...") that leaves out the port, as
+ * a malloc'd "ipv4:a"; NULL when every one has its port (or out of memory). */
+static char *listed_without_port(const char *target)
+{
+  char *found = NULL;
+  const char *start = target + 5;
+  while (found == NULL) {
+    const char *end = strchr(start, ',');
+    size_t len = end != NULL ? (size_t)(end - start) : strlen(start);
+    char *one = malloc(5 + len + 1);
+    if (one == NULL)
+      return NULL;
+    memcpy(one, target, 5);
+    memcpy(one + 5, start, len);
+    one[5 + len] = '\0';
+    if (lacks_port(one))
+      found = one;
+    else
+      free(one);
+    if (end == NULL)
+      break;
+    start = end + 1;
+  }
+  return found;
+}
+
+/* INVALID_ARGUMENT for a member that leaves out its port, naming it. */
+static grpc_status_code refuse_portless(const char *member, qrmid_error *error)
+{
+  return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
+                   "address '%s' has no port, so gRPC would call port 443, where no qrmid listens: write %s:PORT "
+                   "with the port of the daemon's [daemon] tcp setting, or a Unix socket path", member, member);
+}
+
 /* Splits `address` into the client's members (see qrmid_client_new); their channels are made later. */
 static grpc_status_code split_members(qrmid_client *c, const char *address, qrmid_error *error)
 {
@@ -374,6 +429,16 @@ static grpc_status_code split_members(qrmid_client *c, const char *address, qrmi
       return set_error(error, GRPC_STATUS_INVALID_ARGUMENT,
                        "address '%s' has an empty member: list members as MEMBER,MEMBER,... (unix:/path, /path, "
                        "host:port or a gRPC target such as dns:///name:port)", address);
+    if (one) {
+      char *portless = listed_without_port(c->members[i].target);
+      if (portless != NULL) {
+        grpc_status_code code = refuse_portless(portless, error);
+        free(portless);
+        return code;
+      }
+    } else if (lacks_port(c->members[i].target)) {
+      return refuse_portless(c->members[i].target, error);
+    }
     start = end + 1;
   }
   return GRPC_STATUS_OK;

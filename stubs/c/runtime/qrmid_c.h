@@ -91,7 +91,8 @@ typedef struct qrmid_client qrmid_client;
  * "localhost:50051" or "dns:///qrmid.example.org:443", or several members
  * separated by commas in any mix of those forms ("ipv4:" and "ipv6:" targets
  * keep gRPC's own comma-separated address list and are one member). An
- * empty member is INVALID_ARGUMENT. Initialises gRPC (reference-counted).
+ * empty member, and a network address without its port (gRPC would call
+ * port 443), are INVALID_ARGUMENT. Initialises gRPC (reference-counted).
  * On success *client must be freed with qrmid_client_free(). An unknown
  * socket owner is INVALID_ARGUMENT.
  *
