@@ -310,6 +310,7 @@ class Daemon:
                                    on_reload=self._reload_as_asked, follows=dispatch_groups(self.config.resources))
             await self.members.start()
             self.broker.cluster = self.members
+            self.broker.windows.claim = self.members.claim_window
         self._gate_start()
         for server in self.servers:
             await server.start()

@@ -4,7 +4,9 @@ the waiting task everywhere; a member started later reads the windows from the s
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -74,4 +76,40 @@ def test_a_reservation_made_on_one_member_holds_everywhere_and_its_deletion_too(
                        pb.TASK_STATE_COMPLETED, "the waiting task run once the reservation was deleted")
         finally:
             for channel in channels.values():
+                channel.close()
+
+
+def test_two_members_asked_at_once_for_overlapping_windows_create_one(database: Database, tmp_path: Path) -> None:
+    """The store decides, not each member's view of it: the other member's answer names the window it overlaps."""
+    with Cluster(database, NOOP, members=2, tmp=tmp_path) as cluster:
+        channels = [grpc.insecure_channel(cluster.member(name).address) for name in cluster.names]
+        admins = [admin_grpc.AdminServiceStub(channel) for channel in channels]
+        start = threading.Barrier(len(admins))
+
+        def create(admin: admin_grpc.AdminServiceStub, begin: float, reason: str) -> str:
+            start.wait(timeout=30)
+            try:
+                return admin.CreateWindow(admin_pb.CreateWindowRequest(window=pb.Window(
+                    resource="noop", kind="maintenance", start_time=stamp(begin), end_time=stamp(begin + 1800),
+                    reason=reason)), timeout=30).id
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc
+                return exc.details()
+
+        try:
+            with ThreadPoolExecutor(len(admins)) as pool:
+                for round_ in range(8):
+                    begin = time.time() + 3600 * (round_ + 1)
+                    answers = list(pool.map(create, admins, [begin, begin + 900], ["first", "second"]))
+                    made = [answer for answer in answers if "overlaps" not in answer]
+                    assert len(made) == 1, f"round {round_}: {answers}"
+                    refusal = next(answer for answer in answers if "overlaps" in answer)
+                    assert "maintenance" in refusal and "of resource noop: choose times outside it" in refusal
+            with database.connect() as conn:
+                assert conn.execute("SELECT count(*) FROM windows").fetchone() == (8,)
+            for admin in admins:
+                eventually(lambda admin=admin: len(admin.ListWindows(admin_pb.ListWindowsRequest(), timeout=30)
+                                                   .windows) == 8, "every window listed on every member")
+        finally:
+            for channel in channels:
                 channel.close()

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from qrmid.core.allocations import Allocations
     from qrmid.core.leases import Lease
     from qrmid.core.tasks import Task
-    from qrmid.core.windows import Windows
+    from qrmid.core.windows import Window, Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,11 @@ class Membership(Protocol):
         """Record exclusive ``lease``, for which waiter ``waiter_id`` waited, in the store unless another member granted
         a live exclusive lease on its resource or an exclusive Acquire waits ahead of it (race-free across members);
         whether it was recorded."""
+        ...
+
+    async def claim_window(self, window: Window) -> Window | None:
+        """Record admin window ``window`` in the store unless a window of its resource stored by any member overlaps
+        it (race-free across members); the overlapping window, else None."""
         ...
 
     async def enter_line(self, resource: str, waiter_id: str, asked_at: float, until: float) -> None:

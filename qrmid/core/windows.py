@@ -19,7 +19,7 @@ import os
 import pwd
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
@@ -140,6 +140,8 @@ class Windows:
         self.max_per_resource = max_per_resource
         self.groups = UserGroups(group_cache_seconds, self.wake)
         self.on_maintenance: Callable[[str, datetime | None], None] = lambda resource, until: None  # the Slurm gate
+        # cluster mode: records a window unless another member's overlaps it (that one is returned)
+        self.claim: Callable[[Window], Awaitable[Window | None]] | None = None
         self._admin: dict[str, Window] = {}
         self._config: list[Window] = []
         self._by_resource: dict[str, list[Window]] = {}
@@ -182,6 +184,9 @@ class Windows:
         (it is in force until the daemon stops)."""
         now = time.time()
         window = self._checked(window, now)
+        if self.claim is not None and (other := await self.claim(window)) is not None:
+            self.mirror(other.id, other)  # another member's, not heard of here yet
+            raise InvalidArgument(_overlap(other, window, now))
         self._admin[window.id] = window
         self.events.window_created(window)
         self._changes()
@@ -256,10 +261,7 @@ class Windows:
         mine = [other for other in self._by_resource.get(window.resource, []) if not other.closed_at(now)]
         for other in mine:
             if other.overlaps(window):
-                fix = "delete it first (qrmid admin unreserve ID)" if other.origin == ADMIN else \
-                    "change the config file"
-                raise InvalidArgument(f"the window overlaps {other.describe(now)} of resource {window.resource}: "
-                                      f"choose times outside it, or {fix}")
+                raise InvalidArgument(_overlap(other, window, now))
         if sum(other.origin == ADMIN for other in mine) >= self.max_per_resource:
             raise ResourceExhausted(f"resource {window.resource} has {self.max_per_resource} windows planned, the "
                                     "limit ([windows] max_per_resource): delete some first")
@@ -422,6 +424,12 @@ class WindowGate:
 
 
 @functools.lru_cache(maxsize=1024)
+def _overlap(other: Window, window: Window, now: float) -> str:
+    """Why ``window`` cannot be created: it overlaps ``other``; what to do instead."""
+    fix = "delete it first (qrmid admin unreserve ID)" if other.origin == ADMIN else "change the config file"
+    return f"the window overlaps {other.describe(now)} of resource {window.resource}: choose times outside it, or {fix}"
+
+
 def _held(window: Window, run: str, today: date) -> Hold:
     """Why ``window`` holds a task: in force (``run`` empty), or ahead while tasks run about ``run`` seconds; times as
     read on ``today``. Made once per window and day, not per task: a long queue is looked through at each dispatch."""

@@ -33,10 +33,12 @@ from qrmid.core.cluster import Dispatch, MemberView, Replica
 from qrmid.core.errors import NotFound, Unavailable
 from qrmid.core.leases import Lease
 from qrmid.core.tasks import Task
-from qrmid.store.journal import SUBMITTING, read_lease, read_task
+from qrmid.core.windows import Window
+from qrmid.store.journal import SUBMITTING, read_lease, read_task, window_row
 from qrmid.store.postgres import (
     ALLOCATION_COLUMNS,
     CHANNEL,
+    INSERT_WINDOW,
     LEASE_COLUMNS,
     MEMBER_LOCK,
     NOTIFY,
@@ -55,6 +57,9 @@ TICK = 0.5  # seconds between two rounds of heartbeat and election
 LOCKS = 0x71726D69  # the advisory locks of dispatch (two-key form): this key, then the resource's lock_key
 RESYNC_SLACK = 60.0  # seconds: after a lost listener, tasks that ended this long before it was lost are read again
 EXCLUSIVE_LOCKS = 0x71726D6A  # the advisory locks of exclusive grants (two-key form): this key, then the resource's
+WINDOW_LOCKS = 0x71726D6B  # the advisory locks of admins' windows (two-key form): this key, then the resource's
+OVERLAPPING = f"""SELECT {WINDOW_COLUMNS} FROM windows WHERE resource = %(resource)s AND start_at < %(end)s
+    AND end_at > %(start)s AND end_at > %(now)s AND id <> %(id)s ORDER BY start_at LIMIT 1"""
 OTHER_EXCLUSIVE = """SELECT id FROM leases WHERE resource = %(resource)s AND mode = 'exclusive' AND expires_at > %(now)s
     AND id <> %(lease)s UNION ALL SELECT w.id FROM exclusive_waits w, exclusive_waits mine WHERE mine.id = %(waiter)s
     AND w.resource = %(resource)s AND w.until > %(now)s AND (w.asked_at, w.id) < (mine.asked_at, mine.id) LIMIT 1"""
@@ -496,6 +501,25 @@ class Members:
             raise Unavailable(f"{self.store.name} cannot record the exclusive lease ({self.store.scrub(exc)}): retry "
                               "later") from None
         return True
+
+    async def claim_window(self, window: Window) -> Window | None:
+        """Record admin window ``window`` unless a stored window of its resource overlaps it, in one transaction under
+        the resource's advisory lock, so that two members never create overlapping windows; the overlapping window,
+        else None once recorded."""
+        try:
+            async with self.store.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (WINDOW_LOCKS, window.resource))
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(OVERLAPPING, {"resource": window.resource, "start": window.start,
+                                                   "end": window.end, "now": time.time(), "id": window.id})
+                if overlapping := read_windows(await cursor.fetchall()):
+                    return overlapping[0]
+                await conn.execute(INSERT_WINDOW, window_row(window))
+                await conn.execute(NOTIFY, (f"w:{window.id}",))
+        except psycopg.Error as exc:
+            raise Unavailable(f"{self.store.name} cannot record the window ({self.store.scrub(exc)}): retry "
+                              "later") from None
+        return None
 
     async def enter_line(self, resource: str, waiter_id: str, asked_at: float, until: float) -> None:
         try:

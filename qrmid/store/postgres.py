@@ -98,6 +98,7 @@ PUBLISH = """INSERT INTO resource_state (resource, state, reason, slots, target,
     state = excluded.state, reason = excluded.reason, slots = excluded.slots, target = excluded.target, at = excluded.at"""
 EPOCHS = "SELECT resource, epoch FROM resource_epoch WHERE resource = ANY(%s) FOR SHARE"
 WINDOW_COLUMNS = "id, resource, kind, start_at, end_at, users, accounts, groups_, reason"
+INSERT_WINDOW = f"INSERT INTO windows ({WINDOW_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
 ALLOCATION_COLUMNS = "account, resources, limit_kind, qpu_seconds, shots, period"
 ROLL_UP = """INSERT INTO usage_days (account, resource, day, qpu_seconds, shots) VALUES (%s, %s, %s, %s, %s)
     ON CONFLICT (account, resource, day) DO UPDATE SET qpu_seconds = usage_days.qpu_seconds + excluded.qpu_seconds,
@@ -341,9 +342,7 @@ class PostgresStore(Commits, Listener):
                     notice=f"a:{allocation.account}")
 
     def window_created(self, window: Window) -> None:
-        self._write("INSERT INTO windows (id, resource, kind, start_at, end_at, users, accounts, groups_, reason) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", window_row(window),
-                    notice=f"w:{window.id}")
+        self._write(INSERT_WINDOW, window_row(window), notice=f"w:{window.id}")
 
     def window_deleted(self, window: Window) -> None:
         self._write("DELETE FROM windows WHERE id = %s", (window.id,), notice=f"w:{window.id}")
