@@ -386,12 +386,12 @@ class _Progress:
         self.last: pb.Task | None = None  # the latest state streamed
 
     def show(self, task: pb.Task) -> None:
-        if self.last is None:
+        previous, self.last = self.last, task  # before the line: a Ctrl-C once it is printed knows the task
+        if previous is None:
             click.echo(f"task {task.id}: {_state(task)} on {task.resource}", err=True)
             _warn(task)
-        elif not err.is_terminal and task.state != self.last.state and task.state not in TERMINAL:
+        elif not err.is_terminal and task.state != previous.state and task.state not in TERMINAL:
             click.echo(f"task {task.id}: {_state(task)}", err=True)
-        self.last = task
         where = f" (position {task.queue_position})" if task.queue_position else ""
         if task.HasField("estimated_start_time"):
             where += f", expected to start at {local_time(task.estimated_start_time)}"
