@@ -36,6 +36,7 @@ from qrmid.core.tasks import Result, Task, TaskState
 from qrmid.daemon import StartupError
 from qrmid.ops.config import Config, ConfigError, load
 from qrmid.store import schema
+from qrmid.store.members import Members
 from qrmid.store.postgres import PostgresStore
 from qrmid.v1 import admin_pb2, admin_pb2_grpc, metrics_pb2, metrics_pb2_grpc
 from qrmid.v1 import quantum_resources_pb2 as pb
@@ -117,6 +118,28 @@ async def test_a_schema_newer_than_the_daemon_knows_is_refused(database: Databas
     message = str(error.value)
     assert "schema is newer than this qrmid knows" in message and "run the newer qrmid" in message, message
     assert database.dsn in message and database.password not in message
+
+
+async def test_a_member_stops_even_when_one_of_its_loops_swallows_a_cancel(database: Database,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Python 3.11 a library's timed wait (the connection pool's) can swallow a cancel: the loop runs on, as the
+    notices loop of a member whose stop once never ended did. The member cancels again until its loops end."""
+    applying = Members._apply_loop
+    swallowed = asyncio.Event()
+
+    async def runs_on(self: Members) -> None:
+        try:
+            await applying(self)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await applying(self)
+
+    monkeypatch.setattr(Members, "_apply_loop", runs_on)
+    async with asyncio.timeout(60):
+        async with running(cluster_config(database)) as daemon, AsyncClient(f"unix:{daemon.socket}") as qrmid:
+            task = await qrmid.start_task("noop", PAYLOAD)
+            assert (await qrmid.wait(task.id)).state == pb.TASK_STATE_COMPLETED
+    assert swallowed.is_set(), "the first cancel reached the loop, which ran on"
 
 
 # -- what a restart keeps -----------------------------------------------------------------------------------------

@@ -102,8 +102,7 @@ class Members:
         self._loops: list[asyncio.Task[None]] = []
         self._conn: psycopg.AsyncConnection[Any] | None = None  # the election connection, while it is up
         self._takeovers: set[asyncio.Task[None]] = set()
-        self._closing = False  # it is stopping: its rounds win nothing more
-        self._closed = False  # its resources are handed over: its loops end
+        self._closing = False
         store.on_fenced = lambda resource, task_ids: self._deposed(resource, task_ids)
         store.on_dropped = self.replica.take_back
 
@@ -134,10 +133,11 @@ class Members:
             except (psycopg.Error, OSError, TimeoutError) as exc:  # its locks go with its connection anyway
                 log.warning("member %s could not hand over its resources one by one (%s); they are freed as it "
                             "disconnects", self.member, exc)
-        self._closed = True
-        for loop in [*self._loops, *self._takeovers]:
-            loop.cancel()
-        await asyncio.gather(*self._loops, *self._takeovers, return_exceptions=True)
+        loops = [*self._loops, *self._takeovers]
+        while loops := [loop for loop in loops if not loop.done()]:  # again and again: a library's timed wait (the
+            for loop in loops:  # connection pool's, on Python 3.11) may swallow a cancel, and the loop then runs on
+                loop.cancel()
+            await asyncio.wait(loops, timeout=TICK)
 
     def _conninfo(self, role: str) -> str:
         """The store's connection string for this member's ``role`` connection (its application name), with TCP
@@ -154,11 +154,10 @@ class Members:
     # -- election ----------------------------------------------------------------------------------------------
 
     async def _elect(self) -> None:
-        """Campaign for the eligible resources until the member closes: one round every ``TICK`` on a connection of
-        its own; a lost connection ends every dispatch of this member, and a new one campaigns again. A closing
-        member's loop ends by itself too, should a cancel be lost on the way (a library's timed wait may drop one)."""
+        """Campaign for the eligible resources, forever: one round every ``TICK`` on a connection of its own; a
+        lost connection ends every dispatch of this member, and a new one campaigns again."""
         failure = ""
-        while not self._closed:
+        while True:
             conn = None
             try:
                 conn = self._conn = await psycopg.AsyncConnection.connect(self._conninfo("election"), autocommit=True)
@@ -168,7 +167,7 @@ class Members:
                     log.warning("PostgreSQL at %s: member %s is connected again for dispatch", self.store.dsn,
                                 self.member)
                     failure = ""
-                while not self._closed:
+                while True:
                     async with asyncio.timeout(self.failover_seconds / 4):
                         elected = await self._round(conn)
                     groups: dict[str, list[tuple[str, int]]] = {}
