@@ -423,13 +423,13 @@ class WindowGate:
         return None if groups is None else not groups.isdisjoint(window.groups)
 
 
-@functools.lru_cache(maxsize=1024)
 def _overlap(other: Window, window: Window, now: float) -> str:
     """Why ``window`` cannot be created: it overlaps ``other``; what to do instead."""
     fix = "delete it first (qrmid admin unreserve ID)" if other.origin == ADMIN else "change the config file"
     return f"the window overlaps {other.describe(now)} of resource {window.resource}: choose times outside it, or {fix}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _held(window: Window, run: str, today: date) -> Hold:
     """Why ``window`` holds a task: in force (``run`` empty), or ahead while tasks run about ``run`` seconds; times as
     read on ``today``. Made once per window and day, not per task: a long queue is looked through at each dispatch."""
