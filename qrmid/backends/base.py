@@ -183,6 +183,6 @@ class Adapter(ABC):
     async def cleanup(self, ref: str) -> None:
         """Free what the backend still holds for the job (e.g. an IBM execution lane)."""
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """The resource's queue just emptied: hand over anything held back for packing (e.g. close an
-        open Pasqal batch)."""
+        open Pasqal batch); called on the event loop, so it only starts what takes time."""

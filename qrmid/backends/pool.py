@@ -207,8 +207,7 @@ class PoolAdapter(Adapter):
             worker = self._idle.pop()
             worker.job = job
             data = pickle.dumps((job.function, job.args), protocol=pickle.HIGHEST_PROTOCOL)
-            worker.writer.write(HEADER.pack(len(data)))
-            worker.writer.write(data)
+            worker.writer.write(HEADER.pack(len(data)) + data)  # one write: the worker wakes once
             if self.max_run_seconds:
                 worker.timer = asyncio.get_running_loop().call_later(self.max_run_seconds, self._expire, worker, job)
 
@@ -236,8 +235,7 @@ def _send(channel: socket.socket, message: tuple[str, Any]) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # an exception that does not pickle: its type and text do
         data = pickle.dumps(("failed", RuntimeError(f"{type(message[1]).__name__}: {message[1]}: {exc}")))
-    channel.sendall(HEADER.pack(len(data)))
-    channel.sendall(data)
+    channel.sendall(HEADER.pack(len(data)) + data)  # one write: the daemon wakes once
 
 
 def _receive(channel: socket.socket) -> Any:

@@ -62,7 +62,6 @@ class Scheduler:
         self._busy_since: dict[Task, float] = {}
         self._refusals = 0
         self._resume_at = 0.0
-        self._flushing: asyncio.Task[None] | None = None
 
     @property
     def slots(self) -> int:
@@ -194,7 +193,10 @@ class Scheduler:
                 continue
             self._running[task] = asyncio.create_task(self._follow(task, ref), name=f"qrmid task {task.id}")
             if not self._queue:
-                self._flushing = asyncio.create_task(_quietly(self.adapter.flush(), f"flush of {self.name}"))
+                try:
+                    self.adapter.flush()
+                except Exception as exc:  # a backend failure never stops the scheduler
+                    log.warning("flush of %s failed: %s", self.name, exc)
 
     def restore_usage(self, task: Task) -> None:
         """Count toward fair share what a task that finished before a restart used."""
@@ -384,7 +386,8 @@ class Scheduler:
             return
         if recorded:
             await _quietly(self.adapter.cleanup(ref), f"cleanup of task {task.id}")
-            task.events.job_released(task)
+            if self.adapter.remote:  # only a remote job can outlive a restart unreleased
+                task.events.job_released(task)
         self._resume_at = 0.0  # our own cleanup freed room on the backend: try again at once
         del self._running[task]
         self._finished(task)

@@ -231,7 +231,7 @@ class PasqalCloud(Adapter):
     async def cleanup(self, ref: str) -> None:
         self.packer.forget(ref)
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         if self._packer is not None:
             self._packer.idle()
 
