@@ -6,8 +6,8 @@ In one run, against servers in their own processes on Unix sockets:
 - ``GetTask`` on qrmid: latency of one caller, and throughput of 16 concurrent callers, alternating with the
   baseline round by round;
 - end to end: tasks/s through qrmid on the ``noop`` backend (``AsyncClient.run``: start, wait for the end, fetch the
-  result), and the daemon's own CPU time per task (read from ``/proc/<pid>/stat`` before and after each run, divided
-  by the tasks completed), with the journal on and with it off: the two daemons run side by side and are measured
+  result), and the daemon's CPU time per task (its process's and its workers', read from ``/proc`` before and after
+  each run, divided by the tasks completed), with the journal on and with it off: the two daemons run side by side and are measured
   round by round, alternately.
 
 Every figure is printed with its ratio to the baseline measured in the same run; repeated ones as min–median–max.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import statistics
 import subprocess
 import sys
@@ -33,12 +32,11 @@ from rich.table import Table
 
 from qrmid.bench.process import QrmidProcess
 from qrmid.bench.throughput import counted, throughput
-from qrmid.bench.timing import spread
+from qrmid.bench.timing import cpu_seconds, spread
 from qrmid.client import AsyncClient, pulser_payload
 
 ECHO = "/bench.Echo/Echo"
 PAYLOAD = pulser_payload({}, 1)
-TICK = 1 / os.sysconf("SC_CLK_TCK")  # seconds per unit of /proc/<pid>/stat's CPU times
 
 
 async def _echo_server(socket: str) -> None:
@@ -88,12 +86,6 @@ def _daemon(scratch: Path, journal: bool) -> QrmidProcess:
                       '[limits]\ncalls_per_second = 0\nstreams_per_client = 0\n'
                       '[[resources]]\ntype = "noop"\nname = "noop"\nslots = 64\nqueue_limit = 100000\n')
     return QrmidProcess(config, socket)
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system, all threads) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * TICK  # utime and stime, fields 14 and 15 of proc(5)
 
 
 async def _tasks(clients: list[AsyncClient], pid: int, seconds: float) -> tuple[float, float]:

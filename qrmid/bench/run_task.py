@@ -8,13 +8,12 @@ run against one ``qrmid serve`` process (journal on):
 - one call: RunTask (``Client.run``).
 
 For each, min–median–max over the rounds of that round's median and p99 time per task, and the daemon's CPU time per
-task (its own utime + stime, from /proc, over the round), with the ratio of the medians. The no-op resource completes
+task (user and system time of its process and those it started, from /proc, over the round), with the ratio of the medians. The no-op resource completes
 each task at once, so the figures are qrmid's own cost per task: calls, journal commits, dispatch.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qrmid.bench.process import QrmidProcess
-from qrmid.bench.timing import spread
+from qrmid.bench.timing import cpu_seconds, spread
 from qrmid.client import Client, pulser_payload
 from qrmid.v1 import quantum_resources_pb2 as pb
 
@@ -44,12 +43,6 @@ def three_calls(client: Client) -> None:
 
 def one_call(client: Client) -> None:
     client.run("noop", PAYLOAD)
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(run: Callable[[], None], calls: int, pid: int) -> tuple[list[float], float]:
