@@ -13,12 +13,13 @@ gRPC stream, a worker process, a durable commit); what qrmid costs beyond this i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,17 @@ async def _serve(socket: str, journal: str) -> None:
     await server.wait_for_termination()
 
 
-def start(socket: Path, journal: Path) -> subprocess.Popen[bytes]:
-    """The floor server in a process of its own, once it answers."""
+@contextlib.contextmanager
+def running(socket: Path, journal: Path) -> Iterator[None]:
+    """The floor server in a process of its own, from when it answers until the block ends."""
     process = subprocess.Popen([sys.executable, "-m", "qrmid.bench.floor", str(socket), str(journal)])
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=120)
-    return process
+    try:
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        yield
+    finally:
+        process.terminate()
+        process.wait()
 
 
 class _Call:

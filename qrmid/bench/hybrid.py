@@ -115,23 +115,21 @@ def main(calls: int, rounds: int) -> None:
         daemon = QrmidProcess(config, socket, output=Path(scratch) / "qrmid.log")
         daemon.start()
         floor_socket = Path(scratch) / "floor.sock"
-        floor_server = floor.start(floor_socket, Path(scratch) / "floor.db")
         try:
-            sides = {"aer": loops(AerSampler(), AerEstimator()),
-                     "floor": loops(floor.Sampler(floor_socket), floor.Estimator(floor_socket)),
-                     "qrmid": loops(SamplerV2("sim", address=daemon.address, lease_token=""),
-                                    EstimatorV2("sim", address=daemon.address, lease_token=""))}
-            medians: dict[tuple[str, str], list[float]] = {}
-            tails: dict[tuple[str, str], list[float]] = {}
-            for _ in range(rounds):
-                for side, calls_of in sides.items():
-                    for name, call in calls_of.items():
-                        times = timed(call, calls)
-                        medians.setdefault((name, side), []).append(statistics.median(times))
-                        tails.setdefault((name, side), []).append(p99(times))
+            with floor.running(floor_socket, Path(scratch) / "floor.db"):
+                sides = {"aer": loops(AerSampler(), AerEstimator()),
+                         "floor": loops(floor.Sampler(floor_socket), floor.Estimator(floor_socket)),
+                         "qrmid": loops(SamplerV2("sim", address=daemon.address, lease_token=""),
+                                        EstimatorV2("sim", address=daemon.address, lease_token=""))}
+                medians: dict[tuple[str, str], list[float]] = {}
+                tails: dict[tuple[str, str], list[float]] = {}
+                for _ in range(rounds):
+                    for side, calls_of in sides.items():
+                        for name, call in calls_of.items():
+                            times = timed(call, calls)
+                            medians.setdefault((name, side), []).append(statistics.median(times))
+                            tails.setdefault((name, side), []).append(p99(times))
         finally:
-            floor_server.terminate()
-            floor_server.wait()
             daemon.stop()
     table = Table(title=f"hybrid loops: {calls} sequential calls, {rounds} rounds (min–median–max of each round's "
                         "figure)")
