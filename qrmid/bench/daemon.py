@@ -7,8 +7,8 @@ In one run, against servers in their own processes on Unix sockets:
   baseline round by round;
 - end to end: tasks/s through qrmid on the ``noop`` backend (``AsyncClient.run``: start, wait for the end, fetch the
   result), and the daemon's CPU time per task (its process's and its workers', read from ``/proc`` before and after
-  each run, divided by the tasks completed), with the journal on and with it off: the two daemons run side by side and are measured
-  round by round, alternately.
+  each run, divided by the tasks completed), with the journal on and with it off: the two daemons run side by side
+  and are measured round by round, alternately.
 
 Every figure is printed with its ratio to the baseline measured in the same run; repeated ones as min–median–max.
 """
