@@ -330,3 +330,48 @@ def test_a_lease_token_is_never_read_as_a_command_line_option() -> None:
     tokens = [new_token() for _ in range(2000)]  # a URL-safe draw starts with '-' once in 64
     assert not [token for token in tokens if token.startswith("-")]
     assert len(set(tokens)) == len(tokens) and min(map(len, tokens)) >= 43
+
+
+class Reattaching(noop.Noop):
+    """A remote backend whose jobs outlive a change of dispatcher: ``attach`` finds each one, once let through."""
+
+    remote = True
+
+    def __init__(self) -> None:
+        super().__init__(noop.Settings(type="noop", name="far", slots=4))
+        self.asked: list[str] = []
+        self.first_asked = asyncio.Event()
+        self.through = asyncio.Event()
+
+    async def attach(self, task_id: str, ref: str | None) -> str | None:
+        self.asked.append(task_id)
+        self.first_asked.set()
+        await self.through.wait()
+        self._due[task_id] = time.monotonic()  # its job has ended on the backend
+        return task_id
+
+
+async def test_a_dispatcher_elected_again_follows_every_task_left_to_it_while_it_takes_over() -> None:
+    """Elected again after losing its hold, a member re-attaches the tasks left on the backend; a task that joins
+    them while it does (its own follow from the dispatch it lost just ended, and left the task to the dispatcher) is
+    re-attached too, not left running with nobody following it."""
+    adapter = Reattaching()
+    broker = broker_with(adapter)
+    scheduler = broker.resources["r"].scheduler
+    scheduler.step_down()
+    left, joining = Task("r", "alice", PAYLOAD), Task("r", "bob", PAYLOAD)
+    for task in (left, joining):
+        task.transition(TaskState.RUNNING)
+        task.remote_ref = task.id
+    scheduler.mirrored(left)
+    leading = asyncio.create_task(broker.lead("r", [], set(), set()))
+    await asyncio.wait_for(adapter.first_asked.wait(), 10)
+    scheduler.mirrored(joining)
+    adapter.through.set()
+    await asyncio.wait_for(leading, 10)
+    assert adapter.asked == [left.id, joining.id]
+    for task in (left, joining):
+        async with asyncio.timeout(10):
+            async for view in task.watch():
+                last = view
+        assert last.state is TaskState.COMPLETED, task

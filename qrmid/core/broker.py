@@ -582,14 +582,20 @@ class Broker:
                 own.payload = task.payload  # a copy that ended here but whose end the store refused lost it
         unsure = [self._tasks[task_id] for task_id in submitting if task_id in self._tasks]
         attached: dict[Task, str | None] = {}
-        for task in [*scheduler.elsewhere, *(task for task in unsure if task.state is TaskState.QUEUED)]:
-            try:
-                ref = await _reattach(runs_on(resource, task), task, submitting)  # a pool's: on its member
-            except Exception as exc:  # its fate is unknown: fail it rather than run it twice
-                task.transition(TaskState.FAILED, f"lost in a change of dispatcher: {exc}")
-                scheduler.mirrored(task)
-                continue
-            attached[task] = ref
+        tried: set[Task] = set()
+        # until none is left: while one is re-attached, this member's own follow of a task from its deposed dispatch
+        # may end and leave that task on the backend for the dispatcher, which is this member now
+        while pending := [task for task in [*scheduler.elsewhere, *(task for task in unsure if task.state is
+                                                                     TaskState.QUEUED)] if task not in tried]:
+            tried.update(pending)
+            for task in pending:
+                try:
+                    ref = await _reattach(runs_on(resource, task), task, submitting)  # a pool's: on its member
+                except Exception as exc:  # its fate is unknown: fail it rather than run it twice
+                    task.transition(TaskState.FAILED, f"lost in a change of dispatcher: {exc}")
+                    scheduler.mirrored(task)
+                    continue
+                attached[task] = ref
         scheduler.lead(attached)
         for done in filter(None, map(self._tasks.get, held)):
             runner = _runner(resource, done)
